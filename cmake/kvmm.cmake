@@ -1,0 +1,40 @@
+# Uniform compile options and helpers for kvmm's libraries and tests.
+
+set(KVMM_WARNINGS -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
+    -Wnull-dereference -Wformat=2 -Wimplicit-fallthrough)
+if(KVMM_WERROR)
+  list(APPEND KVMM_WARNINGS -Werror)
+endif()
+
+set(KVMM_SANITIZER_FLAGS "")
+if(KVMM_SANITIZE)
+  set(KVMM_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+endif()
+
+# kvmm_library(NAME SOURCES a.cc b.cc DEPS other_lib ...)
+function(kvmm_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${KVMM_WARNINGS}> ${KVMM_SANITIZER_FLAGS})
+  target_link_options(${name} PUBLIC ${KVMM_SANITIZER_FLAGS})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# kvmm_test(NAME SOURCES a_test.cc ... DEPS lib ... [LABEL unit|kvm])
+# One GoogleTest binary; each test case is registered with CTest under the label.
+function(kvmm_test name)
+  if(NOT KVMM_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "" "LABEL" "SOURCES;DEPS" ${ARGN})
+  if(NOT ARG_LABEL)
+    set(ARG_LABEL unit)
+  endif()
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE ${KVMM_WARNINGS} ${KVMM_SANITIZER_FLAGS})
+  target_link_options(${name} PRIVATE ${KVMM_SANITIZER_FLAGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST PROPERTIES LABELS ${ARG_LABEL}
+                       WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
+endfunction()

@@ -1,0 +1,21 @@
+// Whole-file and ranged reads of host files (kernel, initrd), with errors that
+// name the path. Host files are untrusted input: sizes are capped by the caller.
+#pragma once
+
+#include "base/expected.h"
+#include "base/unique_fd.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvmm {
+
+// Opens `path` read-only; the error names the path and the reason.
+Expected<UniqueFd> open_read_only(std::string const& path);
+
+// Reads the whole regular file at `path`, refusing files larger than `max_size` bytes.
+Expected<std::vector<std::byte>> read_file(std::string const& path, uint64_t max_size);
+
+} // namespace kvmm

@@ -1,0 +1,42 @@
+// Vm: one virtual machine on a hypervisor: its memory slots, interrupt
+// controllers and vCPUs. Interfaces split by what the VMM needs; the KVM
+// backend lives in hypervisor/kvm, a scripted one for tests in hypervisor/fake.
+//
+// Threading: set up from the builder thread before any vCPU runs;
+// set_irq_line() may be called from any thread afterwards.
+#pragma once
+
+#include "base/expected.h"
+#include "hypervisor/vcpu.h"
+#include "hypervisor/x86_state.h"
+#include "memory/guest_memory.h"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace kvmm {
+
+class Vm {
+public:
+    virtual ~Vm() = default;
+
+    // Registers every region of `memory` as guest RAM. `memory` must outlive the Vm.
+    virtual Expected<void> map_memory(GuestMemory const& memory) = 0;
+    // Creates the in-kernel interrupt controllers (IOAPIC, LAPICs, PIC) and the PIT.
+    virtual Expected<void> create_irqchip_and_pit() = 0;
+    // Raises (level true) or lowers a global system interrupt line on the IOAPIC/PIC.
+    virtual Expected<void> set_irq_line(uint32_t gsi, bool level) = 0;
+    // Configuration of the x86 VM: the address of the TSS/identity map pages the hypervisor
+    // may need below 4 GiB (must not overlap RAM or device ranges).
+    virtual Expected<void> set_tss_address(uint64_t address) = 0;
+
+    // The CPUID leaves the hypervisor and host CPU can give a guest.
+    virtual Expected<std::vector<CpuidEntry>> supported_cpuid() const = 0;
+    // The most vCPUs this VM can have.
+    virtual uint32_t max_vcpus() const = 0;
+
+    virtual Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) = 0;
+};
+
+} // namespace kvmm
