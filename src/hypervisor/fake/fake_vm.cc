@@ -1,0 +1,99 @@
+#include "hypervisor/fake/fake_vm.h"
+
+namespace kvmm {
+
+Expected<VcpuExit> FakeVcpu::run() {
+    if (m_immediate_exit)
+        return VcpuExit { vcpu_exit::Interrupted {} };
+    if (m_script.empty())
+        return VcpuExit { vcpu_exit::Shutdown {} };
+    m_current = std::move(m_script.front());
+    m_script.pop_front();
+    auto& data = m_current.data;
+    auto const port = static_cast<uint16_t>(m_current.address);
+    auto const width = static_cast<uint8_t>(data.size());
+    switch (m_current.kind) {
+    case ScriptedExit::Kind::IoIn:
+        return VcpuExit { vcpu_exit::IoIn { port, width, 1, std::span<uint8_t>(data) } };
+    case ScriptedExit::Kind::IoOut:
+        return VcpuExit { vcpu_exit::IoOut { port, width, 1, std::span<uint8_t const>(data) } };
+    case ScriptedExit::Kind::MmioRead:
+        return VcpuExit { vcpu_exit::MmioRead { m_current.address, std::span<uint8_t>(data) } };
+    case ScriptedExit::Kind::MmioWrite:
+        return VcpuExit { vcpu_exit::MmioWrite { m_current.address, std::span<uint8_t const>(data) } };
+    case ScriptedExit::Kind::Halt:
+        return VcpuExit { vcpu_exit::Halt {} };
+    case ScriptedExit::Kind::Shutdown:
+        return VcpuExit { vcpu_exit::Shutdown {} };
+    case ScriptedExit::Kind::PowerOff:
+        return VcpuExit { vcpu_exit::SystemEvent { vcpu_exit::SystemEvent::Kind::PowerOff, 1 } };
+    case ScriptedExit::Kind::InternalError:
+        return VcpuExit { vcpu_exit::InternalError { "scripted internal error" } };
+    }
+    return VcpuExit { vcpu_exit::Unknown { 0 } };
+}
+
+Expected<void> FakeVcpu::set_registers(X86Registers const& registers) {
+    m_registers = registers;
+    return {};
+}
+
+Expected<void> FakeVcpu::set_special_registers(X86SpecialRegisters const& special) {
+    m_special_registers = special;
+    return {};
+}
+
+Expected<void> FakeVcpu::set_cpuid(std::span<CpuidEntry const> entries) {
+    m_cpuid.assign(entries.begin(), entries.end());
+    return {};
+}
+
+Expected<void> FakeVcpu::set_msrs(std::span<MsrEntry const> entries) {
+    m_msrs.assign(entries.begin(), entries.end());
+    return {};
+}
+
+Expected<void> FakeVcpu::set_lapic(LapicState const& lapic) {
+    m_lapic = lapic;
+    return {};
+}
+
+Expected<void> FakeVm::map_memory(GuestMemory const& memory) {
+    m_mapped_regions = memory.regions().size();
+    return {};
+}
+
+Expected<void> FakeVm::create_irqchip_and_pit() {
+    if (m_has_irqchip)
+        return Error("irqchip created twice");
+    m_has_irqchip = true;
+    return {};
+}
+
+Expected<void> FakeVm::set_irq_line(uint32_t gsi, bool level) {
+    if (!m_has_irqchip)
+        return Error::format("interrupt line {} raised before the irqchip exists", gsi);
+    std::lock_guard guard(m_lock);
+    m_irq_events.push_back(IrqEvent { gsi, level });
+    return {};
+}
+
+std::vector<FakeVm::IrqEvent> FakeVm::irq_events() const {
+    std::lock_guard guard(m_lock);
+    return m_irq_events;
+}
+
+Expected<std::unique_ptr<Vcpu>> FakeVm::create_vcpu(uint32_t index) {
+    std::deque<ScriptedExit> script;
+    for (auto& [script_index, exits] : m_scripts) {
+        if (script_index == index)
+            script = std::move(exits);
+    }
+    return std::unique_ptr<Vcpu>(std::make_unique<FakeVcpu>(index, std::move(script)));
+}
+
+void FakeVm::add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script) {
+    m_scripts.emplace_back(index, std::move(script));
+}
+
+} // namespace kvmm

@@ -1,0 +1,91 @@
+// FakeVm / FakeVcpu: a scripted hypervisor for unit tests of the VMM layer,
+// which then run without /dev/kvm. A FakeVcpu replays a list of exits; port
+// and MMIO data live in buffers the script owns. Interrupt lines and register
+// writes are recorded for assertions.
+//
+// Threading: FakeVm::set_irq_line may be called from any thread (locked);
+// everything else from one thread.
+#pragma once
+
+#include "hypervisor/vm.h"
+
+#include <deque>
+#include <mutex>
+#include <vector>
+
+namespace kvmm {
+
+struct ScriptedExit {
+    enum class Kind { IoIn, IoOut, MmioRead, MmioWrite, Halt, Shutdown, PowerOff, InternalError } kind;
+    uint64_t address { 0 };       // port or guest-physical address
+    std::vector<uint8_t> data {}; // bytes written by the guest, or a buffer of the read width
+};
+
+class FakeVcpu final : public Vcpu {
+public:
+    FakeVcpu(uint32_t index, std::deque<ScriptedExit> script) : m_index(index), m_script(std::move(script)) {}
+
+    uint32_t index() const override { return m_index; }
+    // Replays the next scripted exit; when the script is exhausted, reports Shutdown.
+    Expected<VcpuExit> run() override;
+    void set_immediate_exit(bool enabled) override { m_immediate_exit = enabled; }
+
+    Expected<X86Registers> registers() const override { return m_registers; }
+    Expected<void> set_registers(X86Registers const& registers) override;
+    Expected<X86SpecialRegisters> special_registers() const override { return m_special_registers; }
+    Expected<void> set_special_registers(X86SpecialRegisters const& special) override;
+    Expected<void> set_cpuid(std::span<CpuidEntry const> entries) override;
+    Expected<void> set_msrs(std::span<MsrEntry const> entries) override;
+    Expected<void> reset_fpu() override { return {}; }
+    Expected<LapicState> lapic() const override { return m_lapic; }
+    Expected<void> set_lapic(LapicState const& lapic) override;
+
+    // The data of the last IoIn/MmioRead exit after the VMM filled it.
+    std::vector<uint8_t> const& last_read_data() const { return m_current.data; }
+    std::vector<CpuidEntry> const& cpuid() const { return m_cpuid; }
+    std::vector<MsrEntry> const& msrs() const { return m_msrs; }
+
+private:
+    uint32_t m_index;
+    std::deque<ScriptedExit> m_script;
+    ScriptedExit m_current { ScriptedExit::Kind::Halt };
+    bool m_immediate_exit { false };
+    X86Registers m_registers {};
+    X86SpecialRegisters m_special_registers {};
+    LapicState m_lapic {};
+    std::vector<CpuidEntry> m_cpuid;
+    std::vector<MsrEntry> m_msrs;
+};
+
+class FakeVm final : public Vm {
+public:
+    Expected<void> map_memory(GuestMemory const& memory) override;
+    Expected<void> create_irqchip_and_pit() override;
+    Expected<void> set_irq_line(uint32_t gsi, bool level) override;
+    Expected<void> set_tss_address(uint64_t) override { return {}; }
+    Expected<std::vector<CpuidEntry>> supported_cpuid() const override { return m_supported_cpuid; }
+    uint32_t max_vcpus() const override { return 64; }
+    // Hands out the script queued for this index by add_vcpu_script (empty if none).
+    Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
+
+    void add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script);
+    void set_supported_cpuid(std::vector<CpuidEntry> entries) { m_supported_cpuid = std::move(entries); }
+
+    struct IrqEvent {
+        uint32_t gsi;
+        bool level;
+    };
+    std::vector<IrqEvent> irq_events() const;
+    size_t mapped_regions() const { return m_mapped_regions; }
+    bool has_irqchip() const { return m_has_irqchip; }
+
+private:
+    mutable std::mutex m_lock; // guards m_irq_events
+    std::vector<IrqEvent> m_irq_events;
+    std::vector<std::pair<uint32_t, std::deque<ScriptedExit>>> m_scripts;
+    std::vector<CpuidEntry> m_supported_cpuid;
+    size_t m_mapped_regions { 0 };
+    bool m_has_irqchip { false };
+};
+
+} // namespace kvmm

@@ -1,0 +1,50 @@
+// C-layout replacements for the KVM uapi structures that end in a flexible
+// array. Debian 12's <linux/kvm.h> declares those arrays with
+// __DECLARE_FLEX_ARRAY, which in C++ inserts an empty struct member: `entries`
+// then sits at offset 12 (kvm_cpuid2) or 16 (kvm_msrs) instead of 8, and the
+// ioctl numbers derived from sizeof() change too, so the kernel rejects them.
+// We build those tables ourselves with the kernel's real (C) layout.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace kvmm::kvm_abi {
+
+struct CpuidTableHeader {
+    __u32 nent;
+    __u32 padding;
+};
+static_assert(sizeof(CpuidTableHeader) == 8);
+
+struct MsrTableHeader {
+    __u32 nmsrs;
+    __u32 pad;
+};
+static_assert(sizeof(MsrTableHeader) == 8);
+
+inline constexpr unsigned long GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, CpuidTableHeader);
+inline constexpr unsigned long SET_CPUID2 = _IOW(KVMIO, 0x90, CpuidTableHeader);
+inline constexpr unsigned long SET_MSRS = _IOW(KVMIO, 0x89, MsrTableHeader);
+
+// A header followed by `count` entries, contiguous and suitably aligned, as the kernel expects.
+template <typename Header, typename Entry>
+class Table {
+public:
+    explicit Table(size_t count) : m_storage((sizeof(Header) + count * sizeof(Entry) + 7) / 8, 0) {}
+    Header* header() { return reinterpret_cast<Header*>(m_storage.data()); }
+    Entry* entries() { return reinterpret_cast<Entry*>(reinterpret_cast<std::byte*>(m_storage.data()) + sizeof(Header)); }
+    void* data() { return m_storage.data(); }
+
+private:
+    std::vector<uint64_t> m_storage; // uint64_t for 8-byte alignment of the entries
+};
+
+using CpuidTable = Table<CpuidTableHeader, kvm_cpuid_entry2>;
+using MsrTable = Table<MsrTableHeader, kvm_msr_entry>;
+
+} // namespace kvmm::kvm_abi

@@ -1,0 +1,86 @@
+#include "hypervisor/kvm/kvm_vm.h"
+
+#include "hypervisor/kvm/kvm_abi.h"
+#include "hypervisor/kvm/kvm_vcpu.h"
+
+#include <cerrno>
+#include <linux/kvm.h>
+#include <memory>
+#include <sys/ioctl.h>
+
+namespace kvmm {
+
+Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
+    uint32_t slot = 0;
+    for (auto const& region : memory.regions()) {
+        kvm_userspace_memory_region kvm_region {};
+        kvm_region.slot = slot++;
+        kvm_region.guest_phys_addr = region.start.value();
+        kvm_region.memory_size = region.size;
+        kvm_region.userspace_addr = reinterpret_cast<uint64_t>(region.mapping.data());
+        if (::ioctl(m_vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &kvm_region) != 0)
+            return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x}",
+                                                 kvm_region.slot, kvm_region.guest_phys_addr,
+                                                 kvm_region.memory_size));
+    }
+    return {};
+}
+
+Expected<void> KvmVm::create_irqchip_and_pit() {
+    if (::ioctl(m_vm_fd.get(), KVM_CREATE_IRQCHIP, 0) != 0)
+        return Error::from_errno("KVM_CREATE_IRQCHIP");
+    // The dummy speaker makes port 0x61 (PC speaker/PIT gate) work without user-space help.
+    kvm_pit_config pit {};
+    pit.flags = KVM_PIT_SPEAKER_DUMMY;
+    if (::ioctl(m_vm_fd.get(), KVM_CREATE_PIT2, &pit) != 0)
+        return Error::from_errno("KVM_CREATE_PIT2");
+    return {};
+}
+
+Expected<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
+    kvm_irq_level irq_level {};
+    irq_level.irq = gsi;
+    irq_level.level = level ? 1 : 0;
+    if (::ioctl(m_vm_fd.get(), KVM_IRQ_LINE, &irq_level) != 0)
+        return Error::from_errno(fmt::format("KVM_IRQ_LINE gsi {}", gsi));
+    return {};
+}
+
+Expected<void> KvmVm::set_tss_address(uint64_t address) {
+    if (::ioctl(m_vm_fd.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(address)) != 0)
+        return Error::from_errno(fmt::format("KVM_SET_TSS_ADDR {:#x}", address));
+    return {};
+}
+
+Expected<std::vector<CpuidEntry>> KvmVm::supported_cpuid() const {
+    // The kernel says E2BIG until the buffer is large enough; grow it a few times.
+    for (uint32_t capacity = 128; capacity <= 4096; capacity *= 2) {
+        kvm_abi::CpuidTable table(capacity);
+        table.header()->nent = capacity;
+        if (::ioctl(m_kvm_fd.get(), kvm_abi::GET_SUPPORTED_CPUID, table.data()) != 0) {
+            if (errno == E2BIG)
+                continue;
+            return Error::from_errno("KVM_GET_SUPPORTED_CPUID");
+        }
+        std::vector<CpuidEntry> entries;
+        entries.reserve(table.header()->nent);
+        for (uint32_t i = 0; i < table.header()->nent; ++i) {
+            auto const& entry = table.entries()[i];
+            entries.push_back(CpuidEntry { entry.function, entry.index, entry.flags, entry.eax, entry.ebx,
+                                           entry.ecx, entry.edx });
+        }
+        return entries;
+    }
+    return Error("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+}
+
+Expected<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
+    if (index >= m_max_vcpus)
+        return Error::format("vCPU index {} is beyond KVM's maximum of {} vCPUs", index, m_max_vcpus);
+    int fd = ::ioctl(m_vm_fd.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
+    if (fd < 0)
+        return Error::from_errno(fmt::format("KVM_CREATE_VCPU {}", index));
+    return KvmVcpu::create(UniqueFd(fd), index, m_vcpu_mmap_size);
+}
+
+} // namespace kvmm

@@ -1,0 +1,30 @@
+// KvmVm: a VM on /dev/kvm. See hypervisor/vm.h for the contract.
+#pragma once
+
+#include "base/unique_fd.h"
+#include "hypervisor/vm.h"
+
+namespace kvmm {
+
+class KvmVm final : public Vm {
+public:
+    KvmVm(UniqueFd kvm_fd, UniqueFd vm_fd, int vcpu_mmap_size, uint32_t max_vcpus)
+        : m_kvm_fd(std::move(kvm_fd)), m_vm_fd(std::move(vm_fd)), m_vcpu_mmap_size(vcpu_mmap_size),
+          m_max_vcpus(max_vcpus) {}
+
+    Expected<void> map_memory(GuestMemory const& memory) override;
+    Expected<void> create_irqchip_and_pit() override;
+    Expected<void> set_irq_line(uint32_t gsi, bool level) override;
+    Expected<void> set_tss_address(uint64_t address) override;
+    Expected<std::vector<CpuidEntry>> supported_cpuid() const override;
+    uint32_t max_vcpus() const override { return m_max_vcpus; }
+    Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
+
+private:
+    UniqueFd m_kvm_fd; // system fd, for KVM_GET_SUPPORTED_CPUID
+    UniqueFd m_vm_fd;
+    int m_vcpu_mmap_size;
+    uint32_t m_max_vcpus;
+};
+
+} // namespace kvmm
