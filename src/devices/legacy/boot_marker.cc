@@ -1,0 +1,21 @@
+#include "devices/legacy/boot_marker.h"
+
+#include "base/logging.h"
+
+namespace kvmm {
+
+void BootMarker::read(uint64_t, std::span<uint8_t> data) {
+    for (auto& byte : data)
+        byte = 0;
+}
+
+void BootMarker::write(uint64_t offset, std::span<uint8_t const> data) {
+    if (offset != 0 || data.empty() || data[0] != BOOT_MARKER_VALUE)
+        return;
+    auto const count = ++m_count;
+    auto const elapsed = time_since_process_start();
+    spdlog::info("guest boot marker {}: {}.{:03} ms since kvmm started", count, elapsed.count() / 1000,
+                 elapsed.count() % 1000);
+}
+
+} // namespace kvmm

@@ -1,0 +1,174 @@
+#include "devices/legacy/i8042.h"
+
+namespace kvmm {
+
+namespace {
+
+constexpr uint64_t DATA_PORT_OFFSET = 0;
+constexpr uint64_t STATUS_PORT_OFFSET = 4;
+
+constexpr uint8_t STATUS_OUTPUT_FULL = 0x01;
+constexpr uint8_t STATUS_SYSTEM_FLAG = 0x04; // self-test passed
+constexpr uint8_t STATUS_LAST_WAS_COMMAND = 0x08;
+constexpr uint8_t STATUS_UNLOCKED = 0x10; // keyboard inhibit switch off
+
+constexpr uint8_t COMMAND_BYTE_KEYBOARD_INTERRUPT = 0x01;
+constexpr uint8_t COMMAND_BYTE_SYSTEM_FLAG = 0x04;
+constexpr uint8_t COMMAND_BYTE_AUX_DISABLED = 0x20;
+constexpr uint8_t COMMAND_BYTE_KEYBOARD_DISABLED = 0x10;
+constexpr uint8_t COMMAND_BYTE_TRANSLATE = 0x40;
+
+constexpr uint8_t KEYBOARD_ACK = 0xfa;
+
+} // namespace
+
+I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested)
+    : m_keyboard_irq(std::move(keyboard_irq)), m_reset_requested(std::move(reset_requested)),
+      m_command_byte(COMMAND_BYTE_KEYBOARD_INTERRUPT | COMMAND_BYTE_SYSTEM_FLAG | COMMAND_BYTE_TRANSLATE |
+                     COMMAND_BYTE_AUX_DISABLED) {}
+
+void I8042::read(uint64_t offset, std::span<uint8_t> data) {
+    std::lock_guard guard(m_lock);
+    for (auto& byte : data)
+        byte = 0;
+    if (data.empty())
+        return;
+    if (offset == DATA_PORT_OFFSET) {
+        if (!m_output.empty()) {
+            data[0] = m_output.front();
+            m_output.pop_front();
+        }
+    } else if (offset == STATUS_PORT_OFFSET) {
+        uint8_t status = STATUS_SYSTEM_FLAG | STATUS_UNLOCKED;
+        if (!m_output.empty())
+            status |= STATUS_OUTPUT_FULL;
+        if (m_last_write_was_command)
+            status |= STATUS_LAST_WAS_COMMAND;
+        data[0] = status;
+    } else {
+        data[0] = 0xff;
+    }
+    update_interrupt();
+}
+
+void I8042::write(uint64_t offset, std::span<uint8_t const> data) {
+    if (data.empty())
+        return;
+    bool reset = false;
+    {
+        std::lock_guard guard(m_lock);
+        if (offset == STATUS_PORT_OFFSET) {
+            m_last_write_was_command = true;
+            reset = handle_command(data[0]);
+        } else if (offset == DATA_PORT_OFFSET) {
+            m_last_write_was_command = false;
+            reset = handle_data(data[0]);
+        }
+        update_interrupt();
+    }
+    if (reset && m_reset_requested)
+        m_reset_requested();
+}
+
+void I8042::send_ctrl_alt_del() {
+    std::lock_guard guard(m_lock);
+    // Set 1 make codes: Ctrl 1D, Alt 38, Del E0 53; break codes add 0x80.
+    for (uint8_t byte : { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d })
+        queue_output(byte);
+    update_interrupt();
+}
+
+void I8042::queue_output(uint8_t byte) {
+    // A guest that never reads the data port cannot make us grow without bound.
+    if (m_output.size() < OUTPUT_CAPACITY)
+        m_output.push_back(byte);
+}
+
+bool I8042::handle_command(uint8_t command) {
+    m_pending_command.reset();
+    switch (command) {
+    case 0x20: // read command byte
+        queue_output(m_command_byte);
+        return false;
+    case 0x60: // write command byte (data follows)
+    case 0xd1: // write output port
+    case 0xd2: // write keyboard output buffer
+    case 0xd3: // write auxiliary output buffer
+    case 0xd4: // write to auxiliary device
+        m_pending_command = command;
+        return false;
+    case 0xa7: // disable auxiliary interface
+        m_command_byte |= COMMAND_BYTE_AUX_DISABLED;
+        return false;
+    case 0xa8: // enable auxiliary interface
+        m_command_byte &= static_cast<uint8_t>(~COMMAND_BYTE_AUX_DISABLED);
+        return false;
+    case 0xa9: // auxiliary interface test: 0 = no error
+    case 0xab: // keyboard interface test: 0 = no error
+        queue_output(0x00);
+        return false;
+    case 0xaa: // controller self test
+        queue_output(0x55);
+        return false;
+    case 0xad: // disable keyboard
+        m_command_byte |= COMMAND_BYTE_KEYBOARD_DISABLED;
+        return false;
+    case 0xae: // enable keyboard
+        m_command_byte &= static_cast<uint8_t>(~COMMAND_BYTE_KEYBOARD_DISABLED);
+        return false;
+    case 0xd0: // read output port
+        queue_output(m_output_port);
+        return false;
+    default:
+        // 0xF0-0xFF pulse output port lines for each clear bit of the low nibble; bit 0 is
+        // the CPU reset line, so 0xFE (and every even value) resets the machine.
+        return command >= 0xf0 && (command & 0x01) == 0;
+    }
+}
+
+bool I8042::handle_data(uint8_t value) {
+    auto const pending = m_pending_command;
+    m_pending_command.reset();
+    if (!pending) {
+        // A command for the keyboard itself. No real keyboard sits behind us, but acknowledging
+        // every command keeps drivers from waiting for timeouts. Reset (0xFF) also reports a
+        // passed self test (0xAA); identify (0xF2) reports an MF2 keyboard (0xAB 0x83).
+        queue_output(KEYBOARD_ACK);
+        if (value == 0xff)
+            queue_output(0xaa);
+        else if (value == 0xf2) {
+            queue_output(0xab);
+            queue_output(0x83);
+        }
+        return false;
+    }
+    switch (*pending) {
+    case 0x60:
+        m_command_byte = value;
+        return false;
+    case 0xd1:
+        m_output_port = value;
+        return (value & 0x01) == 0; // driving the reset line low resets the CPU
+    case 0xd2:
+    case 0xd3:
+        queue_output(value);
+        return false;
+    case 0xd4:
+        // No mouse: the auxiliary device answers "resend" to everything, which drivers take
+        // as "absent" immediately.
+        queue_output(0xfe);
+        return false;
+    default:
+        return false;
+    }
+}
+
+void I8042::update_interrupt() {
+    bool const level = !m_output.empty() && (m_command_byte & COMMAND_BYTE_KEYBOARD_INTERRUPT);
+    if (level != m_irq_level) {
+        m_irq_level = level;
+        m_keyboard_irq->set_level(level);
+    }
+}
+
+} // namespace kvmm

@@ -1,0 +1,71 @@
+// Serial16550: a 16550A UART, as COM1 (ports 0x3F8-0x3FF, ISA IRQ 4).
+//
+// Register semantics follow the TI/National PC16550D datasheet (section 8,
+// "Registers"): RBR/THR, IER, IIR/FCR, LCR (DLAB), MCR (loopback), LSR, MSR,
+// SCR. Transmission is instantaneous: a byte written to THR goes straight to
+// the ByteSink and the transmitter reports empty again at once.
+//
+// Interrupts: the line level is "an enabled interrupt is pending" AND MCR.OUT2,
+// the PC's interrupt gate; it is driven on every change, so the in-kernel
+// IOAPIC/PIC sees the rising edges an ISA device makes. A THRE interrupt is
+// pending after THR is written (or IER.THRE enabled) until the guest reads
+// IIR while THRE is the reported source, the behaviour Linux's 8250 driver
+// relies on.
+//
+// Bounds: host input waits in a receive buffer of RECEIVE_CAPACITY bytes;
+// receive() takes only what fits. Guest output is not buffered at all.
+//
+// Threading: read()/write() from vCPU threads and receive() from the event
+// loop may run concurrently; one mutex guards all state. Output is written to
+// the sink under the lock (it keeps bytes from two vCPUs from interleaving).
+#pragma once
+
+#include "devices/bus/bus_device.h"
+#include "devices/legacy/byte_sink.h"
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+
+namespace kvmm {
+
+class Serial16550 final : public BusDevice {
+public:
+    static constexpr size_t RECEIVE_CAPACITY = 4096;
+
+    Serial16550(std::shared_ptr<InterruptLine> irq, std::unique_ptr<ByteSink> output);
+
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<uint8_t const> data) override;
+
+    // Host -> guest bytes; returns how many were accepted (0 when the buffer is full).
+    size_t receive(std::span<uint8_t const> bytes);
+
+private:
+    uint8_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint8_t value);
+    uint8_t interrupt_identification() const;
+    uint8_t modem_status() const;
+    void update_interrupt();
+
+    std::shared_ptr<InterruptLine> m_irq;
+    std::unique_ptr<ByteSink> m_output;
+
+    std::mutex m_lock;
+    std::deque<uint8_t> m_receive_buffer;
+    uint8_t m_interrupt_enable { 0 };
+    uint8_t m_line_control { 0x03 }; // 8N1 after reset
+    uint8_t m_modem_control { 0 };
+    uint8_t m_scratch { 0 };
+    uint8_t m_divisor_low { 0x0c }; // 9600 baud
+    uint8_t m_divisor_high { 0 };
+    uint8_t m_modem_status_delta { 0 };
+    bool m_fifo_enabled { false };
+    bool m_transmit_interrupt_pending { false };
+    bool m_overrun { false };
+    bool m_irq_level { false };
+};
+
+} // namespace kvmm
