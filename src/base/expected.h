@@ -46,6 +46,13 @@ public:
     Error const& error() const& { return std::get<1>(m_storage); }
     Error&& error() && { return std::get<1>(std::move(m_storage)); }
 
+    // Prefixes the error, if any, with "<context>: ".
+    Expected with_context(std::string_view context) && {
+        if (has_value())
+            return std::move(*this);
+        return error().with_context(context);
+    }
+
     // Used by TRY; moves the error out.
     Error release_error() { return std::get<1>(std::move(m_storage)); }
     T release_value() { return std::get<0>(std::move(m_storage)); }
@@ -67,6 +74,11 @@ public:
     void value() const {}
 
     Error const& error() const& { return *m_error; }
+    Expected with_context(std::string_view context) && {
+        if (has_value())
+            return {};
+        return m_error->with_context(context);
+    }
     Error release_error() { return std::move(*m_error); }
     void release_value() {}
 

@@ -73,15 +73,39 @@ void CmosRtc::write(uint64_t offset, std::span<uint8_t const> data) {
 }
 
 uint8_t CmosRtc::encode(int value) const {
+    // Register B bit 2 (DM): 1 = binary, 0 = BCD.
     if (m_ram[REGISTER_B] & B_BINARY)
         return static_cast<uint8_t>(value);
     return static_cast<uint8_t>(((value / 10) << 4) | (value % 10));
 }
 
 uint8_t CmosRtc::read_register(uint8_t index) const {
+    switch (index) {
+    case REGISTER_C:
+        return 0;
+    case REGISTER_D:
+        return D_VALID_RAM_AND_TIME;
+    case SECONDS:
+    case MINUTES:
+    case HOURS:
+    case WEEKDAY:
+    case DAY_OF_MONTH:
+    case MONTH:
+    case YEAR:
+    case CENTURY:
+        return read_time_register(index);
+    default:
+        return m_ram[index];
+    }
+}
+
+uint8_t CmosRtc::read_time_register(uint8_t index) const {
+    // Each read samples the clock afresh; the guest reads the registers twice and compares,
+    // as the MC146818A datasheet advises for reads not synchronised to the update cycle.
     std::time_t const now = m_now();
     std::tm time {};
-    gmtime_r(&now, &time);
+    if (gmtime_r(&now, &time) == nullptr)
+        return 0;
     switch (index) {
     case SECONDS:
         return encode(time.tm_sec);
@@ -105,13 +129,9 @@ uint8_t CmosRtc::read_register(uint8_t index) const {
     case YEAR:
         return encode((time.tm_year + 1900) % 100);
     case CENTURY:
-        return encode((time.tm_year + 1900) / 100);
-    case REGISTER_C:
-        return 0;
-    case REGISTER_D:
-        return D_VALID_RAM_AND_TIME;
+        return encode((time.tm_year + 1900) / 100 % 100);
     default:
-        return m_ram[index];
+        return 0;
     }
 }
 

@@ -31,6 +31,7 @@ public:
 
 private:
     uint8_t read_register(uint8_t index) const;
+    uint8_t read_time_register(uint8_t index) const;
     uint8_t encode(int value) const;
 
     std::function<std::time_t()> m_now;

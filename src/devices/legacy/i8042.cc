@@ -11,8 +11,10 @@ constexpr uint8_t STATUS_OUTPUT_FULL = 0x01;
 constexpr uint8_t STATUS_SYSTEM_FLAG = 0x04; // self-test passed
 constexpr uint8_t STATUS_LAST_WAS_COMMAND = 0x08;
 constexpr uint8_t STATUS_UNLOCKED = 0x10; // keyboard inhibit switch off
+constexpr uint8_t STATUS_AUX_DATA = 0x20; // the output byte came from the auxiliary port
 
 constexpr uint8_t COMMAND_BYTE_KEYBOARD_INTERRUPT = 0x01;
+constexpr uint8_t COMMAND_BYTE_AUX_INTERRUPT = 0x02;
 constexpr uint8_t COMMAND_BYTE_SYSTEM_FLAG = 0x04;
 constexpr uint8_t COMMAND_BYTE_AUX_DISABLED = 0x20;
 constexpr uint8_t COMMAND_BYTE_KEYBOARD_DISABLED = 0x10;
@@ -22,10 +24,11 @@ constexpr uint8_t KEYBOARD_ACK = 0xfa;
 
 } // namespace
 
-I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested)
+I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested,
+    std::shared_ptr<InterruptLine> aux_irq)
     : m_keyboard_irq(std::move(keyboard_irq)), m_reset_requested(std::move(reset_requested)),
-      m_command_byte(COMMAND_BYTE_KEYBOARD_INTERRUPT | COMMAND_BYTE_SYSTEM_FLAG | COMMAND_BYTE_TRANSLATE |
-                     COMMAND_BYTE_AUX_DISABLED) {}
+      m_aux_irq(std::move(aux_irq)), m_command_byte(COMMAND_BYTE_KEYBOARD_INTERRUPT | COMMAND_BYTE_SYSTEM_FLAG |
+                                         COMMAND_BYTE_TRANSLATE | COMMAND_BYTE_AUX_DISABLED) {}
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);
@@ -35,13 +38,20 @@ void I8042::read(uint64_t offset, std::span<uint8_t> data) {
         return;
     if (offset == DATA_PORT_OFFSET) {
         if (!m_output.empty()) {
-            data[0] = m_output.front();
+            data[0] = m_output.front().value;
             m_output.pop_front();
+            // Reading empties the output buffer before the controller loads the next
+            // byte: drop the line so the edge-triggered IRQ fires again for that byte
+            // (Linux's handler reads one byte per interrupt).
+            lower_interrupts();
         }
     } else if (offset == STATUS_PORT_OFFSET) {
         uint8_t status = STATUS_SYSTEM_FLAG | STATUS_UNLOCKED;
-        if (!m_output.empty())
+        if (!m_output.empty()) {
             status |= STATUS_OUTPUT_FULL;
+            if (m_output.front().from_aux)
+                status |= STATUS_AUX_DATA;
+        }
         if (m_last_write_was_command)
             status |= STATUS_LAST_WAS_COMMAND;
         data[0] = status;
@@ -78,10 +88,9 @@ void I8042::send_ctrl_alt_del() {
     update_interrupt();
 }
 
-void I8042::queue_output(uint8_t byte) {
-    // A guest that never reads the data port cannot make us grow without bound.
+void I8042::queue_output(uint8_t byte, bool from_aux) {
     if (m_output.size() < OUTPUT_CAPACITY)
-        m_output.push_back(byte);
+        m_output.push_back(OutputByte { byte, from_aux });
 }
 
 bool I8042::handle_command(uint8_t command) {
@@ -133,6 +142,10 @@ bool I8042::handle_data(uint8_t value) {
         // A command for the keyboard itself. No real keyboard sits behind us, but acknowledging
         // every command keeps drivers from waiting for timeouts. Reset (0xFF) also reports a
         // passed self test (0xAA); identify (0xF2) reports an MF2 keyboard (0xAB 0x83).
+        if (value == 0xee) { // echo answers itself, not an acknowledge
+            queue_output(0xee);
+            return false;
+        }
         queue_output(KEYBOARD_ACK);
         if (value == 0xff)
             queue_output(0xaa);
@@ -150,24 +163,47 @@ bool I8042::handle_data(uint8_t value) {
         m_output_port = value;
         return (value & 0x01) == 0; // driving the reset line low resets the CPU
     case 0xd2:
-    case 0xd3:
         queue_output(value);
+        return false;
+    case 0xd3:
+        queue_output(value, true);
         return false;
     case 0xd4:
         // No mouse: the auxiliary device answers "resend" to everything, which drivers take
         // as "absent" immediately.
-        queue_output(0xfe);
+        queue_output(0xfe, true);
         return false;
     default:
         return false;
     }
 }
 
+void I8042::lower_interrupts() {
+    if (m_keyboard_irq_level) {
+        m_keyboard_irq_level = false;
+        m_keyboard_irq->set_level(false);
+    }
+    if (m_aux_irq_level) {
+        m_aux_irq_level = false;
+        if (m_aux_irq)
+            m_aux_irq->set_level(false);
+    }
+}
+
 void I8042::update_interrupt() {
-    bool const level = !m_output.empty() && (m_command_byte & COMMAND_BYTE_KEYBOARD_INTERRUPT);
-    if (level != m_irq_level) {
-        m_irq_level = level;
-        m_keyboard_irq->set_level(level);
+    // Only the byte at the head of the queue is in the output buffer the guest sees.
+    bool const full = !m_output.empty();
+    bool const aux = full && m_output.front().from_aux;
+    bool const keyboard_level = full && !aux && (m_command_byte & COMMAND_BYTE_KEYBOARD_INTERRUPT);
+    bool const aux_level = aux && (m_command_byte & COMMAND_BYTE_AUX_INTERRUPT);
+    if (keyboard_level != m_keyboard_irq_level) {
+        m_keyboard_irq_level = keyboard_level;
+        m_keyboard_irq->set_level(keyboard_level);
+    }
+    if (aux_level != m_aux_irq_level) {
+        m_aux_irq_level = aux_level;
+        if (m_aux_irq)
+            m_aux_irq->set_level(aux_level);
     }
 }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace kvmm {
@@ -15,11 +16,36 @@ TEST(PowerControl, SleepTypeFiveWithEnableBitPowersOffAndResetValueResets) {
     auto write = [&](uint8_t value) { power.write(0, std::span<uint8_t const>(&value, 1)); };
     write(static_cast<uint8_t>(SLEEP_ENABLE_BIT | (POWER_OFF_SLEEP_TYPE << SLEEP_TYPE_SHIFT))); // 0x34
     write(RESET_VALUE);
-    write(POWER_OFF_SLEEP_TYPE << SLEEP_TYPE_SHIFT); // no SLP_EN: ignored
+    write(POWER_OFF_SLEEP_TYPE << SLEEP_TYPE_SHIFT);   // no SLP_EN: ignored
     write(SLEEP_ENABLE_BIT | (3 << SLEEP_TYPE_SHIFT)); // S3: unsupported, ignored
     ASSERT_EQ(events.size(), 2u);
     EXPECT_EQ(events[0], PowerEvent::PowerOff);
     EXPECT_EQ(events[1], PowerEvent::Reset);
+}
+
+TEST(PowerControl, ReadsReturnZeroAndOtherOffsetsAreIgnored) {
+    int events = 0;
+    PowerControl power([&](PowerEvent) { ++events; });
+    uint8_t value = 0xff;
+    power.read(0, std::span(&value, 1));
+    EXPECT_EQ(value, 0);
+    uint8_t const reset = RESET_VALUE;
+    power.write(1, std::span<uint8_t const>(&reset, 1));
+    power.write(0, std::span<uint8_t const>());
+    EXPECT_EQ(events, 0);
+}
+
+TEST(PowerControl, EveryByteValueIsClassifiedExactlyOnce) {
+    std::vector<PowerEvent> events;
+    PowerControl power([&](PowerEvent event) { events.push_back(event); });
+    int expected_power_offs = 0;
+    for (int value = 0; value < 256; ++value) {
+        auto const byte = static_cast<uint8_t>(value);
+        power.write(0, std::span<uint8_t const>(&byte, 1));
+        expected_power_offs += (byte & 0x3c) == 0x34; // SLP_EN with SLP_TYP 5, any other bits
+    }
+    EXPECT_EQ(std::count(events.begin(), events.end(), PowerEvent::PowerOff), expected_power_offs);
+    EXPECT_EQ(std::count(events.begin(), events.end(), PowerEvent::Reset), 1);
 }
 
 TEST(BootMarker, CountsOnlyTheMarkerValue) {
@@ -29,6 +55,13 @@ TEST(BootMarker, CountsOnlyTheMarkerValue) {
     value = 7;
     marker.write(0, std::span<uint8_t const>(&value, 1));
     EXPECT_EQ(marker.marker_count(), 1u);
+    value = BOOT_MARKER_VALUE;
+    marker.write(1, std::span<uint8_t const>(&value, 1)); // outside the one-byte port
+    marker.write(0, std::span<uint8_t const>(&value, 1));
+    EXPECT_EQ(marker.marker_count(), 2u);
+    uint8_t read_back = 0xff;
+    marker.read(0, std::span(&read_back, 1));
+    EXPECT_EQ(read_back, 0);
 }
 
 } // namespace

@@ -65,9 +65,14 @@ void Serial16550::read(uint64_t offset, std::span<uint8_t> data) {
 void Serial16550::write(uint64_t offset, std::span<uint8_t const> data) {
     if (data.empty())
         return;
-    std::lock_guard guard(m_lock);
-    write_register(offset, data[0]);
-    update_interrupt();
+    std::optional<uint8_t> transmitted;
+    {
+        std::lock_guard guard(m_lock);
+        transmitted = write_register(offset, data[0]);
+        update_interrupt();
+    }
+    if (transmitted)
+        m_output->write(std::span(&*transmitted, 1));
 }
 
 size_t Serial16550::receive(std::span<uint8_t const> bytes) {
@@ -129,43 +134,44 @@ uint8_t Serial16550::read_register(uint64_t offset) {
     }
 }
 
-void Serial16550::write_register(uint64_t offset, uint8_t value) {
+std::optional<uint8_t> Serial16550::write_register(uint64_t offset, uint8_t value) {
     bool const dlab = m_line_control & LCR_DLAB;
     switch (offset) {
     case DATA:
         if (dlab) {
             m_divisor_low = value;
-            return;
+            return std::nullopt;
         }
-        if (m_modem_control & MCR_LOOPBACK) {
-            if (m_receive_buffer.size() < RECEIVE_CAPACITY)
-                m_receive_buffer.push_back(value);
-            else
-                m_overrun = true;
-        } else {
-            m_output->write(std::span(&value, 1));
-        }
-        // The byte left at once: the holding register is empty again.
+        // The byte leaves at once: the holding register is empty again.
         m_transmit_interrupt_pending = true;
-        return;
+        if (!(m_modem_control & MCR_LOOPBACK))
+            return value;
+        // Loopback wires the transmitter's output to the receiver (PC16550D 8.6, MCR bit 4).
+        if (m_receive_buffer.size() < RECEIVE_CAPACITY)
+            m_receive_buffer.push_back(value);
+        else
+            m_overrun = true;
+        return std::nullopt;
     case INTERRUPT_ENABLE:
         if (dlab) {
             m_divisor_high = value;
-            return;
+            return std::nullopt;
         }
-        // Enabling THRE while the transmitter is empty raises the interrupt at once.
-        if ((value & IER_TRANSMIT_EMPTY) && !(m_interrupt_enable & IER_TRANSMIT_EMPTY))
+        // Writing IER with ETBEI set while the transmitter is empty (it always is) raises
+        // the THRE interrupt again, as 8250-family parts do: Linux's console write saves IER,
+        // clears it, writes, then restores it and expects the pending transmit to resume.
+        if (value & IER_TRANSMIT_EMPTY)
             m_transmit_interrupt_pending = true;
         m_interrupt_enable = value & 0x0f;
-        return;
+        return std::nullopt;
     case INTERRUPT_ID: // FCR
         m_fifo_enabled = value & FCR_ENABLE;
         if (value & FCR_CLEAR_RECEIVE)
             m_receive_buffer.clear();
-        return;
+        return std::nullopt;
     case LINE_CONTROL:
         m_line_control = value;
-        return;
+        return std::nullopt;
     case MODEM_CONTROL: {
         uint8_t const old_status = modem_status();
         m_modem_control = value & 0x1f;
@@ -179,13 +185,13 @@ void Serial16550::write_register(uint64_t offset, uint8_t value) {
             m_modem_status_delta |= 0x04;
         if ((old_status ^ new_status) & MSR_DCD)
             m_modem_status_delta |= 0x08;
-        return;
+        return std::nullopt;
     }
     case SCRATCH:
         m_scratch = value;
-        return;
+        return std::nullopt;
     default:
-        return; // LSR and MSR are read-only
+        return std::nullopt; // LSR and MSR are read-only
     }
 }
 

@@ -12,12 +12,15 @@
 // IIR while THRE is the reported source, the behaviour Linux's 8250 driver
 // relies on.
 //
-// Bounds: host input waits in a receive buffer of RECEIVE_CAPACITY bytes;
-// receive() takes only what fits. Guest output is not buffered at all.
+// Bounds: host input waits in a receive buffer of RECEIVE_CAPACITY (4 KiB)
+// bytes, far more than a 16-byte FIFO, so pasted text survives while the guest
+// drains it; receive() takes only what fits and the caller keeps the rest.
+// Guest output is not buffered at all: each THR byte goes to the sink at once.
 //
-// Threading: read()/write() from vCPU threads and receive() from the event
-// loop may run concurrently; one mutex guards all state. Output is written to
-// the sink under the lock (it keeps bytes from two vCPUs from interleaving).
+// Threading: read()/write() from vCPU threads and receive() from the input
+// thread may run concurrently; one mutex guards all register state. The sink
+// is called after that mutex is released, so a slow console never stalls
+// another vCPU polling LSR; a guest driver serialises its own THR writes.
 #pragma once
 
 #include "devices/bus/bus_device.h"
@@ -27,6 +30,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 
 namespace kvmm {
@@ -45,7 +49,8 @@ public:
 
 private:
     uint8_t read_register(uint64_t offset);
-    void write_register(uint64_t offset, uint8_t value);
+    // Returns the byte to transmit to the sink, if the write put one in THR.
+    std::optional<uint8_t> write_register(uint64_t offset, uint8_t value);
     uint8_t interrupt_identification() const;
     uint8_t modem_status() const;
     void update_interrupt();

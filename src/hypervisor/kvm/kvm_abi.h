@@ -27,9 +27,16 @@ struct MsrTableHeader {
 };
 static_assert(sizeof(MsrTableHeader) == 8);
 
+struct IrqRoutingHeader {
+    __u32 nr;
+    __u32 flags;
+};
+static_assert(sizeof(IrqRoutingHeader) == 8);
+
 inline constexpr unsigned long GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, CpuidTableHeader);
 inline constexpr unsigned long SET_CPUID2 = _IOW(KVMIO, 0x90, CpuidTableHeader);
 inline constexpr unsigned long SET_MSRS = _IOW(KVMIO, 0x89, MsrTableHeader);
+inline constexpr unsigned long SET_GSI_ROUTING = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 
 // A header followed by `count` entries, contiguous and suitably aligned, as the kernel expects.
 template <typename Header, typename Entry>
@@ -46,5 +53,6 @@ private:
 
 using CpuidTable = Table<CpuidTableHeader, kvm_cpuid_entry2>;
 using MsrTable = Table<MsrTableHeader, kvm_msr_entry>;
+using IrqRoutingTable = Table<IrqRoutingHeader, kvm_irq_routing_entry>;
 
 } // namespace kvmm::kvm_abi

@@ -29,11 +29,46 @@ Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
 Expected<void> KvmVm::create_irqchip_and_pit() {
     if (::ioctl(m_vm_fd.get(), KVM_CREATE_IRQCHIP, 0) != 0)
         return Error::from_errno("KVM_CREATE_IRQCHIP");
+    TRY(set_pc_irq_routing());
     // The dummy speaker makes port 0x61 (PC speaker/PIT gate) work without user-space help.
     kvm_pit_config pit {};
     pit.flags = KVM_PIT_SPEAKER_DUMMY;
     if (::ioctl(m_vm_fd.get(), KVM_CREATE_PIT2, &pit) != 0)
         return Error::from_errno("KVM_CREATE_PIT2");
+    return {};
+}
+
+Expected<void> KvmVm::set_pc_irq_routing() {
+    // The wiring of a PC, as the MADT describes it: ISA IRQs 0-15 reach the 8259 pair (except
+    // the cascade, IRQ 2) and the IOAPIC pin of the same number, except that IRQ 0 (the PIT)
+    // arrives on IOAPIC pin 2 (the interrupt source override). GSIs 16-23 are IOAPIC-only.
+    // KVM's default table routes GSI 0 to IOAPIC pin 0, where no OS looks for the timer.
+    constexpr uint32_t IOAPIC_PINS = 24;
+    std::vector<kvm_irq_routing_entry> entries;
+    auto add = [&](uint32_t gsi, uint32_t chip, uint32_t pin) {
+        kvm_irq_routing_entry entry {};
+        entry.gsi = gsi;
+        entry.type = KVM_IRQ_ROUTING_IRQCHIP;
+        entry.u.irqchip.irqchip = chip;
+        entry.u.irqchip.pin = pin;
+        entries.push_back(entry);
+    };
+    for (uint32_t irq = 0; irq < 16; ++irq) {
+        if (irq != 2)
+            add(irq, irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, irq % 8);
+    }
+    for (uint32_t gsi = 0; gsi < IOAPIC_PINS; ++gsi) {
+        if (gsi == 0)
+            add(0, KVM_IRQCHIP_IOAPIC, 2);
+        else if (gsi != 2)
+            add(gsi, KVM_IRQCHIP_IOAPIC, gsi);
+    }
+    kvm_abi::IrqRoutingTable table(entries.size());
+    table.header()->nr = static_cast<uint32_t>(entries.size());
+    for (size_t i = 0; i < entries.size(); ++i)
+        table.entries()[i] = entries[i];
+    if (::ioctl(m_vm_fd.get(), kvm_abi::SET_GSI_ROUTING, table.data()) != 0)
+        return Error::from_errno("KVM_SET_GSI_ROUTING");
     return {};
 }
 

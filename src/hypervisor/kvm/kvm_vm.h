@@ -21,6 +21,8 @@ public:
     Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
 
 private:
+    Expected<void> set_pc_irq_routing();
+
     UniqueFd m_kvm_fd; // system fd, for KVM_GET_SUPPORTED_CPUID
     UniqueFd m_vm_fd;
     int m_vcpu_mmap_size;

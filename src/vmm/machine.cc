@@ -1,0 +1,221 @@
+#include "vmm/machine.h"
+
+#include "arch/x86_64/acpi/acpi_tables.h"
+#include "arch/x86_64/cpu_state.h"
+#include "arch/x86_64/cpuid.h"
+#include "arch/x86_64/layout.h"
+#include "base/event_loop.h"
+#include "base/file.h"
+#include "devices/legacy/boot_marker.h"
+#include "devices/legacy/byte_sink.h"
+#include "devices/legacy/cmos_rtc.h"
+#include "devices/legacy/i8042.h"
+#include "devices/legacy/power_control.h"
+#include "devices/legacy/serial_16550.h"
+#include "hypervisor/kvm/kvm_system.h"
+#include "vmm/console_input.h"
+#include "vmm/gsi_interrupt_line.h"
+
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <pthread.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+namespace kvmm {
+
+namespace {
+
+// ISA interrupt lines of the PC devices (IOAPIC pins = GSIs, identity-mapped except IRQ0).
+constexpr uint32_t COM1_GSI = 4;
+constexpr uint32_t KEYBOARD_GSI = 1;
+
+constexpr uint16_t COM1_PORT = 0x3f8;
+constexpr uint16_t I8042_PORT = 0x60;
+constexpr uint16_t RTC_PORT = 0x70;
+
+} // namespace
+
+Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle)
+    : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)),
+      m_lifecycle(std::move(lifecycle)) {}
+
+Machine::~Machine() { stop_vcpus(); }
+
+Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
+    // Everything that can be checked without KVM is checked first, so bad input fails fast
+    // and the same way on hosts without /dev/kvm.
+    TRY(validate(config, UINT32_MAX));
+    auto regions = TRY(x86_64::ram_regions(config.memory_size));
+
+    auto kvm = TRY(KvmSystem::open());
+    auto vm = TRY(kvm.create_vm());
+    if (config.vcpu_count > vm->max_vcpus())
+        return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count,
+                             vm->max_vcpus());
+    auto huge_pages = config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent
+                                                    : MemoryMapping::HugePages::No;
+    auto memory = TRY(GuestMemory::create(regions, huge_pages));
+    auto lifecycle = TRY(VmLifecycle::create());
+
+    std::unique_ptr<Machine> machine(new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle)));
+    TRY(machine->m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
+    TRY(machine->m_vm->create_irqchip_and_pit());
+    TRY(machine->m_vm->map_memory(machine->m_memory));
+    TRY(machine->load_guest());
+    TRY(machine->create_devices());
+    TRY(machine->create_vcpus());
+    return machine;
+}
+
+Expected<void> Machine::load_guest() {
+    // Neither file can be useful if it is larger than guest RAM; the cap also bounds what a
+    // hostile path (a device node, a huge sparse file) can make us allocate.
+    auto const kernel = TRY(read_file(m_config.kernel_path, m_config.memory_size).with_context("kernel"));
+    std::vector<std::byte> initrd;
+    if (m_config.initrd_path)
+        initrd = TRY(read_file(*m_config.initrd_path, m_config.memory_size).with_context("initrd"));
+
+    x86_64::AcpiConfig acpi;
+    acpi.vcpu_count = m_config.vcpu_count;
+    auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
+
+    x86_64::BootConfig boot { kernel, initrd, m_config.cmdline, rsdp };
+    m_boot_info = TRY(x86_64::load_kernel(m_memory, boot).with_context(fmt::format("kernel '{}'", m_config.kernel_path)));
+    TRY(x86_64::write_boot_tables(m_memory));
+    spdlog::debug("kernel '{}' loaded: {} entry at {:#x}", m_config.kernel_path,
+                  m_boot_info->mode == x86_64::EntryMode::Pvh32 ? "PVH" : "Linux 64-bit", m_boot_info->entry.value());
+    return {};
+}
+
+Expected<void> Machine::create_devices() {
+    std::unique_ptr<ByteSink> console_output;
+    switch (m_config.console.kind) {
+    case ConsoleConfig::Kind::Stdio:
+        console_output = make_stdout_sink();
+        break;
+    case ConsoleConfig::Kind::File:
+        console_output = TRY(make_file_sink(m_config.console.path));
+        break;
+    case ConsoleConfig::Kind::None:
+        console_output = make_null_sink();
+        break;
+    }
+    auto& lifecycle = *m_lifecycle;
+    m_serial = std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI),
+                                             std::move(console_output));
+    TRY(m_pio_bus.insert(m_serial, COM1_PORT, 8));
+
+    auto i8042 = std::make_shared<I8042>(std::make_shared<GsiInterruptLine>(*m_vm, KEYBOARD_GSI), [&lifecycle] {
+        lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "i8042 reset line" });
+    });
+    TRY(m_pio_bus.insert(i8042, I8042_PORT, I8042_PORT_RANGE_LENGTH));
+    TRY(m_pio_bus.insert(std::make_shared<CmosRtc>(), RTC_PORT, 2));
+    auto power = std::make_shared<PowerControl>([&lifecycle](PowerEvent event) {
+        if (event == PowerEvent::PowerOff)
+            lifecycle.request_stop(StopReason { StopReason::Cause::PowerOff, "ACPI sleep control (S5)" });
+        else
+            lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "ACPI reset register" });
+    });
+    TRY(m_pio_bus.insert(power, POWER_CONTROL_PORT, 1));
+    TRY(m_pio_bus.insert(std::make_shared<BootMarker>(), BOOT_MARKER_PORT, 1));
+    return {};
+}
+
+Expected<void> Machine::create_vcpus() {
+    auto const supported_cpuid = TRY(m_vm->supported_cpuid());
+    for (uint32_t index = 0; index < m_config.vcpu_count; ++index) {
+        auto vcpu = TRY(m_vm->create_vcpu(index));
+        auto const cpuid = x86_64::build_cpuid(supported_cpuid, index, m_config.vcpu_count);
+        TRY(vcpu->set_cpuid(cpuid));
+        auto const msrs = x86_64::boot_msrs();
+        TRY(vcpu->set_msrs(msrs));
+        TRY(vcpu->reset_fpu());
+        auto lapic = TRY(vcpu->lapic());
+        x86_64::configure_lapic_lint(lapic);
+        TRY(vcpu->set_lapic(lapic));
+        // Only the bootstrap processor gets boot registers; the others wait in the kernel's
+        // wait-for-SIPI state until the guest starts them through its LAPIC (INIT, SIPI).
+        if (index == 0) {
+            auto const state = x86_64::boot_cpu_state(*m_boot_info, TRY(vcpu->special_registers()));
+            TRY(vcpu->set_special_registers(state.special_registers));
+            TRY(vcpu->set_registers(state.registers));
+        }
+        m_vcpus.push_back(std::make_unique<VcpuThread>(std::move(vcpu), IoBuses { m_pio_bus, m_mmio_bus }, *m_lifecycle));
+    }
+    return {};
+}
+
+StopReason Machine::run() {
+    // Block the stop signals in every thread (the vCPU threads inherit the mask) and take
+    // them through a signalfd in the event loop instead.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    VcpuThread::install_kick_signal_handler();
+
+    for (auto& vcpu : m_vcpus)
+        vcpu->start();
+    auto served = serve_events();
+    if (!served)
+        m_lifecycle->request_stop(StopReason { StopReason::Cause::VmmFailure, served.error().message() });
+    stop_vcpus();
+    return *m_lifecycle->reason();
+}
+
+Expected<void> Machine::serve_events() {
+    auto loop = TRY(EventLoop::create());
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
+    UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signal_fd.is_valid())
+        return Error::from_errno("signalfd");
+    TRY(loop.add(signal_fd.get(), [&] {
+        signalfd_siginfo info {};
+        if (::read(signal_fd.get(), &info, sizeof(info)) == sizeof(info)) {
+            auto const signal_number = static_cast<int>(info.ssi_signo);
+            m_lifecycle->request_stop(
+                StopReason { StopReason::Cause::HostSignal, strsignal(signal_number), signal_number });
+        }
+    }));
+    TRY(loop.add(m_lifecycle->event_fd(), [] {}));
+
+    std::optional<ConsoleInput> input;
+    if (m_config.console.kind == ConsoleConfig::Kind::Stdio) {
+        auto serial = m_serial;
+        input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, [serial](std::span<uint8_t const> bytes) {
+            return serial->receive(bytes);
+        })));
+        auto added = loop.add(STDIN_FILENO, [&] {
+            if (!input->on_readable())
+                loop.remove(STDIN_FILENO); // end of input: the guest keeps running
+        });
+        if (!added) // stdin closed or not pollable (e.g. /dev/null is fine, a closed fd is not)
+            spdlog::debug("console input disabled: {}", added.error().message());
+    }
+
+    while (!m_lifecycle->stop_requested()) {
+        // While input waits for room in the UART's buffer, retry on a short timer.
+        auto const timeout = input && input->has_pending() ? std::chrono::milliseconds(5) : std::chrono::milliseconds(-1);
+        TRY(loop.run_once(timeout));
+        if (input && input->has_pending())
+            input->flush_pending();
+    }
+    return {};
+}
+
+void Machine::stop_vcpus() {
+    for (auto& vcpu : m_vcpus)
+        vcpu->request_stop();
+    for (auto& vcpu : m_vcpus)
+        vcpu->join();
+}
+
+} // namespace kvmm

@@ -1,0 +1,71 @@
+// VcpuThread: one vCPU on its own thread, as an explicit state machine.
+//
+//   Created --start()--> Running --request_pause()--> Paused --resume()--> Running
+//   any state --request_stop()--> Stopped   (also when the guest dies or powers off)
+//
+// Commands are set under m_lock and delivered by "kicking" the thread: the
+// vCPU's immediate-exit flag is set and a signal interrupts a KVM_RUN in
+// progress, so a vCPU halted inside the kernel also notices. The thread clears
+// the flag *before* it reads the command, so a kick can never be lost.
+//
+// Threading: public methods are called from the VMM's control thread; the
+// Vcpu object itself is touched only by the vCPU thread once started.
+#pragma once
+
+#include "hypervisor/vcpu.h"
+#include "vmm/exit_handler.h"
+#include "vmm/vm_lifecycle.h"
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace kvmm {
+
+enum class VcpuState { Created, Running, Paused, Stopped };
+char const* to_string(VcpuState state);
+
+class VcpuThread {
+public:
+    VcpuThread(std::unique_ptr<Vcpu> vcpu, IoBuses buses, VmLifecycle& lifecycle);
+    ~VcpuThread();
+    VcpuThread(VcpuThread const&) = delete;
+    VcpuThread& operator=(VcpuThread const&) = delete;
+
+    // Installs the process-wide handler of the kick signal. Call once before start().
+    static void install_kick_signal_handler();
+
+    void start();
+    // Asks the vCPU to pause and waits until it has left guest mode.
+    void pause();
+    void resume();
+    // Asks the vCPU to stop; join() waits for the thread to end.
+    void request_stop();
+    void join();
+
+    VcpuState state() const;
+    uint32_t index() const { return m_index; }
+
+private:
+    enum class Command { Run, Pause, Stop };
+
+    void thread_main();
+    void kick();
+    // Returns false when the thread must end.
+    bool obey_command();
+    void report_death(std::string const& detail);
+
+    std::unique_ptr<Vcpu> m_vcpu;
+    uint32_t m_index;
+    IoBuses m_buses;
+    VmLifecycle& m_lifecycle;
+    std::thread m_thread;
+
+    mutable std::mutex m_lock; // guards m_command and m_state
+    std::condition_variable m_changed;
+    Command m_command { Command::Run };
+    VcpuState m_state { VcpuState::Created };
+};
+
+} // namespace kvmm

@@ -1,0 +1,60 @@
+#include "vmm/vm_config.h"
+
+#include <gtest/gtest.h>
+
+namespace kvmm {
+namespace {
+
+TEST(ParseMemorySize, AcceptsSuffixesAndPlainMebibytes) {
+    EXPECT_EQ(parse_memory_size("128M").value(), 128ull << 20);
+    EXPECT_EQ(parse_memory_size("4G").value(), 4ull << 30);
+    EXPECT_EQ(parse_memory_size("4GiB").value(), 4ull << 30);
+    EXPECT_EQ(parse_memory_size("512k").value(), 512ull << 10);
+    EXPECT_EQ(parse_memory_size("256").value(), 256ull << 20);
+}
+
+TEST(ParseMemorySize, RejectsGarbageAndOverflowNamingTheText) {
+    for (auto text : { "abc", "", "12X", "-5M", "1.5G" }) {
+        auto result = parse_memory_size(text);
+        ASSERT_FALSE(result.has_value()) << text;
+        EXPECT_NE(result.error().message().find("memory size"), std::string::npos);
+    }
+    EXPECT_FALSE(parse_memory_size("99999999999999T").has_value());
+}
+
+TEST(ConsoleConfig, ParsesAllKindsAndRejectsOthers) {
+    EXPECT_EQ(ConsoleConfig::parse("stdio")->kind, ConsoleConfig::Kind::Stdio);
+    EXPECT_EQ(ConsoleConfig::parse("none")->kind, ConsoleConfig::Kind::None);
+    EXPECT_EQ(ConsoleConfig::parse("file=/tmp/x")->path, "/tmp/x");
+    EXPECT_FALSE(ConsoleConfig::parse("file=").has_value());
+    EXPECT_FALSE(ConsoleConfig::parse("tty").has_value());
+}
+
+TEST(ValidateConfig, RejectsZeroAndTooManyVcpusAndBadMemory) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    EXPECT_TRUE(validate(config, 8).has_value());
+    config.vcpu_count = 0;
+    EXPECT_FALSE(validate(config, 8).has_value());
+    config.vcpu_count = 9;
+    auto too_many = validate(config, 8);
+    ASSERT_FALSE(too_many.has_value());
+    EXPECT_NE(too_many.error().message().find("9"), std::string::npos);
+    config.vcpu_count = 1;
+    config.memory_size = 0;
+    EXPECT_FALSE(validate(config, 8).has_value());
+    config.memory_size = 1ull << 50;
+    EXPECT_FALSE(validate(config, 8).has_value());
+}
+
+TEST(ValidateConfig, RejectsOverlongCommandLine) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    config.cmdline.assign(MAX_CMDLINE_LENGTH + 1, 'x');
+    auto result = validate(config, 8);
+    ASSERT_FALSE(result.has_value());
+    EXPECT_NE(result.error().message().find("command line"), std::string::npos);
+}
+
+} // namespace
+} // namespace kvmm
