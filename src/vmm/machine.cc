@@ -48,6 +48,12 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
     // and the same way on hosts without /dev/kvm.
     TRY(validate(config, UINT32_MAX));
     auto regions = TRY(x86_64::ram_regions(config.memory_size));
+    // Neither file can be useful if it is larger than guest RAM; the cap also bounds what a
+    // hostile path (a device node, a huge sparse file) can make us allocate.
+    auto const kernel = TRY(read_file(config.kernel_path, config.memory_size).with_context("kernel"));
+    std::vector<std::byte> initrd;
+    if (config.initrd_path)
+        initrd = TRY(read_file(*config.initrd_path, config.memory_size).with_context("initrd"));
 
     auto kvm = TRY(KvmSystem::open());
     auto vm = TRY(kvm.create_vm());
@@ -63,20 +69,13 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
     TRY(machine->m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
     TRY(machine->m_vm->create_irqchip_and_pit());
     TRY(machine->m_vm->map_memory(machine->m_memory));
-    TRY(machine->load_guest());
+    TRY(machine->load_guest(kernel, initrd));
     TRY(machine->create_devices());
     TRY(machine->create_vcpus());
     return machine;
 }
 
-Expected<void> Machine::load_guest() {
-    // Neither file can be useful if it is larger than guest RAM; the cap also bounds what a
-    // hostile path (a device node, a huge sparse file) can make us allocate.
-    auto const kernel = TRY(read_file(m_config.kernel_path, m_config.memory_size).with_context("kernel"));
-    std::vector<std::byte> initrd;
-    if (m_config.initrd_path)
-        initrd = TRY(read_file(*m_config.initrd_path, m_config.memory_size).with_context("initrd"));
-
+Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<std::byte const> initrd) {
     x86_64::AcpiConfig acpi;
     acpi.vcpu_count = m_config.vcpu_count;
     auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));

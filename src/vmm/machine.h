@@ -21,6 +21,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace kvmm {
@@ -38,7 +39,7 @@ public:
 private:
     Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle);
 
-    Expected<void> load_guest();
+    Expected<void> load_guest(std::span<std::byte const> kernel, std::span<std::byte const> initrd);
     Expected<void> create_devices();
     Expected<void> create_vcpus();
     Expected<void> serve_events();

@@ -56,7 +56,8 @@ TEST(VmLifecycle, FirstStopReasonWins) {
     lifecycle->request_stop(StopReason { StopReason::Cause::Reset, "first" });
     lifecycle->request_stop(StopReason { StopReason::Cause::GuestCrashed, "second" });
     EXPECT_EQ(lifecycle->reason()->detail, "first");
-    EXPECT_EQ(StopReason { StopReason::Cause::HostSignal, "", 15 }.exit_status(), 143);
+    StopReason const terminated { StopReason::Cause::HostSignal, "", 15 };
+    EXPECT_EQ(terminated.exit_status(), 143);
 }
 
 } // namespace

@@ -12,9 +12,10 @@ void BootMarker::read(uint64_t, std::span<uint8_t> data) {
 void BootMarker::write(uint64_t offset, std::span<uint8_t const> data) {
     if (offset != 0 || data.empty() || data[0] != BOOT_MARKER_VALUE)
         return;
-    ++m_count;
-    auto const elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(time_since_process_start());
-    spdlog::info("guest boot marker: {} ms since kvmm started", elapsed.count());
+    auto const count = ++m_count;
+    // Microseconds: start-up is measured in single milliseconds.
+    auto const elapsed = time_since_process_start().count();
+    spdlog::info("guest boot marker {}: {}.{:03} ms since kvmm started", count, elapsed / 1000, elapsed % 1000);
 }
 
 } // namespace kvmm

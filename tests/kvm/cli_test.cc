@@ -1,0 +1,63 @@
+// Bad command-line input: each case must end kvmm with status 1 within a second and a
+// one-line error that names the problem. None of these reach /dev/kvm.
+#include "child_process.h"
+
+#include <gtest/gtest.h>
+
+namespace kvmm::testing {
+namespace {
+
+struct BadInput {
+    std::vector<std::string> arguments;
+    char const* keyword;
+};
+
+void expect_configuration_error(BadInput const& input) {
+    std::vector<std::string> arguments { kvmm_binary() };
+    arguments.insert(arguments.end(), input.arguments.begin(), input.arguments.end());
+    auto const result = run_process(arguments, {}, std::chrono::seconds(5));
+    std::string description;
+    for (auto const& argument : input.arguments)
+        description += argument.substr(0, 40) + " ";
+    EXPECT_EQ(result.signal, 0) << description;
+    EXPECT_EQ(result.exit_status, 1) << description << result.standard_error;
+    EXPECT_LT(result.elapsed.count(), 1000) << description;
+    EXPECT_NE(result.standard_error.find(input.keyword), std::string::npos)
+        << description << ": " << result.standard_error;
+    EXPECT_EQ(std::count(result.standard_error.begin(), result.standard_error.end(), '\n'), 1)
+        << description << ": " << result.standard_error;
+}
+
+TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
+    std::string const kernel = test_guest();
+    std::vector<BadInput> const cases {
+        { { "--kernel", "/nonexistent/vmlinux" }, "/nonexistent/vmlinux" },
+        { { "--kernel", "/dev/null" }, "not a regular file" },
+        { { "--kernel", kernel, "--initrd", "/nonexistent/initrd" }, "initrd" },
+        { { "--kernel", kernel, "--memory", "0" }, "memory size" },
+        { { "--kernel", kernel, "--memory", "1K" }, "memory size" },
+        { { "--kernel", kernel, "--memory", "100T" }, "memory size" },
+        { { "--kernel", kernel, "--memory", "abc" }, "abc" },
+        { { "--kernel", kernel, "--cpus", "0" }, "at least 1 vCPU" },
+        { { "--kernel", kernel, "--cpus", "many" }, "cpus" },
+        { { "--kernel", kernel, "--cmdline", std::string(70000, 'x') }, "command line" },
+        { { "--kernel", kernel, "--console", "bogus" }, "bogus" },
+        { { "--kernel", kernel, "--log-level", "loud" }, "loud" },
+        { { "--kernel", kernel, "--frobnicate" }, "--frobnicate" },
+        { {}, "--kernel" },
+    };
+    for (auto const& input : cases)
+        expect_configuration_error(input);
+}
+
+TEST(KvmmCommandLine, HelpAndVersionExitZero) {
+    auto const help = run_process({ kvmm_binary(), "--help" });
+    EXPECT_EQ(help.exit_status, 0);
+    EXPECT_NE(help.standard_output.find("--kernel"), std::string::npos);
+    auto const version = run_process({ kvmm_binary(), "--version" });
+    EXPECT_EQ(version.exit_status, 0);
+    EXPECT_NE(version.standard_output.find("kvmm"), std::string::npos);
+}
+
+} // namespace
+} // namespace kvmm::testing

@@ -1,0 +1,151 @@
+// KVM tier: the kvmm binary runs the freestanding test guest on /dev/kvm and
+// the tests check what the guest printed and how kvmm exited.
+#include "child_process.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace kvmm::testing {
+namespace {
+
+class GuestTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto const reason = kvm_unavailable_reason();
+        if (!reason.empty())
+            GTEST_SKIP() << "KVM tier skipped: " << reason;
+    }
+
+    static ProcessResult boot(std::string const& cmdline, std::vector<std::string> extra = {},
+                              std::string const& input = {}) {
+        std::vector<std::string> arguments { kvmm_binary(), "--kernel", test_guest(), "--cmdline", cmdline };
+        arguments.insert(arguments.end(), extra.begin(), extra.end());
+        return run_process(arguments, input);
+    }
+};
+
+void expect_clean_power_off(ProcessResult const& result, std::string const& final_line) {
+    EXPECT_FALSE(result.timed_out) << result.standard_error;
+    EXPECT_EQ(result.signal, 0);
+    EXPECT_EQ(result.exit_status, 0) << result.standard_error;
+    EXPECT_NE(result.standard_output.find(final_line), std::string::npos)
+        << "stdout:\n" << result.standard_output << "\nstderr:\n" << result.standard_error;
+    EXPECT_EQ(result.standard_output.find("FAIL"), std::string::npos) << result.standard_output;
+}
+
+TEST_F(GuestTest, HelloPrintsFirstLineAndPowersOff) {
+    auto const result = boot("test=hello");
+    expect_clean_power_off(result, "kvmm-test: hello ok");
+    EXPECT_EQ(result.standard_output.rfind("kvmm-test-guest: hello\n", 0), 0u) << result.standard_output;
+}
+
+TEST_F(GuestTest, BootMarkerIsLoggedAtInfoLevel) {
+    auto const result = boot("test=hello", { "--log-level", "info" });
+    expect_clean_power_off(result, "kvmm-test: hello ok");
+    EXPECT_NE(result.standard_error.find("guest boot marker 1:"), std::string::npos) << result.standard_error;
+    EXPECT_NE(result.standard_error.find("guest powered off"), std::string::npos) << result.standard_error;
+}
+
+TEST_F(GuestTest, PortAndMmioExitsRtcAndI8042Work) {
+    auto const result = boot("test=io");
+    expect_clean_power_off(result, "kvmm-test: io ok");
+    EXPECT_NE(result.standard_output.find("io: rtc 20"), std::string::npos);
+}
+
+TEST_F(GuestTest, SerialAndTimerInterruptsArriveThroughTheIoapic) {
+    expect_clean_power_off(boot("test=irq"), "kvmm-test: irq ok");
+}
+
+class SmpTest : public GuestTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(SmpTest, EveryVcpuComesOnline) {
+    int const cpus = GetParam();
+    auto const result = boot("test=smp cpus=" + std::to_string(cpus), { "--cpus", std::to_string(cpus) });
+    expect_clean_power_off(result, "smp: " + std::to_string(cpus) + " cpus online");
+    for (int id = 1; id < cpus; ++id)
+        EXPECT_NE(result.standard_output.find("cpu " + std::to_string(id) + " online"), std::string::npos) << id;
+}
+
+INSTANTIATE_TEST_SUITE_P(VcpuCounts, SmpTest, ::testing::Values(1, 2, 4, 8));
+
+TEST_F(GuestTest, SerialInputIsEchoedByTheGuest) {
+    auto const result = boot("test=echo", {}, "first line\nsecond\nquit\n");
+    expect_clean_power_off(result, "kvmm-test: echo ok");
+    EXPECT_NE(result.standard_output.find("echo: first line\n"), std::string::npos) << result.standard_output;
+    EXPECT_NE(result.standard_output.find("echo: second\n"), std::string::npos);
+}
+
+TEST_F(GuestTest, MemoryAcrossThe32BitGapIsInTheMemoryMap) {
+    // 5 GiB: 3 GiB below the gap (less the legacy hole) and 2 GiB from 4 GiB.
+    auto const result = boot("test=memory", { "--memory", "5G" });
+    expect_clean_power_off(result, "memory: 5119 MiB in the memory map");
+    auto const small = boot("test=memory", { "--memory", "64M" });
+    expect_clean_power_off(small, "memory: 63 MiB in the memory map");
+}
+
+TEST_F(GuestTest, ResetEndsKvmmWithStatusZero) {
+    auto const result = boot("test=reset", { "--log-level", "info" });
+    expect_clean_power_off(result, "kvmm-test: resetting");
+    EXPECT_NE(result.standard_error.find("guest reset"), std::string::npos) << result.standard_error;
+}
+
+TEST_F(GuestTest, TripleFaultEndsKvmmWithStatusTwoAndRegisterDump) {
+    auto const result = boot("test=triple-fault");
+    EXPECT_FALSE(result.timed_out);
+    EXPECT_EQ(result.exit_status, 2) << result.standard_error;
+    EXPECT_NE(result.standard_error.find("triple fault"), std::string::npos) << result.standard_error;
+    EXPECT_NE(result.standard_error.find("rip="), std::string::npos) << result.standard_error;
+}
+
+TEST_F(GuestTest, ConsoleFileReceivesOutputAndStdoutStaysEmpty) {
+    std::string const path = ::testing::TempDir() + "kvmm-console-test.log";
+    auto const result = boot("test=hello", { "--console", "file=" + path });
+    EXPECT_EQ(result.exit_status, 0) << result.standard_error;
+    EXPECT_TRUE(result.standard_output.empty());
+    std::ifstream file(path);
+    std::stringstream content;
+    content << file.rdbuf();
+    EXPECT_NE(content.str().find("kvmm-test: hello ok"), std::string::npos);
+    std::remove(path.c_str());
+}
+
+TEST_F(GuestTest, ConsoleNoneDiscardsOutput) {
+    auto const result = boot("test=hello", { "--console", "none" });
+    EXPECT_EQ(result.exit_status, 0) << result.standard_error;
+    EXPECT_TRUE(result.standard_output.empty());
+}
+
+TEST_F(GuestTest, GarbageAndTruncatedKernelsAreRejectedQuickly) {
+    std::string const garbage_path = ::testing::TempDir() + "kvmm-garbage-kernel";
+    std::string const truncated_path = ::testing::TempDir() + "kvmm-truncated-kernel";
+    {
+        std::ofstream garbage(garbage_path, std::ios::binary);
+        for (int i = 0; i < 65536; ++i)
+            garbage.put(static_cast<char>(i * 7919 % 251));
+        std::ifstream guest(test_guest(), std::ios::binary);
+        std::ofstream truncated(truncated_path, std::ios::binary);
+        std::vector<char> head(100);
+        guest.read(head.data(), static_cast<std::streamsize>(head.size()));
+        truncated.write(head.data(), guest.gcount());
+    }
+    for (auto const& [path, keyword] : { std::pair { garbage_path, "neither" }, std::pair { truncated_path, "ELF" } }) {
+        auto const result = run_process({ kvmm_binary(), "--kernel", path });
+        EXPECT_EQ(result.exit_status, 1) << result.standard_error;
+        EXPECT_LT(result.elapsed.count(), 1000);
+        EXPECT_NE(result.standard_error.find(keyword), std::string::npos) << result.standard_error;
+    }
+    std::remove(garbage_path.c_str());
+    std::remove(truncated_path.c_str());
+}
+
+TEST_F(GuestTest, MoreVcpusThanKvmAllowsIsAConfigurationError) {
+    auto const result = run_process({ kvmm_binary(), "--kernel", test_guest(), "--cpus", "100000" });
+    EXPECT_EQ(result.exit_status, 1);
+    EXPECT_NE(result.standard_error.find("100000"), std::string::npos) << result.standard_error;
+}
+
+} // namespace
+} // namespace kvmm::testing
