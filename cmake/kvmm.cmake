@@ -1,7 +1,8 @@
 # Uniform compile options and helpers for kvmm's libraries and tests.
 
+# -Wnull-dereference is left out: g++ 12 reports false positives inside std::vector at -O2.
 set(KVMM_WARNINGS -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
-    -Wnull-dereference -Wformat=2 -Wimplicit-fallthrough)
+    -Wformat=2 -Wimplicit-fallthrough)
 if(KVMM_WERROR)
   list(APPEND KVMM_WARNINGS -Werror)
 endif()
@@ -35,6 +36,9 @@ function(kvmm_test name)
   target_compile_options(${name} PRIVATE ${KVMM_WARNINGS} ${KVMM_SANITIZER_FLAGS})
   target_link_options(${name} PRIVATE ${KVMM_SANITIZER_FLAGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST PROPERTIES LABELS ${ARG_LABEL}
+  # A GTEST_SKIP()ped test (e.g. the kvm tier without /dev/kvm) is reported by CTest as skipped,
+  # never as passed.
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
+                       PROPERTIES LABELS ${ARG_LABEL} SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]"
                        WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
 endfunction()

@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package kvmm needs to build, test and benchmark.
-# Idempotent and non-interactive; run as root (or with sudo available).
+# Installs every Debian 12 package kvmm needs to build, test, lint and benchmark.
+# Idempotent (installs only what is missing; a second run changes nothing) and non-interactive.
+# Runs as root, or as a user with sudo.
 set -euo pipefail
 
 PACKAGES=(
-  cmake ninja-build g++ ccache pkg-config
-  libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev liburing-dev libseccomp-dev
+  # Toolchain and build.
+  cmake ninja-build g++ ccache pkg-config git
+  # Libraries.
+  libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev liburing-dev libseccomp-dev
+  # Tests and micro-benchmarks.
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Style and lint (tools/format.sh, tools/lint.sh).
   clang-format clang-tidy
+  # bench/boot_bench.py (standard library only).
   python3
-  # Peer VMM for the benchmarks, and the software CPU that hosts the Linux tier.
+  # Peer VMM for the start-up benchmark, and the L1 test host of the Linux tier.
   qemu-system-x86
-  # Linux test guest assets: busybox, cpio archives, ext4 images, LZ4 kernel payloads.
+  # Linux guest assets: busybox initramfs (cpio newc), ext4 images, LZ4 kernels, module lists.
   busybox-static cpio e2fsprogs lz4 kmod
 )
 
 run_as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "install-deps: must run as root (sudo is not available)" >&2
+    exit 1
+  fi
 }
 
 missing=()
@@ -28,6 +41,6 @@ if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-run_as_root apt-get update -q
-run_as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+run_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+run_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: done"

@@ -16,8 +16,7 @@ namespace kvmm {
 
 class Error {
 public:
-    explicit Error(std::string message, int error_number = 0)
-        : m_message(std::move(message)), m_errno(error_number) {}
+    explicit Error(std::string message, int error_number = 0) : m_message(std::move(message)), m_errno(error_number) {}
 
     // Builds an error from a format string; fmt checks the arguments at compile time.
     template <typename... Args>

@@ -31,8 +31,8 @@ void EventLoop::remove(int fd) {
 
 Expected<int> EventLoop::run_once(std::chrono::milliseconds timeout) {
     std::array<epoll_event, 16> events {};
-    int const ready = ::epoll_wait(m_epoll.get(), events.data(), static_cast<int>(events.size()),
-                                   static_cast<int>(timeout.count()));
+    int const ready =
+        ::epoll_wait(m_epoll.get(), events.data(), static_cast<int>(events.size()), static_cast<int>(timeout.count()));
     if (ready < 0) {
         if (errno == EINTR)
             return 0;

@@ -27,10 +27,13 @@ public:
     Expected(Error error) : m_storage(std::in_place_index<1>, std::move(error)) {}
 
     // Allows `return some_derived_value;` where T is e.g. unique_ptr<Base>.
+    // clang-format off
+    // (clang-format 14 cannot lay out requires-clauses.)
     template <typename U>
         requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::decay_t<U>, T> &&
                  !std::is_same_v<std::decay_t<U>, Error>)
     Expected(U&& value) : m_storage(std::in_place_index<0>, T(std::forward<U>(value))) {}
+    // clang-format on
 
     bool has_value() const { return m_storage.index() == 0; }
     explicit operator bool() const { return has_value(); }
@@ -88,21 +91,21 @@ private:
 
 } // namespace kvmm
 
-#define TRY(expression)                                                                            \
-    ({                                                                                             \
-        auto _kvmm_try_result = (expression);                                                      \
-        if (!_kvmm_try_result.has_value()) [[unlikely]]                                            \
-            return _kvmm_try_result.release_error();                                               \
-        _kvmm_try_result.release_value();                                                          \
+#define TRY(expression)                                                                                                \
+    ({                                                                                                                 \
+        auto _kvmm_try_result = (expression);                                                                          \
+        if (!_kvmm_try_result.has_value()) [[unlikely]]                                                                \
+            return _kvmm_try_result.release_error();                                                                   \
+        _kvmm_try_result.release_value();                                                                              \
     })
 
-#define MUST(expression)                                                                           \
-    ({                                                                                             \
-        auto _kvmm_must_result = (expression);                                                     \
-        if (!_kvmm_must_result.has_value()) [[unlikely]] {                                         \
-            std::fprintf(stderr, "MUST failed at %s:%d: %s\n", __FILE__, __LINE__,                 \
-                         _kvmm_must_result.error().message().c_str());                             \
-            std::abort();                                                                          \
-        }                                                                                          \
-        _kvmm_must_result.release_value();                                                         \
+#define MUST(expression)                                                                                               \
+    ({                                                                                                                 \
+        auto _kvmm_must_result = (expression);                                                                         \
+        if (!_kvmm_must_result.has_value()) [[unlikely]] {                                                             \
+            std::fprintf(stderr, "MUST failed at %s:%d: %s\n", __FILE__, __LINE__,                                     \
+                         _kvmm_must_result.error().message().c_str());                                                 \
+            std::abort();                                                                                              \
+        }                                                                                                              \
+        _kvmm_must_result.release_value();                                                                             \
     })

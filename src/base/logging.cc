@@ -2,7 +2,6 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 
-
 namespace kvmm {
 
 Expected<spdlog::level::level_enum> parse_log_level(std::string_view name) {

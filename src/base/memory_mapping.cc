@@ -8,10 +8,9 @@ namespace kvmm {
 Expected<MemoryMapping> MemoryMapping::create_anonymous(uint64_t size, HugePages huge_pages) {
     auto const page_size = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
     if (size == 0 || size % page_size != 0)
-        return Error::format("anonymous mapping size {:#x} is not a non-zero multiple of the page size {:#x}",
-                             size, page_size);
-    void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                           -1, 0);
+        return Error::format("anonymous mapping size {:#x} is not a non-zero multiple of the page size {:#x}", size,
+                             page_size);
+    void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (address == MAP_FAILED)
         return Error::from_errno(fmt::format("mmap of {} bytes of anonymous memory", size));
     // Transparent huge pages are advisory: a kernel without THP still gives working memory.

@@ -38,8 +38,7 @@ int main(int argc, char** argv) {
     std::string console = "stdio";
     std::string log_level = "warn";
     bool huge_pages = false;
-    app.add_option("--kernel", config.kernel_path, "Kernel: bzImage, or ELF vmlinux with a PVH entry note")
-        ->required();
+    app.add_option("--kernel", config.kernel_path, "Kernel: bzImage, or ELF vmlinux with a PVH entry note")->required();
     app.add_option("--initrd", initrd, "Initial ramdisk");
     app.add_option("--cmdline", config.cmdline, "Kernel command line");
     app.add_option("--cpus", config.vcpu_count, "Number of vCPUs")->default_val(1);

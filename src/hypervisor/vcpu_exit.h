@@ -16,8 +16,8 @@ namespace vcpu_exit {
 
 struct IoIn {
     uint16_t port;
-    uint8_t size;   // access width: 1, 2 or 4 bytes
-    uint32_t count; // > 1 for string instructions (ins/rep ins)
+    uint8_t size;            // access width: 1, 2 or 4 bytes
+    uint32_t count;          // > 1 for string instructions (ins/rep ins)
     std::span<uint8_t> data; // size * count bytes to fill
 };
 struct IoOut {
@@ -58,8 +58,7 @@ struct Unknown {
 } // namespace vcpu_exit
 
 using VcpuExit = std::variant<vcpu_exit::IoIn, vcpu_exit::IoOut, vcpu_exit::MmioRead, vcpu_exit::MmioWrite,
-                              vcpu_exit::Halt, vcpu_exit::Shutdown, vcpu_exit::SystemEvent,
-                              vcpu_exit::Interrupted, vcpu_exit::InternalError, vcpu_exit::FailEntry,
-                              vcpu_exit::Unknown>;
+                              vcpu_exit::Halt, vcpu_exit::Shutdown, vcpu_exit::SystemEvent, vcpu_exit::Interrupted,
+                              vcpu_exit::InternalError, vcpu_exit::FailEntry, vcpu_exit::Unknown>;
 
 } // namespace kvmm

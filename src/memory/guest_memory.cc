@@ -13,8 +13,7 @@ Expected<GuestMemory> GuestMemory::create(std::vector<GuestRegionSpec> const& sp
     for (auto const& spec : specs) {
         auto const end = checked_add(spec.start.value(), spec.size);
         if (spec.size == 0 || !end)
-            return Error::format("guest memory region at {:#x} has invalid size {:#x}", spec.start.value(),
-                                 spec.size);
+            return Error::format("guest memory region at {:#x} has invalid size {:#x}", spec.start.value(), spec.size);
         if (!regions.empty() && spec.start < regions.back().end())
             return Error::format("guest memory region at {:#x} overlaps or precedes the region ending at {:#x}",
                                  spec.start.value(), regions.back().end().value());
@@ -27,8 +26,7 @@ Expected<GuestMemory> GuestMemory::create(std::vector<GuestRegionSpec> const& sp
 template <typename Visitor>
 Expected<void> GuestMemory::for_each_piece(GuestAddress address, uint64_t length, Visitor&& visit) const {
     if (!contains_range(address, length))
-        return Error::format("guest memory access of {} bytes at {:#x} is outside guest RAM", length,
-                             address.value());
+        return Error::format("guest memory access of {} bytes at {:#x} is outside guest RAM", length, address.value());
     uint64_t done = 0;
     while (done < length) {
         uint64_t const current = address.value() + done;

@@ -50,19 +50,19 @@ public:
     // Writes `length` zero bytes starting at address.
     Expected<void> fill_zero(GuestAddress address, uint64_t length) const;
 
+    // clang-format off (clang-format 14 cannot lay out requires-clauses)
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    Expected<T> read_obj(GuestAddress address) const {
+    requires std::is_trivially_copyable_v<T> Expected<T> read_obj(GuestAddress address)
+    const {
         T object {};
         TRY(read(address, std::as_writable_bytes(std::span(&object, 1))));
         return object;
     }
 
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    Expected<void> write_obj(GuestAddress address, T const& object) const {
-        return write(address, std::as_bytes(std::span(&object, 1)));
-    }
+    requires std::is_trivially_copyable_v<T> Expected<void> write_obj(GuestAddress address, T const& object)
+    const { return write(address, std::as_bytes(std::span(&object, 1))); }
+    // clang-format on
 
     // True when [address, address+length) lies entirely in guest RAM.
     bool contains_range(GuestAddress address, uint64_t length) const;

@@ -14,7 +14,7 @@ Expected<ConsoleInput> ConsoleInput::create(int fd, Deliver deliver) {
         saved = current;
         termios raw = current;
         cfmakeraw(&raw);
-        raw.c_lflag |= ISIG; // keep Ctrl-C/Ctrl-\ as signals to kvmm
+        raw.c_lflag |= ISIG;          // keep Ctrl-C/Ctrl-\ as signals to kvmm
         raw.c_oflag |= OPOST | ONLCR; // kvmm's own log lines still start at column 0
         if (::tcsetattr(fd, TCSANOW, &raw) != 0)
             return Error::from_errno("tcsetattr (raw mode) on the console");

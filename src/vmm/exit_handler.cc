@@ -12,6 +12,8 @@ template <class... Handlers>
 struct Overloaded : Handlers... {
     using Handlers::operator()...;
 };
+template <class... Handlers>
+Overloaded(Handlers...) -> Overloaded<Handlers...>;
 
 } // namespace
 
@@ -49,8 +51,10 @@ ExitAction handle_exit(VcpuExit& exit, IoBuses const& buses) {
             // one, and the next run() simply waits for an interrupt again.
             [](vcpu_exit::Halt&) { return ExitAction { ExitAction::Kind::Continue }; },
             [](vcpu_exit::Shutdown&) {
-                return ExitAction { ExitAction::Kind::GuestCrashed,
-                                    "triple fault: the guest hit an exception it could not handle (KVM_EXIT_SHUTDOWN)" };
+                return ExitAction {
+                    ExitAction::Kind::GuestCrashed,
+                    "triple fault: the guest hit an exception it could not handle (KVM_EXIT_SHUTDOWN)"
+                };
             },
             [](vcpu_exit::SystemEvent& event) {
                 switch (event.kind) {
@@ -67,7 +71,9 @@ ExitAction handle_exit(VcpuExit& exit, IoBuses const& buses) {
                                     fmt::format("unexpected system event type {}", event.raw_type) };
             },
             [](vcpu_exit::Interrupted&) { return ExitAction { ExitAction::Kind::CheckState }; },
-            [](vcpu_exit::InternalError& error) { return ExitAction { ExitAction::Kind::GuestCrashed, error.reason }; },
+            [](vcpu_exit::InternalError& error) {
+                return ExitAction { ExitAction::Kind::GuestCrashed, error.reason };
+            },
             [](vcpu_exit::FailEntry& failure) {
                 return ExitAction { ExitAction::Kind::GuestCrashed,
                                     fmt::format("KVM could not enter the guest (hardware entry failure reason {:#x})",

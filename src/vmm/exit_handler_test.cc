@@ -70,8 +70,7 @@ TEST_F(ExitHandlerTest, TripleFaultIsAGuestCrashWithReason) {
 TEST_F(ExitHandlerTest, SystemEventsMapToPowerOffAndReset) {
     EXPECT_EQ(handle(vcpu_exit::SystemEvent { vcpu_exit::SystemEvent::Kind::PowerOff, 1 }).kind,
               ExitAction::Kind::PowerOff);
-    EXPECT_EQ(handle(vcpu_exit::SystemEvent { vcpu_exit::SystemEvent::Kind::Reset, 2 }).kind,
-              ExitAction::Kind::Reset);
+    EXPECT_EQ(handle(vcpu_exit::SystemEvent { vcpu_exit::SystemEvent::Kind::Reset, 2 }).kind, ExitAction::Kind::Reset);
 }
 
 TEST_F(ExitHandlerTest, InterruptedRunAsksForStateCheck) {

@@ -38,8 +38,8 @@ constexpr uint16_t RTC_PORT = 0x70;
 } // namespace
 
 Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle)
-    : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)),
-      m_lifecycle(std::move(lifecycle)) {}
+    : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)), m_lifecycle(std::move(lifecycle)) {
+}
 
 Machine::~Machine() { stop_vcpus(); }
 
@@ -60,8 +60,8 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
     if (config.vcpu_count > vm->max_vcpus())
         return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count,
                              vm->max_vcpus());
-    auto huge_pages = config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent
-                                                    : MemoryMapping::HugePages::No;
+    auto huge_pages =
+        config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent : MemoryMapping::HugePages::No;
     auto memory = TRY(GuestMemory::create(regions, huge_pages));
     auto lifecycle = TRY(VmLifecycle::create());
 
@@ -81,7 +81,8 @@ Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<
     auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
 
     x86_64::BootConfig boot { kernel, initrd, m_config.cmdline, rsdp };
-    m_boot_info = TRY(x86_64::load_kernel(m_memory, boot).with_context(fmt::format("kernel '{}'", m_config.kernel_path)));
+    m_boot_info =
+        TRY(x86_64::load_kernel(m_memory, boot).with_context(fmt::format("kernel '{}'", m_config.kernel_path)));
     TRY(x86_64::write_boot_tables(m_memory));
     spdlog::debug("kernel '{}' loaded: {} entry at {:#x}", m_config.kernel_path,
                   m_boot_info->mode == x86_64::EntryMode::Pvh32 ? "PVH" : "Linux 64-bit", m_boot_info->entry.value());
@@ -102,8 +103,8 @@ Expected<void> Machine::create_devices() {
         break;
     }
     auto& lifecycle = *m_lifecycle;
-    m_serial = std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI),
-                                             std::move(console_output));
+    m_serial =
+        std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI), std::move(console_output));
     TRY(m_pio_bus.insert(m_serial, COM1_PORT, 8));
 
     auto i8042 = std::make_shared<I8042>(std::make_shared<GsiInterruptLine>(*m_vm, KEYBOARD_GSI), [&lifecycle] {
@@ -141,7 +142,8 @@ Expected<void> Machine::create_vcpus() {
             TRY(vcpu->set_special_registers(state.special_registers));
             TRY(vcpu->set_registers(state.registers));
         }
-        m_vcpus.push_back(std::make_unique<VcpuThread>(std::move(vcpu), IoBuses { m_pio_bus, m_mmio_bus }, *m_lifecycle));
+        m_vcpus.push_back(
+            std::make_unique<VcpuThread>(std::move(vcpu), IoBuses { m_pio_bus, m_mmio_bus }, *m_lifecycle));
     }
     return {};
 }
@@ -202,7 +204,8 @@ Expected<void> Machine::serve_events() {
 
     while (!m_lifecycle->stop_requested()) {
         // While input waits for room in the UART's buffer, retry on a short timer.
-        auto const timeout = input && input->has_pending() ? std::chrono::milliseconds(5) : std::chrono::milliseconds(-1);
+        auto const timeout =
+            input && input->has_pending() ? std::chrono::milliseconds(5) : std::chrono::milliseconds(-1);
         TRY(loop.run_once(timeout));
         if (input && input->has_pending())
             input->flush_pending();

@@ -30,10 +30,10 @@ void log_register_dump(Vcpu const& vcpu) {
                   "  cs={:04x} (base {:x} l={} db={}) ss={:04x} ds={:04x} tr={:04x}\n"
                   "  cr0={:x} cr2={:x} cr3={:x} cr4={:x} efer={:x}\n"
                   "  gdt={:x}/{:x} idt={:x}/{:x}",
-                  vcpu.index(), r.rip, r.rflags, r.rsp, r.rbp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8,
-                  r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, s.cs.selector, s.cs.base, s.cs.l, s.cs.db,
-                  s.ss.selector, s.ds.selector, s.tr.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.gdt.base,
-                  s.gdt.limit, s.idt.base, s.idt.limit);
+                  vcpu.index(), r.rip, r.rflags, r.rsp, r.rbp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8, r.r9,
+                  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, s.cs.selector, s.cs.base, s.cs.l, s.cs.db, s.ss.selector,
+                  s.ds.selector, s.tr.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.gdt.base, s.gdt.limit, s.idt.base,
+                  s.idt.limit);
 }
 
 } // namespace

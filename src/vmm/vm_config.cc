@@ -31,8 +31,7 @@ Expected<uint64_t> parse_memory_size(std::string_view text) {
     if (error == std::errc::result_out_of_range)
         return Error::format("memory size '{}' is too large", text);
     if (error != std::errc() || rest == begin)
-        return Error::format("invalid memory size '{}': expected a number with an optional K, M, G or T suffix",
-                             text);
+        return Error::format("invalid memory size '{}': expected a number with an optional K, M, G or T suffix", text);
     std::string suffix(rest, end);
     for (auto& character : suffix)
         character = static_cast<char>(std::toupper(static_cast<unsigned char>(character)));
@@ -66,15 +65,13 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
     if (config.vcpu_count == 0)
         return Error("the VM needs at least 1 vCPU, got 0");
     if (config.vcpu_count > max_vcpus)
-        return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count,
-                             max_vcpus);
+        return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count, max_vcpus);
     if (config.cmdline.size() > MAX_CMDLINE_LENGTH)
         return Error::format("kernel command line is {} bytes, longer than the limit of {} bytes",
                              config.cmdline.size(), MAX_CMDLINE_LENGTH);
     if (config.memory_size < x86_64::MIN_MEMORY_SIZE || config.memory_size > x86_64::MAX_MEMORY_SIZE)
         return Error::format("memory size {} MiB is outside the supported range {} MiB to {} MiB",
-                             config.memory_size >> 20, x86_64::MIN_MEMORY_SIZE >> 20,
-                             x86_64::MAX_MEMORY_SIZE >> 20);
+                             config.memory_size >> 20, x86_64::MIN_MEMORY_SIZE >> 20, x86_64::MAX_MEMORY_SIZE >> 20);
     if (config.memory_size % 4096 != 0)
         return Error::format("memory size {} bytes is not a multiple of 4 KiB", config.memory_size);
     return {};

@@ -55,7 +55,7 @@ ap_counter:
     .balign 4096
     .globl ap_stacks
 ap_stacks:
-    .skip 4096 * 16
+    .skip 4096 * 64
 bsp_stack:
     .skip 8192
 bsp_stack_top:
@@ -65,6 +65,7 @@ bsp_stack_top:
     .globl _start32
 _start32:
     cli
+    mov $bsp_stack_top, %esp    /* the PVH ABI leaves ESP undefined */
     mov %ebx, %edi              /* hvm_start_info, first argument of guest_main */
     lgdt gdt_pointer
     call enable_long_mode
@@ -128,7 +129,7 @@ ap_protected_mode:
 ap_long_mode:
     mov $1, %eax
     lock xadd %eax, ap_counter(%rip)   /* eax = this AP's slot */
-    and $15, %eax
+    and $63, %eax               /* guest_main refuses more than 64 APs */
     inc %eax
     shl $12, %eax
     lea ap_stacks(%rip), %rsp

@@ -142,7 +142,7 @@ static struct idt_entry idt[256] __attribute__((aligned(16)));
 
 static void set_gate(int vector, void (*handler)(void)) {
     uint64_t address = (uint64_t)(uintptr_t)handler;
-    idt[vector] = (struct idt_entry) { (uint16_t)address, 0x08, 0, 0x8e, (uint16_t)(address >> 16),
+    idt[vector] = (struct idt_entry) { (uint16_t)address,         0x08, 0, 0x8e, (uint16_t)(address >> 16),
                                        (uint32_t)(address >> 32), 0 };
 }
 static void load_idt(void* base, uint16_t limit) {
@@ -211,7 +211,7 @@ static uint8_t cmos(uint8_t index) {
 }
 
 static void scenario_io(void) {
-    if (inb(0x2f8) != 0xff || inl(0x510) != 0xffffffffu)
+    if (inb(0x2f8) != 0xff || inl(0x2f8) != 0xffffffffu)
         fail("unclaimed port did not read all-ones");
     put_string("io: unclaimed port reads all-ones\n");
     if (mmio_read(0xd0000000u) != 0xffffffffu)
@@ -280,6 +280,8 @@ static void scenario_smp(char const* cmdline) {
     uint64_t cpus = value_number(parameter(cmdline, "cpus"));
     if (cpus == 0)
         cpus = 1;
+    if (cpus > 65)
+        fail("at most 65 cpus: one per AP stack");
     enable_lapic();
     char* destination = (char*)(uintptr_t)TRAMPOLINE_ADDRESS;
     for (char* source = ap_trampoline_start; source < ap_trampoline_end; ++source)

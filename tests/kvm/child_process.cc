@@ -56,8 +56,8 @@ ProcessResult run_process(std::vector<std::string> const& arguments, std::string
     ::signal(SIGPIPE, SIG_IGN);
     bool output_open = true, error_open = true;
     while (output_open || error_open) {
-        auto const remaining = limit - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::steady_clock::now() - start);
+        auto const remaining =
+            limit - std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
         if (remaining.count() <= 0) {
             result.timed_out = true;
             ::kill(pid, SIGKILL);

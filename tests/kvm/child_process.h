@@ -10,8 +10,8 @@
 namespace kvmm::testing {
 
 struct ProcessResult {
-    int exit_status { -1 };  // valid when exited normally
-    int signal { 0 };        // non-zero when killed by a signal
+    int exit_status { -1 }; // valid when exited normally
+    int signal { 0 };       // non-zero when killed by a signal
     bool timed_out { false };
     std::string standard_output;
     std::string standard_error;

@@ -31,8 +31,9 @@ void expect_clean_power_off(ProcessResult const& result, std::string const& fina
     EXPECT_FALSE(result.timed_out) << result.standard_error;
     EXPECT_EQ(result.signal, 0);
     EXPECT_EQ(result.exit_status, 0) << result.standard_error;
-    EXPECT_NE(result.standard_output.find(final_line), std::string::npos)
-        << "stdout:\n" << result.standard_output << "\nstderr:\n" << result.standard_error;
+    EXPECT_NE(result.standard_output.find(final_line), std::string::npos) << "stdout:\n"
+                                                                          << result.standard_output << "\nstderr:\n"
+                                                                          << result.standard_error;
     EXPECT_EQ(result.standard_output.find("FAIL"), std::string::npos) << result.standard_output;
 }
 

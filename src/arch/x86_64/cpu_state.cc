@@ -105,17 +105,17 @@ InitialCpuState boot_cpu_state(BootInfo const& boot, X86SpecialRegisters const& 
 
 std::vector<MsrEntry> boot_msrs() {
     return {
-        { 0x174, 0 },               // IA32_SYSENTER_CS
-        { 0x175, 0 },               // IA32_SYSENTER_ESP
-        { 0x176, 0 },               // IA32_SYSENTER_EIP
-        { 0xc0000081, 0 },          // STAR
-        { 0xc0000082, 0 },          // LSTAR
-        { 0xc0000083, 0 },          // CSTAR
-        { 0xc0000084, 0 },          // SFMASK
-        { 0xc0000102, 0 },          // KERNEL_GS_BASE
-        { 0x10, 0 },                // IA32_TSC
-        { 0x1a0, 1 },               // IA32_MISC_ENABLE: fast string operations
-        { 0x2ff, (1 << 11) | 6 },   // IA32_MTRR_DEF_TYPE: MTRRs on, default write-back
+        { 0x174, 0 },             // IA32_SYSENTER_CS
+        { 0x175, 0 },             // IA32_SYSENTER_ESP
+        { 0x176, 0 },             // IA32_SYSENTER_EIP
+        { 0xc0000081, 0 },        // STAR
+        { 0xc0000082, 0 },        // LSTAR
+        { 0xc0000083, 0 },        // CSTAR
+        { 0xc0000084, 0 },        // SFMASK
+        { 0xc0000102, 0 },        // KERNEL_GS_BASE
+        { 0x10, 0 },              // IA32_TSC
+        { 0x1a0, 1 },             // IA32_MISC_ENABLE: fast string operations
+        { 0x2ff, (1 << 11) | 6 }, // IA32_MTRR_DEF_TYPE: MTRRs on, default write-back
     };
 }
 

@@ -18,11 +18,11 @@ protected:
 uint64_t translate(GuestMemory const& memory, uint64_t cr3, uint64_t virtual_address) {
     auto const pml4e = MUST(memory.read_obj<uint64_t>(GuestAddress(cr3 + ((virtual_address >> 39) & 511) * 8)));
     EXPECT_TRUE(pml4e & 1);
-    auto const pdpte = MUST(
-        memory.read_obj<uint64_t>(GuestAddress((pml4e & ~0xfffull) + ((virtual_address >> 30) & 511) * 8)));
+    auto const pdpte =
+        MUST(memory.read_obj<uint64_t>(GuestAddress((pml4e & ~0xfffull) + ((virtual_address >> 30) & 511) * 8)));
     EXPECT_TRUE(pdpte & 1);
-    auto const pde = MUST(
-        memory.read_obj<uint64_t>(GuestAddress((pdpte & ~0xfffull) + ((virtual_address >> 21) & 511) * 8)));
+    auto const pde =
+        MUST(memory.read_obj<uint64_t>(GuestAddress((pdpte & ~0xfffull) + ((virtual_address >> 21) & 511) * 8)));
     EXPECT_TRUE(pde & 0x81) << "present 2 MiB page";
     return (pde & ~0x1fffffull) + (virtual_address & 0x1fffff);
 }

@@ -6,8 +6,8 @@ namespace kvmm::x86_64 {
 
 Expected<GuestAddress> write_cmdline(GuestMemory const& memory, std::string const& cmdline, uint64_t limit) {
     if (cmdline.size() + 1 > limit)
-        return Error::format("command line of {} bytes is longer than this kernel's limit of {} bytes",
-                             cmdline.size(), limit - 1);
+        return Error::format("command line of {} bytes is longer than this kernel's limit of {} bytes", cmdline.size(),
+                             limit - 1);
     GuestAddress const address(CMDLINE_ADDRESS);
     TRY(memory.write(address, std::as_bytes(std::span(cmdline.data(), cmdline.size() + 1))));
     return address;

@@ -22,11 +22,11 @@ void put(Image& image, size_t offset, T value) {
 // A bzImage with 2 setup sectors and `payload` bytes of protected-mode kernel.
 Image make_bzimage(uint16_t version = 0x020f, size_t payload = 8192) {
     Image image(3 * 512 + payload, std::byte { 0 });
-    put<uint8_t>(image, 0x1f1, 2);          // setup_sects
-    put<uint8_t>(image, 0x201, 0x66);       // jump: header runs to 0x268
+    put<uint8_t>(image, 0x1f1, 2);           // setup_sects
+    put<uint8_t>(image, 0x201, 0x66);        // jump: header runs to 0x268
     put<uint32_t>(image, 0x202, 0x53726448); // "HdrS"
     put<uint16_t>(image, 0x206, version);
-    put<uint8_t>(image, 0x211, 0x01);       // LOADED_HIGH
+    put<uint8_t>(image, 0x211, 0x01);        // LOADED_HIGH
     put<uint32_t>(image, 0x22c, 0x7fffffff); // initrd_addr_max
     put<uint32_t>(image, 0x230, 0x200000);   // kernel_alignment
     put<uint8_t>(image, 0x234, 1);           // relocatable
@@ -125,7 +125,10 @@ TEST_F(KernelLoaderTest, EveryTruncationOfABzImageFailsCleanly) {
 // An ELF64 with one PT_LOAD segment at 2 MiB and a PT_NOTE carrying the PVH entry.
 Image make_pvh_elf(bool with_note = true, uint64_t physical = 0x200000) {
     Image image(0x1000, std::byte { 0 });
-    std::memcpy(image.data(), "\x7f" "ELF", 4);
+    std::memcpy(image.data(),
+                "\x7f"
+                "ELF",
+                4);
     put<uint8_t>(image, 4, 2);   // ELFCLASS64
     put<uint8_t>(image, 5, 1);   // little-endian
     put<uint16_t>(image, 16, 2); // ET_EXEC

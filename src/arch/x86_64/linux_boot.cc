@@ -92,14 +92,14 @@ Expected<BootInfo> load_bzimage(GuestMemory const& memory, BootConfig const& con
     uint64_t const header_end = std::min<uint64_t>(0x202 + *jump_length, ZERO_PAGE_SIZE);
     std::memcpy(zero_page.data() + SETUP_HEADER_START, image.data() + SETUP_HEADER_START,
                 header_end - SETUP_HEADER_START);
-    put<uint16_t>(zero_page, VID_MODE, 0xffff); // "normal" text mode
+    put<uint16_t>(zero_page, VID_MODE, 0xffff);    // "normal" text mode
     put<uint8_t>(zero_page, TYPE_OF_LOADER, 0xff); // undefined boot loader ID
     put<uint8_t>(zero_page, LOADFLAGS, static_cast<uint8_t>(get<uint8_t>(zero_page, LOADFLAGS) | CAN_USE_HEAP));
     put<uint16_t>(zero_page, HEAP_END_PTR, 0xfe00);
 
     // cmdline_size excludes the NUL (boot.rst, field cmdline_size, protocol 2.06+).
-    uint64_t const cmdline_limit = std::min<uint64_t>(uint64_t(get<uint32_t>(zero_page, CMDLINE_SIZE)) + 1,
-                                                      CMDLINE_MAX_SIZE);
+    uint64_t const cmdline_limit =
+        std::min<uint64_t>(uint64_t(get<uint32_t>(zero_page, CMDLINE_SIZE)) + 1, CMDLINE_MAX_SIZE);
     auto const cmdline = TRY(write_cmdline(memory, config.cmdline, cmdline_limit));
     put<uint32_t>(zero_page, CMD_LINE_PTR, static_cast<uint32_t>(cmdline.value()));
 

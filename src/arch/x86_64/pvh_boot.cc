@@ -100,8 +100,7 @@ Expected<BootInfo> load_pvh_elf(GuestMemory const& memory, BootConfig const& con
     auto const header_size = *read_le<uint16_t>(image, 54);
     auto const header_count = *read_le<uint16_t>(image, 56);
     if (header_size != 56 || header_count == 0 || header_count > MAX_PROGRAM_HEADERS)
-        return Error::format("ELF kernel has unusable program headers (size {}, count {})", header_size,
-                             header_count);
+        return Error::format("ELF kernel has unusable program headers (size {}, count {})", header_size, header_count);
 
     std::vector<ProgramHeader> headers;
     std::optional<uint32_t> entry;

@@ -13,8 +13,8 @@ Expected<void> Bus::insert(std::shared_ptr<BusDevice> device, uint64_t base, uin
         return Error::format("{} bus: invalid range at {:#x} with length {:#x}", m_name, base, length);
     for (auto const& range : m_ranges) {
         if (base < range.base + range.length && range.base < *end)
-            return Error::format("{} bus: range [{:#x}, {:#x}) overlaps [{:#x}, {:#x})", m_name, base, *end,
-                                 range.base, range.base + range.length);
+            return Error::format("{} bus: range [{:#x}, {:#x}) overlaps [{:#x}, {:#x})", m_name, base, *end, range.base,
+                                 range.base + range.length);
     }
     auto position = std::lower_bound(m_ranges.begin(), m_ranges.end(), base,
                                      [](Range const& range, uint64_t value) { return range.base < value; });

@@ -13,9 +13,7 @@ public:
         for (auto& byte : data)
             byte = static_cast<uint8_t>(offset);
     }
-    void write(uint64_t offset, std::span<uint8_t const> data) override {
-        writes.push_back({ offset, data.size() });
-    }
+    void write(uint64_t offset, std::span<uint8_t const> data) override { writes.push_back({ offset, data.size() }); }
     std::vector<std::pair<uint64_t, size_t>> writes;
 };
 

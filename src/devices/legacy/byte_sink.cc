@@ -48,9 +48,7 @@ public:
 
 } // namespace
 
-std::unique_ptr<ByteSink> make_stdout_sink() {
-    return std::make_unique<FdSink>(STDOUT_FILENO, UniqueFd(), "stdout");
-}
+std::unique_ptr<ByteSink> make_stdout_sink() { return std::make_unique<FdSink>(STDOUT_FILENO, UniqueFd(), "stdout"); }
 
 Expected<std::unique_ptr<ByteSink>> make_file_sink(std::string const& path) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -59,8 +57,6 @@ Expected<std::unique_ptr<ByteSink>> make_file_sink(std::string const& path) {
     return std::unique_ptr<ByteSink>(std::make_unique<FdSink>(fd, UniqueFd(fd), path));
 }
 
-std::unique_ptr<ByteSink> make_null_sink() {
-    return std::make_unique<NullSink>();
-}
+std::unique_ptr<ByteSink> make_null_sink() { return std::make_unique<NullSink>(); }
 
 } // namespace kvmm

@@ -15,7 +15,7 @@ namespace {
 std::string temporary_path(char const* name) {
     char const* directory = std::getenv("TMPDIR");
     return std::string(directory ? directory : "/tmp") + "/kvmm_byte_sink_test_" + std::to_string(::getpid()) + "_" +
-        name;
+           name;
 }
 
 std::string contents_of(std::string const& path) {

@@ -25,10 +25,10 @@ constexpr uint8_t KEYBOARD_ACK = 0xfa;
 } // namespace
 
 I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested,
-    std::shared_ptr<InterruptLine> aux_irq)
+             std::shared_ptr<InterruptLine> aux_irq)
     : m_keyboard_irq(std::move(keyboard_irq)), m_reset_requested(std::move(reset_requested)),
       m_aux_irq(std::move(aux_irq)), m_command_byte(COMMAND_BYTE_KEYBOARD_INTERRUPT | COMMAND_BYTE_SYSTEM_FLAG |
-                                         COMMAND_BYTE_TRANSLATE | COMMAND_BYTE_AUX_DISABLED) {}
+                                                    COMMAND_BYTE_TRANSLATE | COMMAND_BYTE_AUX_DISABLED) {}
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);

@@ -40,7 +40,7 @@ public:
     static constexpr size_t OUTPUT_CAPACITY = 16;
 
     I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested,
-        std::shared_ptr<InterruptLine> aux_irq = nullptr);
+          std::shared_ptr<InterruptLine> aux_irq = nullptr);
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<uint8_t const> data) override;

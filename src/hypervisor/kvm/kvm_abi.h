@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 namespace kvmm::kvm_abi {
 
@@ -42,13 +42,17 @@ inline constexpr unsigned long SET_GSI_ROUTING = _IOW(KVMIO, 0x6a, IrqRoutingHea
 template <typename Header, typename Entry>
 class Table {
 public:
-    explicit Table(size_t count) : m_storage((sizeof(Header) + count * sizeof(Entry) + 7) / 8, 0) {}
-    Header* header() { return reinterpret_cast<Header*>(m_storage.data()); }
-    Entry* entries() { return reinterpret_cast<Entry*>(reinterpret_cast<std::byte*>(m_storage.data()) + sizeof(Header)); }
-    void* data() { return m_storage.data(); }
+    // operator new[] never returns null, which lets the compiler see that header() is valid.
+    explicit Table(size_t count)
+        : m_storage(std::make_unique<uint64_t[]>((sizeof(Header) + count * sizeof(Entry) + 7) / 8)) {}
+    Header* header() { return reinterpret_cast<Header*>(m_storage.get()); }
+    Entry* entries() {
+        return reinterpret_cast<Entry*>(reinterpret_cast<std::byte*>(m_storage.get()) + sizeof(Header));
+    }
+    void* data() { return m_storage.get(); }
 
 private:
-    std::vector<uint64_t> m_storage; // uint64_t for 8-byte alignment of the entries
+    std::unique_ptr<uint64_t[]> m_storage; // uint64_t for 8-byte alignment of the entries
 };
 
 using CpuidTable = Table<CpuidTableHeader, kvm_cpuid_entry2>;

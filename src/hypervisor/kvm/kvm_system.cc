@@ -79,8 +79,8 @@ Expected<std::unique_ptr<Vm>> KvmSystem::create_vm() const {
     UniqueFd kvm_handle(::fcntl(m_fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!kvm_handle.is_valid())
         return Error::from_errno("duplicating the /dev/kvm descriptor");
-    return std::unique_ptr<Vm>(new KvmVm(std::move(kvm_handle), UniqueFd(vm_fd), m_vcpu_mmap_size,
-                                         static_cast<uint32_t>(max_vcpus)));
+    return std::unique_ptr<Vm>(
+        new KvmVm(std::move(kvm_handle), UniqueFd(vm_fd), m_vcpu_mmap_size, static_cast<uint32_t>(max_vcpus)));
 }
 
 } // namespace kvmm

@@ -13,9 +13,10 @@ namespace kvmm {
 namespace {
 
 X86Segment from_kvm(kvm_segment const& segment) {
-    return X86Segment { segment.base,    segment.limit, segment.selector, segment.type,
-                        segment.present, segment.dpl,   segment.db,       segment.s,
-                        segment.l,       segment.g,     segment.avl,      segment.unusable };
+    return X86Segment {
+        segment.base, segment.limit, segment.selector, segment.type, segment.present, segment.dpl,
+        segment.db,   segment.s,     segment.l,        segment.g,    segment.avl,     segment.unusable
+    };
 }
 
 kvm_segment to_kvm(X86Segment const& segment) {
@@ -134,9 +135,8 @@ Expected<X86Registers> KvmVcpu::registers() const {
     kvm_regs regs {};
     if (::ioctl(m_fd.get(), KVM_GET_REGS, &regs) != 0)
         return Error::from_errno("KVM_GET_REGS");
-    return X86Registers { regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rsp,
-                          regs.rbp, regs.r8,  regs.r9,  regs.r10, regs.r11, regs.r12, regs.r13,
-                          regs.r14, regs.r15, regs.rip, regs.rflags };
+    return X86Registers { regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rsp, regs.rbp, regs.r8,
+                          regs.r9,  regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15, regs.rip, regs.rflags };
 }
 
 Expected<void> KvmVcpu::set_registers(X86Registers const& registers) {
@@ -255,8 +255,8 @@ Expected<void> KvmVcpu::set_msrs(std::span<MsrEntry const> entries) {
 
 Expected<void> KvmVcpu::reset_fpu() {
     kvm_fpu fpu {};
-    fpu.fcw = 0x37f;     // x87 power-on control word (Intel SDM vol. 1, 8.1.5)
-    fpu.mxcsr = 0x1f80;  // all SSE exceptions masked (Intel SDM vol. 1, 10.2.3)
+    fpu.fcw = 0x37f;    // x87 power-on control word (Intel SDM vol. 1, 8.1.5)
+    fpu.mxcsr = 0x1f80; // all SSE exceptions masked (Intel SDM vol. 1, 10.2.3)
     if (::ioctl(m_fd.get(), KVM_SET_FPU, &fpu) != 0)
         return Error::from_errno("KVM_SET_FPU");
     return {};

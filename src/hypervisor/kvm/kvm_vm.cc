@@ -20,8 +20,7 @@ Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
         kvm_region.userspace_addr = reinterpret_cast<uint64_t>(region.mapping.data());
         if (::ioctl(m_vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &kvm_region) != 0)
             return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x}",
-                                                 kvm_region.slot, kvm_region.guest_phys_addr,
-                                                 kvm_region.memory_size));
+                                                 kvm_region.slot, kvm_region.guest_phys_addr, kvm_region.memory_size));
     }
     return {};
 }
@@ -101,8 +100,8 @@ Expected<std::vector<CpuidEntry>> KvmVm::supported_cpuid() const {
         entries.reserve(table.header()->nent);
         for (uint32_t i = 0; i < table.header()->nent; ++i) {
             auto const& entry = table.entries()[i];
-            entries.push_back(CpuidEntry { entry.function, entry.index, entry.flags, entry.eax, entry.ebx,
-                                           entry.ecx, entry.edx });
+            entries.push_back(
+                CpuidEntry { entry.function, entry.index, entry.flags, entry.eax, entry.ebx, entry.ecx, entry.edx });
         }
         return entries;
     }

@@ -70,10 +70,10 @@ Bytes build_dsdt(AcpiConfig const& config) {
     std::vector<Bytes> devices;
     if (config.com1_present) {
         devices.push_back(device("COM1", concat({
-                                              name("_HID", eisa_id("PNP0501")),
-                                              name("_UID", integer(0)),
-                                              name("_CRS", resource_template({ io_port(0x3f8, 8), irq_no_flags(4) })),
-                                          })));
+                                             name("_HID", eisa_id("PNP0501")),
+                                             name("_UID", integer(0)),
+                                             name("_CRS", resource_template({ io_port(0x3f8, 8), irq_no_flags(4) })),
+                                         })));
     }
     for (size_t i = 0; i < config.virtio_devices.size(); ++i) {
         auto const& virtio = config.virtio_devices[i];
@@ -81,12 +81,12 @@ Bytes build_dsdt(AcpiConfig const& config) {
         // are edge-triggered, active-high GSIs on the IOAPIC, like the ISA lines.
         char device_name[5];
         std::snprintf(device_name, sizeof(device_name), "V%03X", static_cast<unsigned>(i & 0xfff));
-        devices.push_back(device(
-            device_name,
-            concat({ name("_HID", string("LNRO0005")), name("_UID", integer(i)),
-                     name("_CRS", resource_template({ memory32_fixed(static_cast<uint32_t>(virtio.base),
-                                                                     static_cast<uint32_t>(virtio.size), true),
-                                                      extended_interrupt(virtio.gsi, true, false) })) })));
+        devices.push_back(
+            device(device_name,
+                   concat({ name("_HID", string("LNRO0005")), name("_UID", integer(i)),
+                            name("_CRS", resource_template({ memory32_fixed(static_cast<uint32_t>(virtio.base),
+                                                                            static_cast<uint32_t>(virtio.size), true),
+                                                             extended_interrupt(virtio.gsi, true, false) })) })));
     }
     Bytes table = header("DSDT", 2);
     auto const system_bus = scope("\\_SB_", concat(devices));

@@ -103,9 +103,10 @@ Bytes integer(uint64_t value) {
 }
 
 Bytes string(std::string_view text) {
-    Bytes result { STRING_PREFIX };
-    result.insert(result.end(), text.begin(), text.end());
-    result.push_back(0);
+    Bytes result(text.size() + 2, 0); // prefix, characters, NUL
+    result[0] = STRING_PREFIX;
+    for (size_t i = 0; i < text.size(); ++i)
+        result[i + 1] = static_cast<uint8_t>(text[i]);
     return result;
 }
 
