@@ -8,7 +8,11 @@ if(KVMM_WERROR)
 endif()
 
 set(KVMM_SANITIZER_FLAGS "")
-if(KVMM_SANITIZE)
+if(KVMM_FUZZ)
+  # Coverage instrumentation for libFuzzer in every library; the fuzz targets add the driver.
+  set(KVMM_SANITIZER_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+      -fno-omit-frame-pointer)
+elseif(KVMM_SANITIZE)
   set(KVMM_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 endif()
 

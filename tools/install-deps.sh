@@ -12,7 +12,7 @@ PACKAGES=(
   # Tests and micro-benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Style and lint (tools/format.sh, tools/lint.sh).
-  clang-format clang-tidy
+  clang-format clang-tidy clang libclang-rt-14-dev
   # bench/boot_bench.py (standard library only).
   python3
   # Peer VMM for the start-up benchmark, and the L1 test host of the Linux tier.

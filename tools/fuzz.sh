@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (preset `fuzz`, clang, ASan+UBSan) and runs each for a bounded
+# time: tools/fuzz.sh [SECONDS_PER_TARGET] (default 60). Corpora live in build/fuzz/corpus/;
+# the kernel loader starts from the test guest ELF when a release build has produced one.
+# Exits non-zero when a target finds a crash (the reproducer is left in build/fuzz/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+jobs="${KVMM_JOBS:-2}"
+
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$jobs" --target kernel_loader_fuzzer legacy_devices_fuzzer
+
+corpus=build/fuzz/corpus
+mkdir -p "$corpus/kernel_loader" "$corpus/legacy_devices"
+if [ -f build/release/tests/guests/kvmm-test-guest.elf ]; then
+  cp build/release/tests/guests/kvmm-test-guest.elf "$corpus/kernel_loader/test-guest.elf"
+fi
+for target in kernel_loader legacy_devices; do
+  echo "==== fuzz: ${target}_fuzzer for ${seconds}s ===="
+  status=0
+  (cd build/fuzz && "./fuzz/${target}_fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 \
+     -print_final_stats=1 "corpus/$target" >"$target.log" 2>&1) || status=$?
+  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' "build/fuzz/$target.log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -40 "build/fuzz/$target.log"
+    echo "==== fuzz: ${target}_fuzzer FAILED (status $status) ===="
+    exit "$status"
+  fi
+done
+echo "==== fuzz: no crash found ===="
