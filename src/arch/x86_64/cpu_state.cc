@@ -103,6 +103,8 @@ InitialCpuState boot_cpu_state(BootInfo const& boot, X86SpecialRegisters const& 
     return state;
 }
 
+// IA32_TSC is deliberately absent: KVM synchronises the TSCs of vCPUs created together, and
+// writing 0 to each one at a different moment makes Linux mark the TSC unsynchronised.
 std::vector<MsrEntry> boot_msrs() {
     return {
         { 0x174, 0 },             // IA32_SYSENTER_CS

@@ -75,6 +75,17 @@ Bytes build_dsdt(AcpiConfig const& config) {
                                              name("_CRS", resource_template({ io_port(0x3f8, 8), irq_no_flags(4) })),
                                          })));
     }
+    // The CMOS RTC (PNP0B00) and the PS/2 keyboard controller (PNP0303): on a hardware-reduced
+    // platform Linux binds rtc_cmos and i8042 only to devices the DSDT declares.
+    devices.push_back(device("RTC", concat({
+                                        name("_HID", eisa_id("PNP0B00")),
+                                        name("_CRS", resource_template({ io_port(0x70, 2), irq_no_flags(8) })),
+                                    })));
+    devices.push_back(
+        device("KBD", concat({
+                          name("_HID", eisa_id("PNP0303")),
+                          name("_CRS", resource_template({ io_port(0x60, 1), io_port(0x64, 1), irq_no_flags(1) })),
+                      })));
     for (size_t i = 0; i < config.virtio_devices.size(); ++i) {
         auto const& virtio = config.virtio_devices[i];
         // Linux's virtio_mmio driver binds ACPI devices with _HID "LNRO0005". Their interrupts

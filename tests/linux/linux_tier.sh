@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# CTest entry of the Linux tier: builds the Debian guest assets (tools/guest), then runs
+# run-batch.sh with the given kvmm binary - directly where /dev/kvm can boot Linux, otherwise
+# in one boot of the nested test host (tools/testhost). Never skips: a missing tool, a test
+# host failure or a failed case is a failure.
+# Usage: linux_tier.sh KVMM_BINARY
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+kvmm=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+
+if "$repo/tools/testhost/needs-testhost.sh"; then
+    echo "linux tier: this host's /dev/kvm cannot boot Linux; running in the nested test host"
+    "$repo/tools/testhost/run-in-testhost.sh" --timeout 900 --binary "$kvmm" --share "$here" \
+        -- sh "$here/run-batch.sh" "$kvmm" /guest
+else
+    cache=${KVMM_CACHE_DIR:-$repo/build/guest-cache}
+    "$repo/tools/guest/build-guest.sh" "$cache/guest"
+    sh "$here/run-batch.sh" "$kvmm" "$cache/guest"
+fi
