@@ -67,10 +67,10 @@ boot memory-across-gap 'awk "/MemTotal/ { print \"memtotal_mib=\" int(\$2 / 1024
     --kernel "$guest/bzImage" --cpus 1 --memory 3328M
 expect memory-across-gap '^memtotal_mib=3(1[5-9][0-9]|2[0-9][0-9])$'
 
-# The kernel accepted our ACPI tables without complaint, and the RTC and kvmclock are in use.
-boot dmesg-clean 'dmesg | grep -i -E "ACPI (Error|Warning)|ACPI BIOS (Error|Warning)|firmware bug|FW_BUG" && echo dmesg=dirty || echo dmesg=clean; dmesg | grep -o "rtc_cmos.*registered as rtc0"; cat /sys/devices/system/clocksource/clocksource0/current_clocksource' \
+# The kernel accepted our ACPI tables without complaint; the RTC, the i8042 and kvmclock are in use.
+boot dmesg-clean 'dmesg | grep -i -E "ACPI (Error|Warning)|ACPI BIOS (Error|Warning)|firmware bug|FW_BUG" && echo dmesg=dirty || echo dmesg=clean; dmesg | grep -o "rtc_cmos.*registered as rtc0"; dmesg | grep -q "serio: i8042 KBD port" && echo i8042=found; cat /sys/devices/system/clocksource/clocksource0/current_clocksource' \
     --kernel "$guest/bzImage" --cpus 2 --memory 256M
-expect dmesg-clean '^dmesg=clean' 'registered as rtc0' '^kvm-clock'
+expect dmesg-clean '^dmesg=clean' 'registered as rtc0' '^i8042=found' '^kvm-clock'
 
 # reboot -f: kvmm ends with status 0 and says the guest reset.
 boot reboot 'reboot -f' --kernel "$guest/bzImage" --cpus 1 --memory 256M

@@ -33,7 +33,7 @@ readonly BUSYBOX_PACKAGE=busybox-static
 # Console on the 16550 at 0x3f8; reboot through the keyboard controller; reboot at
 # once on panic instead of hanging; the i8042 options keep the driver from probing
 # an AUX port, a multiplexer or PnP that a VMM does not emulate.
-readonly CMDLINE="console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+readonly CMDLINE="console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd"
 # Loaded by /init in this order (dependencies are added by module-order.py).
 readonly GUEST_MODULES=(virtio_mmio virtio_pci virtio_blk virtio_net virtio_console
     virtio_rng virtio_balloon vmw_vsock_virtio_transport)
