@@ -60,19 +60,8 @@ bsp_stack:
     .skip 8192
 bsp_stack_top:
 
-    .text
-    .code32
-    .globl _start32
-_start32:
-    cli
-    mov $bsp_stack_top, %esp    /* the PVH ABI leaves ESP undefined */
-    mov %ebx, %edi              /* hvm_start_info, first argument of guest_main */
-    lgdt gdt_pointer
-    call enable_long_mode
-    ljmp $0x08, $bsp_long_mode
-
 /* Loads CR3, sets PAE, EFER.LME, then CR0.PG: long mode (compatibility sub-mode until the far jump). */
-enable_long_mode:
+.macro ENABLE_LONG_MODE
     mov $pml4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
@@ -85,7 +74,19 @@ enable_long_mode:
     mov %cr0, %eax
     or $0x80000001, %eax
     mov %eax, %cr0
-    ret
+.endm
+
+    .text
+    .code32
+    .globl _start32
+_start32:
+    cli
+    mov $bsp_stack_top, %esp    /* the PVH ABI leaves ESP undefined */
+    mov %ebx, %edi              /* hvm_start_info, first argument of guest_main */
+    lgdt gdt_pointer
+    ENABLE_LONG_MODE
+    ljmp $0x08, $bsp_long_mode
+
 
     .code64
 bsp_long_mode:
@@ -110,19 +111,7 @@ ap_protected_mode:
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
-    /* Stack: the stack pointer is not usable yet, so no call: inline enable_long_mode. */
-    mov $pml4, %eax
-    mov %eax, %cr3
-    mov %cr4, %eax
-    or $0x20, %eax
-    mov %eax, %cr4
-    mov $0xc0000080, %ecx
-    rdmsr
-    or $0x100, %eax
-    wrmsr
-    mov %cr0, %eax
-    or $0x80000001, %eax
-    mov %eax, %cr0
+    ENABLE_LONG_MODE            /* a macro, not a call: APs have no stack yet */
     ljmp $0x08, $ap_long_mode
 
     .code64

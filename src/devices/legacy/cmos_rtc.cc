@@ -23,6 +23,22 @@ constexpr uint8_t D_VALID_RAM_AND_TIME = 0x80;
 // Register A: 32.768 kHz time base (DV = 010), 1024 Hz rate select (0110); UIP (bit 7) stays 0.
 constexpr uint8_t A_DEFAULT = 0x26;
 
+bool is_time_register(uint8_t index) {
+    switch (index) {
+    case SECONDS:
+    case MINUTES:
+    case HOURS:
+    case WEEKDAY:
+    case DAY_OF_MONTH:
+    case MONTH:
+    case YEAR:
+    case CENTURY:
+        return true;
+    default:
+        return false;
+    }
+}
+
 } // namespace
 
 CmosRtc::CmosRtc(std::function<std::time_t()> now) : m_now(std::move(now)) {
@@ -51,18 +67,12 @@ void CmosRtc::write(uint64_t offset, std::span<uint8_t const> data) {
     }
     if (offset != 1)
         return;
+    if (is_time_register(m_index))
+        return; // the time follows the host
     switch (m_index) {
-    case SECONDS:
-    case MINUTES:
-    case HOURS:
-    case WEEKDAY:
-    case DAY_OF_MONTH:
-    case MONTH:
-    case YEAR:
-    case CENTURY:
     case REGISTER_C:
     case REGISTER_D:
-        return; // time follows the host; C and D are read-only
+        return; // read-only
     case REGISTER_A:
         m_ram[REGISTER_A] = data[0] & 0x7f; // UIP is read-only
         return;
@@ -80,20 +90,13 @@ uint8_t CmosRtc::encode(int value) const {
 }
 
 uint8_t CmosRtc::read_register(uint8_t index) const {
+    if (is_time_register(index))
+        return read_time_register(index);
     switch (index) {
     case REGISTER_C:
         return 0;
     case REGISTER_D:
         return D_VALID_RAM_AND_TIME;
-    case SECONDS:
-    case MINUTES:
-    case HOURS:
-    case WEEKDAY:
-    case DAY_OF_MONTH:
-    case MONTH:
-    case YEAR:
-    case CENTURY:
-        return read_time_register(index);
     default:
         return m_ram[index];
     }
