@@ -11,6 +11,7 @@
 #include "devices/legacy/cmos_rtc.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/power_control.h"
+#include "devices/legacy/pvpanic.h"
 #include "devices/legacy/serial_16550.h"
 #include "hypervisor/kvm/kvm_system.h"
 #include "vmm/console_input.h"
@@ -78,6 +79,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
 Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<std::byte const> initrd) {
     x86_64::AcpiConfig acpi;
     acpi.vcpu_count = m_config.vcpu_count;
+    acpi.pvpanic_address = PVPANIC_MMIO_ADDRESS;
     auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
 
     x86_64::BootConfig boot { kernel, initrd, m_config.cmdline, rsdp };
@@ -120,6 +122,13 @@ Expected<void> Machine::create_devices() {
     });
     TRY(m_pio_bus.insert(power, POWER_CONTROL_PORT, 1));
     TRY(m_pio_bus.insert(std::make_shared<BootMarker>(), BOOT_MARKER_PORT, 1));
+    auto pvpanic = std::make_shared<Pvpanic>([&lifecycle](Pvpanic::Event event) {
+        lifecycle.request_stop(StopReason { StopReason::Cause::GuestCrashed,
+                                            event == Pvpanic::Event::Panicked
+                                                ? "the guest kernel panicked (reported through pvpanic)"
+                                                : "the guest loaded its crash kernel (reported through pvpanic)" });
+    });
+    TRY(m_mmio_bus.insert(pvpanic, PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH));
     return {};
 }
 

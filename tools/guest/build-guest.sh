@@ -36,7 +36,7 @@ readonly BUSYBOX_PACKAGE=busybox-static
 readonly CMDLINE="console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd"
 # Loaded by /init in this order (dependencies are added by module-order.py).
 readonly GUEST_MODULES=(virtio_mmio virtio_pci virtio_blk virtio_net virtio_console
-    virtio_rng virtio_balloon vmw_vsock_virtio_transport)
+    virtio_rng virtio_balloon vmw_vsock_virtio_transport pvpanic_mmio)
 readonly ROOTFS_SIZE=64M
 readonly ROOTFS_UUID=6b766d6d-0000-4000-8000-000000000001
 

@@ -66,3 +66,25 @@ TEST(BootMarker, CountsOnlyTheMarkerValue) {
 
 } // namespace
 } // namespace kvmm
+
+#include "devices/legacy/pvpanic.h"
+
+namespace kvmm {
+namespace {
+
+TEST(Pvpanic, AdvertisesEventsAndReportsPanic) {
+    std::vector<Pvpanic::Event> events;
+    Pvpanic device([&](Pvpanic::Event event) { events.push_back(event); });
+    uint8_t value = 0;
+    device.read(0, std::span(&value, 1));
+    EXPECT_EQ(value, PVPANIC_PANICKED | PVPANIC_CRASH_LOADED);
+    uint8_t const panicked = PVPANIC_PANICKED;
+    device.write(0, std::span(&panicked, 1));
+    uint8_t const nothing = 0x80;
+    device.write(0, std::span(&nothing, 1));
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0], Pvpanic::Event::Panicked);
+}
+
+} // namespace
+} // namespace kvmm

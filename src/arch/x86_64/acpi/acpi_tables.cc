@@ -86,6 +86,13 @@ Bytes build_dsdt(AcpiConfig const& config) {
                           name("_HID", eisa_id("PNP0303")),
                           name("_CRS", resource_template({ io_port(0x60, 1), io_port(0x64, 1), irq_no_flags(1) })),
                       })));
+    if (config.pvpanic_address) {
+        // Linux's pvpanic-mmio driver binds QEMU's ACPI ID for the device.
+        devices.push_back(
+            device("PEVT", concat({ name("_HID", string("QEMU0001")),
+                                    name("_CRS", resource_template({ memory32_fixed(
+                                                     static_cast<uint32_t>(*config.pvpanic_address), 1, true) })) })));
+    }
     for (size_t i = 0; i < config.virtio_devices.size(); ++i) {
         auto const& virtio = config.virtio_devices[i];
         // Linux's virtio_mmio driver binds ACPI devices with _HID "LNRO0005". Their interrupts

@@ -11,6 +11,7 @@
 #include "memory/guest_memory.h"
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace kvmm::x86_64 {
@@ -28,6 +29,8 @@ struct AcpiConfig {
     uint8_t reset_value { 0x01 };
     uint8_t power_off_sleep_type { 5 };
     bool com1_present { true };
+    // MMIO byte of a pvpanic device (ACPI HID QEMU0001), if the VM has one.
+    std::optional<uint64_t> pvpanic_address;
     std::vector<AcpiVirtioMmioDevice> virtio_devices;
 };
 

@@ -138,6 +138,17 @@ TEST_F(AcpiTablesTest, DsdtHasCom1SoftOffAndVirtioDevices) {
     EXPECT_TRUE(contains(dsdt, { 'V', '0', '0', '1' }));
 }
 
+TEST_F(AcpiTablesTest, PvpanicDeviceIsDeclaredOnlyWhenPresent) {
+    std::vector<uint8_t> const hid { 'Q', 'E', 'M', 'U', '0', '0', '0', '1' };
+    EXPECT_FALSE(contains(write_and_find(AcpiConfig {}).dsdt, hid));
+    AcpiConfig config;
+    config.pvpanic_address = 0xcffff000;
+    auto const dsdt = write_and_find(config).dsdt;
+    EXPECT_TRUE(contains(dsdt, hid));
+    EXPECT_TRUE(contains(dsdt, { 0x86, 0x09, 0x00, 0x01, 0x00, 0xf0, 0xff, 0xcf, 0x01, 0x00, 0x00, 0x00 }))
+        << "Memory32Fixed at 0xcffff000, length 1";
+}
+
 TEST_F(AcpiTablesTest, TooManyDevicesFailCleanly) {
     AcpiConfig config;
     for (uint32_t i = 0; i < 5000; ++i)
