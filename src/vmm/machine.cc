@@ -36,6 +36,16 @@ constexpr uint16_t COM1_PORT = 0x3f8;
 constexpr uint16_t I8042_PORT = 0x60;
 constexpr uint16_t RTC_PORT = 0x70;
 
+// The signals that stop kvmm: blocked in every thread and read from a signalfd by the event loop.
+sigset_t stop_signal_set() {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    return signals;
+}
+
 } // namespace
 
 Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle)
@@ -58,9 +68,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
 
     auto kvm = TRY(KvmSystem::open());
     auto vm = TRY(kvm.create_vm());
-    if (config.vcpu_count > vm->max_vcpus())
-        return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count,
-                             vm->max_vcpus());
+    TRY(validate(config, vm->max_vcpus())); // now against KVM's real vCPU limit
     auto huge_pages =
         config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent : MemoryMapping::HugePages::No;
     auto memory = TRY(GuestMemory::create(regions, huge_pages));
@@ -160,11 +168,7 @@ Expected<void> Machine::create_vcpus() {
 StopReason Machine::run() {
     // Block the stop signals in every thread (the vCPU threads inherit the mask) and take
     // them through a signalfd in the event loop instead.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGHUP);
+    sigset_t const stop_signals = stop_signal_set();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     VcpuThread::install_kick_signal_handler();
 
@@ -179,11 +183,7 @@ StopReason Machine::run() {
 
 Expected<void> Machine::serve_events() {
     auto loop = TRY(EventLoop::create());
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGHUP);
+    sigset_t const stop_signals = stop_signal_set();
     UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd.is_valid())
         return Error::from_errno("signalfd");

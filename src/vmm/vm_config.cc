@@ -69,11 +69,8 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
     if (config.cmdline.size() > MAX_CMDLINE_LENGTH)
         return Error::format("kernel command line is {} bytes, longer than the limit of {} bytes",
                              config.cmdline.size(), MAX_CMDLINE_LENGTH);
-    if (config.memory_size < x86_64::MIN_MEMORY_SIZE || config.memory_size > x86_64::MAX_MEMORY_SIZE)
-        return Error::format("memory size {} MiB is outside the supported range {} MiB to {} MiB",
-                             config.memory_size >> 20, x86_64::MIN_MEMORY_SIZE >> 20, x86_64::MAX_MEMORY_SIZE >> 20);
-    if (config.memory_size % 4096 != 0)
-        return Error::format("memory size {} bytes is not a multiple of 4 KiB", config.memory_size);
+    // The architecture's memory layout owns the size rules (range, alignment) and their messages.
+    TRY(x86_64::ram_regions(config.memory_size));
     return {};
 }
 
