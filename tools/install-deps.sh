@@ -11,6 +11,8 @@ PACKAGES=(
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev liburing-dev libseccomp-dev
   # Tests and micro-benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
+  # Management definitions (kvmmd), TAP tests (ip), the block benchmark peer (fio).
+  libtomlplusplus-dev iproute2 fio curl
   # Style and lint (tools/format.sh, tools/lint.sh).
   clang-format clang-tidy clang libclang-rt-14-dev
   # bench/boot_bench.py (standard library only).

@@ -5,10 +5,12 @@
 
 #include "base/expected.h"
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kvmm {
 
@@ -20,6 +22,81 @@ struct ConsoleConfig {
     static Expected<ConsoleConfig> parse(std::string_view text);
 };
 
+// A token bucket (as Firecracker's TokenBucket): `size` tokens, refilled completely every
+// `refill_time_ms`, plus `one_time_burst` extra tokens that are spent first and never refilled.
+struct TokenBucketConfig {
+    uint64_t size { 0 };
+    uint64_t one_time_burst { 0 };
+    uint64_t refill_time_ms { 0 };
+
+    bool operator==(TokenBucketConfig const&) const = default;
+};
+
+// Limits on a device's I/O: bytes per refill period and operations per refill period.
+struct RateLimitConfig {
+    std::optional<TokenBucketConfig> bandwidth;
+    std::optional<TokenBucketConfig> ops;
+
+    bool empty() const { return !bandwidth && !ops; }
+    bool operator==(RateLimitConfig const&) const = default;
+};
+
+struct DiskConfig {
+    // How guest writes reach the disk. WriteBack: the guest sees a volatile write cache
+    // (VIRTIO_BLK_F_FLUSH) and its FLUSH requests are fdatasync()ed. WriteThrough: every write
+    // completes only after fdatasync(), so data is on the disk when the guest sees success.
+    enum class CacheMode { WriteBack, WriteThrough };
+    // How requests are executed: io_uring (the default) or synchronous preadv/pwritev on the
+    // event-loop thread (the fallback when io_uring is unavailable).
+    enum class Engine { IoUring, Sync };
+
+    std::string id;
+    std::string path;
+    bool read_only { false };
+    CacheMode cache { CacheMode::WriteBack };
+    Engine engine { Engine::IoUring };
+    std::optional<std::string> serial; // VIRTIO_BLK_T_GET_ID; defaults to the id
+    RateLimitConfig rate_limit;
+    bool is_root_device { false }; // Firecracker's is_root_device: adds root=/dev/vdX to the cmdline
+
+    bool operator==(DiskConfig const&) const = default;
+};
+
+using MacAddress = std::array<uint8_t, 6>;
+
+struct NetConfig {
+    std::string id;
+    std::string tap_name;        // opened (and created if missing) by name, or
+    std::optional<int> tap_fd;   // an already-open TAP fd inherited from the parent
+    std::optional<MacAddress> mac;
+    RateLimitConfig rx_rate_limit;
+    RateLimitConfig tx_rate_limit;
+
+    bool operator==(NetConfig const&) const = default;
+};
+
+struct VsockConfig {
+    uint32_t guest_cid { 3 };
+    std::string uds_path; // host side: Firecracker's hybrid vsock Unix socket
+
+    bool operator==(VsockConfig const&) const = default;
+};
+
+struct BalloonConfig {
+    uint64_t target_mib { 0 };
+    bool deflate_on_oom { false };
+    uint32_t stats_polling_interval_s { 0 }; // 0: statistics off
+    bool free_page_reporting { false };
+
+    bool operator==(BalloonConfig const&) const = default;
+};
+
+struct RngConfig {
+    RateLimitConfig rate_limit;
+
+    bool operator==(RngConfig const&) const = default;
+};
+
 struct VmConfig {
     std::string kernel_path;
     std::optional<std::string> initrd_path;
@@ -28,6 +105,12 @@ struct VmConfig {
     uint64_t memory_size { 128ull << 20 };
     ConsoleConfig console;
     bool transparent_huge_pages { false };
+    std::vector<DiskConfig> disks;
+    std::vector<NetConfig> nets;
+    std::optional<VsockConfig> vsock;
+    std::optional<BalloonConfig> balloon;
+    std::optional<RngConfig> rng;
+    bool virtio_console { false }; // a virtio-console (hvc0) beside the serial port
 };
 
 // Parses sizes such as "128M", "1G", "512k", "1.5G" is not accepted; a bare number is MiB
