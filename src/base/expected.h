@@ -45,6 +45,7 @@ public:
     T const* operator->() const { return &value(); }
     T& operator*() & { return value(); }
     T const& operator*() const& { return value(); }
+    T&& operator*() && { return std::move(*this).value(); }
 
     Error const& error() const& { return std::get<1>(m_storage); }
     Error&& error() && { return std::get<1>(std::move(m_storage)); }

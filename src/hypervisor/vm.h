@@ -37,6 +37,16 @@ public:
     virtual uint32_t max_vcpus() const = 0;
 
     virtual Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) = 0;
+
+    // Fast paths for devices (DESIGN.md, "one event-loop thread"): a guest write of `length`
+    // bytes equal to `datamatch` at MMIO `address` signals `event_fd` inside the hypervisor
+    // instead of exiting to the vCPU thread (ioeventfd); a write to `event_fd` raises global
+    // system interrupt `gsi` as an edge (irqfd). The fds must stay open until unregistered or
+    // the Vm is destroyed.
+    virtual Expected<void> register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) = 0;
+    virtual Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch,
+                                                int event_fd) = 0;
+    virtual Expected<void> register_irqfd(int event_fd, uint32_t gsi) = 0;
 };
 
 } // namespace kvmm

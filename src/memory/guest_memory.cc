@@ -43,6 +43,12 @@ Expected<void> GuestMemory::for_each_piece(GuestAddress address, uint64_t length
     return {};
 }
 
+Expected<void> GuestMemory::host_ranges(GuestAddress address, uint64_t length, std::vector<iovec>& pieces) const {
+    return for_each_piece(address, length, [&](std::byte* host, uint64_t, uint64_t piece) {
+        pieces.push_back(iovec { host, static_cast<size_t>(piece) });
+    });
+}
+
 bool GuestMemory::contains_range(GuestAddress address, uint64_t length) const {
     auto const end = checked_add(address.value(), length);
     if (!end)

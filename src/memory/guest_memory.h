@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <sys/uio.h>
 #include <type_traits>
 #include <vector>
 
@@ -63,6 +64,11 @@ public:
     requires std::is_trivially_copyable_v<T> Expected<void> write_obj(GuestAddress address, T const& object)
     const { return write(address, std::as_bytes(std::span(&object, 1))); }
     // clang-format on
+
+    // Appends to `pieces` the host ranges backing [address, address+length) (more than one
+    // when the range crosses regions), for zero-copy I/O by the kernel (readv/io_uring) into
+    // buffers the guest gave a device. Checked like read()/write(); nothing is appended on error.
+    Expected<void> host_ranges(GuestAddress address, uint64_t length, std::vector<iovec>& pieces) const;
 
     // True when [address, address+length) lies entirely in guest RAM.
     bool contains_range(GuestAddress address, uint64_t length) const;

@@ -1,5 +1,7 @@
 #include "hypervisor/fake/fake_vm.h"
 
+#include <algorithm>
+
 namespace kvmm {
 
 Expected<VcpuExit> FakeVcpu::run() {
@@ -94,6 +96,40 @@ Expected<std::unique_ptr<Vcpu>> FakeVm::create_vcpu(uint32_t index) {
 
 void FakeVm::add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script) {
     m_scripts.emplace_back(index, std::move(script));
+}
+
+Expected<void> FakeVm::register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    std::lock_guard guard(m_lock);
+    IoEventFd const entry { address, length, datamatch, event_fd };
+    if (std::find(m_ioeventfds.begin(), m_ioeventfds.end(), entry) != m_ioeventfds.end())
+        return Error::format("ioeventfd at {:#x} value {} registered twice", address, datamatch);
+    m_ioeventfds.push_back(entry);
+    return {};
+}
+
+Expected<void> FakeVm::unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    std::lock_guard guard(m_lock);
+    auto found = std::find(m_ioeventfds.begin(), m_ioeventfds.end(), IoEventFd { address, length, datamatch, event_fd });
+    if (found == m_ioeventfds.end())
+        return Error::format("no ioeventfd at {:#x} value {}", address, datamatch);
+    m_ioeventfds.erase(found);
+    return {};
+}
+
+Expected<void> FakeVm::register_irqfd(int event_fd, uint32_t gsi) {
+    std::lock_guard guard(m_lock);
+    m_irqfds.emplace_back(event_fd, gsi);
+    return {};
+}
+
+std::vector<FakeVm::IoEventFd> FakeVm::ioeventfds() const {
+    std::lock_guard guard(m_lock);
+    return m_ioeventfds;
+}
+
+std::vector<std::pair<int, uint32_t>> FakeVm::irqfds() const {
+    std::lock_guard guard(m_lock);
+    return m_irqfds;
 }
 
 } // namespace kvmm

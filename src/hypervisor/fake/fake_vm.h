@@ -68,6 +68,20 @@ public:
     // Hands out the script queued for this index by add_vcpu_script (empty if none).
     Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
 
+    Expected<void> register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
+    Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
+    Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
+
+    struct IoEventFd {
+        uint64_t address;
+        uint32_t length;
+        uint64_t datamatch;
+        int event_fd;
+        bool operator==(IoEventFd const&) const = default;
+    };
+    std::vector<IoEventFd> ioeventfds() const;
+    std::vector<std::pair<int, uint32_t>> irqfds() const;
+
     void add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script);
     void set_supported_cpuid(std::vector<CpuidEntry> entries) { m_supported_cpuid = std::move(entries); }
 
@@ -82,6 +96,8 @@ public:
 private:
     mutable std::mutex m_lock; // guards m_irq_events
     std::vector<IrqEvent> m_irq_events;
+    std::vector<IoEventFd> m_ioeventfds;
+    std::vector<std::pair<int, uint32_t>> m_irqfds;
     std::vector<std::pair<uint32_t, std::deque<ScriptedExit>>> m_scripts;
     std::vector<CpuidEntry> m_supported_cpuid;
     size_t m_mapped_regions { 0 };

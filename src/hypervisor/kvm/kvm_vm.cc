@@ -117,4 +117,42 @@ Expected<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
     return KvmVcpu::create(UniqueFd(fd), index, m_vcpu_mmap_size);
 }
 
+namespace {
+
+kvm_ioeventfd make_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    kvm_ioeventfd ioeventfd {};
+    ioeventfd.datamatch = datamatch;
+    ioeventfd.addr = address;
+    ioeventfd.len = length;
+    ioeventfd.fd = event_fd;
+    ioeventfd.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    return ioeventfd;
+}
+
+} // namespace
+
+Expected<void> KvmVm::register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    auto ioeventfd = make_ioeventfd(address, length, datamatch, event_fd);
+    if (::ioctl(m_vm_fd.get(), KVM_IOEVENTFD, &ioeventfd) != 0)
+        return Error::from_errno(fmt::format("KVM_IOEVENTFD at {:#x} (length {}, value {})", address, length, datamatch));
+    return {};
+}
+
+Expected<void> KvmVm::unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    auto ioeventfd = make_ioeventfd(address, length, datamatch, event_fd);
+    ioeventfd.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+    if (::ioctl(m_vm_fd.get(), KVM_IOEVENTFD, &ioeventfd) != 0)
+        return Error::from_errno(fmt::format("KVM_IOEVENTFD deassign at {:#x}", address));
+    return {};
+}
+
+Expected<void> KvmVm::register_irqfd(int event_fd, uint32_t gsi) {
+    kvm_irqfd irqfd {};
+    irqfd.fd = static_cast<uint32_t>(event_fd);
+    irqfd.gsi = gsi;
+    if (::ioctl(m_vm_fd.get(), KVM_IRQFD, &irqfd) != 0)
+        return Error::from_errno(fmt::format("KVM_IRQFD for GSI {}", gsi));
+    return {};
+}
+
 } // namespace kvmm

@@ -19,6 +19,9 @@ public:
     Expected<std::vector<CpuidEntry>> supported_cpuid() const override;
     uint32_t max_vcpus() const override { return m_max_vcpus; }
     Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
+    Expected<void> register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
+    Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
+    Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
 
 private:
     Expected<void> set_pc_irq_routing();

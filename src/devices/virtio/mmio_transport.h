@@ -1,0 +1,121 @@
+// MmioTransport: the virtio-mmio transport, version 2 (virtio 1.2 section 4.2),
+// modern devices only (VIRTIO_F_VERSION_1 is always offered and required).
+//
+// It owns a device's registers and enforces the status state machine (2.1,
+// 3.1.1): features are fixed at FEATURES_OK (a set the device did not offer, or
+// one without VERSION_1, is refused by leaving FEATURES_OK clear); queue
+// registers are frozen once a queue is ready or DRIVER_OK is set; DRIVER_OK
+// validates every ready queue and hands them to the device; writing 0 resets.
+// A driver that breaks these rules gets the write ignored, or the device put
+// into DEVICE_NEEDS_RESET, and one rate-limited log line - never a crash.
+//
+// Threading: read()/write() run on vCPU threads and take m_lock for the
+// registers. Device work (activate, queue processing, reset) runs on the event
+// loop's thread: the transport posts commands to it through an eventfd and
+// every queue has a notify eventfd (which the VMM also registers as a KVM
+// ioeventfd, so a notification normally never leaves the kernel). Commands run
+// in the order they were posted, so a reset is never overtaken by the next
+// activation. The transport must be destroyed on the event loop's thread
+// after the vCPUs have stopped.
+#pragma once
+
+#include "base/event_fd.h"
+#include "base/event_loop.h"
+#include "base/expected.h"
+#include "devices/bus/bus_device.h"
+#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_interrupt.h"
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kvmm::virtio {
+
+class MmioTransport final : public BusDevice {
+public:
+    // Register offsets (4.2.2) the VMM needs to know about.
+    static constexpr uint64_t QUEUE_NOTIFY_OFFSET = 0x050;
+    static constexpr uint64_t CONFIG_OFFSET = 0x100;
+    // The window each device occupies on the MMIO bus (registers + up to 3.75 KiB of config).
+    static constexpr uint64_t WINDOW_SIZE = 0x1000;
+
+    static Expected<std::unique_ptr<MmioTransport>> create(std::string name, std::unique_ptr<VirtioDevice> device,
+                                                           GuestMemory const& memory, InterruptLine& line,
+                                                           EventLoop& event_loop);
+    ~MmioTransport() override;
+    MmioTransport(MmioTransport const&) = delete;
+    MmioTransport& operator=(MmioTransport const&) = delete;
+
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<uint8_t const> data) override;
+
+    size_t queue_count() const { return m_queue_registers.size(); }
+    // The eventfd a notification of queue `index` signals (for KVM_IOEVENTFD with datamatch index).
+    int queue_notify_fd(size_t index) const { return m_notify[index].fd(); }
+    std::string const& name() const { return m_name; }
+    VirtioDevice& device() { return *m_device; }
+    uint32_t status() const;
+
+private:
+    struct QueueRegisters {
+        uint16_t max_size { 0 };
+        uint16_t size { 0 };
+        bool ready { false };
+        uint64_t descriptor_table { 0 };
+        uint64_t available_ring { 0 };
+        uint64_t used_ring { 0 };
+    };
+    struct Command {
+        enum class Kind { Activate, Reset } kind;
+        ActivationContext context;
+        uint64_t epoch; // m_epoch when posted
+    };
+
+    MmioTransport(std::string name, std::unique_ptr<VirtioDevice> device, GuestMemory const& memory,
+                  InterruptLine& line, EventLoop& event_loop, EventFd control, std::vector<EventFd> notify);
+
+    uint32_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint32_t value);
+    void write_status(uint32_t value);
+    void reset_registers();
+    void post(Command command);
+    void guest_error(std::string const& message);
+
+    // Event-loop thread.
+    void run_commands();
+    void on_notify(size_t index);
+    void fail(uint64_t epoch, Error const& error);
+
+    std::string m_name;
+    std::unique_ptr<VirtioDevice> m_device;
+    GuestMemory const& m_memory;
+    VirtioInterrupt m_interrupt;
+    EventLoop& m_event_loop;
+    EventFd m_control;
+    std::vector<EventFd> m_notify;
+    uint64_t m_offered_features;
+
+    mutable std::mutex m_lock; // guards everything below up to the event-loop-only section
+    uint32_t m_status { 0 };
+    uint32_t m_device_features_select { 0 };
+    uint32_t m_driver_features_select { 0 };
+    uint64_t m_driver_features { 0 };
+    uint32_t m_queue_select { 0 };
+    std::vector<QueueRegisters> m_queue_registers;
+    std::deque<Command> m_commands;
+    uint64_t m_epoch { 0 }; // bumped at every reset; stale fail() calls are ignored
+
+    std::mutex m_log_lock; // guards the log rate limit; may be taken with m_lock held
+    std::chrono::steady_clock::time_point m_last_log {};
+    uint64_t m_suppressed_logs { 0 };
+
+    // Event-loop thread only.
+    bool m_active { false };
+    bool m_failed { false };
+};
+
+} // namespace kvmm::virtio

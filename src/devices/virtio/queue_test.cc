@@ -1,0 +1,323 @@
+#include "devices/virtio/queue.h"
+
+#include "devices/virtio/testing/driver_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace kvmm::virtio {
+namespace {
+
+using testing::DriverBuffer;
+using testing::DriverQueue;
+
+constexpr uint64_t MEMORY_SIZE = 1 << 20;
+constexpr uint64_t ALL_RING_FEATURES = feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+
+std::vector<std::byte> bytes_of(std::string_view text) {
+    std::vector<std::byte> bytes(text.size());
+    std::memcpy(bytes.data(), text.data(), text.size());
+    return bytes;
+}
+
+class QueueTest : public ::testing::Test {
+protected:
+    GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
+    DriverQueue driver { memory, GuestAddress(0x1000), 16 };
+
+    Queue make_queue(uint64_t features = ALL_RING_FEATURES) { return *Queue::create(memory, driver.config(), features); }
+};
+
+TEST_F(QueueTest, PopsAChainWithReadableThenWritableSegments) {
+    auto queue = make_queue();
+    auto const request = driver.buffer(bytes_of("hello"));
+    auto const reply = driver.writable_buffer(32);
+    uint16_t const head = driver.add_chain({ request, reply });
+
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_EQ(chain.head(), head);
+    ASSERT_EQ(chain.readable().size(), 1u);
+    ASSERT_EQ(chain.writable().size(), 1u);
+    EXPECT_EQ(chain.readable_length(), 5u);
+    EXPECT_EQ(chain.writable_length(), 32u);
+    std::vector<std::byte> read(5);
+    EXPECT_EQ(*chain.read(memory, 0, read), 5u);
+    EXPECT_EQ(read, bytes_of("hello"));
+    EXPECT_FALSE(*queue.pop(chain));
+}
+
+TEST_F(QueueTest, ChainReadAndWriteSpanSegments) {
+    auto queue = make_queue();
+    driver.add_chain({ driver.buffer(bytes_of("ab")), driver.buffer(bytes_of("cdef")), driver.writable_buffer(3),
+                       driver.writable_buffer(3) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    std::vector<std::byte> read(4);
+    EXPECT_EQ(*chain.read(memory, 1, read), 4u);
+    EXPECT_EQ(read, bytes_of("bcde"));
+    EXPECT_EQ(*chain.write(memory, 2, bytes_of("wxyz")), 4u);
+    EXPECT_EQ(driver.read(chain.writable()[0].address, 3)[2], std::byte('w'));
+    EXPECT_EQ(driver.read(chain.writable()[1].address, 3), bytes_of("xyz"));
+    EXPECT_EQ(*chain.write(memory, 5, bytes_of("long")), 1u); // only one byte of room left
+}
+
+TEST_F(QueueTest, UsedElementsReachTheDriverInOrder) {
+    auto queue = make_queue();
+    uint16_t const first = driver.add_chain({ driver.writable_buffer(8) });
+    uint16_t const second = driver.add_chain({ driver.writable_buffer(8) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_EQ(queue.in_flight(), 2u);
+    ASSERT_TRUE(queue.add_used(second, 4));
+    ASSERT_TRUE(queue.add_used(first, 8));
+    EXPECT_EQ(queue.in_flight(), 0u);
+    auto const used_first = driver.pop_used();
+    auto const used_second = driver.pop_used();
+    ASSERT_TRUE(used_first && used_second);
+    EXPECT_EQ(used_first->id, second);
+    EXPECT_EQ(used_first->length, 4u);
+    EXPECT_EQ(used_second->id, first);
+    EXPECT_FALSE(driver.pop_used());
+}
+
+TEST_F(QueueTest, IndirectTableIsFollowedWhenNegotiated) {
+    auto queue = make_queue();
+    driver.add_indirect_chain({ driver.buffer(bytes_of("req")), driver.writable_buffer(64) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_EQ(chain.readable_length(), 3u);
+    EXPECT_EQ(chain.writable_length(), 64u);
+}
+
+TEST_F(QueueTest, IndirectTableWithoutTheFeatureIsAnError) {
+    auto queue = make_queue(0);
+    driver.add_indirect_chain({ driver.writable_buffer(64) });
+    DescriptorChain chain;
+    auto const popped = queue.pop(chain);
+    ASSERT_FALSE(popped);
+    EXPECT_NE(popped.error().message().find("INDIRECT_DESC"), std::string::npos);
+}
+
+TEST_F(QueueTest, LoopedChainIsRejected) {
+    auto queue = make_queue();
+    auto const buffer = driver.writable_buffer(8);
+    driver.write_descriptor(0, { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 1 });
+    driver.write_descriptor(1, { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 0 });
+    driver.offer(0);
+    DescriptorChain chain;
+    auto const popped = queue.pop(chain);
+    ASSERT_FALSE(popped);
+    EXPECT_NE(popped.error().message().find("longer than the queue size"), std::string::npos);
+}
+
+TEST_F(QueueTest, LoopInsideAnIndirectTableIsRejected) {
+    auto queue = make_queue();
+    auto const buffer = driver.writable_buffer(8);
+    auto const table = driver.allocate(32);
+    ASSERT_TRUE(memory.write_obj(table, Descriptor { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 1 }));
+    ASSERT_TRUE(memory.write_obj(table.offset(16), Descriptor { buffer.address.value(), 8,
+                                                                DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 0 }));
+    driver.write_descriptor(0, { table.value(), 32, DESCRIPTOR_F_INDIRECT, 0 });
+    driver.offer(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, NextIndexOutsideTheTableIsRejected) {
+    auto queue = make_queue();
+    auto const buffer = driver.writable_buffer(8);
+    driver.write_descriptor(0, { buffer.address.value(), 8, DESCRIPTOR_F_NEXT, 16 });
+    driver.offer(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, HeadOutsideTheTableIsRejected) {
+    auto queue = make_queue();
+    driver.offer(200);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, AvailableIndexRunningAheadOfTheQueueIsRejected) {
+    auto queue = make_queue();
+    driver.set_available_index(17); // 17 new entries in a queue of 16
+    DescriptorChain chain;
+    auto const popped = queue.pop(chain);
+    ASSERT_FALSE(popped);
+    EXPECT_NE(popped.error().message().find("ahead"), std::string::npos);
+}
+
+TEST_F(QueueTest, HeadOfferedAgainWhileInFlightIsRejected) {
+    auto queue = make_queue();
+    uint16_t const head = driver.add_chain({ driver.writable_buffer(8) });
+    driver.offer(head);
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    auto const again = queue.pop(chain);
+    ASSERT_FALSE(again);
+    EXPECT_NE(again.error().message().find("offered again"), std::string::npos);
+}
+
+TEST_F(QueueTest, HeadMayBeReusedAfterItWasReturned) {
+    auto queue = make_queue();
+    uint16_t const head = driver.add_chain({ driver.writable_buffer(8) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    ASSERT_TRUE(queue.add_used(head, 0));
+    driver.offer(head);
+    EXPECT_TRUE(*queue.pop(chain));
+}
+
+TEST_F(QueueTest, ReturningADescriptorTheDeviceDoesNotHoldIsAnError) {
+    auto queue = make_queue();
+    EXPECT_FALSE(queue.add_used(3, 0));
+    EXPECT_FALSE(queue.add_used(99, 0));
+}
+
+TEST_F(QueueTest, BufferOutsideGuestMemoryIsRejected) {
+    auto queue = make_queue();
+    driver.write_descriptor(0, { MEMORY_SIZE - 8, 16, DESCRIPTOR_F_WRITE, 0 });
+    driver.offer(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, HugeLengthAtTopOfAddressSpaceIsRejectedWithoutOverflow) {
+    auto queue = make_queue();
+    driver.write_descriptor(0, { UINT64_MAX - 4, UINT32_MAX, 0, 0 });
+    driver.offer(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, ZeroLengthBufferIsAccepted) {
+    auto queue = make_queue();
+    driver.add_chain({ DriverBuffer { GuestAddress(0x8000), 0, true } });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_EQ(chain.writable_length(), 0u);
+}
+
+TEST_F(QueueTest, ReadableAfterWritableIsRejected) {
+    auto queue = make_queue();
+    driver.add_chain({ driver.writable_buffer(8), driver.buffer(bytes_of("late")) });
+    DescriptorChain chain;
+    auto const popped = queue.pop(chain);
+    ASSERT_FALSE(popped);
+    EXPECT_NE(popped.error().message().find("follows a device-writable"), std::string::npos);
+}
+
+TEST_F(QueueTest, NestedIndirectTableIsRejected) {
+    auto queue = make_queue();
+    auto const inner = driver.allocate(16);
+    auto const outer = driver.allocate(16);
+    ASSERT_TRUE(memory.write_obj(outer, Descriptor { inner.value(), 16, DESCRIPTOR_F_INDIRECT, 0 }));
+    driver.write_descriptor(0, { outer.value(), 16, DESCRIPTOR_F_INDIRECT, 0 });
+    driver.offer(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop(chain));
+}
+
+TEST_F(QueueTest, MalformedIndirectDescriptorsAreRejected) {
+    auto const table = driver.allocate(16 * 32);
+    struct Case {
+        char const* name;
+        Descriptor descriptor;
+    } const cases[] = {
+        { "with NEXT", { table.value(), 16, DESCRIPTOR_F_INDIRECT | DESCRIPTOR_F_NEXT, 1 } },
+        { "length not a multiple of 16", { table.value(), 20, DESCRIPTOR_F_INDIRECT, 0 } },
+        { "zero length", { table.value(), 0, DESCRIPTOR_F_INDIRECT, 0 } },
+        { "more entries than the queue", { table.value(), 16 * 32, DESCRIPTOR_F_INDIRECT, 0 } },
+        { "table outside memory", { MEMORY_SIZE - 16, 32, DESCRIPTOR_F_INDIRECT, 0 } },
+    };
+    for (auto const& test_case : cases) {
+        DriverQueue fresh(memory, GuestAddress(0x1000), 16);
+        auto queue = *Queue::create(memory, fresh.config(), ALL_RING_FEATURES);
+        fresh.write_descriptor(0, test_case.descriptor);
+        fresh.offer(0);
+        DescriptorChain chain;
+        EXPECT_FALSE(queue.pop(chain)) << test_case.name;
+    }
+}
+
+TEST_F(QueueTest, LayoutIsCheckedAtCreation) {
+    auto config = driver.config();
+    config.size = 12;
+    EXPECT_FALSE(Queue::create(memory, config, 0)) << "size not a power of two";
+    config = driver.config();
+    config.size = 0;
+    EXPECT_FALSE(Queue::create(memory, config, 0)) << "size 0";
+    config = driver.config();
+    config.descriptor_table = GuestAddress(0x1008);
+    EXPECT_FALSE(Queue::create(memory, config, 0)) << "misaligned descriptor table";
+    config = driver.config();
+    config.used_ring = GuestAddress(0x2002);
+    EXPECT_FALSE(Queue::create(memory, config, 0)) << "misaligned used ring";
+    config = driver.config();
+    config.used_ring = GuestAddress(MEMORY_SIZE - 8);
+    EXPECT_FALSE(Queue::create(memory, config, 0)) << "used ring outside memory";
+}
+
+TEST_F(QueueTest, UndoPopOffersTheSameChainAgain) {
+    auto queue = make_queue();
+    uint16_t const head = driver.add_chain({ driver.writable_buffer(8) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    queue.undo_pop(chain);
+    EXPECT_EQ(queue.in_flight(), 0u);
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_EQ(chain.head(), head);
+}
+
+TEST_F(QueueTest, NoInterruptFlagSuppressesInterruptsWithoutEventIndex) {
+    auto queue = make_queue(0);
+    uint16_t const head = driver.add_chain({ driver.writable_buffer(8) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    ASSERT_TRUE(queue.add_used(head, 0));
+    driver.set_available_flags(AVAIL_F_NO_INTERRUPT);
+    EXPECT_FALSE(*queue.should_interrupt());
+    driver.set_available_flags(0);
+    uint16_t const second = driver.add_chain({ driver.writable_buffer(8) });
+    ASSERT_TRUE(*queue.pop(chain));
+    ASSERT_TRUE(queue.add_used(second, 0));
+    EXPECT_TRUE(*queue.should_interrupt());
+    EXPECT_FALSE(*queue.should_interrupt()) << "nothing new since the last interrupt";
+}
+
+TEST_F(QueueTest, UsedEventDecidesInterruptsWithEventIndex) {
+    auto queue = make_queue();
+    DescriptorChain chain;
+    auto complete_one = [&] {
+        uint16_t const head = driver.add_chain({ driver.writable_buffer(8) });
+        ASSERT_TRUE(*queue.pop(chain));
+        ASSERT_TRUE(queue.add_used(head, 0));
+    };
+    complete_one();
+    EXPECT_TRUE(*queue.should_interrupt()) << "first completion";
+    driver.set_used_event(3); // interrupt when the used index passes 3 (i.e. reaches 4)
+    complete_one();           // used index 2
+    EXPECT_FALSE(*queue.should_interrupt());
+    complete_one(); // 3
+    EXPECT_FALSE(*queue.should_interrupt());
+    complete_one(); // 4
+    EXPECT_TRUE(*queue.should_interrupt());
+}
+
+TEST_F(QueueTest, EnableNotificationsPublishesAvailableEventAndSeesLateBuffers) {
+    auto queue = make_queue();
+    DescriptorChain chain;
+    driver.add_chain({ driver.writable_buffer(8) });
+    ASSERT_TRUE(*queue.pop(chain));
+    EXPECT_FALSE(*queue.enable_notifications());
+    EXPECT_EQ(driver.available_event(), 1);
+    driver.add_chain({ driver.writable_buffer(8) });
+    EXPECT_TRUE(*queue.enable_notifications()) << "a buffer arrived after the device last looked";
+}
+
+} // namespace
+} // namespace kvmm::virtio

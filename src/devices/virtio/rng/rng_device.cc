@@ -1,0 +1,90 @@
+#include "devices/virtio/rng/rng_device.h"
+
+#include <cerrno>
+#include <cstring>
+#include <sys/random.h>
+
+namespace kvmm::virtio {
+
+namespace {
+
+Expected<void> host_random(std::span<std::byte> destination) {
+    size_t done = 0;
+    while (done < destination.size()) {
+        ssize_t const got = ::getrandom(destination.data() + done, destination.size() - done, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return Error::from_errno("getrandom");
+        }
+        done += static_cast<size_t>(got);
+    }
+    return {};
+}
+
+} // namespace
+
+RngDevice::RngDevice(EntropySource source, Budget budget)
+    : m_source(source ? std::move(source) : EntropySource(host_random)), m_budget(std::move(budget)) {}
+
+uint64_t RngDevice::features() const {
+    return feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+}
+
+void RngDevice::read_config(uint64_t, std::span<uint8_t> data) {
+    std::memset(data.data(), 0, data.size()); // 5.4.4: no configuration space
+}
+
+Expected<void> RngDevice::activate(ActivationContext context) {
+    if (context.queues.empty() || !context.queues[0])
+        return Error("the entropy device's request queue was not set up");
+    m_context = std::move(context);
+    return {};
+}
+
+void RngDevice::reset() { m_context.reset(); }
+
+void RngDevice::process_queue(size_t index) {
+    if (!m_context || index != 0)
+        return;
+    auto drained = drain();
+    if (!drained) {
+        auto context = std::move(*m_context);
+        m_context.reset();
+        context.fail(drained.error());
+    }
+}
+
+Expected<void> RngDevice::drain() {
+    auto& queue = *m_context->queues[0];
+    auto const& memory = *m_context->memory;
+    bool used_any = false;
+    while (true) {
+        while (TRY(queue.pop(m_chain))) {
+            // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
+            // buffer is not forbidden by the specification; it is ignored.
+            uint32_t const length =
+                static_cast<uint32_t>(std::min<uint64_t>(m_chain.writable_length(), MAX_BYTES_PER_REQUEST));
+            if (m_budget && length > 0 && !m_budget(length)) {
+                queue.undo_pop(m_chain);
+                ++m_requests_deferred;
+                if (used_any && TRY(queue.should_interrupt()))
+                    m_context->interrupt->signal_used_buffer();
+                return {};
+            }
+            m_scratch.resize(length);
+            TRY(m_source(m_scratch));
+            auto const written = TRY(m_chain.write(memory, 0, m_scratch));
+            TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
+            m_bytes_served += written;
+            used_any = true;
+        }
+        if (!TRY(queue.enable_notifications()))
+            break;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+} // namespace kvmm::virtio

@@ -1,0 +1,55 @@
+// RngDevice: virtio entropy device (virtio 1.2 section 5.4). One queue of
+// device-writable buffers, each filled from the host's getrandom(2).
+//
+// A request is capped (MAX_BYTES_PER_REQUEST) so one huge buffer cannot make the
+// event loop spend long on it; the driver simply asks again. An optional
+// EntropyBudget (the rate limiter, when configured) decides how many bytes may
+// go out now; when it refuses, the chain is put back and the queue is retried
+// when `budget_available()` is signalled by the owner.
+//
+// Threading: see VirtioDevice (all work on the event-loop thread).
+#pragma once
+
+#include "devices/virtio/virtio_device.h"
+
+#include <functional>
+
+namespace kvmm::virtio {
+
+class RngDevice final : public VirtioDevice {
+public:
+    static constexpr uint32_t MAX_BYTES_PER_REQUEST = 64 * 1024;
+    static constexpr uint16_t QUEUE_SIZE = 256;
+
+    // Fills its argument with random bytes or fails; default: getrandom(2).
+    using EntropySource = std::function<Expected<void>(std::span<std::byte>)>;
+    // Asked before serving `bytes`; false defers the request. Default: always true.
+    using Budget = std::function<bool(uint64_t bytes)>;
+
+    explicit RngDevice(EntropySource source = {}, Budget budget = {});
+
+    DeviceType type() const override { return DeviceType::Entropy; }
+    uint64_t features() const override;
+    std::span<uint16_t const> queue_max_sizes() const override { return m_queue_sizes; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) override;
+    Expected<void> activate(ActivationContext context) override;
+    void process_queue(size_t index) override;
+    void reset() override;
+
+    uint64_t bytes_served() const { return m_bytes_served; }
+    uint64_t requests_deferred() const { return m_requests_deferred; }
+
+private:
+    Expected<void> drain();
+
+    EntropySource m_source;
+    Budget m_budget;
+    uint16_t m_queue_sizes[1] { QUEUE_SIZE };
+    std::optional<ActivationContext> m_context;
+    DescriptorChain m_chain;
+    std::vector<std::byte> m_scratch;
+    uint64_t m_bytes_served { 0 };
+    uint64_t m_requests_deferred { 0 };
+};
+
+} // namespace kvmm::virtio

@@ -1,0 +1,68 @@
+// VirtioDevice: what a virtio device type (block, net, entropy, ...) provides
+// to a transport, independent of how the guest reaches it (virtio 1.2 section
+// 2 "Basic Facilities of a Virtio Device").
+//
+// Threading contract (DESIGN.md: one event-loop thread does all device work):
+//   - features(), queue_max_sizes(), type() are constant after construction;
+//   - read_config()/write_config() run on vCPU threads, possibly concurrently with
+//     the event loop: a device guards whatever config state both sides touch;
+//   - activate(), process_queue(), reset() and every backend callback the device
+//     registers run on the event-loop thread, never on a vCPU thread, so a
+//     device may do host I/O there without stalling a vCPU.
+#pragma once
+
+#include "base/error.h"
+#include "base/expected.h"
+#include "devices/virtio/queue.h"
+#include "devices/virtio/virtio_interrupt.h"
+#include "devices/virtio/virtio_spec.h"
+#include "memory/guest_memory.h"
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace kvmm::virtio {
+
+// What a device gets when the driver sets DRIVER_OK: the negotiated features, its queues
+// (validated; a queue the driver did not make ready is absent: std::nullopt), guest memory,
+// its interrupt, and `fail`, which puts the device into DEVICE_NEEDS_RESET (2.1.2) and logs
+// the reason once. After fail() the transport stops calling process_queue() until reset.
+struct ActivationContext {
+    uint64_t features { 0 };
+    std::vector<std::optional<Queue>> queues;
+    GuestMemory const* memory { nullptr };
+    VirtioInterrupt* interrupt { nullptr };
+    std::function<void(Error const&)> fail;
+};
+
+class VirtioDevice {
+public:
+    virtual ~VirtioDevice() = default;
+
+    virtual DeviceType type() const = 0;
+    // Feature bits offered to the driver; the transport adds VIRTIO_F_VERSION_1.
+    virtual uint64_t features() const = 0;
+    // One entry per virtqueue: its maximum size (QueueNumMax).
+    virtual std::span<uint16_t const> queue_max_sizes() const = 0;
+
+    // Device-specific configuration space (offset 0x100 on MMIO). Out-of-range reads give zeros.
+    virtual void read_config(uint64_t offset, std::span<uint8_t> data) = 0;
+    virtual void write_config(uint64_t offset, std::span<uint8_t const> data) {
+        (void)offset;
+        (void)data;
+    }
+    // Changes when the device changes its configuration space (4.2.2 ConfigGeneration).
+    virtual uint32_t config_generation() const { return 0; }
+
+    // DRIVER_OK: start serving the queues. An Error puts the device into DEVICE_NEEDS_RESET.
+    virtual Expected<void> activate(ActivationContext context) = 0;
+    // The driver notified queue `index` (or the transport re-polls it after activation).
+    virtual void process_queue(size_t index) = 0;
+    // Status 0 written (or the VM stops): drop the queues and forget the driver's state. After
+    // it returns the device writes no more guest memory for the old queues.
+    virtual void reset() = 0;
+};
+
+} // namespace kvmm::virtio
