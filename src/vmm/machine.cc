@@ -13,6 +13,7 @@
 #include "devices/legacy/power_control.h"
 #include "devices/legacy/pvpanic.h"
 #include "devices/legacy/serial_16550.h"
+#include "devices/virtio/console/console_device.h"
 #include "hypervisor/kvm/kvm_system.h"
 #include "vmm/console_input.h"
 #include "vmm/gsi_interrupt_line.h"
@@ -75,6 +76,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
     auto lifecycle = TRY(VmLifecycle::create());
 
     std::unique_ptr<Machine> machine(new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle)));
+    machine->m_event_loop.emplace(TRY(EventLoop::create()));
     TRY(machine->m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
     TRY(machine->m_vm->create_irqchip_and_pit());
     TRY(machine->m_vm->map_memory(machine->m_memory));
@@ -88,6 +90,9 @@ Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<
     x86_64::AcpiConfig acpi;
     acpi.vcpu_count = m_config.vcpu_count;
     acpi.pvpanic_address = PVPANIC_MMIO_ADDRESS;
+    for (auto const& slot : TRY(virtio_slots(virtio_device_count(m_config))))
+        acpi.virtio_devices.push_back(
+            x86_64::AcpiVirtioMmioDevice { slot.base, virtio::MmioTransport::WINDOW_SIZE, slot.gsi });
     auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
 
     x86_64::BootConfig boot { kernel, initrd, m_config.cmdline, rsdp };
@@ -113,6 +118,12 @@ Expected<void> Machine::create_devices() {
         break;
     }
     auto& lifecycle = *m_lifecycle;
+    // The console goes to one device: the 16550, or hvc0 when a virtio console is configured.
+    std::shared_ptr<ByteSink> virtio_console_output;
+    if (m_config.virtio_console) {
+        virtio_console_output = std::move(console_output);
+        console_output = make_null_sink();
+    }
     m_serial =
         std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI), std::move(console_output));
     TRY(m_pio_bus.insert(m_serial, COM1_PORT, 8));
@@ -137,6 +148,8 @@ Expected<void> Machine::create_devices() {
                                                 : "the guest loaded its crash kernel (reported through pvpanic)" });
     });
     TRY(m_mmio_bus.insert(pvpanic, PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH));
+    m_virtio = TRY(VirtioDevices::create(m_config, m_memory, *m_vm, *m_event_loop, m_mmio_bus,
+                                         std::move(virtio_console_output)));
     return {};
 }
 
@@ -182,7 +195,17 @@ StopReason Machine::run() {
 }
 
 Expected<void> Machine::serve_events() {
-    auto loop = TRY(EventLoop::create());
+    auto& loop = *m_event_loop;
+    // The fds registered here live only as long as this call; take them out of the loop on
+    // every way out, so the loop (a member) never holds callbacks to this frame.
+    struct Registrations {
+        EventLoop& loop;
+        std::vector<int> fds;
+        ~Registrations() {
+            for (int fd : fds)
+                loop.remove(fd);
+        }
+    } registrations { loop, {} };
     sigset_t const stop_signals = stop_signal_set();
     UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd.is_valid())
@@ -195,18 +218,23 @@ Expected<void> Machine::serve_events() {
                 StopReason { StopReason::Cause::HostSignal, strsignal(signal_number), signal_number });
         }
     }));
+    registrations.fds.push_back(signal_fd.get());
     TRY(loop.add(m_lifecycle->event_fd(), [] {}));
+    registrations.fds.push_back(m_lifecycle->event_fd());
 
     std::optional<ConsoleInput> input;
     if (m_config.console.kind == ConsoleConfig::Kind::Stdio) {
         auto serial = m_serial;
-        input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, [serial](std::span<uint8_t const> bytes) {
-            return serial->receive(bytes);
+        auto* virtio_console = m_virtio->console();
+        input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, [serial, virtio_console](std::span<uint8_t const> bytes) {
+            return virtio_console ? virtio_console->receive(bytes) : serial->receive(bytes);
         })));
         auto added = loop.add(STDIN_FILENO, [&] {
             if (!input->on_readable())
                 loop.remove(STDIN_FILENO); // end of input: the guest keeps running
         });
+        if (added)
+            registrations.fds.push_back(STDIN_FILENO);
         if (!added) // stdin closed or not pollable (e.g. /dev/null is fine, a closed fd is not)
             spdlog::debug("console input disabled: {}", added.error().message());
     }

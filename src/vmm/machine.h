@@ -11,11 +11,13 @@
 #pragma once
 
 #include "arch/x86_64/kernel_loader.h"
+#include "base/event_loop.h"
 #include "base/expected.h"
 #include "devices/bus/bus.h"
 #include "hypervisor/vm.h"
 #include "memory/guest_memory.h"
 #include "vmm/vcpu_thread.h"
+#include "vmm/virtio_devices.h"
 #include "vmm/vm_config.h"
 #include "vmm/vm_lifecycle.h"
 
@@ -49,9 +51,12 @@ private:
     GuestMemory m_memory;
     std::unique_ptr<Vm> m_vm;
     std::unique_ptr<VmLifecycle> m_lifecycle;
+    // Device work runs on this loop (the thread that calls run()); it outlives the devices.
+    std::optional<EventLoop> m_event_loop;
     Bus m_pio_bus { "port I/O" };
     Bus m_mmio_bus { "MMIO" };
     std::shared_ptr<Serial16550> m_serial;
+    std::unique_ptr<VirtioDevices> m_virtio;
     std::optional<x86_64::BootInfo> m_boot_info;
     // Declared last: destroyed first, so no vCPU runs while the rest is torn down.
     std::vector<std::unique_ptr<VcpuThread>> m_vcpus;

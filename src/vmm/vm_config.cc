@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <set>
 
 namespace kvmm {
 
@@ -71,6 +72,39 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
                              config.cmdline.size(), MAX_CMDLINE_LENGTH);
     // The architecture's memory layout owns the size rules (range, alignment) and their messages.
     TRY(x86_64::ram_regions(config.memory_size));
+    TRY(validate_devices(config));
+    return {};
+}
+
+Expected<void> validate_devices(VmConfig const& config) {
+    std::set<std::string> ids;
+    size_t root_devices = 0;
+    for (auto const& disk : config.disks) {
+        if (disk.id.empty())
+            return Error::format("disk '{}' has an empty id", disk.path);
+        if (!ids.insert(disk.id).second)
+            return Error::format("device id '{}' is used twice", disk.id);
+        if (disk.path.empty())
+            return Error::format("disk '{}' has no path", disk.id);
+        root_devices += disk.is_root_device ? 1 : 0;
+    }
+    if (root_devices > 1)
+        return Error::format("{} disks are marked as the root device; at most one may be", root_devices);
+    for (auto const& net : config.nets) {
+        if (net.id.empty())
+            return Error("a network interface has an empty id");
+        if (!ids.insert(net.id).second)
+            return Error::format("device id '{}' is used twice", net.id);
+        if (net.tap_name.empty() == !net.tap_fd)
+            return Error::format("network interface '{}' needs exactly one of a TAP name or a TAP fd", net.id);
+    }
+    if (config.vsock && config.vsock->guest_cid < 3)
+        return Error::format("vsock guest CID {} is reserved (guest CIDs start at 3)", config.vsock->guest_cid);
+    if (config.vsock && config.vsock->uds_path.empty())
+        return Error("vsock needs a Unix socket path");
+    if (config.balloon && config.balloon->target_mib > (config.memory_size >> 20))
+        return Error::format("balloon target {} MiB is larger than guest RAM ({} MiB)", config.balloon->target_mib,
+                             config.memory_size >> 20);
     return {};
 }
 

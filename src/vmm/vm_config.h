@@ -4,6 +4,7 @@
 #pragma once
 
 #include "base/expected.h"
+#include "base/rate_limiter.h" // TokenBucketConfig, RateLimitConfig
 
 #include <array>
 #include <cstdint>
@@ -20,25 +21,6 @@ struct ConsoleConfig {
 
     // Parses "stdio", "none" or "file=PATH".
     static Expected<ConsoleConfig> parse(std::string_view text);
-};
-
-// A token bucket (as Firecracker's TokenBucket): `size` tokens, refilled completely every
-// `refill_time_ms`, plus `one_time_burst` extra tokens that are spent first and never refilled.
-struct TokenBucketConfig {
-    uint64_t size { 0 };
-    uint64_t one_time_burst { 0 };
-    uint64_t refill_time_ms { 0 };
-
-    bool operator==(TokenBucketConfig const&) const = default;
-};
-
-// Limits on a device's I/O: bytes per refill period and operations per refill period.
-struct RateLimitConfig {
-    std::optional<TokenBucketConfig> bandwidth;
-    std::optional<TokenBucketConfig> ops;
-
-    bool empty() const { return !bandwidth && !ops; }
-    bool operator==(RateLimitConfig const&) const = default;
 };
 
 struct DiskConfig {
@@ -62,7 +44,7 @@ struct DiskConfig {
     bool operator==(DiskConfig const&) const = default;
 };
 
-using MacAddress = std::array<uint8_t, 6>;
+using MacAddress = std::array<uint8_t, 6>; // as backends/net/mac_address.h
 
 struct NetConfig {
     std::string id;
@@ -125,5 +107,8 @@ inline constexpr size_t MAX_CMDLINE_LENGTH = 64 * 1024 - 1;
 // Checks ranges that do not need the hypervisor: vCPU count >= 1, memory size within the
 // architecture's limits, command line length, paths non-empty. `max_vcpus` comes from the hypervisor.
 Expected<void> validate(VmConfig const& config, uint32_t max_vcpus);
+// The device part of validate(): unique ids, one root disk, complete network and vsock settings,
+// a balloon target within guest RAM.
+Expected<void> validate_devices(VmConfig const& config);
 
 } // namespace kvmm

@@ -148,7 +148,10 @@ ap_trampoline_end:
 
 /* Interrupt handlers: count, acknowledge at the LAPIC (EOI), return. */
     .code64
-    .globl serial_interrupt, timer_interrupt
+    .globl serial_interrupt, timer_interrupt, virtio_interrupt
+virtio_interrupt:
+    lock incl virtio_interrupt_count(%rip)
+    jmp end_of_interrupt
 serial_interrupt:
     lock incl serial_interrupt_count(%rip)
     jmp end_of_interrupt

@@ -326,6 +326,8 @@ static void scenario_memory(struct start_info const* info) {
     put_string(" MiB in the memory map\nkvmm-test: memory ok\n");
 }
 
+#include "virtio_driver.h"
+
 void guest_main(struct start_info const* info) {
     if (info->magic != 0x336ec578)
         fail("bad hvm_start_info magic");
@@ -343,6 +345,10 @@ void guest_main(struct start_info const* info) {
         scenario_smp(cmdline);
     else if (value_is(test, "memory"))
         scenario_memory(info);
+    else if (value_is(test, "virtio-rng"))
+        scenario_virtio_rng();
+    else if (value_is(test, "virtio-console"))
+        scenario_virtio_console();
     else if (value_is(test, "reset")) {
         put_string("kvmm-test: resetting\n");
         outb(0x64, 0xfe);

@@ -87,6 +87,17 @@ TEST_F(GuestTest, MemoryAcrossThe32BitGapIsInTheMemoryMap) {
     expect_clean_power_off(small, "memory: 63 MiB in the memory map");
 }
 
+TEST_F(GuestTest, EntropyDeviceServesTheGuestThroughIoeventfdAndIrqfd) {
+    expect_clean_power_off(boot("test=virtio-rng", { "--rng" }), "kvmm-test: virtio-rng ok");
+}
+
+TEST_F(GuestTest, VirtioConsoleCarriesTheGuestsOutput) {
+    auto const result = boot("test=virtio-console", { "--console-device", "virtio" });
+    expect_clean_power_off(result, "kvmm-test: hello through hvc0");
+    EXPECT_EQ(result.standard_output.find("kvmm-test-guest"), std::string::npos)
+        << "the serial port's output must not reach the console";
+}
+
 TEST_F(GuestTest, ResetEndsKvmmWithStatusZero) {
     auto const result = boot("test=reset", { "--log-level", "info" });
     expect_clean_power_off(result, "kvmm-test: resetting");

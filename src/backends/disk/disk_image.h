@@ -1,0 +1,59 @@
+// DiskImage: an open raw disk image on the host - a regular file or a block
+// device - that backs one virtio-blk device.
+//
+// Opening takes an advisory flock(2) on the image so that two VMs cannot both
+// write it: read-write takes LOCK_EX, read-only takes LOCK_SH (several readers
+// may share an image, but not with a writer). Both are non-blocking: a locked
+// image is an error that names the path, never a hang. flock locks belong to
+// the open file description, so they also conflict inside one process, and
+// the kernel drops them when the fd is closed (including by a crash).
+//
+// The image file is host-supplied, untrusted input: its size is taken as it
+// is (not necessarily a multiple of 512 bytes; the device rounds down).
+//
+// Threading: immutable after open(); its accessors may be called from any
+// thread. The engines that do I/O on fd() must not outlive the image.
+#pragma once
+
+#include "base/expected.h"
+#include "base/unique_fd.h"
+
+#include <cstdint>
+#include <string>
+
+namespace kvmm {
+
+class DiskImage {
+public:
+    // Opens `path` (O_CLOEXEC; O_RDONLY when read_only, O_RDWR otherwise), checks that it is a
+    // regular file or a block device, takes the lock and reads the size (fstat for files,
+    // ioctl BLKGETSIZE64 for block devices). Errors name the path and the reason.
+    static Expected<DiskImage> open(std::string const& path, bool read_only);
+
+    int fd() const { return m_fd.get(); }
+    uint64_t size_bytes() const { return m_size_bytes; }
+    bool read_only() const { return m_read_only; }
+    bool is_block_device() const { return m_block_device; }
+    std::string const& path() const { return m_path; }
+
+    // A stable identifier of the underlying file, derived from st_dev and st_ino: the same file
+    // gives the same id across runs (as long as it is not copied or moved to another file
+    // system). At most 20 bytes, VIRTIO_BLK_ID_BYTES (virtio 1.2 section 5.2.6), so it can
+    // answer VIRTIO_BLK_T_GET_ID when no serial is configured.
+    std::string const& device_id() const { return m_device_id; }
+
+private:
+    DiskImage(UniqueFd fd, std::string path, uint64_t size_bytes, bool read_only, bool block_device,
+              std::string device_id)
+        : m_fd(std::move(fd)), m_path(std::move(path)), m_size_bytes(size_bytes), m_read_only(read_only),
+          m_block_device(block_device), m_device_id(std::move(device_id)) {}
+
+    UniqueFd m_fd;
+    std::string m_path;
+    uint64_t m_size_bytes { 0 };
+    bool m_read_only { false };
+    bool m_block_device { false };
+    std::string m_device_id;
+};
+
+} // namespace kvmm

@@ -1,0 +1,86 @@
+#include "base/rate_limiter.h"
+
+#include <spdlog/spdlog.h>
+
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace kvmm {
+
+namespace {
+
+// Firecracker's API: a zero size or refill time means the bucket is absent.
+Expected<std::optional<TokenBucket>> make_bucket(std::optional<TokenBucketConfig> const& config, std::string_view name,
+                                                 Clock const& clock) {
+    if (!config || config->size == 0 || config->refill_time_ms == 0)
+        return std::optional<TokenBucket> {};
+    auto bucket = TRY(TokenBucket::create(*config, clock).with_context(name));
+    return std::optional<TokenBucket>(std::move(bucket));
+}
+
+// A timer armed with zero would be disarmed instead; never wait less than this.
+constexpr std::chrono::nanoseconds MINIMUM_TIMER_DELAY { 1000 };
+
+} // namespace
+
+Expected<RateLimiter> RateLimiter::create(RateLimitConfig const& config, Clock const& clock) {
+    auto bandwidth = TRY(make_bucket(config.bandwidth, "bandwidth bucket", clock));
+    auto ops = TRY(make_bucket(config.ops, "ops bucket", clock));
+    int timer = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (timer < 0)
+        return Error::from_errno("rate limiter: timerfd_create");
+    return RateLimiter(std::move(bandwidth), std::move(ops), UniqueFd(timer));
+}
+
+bool RateLimiter::consume(uint64_t bytes) {
+    if (m_blocked)
+        return false;
+    // Check both buckets before taking from either, so a refusal takes nothing.
+    bool const ops_ready = !m_ops || m_ops->time_until(1).count() == 0;
+    bool const bytes_ready = !m_bandwidth || m_bandwidth->time_until(bytes).count() == 0;
+    if (!ops_ready || !bytes_ready) {
+        block(bytes);
+        return false;
+    }
+    if (m_ops)
+        m_ops->consume(1);
+    if (m_bandwidth)
+        m_bandwidth->consume(bytes);
+    return true;
+}
+
+void RateLimiter::block(uint64_t bytes) {
+    auto delay = std::chrono::nanoseconds(0);
+    if (m_ops)
+        delay = std::max(delay, m_ops->time_until(1));
+    if (m_bandwidth)
+        delay = std::max(delay, m_bandwidth->time_until(bytes));
+    delay = std::max(delay, MINIMUM_TIMER_DELAY);
+    auto const seconds = std::chrono::duration_cast<std::chrono::seconds>(delay);
+    itimerspec timer {};
+    timer.it_value.tv_sec = seconds.count();
+    timer.it_value.tv_nsec = (delay - seconds).count();
+    if (::timerfd_settime(m_timer.get(), 0, &timer, nullptr) != 0) {
+        // Without a timer nothing would wake the device: stay unblocked and let the caller
+        // retry on its next event instead.
+        spdlog::error("rate limiter: timerfd_settime failed: {}", std::strerror(errno));
+        return;
+    }
+    m_last_timer_delay = delay;
+    m_blocked = true;
+}
+
+void RateLimiter::on_timer() {
+    uint64_t expirations = 0;
+    // EAGAIN (the timer has not fired yet) is fine: disarming below makes it moot.
+    [[maybe_unused]] auto const got = ::read(m_timer.get(), &expirations, sizeof(expirations));
+    itimerspec const disarm {};
+    ::timerfd_settime(m_timer.get(), 0, &disarm, nullptr);
+    m_blocked = false;
+}
+
+} // namespace kvmm

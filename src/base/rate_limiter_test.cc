@@ -1,0 +1,145 @@
+#include "base/rate_limiter.h"
+
+#include <gtest/gtest.h>
+
+#include <poll.h>
+#include <sys/timerfd.h>
+
+namespace kvmm {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+using std::chrono::seconds;
+
+class ManualClock final : public Clock {
+public:
+    nanoseconds now() const override { return m_now; }
+    void advance(nanoseconds step) { m_now += step; }
+
+private:
+    nanoseconds m_now { seconds(1000) };
+};
+
+nanoseconds armed_time_left(int timer_fd) {
+    itimerspec current {};
+    EXPECT_EQ(::timerfd_gettime(timer_fd, &current), 0);
+    return seconds(current.it_value.tv_sec) + nanoseconds(current.it_value.tv_nsec);
+}
+
+TEST(RateLimiter, NoBucketsOrZeroSizedBuckets_NeverLimit) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.bandwidth = TokenBucketConfig { .size = 0, .one_time_burst = 0, .refill_time_ms = 100 };
+    config.ops = TokenBucketConfig { .size = 10, .one_time_burst = 0, .refill_time_ms = 0 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    EXPECT_TRUE(limiter.is_unlimited());
+    for (int i = 0; i < 1000; ++i)
+        ASSERT_TRUE(limiter.consume(1 << 20));
+    EXPECT_FALSE(limiter.is_blocked());
+}
+
+TEST(RateLimiter, InvalidBucket_ErrorNamesTheBucket) {
+    RateLimitConfig config;
+    config.ops = TokenBucketConfig { .size = 10, .one_time_burst = 0, .refill_time_ms = ~0ull };
+    auto limiter = RateLimiter::create(config);
+    ASSERT_FALSE(limiter.has_value());
+    EXPECT_NE(limiter.error().message().find("ops bucket"), std::string::npos);
+}
+
+TEST(RateLimiter, RefusedRequest_TakesNeitherOpNorBytes) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.bandwidth = TokenBucketConfig { .size = 1000, .one_time_burst = 0, .refill_time_ms = 1000 };
+    config.ops = TokenBucketConfig { .size = 2, .one_time_burst = 0, .refill_time_ms = 1000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    EXPECT_TRUE(limiter.consume(400));
+    EXPECT_TRUE(limiter.consume(400));
+    EXPECT_FALSE(limiter.consume(100)); // out of ops
+    // One op comes back after 500 ms, when 200 + 500 bytes are there if the refusal took none.
+    EXPECT_EQ(limiter.last_timer_delay(), milliseconds(500));
+    clock.advance(milliseconds(500));
+    limiter.on_timer();
+    EXPECT_TRUE(limiter.consume(700));
+}
+
+TEST(RateLimiter, Blocked_ArmsTheTimerForTheWaitAndUnblocksOnTimer) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.bandwidth = TokenBucketConfig { .size = 1000, .one_time_burst = 500, .refill_time_ms = 100 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    EXPECT_TRUE(limiter.consume(1500)); // burst and budget
+    EXPECT_FALSE(limiter.consume(300));
+    EXPECT_TRUE(limiter.is_blocked());
+    EXPECT_EQ(limiter.last_timer_delay(), milliseconds(30));
+    auto const left = armed_time_left(limiter.timer_fd());
+    EXPECT_GT(left, nanoseconds(0));
+    EXPECT_LE(left, milliseconds(30));
+    // While blocked, requests are refused even once tokens are back: the timer unblocks.
+    clock.advance(milliseconds(30));
+    EXPECT_FALSE(limiter.consume(300));
+    limiter.on_timer();
+    EXPECT_FALSE(limiter.is_blocked());
+    EXPECT_EQ(armed_time_left(limiter.timer_fd()), nanoseconds(0)); // disarmed
+    EXPECT_TRUE(limiter.consume(300));
+}
+
+TEST(RateLimiter, TimerFd_BecomesReadableWhenTokensAreBack) {
+    RateLimitConfig config;
+    // 1000 bytes per 2 ms on the real clock: 500 bytes take about 1 ms to come back.
+    config.bandwidth = TokenBucketConfig { .size = 1000, .one_time_burst = 0, .refill_time_ms = 2 };
+    auto limiter = MUST(RateLimiter::create(config));
+    ASSERT_TRUE(limiter.consume(1000));
+    ASSERT_FALSE(limiter.consume(500));
+    pollfd wait { .fd = limiter.timer_fd(), .events = POLLIN, .revents = 0 };
+    ASSERT_EQ(::poll(&wait, 1, 5000), 1);
+    limiter.on_timer();
+    EXPECT_TRUE(limiter.consume(500));
+}
+
+TEST(RateLimiter, Bandwidth_IsWithinOnePercentOfTheConfiguredRate) {
+    ManualClock clock;
+    RateLimitConfig config;
+    // 1 MiB per 100 ms, 4 KiB requests, driven by the limiter's own timer delays.
+    config.bandwidth = TokenBucketConfig { .size = 1 << 20, .one_time_burst = 0, .refill_time_ms = 100 };
+    config.ops = TokenBucketConfig { .size = 1000, .one_time_burst = 0, .refill_time_ms = 100 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    auto const start = clock.now();
+    uint64_t bytes = 0;
+    uint64_t ops = 0;
+    while (clock.now() - start < seconds(10)) {
+        if (limiter.consume(4096)) {
+            bytes += 4096;
+            ++ops;
+            continue;
+        }
+        clock.advance(limiter.last_timer_delay());
+        limiter.on_timer();
+    }
+    double const expected_bytes = 10.0 * 10 * (1 << 20) + (1 << 20);
+    EXPECT_NEAR(static_cast<double>(bytes), expected_bytes, expected_bytes * 0.01);
+    // 256 requests per 100 ms fit the bandwidth, well under the ops limit.
+    EXPECT_LT(ops, 10u * 10 * 1000);
+}
+
+TEST(RateLimiter, Ops_IsWithinOnePercentOfTheConfiguredRate) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.ops = TokenBucketConfig { .size = 100, .one_time_burst = 0, .refill_time_ms = 1000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    auto const start = clock.now();
+    uint64_t ops = 0;
+    while (clock.now() - start < seconds(100)) {
+        if (limiter.consume(512)) {
+            ++ops;
+            continue;
+        }
+        clock.advance(limiter.last_timer_delay());
+        limiter.on_timer();
+    }
+    double const expected = 100.0 * 100 + 100;
+    EXPECT_NEAR(static_cast<double>(ops), expected, expected * 0.01);
+}
+
+} // namespace
+} // namespace kvmm

@@ -1,0 +1,123 @@
+#include "devices/virtio/console/console_device.h"
+
+#include <cstring>
+
+namespace kvmm::virtio {
+
+namespace {
+
+constexpr size_t RECEIVE_QUEUE = 0;
+constexpr size_t TRANSMIT_QUEUE = 1;
+// Config layout (5.3.4): cols u16, rows u16, max_nr_ports u32, emerg_wr u32.
+constexpr uint64_t EMERGENCY_WRITE_OFFSET = 8;
+constexpr size_t CONFIG_SIZE = 12;
+// Output is copied out of guest memory in pieces of this size, so a huge chain costs time
+// in proportion to its size but no more memory.
+constexpr size_t COPY_PIECE = 4096;
+
+} // namespace
+
+uint64_t ConsoleDevice::features() const {
+    return feature_bit(FEATURE_EMERG_WRITE) | feature_bit(FEATURE_RING_INDIRECT_DESC) |
+           feature_bit(FEATURE_RING_EVENT_IDX);
+}
+
+void ConsoleDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    uint8_t config[CONFIG_SIZE] {};
+    uint32_t const max_ports = 1;
+    std::memcpy(config + 4, &max_ports, sizeof(max_ports));
+    for (size_t i = 0; i < data.size(); ++i)
+        data[i] = offset + i < CONFIG_SIZE ? config[offset + i] : 0;
+}
+
+void ConsoleDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {
+    // 5.3.6.1: a write of emerg_wr outputs its low byte. Writes elsewhere are read-only fields.
+    if (offset == EMERGENCY_WRITE_OFFSET && !data.empty())
+        m_output->write(data.first(1));
+}
+
+Expected<void> ConsoleDevice::activate(ActivationContext context) {
+    if (context.queues.size() < 2 || !context.queues[RECEIVE_QUEUE] || !context.queues[TRANSMIT_QUEUE])
+        return Error("the console's receive and transmit queues were not both set up");
+    m_context = std::move(context);
+    return {};
+}
+
+void ConsoleDevice::reset() { m_context.reset(); }
+
+void ConsoleDevice::fail(Error const& error) {
+    auto context = std::move(*m_context);
+    m_context.reset();
+    context.fail(error);
+}
+
+void ConsoleDevice::process_queue(size_t index) {
+    if (!m_context)
+        return;
+    auto result = index == TRANSMIT_QUEUE ? transmit() : deliver_input();
+    if (!result)
+        fail(result.error());
+}
+
+size_t ConsoleDevice::receive(std::span<uint8_t const> bytes) {
+    size_t const room = MAX_PENDING_INPUT - m_pending.size();
+    size_t const taken = std::min(room, bytes.size());
+    m_pending.insert(m_pending.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(taken));
+    if (m_context) {
+        auto delivered = deliver_input();
+        if (!delivered)
+            fail(delivered.error());
+    }
+    return taken;
+}
+
+Expected<void> ConsoleDevice::transmit() {
+    auto& queue = *m_context->queues[TRANSMIT_QUEUE];
+    auto const& memory = *m_context->memory;
+    bool used_any = false;
+    m_scratch.resize(COPY_PIECE);
+    while (true) {
+        while (TRY(queue.pop(m_chain))) {
+            uint64_t offset = 0;
+            while (offset < m_chain.readable_length()) {
+                size_t const copied = TRY(m_chain.read(memory, offset, m_scratch));
+                m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
+                offset += copied;
+            }
+            m_bytes_transmitted += offset;
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+        }
+        if (!TRY(queue.enable_notifications()))
+            break;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+Expected<void> ConsoleDevice::deliver_input() {
+    auto& queue = *m_context->queues[RECEIVE_QUEUE];
+    auto const& memory = *m_context->memory;
+    bool used_any = false;
+    while (!m_pending.empty() && TRY(queue.pop(m_chain))) {
+        size_t const length = static_cast<size_t>(std::min<uint64_t>(m_chain.writable_length(), m_pending.size()));
+        if (length == 0) { // a receive buffer with no room: return it empty
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+            continue;
+        }
+        m_scratch.resize(length);
+        std::copy_n(m_pending.begin(), length, reinterpret_cast<uint8_t*>(m_scratch.data()));
+        auto const written = TRY(m_chain.write(memory, 0, m_scratch));
+        m_pending.erase(m_pending.begin(), m_pending.begin() + static_cast<ptrdiff_t>(written));
+        m_bytes_received += written;
+        TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
+        used_any = true;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+} // namespace kvmm::virtio

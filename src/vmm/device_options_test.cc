@@ -1,0 +1,124 @@
+#include "vmm/device_options.h"
+
+#include <gtest/gtest.h>
+
+namespace kvmm {
+namespace {
+
+TEST(DeviceOptions, KeyValueListsKeepOrderAndRejectDuplicates) {
+    auto const pairs = *parse_key_values("--x", "a=1,b,c=x=y");
+    ASSERT_EQ(pairs.size(), 3u);
+    EXPECT_EQ(pairs[1].first, "b");
+    EXPECT_EQ(pairs[1].second, "");
+    EXPECT_EQ(pairs[2].second, "x=y");
+    EXPECT_FALSE(parse_key_values("--x", "a=1,a=2"));
+    EXPECT_FALSE(parse_key_values("--x", "a=1,,b=2"));
+    EXPECT_FALSE(parse_key_values("--x", "=3"));
+    EXPECT_TRUE(parse_key_values("--x", "")->empty());
+}
+
+TEST(DeviceOptions, DiskWithEveryKey) {
+    auto const disk = *parse_disk_option(
+        "path=/tmp/a.img,id=root,readonly=on,cache=writethrough,engine=sync,serial=S1,root=on,bw=10M,bw_burst=1M,"
+        "iops=1000,iops_burst=50",
+        0);
+    EXPECT_EQ(disk.path, "/tmp/a.img");
+    EXPECT_EQ(disk.id, "root");
+    EXPECT_TRUE(disk.read_only);
+    EXPECT_TRUE(disk.is_root_device);
+    EXPECT_EQ(disk.cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(disk.engine, DiskConfig::Engine::Sync);
+    EXPECT_EQ(disk.serial, "S1");
+    ASSERT_TRUE(disk.rate_limit.bandwidth);
+    EXPECT_EQ(disk.rate_limit.bandwidth->size, 10u << 20);
+    EXPECT_EQ(disk.rate_limit.bandwidth->one_time_burst, 1u << 20);
+    EXPECT_EQ(disk.rate_limit.bandwidth->refill_time_ms, 1000u);
+    ASSERT_TRUE(disk.rate_limit.ops);
+    EXPECT_EQ(disk.rate_limit.ops->size, 1000u);
+}
+
+TEST(DeviceOptions, DiskDefaults) {
+    auto const disk = *parse_disk_option("path=x.img", 2);
+    EXPECT_EQ(disk.id, "disk2");
+    EXPECT_FALSE(disk.read_only);
+    EXPECT_EQ(disk.cache, DiskConfig::CacheMode::WriteBack);
+    EXPECT_EQ(disk.engine, DiskConfig::Engine::IoUring);
+    EXPECT_TRUE(disk.rate_limit.empty());
+}
+
+TEST(DeviceOptions, BadDiskOptionsNameTheProblem) {
+    struct Case {
+        char const* text;
+        char const* expected;
+    } const cases[] = {
+        { "id=x", "needs path" },
+        { "path=a,colour=red", "unknown key 'colour'" },
+        { "path=a,readonly=maybe", "readonly=maybe" },
+        { "path=a,cache=none", "cache=none" },
+        { "path=a,engine=aio", "engine=aio" },
+        { "path=a,iops=-1", "iops=-1" },
+        { "path=a,bw_burst=1M", "bw_burst needs bw" },
+        { "path=a,bw=lots", "bw=lots" },
+    };
+    for (auto const& test_case : cases) {
+        auto const parsed = parse_disk_option(test_case.text, 0);
+        ASSERT_FALSE(parsed) << test_case.text;
+        EXPECT_NE(parsed.error().message().find(test_case.expected), std::string::npos)
+            << test_case.text << ": " << parsed.error().message();
+    }
+}
+
+TEST(DeviceOptions, NetNeedsExactlyOneBackend) {
+    auto const net = *parse_net_option("tap=tap0,mac=02:00:00:00:00:01", 0);
+    EXPECT_EQ(net.tap_name, "tap0");
+    EXPECT_EQ(net.id, "net0");
+    ASSERT_TRUE(net.mac);
+    EXPECT_EQ((*net.mac)[5], 1);
+    EXPECT_EQ(*parse_net_option("fd=7", 1)->tap_fd, 7);
+    EXPECT_FALSE(parse_net_option("mac=02:00:00:00:00:01", 0));
+    EXPECT_FALSE(parse_net_option("tap=a,fd=3", 0));
+    EXPECT_FALSE(parse_net_option("tap=a,mac=01:00:00:00:00:01", 0)) << "multicast";
+    EXPECT_FALSE(parse_net_option("tap=a,mac=zz:00:00:00:00:01", 0));
+}
+
+TEST(DeviceOptions, VsockNeedsAGuestCidAndASocket) {
+    auto const vsock = *parse_vsock_option("cid=3,uds=/tmp/v.sock");
+    EXPECT_EQ(vsock.guest_cid, 3u);
+    EXPECT_EQ(vsock.uds_path, "/tmp/v.sock");
+    EXPECT_FALSE(parse_vsock_option("cid=2,uds=/tmp/v.sock")) << "CID 2 is the host";
+    EXPECT_FALSE(parse_vsock_option("cid=3"));
+    EXPECT_FALSE(parse_vsock_option("cid=99999999999,uds=x"));
+}
+
+TEST(DeviceOptions, BalloonAndRng) {
+    auto const balloon = *parse_balloon_option("size=256M,deflate_on_oom=on,stats=5,free_page_reporting=on");
+    EXPECT_EQ(balloon.target_mib, 256u);
+    EXPECT_TRUE(balloon.deflate_on_oom);
+    EXPECT_EQ(balloon.stats_polling_interval_s, 5u);
+    EXPECT_TRUE(balloon.free_page_reporting);
+    EXPECT_FALSE(parse_balloon_option("size=1M,stats=999999"));
+    EXPECT_TRUE(parse_rng_option("")->rate_limit.empty());
+    EXPECT_EQ(parse_rng_option("bw=1K")->rate_limit.bandwidth->size, 1024u);
+    EXPECT_FALSE(parse_rng_option("bw_burst=1K"));
+}
+
+TEST(DeviceOptions, ValidationRejectsDuplicateIdsAndTwoRootDisks) {
+    VmConfig config;
+    config.kernel_path = "k";
+    config.disks.push_back(*parse_disk_option("path=a,id=x,root=on", 0));
+    config.disks.push_back(*parse_disk_option("path=b,id=x", 1));
+    EXPECT_FALSE(validate_devices(config));
+    config.disks[1].id = "y";
+    EXPECT_TRUE(validate_devices(config));
+    config.disks[1].is_root_device = true;
+    EXPECT_FALSE(validate_devices(config));
+    config.disks.pop_back();
+    config.nets.push_back(*parse_net_option("tap=t0,id=x", 0));
+    EXPECT_FALSE(validate_devices(config)) << "a disk and a NIC share the id x";
+    config.nets[0].id = "n";
+    config.balloon = BalloonConfig { 1 << 20, false, 0, false };
+    EXPECT_FALSE(validate_devices(config)) << "balloon larger than RAM";
+}
+
+} // namespace
+} // namespace kvmm

@@ -1,0 +1,97 @@
+#include "vmm/virtio_devices.h"
+
+#include "arch/x86_64/layout.h"
+#include "devices/virtio/console/console_device.h"
+#include "devices/virtio/rng/rng_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+
+namespace kvmm {
+
+namespace {
+
+// IOAPIC pins free for virtio: everything above the ISA devices' lines (0 timer, 1 keyboard,
+// 2 cascade/PIT, 3-4 serial, 8 RTC) up to the in-kernel IOAPIC's 24 pins. Edge-triggered,
+// so a pin is never shared.
+constexpr std::array<uint32_t, 18> VIRTIO_GSIS { 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23 };
+
+} // namespace
+
+size_t virtio_device_count(VmConfig const& config) {
+    return config.disks.size() + config.nets.size() + (config.rng ? 1 : 0) + (config.virtio_console ? 1 : 0) +
+           (config.vsock ? 1 : 0) + (config.balloon ? 1 : 0);
+}
+
+Expected<std::vector<VirtioSlot>> virtio_slots(size_t count) {
+    if (count > VIRTIO_GSIS.size())
+        return Error::format("{} virtio devices requested; kvmm has interrupt lines for at most {}", count,
+                             VIRTIO_GSIS.size());
+    std::vector<VirtioSlot> slots;
+    for (size_t i = 0; i < count; ++i)
+        slots.push_back(
+            VirtioSlot { x86_64::VIRTIO_MMIO_BASE + i * virtio::MmioTransport::WINDOW_SIZE, VIRTIO_GSIS[i] });
+    return slots;
+}
+
+Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& config, GuestMemory const& memory,
+                                                               Vm& vm, EventLoop& event_loop, Bus& mmio_bus,
+                                                               std::shared_ptr<ByteSink> console_output) {
+    auto const slots = TRY(virtio_slots(virtio_device_count(config)));
+    std::unique_ptr<VirtioDevices> devices(new VirtioDevices());
+    devices->m_vm = &vm;
+    size_t next = 0;
+    auto add = [&](std::unique_ptr<virtio::VirtioDevice> device, std::string name) -> Expected<void> {
+        return devices->add(std::move(device), std::move(name), slots[next++], memory, vm, event_loop, mmio_bus);
+    };
+    if (!config.disks.empty())
+        return Error::format("disk '{}': virtio-blk is not available in this build", config.disks.front().id);
+    if (!config.nets.empty())
+        return Error::format("network interface '{}': virtio-net is not available in this build",
+                             config.nets.front().id);
+    if (config.rng)
+        TRY(add(std::make_unique<virtio::RngDevice>(), "rng"));
+    if (config.virtio_console) {
+        auto console = std::make_unique<virtio::ConsoleDevice>(std::move(console_output));
+        devices->m_console = console.get();
+        TRY(add(std::move(console), "console"));
+    }
+    if (config.vsock)
+        return Error("virtio-vsock is not available in this build");
+    if (config.balloon)
+        return Error("virtio-balloon is not available in this build");
+    return devices;
+}
+
+Expected<void> VirtioDevices::add(std::unique_ptr<virtio::VirtioDevice> device, std::string name, VirtioSlot slot,
+                                  GuestMemory const& memory, Vm& vm, EventLoop& event_loop, Bus& mmio_bus) {
+    auto line = TRY(IrqfdInterruptLine::create(vm, slot.gsi).with_context(fmt::format("virtio {}", name)));
+    std::shared_ptr<virtio::MmioTransport> transport =
+        TRY(virtio::MmioTransport::create(name, std::move(device), memory, *line, event_loop));
+    // A notification is a 4-byte write of the queue index to QueueNotify (4.2.2); with an
+    // ioeventfd per queue the vCPU never leaves the kernel for it.
+    uint64_t const notify_address = slot.base + virtio::MmioTransport::QUEUE_NOTIFY_OFFSET;
+    for (size_t queue = 0; queue < transport->queue_count(); ++queue) {
+        int const fd = transport->queue_notify_fd(queue);
+        auto registered = vm.register_ioeventfd(notify_address, 4, queue, fd);
+        if (!registered) { // the transport still serves notifications through MMIO exits
+            spdlog::warn("virtio {}: {}; queue {} notifications take the slow path", name,
+                         registered.error().message(), queue);
+            continue;
+        }
+        m_ioeventfds.push_back(Registration { notify_address, static_cast<uint32_t>(queue), fd });
+    }
+    TRY(mmio_bus.insert(transport, slot.base, virtio::MmioTransport::WINDOW_SIZE));
+    spdlog::debug("virtio {} at {:#x}, GSI {}", name, slot.base, slot.gsi);
+    m_lines.push_back(std::move(line));
+    m_transports.push_back(std::move(transport));
+    return {};
+}
+
+VirtioDevices::~VirtioDevices() {
+    for (auto const& registration : m_ioeventfds)
+        (void)m_vm->unregister_ioeventfd(registration.address, 4, registration.queue, registration.event_fd);
+}
+
+} // namespace kvmm

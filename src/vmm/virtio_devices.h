@@ -1,0 +1,71 @@
+// VirtioDevices: the VM's virtio-mmio devices, built from the configuration -
+// one transport per device, each in its own MMIO window with its own GSI,
+// notifications through KVM ioeventfds, interrupts through irqfds, all device
+// work on the machine's event loop.
+//
+// Slot order is the guest's probe order (ACPI _UID order), so it decides device
+// names: disks first (the first disk is /dev/vda), then network interfaces,
+// entropy, console, vsock, balloon.
+//
+// Threading: created and destroyed on the event loop's thread while no vCPU
+// runs; the transports are then reached from vCPU threads through the MMIO bus.
+#pragma once
+
+#include "base/event_loop.h"
+#include "devices/bus/bus.h"
+#include "devices/legacy/byte_sink.h"
+#include "devices/virtio/mmio_transport.h"
+#include "hypervisor/vm.h"
+#include "vmm/irqfd_interrupt_line.h"
+#include "vmm/vm_config.h"
+
+#include <memory>
+#include <vector>
+
+namespace kvmm {
+
+namespace virtio {
+class ConsoleDevice;
+class RngDevice;
+} // namespace virtio
+
+struct VirtioSlot {
+    uint64_t base;
+    uint32_t gsi;
+};
+
+// How many virtio devices `config` asks for.
+size_t virtio_device_count(VmConfig const& config);
+// The MMIO window and GSI of each of `count` devices; fails when there are more than the
+// IOAPIC has free lines for.
+Expected<std::vector<VirtioSlot>> virtio_slots(size_t count);
+
+class VirtioDevices {
+public:
+    // `console_output` is where a virtio console writes (used only when config.virtio_console).
+    static Expected<std::unique_ptr<VirtioDevices>> create(VmConfig const& config, GuestMemory const& memory, Vm& vm,
+                                                           EventLoop& event_loop, Bus& mmio_bus,
+                                                           std::shared_ptr<ByteSink> console_output);
+    ~VirtioDevices();
+
+    virtio::ConsoleDevice* console() const { return m_console; }
+    std::vector<std::shared_ptr<virtio::MmioTransport>> const& transports() const { return m_transports; }
+
+private:
+    VirtioDevices() = default;
+    Expected<void> add(std::unique_ptr<virtio::VirtioDevice> device, std::string name, VirtioSlot slot,
+                       GuestMemory const& memory, Vm& vm, EventLoop& event_loop, Bus& mmio_bus);
+
+    struct Registration {
+        uint64_t address;
+        uint32_t queue;
+        int event_fd;
+    };
+    Vm* m_vm { nullptr };
+    std::vector<std::unique_ptr<IrqfdInterruptLine>> m_lines;
+    std::vector<std::shared_ptr<virtio::MmioTransport>> m_transports;
+    std::vector<Registration> m_ioeventfds;
+    virtio::ConsoleDevice* m_console { nullptr };
+};
+
+} // namespace kvmm
