@@ -8,15 +8,31 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 jobs="${KVMM_JOBS:-2}"
 
-cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j "$jobs" --target kernel_loader_fuzzer legacy_devices_fuzzer
+# Every target: the parsers of guest-controlled data (kernel images, device registers, virtqueues
+# and each virtio device's requests) and of the control plane (HTTP, API bodies).
+targets=(kernel_loader legacy_devices virtio_queue virtio_transport)
+for optional in block net vsock balloon http_parser api_body; do
+  if [ -f "fuzz/${optional}_fuzzer.cc" ]; then
+    targets+=("$optional")
+  fi
+done
 
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$jobs" --target "${targets[@]/%/_fuzzer}"
+
+# The working corpus starts from the checked-in regression corpus (fuzz/corpus/TARGET): inputs
+# that once found bugs or reach deep paths, so every run re-checks them first.
 corpus=build/fuzz/corpus
-mkdir -p "$corpus/kernel_loader" "$corpus/legacy_devices"
+for target in "${targets[@]}"; do
+  mkdir -p "$corpus/$target"
+  if [ -d "fuzz/corpus/$target" ]; then
+    cp -n fuzz/corpus/"$target"/* "$corpus/$target/" 2>/dev/null || true
+  fi
+done
 if [ -f build/release/tests/guests/kvmm-test-guest.elf ]; then
   cp build/release/tests/guests/kvmm-test-guest.elf "$corpus/kernel_loader/test-guest.elf"
 fi
-for target in kernel_loader legacy_devices; do
+for target in "${targets[@]}"; do
   echo "==== fuzz: ${target}_fuzzer for ${seconds}s ===="
   status=0
   (cd build/fuzz && "./fuzz/${target}_fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 \

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 namespace kvmm {
 namespace {
 
@@ -30,6 +33,55 @@ TEST(EventLoop, RemovedFdIsNoLongerDispatched) {
     MUST(event.signal());
     EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 0);
     EXPECT_EQ(calls, 0);
+}
+
+TEST(EventLoop, WritableInterestReportsWritableSocket) {
+    auto loop = MUST(EventLoop::create());
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    UniqueFd a(pair[0]), b(pair[1]);
+    uint32_t seen = 0;
+    MUST(loop.add(a.get(), EventLoop::WRITABLE, [&](uint32_t ready) { seen = ready; }));
+    EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 1);
+    EXPECT_EQ(seen, EventLoop::WRITABLE);
+}
+
+TEST(EventLoop, ModifyChangesTheReportedInterest) {
+    auto loop = MUST(EventLoop::create());
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    UniqueFd a(pair[0]), b(pair[1]);
+    uint32_t seen = 0;
+    MUST(loop.add(a.get(), EventLoop::READABLE, [&](uint32_t ready) { seen |= ready; }));
+    EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 0); // nothing to read yet
+    MUST(loop.modify(a.get(), EventLoop::READABLE | EventLoop::WRITABLE));
+    ASSERT_EQ(::write(b.get(), "x", 1), 1);
+    EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 1);
+    EXPECT_EQ(seen, EventLoop::READABLE | EventLoop::WRITABLE);
+}
+
+TEST(EventLoop, ParkedFdIsNotPolledEvenAfterHangUp) {
+    auto loop = MUST(EventLoop::create());
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    UniqueFd a(pair[0]), b(pair[1]);
+    int calls = 0;
+    MUST(loop.add(a.get(), EventLoop::READABLE, [&](uint32_t) { ++calls; }));
+    MUST(loop.modify(a.get(), 0));
+    b.reset(); // hang-up: epoll would report it for any registered fd
+    EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 0);
+    EXPECT_EQ(calls, 0);
+    MUST(loop.modify(a.get(), EventLoop::READABLE));
+    EXPECT_EQ(MUST(loop.run_once(std::chrono::milliseconds(0))), 1);
+    EXPECT_EQ(calls, 1);
+}
+
+TEST(EventLoop, ModifyOfUnknownFdAndDoubleAddFail) {
+    auto loop = MUST(EventLoop::create());
+    auto event = MUST(EventFd::create());
+    EXPECT_FALSE(loop.modify(event.fd(), EventLoop::READABLE));
+    MUST(loop.add(event.fd(), [] {}));
+    EXPECT_FALSE(loop.add(event.fd(), EventLoop::READABLE, [](uint32_t) {}));
 }
 
 } // namespace

@@ -17,7 +17,7 @@ Expected<spdlog::level::level_enum> parse_log_level(std::string_view name) {
 }
 
 void init_logging(spdlog::level::level_enum level) {
-    auto logger = spdlog::stderr_logger_st("kvmm");
+    auto logger = spdlog::stderr_logger_mt("kvmm");
     logger->set_pattern("[%H:%M:%S.%f] [%^%l%$] %v");
     logger->set_level(level);
     spdlog::set_default_logger(std::move(logger));

@@ -1,9 +1,16 @@
-// kvmm: run one VM from command-line flags.
+// kvmm: run one VM, configured by command-line flags, by a Firecracker-style JSON config
+// file (--config-file), or through the Firecracker-compatible HTTP API on a Unix socket
+// (--api-sock), in which case kvmm waits for InstanceStart.
 //
 // Exit status: 0 when the guest powers off or resets, 1 for bad configuration
 // (including a host without usable KVM), 2 when the guest dies (triple fault,
 // KVM internal error) or kvmm cannot keep it running, 128+N on signal N.
+#include "api/api_server.h"
+#include "api/firecracker_api.h"
+#include "api/microvm_config.h"
+#include "base/file.h"
 #include "base/logging.h"
+#include "cli/vmm_control.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
 #include "vmm/vm_config.h"
@@ -11,8 +18,11 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef KVMM_VERSION
@@ -22,49 +32,204 @@
 namespace {
 
 constexpr int EXIT_BAD_CONFIGURATION = 1;
+// Largest --config-file we read (Firecracker's API bodies are capped at 50 KiB; a config file
+// holds several of them).
+constexpr uint64_t MAX_CONFIG_FILE_SIZE = 1 << 20;
 
 int fail(std::string const& message) {
     std::fprintf(stderr, "kvmm: error: %s\n", message.c_str());
     return EXIT_BAD_CONFIGURATION;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    CLI::App app { "kvmm - a KVM virtual machine monitor", "kvmm" };
-    app.set_version_flag("--version", std::string("kvmm ") + KVMM_VERSION);
-
+struct Flags {
     kvmm::VmConfig config;
     std::string initrd;
     std::string memory = "128M";
     std::string console = "stdio";
-    std::string log_level = "warn";
     bool huge_pages = false;
-    app.add_option("--kernel", config.kernel_path, "Kernel: bzImage, or ELF vmlinux with a PVH entry note")->required();
-    app.add_option("--initrd", initrd, "Initial ramdisk");
-    app.add_option("--cmdline", config.cmdline, "Kernel command line");
-    app.add_option("--cpus", config.vcpu_count, "Number of vCPUs")->default_val(1);
-    app.add_option("--memory", memory, "Guest RAM, e.g. 512M, 4G (plain number: MiB)")->default_val("128M");
-    app.add_option("--console", console, "Serial console: stdio, file=PATH or none")->default_val("stdio");
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->default_val("warn");
-    app.add_flag("--huge-pages", huge_pages, "Back guest RAM with transparent huge pages");
     std::vector<std::string> disks;
     std::vector<std::string> nets;
     std::string vsock;
     std::string balloon;
     std::string rng;
     std::string console_device = "serial";
-    app.add_option("--disk", disks,
+};
+
+// Turns the device and machine flags into `flags.config`.
+kvmm::Expected<void> apply_flags(CLI::App const& app, Flags& flags) {
+    auto& config = flags.config;
+    if (!flags.initrd.empty())
+        config.initrd_path = flags.initrd;
+    config.memory_size = TRY(kvmm::parse_memory_size(flags.memory));
+    config.console = TRY(kvmm::ConsoleConfig::parse(flags.console));
+    config.transparent_huge_pages = flags.huge_pages;
+    for (size_t i = 0; i < flags.disks.size(); ++i)
+        config.disks.push_back(TRY(kvmm::parse_disk_option(flags.disks[i], i)));
+    for (size_t i = 0; i < flags.nets.size(); ++i)
+        config.nets.push_back(TRY(kvmm::parse_net_option(flags.nets[i], i)));
+    if (app.count("--vsock"))
+        config.vsock = TRY(kvmm::parse_vsock_option(flags.vsock));
+    if (app.count("--balloon"))
+        config.balloon = TRY(kvmm::parse_balloon_option(flags.balloon));
+    if (app.count("--rng"))
+        config.rng = TRY(kvmm::parse_rng_option(flags.rng == "on" ? "" : flags.rng));
+    if (flags.console_device == "virtio")
+        config.virtio_console = true;
+    else if (flags.console_device != "serial")
+        return kvmm::Error::format("invalid --console-device '{}': expected serial or virtio", flags.console_device);
+    return {};
+}
+
+int run_machine(kvmm::Machine& machine, kvmm::VmConfig const& config) {
+    spdlog::info("VM started: {} vCPUs, {} MiB", config.vcpu_count, config.memory_size >> 20);
+    auto const reason = machine.run();
+    int const status = reason.exit_status();
+    if (status == 0)
+        spdlog::info("VM stopped: {} ({})", reason.cause_name(), reason.detail);
+    else
+        spdlog::error("VM stopped: {}: {}", reason.cause_name(), reason.detail);
+    return status;
+}
+
+// Counts requests for the metrics, then lets the Firecracker API answer them.
+class CountingHandler final : public kvmm::ApiHandler {
+public:
+    CountingHandler(kvmm::ApiHandler& inner, kvmm::VmmControl& control) : m_inner(inner), m_control(control) {}
+    kvmm::HttpResponse handle(kvmm::HttpRequest const& request) override {
+        m_control.count_request(request.method);
+        return m_inner.handle(request);
+    }
+
+private:
+    kvmm::ApiHandler& m_inner;
+    kvmm::VmmControl& m_control;
+};
+
+struct ApiMode {
+    std::string socket_path;
+    std::string config_file;
+    bool no_api = false;
+    std::string id = "anonymous-instance";
+};
+
+// Firecracker mode: the VM comes from --config-file and/or the API; the main thread waits for
+// InstanceStart, builds the machine, then runs it while the API thread keeps serving.
+int run_api_mode(ApiMode const& mode) {
+    // The stop signals are blocked in every thread (the API thread inherits the mask) and
+    // polled while waiting; once the machine runs, its event loop reads them from a signalfd.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int signal_number : { SIGINT, SIGTERM, SIGHUP })
+        sigaddset(&stop_signals, signal_number);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    int received_signal = 0;
+    auto should_stop = [&] {
+        timespec const no_wait {};
+        int const signal_number = sigtimedwait(&stop_signals, nullptr, &no_wait);
+        if (signal_number > 0)
+            received_signal = signal_number;
+        return received_signal != 0;
+    };
+
+    kvmm::VmmControl control;
+    kvmm::FirecrackerApi api(control, kvmm::ApiIdentity { mode.id, KVMM_VERSION });
+    CountingHandler handler(api, control);
+
+    // --config-file boots at once: its InstanceStart runs on a helper thread because it waits for
+    // this (main) thread to build the machine. The API server starts after it, so the two never
+    // use the API object at the same time.
+    std::thread config_boot;
+    kvmm::Expected<void> config_result {};
+    if (!mode.config_file.empty()) {
+        auto text = kvmm::read_file(mode.config_file, MAX_CONFIG_FILE_SIZE);
+        if (!text)
+            return fail(fmt::format("--config-file: {}", text.error().message()));
+        auto parsed =
+            kvmm::load_config_file(std::string(reinterpret_cast<char const*>(text->data()), text->size()));
+        if (!parsed)
+            return fail(fmt::format("--config-file {}: {}", mode.config_file, parsed.error().message()));
+        config_boot = std::thread(
+            [&api, &config_result, config = std::move(*parsed)]() mutable { config_result = api.boot_from_config(std::move(config)); });
+    }
+    std::unique_ptr<kvmm::ApiServer> server;
+    if (!mode.no_api && mode.config_file.empty()) {
+        auto started = kvmm::ApiServer::start(mode.socket_path, handler);
+        if (!started)
+            return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
+        server = std::move(*started);
+        spdlog::info("API listening on {}", mode.socket_path);
+    }
+
+    std::unique_ptr<kvmm::Machine> machine;
+    kvmm::VmConfig config;
+    while (!machine) {
+        auto request = control.wait_for_start(should_stop);
+        if (!request) {
+            if (config_boot.joinable())
+                config_boot.join();
+            return 128 + received_signal;
+        }
+        config = std::move(*request);
+        auto built = kvmm::Machine::create(config);
+        control.machine_built(built);
+        if (built)
+            machine = std::move(*built);
+        else
+            spdlog::error("InstanceStart failed: {}", built.error().message());
+        if (config_boot.joinable()) {
+            config_boot.join();
+            if (!config_result)
+                return fail(fmt::format("--config-file {}: {}", mode.config_file, config_result.error().message()));
+        }
+    }
+    if (!mode.no_api && !server) { // with --config-file, the API starts once the VM is up
+        auto started = kvmm::ApiServer::start(mode.socket_path, handler);
+        if (!started)
+            return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
+        server = std::move(*started);
+    }
+    int const status = run_machine(*machine, config);
+    control.machine_stopped();
+    server.reset();
+    return status;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app { "kvmm - a KVM virtual machine monitor", "kvmm" };
+    app.set_version_flag("--version", fmt::format("kvmm {}\nFirecracker API {} compatible", KVMM_VERSION,
+                                                  kvmm::FIRECRACKER_API_VERSION));
+
+    Flags flags;
+    std::string log_level = "warn";
+    ApiMode api_mode;
+    app.add_option("--kernel", flags.config.kernel_path, "Kernel: bzImage, or ELF vmlinux with a PVH entry note");
+    app.add_option("--initrd", flags.initrd, "Initial ramdisk");
+    app.add_option("--cmdline", flags.config.cmdline, "Kernel command line");
+    app.add_option("--cpus", flags.config.vcpu_count, "Number of vCPUs")->default_val(1);
+    app.add_option("--memory", flags.memory, "Guest RAM, e.g. 512M, 4G (plain number: MiB)")->default_val("128M");
+    app.add_option("--console", flags.console, "Console: stdio, file=PATH or none")->default_val("stdio");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->default_val("warn");
+    app.add_flag("--huge-pages", flags.huge_pages, "Back guest RAM with transparent huge pages");
+    app.add_option("--disk", flags.disks,
                    "virtio-blk disk: path=FILE[,id=ID][,readonly=on][,cache=writeback|writethrough]"
                    "[,engine=io_uring|sync][,serial=S][,root=on][,bw=SIZE][,iops=N] (repeatable)");
-    app.add_option("--net", nets, "virtio-net interface: tap=NAME|fd=N[,id=ID][,mac=MAC][,rx_bw=SIZE][,tx_bw=SIZE] (repeatable)");
-    app.add_option("--vsock", vsock, "virtio-vsock: cid=N,uds=PATH (Firecracker's hybrid Unix socket)");
-    app.add_option("--balloon", balloon, "virtio-balloon: size=SIZE[,deflate_on_oom=on][,stats=SECONDS][,free_page_reporting=on]");
-    app.add_option("--rng", rng, "virtio entropy device; optional limit bw=SIZE (bytes per second)")
+    app.add_option("--net", flags.nets,
+                   "virtio-net interface: tap=NAME|fd=N[,id=ID][,mac=MAC][,rx_bw=SIZE][,tx_bw=SIZE] (repeatable)");
+    app.add_option("--vsock", flags.vsock, "virtio-vsock: cid=N,uds=PATH (Firecracker's hybrid Unix socket)");
+    app.add_option("--balloon", flags.balloon,
+                   "virtio-balloon: size=SIZE[,deflate_on_oom=on][,stats=SECONDS][,free_page_reporting=on]");
+    app.add_option("--rng", flags.rng, "virtio entropy device; optional limit bw=SIZE (bytes per second)")
         ->expected(0, 1)
         ->default_str("on");
-    app.add_option("--console-device", console_device, "Device for the console: serial (ttyS0) or virtio (hvc0)")
+    app.add_option("--console-device", flags.console_device, "Console device: serial (ttyS0) or virtio (hvc0)")
         ->default_val("serial");
+    app.add_option("--api-sock", api_mode.socket_path,
+                   "Serve the Firecracker-compatible API on this Unix socket and wait for InstanceStart");
+    app.add_option("--config-file", api_mode.config_file, "Boot from a Firecracker-style JSON configuration file");
+    app.add_flag("--no-api", api_mode.no_api, "With --config-file: serve no API socket");
+    app.add_option("--id", api_mode.id, "Instance id reported by GET /")->default_val("anonymous-instance");
 
     try {
         app.parse(argc, argv);
@@ -81,61 +246,23 @@ int main(int argc, char** argv) {
         return fail(level.error().message());
     kvmm::init_logging(*level);
 
-    if (!initrd.empty())
-        config.initrd_path = initrd;
-    auto memory_size = kvmm::parse_memory_size(memory);
-    if (!memory_size)
-        return fail(memory_size.error().message());
-    config.memory_size = *memory_size;
-    auto console_config = kvmm::ConsoleConfig::parse(console);
-    if (!console_config)
-        return fail(console_config.error().message());
-    config.console = *console_config;
-    config.transparent_huge_pages = huge_pages;
-    for (size_t i = 0; i < disks.size(); ++i) {
-        auto disk = kvmm::parse_disk_option(disks[i], i);
-        if (!disk)
-            return fail(disk.error().message());
-        config.disks.push_back(std::move(*disk));
+    bool const firecracker_mode = !api_mode.socket_path.empty() || !api_mode.config_file.empty();
+    if (firecracker_mode) {
+        if (!flags.config.kernel_path.empty() || !flags.disks.empty() || !flags.nets.empty())
+            return fail("--kernel, --disk and --net cannot be combined with --api-sock or --config-file: the VM "
+                        "is configured through the API or the config file");
+        if (api_mode.no_api && api_mode.config_file.empty())
+            return fail("--no-api needs --config-file (otherwise nothing could configure the VM)");
+        if (!api_mode.no_api && api_mode.socket_path.empty())
+            return fail("--config-file without --no-api needs --api-sock PATH");
+        return run_api_mode(api_mode);
     }
-    for (size_t i = 0; i < nets.size(); ++i) {
-        auto net = kvmm::parse_net_option(nets[i], i);
-        if (!net)
-            return fail(net.error().message());
-        config.nets.push_back(std::move(*net));
-    }
-    if (app.count("--vsock")) {
-        auto parsed = kvmm::parse_vsock_option(vsock);
-        if (!parsed)
-            return fail(parsed.error().message());
-        config.vsock = *parsed;
-    }
-    if (app.count("--balloon")) {
-        auto parsed = kvmm::parse_balloon_option(balloon);
-        if (!parsed)
-            return fail(parsed.error().message());
-        config.balloon = *parsed;
-    }
-    if (app.count("--rng")) {
-        auto parsed = kvmm::parse_rng_option(rng == "on" ? "" : rng);
-        if (!parsed)
-            return fail(parsed.error().message());
-        config.rng = *parsed;
-    }
-    if (console_device == "virtio")
-        config.virtio_console = true;
-    else if (console_device != "serial")
-        return fail("invalid --console-device '" + console_device + "': expected serial or virtio");
-
-    auto machine = kvmm::Machine::create(config);
+    if (flags.config.kernel_path.empty())
+        return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
+    if (auto applied = apply_flags(app, flags); !applied)
+        return fail(applied.error().message());
+    auto machine = kvmm::Machine::create(flags.config);
     if (!machine)
         return fail(machine.error().message());
-    spdlog::info("VM started: {} vCPUs, {} MiB", config.vcpu_count, config.memory_size >> 20);
-    auto const reason = (*machine)->run();
-    int const status = reason.exit_status();
-    if (status == 0)
-        spdlog::info("VM stopped: {} ({})", reason.cause_name(), reason.detail);
-    else
-        spdlog::error("VM stopped: {}: {}", reason.cause_name(), reason.detail);
-    return status;
+    return run_machine(**machine, flags.config);
 }

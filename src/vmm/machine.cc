@@ -77,6 +77,8 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
 
     std::unique_ptr<Machine> machine(new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle)));
     machine->m_event_loop.emplace(TRY(EventLoop::create()));
+    machine->m_control_loop.emplace(TRY(EventLoop::create()));
+    machine->m_work_event.emplace(TRY(EventFd::create()));
     TRY(machine->m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
     TRY(machine->m_vm->create_irqchip_and_pit());
     TRY(machine->m_vm->map_memory(machine->m_memory));
@@ -132,6 +134,7 @@ Expected<void> Machine::create_devices() {
         lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "i8042 reset line" });
     });
     TRY(m_pio_bus.insert(i8042, I8042_PORT, I8042_PORT_RANGE_LENGTH));
+    m_i8042 = i8042;
     TRY(m_pio_bus.insert(std::make_shared<CmosRtc>(), RTC_PORT, 2));
     auto power = std::make_shared<PowerControl>([&lifecycle](PowerEvent event) {
         if (event == PowerEvent::PowerOff)
@@ -188,6 +191,7 @@ StopReason Machine::run() {
     for (auto& vcpu : m_vcpus)
         vcpu->start();
     auto served = serve_events();
+    fail_posted_work();
     if (!served)
         m_lifecycle->request_stop(StopReason { StopReason::Cause::VmmFailure, served.error().message() });
     stop_vcpus();
@@ -210,17 +214,32 @@ Expected<void> Machine::serve_events() {
     UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd.is_valid())
         return Error::from_errno("signalfd");
-    TRY(loop.add(signal_fd.get(), [&] {
+    auto on_signal = [&] {
         signalfd_siginfo info {};
         if (::read(signal_fd.get(), &info, sizeof(info)) == sizeof(info)) {
             auto const signal_number = static_cast<int>(info.ssi_signo);
             m_lifecycle->request_stop(
                 StopReason { StopReason::Cause::HostSignal, strsignal(signal_number), signal_number });
         }
-    }));
-    registrations.fds.push_back(signal_fd.get());
-    TRY(loop.add(m_lifecycle->event_fd(), [] {}));
-    registrations.fds.push_back(m_lifecycle->event_fd());
+    };
+    // Signals, stop requests and posted work are served by both loops, so they work while paused.
+    struct ControlRegistrations {
+        EventLoop& loop;
+        std::vector<int> fds;
+        ~ControlRegistrations() {
+            for (int fd : fds)
+                loop.remove(fd);
+        }
+    } control_registrations { *m_control_loop, {} };
+    for (auto* current : { &loop, &*m_control_loop }) {
+        auto& fds = current == &loop ? registrations.fds : control_registrations.fds;
+        TRY(current->add(signal_fd.get(), on_signal));
+        fds.push_back(signal_fd.get());
+        TRY(current->add(m_lifecycle->event_fd(), [] {}));
+        fds.push_back(m_lifecycle->event_fd());
+        TRY(current->add(m_work_event->fd(), [this] { run_posted_work(); }));
+        fds.push_back(m_work_event->fd());
+    }
 
     std::optional<ConsoleInput> input;
     if (m_config.console.kind == ConsoleConfig::Kind::Stdio) {
@@ -243,12 +262,100 @@ Expected<void> Machine::serve_events() {
         // While input waits for room in the UART's buffer, retry on a short timer.
         auto const timeout =
             input && input->has_pending() ? std::chrono::milliseconds(5) : std::chrono::milliseconds(-1);
-        TRY(loop.run_once(timeout));
+        // Paused: devices wait (their fds stay unread in the main loop) until resume.
+        TRY((m_paused ? *m_control_loop : loop).run_once(timeout));
         if (input && input->has_pending())
             input->flush_pending();
     }
     return {};
 }
+
+Expected<void> Machine::call_on_loop(std::function<Expected<void>()> work) {
+    std::future<Expected<void>> result;
+    {
+        std::lock_guard guard(m_work_lock);
+        if (m_loop_finished)
+            return Error("the VM has stopped");
+        PostedWork posted { std::move(work), {} };
+        result = posted.done.get_future();
+        m_posted_work.push_back(std::move(posted));
+    }
+    TRY(m_work_event->signal());
+    return result.get();
+}
+
+void Machine::run_posted_work() {
+    (void)m_work_event->consume();
+    while (true) {
+        std::optional<PostedWork> posted;
+        {
+            std::lock_guard guard(m_work_lock);
+            if (m_posted_work.empty())
+                return;
+            posted.emplace(std::move(m_posted_work.front()));
+            m_posted_work.pop_front();
+        }
+        posted->done.set_value(posted->work());
+    }
+}
+
+// Called when the loop ends: whoever still waits gets an answer, and nothing new is queued.
+void Machine::fail_posted_work() {
+    std::lock_guard guard(m_work_lock);
+    m_loop_finished = true;
+    for (auto& posted : m_posted_work)
+        posted.done.set_value(Error("the VM stopped before the request ran"));
+    m_posted_work.clear();
+}
+
+Expected<void> Machine::pause() {
+    return call_on_loop([this]() -> Expected<void> {
+        if (m_paused)
+            return {};
+        for (auto& vcpu : m_vcpus)
+            vcpu->pause();
+        m_paused = true;
+        spdlog::info("VM paused");
+        return {};
+    });
+}
+
+Expected<void> Machine::resume() {
+    return call_on_loop([this]() -> Expected<void> {
+        if (!m_paused)
+            return {};
+        m_paused = false;
+        for (auto& vcpu : m_vcpus)
+            vcpu->resume();
+        spdlog::info("VM resumed");
+        return {};
+    });
+}
+
+Expected<void> Machine::send_ctrl_alt_del() {
+    return call_on_loop([this]() -> Expected<void> {
+        m_i8042->send_ctrl_alt_del();
+        return {};
+    });
+}
+
+Expected<Machine::Metrics> Machine::metrics() {
+    Metrics metrics;
+    TRY(call_on_loop([&]() -> Expected<void> {
+        for (auto const& vcpu : m_vcpus)
+            metrics.vcpus.push_back(vcpu->exit_counts());
+        for (auto const& transport : m_virtio->transports()) {
+            DeviceMetrics device { transport->name(), {} };
+            for (auto const& counter : transport->device().counters())
+                device.counters.emplace_back(std::string(counter.name), counter.value);
+            metrics.devices.push_back(std::move(device));
+        }
+        return {};
+    }));
+    return metrics;
+}
+
+void Machine::request_stop(StopReason reason) { m_lifecycle->request_stop(std::move(reason)); }
 
 void Machine::stop_vcpus() {
     for (auto& vcpu : m_vcpus)

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "arch/x86_64/kernel_loader.h"
+#include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
 #include "devices/bus/bus.h"
@@ -21,13 +22,19 @@
 #include "vmm/vm_config.h"
 #include "vmm/vm_lifecycle.h"
 
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
 
 namespace kvmm {
 
+class I8042;
 class Serial16550;
 
 class Machine {
@@ -38,6 +45,29 @@ public:
     // Starts the vCPUs and serves events until the VM stops; returns why it stopped.
     StopReason run();
 
+    // Control from other threads (the API thread). Each runs on the event-loop thread and
+    // returns its outcome; after the VM has stopped they fail with a message saying so.
+    // Pause stops every vCPU (out of guest mode) and all device work; resume restarts both.
+    Expected<void> pause();
+    Expected<void> resume();
+    // Presses Ctrl+Alt+Del on the i8042 keyboard (the guest decides what that means).
+    Expected<void> send_ctrl_alt_del();
+    bool paused() const { return m_paused.load(); }
+    // Asks run() to return with `reason` (e.g. the API's stop); any thread.
+    void request_stop(StopReason reason);
+    VirtioDevices& virtio() { return *m_virtio; }
+
+    struct DeviceMetrics {
+        std::string name;
+        std::vector<std::pair<std::string, uint64_t>> counters;
+    };
+    struct Metrics {
+        std::vector<VcpuThread::ExitCounts> vcpus;
+        std::vector<DeviceMetrics> devices;
+    };
+    // A consistent snapshot, taken on the event-loop thread; any thread.
+    Expected<Metrics> metrics();
+
 private:
     Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle);
 
@@ -46,6 +76,10 @@ private:
     Expected<void> create_vcpus();
     Expected<void> serve_events();
     void stop_vcpus();
+    // Runs `work` on the event-loop thread and waits for it.
+    Expected<void> call_on_loop(std::function<Expected<void>()> work);
+    void run_posted_work();
+    void fail_posted_work();
 
     VmConfig m_config;
     GuestMemory m_memory;
@@ -53,9 +87,21 @@ private:
     std::unique_ptr<VmLifecycle> m_lifecycle;
     // Device work runs on this loop (the thread that calls run()); it outlives the devices.
     std::optional<EventLoop> m_event_loop;
+    // While paused, only this loop runs: signals, stop requests and posted work, no devices.
+    std::optional<EventLoop> m_control_loop;
+    struct PostedWork {
+        std::function<Expected<void>()> work;
+        std::promise<Expected<void>> done;
+    };
+    std::optional<EventFd> m_work_event;
+    std::mutex m_work_lock; // guards m_posted_work and m_loop_finished
+    std::deque<PostedWork> m_posted_work;
+    bool m_loop_finished { false };
+    std::atomic<bool> m_paused { false };
     Bus m_pio_bus { "port I/O" };
     Bus m_mmio_bus { "MMIO" };
     std::shared_ptr<Serial16550> m_serial;
+    std::shared_ptr<I8042> m_i8042;
     std::unique_ptr<VirtioDevices> m_virtio;
     std::optional<x86_64::BootInfo> m_boot_info;
     // Declared last: destroyed first, so no vCPU runs while the rest is torn down.

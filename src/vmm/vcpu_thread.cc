@@ -152,6 +152,20 @@ void VcpuThread::thread_main() {
             m_lifecycle.request_stop(StopReason { StopReason::Cause::VmmFailure, exit.error().message() });
             break;
         }
+        std::visit(
+            [this](auto const& kind) {
+                using Kind = std::decay_t<decltype(kind)>;
+                if constexpr (std::is_same_v<Kind, vcpu_exit::IoIn> || std::is_same_v<Kind, vcpu_exit::IoOut>)
+                    m_io_exits.fetch_add(1, std::memory_order_relaxed);
+                else if constexpr (std::is_same_v<Kind, vcpu_exit::MmioRead> ||
+                                   std::is_same_v<Kind, vcpu_exit::MmioWrite>)
+                    m_mmio_exits.fetch_add(1, std::memory_order_relaxed);
+                else if constexpr (std::is_same_v<Kind, vcpu_exit::Halt>)
+                    m_halt_exits.fetch_add(1, std::memory_order_relaxed);
+                else
+                    m_other_exits.fetch_add(1, std::memory_order_relaxed);
+            },
+            *exit);
         auto const action = handle_exit(*exit, m_buses);
         switch (action.kind) {
         case ExitAction::Kind::Continue:
@@ -177,6 +191,11 @@ void VcpuThread::thread_main() {
     std::lock_guard guard(m_lock);
     m_state = VcpuState::Stopped;
     m_changed.notify_all();
+}
+
+VcpuThread::ExitCounts VcpuThread::exit_counts() const {
+    return ExitCounts { m_io_exits.load(std::memory_order_relaxed), m_mmio_exits.load(std::memory_order_relaxed),
+                        m_halt_exits.load(std::memory_order_relaxed), m_other_exits.load(std::memory_order_relaxed) };
 }
 
 } // namespace kvmm

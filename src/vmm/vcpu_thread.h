@@ -12,6 +12,8 @@
 // Vcpu object itself is touched only by the vCPU thread once started.
 #pragma once
 
+#include <atomic>
+
 #include "hypervisor/vcpu.h"
 #include "vmm/exit_handler.h"
 #include "vmm/vm_lifecycle.h"
@@ -47,6 +49,15 @@ public:
     VcpuState state() const;
     uint32_t index() const { return m_index; }
 
+    // Exits by kind since start, for metrics (relaxed atomics: read from any thread).
+    struct ExitCounts {
+        uint64_t io { 0 };
+        uint64_t mmio { 0 };
+        uint64_t halt { 0 };
+        uint64_t other { 0 };
+    };
+    ExitCounts exit_counts() const;
+
 private:
     enum class Command { Run, Pause, Stop };
 
@@ -65,6 +76,10 @@ private:
     mutable std::mutex m_lock; // guards m_command and m_state
     std::condition_variable m_changed;
     Command m_command { Command::Run };
+    std::atomic<uint64_t> m_io_exits { 0 };
+    std::atomic<uint64_t> m_mmio_exits { 0 };
+    std::atomic<uint64_t> m_halt_exits { 0 };
+    std::atomic<uint64_t> m_other_exits { 0 };
     VcpuState m_state { VcpuState::Created };
 };
 

@@ -1,8 +1,12 @@
 #include "vmm/virtio_devices.h"
 
 #include "arch/x86_64/layout.h"
+#include "backends/net/mac_address.h"
+#include "backends/net/tap.h"
 #include "devices/virtio/console/console_device.h"
+#include "devices/virtio/net/net_device.h"
 #include "devices/virtio/rng/rng_device.h"
+#include "devices/virtio/vsock/vsock_device.h"
 
 #include <spdlog/spdlog.h>
 
@@ -47,18 +51,45 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
     };
     if (!config.disks.empty())
         return Error::format("disk '{}': virtio-blk is not available in this build", config.disks.front().id);
-    if (!config.nets.empty())
-        return Error::format("network interface '{}': virtio-net is not available in this build",
-                             config.nets.front().id);
-    if (config.rng)
-        TRY(add(std::make_unique<virtio::RngDevice>(), "rng"));
+    for (auto const& net : config.nets) {
+        auto context = fmt::format("network interface '{}'", net.id);
+        auto tap = net.tap_fd ? TRY(Tap::from_fd(*net.tap_fd).with_context(context))
+                              : TRY(Tap::open(net.tap_name).with_context(context));
+        virtio::NetDeviceOptions options;
+        options.mac = net.mac ? *net.mac : TRY(generate_mac_address());
+        if (!net.rx_rate_limit.empty())
+            options.rx_rate_limiter.emplace(TRY(RateLimiter::create(net.rx_rate_limit).with_context(context)));
+        if (!net.tx_rate_limit.empty())
+            options.tx_rate_limiter.emplace(TRY(RateLimiter::create(net.tx_rate_limit).with_context(context)));
+        auto device = TRY(virtio::NetDevice::create(std::move(tap), std::move(options), event_loop));
+        spdlog::info("{}: TAP {}, MAC {}", context, device->tap().name(), format_mac_address(device->mac()));
+        TRY(add(std::move(device), net.id));
+    }
+    if (config.rng) {
+        virtio::RngDevice::Budget budget;
+        // The device exists only after its budget does; the limiter's timer reaches it here.
+        auto device_slot = std::make_shared<virtio::RngDevice*>(nullptr);
+        if (!config.rng->rate_limit.empty()) {
+            auto* limiter = TRY(devices->add_limiter(config.rng->rate_limit, event_loop, [device_slot] {
+                if (*device_slot)
+                    (*device_slot)->process_queue(0); // retry the requests the limit deferred
+            }));
+            budget = [limiter](uint64_t bytes) { return limiter->consume(bytes); };
+        }
+        auto device = std::make_unique<virtio::RngDevice>(virtio::RngDevice::EntropySource {}, std::move(budget));
+        *device_slot = device.get();
+        TRY(add(std::move(device), "rng"));
+    }
     if (config.virtio_console) {
         auto console = std::make_unique<virtio::ConsoleDevice>(std::move(console_output));
         devices->m_console = console.get();
         TRY(add(std::move(console), "console"));
     }
-    if (config.vsock)
-        return Error("virtio-vsock is not available in this build");
+    if (config.vsock) {
+        auto device = TRY(virtio::vsock::VsockDevice::create(event_loop, config.vsock->guest_cid, config.vsock->uds_path)
+                              .with_context("vsock"));
+        TRY(add(std::move(device), "vsock"));
+    }
     if (config.balloon)
         return Error("virtio-balloon is not available in this build");
     return devices;
@@ -89,7 +120,21 @@ Expected<void> VirtioDevices::add(std::unique_ptr<virtio::VirtioDevice> device, 
     return {};
 }
 
+Expected<RateLimiter*> VirtioDevices::add_limiter(RateLimitConfig const& config, EventLoop& event_loop,
+                                                  std::function<void()> on_unblocked) {
+    auto limiter = std::make_unique<RateLimiter>(TRY(RateLimiter::create(config)));
+    auto* raw = limiter.get();
+    TRY(event_loop.add(raw->timer_fd(), [raw, on_unblocked = std::move(on_unblocked)] {
+        raw->on_timer();
+        on_unblocked();
+    }));
+    m_limiters.push_back(Limiter { std::move(limiter), &event_loop });
+    return raw;
+}
+
 VirtioDevices::~VirtioDevices() {
+    for (auto const& entry : m_limiters)
+        entry.event_loop->remove(entry.limiter->timer_fd());
     for (auto const& registration : m_ioeventfds)
         (void)m_vm->unregister_ioeventfd(registration.address, 4, registration.queue, registration.event_fd);
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "base/event_loop.h"
+#include "base/rate_limiter.h"
 #include "devices/bus/bus.h"
 #include "devices/legacy/byte_sink.h"
 #include "devices/virtio/mmio_transport.h"
@@ -19,6 +20,7 @@
 #include "vmm/irqfd_interrupt_line.h"
 #include "vmm/vm_config.h"
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -61,7 +63,16 @@ private:
         uint32_t queue;
         int event_fd;
     };
+    // Rate limiters of devices, each with its timer registered in the event loop.
+    struct Limiter {
+        std::unique_ptr<RateLimiter> limiter;
+        EventLoop* event_loop;
+    };
+    Expected<RateLimiter*> add_limiter(RateLimitConfig const& config, EventLoop& event_loop,
+                                       std::function<void()> on_unblocked);
+
     Vm* m_vm { nullptr };
+    std::vector<Limiter> m_limiters;
     std::vector<std::unique_ptr<IrqfdInterruptLine>> m_lines;
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_transports;
     std::vector<Registration> m_ioeventfds;

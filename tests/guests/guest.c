@@ -244,6 +244,28 @@ static void scenario_io(void) {
     put_string("\nkvmm-test: io ok\n");
 }
 
+/* Runs until Ctrl+Alt+Del arrives on the i8042 (scan code set 1: 0x1d Ctrl make), printing
+ * one "tick" per second of the RTC so a pause is visible from outside; gives up after 60. */
+static void scenario_keyboard_wait(void) {
+    put_string("kvmm-test: waiting for ctrl-alt-del\n");
+    uint8_t last_second = cmos(0x00);
+    for (int ticks = 0; ticks < 60;) {
+        if (inb(0x64) & 0x01) {
+            if (inb(0x60) == 0x1d) {
+                put_string("kvmm-test: ctrl-alt-del received\n");
+                return;
+            }
+        }
+        uint8_t const second = cmos(0x00);
+        if (second != last_second) {
+            last_second = second;
+            ++ticks;
+            put_string("tick\n");
+        }
+    }
+    fail("no ctrl-alt-del within 60 ticks");
+}
+
 static void wait_for(volatile uint32_t* counter, char const* what) {
     for (int i = 0; i < 200000 && *counter == 0; ++i)
         __asm__ volatile("pause");
@@ -345,6 +367,8 @@ void guest_main(struct start_info const* info) {
         scenario_smp(cmdline);
     else if (value_is(test, "memory"))
         scenario_memory(info);
+    else if (value_is(test, "keyboard-wait"))
+        scenario_keyboard_wait();
     else if (value_is(test, "virtio-rng"))
         scenario_virtio_rng();
     else if (value_is(test, "virtio-console"))

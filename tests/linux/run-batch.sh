@@ -24,7 +24,7 @@ boot() {
     command=$2
     shift 2
     encoded=$(printf '%s' "$command" | base64 -w0)
-    timeout 180 "$kvmm" --initrd "$guest/initrd.cpio.gz" --cmdline "$cmdline kvmm.run=$encoded" \
+    timeout 180 "$kvmm" --initrd "$guest/initrd.cpio.gz" --cmdline "$cmdline ${extra_cmdline:-}kvmm.run=$encoded" \
         --log-level info "$@" </dev/null >"$work/$name.raw" 2>"$work/$name.err"
     status=$?
     tr -d '\r' <"$work/$name.raw" >"$work/$name.out" # the guest's tty ends lines with CR LF
@@ -78,6 +78,25 @@ if [ "$status" -eq 0 ] && grep -q "guest reset" "$work/reboot.err"; then
     result reboot PASS "kvmm exit 0, guest reset"
 else
     result reboot FAIL "status $status: $(tail -n 3 "$work/reboot.err" | tr '\n' ' ')"
+fi
+
+# virtio entropy: the guest's hwrng core picks virtio_rng and reads from it.
+boot virtio-rng 'echo "rng=$(cat /sys/class/misc/hw_random/rng_current)"; echo "bytes=$(head -c 65536 /dev/hwrng | wc -c)"' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --rng
+expect virtio-rng '^rng=virtio_rng' '^bytes=65536$'
+
+# virtio console: with console=hvc0 the command's output reaches kvmm's stdout through hvc0;
+# the 16550 is silent. (/init's own marker lines go to the console /init started with, ttyS0,
+# because virtio_console is a module loaded by /init: so only the command's output is checked.)
+extra_cmdline="console=hvc0 "
+boot virtio-console 'echo "console=$(cat /sys/class/tty/console/active)"; echo "hvc-$((6 * 7))"' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --console-device virtio
+extra_cmdline=
+if [ "$status" -eq 0 ] && grep -q '^console=.*hvc0' "$work/virtio-console.out" &&
+    grep -q '^hvc-42' "$work/virtio-console.out" && ! grep -q 'KVMM-GUEST-READY' "$work/virtio-console.out"; then
+    result virtio-console PASS "command output through hvc0 only"
+else
+    result virtio-console FAIL "status $status: $(tail -n 5 "$work/virtio-console.out" | tr '\n' ' ')"
 fi
 
 # Interactive console: type a command at the guest's shell through kvmm's stdin.

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace kvmm::virtio {
@@ -60,6 +61,13 @@ public:
     virtual Expected<void> activate(ActivationContext context) = 0;
     // The driver notified queue `index` (or the transport re-polls it after activation).
     virtual void process_queue(size_t index) = 0;
+    // Named event counters for metrics (packets, bytes, errors...). Event-loop thread.
+    struct Counter {
+        std::string_view name;
+        uint64_t value;
+    };
+    virtual std::vector<Counter> counters() const { return {}; }
+
     // Status 0 written (or the VM stops): drop the queues and forget the driver's state. After
     // it returns the device writes no more guest memory for the old queues.
     virtual void reset() = 0;

@@ -40,6 +40,9 @@ public:
     size_t receive(std::span<uint8_t const> bytes);
     bool has_pending_input() const { return !m_pending.empty(); }
 
+    std::vector<Counter> counters() const override {
+        return { { "tx_bytes", m_bytes_transmitted }, { "rx_bytes", m_bytes_received } };
+    }
     uint64_t bytes_transmitted() const { return m_bytes_transmitted; }
     uint64_t bytes_received() const { return m_bytes_received; }
 

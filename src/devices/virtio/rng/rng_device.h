@@ -36,6 +36,9 @@ public:
     void process_queue(size_t index) override;
     void reset() override;
 
+    std::vector<Counter> counters() const override {
+        return { { "bytes", m_bytes_served }, { "requests_deferred", m_requests_deferred } };
+    }
     uint64_t bytes_served() const { return m_bytes_served; }
     uint64_t requests_deferred() const { return m_requests_deferred; }
 

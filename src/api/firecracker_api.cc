@@ -1,0 +1,332 @@
+#include "api/firecracker_api.h"
+
+#include "api/json_fields.h"
+#include "api/resource_parsers.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+namespace kvmm {
+namespace {
+
+using nlohmann::json;
+
+// Firecracker features kvmm does not implement, answered with a reason instead of the generic
+// "invalid path" so that a client sees why.
+struct UnsupportedEndpoint {
+    std::string_view prefix;
+    std::string_view reason;
+};
+constexpr UnsupportedEndpoint UNSUPPORTED_ENDPOINTS[] = {
+    { "/snapshot", "snapshots are not supported by kvmm" },
+    { "/mmds", "the microVM metadata service (MMDS) is not supported by kvmm" },
+    { "/cpu-config", "CPU templates and custom CPU configuration are not supported by kvmm" },
+    { "/hotplug", "hot-plugging is not supported by kvmm" },
+    { "/memory-hotplug", "memory hot-plugging is not supported by kvmm" },
+    { "/pmem", "virtio-pmem devices are not supported by kvmm" },
+    { "/balloon/hinting", "balloon free page hinting is not supported by kvmm" },
+    { "/serial", "serial output redirection through the API is not supported by kvmm" },
+};
+
+std::string_view state_name(InstanceState state) {
+    switch (state) {
+    case InstanceState::NotStarted: return "Not started";
+    case InstanceState::Running: return "Running";
+    case InstanceState::Paused: return "Paused";
+    }
+    return "Not started";
+}
+
+HttpResponse ok_json(json const& body) {
+    return HttpResponse::json(200, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+Error invalid_path(std::string_view method, std::string_view path) {
+    return Error::format("Invalid request method and/or path: {} {}", method, path);
+}
+
+// Splits "/drives/rootfs" into "drives" and "rootfs".
+std::pair<std::string_view, std::string_view> split_resource(std::string_view path) {
+    path.remove_prefix(1);
+    size_t slash = path.find('/');
+    if (slash == std::string_view::npos)
+        return { path, {} };
+    return { path.substr(0, slash), path.substr(slash + 1) };
+}
+
+} // namespace
+
+Expected<UniqueFd> open_observability_sink(std::string const& path) {
+    // O_NONBLOCK: opening a FIFO without a reader fails (ENXIO) instead of hanging the API
+    // thread, and a full pipe drops output instead of stalling the VMM.
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (!fd.is_valid()) {
+        if (errno == ENXIO)
+            return Error::format("cannot open '{}': it is a FIFO with no reader", path);
+        return Error::from_errno(fmt::format("cannot open '{}'", path));
+    }
+    struct stat status {};
+    if (::fstat(fd.get(), &status) != 0)
+        return Error::from_errno(fmt::format("cannot stat '{}'", path));
+    if (!S_ISREG(status.st_mode) && !S_ISFIFO(status.st_mode))
+        return Error::format("'{}' is neither a regular file nor a FIFO", path);
+    return fd;
+}
+
+FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity)
+    : m_controller(controller), m_identity(std::move(identity)) {}
+
+HttpResponse FirecrackerApi::handle(HttpRequest const& request) {
+    auto result = route(request.method, request.path(), request.body);
+    if (!result)
+        return HttpResponse::fault(400, result.error().message());
+    return std::move(result.value());
+}
+
+Expected<void> FirecrackerApi::require_not_started(std::string_view resource) const {
+    if (m_started)
+        return Error::format("{} cannot be changed after the microVM has started", resource);
+    return {};
+}
+
+Expected<void> FirecrackerApi::require_started(std::string_view operation) const {
+    if (!m_started)
+        return Error::format("{} is only available after the microVM has started", operation);
+    return {};
+}
+
+Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::string_view path, std::string_view body) {
+    for (auto const& endpoint : UNSUPPORTED_ENDPOINTS) {
+        if (path.substr(0, endpoint.prefix.size()) == endpoint.prefix &&
+            (path.size() == endpoint.prefix.size() || path[endpoint.prefix.size()] == '/'))
+            return Error::format("{} {}: {}", method, path, endpoint.reason);
+    }
+    bool const get = method == "GET", put = method == "PUT", patch = method == "PATCH";
+    auto [resource, sub_path] = split_resource(path);
+    // Parses the body only for the methods that carry one.
+    auto body_json = [&]() { return parse_json_text(body); };
+
+    if (path == "/" && get) {
+        return ok_json({ { "id", m_identity.instance_id },
+                         { "state", state_name(m_controller.state()) },
+                         { "vmm_version", m_identity.vmm_version },
+                         { "app_name", "kvmm" } });
+    }
+    if (path == "/version" && get)
+        return ok_json({ { "firecracker_version", FIRECRACKER_API_VERSION }, { "kvmm_version", m_identity.vmm_version } });
+    if (path == "/vm/config" && get)
+        return ok_json(microvm_config_to_json(m_config));
+    if (path == "/machine-config") {
+        if (get)
+            return ok_json(machine_config_to_json(m_config.instance.vm, m_config.instance.machine));
+        if (put || patch) {
+            TRY(require_not_started("machine-config"));
+            json parsed = TRY(body_json());
+            TRY(apply_machine_config(parsed, patch, m_config.instance.vm, m_config.instance.machine));
+            return HttpResponse::no_content();
+        }
+    }
+    if (path == "/boot-source" && put) {
+        TRY(require_not_started("boot-source"));
+        json parsed = TRY(body_json());
+        TRY(apply_boot_source(parsed, m_config.instance.vm));
+        return HttpResponse::no_content();
+    }
+    if (resource == "drives" && !sub_path.empty() && (put || patch))
+        return handle_drive(method, sub_path, body);
+    if (resource == "network-interfaces" && !sub_path.empty() && (put || patch))
+        return handle_network_interface(method, sub_path, body);
+    if (path == "/vsock" && put) {
+        TRY(require_not_started("vsock"));
+        json parsed = TRY(body_json());
+        m_config.instance.vm.vsock = TRY(parse_vsock(parsed));
+        return HttpResponse::no_content();
+    }
+    if (path == "/entropy" && put) {
+        TRY(require_not_started("entropy"));
+        json parsed = TRY(body_json());
+        m_config.instance.vm.rng = TRY(parse_entropy(parsed));
+        return HttpResponse::no_content();
+    }
+    if (resource == "balloon")
+        return handle_balloon(method, sub_path, body);
+    if (path == "/logger" && put) {
+        TRY(require_not_started("logger"));
+        json parsed = TRY(body_json());
+        LoggerConfig logger = TRY(parse_logger(parsed));
+        TRY(install_logger(logger));
+        return HttpResponse::no_content();
+    }
+    if (path == "/metrics" && put) {
+        TRY(require_not_started("metrics"));
+        json parsed = TRY(body_json());
+        MetricsConfig metrics = TRY(parse_metrics(parsed));
+        TRY(install_metrics(metrics));
+        return HttpResponse::no_content();
+    }
+    if (path == "/vm" && patch) {
+        json parsed = TRY(body_json());
+        bool paused = TRY(parse_vm_state_is_paused(parsed));
+        TRY(require_started(paused ? "pausing" : "resuming"));
+        TRY(paused ? m_controller.pause() : m_controller.resume());
+        return HttpResponse::no_content();
+    }
+    if (path == "/actions" && put)
+        return handle_action(body);
+    return invalid_path(method, path);
+}
+
+Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std::string_view id,
+                                                    std::string_view body) {
+    TRY(validate_resource_id(id, "drive path"));
+    json parsed = TRY(parse_json_text(body));
+    if (method == "PUT") {
+        TRY(require_not_started("drives"));
+        DiskConfig disk = TRY(parse_drive(parsed, id));
+        TRY(put_drive(m_config, std::move(disk)));
+        return HttpResponse::no_content();
+    }
+    TRY(require_started("PATCH /drives"));
+    DriveUpdate update = TRY(parse_drive_update(parsed, id));
+    auto& disks = m_config.instance.vm.disks;
+    auto disk = std::find_if(disks.begin(), disks.end(), [&](DiskConfig const& d) { return d.id == id; });
+    if (disk == disks.end())
+        return Error::format("drive '{}' does not exist", id);
+    TRY(m_controller.update_drive(update.drive_id, update.path, update.rate_limit));
+    if (update.path)
+        disk->path = *update.path;
+    if (update.rate_limit)
+        disk->rate_limit = *update.rate_limit;
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::handle_network_interface(std::string_view method, std::string_view id,
+                                                                std::string_view body) {
+    TRY(validate_resource_id(id, "network-interface path"));
+    json parsed = TRY(parse_json_text(body));
+    if (method == "PUT") {
+        TRY(require_not_started("network-interfaces"));
+        NetConfig net = TRY(parse_network_interface(parsed, id));
+        TRY(put_network_interface(m_config, std::move(net)));
+        return HttpResponse::no_content();
+    }
+    TRY(require_started("PATCH /network-interfaces"));
+    NetworkInterfaceUpdate update = TRY(parse_network_interface_update(parsed, id));
+    auto& nets = m_config.instance.vm.nets;
+    auto net = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == id; });
+    if (net == nets.end())
+        return Error::format("network interface '{}' does not exist", id);
+    TRY(m_controller.update_network_rate_limits(update.iface_id, update.rx_rate_limit, update.tx_rate_limit));
+    if (update.rx_rate_limit)
+        net->rx_rate_limit = *update.rx_rate_limit;
+    if (update.tx_rate_limit)
+        net->tx_rate_limit = *update.tx_rate_limit;
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::handle_balloon(std::string_view method, std::string_view sub_path,
+                                                      std::string_view body) {
+    auto& balloon = m_config.instance.vm.balloon;
+    if (sub_path.empty() && method == "PUT") {
+        TRY(require_not_started("balloon"));
+        json parsed = TRY(parse_json_text(body));
+        balloon = TRY(parse_balloon(parsed));
+        return HttpResponse::no_content();
+    }
+    bool const known = (sub_path.empty() && (method == "GET" || method == "PATCH")) ||
+                       (sub_path == "statistics" && (method == "GET" || method == "PATCH"));
+    if (!known)
+        return invalid_path(method, sub_path.empty() ? "/balloon" : fmt::format("/balloon/{}", sub_path));
+    if (!balloon)
+        return Error("no balloon device is configured");
+    if (sub_path.empty() && method == "GET")
+        return ok_json(balloon_to_json(*balloon));
+    if (sub_path.empty()) { // PATCH /balloon
+        json parsed = TRY(parse_json_text(body));
+        uint64_t target = TRY(parse_balloon_update(parsed));
+        if (m_started)
+            TRY(m_controller.update_balloon(target));
+        balloon->target_mib = target;
+        return HttpResponse::no_content();
+    }
+    if (method == "GET") {
+        TRY(require_started("GET /balloon/statistics"));
+        if (balloon->stats_polling_interval_s == 0)
+            return Error("balloon statistics are not enabled (stats_polling_interval_s is 0)");
+        return ok_json(TRY(m_controller.balloon_statistics()));
+    }
+    json parsed = TRY(parse_json_text(body));
+    uint32_t interval = TRY(parse_balloon_statistics_update(parsed));
+    if (m_started) {
+        // The statistics virtqueue exists only if enabled at boot (virtio 1.2 section 5.5.3).
+        if ((interval == 0) != (balloon->stats_polling_interval_s == 0))
+            return Error("balloon statistics cannot be enabled or disabled after the microVM has started");
+        TRY(m_controller.update_balloon_statistics_interval(interval));
+    }
+    balloon->stats_polling_interval_s = interval;
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::handle_action(std::string_view body) {
+    json parsed = TRY(parse_json_text(body));
+    InstanceAction action = TRY(parse_action(parsed));
+    switch (action) {
+    case InstanceAction::InstanceStart:
+        TRY(start());
+        break;
+    case InstanceAction::SendCtrlAltDel:
+        TRY(require_started("SendCtrlAltDel"));
+        TRY(m_controller.send_ctrl_alt_del());
+        break;
+    case InstanceAction::FlushMetrics:
+        if (!m_config.metrics)
+            return Error("FlushMetrics: no metrics destination is configured (PUT /metrics)");
+        TRY(m_controller.flush_metrics());
+        break;
+    }
+    return HttpResponse::no_content();
+}
+
+Expected<void> FirecrackerApi::install_logger(LoggerConfig const& logger) {
+    UniqueFd sink;
+    if (logger.log_path)
+        sink = TRY(open_observability_sink(*logger.log_path).with_context("logger"));
+    TRY(m_controller.set_logger(logger, std::move(sink)));
+    m_config.logger = logger;
+    return {};
+}
+
+Expected<void> FirecrackerApi::install_metrics(MetricsConfig const& metrics) {
+    UniqueFd sink = TRY(open_observability_sink(metrics.metrics_path).with_context("metrics"));
+    TRY(m_controller.set_metrics(metrics, std::move(sink)));
+    m_config.metrics = metrics;
+    return {};
+}
+
+Expected<void> FirecrackerApi::start() {
+    if (m_started)
+        return Error("InstanceStart: the microVM has already started");
+    if (m_config.instance.vm.kernel_path.empty())
+        return Error("InstanceStart: no boot source is configured (PUT /boot-source with kernel_image_path)");
+    TRY(m_controller.start_instance(m_config.instance));
+    m_started = true;
+    return {};
+}
+
+Expected<void> FirecrackerApi::boot_from_config(MicrovmConfig config) {
+    TRY(require_not_started("the configuration"));
+    auto logger = config.logger;
+    auto metrics = config.metrics;
+    m_config = std::move(config);
+    m_config.logger.reset();
+    m_config.metrics.reset();
+    if (logger)
+        TRY(install_logger(*logger));
+    if (metrics)
+        TRY(install_metrics(*metrics));
+    return start();
+}
+
+} // namespace kvmm

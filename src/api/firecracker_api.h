@@ -1,0 +1,68 @@
+// FirecrackerApi: the routes of Firecracker's REST API (src/firecracker/swagger/firecracker.yaml)
+// on kvmm. It keeps the pre-boot MicrovmConfig, validates every body into kvmm's config types,
+// hands the configuration to the VmmController on PUT /actions InstanceStart, and forwards
+// post-boot operations (pause, resume, balloon, rate limits...) to it. Errors are 400 with
+// {"fault_message": ...} naming the field and the problem, as Firecracker answers; docs/api.md
+// lists the endpoints and where kvmm differs.
+//
+// Threading: not thread-safe. handle() runs on the ApiServer's thread; boot_from_config() must
+// be called before the server starts (or on that same thread).
+#pragma once
+
+#include "api/api_handler.h"
+#include "api/microvm_config.h"
+#include "api/vmm_controller.h"
+#include "base/expected.h"
+#include "base/unique_fd.h"
+
+#include <string>
+#include <string_view>
+
+namespace kvmm {
+
+// The Firecracker API version whose endpoints kvmm follows (GET /version's firecracker_version).
+inline constexpr std::string_view FIRECRACKER_API_VERSION = "1.7.0";
+
+struct ApiIdentity {
+    std::string instance_id { "anonymous-instance" }; // Firecracker's default --id
+    std::string vmm_version;                           // kvmm's own version
+};
+
+class FirecrackerApi final : public ApiHandler {
+public:
+    FirecrackerApi(VmmController& controller, ApiIdentity identity);
+
+    HttpResponse handle(HttpRequest const& request) override;
+
+    // --config-file: takes `config` as the pre-boot state, opens and installs its logger and
+    // metrics sinks, then starts the microVM as InstanceStart would.
+    Expected<void> boot_from_config(MicrovmConfig config);
+
+    bool started() const { return m_started; }
+    MicrovmConfig const& config() const { return m_config; }
+
+private:
+    Expected<HttpResponse> route(std::string_view method, std::string_view path, std::string_view body);
+    Expected<HttpResponse> handle_balloon(std::string_view method, std::string_view sub_path, std::string_view body);
+    Expected<HttpResponse> handle_drive(std::string_view method, std::string_view id, std::string_view body);
+    Expected<HttpResponse> handle_network_interface(std::string_view method, std::string_view id,
+                                                    std::string_view body);
+    Expected<HttpResponse> handle_action(std::string_view body);
+    Expected<void> install_logger(LoggerConfig const& logger);
+    Expected<void> install_metrics(MetricsConfig const& metrics);
+    Expected<void> start();
+    Expected<void> require_not_started(std::string_view resource) const;
+    Expected<void> require_started(std::string_view operation) const;
+
+    VmmController& m_controller;
+    ApiIdentity m_identity;
+    MicrovmConfig m_config;
+    bool m_started { false };
+};
+
+// Opens a log or metrics destination as Firecracker does: a regular file is created if
+// missing and appended to; a FIFO must already have a reader (the open does not wait for one,
+// and writes never block the VMM).
+Expected<UniqueFd> open_observability_sink(std::string const& path);
+
+} // namespace kvmm

@@ -1,0 +1,113 @@
+#include "api/microvm_config.h"
+
+#include "api/json_fields.h"
+#include "api/resource_parsers.h"
+
+#include <algorithm>
+
+namespace kvmm {
+
+using nlohmann::json;
+
+Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive) {
+    auto& disks = config.instance.vm.disks;
+    auto existing = std::find_if(disks.begin(), disks.end(), [&](DiskConfig const& d) { return d.id == drive.id; });
+    if (drive.is_root_device) {
+        for (auto const& disk : disks) {
+            if (disk.is_root_device && disk.id != drive.id)
+                return Error::format("drive '{}': drive '{}' is already the root device", drive.id, disk.id);
+        }
+    }
+    if (existing != disks.end())
+        *existing = std::move(drive);
+    else
+        disks.push_back(std::move(drive));
+    return {};
+}
+
+Expected<void> put_network_interface(MicrovmConfig& config, NetConfig net) {
+    auto& nets = config.instance.vm.nets;
+    for (auto const& other : nets) {
+        if (other.id == net.id)
+            continue;
+        if (other.tap_name == net.tap_name)
+            return Error::format("network-interface '{}': host_dev_name '{}' is already used by '{}'", net.id,
+                                 net.tap_name, other.id);
+        if (net.mac && other.mac == net.mac)
+            return Error::format("network-interface '{}': guest_mac {} is already used by '{}'", net.id,
+                                 format_mac_address(*net.mac), other.id);
+    }
+    auto existing = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == net.id; });
+    if (existing != nets.end())
+        *existing = std::move(net);
+    else
+        nets.push_back(std::move(net));
+    return {};
+}
+
+json microvm_config_to_json(MicrovmConfig const& config) {
+    VmConfig const& vm = config.instance.vm;
+    json out = json::object();
+    out["machine-config"] = machine_config_to_json(vm, config.instance.machine);
+    if (!vm.kernel_path.empty())
+        out["boot-source"] = boot_source_to_json(vm);
+    out["drives"] = json::array();
+    for (auto const& disk : vm.disks)
+        out["drives"].push_back(drive_to_json(disk));
+    out["network-interfaces"] = json::array();
+    for (auto const& net : vm.nets)
+        out["network-interfaces"].push_back(network_interface_to_json(net));
+    out["vsock"] = vm.vsock ? vsock_to_json(*vm.vsock) : json(nullptr);
+    out["entropy"] = vm.rng ? entropy_to_json(*vm.rng) : json(nullptr);
+    out["balloon"] = vm.balloon ? balloon_to_json(*vm.balloon) : json(nullptr);
+    out["logger"] = config.logger ? logger_to_json(*config.logger) : json(nullptr);
+    out["metrics"] = config.metrics ? metrics_to_json(*config.metrics) : json(nullptr);
+    return out;
+}
+
+Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
+    json document = TRY(parse_json_text(json_text).with_context("config file"));
+    auto fields = TRY(JsonFields::create(document, "config file",
+                                         { "boot-source", "machine-config", "drives", "network-interfaces", "vsock",
+                                           "entropy", "balloon", "logger", "metrics", "mmds-config", "cpu-config" }));
+    if (fields.has("mmds-config"))
+        return Error("config file: mmds-config is not supported by kvmm (no microVM metadata service)");
+    if (fields.has("cpu-config"))
+        return Error("config file: cpu-config is not supported by kvmm (no CPU templates)");
+
+    MicrovmConfig config;
+    auto const* boot_source = fields.get("boot-source");
+    if (!boot_source)
+        return Error("config file: missing required section 'boot-source'");
+    TRY(apply_boot_source(*boot_source, config.instance.vm));
+    if (auto const* machine = fields.get("machine-config"))
+        TRY(apply_machine_config(*machine, false, config.instance.vm, config.instance.machine));
+
+    auto const* drives = fields.get("drives");
+    if (drives && !drives->is_array())
+        return Error::format("config file: 'drives' must be an array, got {}", drives->type_name());
+    for (auto const& item : drives ? *drives : json::array()) {
+        DiskConfig disk = TRY(parse_drive(item, ""));
+        TRY(put_drive(config, std::move(disk)));
+    }
+    auto const* nets = fields.get("network-interfaces");
+    if (nets && !nets->is_array())
+        return Error::format("config file: 'network-interfaces' must be an array, got {}", nets->type_name());
+    for (auto const& item : nets ? *nets : json::array()) {
+        NetConfig net = TRY(parse_network_interface(item, ""));
+        TRY(put_network_interface(config, std::move(net)));
+    }
+    if (auto const* vsock = fields.get("vsock"))
+        config.instance.vm.vsock = TRY(parse_vsock(*vsock));
+    if (auto const* entropy = fields.get("entropy"))
+        config.instance.vm.rng = TRY(parse_entropy(*entropy));
+    if (auto const* balloon = fields.get("balloon"))
+        config.instance.vm.balloon = TRY(parse_balloon(*balloon));
+    if (auto const* logger = fields.get("logger"))
+        config.logger = TRY(parse_logger(*logger));
+    if (auto const* metrics = fields.get("metrics"))
+        config.metrics = TRY(parse_metrics(*metrics));
+    return config;
+}
+
+} // namespace kvmm

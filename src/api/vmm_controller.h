@@ -1,0 +1,95 @@
+// VmmController: what the Firecracker-compatible API asks of the running VMM. The API layer
+// keeps the pre-boot configuration itself and hands it over once, on InstanceStart; every
+// other method acts on the running (or paused) microVM.
+//
+// Threading: every method is called on the API server's thread, one call at a time. An
+// implementation that must act on another thread (the main thread builds the Machine) posts
+// the work there and waits for its result before returning, so that the HTTP answer reflects
+// the outcome, as Firecracker's does.
+#pragma once
+
+#include "base/expected.h"
+#include "base/unique_fd.h"
+#include "vmm/vm_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kvmm {
+
+enum class InstanceState { NotStarted, Running, Paused };
+
+struct InstanceInfo {
+    std::string id;
+    InstanceState state { InstanceState::NotStarted };
+    std::string vmm_version;
+    std::string app_name { "kvmm" };
+};
+
+// Firecracker's MachineConfiguration fields that VmConfig has no place for.
+struct MachineOptions {
+    enum class HugePages { None, Transparent, Hugetlbfs2M };
+
+    bool smt { false };
+    bool track_dirty_pages { false };
+    HugePages huge_pages { HugePages::None };
+
+    bool operator==(MachineOptions const&) const = default;
+};
+
+// Firecracker's Logger body. Level names are Firecracker's (Error, Warning, Info, Debug, Trace, Off).
+struct LoggerConfig {
+    std::optional<std::string> log_path; // absent: keep logging to stderr
+    std::string level { "Info" };
+    bool show_level { false };
+    bool show_log_origin { false };
+    std::optional<std::string> module;
+
+    bool operator==(LoggerConfig const&) const = default;
+};
+
+struct MetricsConfig {
+    std::string metrics_path;
+
+    bool operator==(MetricsConfig const&) const = default;
+};
+
+// Everything InstanceStart hands to the controller.
+struct InstanceConfig {
+    VmConfig vm;
+    MachineOptions machine;
+};
+
+class VmmController {
+public:
+    virtual ~VmmController() = default;
+
+    virtual InstanceState state() const = 0;
+
+    // Builds and runs the microVM. Called at most once successfully.
+    virtual Expected<void> start_instance(InstanceConfig const& config) = 0;
+    virtual Expected<void> pause() = 0;
+    virtual Expected<void> resume() = 0;
+    virtual Expected<void> send_ctrl_alt_del() = 0;
+    virtual Expected<void> flush_metrics() = 0;
+
+    // Installs the log / metrics sink opened by the API (file in append mode, or FIFO). Pre-boot.
+    virtual Expected<void> set_logger(LoggerConfig const& config, UniqueFd sink) = 0;
+    virtual Expected<void> set_metrics(MetricsConfig const& config, UniqueFd sink) = 0;
+
+    // Post-boot updates; an implementation may answer that it does not support one.
+    virtual Expected<void> update_balloon(uint64_t target_mib) = 0;
+    virtual Expected<void> update_balloon_statistics_interval(uint32_t interval_s) = 0;
+    // Firecracker's BalloonStats object.
+    virtual Expected<nlohmann::json> balloon_statistics() = 0;
+    virtual Expected<void> update_drive(std::string const& drive_id, std::optional<std::string> const& path,
+                                        std::optional<RateLimitConfig> const& rate_limit) = 0;
+    virtual Expected<void> update_network_rate_limits(std::string const& iface_id,
+                                                      std::optional<RateLimitConfig> const& rx,
+                                                      std::optional<RateLimitConfig> const& tx) = 0;
+};
+
+} // namespace kvmm

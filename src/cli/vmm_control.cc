@@ -1,0 +1,291 @@
+#include "cli/vmm_control.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <unistd.h>
+
+namespace kvmm {
+
+namespace {
+
+// A spdlog sink writing to the fd the API opened for PUT /logger (a file in append mode or
+// a FIFO). Firecracker's logger writes one line per event; so does this.
+class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit FdSink(UniqueFd fd) : m_fd(std::move(fd)) {}
+
+protected:
+    void sink_it_(spdlog::details::log_msg const& message) override {
+        spdlog::memory_buf_t formatted;
+        formatter_->format(message, formatted);
+        size_t done = 0;
+        while (done < formatted.size()) {
+            ssize_t const written = ::write(m_fd.get(), formatted.data() + done, formatted.size() - done);
+            if (written <= 0)
+                return; // a full FIFO or a vanished reader must not stop the VMM
+            done += static_cast<size_t>(written);
+        }
+    }
+    void flush_() override {}
+
+private:
+    UniqueFd m_fd;
+};
+
+Expected<spdlog::level::level_enum> firecracker_level(std::string const& level) {
+    if (level == "Error")
+        return spdlog::level::err;
+    if (level == "Warning" || level == "Warn")
+        return spdlog::level::warn;
+    if (level == "Info")
+        return spdlog::level::info;
+    if (level == "Debug")
+        return spdlog::level::debug;
+    if (level == "Trace")
+        return spdlog::level::trace;
+    if (level == "Off")
+        return spdlog::level::off;
+    return Error::format("unknown log level '{}'", level);
+}
+
+char const* state_name(InstanceState state) {
+    switch (state) {
+    case InstanceState::NotStarted:
+        return "Not started";
+    case InstanceState::Running:
+        return "Running";
+    case InstanceState::Paused:
+        return "Paused";
+    }
+    return "?";
+}
+
+} // namespace
+
+VmmControl::~VmmControl() {
+    {
+        std::lock_guard guard(m_lock);
+        m_stopping = true;
+    }
+    m_changed.notify_all();
+    if (m_metrics_thread.joinable())
+        m_metrics_thread.join();
+}
+
+Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
+    if (config.machine.huge_pages == MachineOptions::HugePages::Hugetlbfs2M)
+        return Error("huge_pages \"2M\" (hugetlbfs) is not supported by kvmm; it backs RAM with transparent huge "
+                     "pages when --huge-pages is given");
+    if (config.machine.smt)
+        return Error("smt: kvmm presents one thread per core; \"smt\": true is not supported");
+    if (config.machine.track_dirty_pages)
+        return Error("track_dirty_pages: kvmm has no snapshots, so dirty page tracking is not supported");
+    VmConfig vm = config.vm;
+    if (config.machine.huge_pages == MachineOptions::HugePages::Transparent)
+        vm.transparent_huge_pages = true;
+    {
+        std::lock_guard machine_guard(m_machine_lock);
+        if (m_machine)
+            return Error("the microVM is already running");
+    }
+    std::unique_lock guard(m_lock);
+    if (m_start_request)
+        return Error("the microVM is already starting");
+    m_start_result.reset();
+    m_start_request = std::move(vm);
+    m_changed.notify_all();
+    m_changed.wait(guard, [this] { return m_start_result.has_value() || m_stopping; });
+    if (!m_start_result)
+        return Error("kvmm is shutting down");
+    auto result = std::move(*m_start_result);
+    m_start_result.reset();
+    return result;
+}
+
+std::optional<VmConfig> VmmControl::wait_for_start(std::function<bool()> const& should_stop) {
+    std::unique_lock guard(m_lock);
+    while (!m_start_request) {
+        guard.unlock();
+        if (should_stop())
+            return std::nullopt;
+        guard.lock();
+        m_changed.wait_for(guard, std::chrono::milliseconds(100));
+    }
+    return m_start_request;
+}
+
+void VmmControl::machine_built(Expected<std::unique_ptr<Machine>>& machine) {
+    if (machine) {
+        std::lock_guard machine_guard(m_machine_lock);
+        m_machine = machine->get();
+    }
+    {
+        std::lock_guard guard(m_lock);
+        m_start_request.reset();
+        if (machine) {
+            m_state = InstanceState::Running;
+            m_start_result = Expected<void> {};
+        } else {
+            m_start_result = Expected<void>(machine.error());
+        }
+    }
+    m_changed.notify_all();
+}
+
+// Called after Machine::run() returned: its loop has answered every posted call, so a caller
+// holding m_machine_lock finishes promptly and the machine can then be destroyed.
+void VmmControl::machine_stopped() {
+    std::lock_guard machine_guard(m_machine_lock);
+    m_machine = nullptr;
+}
+
+Expected<void> VmmControl::with_machine(std::function<Expected<void>(Machine&)> const& use) {
+    std::lock_guard machine_guard(m_machine_lock);
+    if (!m_machine)
+        return Error("the microVM is not running");
+    return use(*m_machine);
+}
+
+Expected<void> VmmControl::pause() {
+    TRY(with_machine([](Machine& machine) { return machine.pause(); }));
+    m_state = InstanceState::Paused;
+    return {};
+}
+
+Expected<void> VmmControl::resume() {
+    TRY(with_machine([](Machine& machine) { return machine.resume(); }));
+    m_state = InstanceState::Running;
+    return {};
+}
+
+Expected<void> VmmControl::send_ctrl_alt_del() {
+    return with_machine([](Machine& machine) { return machine.send_ctrl_alt_del(); });
+}
+
+Expected<void> VmmControl::set_logger(LoggerConfig const& config, UniqueFd sink) {
+    auto const level = TRY(firecracker_level(config.level));
+    auto logger = spdlog::default_logger();
+    auto file_sink = std::make_shared<FdSink>(std::move(sink));
+    // Firecracker's line: timestamp [instance:thread:level:origin] message; kvmm keeps its own
+    // pattern and adds the level and origin when asked.
+    std::string pattern = "%Y-%m-%dT%H:%M:%S.%f";
+    if (config.show_level)
+        pattern += " [%l]";
+    if (config.show_log_origin)
+        pattern += " [%s:%#]";
+    pattern += " %v";
+    file_sink->set_pattern(pattern);
+    logger->sinks().push_back(std::move(file_sink));
+    logger->set_level(level);
+    spdlog::info("logging to {} at level {}", config.log_path.value_or("the given sink"), config.level);
+    return {};
+}
+
+Expected<void> VmmControl::set_metrics(MetricsConfig const&, UniqueFd sink) {
+    std::lock_guard guard(m_lock);
+    if (m_metrics_sink.is_valid())
+        return Error("metrics are already configured");
+    m_metrics_sink = std::move(sink);
+    m_metrics_thread = std::thread([this] { periodic_metrics(); });
+    return {};
+}
+
+void VmmControl::periodic_metrics() {
+    std::unique_lock guard(m_lock);
+    while (!m_stopping) {
+        if (m_changed.wait_for(guard, std::chrono::seconds(60), [this] { return m_stopping; }))
+            return;
+        guard.unlock();
+        write_metrics_line();
+        guard.lock();
+    }
+}
+
+Expected<void> VmmControl::flush_metrics() {
+    {
+        std::lock_guard guard(m_lock);
+        if (!m_metrics_sink.is_valid())
+            return Error("metrics are not configured: PUT /metrics first");
+    }
+    write_metrics_line();
+    return {};
+}
+
+void VmmControl::count_request(std::string_view method) {
+    std::lock_guard guard(m_lock);
+    if (method == "GET")
+        ++m_get_requests;
+    else if (method == "PUT")
+        ++m_put_requests;
+    else if (method == "PATCH")
+        ++m_patch_requests;
+    else
+        ++m_other_requests;
+}
+
+// One JSON object per line, in the spirit of Firecracker's metrics: counters since start.
+void VmmControl::write_metrics_line() {
+    nlohmann::json line;
+    auto const now = std::chrono::system_clock::now().time_since_epoch();
+    line["utc_timestamp_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
+    line["vmm"] = { { "state", state_name(m_state.load()) } };
+    {
+        std::lock_guard guard(m_lock);
+        line["api_server"] = { { "get_requests", m_get_requests },
+                               { "put_requests", m_put_requests },
+                               { "patch_requests", m_patch_requests },
+                               { "other_requests", m_other_requests } };
+        line["metrics"] = { { "flushes", ++m_metrics_flushes } };
+    }
+    (void)with_machine([&](Machine& machine) -> Expected<void> {
+        auto metrics = machine.metrics();
+        if (metrics) {
+            auto vcpus = nlohmann::json::array();
+            for (auto const& counts : metrics->vcpus)
+                vcpus.push_back(
+                    { { "exit_io", counts.io }, { "exit_mmio", counts.mmio }, { "exit_halt", counts.halt },
+                      { "exit_other", counts.other } });
+            line["vcpu"] = std::move(vcpus);
+            for (auto const& device : metrics->devices) {
+                nlohmann::json counters = nlohmann::json::object();
+                for (auto const& [name, value] : device.counters)
+                    counters[name] = value;
+                line["devices"][device.name] = std::move(counters);
+            }
+        }
+        return {};
+    });
+    auto text = line.dump() + "\n";
+    std::lock_guard guard(m_lock);
+    if (m_metrics_sink.is_valid())
+        (void)!::write(m_metrics_sink.get(), text.data(), text.size());
+}
+
+Expected<void> VmmControl::update_balloon(uint64_t) {
+    return Error("the balloon cannot be changed: this microVM has no balloon device in this kvmm build");
+}
+
+Expected<void> VmmControl::update_balloon_statistics_interval(uint32_t) {
+    return Error("the balloon cannot be changed: this microVM has no balloon device in this kvmm build");
+}
+
+Expected<nlohmann::json> VmmControl::balloon_statistics() {
+    return Error("no balloon statistics: this microVM has no balloon device in this kvmm build");
+}
+
+Expected<void> VmmControl::update_drive(std::string const& drive_id, std::optional<std::string> const&,
+                                        std::optional<RateLimitConfig> const&) {
+    return Error::format("drive '{}': kvmm cannot change a drive's backing file or rate limiter after start",
+                         drive_id);
+}
+
+Expected<void> VmmControl::update_network_rate_limits(std::string const& iface_id,
+                                                      std::optional<RateLimitConfig> const&,
+                                                      std::optional<RateLimitConfig> const&) {
+    return Error::format("network interface '{}': kvmm cannot change rate limiters after start", iface_id);
+}
+
+} // namespace kvmm

@@ -1,0 +1,576 @@
+#include "devices/virtio/vsock/vsock_device.h"
+
+#include "devices/virtio/vsock/vsock_host_socket.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace kvmm::virtio::vsock {
+
+namespace {
+
+// How many clients one listener wake-up accepts, so a connect storm cannot hold the loop.
+constexpr int MAX_ACCEPTS_PER_WAKEUP = 16;
+
+char const* operation_name(uint16_t operation) {
+    switch (static_cast<Operation>(operation)) {
+    case Operation::Request: return "REQUEST";
+    case Operation::Response: return "RESPONSE";
+    case Operation::Reset: return "RST";
+    case Operation::Shutdown: return "SHUTDOWN";
+    case Operation::ReadWrite: return "RW";
+    case Operation::CreditUpdate: return "CREDIT_UPDATE";
+    case Operation::CreditRequest: return "CREDIT_REQUEST";
+    case Operation::Invalid: break;
+    }
+    return "unknown";
+}
+
+} // namespace
+
+Expected<std::unique_ptr<VsockDevice>> VsockDevice::create(EventLoop& event_loop, uint64_t guest_cid,
+                                                           std::string uds_path) {
+    if (guest_cid <= HOST_CID || guest_cid > UINT32_MAX)
+        return Error::format("vsock guest CID {} is reserved or above 32 bits (must be 3..{})", guest_cid,
+                             UINT32_MAX);
+    auto listener = TRY(listen_unix(uds_path));
+    auto device = std::unique_ptr<VsockDevice>(
+        new VsockDevice(event_loop, guest_cid, std::move(uds_path), std::move(listener)));
+    if (auto added = event_loop.add(device->m_listener.get(), [raw = device.get()] { raw->on_listener_readable(); });
+        !added) {
+        ::unlink(device->m_uds_path.c_str());
+        return added.error().with_context(fmt::format("vsock socket '{}'", device->m_uds_path));
+    }
+    return device;
+}
+
+VsockDevice::VsockDevice(EventLoop& event_loop, uint64_t guest_cid, std::string uds_path, UniqueFd listener)
+    : m_event_loop(event_loop), m_guest_cid(guest_cid), m_uds_path(std::move(uds_path)),
+      m_listener(std::move(listener)) {}
+
+VsockDevice::~VsockDevice() {
+    reset();
+    m_event_loop.remove(m_listener.get());
+    ::unlink(m_uds_path.c_str());
+}
+
+uint64_t VsockDevice::features() const {
+    return feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+}
+
+void VsockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    // 5.10.4: struct virtio_vsock_config { le64 guest_cid; }.
+    uint8_t config[8];
+    std::memcpy(config, &m_guest_cid, sizeof(config));
+    for (size_t i = 0; i < data.size(); ++i)
+        data[i] = offset + i < sizeof(config) ? config[offset + i] : 0;
+}
+
+Expected<void> VsockDevice::activate(ActivationContext context) {
+    if (context.queues.size() <= TX_QUEUE || !context.queues[RX_QUEUE] || !context.queues[TX_QUEUE])
+        return Error("the vsock device's rx and tx queues were not both set up");
+    m_context = std::move(context);
+    return {};
+}
+
+void VsockDevice::reset() {
+    while (!m_connections.empty())
+        close_connection(m_connections.begin()->first, false);
+    while (!m_handshakes.empty())
+        close_handshake(m_handshakes.begin()->first);
+    m_rx_work.clear();
+    m_pending_resets.clear();
+    m_context.reset();
+}
+
+void VsockDevice::process_queue(size_t index) {
+    if (index == TX_QUEUE) {
+        guarded(&VsockDevice::process_tx);
+        guarded(&VsockDevice::process_rx); // replies the tx packets produced
+    } else if (index == RX_QUEUE) {
+        guarded(&VsockDevice::process_rx);
+    }
+    // The event queue only carries device-to-driver events kvmm never raises.
+}
+
+void VsockDevice::guarded(Expected<void> (VsockDevice::*work)()) {
+    if (!m_context)
+        return;
+    auto done = (this->*work)();
+    if (!done) {
+        auto context = std::move(*m_context);
+        reset();
+        context.fail(done.error());
+    }
+}
+
+void VsockDevice::guest_error(std::string const& message) {
+    ++m_guest_errors;
+    // A hostile guest must not flood the log: the first few, then one in 1024.
+    if (m_guest_errors <= 16 || m_guest_errors % 1024 == 0)
+        spdlog::warn("virtio-vsock cid {}: {} ({} guest errors so far)", m_guest_cid, message, m_guest_errors);
+}
+
+// ---- guest -> host (tx queue) ----
+
+Expected<void> VsockDevice::process_tx() {
+    auto& queue = *m_context->queues[TX_QUEUE];
+    bool used_any = false;
+    while (true) {
+        while (TRY(queue.pop(m_tx_chain))) {
+            TRY(handle_tx_packet());
+            // 5.10.6.2: tx buffers are returned with nothing written.
+            TRY(queue.add_used(m_tx_chain.head(), 0));
+            used_any = true;
+            if (!m_context)
+                return {}; // a callback reset the device
+        }
+        if (!TRY(queue.enable_notifications()))
+            break;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+Expected<void> VsockDevice::handle_tx_packet() {
+    if (m_tx_chain.readable_length() < HEADER_SIZE) {
+        ++m_packets_dropped;
+        guest_error(fmt::format("tx buffer of {} bytes is shorter than the {}-byte header",
+                                m_tx_chain.readable_length(), HEADER_SIZE));
+        return {};
+    }
+    HeaderBytes bytes;
+    TRY(m_tx_chain.read(*m_context->memory, 0, bytes));
+    PacketHeader const header = decode_header(bytes);
+    if (header.source_cid != m_guest_cid || header.destination_cid != HOST_CID) {
+        // Not a packet of this guest to the host: there is no one sensible to answer.
+        ++m_packets_dropped;
+        guest_error(fmt::format("dropped {} from cid {} to cid {} (guest cid {}, host cid {})",
+                                operation_name(header.operation), header.source_cid, header.destination_cid,
+                                m_guest_cid, HOST_CID));
+        return {};
+    }
+    ConnectionKey const key { header.destination_port, header.source_port };
+    auto const found = m_connections.find(key);
+    Connection* const connection = found == m_connections.end() ? nullptr : found->second.get();
+    uint64_t const available = m_tx_chain.readable_length() - HEADER_SIZE;
+    if (header.type != TYPE_STREAM || header.length > available || header.length > MAX_PACKET_PAYLOAD) {
+        ++m_packets_dropped;
+        guest_error(fmt::format("malformed {} {}->{}: type {}, length {} with {} bytes present (limit {})",
+                                operation_name(header.operation), header.source_port, header.destination_port,
+                                header.type, header.length, available, MAX_PACKET_PAYLOAD));
+        if (static_cast<Operation>(header.operation) == Operation::Reset)
+            return {}; // 5.10.6.4: never answer an RST with an RST
+        if (connection)
+            close_connection(key, true);
+        else
+            queue_reset(header);
+        return {};
+    }
+
+    auto const operation = static_cast<Operation>(header.operation);
+    if (operation == Operation::Request) {
+        handle_guest_request(header);
+        return {};
+    }
+    if (!connection) {
+        // 5.10.6.4: a packet for a connection that does not exist is answered with RST.
+        if (operation != Operation::Reset)
+            queue_reset(header);
+        return {};
+    }
+    if (operation == Operation::Reset) {
+        close_connection(key, false);
+        return {};
+    }
+    connection->update_peer_credit(header);
+    switch (operation) {
+    case Operation::Response:
+        if (connection->state() != Connection::State::AwaitingResponse) {
+            guest_error(fmt::format("RESPONSE for established connection {}->{}", key.guest_port, key.host_port));
+            close_connection(key, true);
+            return {};
+        }
+        connection->set_established();
+        ++m_connections_opened;
+        // Firecracker's handshake reply to the client that asked for this port.
+        connection->queue_host_reply(fmt::format("OK {}\n", key.host_port));
+        if (write_to_host(*connection))
+            refresh(*connection);
+        return {};
+    case Operation::ReadWrite:
+        return handle_guest_data(*connection, header);
+    case Operation::Shutdown:
+        handle_guest_shutdown(*connection, header);
+        return {};
+    case Operation::CreditUpdate:
+        refresh(*connection); // the new credit may let the host socket be read again
+        return {};
+    case Operation::CreditRequest:
+        connection->pending_control |= PENDING_CREDIT_UPDATE;
+        refresh(*connection);
+        return {};
+    default:
+        ++m_packets_dropped;
+        guest_error(fmt::format("unknown operation {} on {}->{}", header.operation, key.guest_port, key.host_port));
+        close_connection(key, true);
+        return {};
+    }
+}
+
+void VsockDevice::handle_guest_request(PacketHeader const& header) {
+    ConnectionKey const key { header.destination_port, header.source_port };
+    if (m_connections.contains(key)) {
+        guest_error(fmt::format("REQUEST {}->{} for a connection that is already open", key.guest_port, key.host_port));
+        close_connection(key, true);
+        return;
+    }
+    if (m_connections.size() + m_handshakes.size() >= MAX_CONNECTIONS) {
+        ++m_connections_refused;
+        guest_error(fmt::format("REQUEST to port {} refused: {} connections open", key.host_port, MAX_CONNECTIONS));
+        queue_reset(header);
+        return;
+    }
+    std::string const path = fmt::format("{}_{}", m_uds_path, key.host_port);
+    auto stream = connect_unix(path);
+    if (!stream) {
+        ++m_connections_refused;
+        spdlog::debug("virtio-vsock cid {}: guest connection to port {}: {}", m_guest_cid, key.host_port,
+                      stream.error().message());
+        queue_reset(header);
+        return;
+    }
+    int const fd = stream->get();
+    auto connection = std::make_unique<Connection>(std::move(*stream), key, Connection::State::Established);
+    connection->update_peer_credit(header);
+    connection->pending_control |= PENDING_RESPONSE;
+    if (auto added = m_event_loop.add(fd, 0, [this, key](uint32_t ready) { on_connection_ready(key, ready); });
+        !added) {
+        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
+        queue_reset(header);
+        return;
+    }
+    ++m_connections_opened;
+    auto& stored = *m_connections.emplace(key, std::move(connection)).first->second;
+    refresh(stored);
+}
+
+Expected<void> VsockDevice::handle_guest_data(Connection& connection, PacketHeader const& header) {
+    if (connection.state() != Connection::State::Established || (connection.guest_shutdown & SHUTDOWN_SEND)) {
+        guest_error(fmt::format("RW on {}->{} that is not open for sending", header.source_port,
+                                header.destination_port));
+        close_connection(connection.key(), true);
+        return {};
+    }
+    if (!TRY(connection.queue_guest_data(*m_context->memory, m_tx_chain, header.length))) {
+        guest_error(fmt::format("RW of {} bytes on {}->{} exceeds the credit we gave ({} bytes)", header.length,
+                                header.source_port, header.destination_port, Connection::BUFFER_SIZE));
+        close_connection(connection.key(), true);
+        return {};
+    }
+    if (write_to_host(connection))
+        refresh(connection);
+    return {};
+}
+
+void VsockDevice::handle_guest_shutdown(Connection& connection, PacketHeader const& header) {
+    connection.guest_shutdown |= header.flags & (SHUTDOWN_RECEIVE | SHUTDOWN_SEND);
+    if (write_to_host(connection))
+        refresh(connection);
+}
+
+bool VsockDevice::write_to_host(Connection& connection) {
+    uint64_t const before = connection.bytes_to_host();
+    auto const result = connection.flush_to_host();
+    m_bytes_to_host += connection.bytes_to_host() - before;
+    if (result == Connection::FlushResult::Failed) {
+        close_connection(connection.key(), true);
+        return false;
+    }
+    if (result != Connection::FlushResult::Drained)
+        return true;
+    if ((connection.guest_shutdown & SHUTDOWN_SEND) && !connection.host_write_shut) {
+        ::shutdown(connection.fd(), SHUT_WR); // the host reader sees end of stream
+        connection.host_write_shut = true;
+    }
+    if (connection.guest_shutdown == (SHUTDOWN_RECEIVE | SHUTDOWN_SEND)) {
+        // 5.10.6.5: a peer that shut down both directions expects an RST to finish.
+        close_connection(connection.key(), true);
+        return false;
+    }
+    return true;
+}
+
+void VsockDevice::refresh(Connection& connection) {
+    if (connection.guest_needs_credit_update())
+        connection.pending_control |= PENDING_CREDIT_UPDATE;
+    if (auto modified = m_event_loop.modify(connection.fd(), connection.interest()); !modified)
+        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, modified.error().message());
+    if ((connection.pending_control != 0 || connection.host_readable) && !connection.queued_for_rx) {
+        connection.queued_for_rx = true;
+        m_rx_work.push_back(connection.key());
+    }
+}
+
+void VsockDevice::close_connection(ConnectionKey key, bool reset_guest) {
+    auto found = m_connections.find(key);
+    if (found == m_connections.end())
+        return;
+    m_event_loop.remove(found->second->fd());
+    m_connections.erase(found); // closes the host socket; a stale m_rx_work entry is skipped
+    if (reset_guest && m_context) {
+        queue_reset(PacketHeader { .source_cid = m_guest_cid,
+                                   .destination_cid = HOST_CID,
+                                   .source_port = key.guest_port,
+                                   .destination_port = key.host_port,
+                                   .type = TYPE_STREAM });
+    }
+}
+
+void VsockDevice::queue_reset(PacketHeader const& offending) {
+    if (m_pending_resets.size() >= MAX_PENDING_RESETS) {
+        ++m_packets_dropped;
+        return;
+    }
+    m_pending_resets.push_back(PacketHeader { .source_cid = HOST_CID,
+                                              .destination_cid = m_guest_cid,
+                                              .source_port = offending.destination_port,
+                                              .destination_port = offending.source_port,
+                                              .type = TYPE_STREAM,
+                                              .operation = static_cast<uint16_t>(Operation::Reset) });
+}
+
+// ---- device -> guest (rx queue) ----
+
+Expected<void> VsockDevice::process_rx() {
+    auto& queue = *m_context->queues[RX_QUEUE];
+    bool used_any = false;
+    while (!m_pending_resets.empty() || !m_rx_work.empty()) {
+        if (!TRY(queue.pop(m_rx_chain))) {
+            // Out of buffers with work left: ask to be notified when the guest posts more.
+            if (!TRY(queue.enable_notifications()))
+                break;
+            continue;
+        }
+        auto const written = TRY(fill_rx_buffer());
+        if (!written) {
+            queue.undo_pop(m_rx_chain); // nothing could be sent now
+            break;
+        }
+        TRY(queue.add_used(m_rx_chain.head(), *written));
+        used_any = true;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+Expected<std::optional<uint32_t>> VsockDevice::fill_rx_buffer() {
+    if (m_rx_chain.writable_length() < HEADER_SIZE) {
+        guest_error(fmt::format("rx buffer of {} bytes cannot hold a {}-byte header", m_rx_chain.writable_length(),
+                                HEADER_SIZE));
+        return uint32_t { 0 }; // returned empty; the driver ignores it
+    }
+    if (!m_pending_resets.empty()) {
+        PacketHeader const header = m_pending_resets.front();
+        m_pending_resets.pop_front();
+        ++m_resets_sent;
+        return TRY(write_packet(header, {}));
+    }
+    // Each listed connection is looked at once per buffer (round robin: one with more to send
+    // goes to the back), so this loop is bounded by the list's length.
+    for (size_t remaining = m_rx_work.size(); remaining > 0; --remaining) {
+        ConnectionKey const key = m_rx_work.front();
+        m_rx_work.pop_front();
+        auto found = m_connections.find(key);
+        if (found == m_connections.end() || !found->second->queued_for_rx)
+            continue; // closed, or a stale entry of a closed connection's successor
+        Connection& connection = *found->second;
+        connection.queued_for_rx = false;
+        auto const packet = next_packet(connection);
+        if (!packet)
+            return packet.error();
+        if (!m_connections.contains(key)) {
+            // The host socket failed and the connection was closed; its RST goes out now.
+            if (!m_pending_resets.empty())
+                return fill_rx_buffer();
+            continue;
+        }
+        refresh(connection);
+        if (*packet)
+            return packet;
+    }
+    return std::optional<uint32_t> {};
+}
+
+Expected<std::optional<uint32_t>> VsockDevice::next_packet(Connection& connection) {
+    uint64_t const guest_cid = m_guest_cid;
+    auto control = [&](PendingControl bit, Operation operation, uint32_t flags) -> Expected<std::optional<uint32_t>> {
+        connection.pending_control &= ~bit;
+        PacketHeader header = connection.make_header(operation, guest_cid, 0);
+        header.flags = flags;
+        return TRY(write_packet(header, {}));
+    };
+    if (connection.pending_control & PENDING_REQUEST)
+        return control(PENDING_REQUEST, Operation::Request, 0);
+    if (connection.pending_control & PENDING_RESPONSE)
+        return control(PENDING_RESPONSE, Operation::Response, 0);
+    if (connection.pending_control & PENDING_SHUTDOWN)
+        return control(PENDING_SHUTDOWN, Operation::Shutdown, SHUTDOWN_SEND);
+    if (connection.pending_control & PENDING_CREDIT_UPDATE)
+        return control(PENDING_CREDIT_UPDATE, Operation::CreditUpdate, 0);
+    if (connection.pending_control & PENDING_CREDIT_REQUEST)
+        return control(PENDING_CREDIT_REQUEST, Operation::CreditRequest, 0);
+    if (!connection.host_readable)
+        return std::optional<uint32_t> {};
+
+    uint64_t const room = std::min<uint64_t>(m_rx_chain.writable_length() - HEADER_SIZE, MAX_PACKET_PAYLOAD);
+    uint32_t const limit = static_cast<uint32_t>(std::min<uint64_t>(room, connection.peer_free_space()));
+    if (connection.peer_free_space() == 0) {
+        // No credit: stop reading the host socket until the guest's CREDIT_UPDATE (refresh()
+        // re-arms it then); ask for one in case the guest does not volunteer it.
+        connection.host_readable = false;
+        connection.pending_control |= PENDING_CREDIT_REQUEST;
+        return std::optional<uint32_t> {};
+    }
+    if (limit == 0)
+        return std::optional<uint32_t> {}; // a buffer too small for data; it may carry control
+    m_scratch.resize(limit);
+    ssize_t received;
+    do
+        received = ::recv(connection.fd(), m_scratch.data(), limit, MSG_DONTWAIT);
+    while (received < 0 && errno == EINTR);
+    if (received < 0) {
+        connection.host_readable = false;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return std::optional<uint32_t> {};
+        spdlog::debug("virtio-vsock cid {}: host socket of port {}: {}", m_guest_cid, connection.key().host_port,
+                      std::strerror(errno));
+        close_connection(connection.key(), true);
+        return std::optional<uint32_t> {};
+    }
+    if (received == 0) {
+        // The host side will send no more: tell the guest (5.10.6.5), keep taking its data.
+        connection.host_readable = false;
+        connection.host_end_of_stream = true;
+        return control(PENDING_SHUTDOWN, Operation::Shutdown, SHUTDOWN_SEND);
+    }
+    auto const payload = std::span(m_scratch).first(static_cast<size_t>(received));
+    PacketHeader const header = connection.make_header(Operation::ReadWrite, guest_cid, static_cast<uint32_t>(received));
+    m_bytes_to_guest += payload.size();
+    return TRY(write_packet(header, payload));
+}
+
+Expected<uint32_t> VsockDevice::write_packet(PacketHeader const& header, std::span<std::byte const> payload) {
+    auto const& memory = *m_context->memory;
+    HeaderBytes const bytes = encode_header(header);
+    TRY(m_rx_chain.write(memory, 0, bytes));
+    size_t const written = TRY(m_rx_chain.write(memory, HEADER_SIZE, payload));
+    return static_cast<uint32_t>(HEADER_SIZE + written);
+}
+
+// ---- host sockets ----
+
+void VsockDevice::on_listener_readable() {
+    for (int i = 0; i < MAX_ACCEPTS_PER_WAKEUP; ++i) {
+        int const fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                spdlog::warn("virtio-vsock cid {}: accept on '{}': {}", m_guest_cid, m_uds_path, std::strerror(errno));
+            return;
+        }
+        UniqueFd stream(fd);
+        if (!m_context || m_connections.size() + m_handshakes.size() >= MAX_CONNECTIONS) {
+            ++m_connections_refused; // closed at once: no driver to ask, or too many open
+            continue;
+        }
+        if (auto added = m_event_loop.add(fd, [this, fd] { on_handshake_readable(fd); }); !added) {
+            spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
+            continue;
+        }
+        m_handshakes.emplace(fd, Handshake { std::move(stream), {} });
+    }
+}
+
+void VsockDevice::on_handshake_readable(int fd) {
+    auto found = m_handshakes.find(fd);
+    if (found == m_handshakes.end())
+        return;
+    Handshake& handshake = found->second;
+    // One byte at a time: whatever follows the newline is stream data for the guest and must
+    // stay in the socket.
+    while (true) {
+        char byte;
+        ssize_t const got = ::recv(fd, &byte, 1, MSG_DONTWAIT);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (got <= 0) {
+            close_handshake(fd); // the client went away before finishing its line
+            return;
+        }
+        if (byte == '\n')
+            break;
+        if (handshake.line.size() >= MAX_CONNECT_LINE) {
+            spdlog::warn("virtio-vsock cid {}: host client sent more than {} bytes without a newline", m_guest_cid,
+                         MAX_CONNECT_LINE);
+            close_handshake(fd);
+            return;
+        }
+        handshake.line.push_back(byte);
+    }
+    auto const port = parse_connect_line(handshake.line);
+    if (!port || !m_context) {
+        if (!port)
+            spdlog::warn("virtio-vsock cid {}: host client sent '{}', expected 'CONNECT <port>'", m_guest_cid,
+                         handshake.line);
+        ++m_connections_refused;
+        close_handshake(fd);
+        return;
+    }
+    ConnectionKey const key { m_next_host_port, *port };
+    // Wraps back to the start of the range after 3 * 2^30 connections.
+    m_next_host_port = m_next_host_port == UINT32_MAX ? FIRST_HOST_PORT : m_next_host_port + 1;
+    UniqueFd stream = std::move(handshake.stream);
+    m_event_loop.remove(fd);
+    m_handshakes.erase(found);
+    auto connection = std::make_unique<Connection>(std::move(stream), key, Connection::State::AwaitingResponse);
+    connection->pending_control |= PENDING_REQUEST;
+    if (auto added = m_event_loop.add(fd, 0, [this, key](uint32_t ready) { on_connection_ready(key, ready); });
+        !added) {
+        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
+        return;
+    }
+    auto& stored = *m_connections.emplace(key, std::move(connection)).first->second;
+    refresh(stored);
+    guarded(&VsockDevice::process_rx);
+}
+
+void VsockDevice::close_handshake(int fd) {
+    m_event_loop.remove(fd);
+    m_handshakes.erase(fd);
+}
+
+void VsockDevice::on_connection_ready(ConnectionKey key, uint32_t ready) {
+    auto found = m_connections.find(key);
+    if (found == m_connections.end())
+        return;
+    Connection& connection = *found->second;
+    if ((ready & EventLoop::WRITABLE) && !write_to_host(connection)) {
+        guarded(&VsockDevice::process_rx); // deliver the RST
+        return;
+    }
+    if (ready & EventLoop::READABLE)
+        connection.host_readable = true;
+    refresh(connection);
+    guarded(&VsockDevice::process_rx);
+}
+
+} // namespace kvmm::virtio::vsock

@@ -1,0 +1,240 @@
+// KVM tier: kvmm driven through its Firecracker-compatible API on a Unix socket, the way
+// firecracker-go-sdk drives Firecracker: logger, metrics, machine-config, boot-source,
+// InstanceStart, GET /, PATCH /vm Paused/Resumed, SendCtrlAltDel, FlushMetrics. Also the
+// --config-file --no-api mode.
+#include "child_process.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace kvmm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct HttpAnswer {
+    int status { 0 };
+    std::string body;
+};
+
+// One request on a fresh connection (Connection: close), answer read to the end.
+HttpAnswer http(std::string const& socket_path, std::string const& method, std::string const& path,
+                std::string const& body = {}) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", socket_path.c_str());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+        ::close(fd);
+        return {};
+    }
+    std::string request = method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    if (!body.empty() || method == "PUT" || method == "PATCH")
+        request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    request += "\r\n" + body;
+    (void)!::write(fd, request.data(), request.size());
+    std::string response;
+    char buffer[4096];
+    while (true) {
+        ssize_t const got = ::read(fd, buffer, sizeof(buffer));
+        if (got <= 0)
+            break;
+        response.append(buffer, static_cast<size_t>(got));
+    }
+    ::close(fd);
+    HttpAnswer answer;
+    if (response.rfind("HTTP/1.1 ", 0) == 0)
+        answer.status = std::atoi(response.c_str() + 9);
+    auto const header_end = response.find("\r\n\r\n");
+    if (header_end != std::string::npos)
+        answer.body = response.substr(header_end + 4);
+    return answer;
+}
+
+std::string read_text(std::filesystem::path const& path) {
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+}
+
+bool eventually(std::function<bool()> const& condition, std::chrono::milliseconds limit = 10s) {
+    auto const deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return condition();
+}
+
+// kvmm as a background process with its console and log in files.
+class KvmmProcess {
+public:
+    KvmmProcess(std::vector<std::string> const& arguments, std::filesystem::path const& directory)
+        : m_stdout(directory / "stdout"), m_stderr(directory / "stderr") {
+        m_pid = ::fork();
+        if (m_pid == 0) {
+            int in = ::open("/dev/null", O_RDONLY);
+            int out = ::open(m_stdout.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            int err = ::open(m_stderr.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(in, 0);
+            ::dup2(out, 1);
+            ::dup2(err, 2);
+            std::vector<char*> argv;
+            for (auto const& argument : arguments)
+                argv.push_back(const_cast<char*>(argument.c_str()));
+            argv.push_back(nullptr);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+    }
+    ~KvmmProcess() {
+        if (m_pid > 0 && !m_exited) {
+            ::kill(m_pid, SIGKILL); // our own child, by its pid
+            ::waitpid(m_pid, nullptr, 0);
+        }
+    }
+    // Waits up to `limit` for the process to end; its exit status, or -1.
+    int wait(std::chrono::milliseconds limit) {
+        int status = 0;
+        if (!eventually([&] { return ::waitpid(m_pid, &status, WNOHANG) == m_pid; }, limit))
+            return -1;
+        m_exited = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::string output() const { return read_text(m_stdout); }
+    std::string log() const { return read_text(m_stderr); }
+
+private:
+    std::filesystem::path m_stdout;
+    std::filesystem::path m_stderr;
+    pid_t m_pid { -1 };
+    bool m_exited { false };
+};
+
+class ApiTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto const reason = kvm_unavailable_reason();
+        if (!reason.empty())
+            GTEST_SKIP() << "KVM tier skipped: " << reason;
+        char pattern[] = "/tmp/kvmm-api-test-XXXXXX";
+        m_directory = ::mkdtemp(pattern);
+        m_socket = (m_directory / "api.sock").string();
+    }
+    void TearDown() override {
+        if (!m_directory.empty())
+            std::filesystem::remove_all(m_directory);
+    }
+
+    std::filesystem::path m_directory;
+    std::string m_socket;
+};
+
+TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
+    KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket, "--id", "api-test-vm" }, m_directory);
+    ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; })) << kvmm.log();
+
+    auto info = http(m_socket, "GET", "/");
+    EXPECT_NE(info.body.find("\"Not started\""), std::string::npos) << info.body;
+    EXPECT_NE(info.body.find("api-test-vm"), std::string::npos) << info.body;
+
+    auto const log_path = (m_directory / "kvmm.log").string();
+    auto const metrics_path = (m_directory / "metrics.json").string();
+    EXPECT_EQ(http(m_socket, "PUT", "/logger", R"({"log_path": ")" + log_path + R"(", "level": "Info"})").status, 204);
+    EXPECT_EQ(http(m_socket, "PUT", "/metrics", R"({"metrics_path": ")" + metrics_path + R"("})").status, 204);
+    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "smt": false})")
+                  .status,
+              204);
+    // Bad requests on the way are refused with a reason and change nothing.
+    auto const malformed = http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": )");
+    EXPECT_EQ(malformed.status, 400);
+    EXPECT_NE(malformed.body.find("fault_message"), std::string::npos);
+    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "colour": 1})").status,
+              400);
+    EXPECT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})").status, 400) << "not started yet";
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
+                   R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=keyboard-wait"})")
+                  .status,
+              204);
+    auto const started = http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
+    ASSERT_EQ(started.status, 204) << started.body << kvmm.log();
+    EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Running\""), std::string::npos);
+    ASSERT_TRUE(eventually([&] { return kvmm.output().find("tick") != std::string::npos; }, 15s)) << kvmm.output();
+
+    // Paused: GET / says so, and the guest's once-a-second ticks stop.
+    ASSERT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})").status, 204);
+    EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Paused\""), std::string::npos);
+    auto const output_at_pause = kvmm.output();
+    std::this_thread::sleep_for(2500ms);
+    EXPECT_EQ(kvmm.output(), output_at_pause) << "the guest ran while paused";
+    ASSERT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Resumed"})").status, 204);
+    EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Running\""), std::string::npos);
+    EXPECT_TRUE(eventually([&] { return kvmm.output().size() > output_at_pause.size(); }, 5s)) << "no tick after resume";
+
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/x"})").status, 400)
+        << "pre-boot resource after start";
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "FlushMetrics"})").status, 204);
+    auto const metrics = read_text(metrics_path);
+    EXPECT_NE(metrics.find("\"exit_io\""), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("\"put_requests\""), std::string::npos) << metrics;
+
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})").status, 204);
+    EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.output() << kvmm.log();
+    EXPECT_NE(kvmm.output().find("kvmm-test: ctrl-alt-del received"), std::string::npos) << kvmm.output();
+    EXPECT_NE(read_text(log_path).find("VM paused"), std::string::npos) << "the logger file gets kvmm's log";
+    EXPECT_FALSE(std::filesystem::exists(m_socket)) << "the socket is removed on exit";
+}
+
+TEST_F(ApiTest, FailedInstanceStartLeavesTheApiUsable) {
+    KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket }, m_directory);
+    ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; })) << kvmm.log();
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/nonexistent/kernel"})").status, 204);
+    auto const failed = http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
+    EXPECT_EQ(failed.status, 400);
+    EXPECT_NE(failed.body.find("/nonexistent/kernel"), std::string::npos) << failed.body;
+    EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Not started\""), std::string::npos);
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
+                   R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=hello"})")
+                  .status,
+              204);
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})").status, 204);
+    EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.log();
+    EXPECT_NE(kvmm.output().find("kvmm-test-guest: hello"), std::string::npos) << kvmm.output();
+}
+
+TEST_F(ApiTest, ConfigFileWithoutApiBootsTheGuest) {
+    auto const config_path = m_directory / "vm.json";
+    std::ofstream(config_path) << R"({
+        "boot-source": { "kernel_image_path": ")"
+                               << test_guest() << R"(", "boot_args": "test=hello" },
+        "machine-config": { "vcpu_count": 2, "mem_size_mib": 64 }
+    })";
+    KvmmProcess kvmm({ kvmm_binary(), "--config-file", config_path.string(), "--no-api" }, m_directory);
+    EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.log();
+    EXPECT_NE(kvmm.output().find("kvmm-test-guest: hello"), std::string::npos) << kvmm.output();
+}
+
+TEST_F(ApiTest, BadConfigFileIsAConfigurationError) {
+    auto const config_path = m_directory / "vm.json";
+    std::ofstream(config_path) << R"({ "boot-source": { "kernel_image_path": 7 } })";
+    KvmmProcess kvmm({ kvmm_binary(), "--config-file", config_path.string(), "--no-api" }, m_directory);
+    EXPECT_EQ(kvmm.wait(10s), 1);
+    EXPECT_NE(kvmm.log().find("kernel_image_path"), std::string::npos) << kvmm.log();
+}
+
+} // namespace
+} // namespace kvmm::testing
