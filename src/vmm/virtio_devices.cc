@@ -3,6 +3,7 @@
 #include "arch/x86_64/layout.h"
 #include "backends/net/mac_address.h"
 #include "backends/net/tap.h"
+#include "devices/virtio/balloon/balloon_device.h"
 #include "devices/virtio/console/console_device.h"
 #include "devices/virtio/net/net_device.h"
 #include "devices/virtio/rng/rng_device.h"
@@ -90,8 +91,16 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
                               .with_context("vsock"));
         TRY(add(std::move(device), "vsock"));
     }
-    if (config.balloon)
-        return Error("virtio-balloon is not available in this build");
+    if (config.balloon) {
+        virtio::BalloonOptions options;
+        options.target_mib = config.balloon->target_mib;
+        options.deflate_on_oom = config.balloon->deflate_on_oom;
+        options.free_page_reporting = config.balloon->free_page_reporting;
+        options.stats_interval = std::chrono::seconds(config.balloon->stats_polling_interval_s);
+        auto device = TRY(virtio::BalloonDevice::create(event_loop, options).with_context("balloon"));
+        devices->m_balloon = device.get();
+        TRY(add(std::move(device), "balloon"));
+    }
     return devices;
 }
 

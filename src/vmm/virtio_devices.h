@@ -27,6 +27,7 @@
 namespace kvmm {
 
 namespace virtio {
+class BalloonDevice;
 class ConsoleDevice;
 class RngDevice;
 } // namespace virtio
@@ -51,6 +52,9 @@ public:
     ~VirtioDevices();
 
     virtio::ConsoleDevice* console() const { return m_console; }
+    // The balloon, if configured; its set_target_mib()/set_stats_interval() are thread-safe,
+    // statistics() is read on the event-loop thread (Machine::call_on_loop).
+    virtio::BalloonDevice* balloon() const { return m_balloon; }
     std::vector<std::shared_ptr<virtio::MmioTransport>> const& transports() const { return m_transports; }
 
 private:
@@ -77,6 +81,7 @@ private:
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_transports;
     std::vector<Registration> m_ioeventfds;
     virtio::ConsoleDevice* m_console { nullptr };
+    virtio::BalloonDevice* m_balloon { nullptr };
 };
 
 } // namespace kvmm

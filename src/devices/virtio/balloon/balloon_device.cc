@@ -1,0 +1,396 @@
+#include "devices/virtio/balloon/balloon_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+namespace kvmm::virtio {
+
+Expected<std::unique_ptr<BalloonDevice>> BalloonDevice::create(EventLoop& event_loop, BalloonOptions const& options) {
+    // PFNs are in 4 KiB units (5.5.6); releasing one needs host pages no larger than that.
+    long const host_page_size = ::sysconf(_SC_PAGESIZE);
+    if (host_page_size != static_cast<long>(BALLOON_PAGE_SIZE))
+        return Error::format("virtio balloon needs 4 KiB host pages, the host has {}-byte pages", host_page_size);
+    auto config_changed = TRY(EventFd::create());
+    int const timer = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (timer < 0)
+        return Error::from_errno("timerfd_create for the balloon's statistics timer");
+    auto device = std::unique_ptr<BalloonDevice>(
+        new BalloonDevice(event_loop, options, std::move(config_changed), UniqueFd(timer)));
+    TRY(device->set_target_mib(options.target_mib));
+    TRY(device->set_stats_interval(options.stats_interval));
+    auto* raw = device.get();
+    TRY(event_loop.add(raw->m_config_changed.fd(), [raw] { raw->on_config_changed(); }));
+    TRY(event_loop.add(raw->m_timer.get(), [raw] { raw->on_timer(); }));
+    return device;
+}
+
+BalloonDevice::BalloonDevice(EventLoop& event_loop, BalloonOptions const& options, EventFd config_changed,
+                             UniqueFd timer)
+    : m_event_loop(event_loop), m_config_changed(std::move(config_changed)), m_timer(std::move(timer)),
+      m_deflate_on_oom(options.deflate_on_oom), m_free_page_reporting(options.free_page_reporting) {}
+
+BalloonDevice::~BalloonDevice() {
+    // Removing an fd that create() never registered is harmless.
+    m_event_loop.remove(m_timer.get());
+    m_event_loop.remove(m_config_changed.fd());
+}
+
+uint64_t BalloonDevice::features() const {
+    uint64_t features =
+        feature_bit(BALLOON_F_STATS_VQ) | feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+    if (m_deflate_on_oom)
+        features |= feature_bit(BALLOON_F_DEFLATE_ON_OOM);
+    if (m_free_page_reporting)
+        features |= feature_bit(BALLOON_F_REPORTING);
+    return features;
+}
+
+// ---- Configuration space (vCPU threads and the owner) ----
+
+void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    // 5.5.4, little-endian: num_pages, actual, free_page_hint_cmd_id and poison_val (both zero:
+    // FREE_PAGE_HINT and PAGE_POISON are not offered).
+    uint8_t image[CONFIG_SIZE] {};
+    {
+        std::lock_guard guard(m_lock);
+        for (unsigned i = 0; i < 4; ++i) {
+            image[CONFIG_NUM_PAGES + i] = static_cast<uint8_t>(m_num_pages >> (8 * i));
+            image[CONFIG_ACTUAL + i] = static_cast<uint8_t>(m_actual_pages >> (8 * i));
+        }
+    }
+    for (size_t i = 0; i < data.size(); ++i)
+        data[i] = (offset < CONFIG_SIZE && i < CONFIG_SIZE - offset) ? image[offset + i] : 0;
+}
+
+void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {
+    // Only `actual` belongs to the driver (5.5.4: the driver writes the number of pages it has
+    // given); num_pages is the host's, and the other fields need features not offered.
+    size_t ignored = 0;
+    {
+        std::lock_guard guard(m_lock);
+        for (size_t i = 0; i < data.size(); ++i) {
+            // The transport passes offsets inside its window, far from overflowing.
+            uint64_t const position = offset + i;
+            if (offset >= CONFIG_SIZE || position < CONFIG_ACTUAL || position >= CONFIG_ACTUAL + 4) {
+                ++ignored;
+                continue;
+            }
+            unsigned const shift = 8 * static_cast<unsigned>(position - CONFIG_ACTUAL);
+            m_actual_pages = (m_actual_pages & ~(uint32_t { 0xff } << shift)) | (uint32_t { data[i] } << shift);
+        }
+    }
+    if (ignored)
+        guest_error(fmt::format("{}-byte config write at offset {:#x} touches fields other than `actual`", data.size(),
+                                offset));
+}
+
+uint32_t BalloonDevice::config_generation() const {
+    std::lock_guard guard(m_lock);
+    return m_generation;
+}
+
+Expected<void> BalloonDevice::set_target_mib(uint64_t mib) {
+    uint64_t const max_mib = std::numeric_limits<uint32_t>::max() / PAGES_PER_MIB;
+    if (mib > max_mib)
+        return Error::format("balloon target of {} MiB does not fit the 32-bit page count (at most {} MiB)", mib,
+                             max_mib);
+    {
+        std::lock_guard guard(m_lock);
+        m_num_pages = static_cast<uint32_t>(mib * PAGES_PER_MIB);
+        ++m_generation;
+    }
+    // The interrupt belongs to the event loop's thread (VirtioInterrupt); wake it.
+    return m_config_changed.signal();
+}
+
+uint64_t BalloonDevice::target_mib() const {
+    std::lock_guard guard(m_lock);
+    return m_num_pages / PAGES_PER_MIB;
+}
+
+uint64_t BalloonDevice::actual_mib() const { return actual_pages() / PAGES_PER_MIB; }
+
+uint32_t BalloonDevice::actual_pages() const {
+    std::lock_guard guard(m_lock);
+    return m_actual_pages;
+}
+
+BalloonStatistics BalloonDevice::statistics() const {
+    std::lock_guard guard(m_lock);
+    return m_statistics;
+}
+
+Expected<void> BalloonDevice::set_stats_interval(std::chrono::milliseconds interval) {
+    if (interval.count() < 0)
+        return Error::format("negative balloon statistics interval of {} ms", interval.count());
+    auto const seconds = std::chrono::duration_cast<std::chrono::seconds>(interval);
+    timespec period {};
+    period.tv_sec = static_cast<time_t>(seconds.count());
+    period.tv_nsec = static_cast<long>(std::chrono::nanoseconds(interval - seconds).count());
+    itimerspec const setting { period, period }; // an all-zero value disarms the timer
+    if (::timerfd_settime(m_timer.get(), 0, &setting, nullptr) != 0)
+        return Error::from_errno(fmt::format("timerfd_settime to {} ms for the balloon statistics", interval.count()));
+    return {};
+}
+
+// ---- Event-loop thread ----
+
+Expected<void> BalloonDevice::activate(ActivationContext context) {
+    // 5.5.2: the queues the driver uses are numbered in order, skipping those whose feature
+    // was not negotiated (the driver numbers them the same way when it sets them up).
+    std::array<Role, QUEUE_COUNT> roles {};
+    size_t next = 0;
+    roles[next++] = Role::Inflate;
+    roles[next++] = Role::Deflate;
+    if (has_feature(context.features, BALLOON_F_STATS_VQ))
+        roles[next++] = Role::Stats;
+    if (has_feature(context.features, BALLOON_F_REPORTING))
+        roles[next++] = Role::Reporting;
+    if (context.queues.size() < QUEUE_COUNT)
+        return Error::format("balloon activated with {} queues, expected {}", context.queues.size(), QUEUE_COUNT);
+
+    std::optional<size_t> stats_queue;
+    for (size_t i = 0; i < QUEUE_COUNT; ++i) {
+        bool const present = context.queues[i].has_value();
+        if (roles[i] == Role::Inflate || roles[i] == Role::Deflate) {
+            if (!present)
+                return Error::format("the balloon's {} queue (index {}) was not set up",
+                                     roles[i] == Role::Inflate ? "inflate" : "deflate", i);
+        } else if (roles[i] == Role::None) {
+            if (present)
+                guest_error(fmt::format("queue {} set up but no negotiated feature uses it; ignored", i));
+        } else if (!present) {
+            roles[i] = Role::None; // negotiated but not set up: the driver does without it
+        } else if (roles[i] == Role::Stats) {
+            stats_queue = i;
+        }
+    }
+    m_roles = roles;
+    m_stats_queue = stats_queue;
+    m_held_stats_head.reset();
+    m_context = std::move(context);
+    return {};
+}
+
+void BalloonDevice::reset() {
+    m_context.reset();
+    m_roles = {};
+    m_stats_queue.reset();
+    m_held_stats_head.reset();
+    // A rebooted guest owns all its memory again; the host target stays.
+    std::lock_guard guard(m_lock);
+    m_actual_pages = 0;
+}
+
+void BalloonDevice::fail(Error const& error) {
+    auto context = std::move(*m_context);
+    m_context.reset();
+    m_roles = {};
+    m_stats_queue.reset();
+    m_held_stats_head.reset();
+    context.fail(error);
+}
+
+void BalloonDevice::process_queue(size_t index) {
+    if (!m_context || index >= QUEUE_COUNT || m_roles[index] == Role::None)
+        return;
+    auto drained = drain(index);
+    if (!drained)
+        fail(drained.error());
+}
+
+Expected<void> BalloonDevice::drain(size_t index) {
+    Role const role = m_roles[index];
+    auto& queue = *m_context->queues[index];
+    bool used_any = false;
+    while (true) {
+        while (TRY(queue.pop(m_chain))) {
+            switch (role) {
+            case Role::Inflate:
+            case Role::Deflate:
+                TRY(inflate_or_deflate(role, m_chain));
+                TRY(queue.add_used(m_chain.head(), 0));
+                used_any = true;
+                break;
+            case Role::Reporting:
+                TRY(report_free_pages(m_chain));
+                TRY(queue.add_used(m_chain.head(), 0));
+                used_any = true;
+                break;
+            case Role::Stats:
+                if (m_held_stats_head) {
+                    // 5.5.6.3: the driver has one stats buffer in flight; a second one means
+                    // it gave up on the first, so hand that one back rather than hold two.
+                    TRY(queue.add_used(*m_held_stats_head, 0));
+                    m_held_stats_head.reset();
+                    used_any = true;
+                }
+                TRY(receive_statistics(m_chain));
+                break;
+            case Role::None:
+                return {};
+            }
+        }
+        if (!TRY(queue.enable_notifications()))
+            break;
+    }
+    if (used_any && TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+Expected<void> BalloonDevice::inflate_or_deflate(Role role, DescriptorChain const& chain) {
+    auto const& memory = *m_context->memory;
+    uint64_t const limit = uint64_t { MAX_PFNS_PER_BUFFER } * sizeof(uint32_t);
+    if (chain.readable_length() > limit) {
+        m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
+        guest_error(fmt::format("{}-byte PFN array, only the first {} PFNs are used", chain.readable_length(),
+                                MAX_PFNS_PER_BUFFER));
+    }
+    m_scratch.resize(static_cast<size_t>(std::min(chain.readable_length(), limit)));
+    size_t const got = TRY(chain.read(memory, 0, m_scratch));
+    size_t const trailing = decode_pfns(std::span(m_scratch).first(got), m_pfns);
+    if (trailing) {
+        // 5.5.6.1: the buffer is an array of le32; a partial entry carries no page.
+        m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
+        guest_error(
+            fmt::format("PFN array of {} bytes is not a multiple of 4; {} trailing bytes ignored", got, trailing));
+    }
+    if (role == Role::Deflate) {
+        // Nothing to do on the host: a released page faults back in zeroed when the guest
+        // touches it again (MUST_TELL_HOST is not offered, so the guest may already have).
+        m_deflated_pages.fetch_add(m_pfns.size(), std::memory_order_relaxed);
+        return {};
+    }
+
+    size_t outside = 0;
+    uint64_t first_outside = 0;
+    std::erase_if(m_pfns, [&](uint32_t pfn) {
+        uint64_t const address = uint64_t { pfn } << BALLOON_PFN_SHIFT;
+        if (memory.contains_range(GuestAddress(address), BALLOON_PAGE_SIZE))
+            return false;
+        if (outside++ == 0)
+            first_outside = pfn;
+        return true;
+    });
+    if (outside) {
+        m_rejected_pages.fetch_add(outside, std::memory_order_relaxed);
+        guest_error(fmt::format("inflate: {} PFNs outside guest RAM skipped (first {:#x})", outside, first_outside));
+    }
+    coalesce_pfns(m_pfns, m_runs);
+    for (auto const& run : m_runs) {
+        auto released = release_guest_range(memory, GuestAddress(run.first_pfn << BALLOON_PFN_SHIFT),
+                                            run.count << BALLOON_PFN_SHIFT, m_pieces);
+        if (!released) {
+            // The host keeps the memory; the guest's view is unaffected, so carry on.
+            m_release_failures.fetch_add(1, std::memory_order_relaxed);
+            guest_error(fmt::format("inflate: {}", released.error().message()));
+            continue;
+        }
+        m_inflated_pages.fetch_add(run.count, std::memory_order_relaxed);
+    }
+    return {};
+}
+
+Expected<void> BalloonDevice::report_free_pages(DescriptorChain const& chain) {
+    // 5.5.6.5: each device-writable buffer is a range of free guest pages the host may take.
+    if (!chain.readable().empty()) {
+        m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
+        guest_error(
+            fmt::format("free page report with {} device-readable buffers; they are ignored", chain.readable().size()));
+    }
+    auto const& memory = *m_context->memory;
+    for (auto const& segment : chain.writable()) {
+        if (segment.address.value() % BALLOON_PAGE_SIZE != 0 || segment.length % BALLOON_PAGE_SIZE != 0 ||
+            segment.length == 0) {
+            m_rejected_pages.fetch_add(1, std::memory_order_relaxed);
+            guest_error(fmt::format("free page report {:#x}+{:#x} is not whole 4 KiB pages; skipped",
+                                    segment.address.value(), segment.length));
+            continue;
+        }
+        auto released = release_guest_range(memory, segment.address, segment.length, m_pieces);
+        if (!released) {
+            m_release_failures.fetch_add(1, std::memory_order_relaxed);
+            guest_error(fmt::format("free page report: {}", released.error().message()));
+            continue;
+        }
+        m_reported_bytes.fetch_add(segment.length, std::memory_order_relaxed);
+    }
+    return {};
+}
+
+Expected<void> BalloonDevice::receive_statistics(DescriptorChain const& chain) {
+    uint64_t const limit = BalloonStatistics::MAX_ENTRIES * STAT_ENTRY_SIZE;
+    m_scratch.resize(static_cast<size_t>(std::min(chain.readable_length(), limit)));
+    size_t const got = TRY(chain.read(*m_context->memory, 0, m_scratch));
+    if (chain.readable_length() % STAT_ENTRY_SIZE != 0 || chain.readable_length() > limit) {
+        m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
+        guest_error(fmt::format(
+            "stats buffer of {} bytes is not a whole number of 10-byte entries (at most {}); the rest is ignored",
+            chain.readable_length(), BalloonStatistics::MAX_ENTRIES));
+    }
+    {
+        std::lock_guard guard(m_lock);
+        m_statistics.parse(std::span(m_scratch).first(got));
+    }
+    m_stats_updates.fetch_add(1, std::memory_order_relaxed);
+    // Kept until the next poll (5.5.6.3): returning it is how the device asks for new values.
+    m_held_stats_head = chain.head();
+    return {};
+}
+
+Expected<void> BalloonDevice::request_statistics() {
+    if (!m_context || !m_stats_queue || !m_held_stats_head)
+        return {};
+    auto& queue = *m_context->queues[*m_stats_queue];
+    TRY(queue.add_used(*m_held_stats_head, 0));
+    m_held_stats_head.reset();
+    m_stats_requests.fetch_add(1, std::memory_order_relaxed);
+    if (TRY(queue.should_interrupt()))
+        m_context->interrupt->signal_used_buffer();
+    return {};
+}
+
+void BalloonDevice::on_timer() {
+    uint64_t expirations = 0;
+    // Level-triggered: the count must be read or the loop spins. EAGAIN (a disarm raced) is fine.
+    if (::read(m_timer.get(), &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        spdlog::warn("virtio balloon: reading the statistics timer: {}", std::strerror(errno));
+    auto requested = request_statistics();
+    if (!requested)
+        fail(requested.error());
+}
+
+void BalloonDevice::on_config_changed() {
+    (void)m_config_changed.consume();
+    // Before activation the driver reads num_pages when it starts; no interrupt is due.
+    if (m_context)
+        m_context->interrupt->signal_config_change();
+}
+
+void BalloonDevice::guest_error(std::string const& message) {
+    // One line per second at most: a hostile driver must not flood the log.
+    auto const now = std::chrono::steady_clock::now();
+    uint64_t suppressed = 0;
+    {
+        std::lock_guard guard(m_log_lock);
+        if (m_last_log != std::chrono::steady_clock::time_point {} && now - m_last_log < std::chrono::seconds(1)) {
+            ++m_suppressed_logs;
+            return;
+        }
+        m_last_log = now;
+        suppressed = std::exchange(m_suppressed_logs, 0);
+    }
+    if (suppressed)
+        spdlog::warn("virtio balloon: {} ({} similar messages suppressed)", message, suppressed);
+    else
+        spdlog::warn("virtio balloon: {}", message);
+}
+
+} // namespace kvmm::virtio
