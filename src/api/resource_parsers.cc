@@ -150,7 +150,9 @@ Expected<void> apply_boot_source(json const& body, VmConfig& vm) {
         return Error("boot-source: field 'initrd_path' must not be empty");
     vm.kernel_path = std::move(kernel);
     vm.initrd_path = std::move(initrd);
-    vm.cmdline = boot_args.value_or("");
+    // Without boot_args Firecracker uses its default command line; kvmm's equivalent keeps the
+    // serial console (Firecracker's disables the UART with 8250.nr_uarts=0).
+    vm.cmdline = boot_args.value_or(std::string(DEFAULT_BOOT_ARGS));
     return {};
 }
 

@@ -21,6 +21,10 @@
 
 namespace kvmm {
 
+// The kernel command line when PUT /boot-source has no boot_args.
+inline constexpr std::string_view DEFAULT_BOOT_ARGS =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+
 // Firecracker's bound on vCPUs (MachineConfiguration.vcpu_count maximum).
 inline constexpr uint32_t MAX_API_VCPUS = 32;
 

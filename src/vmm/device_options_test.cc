@@ -102,6 +102,21 @@ TEST(DeviceOptions, BalloonAndRng) {
     EXPECT_FALSE(parse_rng_option("bw_burst=1K"));
 }
 
+TEST(DeviceOptions, RootDiskAddsRootToTheCommandLine) {
+    VmConfig config;
+    config.cmdline = "console=ttyS0";
+    config.disks.push_back(*parse_disk_option("path=a", 0));
+    config.disks.push_back(*parse_disk_option("path=b,root=on,readonly=on", 1));
+    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb ro");
+    config.disks[1].read_only = false;
+    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb rw");
+    config.cmdline = "root=/dev/sda1 quiet";
+    EXPECT_EQ(effective_cmdline(config), "root=/dev/sda1 quiet") << "an explicit root wins";
+    config.disks[1].is_root_device = false;
+    config.cmdline = "x";
+    EXPECT_EQ(effective_cmdline(config), "x");
+}
+
 TEST(DeviceOptions, ValidationRejectsDuplicateIdsAndTwoRootDisks) {
     VmConfig config;
     config.kernel_path = "k";

@@ -16,6 +16,7 @@
 #include "devices/virtio/console/console_device.h"
 #include "hypervisor/kvm/kvm_system.h"
 #include "vmm/console_input.h"
+#include "vmm/console_server.h"
 #include "vmm/gsi_interrupt_line.h"
 
 #include <spdlog/spdlog.h>
@@ -97,7 +98,8 @@ Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<
             x86_64::AcpiVirtioMmioDevice { slot.base, virtio::MmioTransport::WINDOW_SIZE, slot.gsi });
     auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
 
-    x86_64::BootConfig boot { kernel, initrd, m_config.cmdline, rsdp };
+    auto const cmdline = effective_cmdline(m_config);
+    x86_64::BootConfig boot { kernel, initrd, cmdline, rsdp };
     m_boot_info =
         TRY(x86_64::load_kernel(m_memory, boot).with_context(fmt::format("kernel '{}'", m_config.kernel_path)));
     TRY(x86_64::write_boot_tables(m_memory));
@@ -117,6 +119,11 @@ Expected<void> Machine::create_devices() {
         break;
     case ConsoleConfig::Kind::None:
         console_output = make_null_sink();
+        break;
+    case ConsoleConfig::Kind::Socket:
+        // Input is connected below, once the receiving device exists.
+        m_console_server = TRY(ConsoleServer::create(m_config.console.path, *m_event_loop, nullptr));
+        console_output = m_console_server->make_sink();
         break;
     }
     auto& lifecycle = *m_lifecycle;
@@ -153,6 +160,13 @@ Expected<void> Machine::create_devices() {
     TRY(m_mmio_bus.insert(pvpanic, PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH));
     m_virtio = TRY(VirtioDevices::create(m_config, m_memory, *m_vm, *m_event_loop, m_mmio_bus,
                                          std::move(virtio_console_output)));
+    if (m_console_server) {
+        auto serial = m_serial;
+        auto* virtio_console = m_virtio->console();
+        m_console_server->set_deliver([serial, virtio_console](std::span<uint8_t const> bytes) {
+            return virtio_console ? virtio_console->receive(bytes) : serial->receive(bytes);
+        });
+    }
     return {};
 }
 
@@ -260,12 +274,15 @@ Expected<void> Machine::serve_events() {
 
     while (!m_lifecycle->stop_requested()) {
         // While input waits for room in the UART's buffer, retry on a short timer.
-        auto const timeout =
-            input && input->has_pending() ? std::chrono::milliseconds(5) : std::chrono::milliseconds(-1);
+        bool const console_pending = m_console_server && m_console_server->has_pending_input();
+        auto const timeout = (input && input->has_pending()) || console_pending ? std::chrono::milliseconds(5)
+                                                                                : std::chrono::milliseconds(-1);
         // Paused: devices wait (their fds stay unread in the main loop) until resume.
         TRY((m_paused ? *m_control_loop : loop).run_once(timeout));
         if (input && input->has_pending())
             input->flush_pending();
+        if (m_console_server && m_console_server->has_pending_input())
+            m_console_server->flush_pending_input();
     }
     return {};
 }

@@ -21,7 +21,14 @@ Expected<ConsoleConfig> ConsoleConfig::parse(std::string_view text) {
             return Error("--console file= needs a path, e.g. --console file=/tmp/console.log");
         return ConsoleConfig { Kind::File, std::string(path) };
     }
-    return Error::format("invalid --console '{}': expected stdio, none or file=PATH", text);
+    constexpr std::string_view socket_prefix = "socket=";
+    if (text.starts_with(socket_prefix)) {
+        auto path = text.substr(socket_prefix.size());
+        if (path.empty())
+            return Error("--console socket= needs a path, e.g. --console socket=/run/kvmm/vm0.console");
+        return ConsoleConfig { Kind::Socket, std::string(path) };
+    }
+    return Error::format("invalid --console '{}': expected stdio, none, file=PATH or socket=PATH", text);
 }
 
 Expected<uint64_t> parse_memory_size(std::string_view text) {
@@ -74,6 +81,23 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
     TRY(x86_64::ram_regions(config.memory_size));
     TRY(validate_devices(config));
     return {};
+}
+
+std::string effective_cmdline(VmConfig const& config) {
+    std::string cmdline = config.cmdline;
+    bool const names_root = cmdline.starts_with("root=") || cmdline.find(" root=") != std::string::npos;
+    for (size_t i = 0; i < config.disks.size() && !names_root; ++i) {
+        if (!config.disks[i].is_root_device)
+            continue;
+        std::string device = "vd";
+        if (i >= 26) // vdz is followed by vdaa, as in Linux's virtio_blk naming
+            device += static_cast<char>('a' + i / 26 - 1);
+        device += static_cast<char>('a' + i % 26);
+        if (!cmdline.empty())
+            cmdline += ' ';
+        cmdline += "root=/dev/" + device + (config.disks[i].read_only ? " ro" : " rw");
+    }
+    return cmdline;
 }
 
 Expected<void> validate_devices(VmConfig const& config) {

@@ -16,10 +16,11 @@
 namespace kvmm {
 
 struct ConsoleConfig {
-    enum class Kind { Stdio, File, None } kind { Kind::Stdio };
-    std::string path; // for Kind::File
+    // Socket: a Unix socket server (vmm/console_server.h) that any number of clients attach to.
+    enum class Kind { Stdio, File, None, Socket } kind { Kind::Stdio };
+    std::string path; // for Kind::File and Kind::Socket
 
-    // Parses "stdio", "none" or "file=PATH".
+    // Parses "stdio", "none", "file=PATH" or "socket=PATH".
     static Expected<ConsoleConfig> parse(std::string_view text);
 };
 
@@ -107,6 +108,11 @@ inline constexpr size_t MAX_CMDLINE_LENGTH = 64 * 1024 - 1;
 // Checks ranges that do not need the hypervisor: vCPU count >= 1, memory size within the
 // architecture's limits, command line length, paths non-empty. `max_vcpus` comes from the hypervisor.
 Expected<void> validate(VmConfig const& config, uint32_t max_vcpus);
+// The command line the guest gets: the configured one, plus "root=/dev/vdX ro|rw" for a disk
+// marked as the root device (disks are the first virtio devices, so disk i is /dev/vd('a'+i)),
+// unless the command line already names a root (Firecracker's is_root_device does the same).
+std::string effective_cmdline(VmConfig const& config);
+
 // The device part of validate(): unique ids, one root disk, complete network and vsock settings,
 // a balloon target within guest RAM.
 Expected<void> validate_devices(VmConfig const& config);
