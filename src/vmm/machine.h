@@ -34,6 +34,7 @@
 
 namespace kvmm {
 
+class ConsoleServer;
 class I8042;
 class Serial16550;
 
@@ -89,6 +90,8 @@ private:
     std::optional<EventLoop> m_event_loop;
     // While paused, only this loop runs: signals, stop requests and posted work, no devices.
     std::optional<EventLoop> m_control_loop;
+    // --console socket=PATH: serves the console on m_event_loop; destroyed before the loop.
+    std::unique_ptr<ConsoleServer> m_console_server;
     struct PostedWork {
         std::function<Expected<void>()> work;
         std::promise<Expected<void>> done;

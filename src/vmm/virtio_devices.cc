@@ -3,7 +3,9 @@
 #include "arch/x86_64/layout.h"
 #include "backends/net/mac_address.h"
 #include "backends/net/tap.h"
+#include "backends/disk/disk_image.h"
 #include "devices/virtio/balloon/balloon_device.h"
+#include "devices/virtio/block/block_device.h"
 #include "devices/virtio/console/console_device.h"
 #include "devices/virtio/net/net_device.h"
 #include "devices/virtio/rng/rng_device.h"
@@ -50,8 +52,22 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
     auto add = [&](std::unique_ptr<virtio::VirtioDevice> device, std::string name) -> Expected<void> {
         return devices->add(std::move(device), std::move(name), slots[next++], memory, vm, event_loop, mmio_bus);
     };
-    if (!config.disks.empty())
-        return Error::format("disk '{}': virtio-blk is not available in this build", config.disks.front().id);
+    for (auto const& disk : config.disks) {
+        auto context = fmt::format("disk '{}' ({})", disk.id, disk.path);
+        auto image = TRY(DiskImage::open(disk.path, disk.read_only).with_context(context));
+        virtio::BlockOptions options;
+        options.engine = disk.engine == DiskConfig::Engine::IoUring ? DiskEngineKind::IoUring : DiskEngineKind::Sync;
+        options.write_through = disk.cache == DiskConfig::CacheMode::WriteThrough;
+        options.serial = disk.serial.value_or(disk.id);
+        if (!disk.rate_limit.empty())
+            options.rate_limiter.emplace(TRY(RateLimiter::create(disk.rate_limit).with_context(context)));
+        auto device = TRY(virtio::BlockDevice::create(std::move(image), event_loop, std::move(options))
+                              .with_context(context));
+        spdlog::info("{}: {} sectors, {} engine{}", context, device->capacity_sectors(),
+                     device->engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync",
+                     disk.read_only ? ", read-only" : "");
+        TRY(add(std::move(device), disk.id));
+    }
     for (auto const& net : config.nets) {
         auto context = fmt::format("network interface '{}'", net.id);
         auto tap = net.tap_fd ? TRY(Tap::from_fd(*net.tap_fd).with_context(context))

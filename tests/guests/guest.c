@@ -371,6 +371,8 @@ void guest_main(struct start_info const* info) {
         scenario_keyboard_wait();
     else if (value_is(test, "virtio-rng"))
         scenario_virtio_rng();
+    else if (value_is(test, "virtio-blk"))
+        scenario_virtio_blk(cmdline);
     else if (value_is(test, "virtio-console"))
         scenario_virtio_console();
     else if (value_is(test, "reset")) {
@@ -381,6 +383,17 @@ void guest_main(struct start_info const* info) {
         put_string("kvmm-test: triple fault next\n");
         load_idt(0, 0);
         __asm__ volatile("ud2");
+    } else if (value_is(test, "busy")) {
+        /* Spins for ever without a single exit, so all of the vCPU thread's CPU time is guest
+         * time: the manager's CPU-weight test compares two of these. */
+        put_string("kvmm-test: busy\n");
+        for (;;)
+            __asm__ volatile("pause");
+    } else if (value_is(test, "idle")) {
+        /* Halts for ever with interrupts off: the vCPU sleeps in the kernel and costs no CPU,
+         * so a test can keep many VMs running at once; only the host ends it. */
+        put_string("kvmm-test: idle\n");
+        halt_forever();
     } else if (value_is(test, "poweroff")) {
         put_string("kvmm-test: powering off\n");
     } else {

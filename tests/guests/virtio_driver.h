@@ -44,7 +44,8 @@ static uint32_t virtio_read(uint32_t base, uint32_t offset) { return mmio_read(b
 static void virtio_write(uint32_t base, uint32_t offset, uint32_t value) { mmio_write(base + offset, value); }
 
 /* 3.1.1: reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 only), FEATURES_OK, queues, DRIVER_OK. */
-static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues, int queue_count) {
+static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues, int queue_count,
+                         uint32_t features_low) {
     if (virtio_read(base, 0x000) != 0x74726976 || virtio_read(base, 0x004) != 2)
         fail("no virtio-mmio v2 device");
     if (virtio_read(base, 0x008) != device_id)
@@ -55,8 +56,10 @@ static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues
     virtio_write(base, 0x014, 1);
     if (!(virtio_read(base, 0x010) & 1))
         fail("device does not offer VIRTIO_F_VERSION_1");
+    virtio_write(base, 0x014, 0);
+    features_low &= virtio_read(base, 0x010);
     virtio_write(base, 0x024, 0);
-    virtio_write(base, 0x020, 0);
+    virtio_write(base, 0x020, features_low);
     virtio_write(base, 0x024, 1);
     virtio_write(base, 0x020, 1);
     virtio_write(base, 0x070, 3 | 8);
@@ -125,7 +128,7 @@ static uint8_t virtio_buffer[4096] __attribute__((aligned(4096)));
 static void scenario_virtio_rng(void) {
     uint32_t const base = VIRTIO_MMIO_BASE;
     virtio_enable_interrupts();
-    virtio_start(base, 4, virtio_queues, 1);
+    virtio_start(base, 4, virtio_queues, 1, 0);
     void* buffers[1] = { virtio_buffer };
     uint32_t lengths[1] = { 64 };
     uint16_t writable[1] = { 1 };
@@ -148,11 +151,76 @@ static void scenario_virtio_rng(void) {
 
 static void scenario_virtio_console(void) {
     uint32_t const base = VIRTIO_MMIO_BASE;
-    virtio_start(base, 3, virtio_queues, 2);
+    virtio_start(base, 3, virtio_queues, 2, 0);
     static char const message[] = "kvmm-test: hello through hvc0\n";
     void* buffers[1] = { (void*)message };
     uint32_t lengths[1] = { sizeof(message) - 1 };
     uint16_t writable[1] = { 0 };
     virtio_submit(base, &virtio_queues[1], 1, buffers, lengths, writable, 1);
     virtio_wait_used(&virtio_queues[1], "the console did not return the transmit buffer");
+}
+
+/* virtio-blk (virtio 1.2 section 5.2.6): header, data, status byte. */
+struct virtio_blk_request_header {
+    uint32_t type, reserved;
+    uint64_t sector;
+};
+static struct virtio_blk_request_header blk_header;
+static uint8_t blk_status;
+
+/* One request; returns the status byte the device wrote (0xff if it wrote none). */
+static uint8_t blk_request(uint32_t base, uint32_t type, uint64_t sector, void* data, uint32_t length, int data_writable) {
+    blk_header.type = type;
+    blk_header.reserved = 0;
+    blk_header.sector = sector;
+    blk_status = 0xff;
+    void* buffers[3] = { &blk_header, data, &blk_status };
+    uint32_t lengths[3] = { sizeof(blk_header), length, 1 };
+    uint16_t writable[3] = { 0, (uint16_t)data_writable, 1 };
+    if (length == 0) { /* FLUSH: header and status only */
+        buffers[1] = &blk_status;
+        lengths[1] = 1;
+        writable[1] = 1;
+    }
+    virtio_submit(base, &virtio_queues[0], 0, buffers, lengths, writable, length == 0 ? 2 : 3);
+    virtio_wait_used(&virtio_queues[0], "the block device did not complete a request");
+    return *(volatile uint8_t*)&blk_status;
+}
+
+static int bytes_equal(uint8_t const* a, char const* b, int length) {
+    for (int i = 0; i < length; ++i)
+        if (a[i] != (uint8_t)b[i])
+            return 0;
+    return 1;
+}
+
+static void scenario_virtio_blk(char const* cmdline) {
+    uint32_t const base = VIRTIO_MMIO_BASE;
+    int const read_only = value_is(parameter(cmdline, "readonly"), "1");
+    virtio_start(base, 2, virtio_queues, 1, 1u << 9 /* VIRTIO_BLK_F_FLUSH */);
+    uint64_t const capacity = (uint64_t)virtio_read(base, 0x100) | ((uint64_t)virtio_read(base, 0x104) << 32);
+    if (blk_request(base, 0 /* IN */, 0, virtio_buffer, 512, 1) != 0)
+        fail("reading sector 0 failed");
+    if (!bytes_equal(virtio_buffer, "KVMM-DISK-TEST", 14))
+        fail("sector 0 does not hold the test pattern");
+    put_string("virtio-blk: sector 0 read\n");
+    static char const message[] = "written by the guest";
+    for (int i = 0; i < 512; ++i)
+        virtio_buffer[i] = i < (int)sizeof(message) ? (uint8_t)message[i] : 0;
+    uint8_t const write_status = blk_request(base, 1 /* OUT */, 1, virtio_buffer, 512, 0);
+    if (read_only ? write_status != 1 : write_status != 0)
+        fail(read_only ? "a write to a read-only disk did not fail with IOERR" : "writing sector 1 failed");
+    if (!read_only && blk_request(base, 4 /* FLUSH */, 0, 0, 0, 0) != 0)
+        fail("flush failed");
+    for (int i = 0; i < 20; ++i)
+        virtio_buffer[i] = 0;
+    if (blk_request(base, 8 /* GET_ID */, 0, virtio_buffer, 20, 1) != 0)
+        fail("GET_ID failed");
+    put_string("virtio-blk: serial ");
+    for (int i = 0; i < 20 && virtio_buffer[i]; ++i)
+        put_char((char)virtio_buffer[i]);
+    put_char('\n');
+    if (blk_request(base, 0 /* IN */, capacity, virtio_buffer, 512, 1) != 1)
+        fail("a read past the end did not fail with IOERR");
+    put_string("kvmm-test: virtio-blk ok\n");
 }

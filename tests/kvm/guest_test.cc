@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 
 namespace kvmm::testing {
 namespace {
@@ -96,6 +97,59 @@ TEST_F(GuestTest, VirtioConsoleCarriesTheGuestsOutput) {
     expect_clean_power_off(result, "kvmm-test: hello through hvc0");
     EXPECT_EQ(result.standard_output.find("kvmm-test-guest"), std::string::npos)
         << "the serial port's output must not reach the console";
+}
+
+class DiskGuestTest : public GuestTest {
+protected:
+    void SetUp() override {
+        GuestTest::SetUp();
+        char pattern[] = "/tmp/kvmm-disk-test-XXXXXX";
+        int fd = ::mkstemp(pattern);
+        ASSERT_GE(fd, 0);
+        m_path = pattern;
+        std::string contents(1 << 20, '\0');
+        contents.replace(0, 14, "KVMM-DISK-TEST");
+        ASSERT_EQ(::write(fd, contents.data(), contents.size()), static_cast<ssize_t>(contents.size()));
+        ::close(fd);
+    }
+    void TearDown() override {
+        if (!m_path.empty())
+            ::unlink(m_path.c_str());
+    }
+    std::string sector(int index) const {
+        std::ifstream file(m_path, std::ios::binary);
+        std::string bytes(512, '\0');
+        file.seekg(index * 512);
+        file.read(bytes.data(), 512);
+        return bytes;
+    }
+    std::string m_path;
+};
+
+TEST_F(DiskGuestTest, GuestReadsWritesAndFlushesAVirtioDisk) {
+    auto const result = boot("test=virtio-blk", { "--disk", "path=" + m_path + ",serial=kvmm-serial-1" });
+    expect_clean_power_off(result, "kvmm-test: virtio-blk ok");
+    EXPECT_NE(result.standard_output.find("virtio-blk: serial kvmm-serial-1"), std::string::npos);
+    EXPECT_EQ(sector(1).rfind("written by the guest", 0), 0u) << "the guest's write is in the image file";
+}
+
+TEST_F(DiskGuestTest, ReadOnlyDiskRefusesTheGuestsWriteAndKeepsTheFile) {
+    auto const before = sector(1);
+    auto const result = boot("test=virtio-blk readonly=1", { "--disk", "path=" + m_path + ",readonly=on,engine=sync" });
+    expect_clean_power_off(result, "kvmm-test: virtio-blk ok");
+    EXPECT_EQ(sector(1), before);
+}
+
+TEST_F(DiskGuestTest, MissingDiskImageIsAConfigurationError) {
+    auto const result = boot("test=hello", { "--disk", "path=/nonexistent/disk.img" });
+    EXPECT_EQ(result.exit_status, 1);
+    EXPECT_NE(result.standard_error.find("/nonexistent/disk.img"), std::string::npos) << result.standard_error;
+}
+
+TEST_F(DiskGuestTest, ImageInUseByAnotherWriterIsRefused) {
+    auto const result = boot("test=hello", { "--disk", "path=" + m_path, "--disk", "path=" + m_path + ",id=again" });
+    EXPECT_EQ(result.exit_status, 1);
+    EXPECT_NE(result.standard_error.find("lock"), std::string::npos) << result.standard_error;
 }
 
 TEST_F(GuestTest, ResetEndsKvmmWithStatusZero) {

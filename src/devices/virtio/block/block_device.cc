@@ -1,0 +1,519 @@
+#include "devices/virtio/block/block_device.h"
+
+#include "backends/disk/disk_io.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+// The device runs on little-endian x86-64 hosts only, so the specification's le16/le32/le64
+// fields are read and written as native integers.
+static_assert(std::endian::native == std::endian::little);
+
+namespace kvmm::virtio {
+
+namespace {
+
+// Offsets in struct virtio_blk_config (5.2.4).
+constexpr size_t CONFIG_CAPACITY = 0;
+constexpr size_t CONFIG_SEG_MAX = 12;
+constexpr size_t CONFIG_BLK_SIZE = 20;
+constexpr size_t CONFIG_WRITEBACK = 32;
+constexpr size_t CONFIG_NUM_QUEUES = 34;
+constexpr size_t CONFIG_MAX_DISCARD_SECTORS = 36;
+constexpr size_t CONFIG_MAX_DISCARD_SEG = 40;
+constexpr size_t CONFIG_DISCARD_SECTOR_ALIGNMENT = 44;
+constexpr size_t CONFIG_MAX_WRITE_ZEROES_SECTORS = 48;
+constexpr size_t CONFIG_MAX_WRITE_ZEROES_SEG = 52;
+constexpr size_t CONFIG_WRITE_ZEROES_MAY_UNMAP = 56;
+
+constexpr uint32_t RANGE_FLAG_UNMAP = 1;
+constexpr size_t REAP_BATCH = 64;
+constexpr unsigned HEAD_BITS = 16;
+
+template <typename T, size_t N>
+void put(std::array<uint8_t, N>& config, size_t offset, T value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::memcpy(config.data() + offset, &value, sizeof(T));
+}
+
+// The status byte is the last device-writable byte of the chain (5.2.6); zero-length
+// descriptors at the end do not count.
+std::optional<GuestAddress> last_writable_byte(std::span<ChainSegment const> writable) {
+    for (auto it = writable.rbegin(); it != writable.rend(); ++it) {
+        if (it->length > 0)
+            return it->address.offset(it->length - 1);
+    }
+    return std::nullopt;
+}
+
+// Appends the host ranges behind bytes [offset, offset + length) of `segments`. Drivers may
+// frame a request any way they like (2.6.4), so the data need not start at a descriptor.
+Expected<void> collect_host_ranges(GuestMemory const& memory, std::span<ChainSegment const> segments, uint64_t offset,
+                                   uint64_t length, std::vector<iovec>& out) {
+    for (auto const& segment : segments) {
+        if (length == 0)
+            break;
+        if (offset >= segment.length) {
+            offset -= segment.length;
+            continue;
+        }
+        uint64_t const piece = std::min<uint64_t>(segment.length - offset, length);
+        TRY(memory.host_ranges(segment.address.offset(offset), piece, out));
+        length -= piece;
+        offset = 0;
+    }
+    if (length != 0)
+        return Error::format("request data is {} bytes shorter than its chain claims", length);
+    return {};
+}
+
+char const* type_name(uint32_t type) {
+    switch (type) {
+    case BLOCK_REQUEST_IN:
+        return "IN";
+    case BLOCK_REQUEST_OUT:
+        return "OUT";
+    case BLOCK_REQUEST_FLUSH:
+        return "FLUSH";
+    case BLOCK_REQUEST_GET_ID:
+        return "GET_ID";
+    case BLOCK_REQUEST_DISCARD:
+        return "DISCARD";
+    case BLOCK_REQUEST_WRITE_ZEROES:
+        return "WRITE_ZEROES";
+    default:
+        return "unknown";
+    }
+}
+
+} // namespace
+
+Expected<std::unique_ptr<BlockDevice>> BlockDevice::create(DiskImage image, EventLoop& event_loop,
+                                                           BlockOptions options) {
+    // The engine keeps a reference to the image, so the image lives on the heap and never moves.
+    auto owned_image = std::make_unique<DiskImage>(std::move(image));
+    auto engine = TRY(create_engine(options.engine, *owned_image, options.write_through, QUEUE_SIZE));
+    auto device = std::unique_ptr<BlockDevice>(
+        new BlockDevice(std::move(owned_image), std::move(engine), event_loop, std::move(options)));
+    BlockDevice* const raw = device.get();
+    TRY(event_loop.add(raw->m_engine->completion_fd(), [raw] { raw->run(&BlockDevice::on_completions); }));
+    raw->m_completion_registered = true;
+    if (raw->m_options.rate_limiter) {
+        TRY(event_loop.add(raw->m_options.rate_limiter->timer_fd(), [raw] { raw->on_limiter_timer(); }));
+        raw->m_timer_registered = true;
+    }
+    return device;
+}
+
+BlockDevice::BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskEngine> engine, EventLoop& event_loop,
+                         BlockOptions options)
+    : m_image(std::move(image)), m_engine(std::move(engine)), m_event_loop(event_loop), m_options(std::move(options)) {
+    m_id = m_options.serial.value_or(m_image->device_id());
+    if (m_id.size() > ID_BYTES)
+        m_id.resize(ID_BYTES);
+    // The image size need not be a multiple of a sector; the tail is not exposed.
+    m_capacity_sectors = m_image->size_bytes() / SECTOR_SIZE;
+    m_iovecs.reserve(disk_io::MAX_SEGMENTS);
+
+    m_features = feature_bit(BLOCK_FEATURE_SEG_MAX) | feature_bit(BLOCK_FEATURE_BLK_SIZE) |
+                 feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+    // 5.2.5: without FLUSH the driver assumes a write-through device; that is what the
+    // write-through engine is, so it needs no flushes.
+    if (!m_options.write_through)
+        m_features |= feature_bit(BLOCK_FEATURE_FLUSH);
+    if (m_image->read_only())
+        m_features |= feature_bit(BLOCK_FEATURE_RO);
+    else
+        m_features |= feature_bit(BLOCK_FEATURE_DISCARD) | feature_bit(BLOCK_FEATURE_WRITE_ZEROES);
+
+    put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
+    put(m_config, CONFIG_SEG_MAX, SEG_MAX);
+    put(m_config, CONFIG_BLK_SIZE, static_cast<uint32_t>(SECTOR_SIZE));
+    put(m_config, CONFIG_WRITEBACK, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
+    put(m_config, CONFIG_NUM_QUEUES, uint16_t { 1 });
+    if (!m_image->read_only()) {
+        put(m_config, CONFIG_MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS);
+        put(m_config, CONFIG_MAX_DISCARD_SEG, uint32_t { 1 });
+        put(m_config, CONFIG_DISCARD_SECTOR_ALIGNMENT, DISCARD_SECTOR_ALIGNMENT);
+        put(m_config, CONFIG_MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SECTORS);
+        put(m_config, CONFIG_MAX_WRITE_ZEROES_SEG, uint32_t { 1 });
+        put(m_config, CONFIG_WRITE_ZEROES_MAY_UNMAP, uint8_t { 1 });
+    }
+}
+
+BlockDevice::~BlockDevice() {
+    wait_for_in_flight();
+    if (m_completion_registered)
+        m_event_loop.remove(m_engine->completion_fd());
+    if (m_timer_registered)
+        m_event_loop.remove(m_options.rate_limiter->timer_fd());
+}
+
+void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    std::fill(data.begin(), data.end(), uint8_t { 0 });
+    if (offset >= m_config.size())
+        return;
+    size_t const count = std::min<uint64_t>(data.size(), m_config.size() - offset);
+    std::memcpy(data.data(), m_config.data() + offset, count);
+}
+
+Expected<void> BlockDevice::activate(ActivationContext context) {
+    if (context.queues.empty() || !context.queues[0])
+        return Error("the block device's request queue was not set up");
+    m_in_flight.assign(context.queues[0]->size(), InFlight {});
+    ++m_generation;
+    m_engine_full = false;
+    m_waiting_for_limiter = false;
+    m_used_pending = false;
+    m_context = std::move(context);
+    return {};
+}
+
+void BlockDevice::reset() {
+    wait_for_in_flight();
+    m_context.reset();
+    m_in_flight.clear();
+    m_engine_full = false;
+    m_waiting_for_limiter = false;
+    m_used_pending = false;
+}
+
+void BlockDevice::process_queue(size_t index) {
+    if (index != 0)
+        return;
+    run(&BlockDevice::drain);
+}
+
+void BlockDevice::on_limiter_timer() {
+    m_options.rate_limiter->on_timer();
+    m_waiting_for_limiter = false;
+    run(&BlockDevice::drain);
+}
+
+void BlockDevice::run(Expected<void> (BlockDevice::*step)()) {
+    auto result = (this->*step)();
+    if (result)
+        result = finish_signalling();
+    if (!result && m_context) {
+        auto context = std::move(*m_context);
+        m_context.reset();
+        context.fail(result.error());
+    }
+}
+
+Expected<void> BlockDevice::finish_signalling() {
+    // One submission system call and at most one interrupt per batch.
+    if (m_submissions_pending) {
+        m_submissions_pending = false;
+        TRY(m_engine->flush_submissions());
+    }
+    if (m_used_pending && m_context) {
+        m_used_pending = false;
+        if (TRY(m_context->queues[0]->should_interrupt()))
+            m_context->interrupt->signal_used_buffer();
+    }
+    return {};
+}
+
+Expected<void> BlockDevice::drain() {
+    if (!m_context)
+        return {};
+    auto& queue = *m_context->queues[0];
+    while (true) {
+        while (true) {
+            if (m_waiting_for_limiter)
+                return {};
+            if (m_engine->in_flight() >= m_engine->capacity()) {
+                m_engine_full = true;
+                return {};
+            }
+            if (!TRY(queue.pop(m_chain)))
+                break;
+            if (TRY(start_request(m_chain)) == Started::Deferred)
+                return {};
+        }
+        if (!TRY(queue.enable_notifications()))
+            return {};
+    }
+}
+
+Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const& chain) {
+    auto const& memory = *m_context->memory;
+    auto const status = last_writable_byte(chain.writable());
+    if (!status) {
+        // Nowhere to put a status: the request cannot be answered, only given back.
+        m_errors.fetch_add(1, std::memory_order_relaxed);
+        log_guest_error(
+            fmt::format("request at head {} has no device-writable status byte; returned unanswered", chain.head()));
+        TRY(m_context->queues[0]->add_used(chain.head(), 0));
+        m_used_pending = true;
+        return Started::Answered;
+    }
+
+    BlockRequestHeader header {};
+    auto const copied = TRY(chain.read(memory, 0, std::as_writable_bytes(std::span(&header, 1))));
+    if (copied < sizeof(header))
+        return reject(chain, *status, BLOCK_STATUS_IOERR,
+                      fmt::format("request header is {} bytes, {} expected", copied, sizeof(header)));
+    uint64_t const readable_data = chain.readable_length() - sizeof(header);
+    uint64_t const writable_data = chain.writable_length() - 1;
+
+    switch (header.type) {
+    case BLOCK_REQUEST_IN:
+    case BLOCK_REQUEST_OUT: {
+        bool const is_read = header.type == BLOCK_REQUEST_IN;
+        // 5.2.6.1: IN data is device-writable, OUT data device-readable; never both.
+        uint64_t const wrong_direction = is_read ? readable_data : writable_data;
+        if (wrong_direction != 0)
+            return reject(chain, *status, BLOCK_STATUS_IOERR,
+                          fmt::format("{} request has {} data bytes in the wrong direction", type_name(header.type),
+                                      wrong_direction));
+        if (!is_read && m_image->read_only())
+            return reject(chain, *status, BLOCK_STATUS_IOERR, "OUT request on a read-only disk");
+        uint64_t const length = is_read ? writable_data : readable_data;
+        if (length % SECTOR_SIZE != 0)
+            return reject(chain, *status, BLOCK_STATUS_IOERR,
+                          fmt::format("{} request of {} bytes is not a multiple of {}", type_name(header.type), length,
+                                      SECTOR_SIZE));
+        if (length > disk_io::MAX_TRANSFER_BYTES)
+            return reject(chain, *status, BLOCK_STATUS_IOERR,
+                          fmt::format("{} request of {} bytes is larger than {}", type_name(header.type), length,
+                                      disk_io::MAX_TRANSFER_BYTES));
+        if (!range_in_capacity(header.sector, length))
+            return reject(chain, *status, BLOCK_STATUS_IOERR,
+                          fmt::format("{} request at sector {} for {} bytes ends beyond the capacity of {} sectors",
+                                      type_name(header.type), header.sector, length, m_capacity_sectors));
+        m_iovecs.clear();
+        TRY(collect_host_ranges(memory, is_read ? chain.writable() : chain.readable(), is_read ? 0 : sizeof(header),
+                                length, m_iovecs));
+        if (m_iovecs.size() > disk_io::MAX_SEGMENTS)
+            return reject(chain, *status, BLOCK_STATUS_IOERR,
+                          fmt::format("request data spans {} host ranges, more than {}", m_iovecs.size(),
+                                      disk_io::MAX_SEGMENTS));
+        if (length == 0) {
+            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
+            return Started::Answered;
+        }
+        return submit(chain, header, *status, length, false);
+    }
+    case BLOCK_REQUEST_FLUSH:
+        if (m_options.write_through) {
+            // FLUSH is not offered in write-through mode; every completed write is durable already.
+            m_flush_operations.fetch_add(1, std::memory_order_relaxed);
+            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
+            return Started::Answered;
+        }
+        return submit(chain, header, *status, 0, false);
+    case BLOCK_REQUEST_GET_ID: {
+        // 5.2.6: 20 bytes, zero-padded (NUL-terminated when shorter than 20).
+        std::array<std::byte, ID_BYTES> id {};
+        std::memcpy(id.data(), m_id.data(), m_id.size());
+        size_t const count = std::min<uint64_t>(writable_data, ID_BYTES);
+        auto const written = TRY(chain.write(memory, 0, std::span(id).first(count)));
+        TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, static_cast<uint32_t>(written + 1)));
+        return Started::Answered;
+    }
+    case BLOCK_REQUEST_DISCARD:
+    case BLOCK_REQUEST_WRITE_ZEROES:
+        return start_range_request(chain, header, *status);
+    default:
+        return reject(chain, *status, BLOCK_STATUS_UNSUPP, fmt::format("unsupported request type {}", header.type));
+    }
+}
+
+Expected<BlockDevice::Started> BlockDevice::start_range_request(DescriptorChain const& chain,
+                                                                BlockRequestHeader const& header, GuestAddress status) {
+    bool const is_discard = header.type == BLOCK_REQUEST_DISCARD;
+    char const* const name = type_name(header.type);
+    if (m_image->read_only())
+        return reject(chain, status, BLOCK_STATUS_IOERR, fmt::format("{} request on a read-only disk", name));
+    uint64_t const payload = chain.readable_length() - sizeof(header);
+    if (payload == 0 || payload % sizeof(BlockRangeSegment) != 0)
+        return reject(chain, status, BLOCK_STATUS_IOERR,
+                      fmt::format("{} payload of {} bytes is not a whole number of 16-byte segments", name, payload));
+    // max_discard_seg = max_write_zeroes_seg = 1 (5.2.4).
+    if (payload / sizeof(BlockRangeSegment) > 1)
+        return reject(chain, status, BLOCK_STATUS_IOERR,
+                      fmt::format("{} request has {} segments, at most 1 is supported", name,
+                                  payload / sizeof(BlockRangeSegment)));
+    BlockRangeSegment segment {};
+    TRY(chain.read(*m_context->memory, sizeof(header), std::as_writable_bytes(std::span(&segment, 1))));
+    // 5.2.6.2: unknown flags, and unmap on a discard, are UNSUPP.
+    if ((segment.flags & ~RANGE_FLAG_UNMAP) != 0 || (is_discard && (segment.flags & RANGE_FLAG_UNMAP) != 0))
+        return reject(chain, status, BLOCK_STATUS_UNSUPP,
+                      fmt::format("{} request with unsupported flags {:#x}", name, segment.flags));
+    uint32_t const limit = is_discard ? MAX_DISCARD_SECTORS : MAX_WRITE_ZEROES_SECTORS;
+    if (segment.num_sectors > limit)
+        return reject(chain, status, BLOCK_STATUS_IOERR,
+                      fmt::format("{} request of {} sectors exceeds the limit of {}", name, segment.num_sectors,
+                                  limit));
+    uint64_t const length = uint64_t { segment.num_sectors } * SECTOR_SIZE;
+    if (!range_in_capacity(segment.sector, length))
+        return reject(chain, status, BLOCK_STATUS_IOERR,
+                      fmt::format("{} request at sector {} for {} sectors ends beyond the capacity of {} sectors", name,
+                                  segment.sector, segment.num_sectors, m_capacity_sectors));
+    if (length == 0) {
+        TRY(answer(chain.head(), status, BLOCK_STATUS_OK, 1));
+        return Started::Answered;
+    }
+    BlockRequestHeader range_header = header;
+    range_header.sector = segment.sector;
+    return submit(chain, range_header, status, length, (segment.flags & RANGE_FLAG_UNMAP) != 0);
+}
+
+Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequestHeader const& header,
+                                                   GuestAddress status, uint64_t length, bool may_unmap) {
+    auto& queue = *m_context->queues[0];
+    // Only data moves count against the bandwidth bucket; every request takes an op token.
+    bool const moves_data = header.type == BLOCK_REQUEST_IN || header.type == BLOCK_REQUEST_OUT;
+    if (m_options.rate_limiter && !m_options.rate_limiter->consume(moves_data ? length : 0)) {
+        queue.undo_pop(chain);
+        m_waiting_for_limiter = true;
+        m_rate_limited.fetch_add(1, std::memory_order_relaxed);
+        return Started::Deferred;
+    }
+    uint64_t const tag = (m_generation << HEAD_BITS) | chain.head();
+    uint64_t const offset = header.sector * SECTOR_SIZE; // no overflow: checked against the capacity
+    Expected<void> submitted {};
+    switch (header.type) {
+    case BLOCK_REQUEST_IN:
+        submitted = m_engine->read(tag, offset, m_iovecs);
+        break;
+    case BLOCK_REQUEST_OUT:
+        submitted = m_engine->write(tag, offset, m_iovecs);
+        break;
+    case BLOCK_REQUEST_FLUSH:
+        submitted = m_engine->flush(tag);
+        break;
+    case BLOCK_REQUEST_DISCARD:
+        submitted = m_engine->discard(tag, offset, length);
+        break;
+    default:
+        submitted = m_engine->write_zeroes(tag, offset, length, may_unmap);
+        break;
+    }
+    if (!submitted) {
+        if (submitted.error().error_number() == EAGAIN) {
+            queue.undo_pop(chain);
+            m_engine_full = true;
+            return Started::Deferred;
+        }
+        return reject(chain, status, BLOCK_STATUS_IOERR,
+                      fmt::format("submitting {} failed: {}", type_name(header.type), submitted.error().message()));
+    }
+    m_in_flight[chain.head()] = InFlight { true, header.type, status, static_cast<uint32_t>(length) };
+    m_submissions_pending = true;
+    return Started::Submitted;
+}
+
+Expected<BlockDevice::Started> BlockDevice::reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
+                                                   std::string const& message) {
+    m_errors.fetch_add(1, std::memory_order_relaxed);
+    log_guest_error(fmt::format("request at head {}: {}", chain.head(), message));
+    TRY(answer(chain.head(), status, value, 1));
+    return Started::Answered;
+}
+
+Expected<void> BlockDevice::answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written) {
+    TRY(m_context->memory->write_obj(status, value));
+    TRY(m_context->queues[0]->add_used(head, written));
+    m_used_pending = true;
+    return {};
+}
+
+Expected<void> BlockDevice::on_completions() {
+    std::array<DiskCompletion, REAP_BATCH> batch;
+    while (true) {
+        size_t const count = m_engine->reap(batch);
+        if (count == 0)
+            break;
+        for (auto const& completion : std::span(batch).first(count)) {
+            uint64_t const head = completion.tag & ((uint64_t { 1 } << HEAD_BITS) - 1);
+            if ((completion.tag >> HEAD_BITS) != m_generation || head >= m_in_flight.size() ||
+                !m_in_flight[head].active || !m_context)
+                continue; // a request from before the last reset or failure: its result is dropped
+            InFlight const request = m_in_flight[head];
+            m_in_flight[head].active = false;
+            uint8_t status = BLOCK_STATUS_OK;
+            uint32_t written = 1;
+            if (completion.result < 0 || (request.type <= BLOCK_REQUEST_OUT &&
+                                          static_cast<uint32_t>(completion.result) != request.data_length)) {
+                status = BLOCK_STATUS_IOERR;
+                m_errors.fetch_add(1, std::memory_order_relaxed);
+                spdlog::warn("virtio-blk {}: {} request failed: {}", m_image->path(), type_name(request.type),
+                             completion.result < 0 ? std::strerror(-completion.result) : "short transfer");
+            } else if (request.type == BLOCK_REQUEST_IN) {
+                written += request.data_length;
+                m_read_operations.fetch_add(1, std::memory_order_relaxed);
+                m_read_bytes.fetch_add(request.data_length, std::memory_order_relaxed);
+            } else if (request.type == BLOCK_REQUEST_OUT) {
+                m_write_operations.fetch_add(1, std::memory_order_relaxed);
+                m_write_bytes.fetch_add(request.data_length, std::memory_order_relaxed);
+            } else if (request.type == BLOCK_REQUEST_FLUSH) {
+                m_flush_operations.fetch_add(1, std::memory_order_relaxed);
+            }
+            TRY(answer(static_cast<uint16_t>(head), request.status, status, written));
+        }
+    }
+    if (m_engine_full && m_context) {
+        m_engine_full = false;
+        TRY(drain());
+    }
+    return {};
+}
+
+void BlockDevice::wait_for_in_flight() {
+    if (m_submissions_pending) {
+        m_submissions_pending = false;
+        if (auto flushed = m_engine->flush_submissions(); !flushed)
+            spdlog::error("virtio-blk {}: {}", m_image->path(), flushed.error().message());
+    }
+    auto const deadline = std::chrono::steady_clock::now() + RESET_DRAIN_TIMEOUT;
+    std::array<DiskCompletion, REAP_BATCH> batch;
+    while (m_engine->in_flight() > 0) {
+        auto const now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+            // Their completions carry an old generation and are dropped when they arrive.
+            spdlog::error("virtio-blk {}: {} requests still in flight after {} s; giving up waiting", m_image->path(),
+                          m_engine->in_flight(), RESET_DRAIN_TIMEOUT.count());
+            break;
+        }
+        auto const remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+        pollfd ready { m_engine->completion_fd(), POLLIN, 0 };
+        if (::poll(&ready, 1, static_cast<int>(remaining.count())) < 0 && errno != EINTR) {
+            spdlog::error("virtio-blk {}: poll on the completion fd: {}", m_image->path(), std::strerror(errno));
+            break;
+        }
+        while (m_engine->reap(batch) > 0) {
+        }
+    }
+    ++m_generation;
+    for (auto& request : m_in_flight)
+        request.active = false;
+}
+
+bool BlockDevice::range_in_capacity(uint64_t sector, uint64_t length_bytes) const {
+    // sector + length/512 <= capacity, written so that nothing overflows.
+    return sector <= m_capacity_sectors && length_bytes / SECTOR_SIZE <= m_capacity_sectors - sector;
+}
+
+void BlockDevice::log_guest_error(std::string const& message) {
+    // One line per second at most: a hostile driver must not flood the log.
+    auto const now = std::chrono::steady_clock::now();
+    if (m_last_log != std::chrono::steady_clock::time_point {} && now - m_last_log < std::chrono::seconds(1)) {
+        ++m_suppressed_logs;
+        return;
+    }
+    m_last_log = now;
+    if (m_suppressed_logs > 0)
+        spdlog::warn("virtio-blk {}: {} ({} similar messages suppressed)", m_image->path(), message, m_suppressed_logs);
+    else
+        spdlog::warn("virtio-blk {}: {}", m_image->path(), message);
+    m_suppressed_logs = 0;
+}
+
+} // namespace kvmm::virtio

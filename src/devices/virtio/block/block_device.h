@@ -1,0 +1,200 @@
+// BlockDevice: the virtio block device (virtio 1.2 section 5.2) on a raw disk
+// image, executed by a DiskEngine (io_uring, or synchronous I/O as fallback).
+//
+// One request queue. Each chain is one request (5.2.6): a 16-byte header
+// {type, reserved, sector} in device-readable memory, the data, and one status
+// byte, the last device-writable byte. Data buffers go to the engine as host
+// iovecs straight into guest memory (GuestMemory::host_ranges, no copy); the
+// chain head is the engine's tag, and a preallocated table indexed by head
+// remembers what each in-flight request needs to be answered.
+//
+// The driver is untrusted: every request is validated before any I/O (header
+// size, data direction, 512-byte multiples, overflow-checked range against the
+// capacity, read-only disks, discard/write-zeroes segments). A bad request is
+// answered with IOERR or UNSUPP and one rate-limited log line; the device keeps
+// working. Only a broken ring (a queue Error) puts the device into
+// DEVICE_NEEDS_RESET.
+//
+// Back-pressure: when the engine is full the device stops popping and resumes
+// when completions are reaped; when the optional rate limiter refuses a
+// request, the chain is put back and the queue resumes from the limiter's timer.
+//
+// Reset: in-flight requests hold iovecs into guest memory, and the guest must
+// not be told that a reset is done while host I/O can still write into its
+// buffers. reset() (and the destructor) therefore wait synchronously, bounded
+// by RESET_DRAIN_TIMEOUT, for every in-flight request to complete, and drop the
+// results. This blocks the event-loop thread for at most the time the host
+// disk takes to finish queue-size requests; it never blocks a vCPU thread.
+//
+// Threading: see VirtioDevice. read_config() reads only state fixed at
+// construction. The counters are atomics so a metrics reader on another thread
+// may read them. The EventLoop must outlive the device.
+#pragma once
+
+#include "backends/disk/disk_engine.h"
+#include "backends/disk/disk_image.h"
+#include "base/event_loop.h"
+#include "base/rate_limiter.h"
+#include "devices/virtio/virtio_device.h"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvmm::virtio {
+
+// Feature bits of the block device (5.2.3).
+inline constexpr unsigned BLOCK_FEATURE_SEG_MAX = 2;
+inline constexpr unsigned BLOCK_FEATURE_RO = 5;
+inline constexpr unsigned BLOCK_FEATURE_BLK_SIZE = 6;
+inline constexpr unsigned BLOCK_FEATURE_FLUSH = 9;
+inline constexpr unsigned BLOCK_FEATURE_DISCARD = 13;
+inline constexpr unsigned BLOCK_FEATURE_WRITE_ZEROES = 14;
+
+// Request types and status values (5.2.6).
+inline constexpr uint32_t BLOCK_REQUEST_IN = 0;
+inline constexpr uint32_t BLOCK_REQUEST_OUT = 1;
+inline constexpr uint32_t BLOCK_REQUEST_FLUSH = 4;
+inline constexpr uint32_t BLOCK_REQUEST_GET_ID = 8;
+inline constexpr uint32_t BLOCK_REQUEST_DISCARD = 11;
+inline constexpr uint32_t BLOCK_REQUEST_WRITE_ZEROES = 13;
+inline constexpr uint8_t BLOCK_STATUS_OK = 0;
+inline constexpr uint8_t BLOCK_STATUS_IOERR = 1;
+inline constexpr uint8_t BLOCK_STATUS_UNSUPP = 2;
+
+// The request header (5.2.6 struct virtio_blk_req, first part).
+struct BlockRequestHeader {
+    uint32_t type;
+    uint32_t reserved;
+    uint64_t sector;
+};
+static_assert(sizeof(BlockRequestHeader) == 16);
+
+// One discard / write-zeroes range (5.2.6 struct virtio_blk_discard_write_zeroes).
+struct BlockRangeSegment {
+    uint64_t sector;
+    uint32_t num_sectors;
+    uint32_t flags; // bit 0: unmap (write zeroes only)
+};
+static_assert(sizeof(BlockRangeSegment) == 16);
+
+struct BlockOptions {
+    DiskEngineKind engine { DiskEngineKind::IoUring };
+    // Write-through: every write is durable when it completes, so FLUSH is not offered.
+    bool write_through { false };
+    // Answer to GET_ID (at most 20 bytes are used); default: the image's device_id().
+    std::optional<std::string> serial;
+    std::optional<RateLimiter> rate_limiter;
+};
+
+class BlockDevice final : public VirtioDevice {
+public:
+    static constexpr uint16_t QUEUE_SIZE = 256;
+    static constexpr uint64_t SECTOR_SIZE = 512;
+    // Data segments per request (config seg_max): the queue size less header and status. Even
+    // if every segment is split by host_ranges(), a request stays within the engine's limit.
+    static constexpr uint32_t SEG_MAX = QUEUE_SIZE - 2;
+    static constexpr uint32_t MAX_DISCARD_SECTORS = 1u << 22;      // 2 GiB per request
+    static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 22; // 2 GiB per request
+    static constexpr uint32_t DISCARD_SECTOR_ALIGNMENT = 8;        // 4 KiB, the file system block
+    static constexpr size_t ID_BYTES = 20;                         // VIRTIO_BLK_ID_BYTES
+    static constexpr size_t CONFIG_SIZE = 60;                      // through write_zeroes_may_unmap and its padding
+    static constexpr std::chrono::seconds RESET_DRAIN_TIMEOUT { 30 };
+
+    // Takes ownership of `image`, creates its engine (queue depth QUEUE_SIZE) and registers the
+    // engine's completion fd and the limiter's timer fd in `event_loop`.
+    static Expected<std::unique_ptr<BlockDevice>> create(DiskImage image, EventLoop& event_loop, BlockOptions options);
+    ~BlockDevice() override;
+    BlockDevice(BlockDevice const&) = delete;
+    BlockDevice& operator=(BlockDevice const&) = delete;
+
+    DeviceType type() const override { return DeviceType::Block; }
+    uint64_t features() const override { return m_features; }
+    std::span<uint16_t const> queue_max_sizes() const override { return m_queue_sizes; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) override;
+    Expected<void> activate(ActivationContext context) override;
+    void process_queue(size_t index) override;
+    void reset() override;
+
+    uint64_t capacity_sectors() const { return m_capacity_sectors; }
+    DiskEngineKind engine_kind() const { return m_engine->kind(); }
+
+    // Counters for the metrics layer (successful operations; errors counts every request
+    // answered IOERR/UNSUPP or dropped as unanswerable).
+    uint64_t read_operations() const { return m_read_operations.load(std::memory_order_relaxed); }
+    uint64_t read_bytes() const { return m_read_bytes.load(std::memory_order_relaxed); }
+    uint64_t write_operations() const { return m_write_operations.load(std::memory_order_relaxed); }
+    uint64_t write_bytes() const { return m_write_bytes.load(std::memory_order_relaxed); }
+    uint64_t flush_operations() const { return m_flush_operations.load(std::memory_order_relaxed); }
+    uint64_t errors() const { return m_errors.load(std::memory_order_relaxed); }
+    uint64_t rate_limited() const { return m_rate_limited.load(std::memory_order_relaxed); }
+
+private:
+    struct InFlight {
+        bool active { false };
+        uint32_t type { 0 };
+        GuestAddress status { 0 };
+        uint32_t data_length { 0 };
+    };
+    enum class Started { Answered, Submitted, Deferred };
+
+    BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskEngine> engine, EventLoop& event_loop,
+                BlockOptions options);
+
+    Expected<void> drain();
+    Expected<Started> start_request(DescriptorChain const& chain);
+    Expected<Started> start_range_request(DescriptorChain const& chain, BlockRequestHeader const& header,
+                                          GuestAddress status);
+    Expected<Started> submit(DescriptorChain const& chain, BlockRequestHeader const& header, GuestAddress status,
+                             uint64_t length, bool may_unmap);
+    Expected<Started> reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
+                             std::string const& message);
+    Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
+    Expected<void> on_completions();
+    size_t reap_completions(); // drops results of requests from before the last reset
+    Expected<void> finish_signalling();
+    void on_limiter_timer();
+    void run(Expected<void> (BlockDevice::*step)());
+    void wait_for_in_flight();
+    bool range_in_capacity(uint64_t sector, uint64_t length_bytes) const;
+    void log_guest_error(std::string const& message);
+
+    std::unique_ptr<DiskImage> m_image;
+    std::unique_ptr<DiskEngine> m_engine;
+    EventLoop& m_event_loop;
+    BlockOptions m_options;
+    std::string m_id;
+    uint64_t m_capacity_sectors { 0 };
+    uint64_t m_features { 0 };
+    std::array<uint8_t, CONFIG_SIZE> m_config {};
+    uint16_t m_queue_sizes[1] { QUEUE_SIZE };
+    bool m_completion_registered { false };
+    bool m_timer_registered { false };
+
+    std::optional<ActivationContext> m_context;
+    DescriptorChain m_chain;
+    std::vector<InFlight> m_in_flight; // indexed by chain head
+    uint64_t m_generation { 0 };       // engine tag = generation << 16 | head
+    std::vector<iovec> m_iovecs;
+    bool m_engine_full { false };
+    bool m_waiting_for_limiter { false };
+    bool m_used_pending { false };
+    bool m_submissions_pending { false };
+
+    std::chrono::steady_clock::time_point m_last_log {};
+    uint64_t m_suppressed_logs { 0 };
+
+    std::atomic<uint64_t> m_read_operations { 0 };
+    std::atomic<uint64_t> m_read_bytes { 0 };
+    std::atomic<uint64_t> m_write_operations { 0 };
+    std::atomic<uint64_t> m_write_bytes { 0 };
+    std::atomic<uint64_t> m_flush_operations { 0 };
+    std::atomic<uint64_t> m_errors { 0 };
+    std::atomic<uint64_t> m_rate_limited { 0 };
+};
+
+} // namespace kvmm::virtio

@@ -1,0 +1,265 @@
+#include "vmm/console_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace kvmm {
+
+struct ConsoleServer::Shared {
+    struct Client {
+        UniqueFd fd;
+        std::string output; // bytes not yet written to the client, at most CLIENT_BUFFER_CAPACITY
+    };
+
+    explicit Shared(EventFd event) : wake(std::move(event)) {}
+
+    EventFd wake; // the sink's "there is output" signal to the loop
+    mutable std::mutex lock; // guards everything below
+    std::map<int, Client> clients;
+    uint64_t dropped { 0 };
+    bool closed { false };
+};
+
+namespace {
+
+// Bytes read from a client at a time; also the most input held back for the guest.
+constexpr size_t READ_CHUNK = 4096;
+
+Expected<sockaddr_un> socket_address(std::string const& path) {
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof(address.sun_path))
+        return Error::format("console socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
+    std::memcpy(address.sun_path, path.data(), path.size());
+    return address;
+}
+
+// A socket file nobody listens on is left over from a previous run: remove it. A live one
+// belongs to another kvmm; anything else is not ours to delete.
+Expected<void> remove_stale_socket(std::string const& path, sockaddr_un const& address) {
+    struct stat status {};
+    if (::lstat(path.c_str(), &status) != 0)
+        return {};
+    if (!S_ISSOCK(status.st_mode))
+        return Error::format("console socket path '{}' exists and is not a socket", path);
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe.is_valid())
+        return Error::from_errno("socket");
+    if (::connect(probe.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) == 0)
+        return Error::format("console socket '{}' is in use by another process", path);
+    if (::unlink(path.c_str()) != 0)
+        return Error::from_errno(fmt::format("removing stale console socket '{}'", path));
+    return {};
+}
+
+class FanOutSink final : public ByteSink {
+public:
+    explicit FanOutSink(std::shared_ptr<ConsoleServer::Shared> shared) : m_shared(std::move(shared)) {}
+
+    void write(std::span<uint8_t const> bytes) override {
+        bool wake = false;
+        {
+            std::lock_guard guard(m_shared->lock);
+            if (m_shared->closed)
+                return;
+            for (auto& [fd, client] : m_shared->clients) {
+                size_t const room = ConsoleServer::CLIENT_BUFFER_CAPACITY - client.output.size();
+                size_t const taken = std::min(room, bytes.size());
+                wake = wake || (client.output.empty() && taken > 0);
+                client.output.append(reinterpret_cast<char const*>(bytes.data()), taken);
+                m_shared->dropped += bytes.size() - taken;
+            }
+        }
+        if (wake)
+            (void)m_shared->wake.signal();
+    }
+
+private:
+    std::shared_ptr<ConsoleServer::Shared> m_shared;
+};
+
+} // namespace
+
+Expected<std::unique_ptr<ConsoleServer>> ConsoleServer::create(std::string const& socket_path, EventLoop& loop,
+                                                               Deliver deliver) {
+    auto const address = TRY(socket_address(socket_path));
+    TRY(remove_stale_socket(socket_path, address));
+    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!listener.is_valid())
+        return Error::from_errno("console socket");
+    // The umask applies to bind(); set the final mode explicitly right after.
+    if (::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0)
+        return Error::from_errno(fmt::format("binding console socket '{}'", socket_path));
+    struct stat status {};
+    if (::chmod(socket_path.c_str(), 0600) != 0 || ::stat(socket_path.c_str(), &status) != 0) {
+        auto error = Error::from_errno(fmt::format("console socket '{}'", socket_path));
+        ::unlink(socket_path.c_str());
+        return error;
+    }
+    if (::listen(listener.get(), static_cast<int>(MAX_CLIENTS)) != 0) {
+        auto error = Error::from_errno(fmt::format("listening on console socket '{}'", socket_path));
+        ::unlink(socket_path.c_str());
+        return error;
+    }
+    auto shared = std::make_shared<Shared>(TRY(EventFd::create()));
+    std::unique_ptr<ConsoleServer> server(new ConsoleServer(socket_path, std::move(listener), loop, std::move(deliver),
+                                                            std::move(shared), status.st_ino, status.st_dev));
+    auto* self = server.get();
+    TRY(loop.add(server->m_listener.get(), [self] { self->accept_clients(); }));
+    auto registered = loop.add(server->m_shared->wake.fd(), [self] {
+        (void)self->m_shared->wake.consume();
+        self->flush_output();
+    });
+    if (!registered) {
+        loop.remove(server->m_listener.get());
+        return registered.error();
+    }
+    return server;
+}
+
+ConsoleServer::ConsoleServer(std::string socket_path, UniqueFd listener, EventLoop& loop, Deliver deliver,
+                             std::shared_ptr<Shared> shared, ino_t inode, dev_t device)
+    : m_socket_path(std::move(socket_path)),
+      m_listener(std::move(listener)),
+      m_loop(loop),
+      m_deliver(std::move(deliver)),
+      m_shared(std::move(shared)),
+      m_inode(inode),
+      m_device(device) {}
+
+ConsoleServer::~ConsoleServer() {
+    m_loop.remove(m_listener.get());
+    m_loop.remove(m_shared->wake.fd());
+    {
+        std::lock_guard guard(m_shared->lock);
+        for (auto& [fd, client] : m_shared->clients)
+            m_loop.remove(fd);
+        m_shared->clients.clear();
+        m_shared->closed = true;
+    }
+    // Unlink only our own socket file: another kvmm may have replaced it meanwhile.
+    struct stat status {};
+    if (::stat(m_socket_path.c_str(), &status) == 0 && status.st_ino == m_inode && status.st_dev == m_device)
+        ::unlink(m_socket_path.c_str());
+}
+
+std::unique_ptr<ByteSink> ConsoleServer::make_sink() { return std::make_unique<FanOutSink>(m_shared); }
+
+size_t ConsoleServer::client_count() const {
+    std::lock_guard guard(m_shared->lock);
+    return m_shared->clients.size();
+}
+
+uint64_t ConsoleServer::dropped_bytes() const {
+    std::lock_guard guard(m_shared->lock);
+    return m_shared->dropped;
+}
+
+void ConsoleServer::accept_clients() {
+    while (true) {
+        UniqueFd client(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!client.is_valid()) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                spdlog::warn("console socket accept: {}", std::strerror(errno));
+            return;
+        }
+        int const fd = client.get();
+        {
+            std::lock_guard guard(m_shared->lock);
+            if (m_shared->clients.size() >= MAX_CLIENTS) {
+                spdlog::warn("console socket: refusing a client, {} are connected already", MAX_CLIENTS);
+                continue; // closed by `client` going out of scope
+            }
+        }
+        auto added = m_loop.add(fd, m_reading ? EventLoop::READABLE : 0u,
+                                [this, fd](uint32_t ready) { on_client_ready(fd, ready); });
+        if (!added) {
+            spdlog::warn("console socket: {}", added.error().message());
+            continue;
+        }
+        std::lock_guard guard(m_shared->lock);
+        m_shared->clients.emplace(fd, Shared::Client { std::move(client), {} });
+    }
+}
+
+void ConsoleServer::on_client_ready(int fd, uint32_t ready) {
+    if (ready & EventLoop::WRITABLE)
+        flush_output();
+    if (ready & EventLoop::READABLE)
+        read_client(fd);
+}
+
+// Writes what each client can take now; a client with output left waits for writability.
+void ConsoleServer::flush_output() {
+    std::vector<int> broken;
+    std::lock_guard guard(m_shared->lock);
+    for (auto& [fd, client] : m_shared->clients) {
+        while (!client.output.empty()) {
+            ssize_t const written = ::send(fd, client.output.data(), client.output.size(), MSG_NOSIGNAL);
+            if (written > 0) {
+                client.output.erase(0, static_cast<size_t>(written));
+                continue;
+            }
+            if (written < 0 && errno == EINTR)
+                continue;
+            if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            broken.push_back(fd);
+            break;
+        }
+        uint32_t const interest = (m_reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE);
+        (void)m_loop.modify(fd, interest);
+    }
+    for (int fd : broken) {
+        m_loop.remove(fd);
+        m_shared->clients.erase(fd);
+    }
+}
+
+void ConsoleServer::read_client(int fd) {
+    uint8_t buffer[READ_CHUNK];
+    ssize_t const received = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (received <= 0) {
+        drop_client(fd);
+        return;
+    }
+    m_pending.assign(buffer, buffer + received);
+    m_pending_offset = 0;
+    flush_pending_input();
+}
+
+void ConsoleServer::flush_pending_input() {
+    if (has_pending_input() && m_deliver)
+        m_pending_offset += m_deliver(std::span<uint8_t const>(m_pending).subspan(m_pending_offset));
+    else if (has_pending_input())
+        m_pending_offset = m_pending.size(); // no input device: the bytes have nowhere to go
+    set_reading(!has_pending_input());
+}
+
+void ConsoleServer::set_reading(bool reading) {
+    if (reading == m_reading)
+        return;
+    m_reading = reading;
+    std::lock_guard guard(m_shared->lock);
+    for (auto& [fd, client] : m_shared->clients)
+        (void)m_loop.modify(fd, (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
+}
+
+void ConsoleServer::drop_client(int fd) {
+    m_loop.remove(fd);
+    std::lock_guard guard(m_shared->lock);
+    m_shared->clients.erase(fd);
+}
+
+} // namespace kvmm
