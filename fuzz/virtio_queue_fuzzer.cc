@@ -32,8 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     size_t offset = 2;
     auto copy_to = [&](uint64_t address, size_t length) {
         size_t const take = std::min(length, size - offset);
-        (void)memory.write(GuestAddress(address),
-                           std::as_bytes(std::span(data + offset, take)));
+        (void)memory.write(GuestAddress(address), std::as_bytes(std::span(data + offset, take)));
         offset += take;
     };
     copy_to(0x1000, 16u * queue_size);

@@ -37,8 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     EventLoop loop = *EventLoop::create();
     NullInterruptLine line;
     auto rng = *MmioTransport::create("rng", std::make_unique<RngDevice>(), memory, line, loop);
-    auto console = *MmioTransport::create("console", std::make_unique<ConsoleDevice>(make_null_sink()), memory, line,
-                                          loop);
+    auto console =
+        *MmioTransport::create("console", std::make_unique<ConsoleDevice>(make_null_sink()), memory, line, loop);
     MmioTransport* const transports[] = { rng.get(), console.get() };
     // Give the rings something to chew on: the fuzz input's tail fills guest memory too.
     (void)memory.write(GuestAddress(0x1000), std::as_bytes(std::span(data, std::min<size_t>(size, 0x8000))));

@@ -129,9 +129,9 @@ void ApiServer::Loop::accept_clients(int listener) {
             return; // EAGAIN, or an error on one pending client: nothing to do for it
         if (m_connections.size() >= m_options.max_connections) {
             // Best effort: a fresh socket buffer always has room for this short answer.
-            auto busy = serialize_response(
-                HttpResponse::fault(503, fmt::format("too many API connections (limit {})", m_options.max_connections)),
-                false);
+            auto busy = serialize_response(HttpResponse::fault(503, fmt::format("too many API connections (limit {})",
+                                                                                m_options.max_connections)),
+                                           false);
             [[maybe_unused]] auto sent = ::send(client.get(), busy.data(), busy.size(), MSG_NOSIGNAL);
             continue;
         }
@@ -178,7 +178,8 @@ void ApiServer::Loop::process(Connection& connection) {
     while (!connection.closing) {
         auto result = parser.feed({});
         if (result == HttpRequestParser::Result::Error) {
-            connection.output += serialize_response(HttpResponse::fault(parser.error_status(), parser.error_message()), false);
+            connection.output +=
+                serialize_response(HttpResponse::fault(parser.error_status(), parser.error_message()), false);
             connection.closing = true;
             break;
         }
@@ -228,7 +229,8 @@ void ApiServer::Loop::drop_expired() {
     auto const now = Clock::now();
     for (auto it = m_connections.begin(); it != m_connections.end();) {
         Connection const& connection = *it->second;
-        bool const waiting = connection.parser.has_partial_request() || !connection.output.empty() || !connection.served;
+        bool const waiting =
+            connection.parser.has_partial_request() || !connection.output.empty() || !connection.served;
         if (waiting && now - connection.last_activity > m_options.request_timeout) {
             spdlog::debug("API server: dropping a connection idle for more than {} ms mid-request",
                           m_options.request_timeout.count());
@@ -242,11 +244,8 @@ void ApiServer::Loop::drop_expired() {
 void ApiServer::Loop::close(int fd) { m_connections.erase(fd); }
 
 ApiServer::ApiServer(std::string socket_path, UniqueFd listener, EventFd stop_event, ino_t inode, dev_t device)
-    : m_socket_path(std::move(socket_path))
-    , m_listener(std::move(listener))
-    , m_stop_event(std::move(stop_event))
-    , m_inode(inode)
-    , m_device(device) {}
+    : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_stop_event(std::move(stop_event)),
+      m_inode(inode), m_device(device) {}
 
 Expected<std::unique_ptr<ApiServer>> ApiServer::start(std::string const& socket_path, ApiHandler& handler,
                                                       ApiServerOptions options) {
@@ -279,11 +278,11 @@ Expected<std::unique_ptr<ApiServer>> ApiServer::start(std::string const& socket_
     }
     std::unique_ptr<ApiServer> server(
         new ApiServer(socket_path, std::move(listener), stop_event.release_value(), status.st_ino, status.st_dev));
-    server->m_thread = std::thread([&handler, options, listener_fd = server->m_listener.get(),
-                                    stop_fd = server->m_stop_event.fd()] {
-        Loop loop(handler, options);
-        loop.run(listener_fd, stop_fd);
-    });
+    server->m_thread =
+        std::thread([&handler, options, listener_fd = server->m_listener.get(), stop_fd = server->m_stop_event.fd()] {
+            Loop loop(handler, options);
+            loop.run(listener_fd, stop_fd);
+        });
     return server;
 }
 

@@ -208,7 +208,8 @@ TEST_F(ApiServerTest, ClientDisconnectingMidBody_HarmsNothing) {
     start();
     {
         UniqueFd quitter = connect_to(m_path);
-        ASSERT_TRUE(send_all(quitter.get(), "PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu_count\""));
+        ASSERT_TRUE(
+            send_all(quitter.get(), "PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu_count\""));
     }
     UniqueFd client = connect_to(m_path);
     EXPECT_EQ(get_root(client.get()).rfind("HTTP/1.1 200", 0), 0u);
@@ -257,7 +258,8 @@ TEST_F(ApiServerTest, MalformedRequestsAndOversizedBodies_AreAnsweredThenClosed)
 
     // A body longer than its Content-Length: the excess is a malformed next request.
     UniqueFd mismatch = connect_to(m_path);
-    ASSERT_TRUE(send_all(mismatch.get(), "PATCH /vm HTTP/1.1\r\nContent-Length: 2\r\n\r\n{\"state\": \"Paused\"}\r\n\r\n"));
+    ASSERT_TRUE(
+        send_all(mismatch.get(), "PATCH /vm HTTP/1.1\r\nContent-Length: 2\r\n\r\n{\"state\": \"Paused\"}\r\n\r\n"));
     // Two answers: '{"' is no JSON document, and the rest is no request line; then the server closes.
     std::string all = read_until_closed(mismatch.get());
     EXPECT_EQ(all.rfind("HTTP/1.1 400", 0), 0u) << all;

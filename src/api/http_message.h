@@ -31,7 +31,7 @@ struct HttpRequest {
 
 struct HttpResponse {
     int status { 200 };
-    std::string body; // JSON text, or empty
+    std::string body;                // JSON text, or empty
     bool close_connection { false }; // ask the server to close after sending
 
     static HttpResponse json(int status, std::string body) { return { status, std::move(body), false }; }

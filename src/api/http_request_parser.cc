@@ -107,7 +107,8 @@ HttpRequestParser::Result HttpRequestParser::parse_headers() {
     }
     size_t const block_size = end + terminator;
     if (block_size > m_limits.max_header_bytes)
-        return fail(431, fmt::format("header block of {} bytes exceeds {} bytes", block_size, m_limits.max_header_bytes));
+        return fail(431,
+                    fmt::format("header block of {} bytes exceeds {} bytes", block_size, m_limits.max_header_bytes));
 
     std::string_view block(m_buffer.data(), end + 1);
     std::string_view request_line = *next_line(block);

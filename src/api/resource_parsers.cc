@@ -49,7 +49,8 @@ Expected<std::string> checked_body_id(JsonFields const& fields, std::string_view
     std::string id = TRY(fields.required_string(key));
     TRY(validate_resource_id(id, fmt::format("{}.{}", fields.what(), key)));
     if (!path_id.empty() && id != path_id)
-        return Error::format("{}: {} '{}' in the body does not match '{}' in the path", fields.what(), key, id, path_id);
+        return Error::format("{}: {} '{}' in the body does not match '{}' in the path", fields.what(), key, id,
+                             path_id);
     return id;
 }
 
@@ -88,8 +89,9 @@ Expected<RateLimitConfig> parse_rate_limiter(json const& body, std::string_view 
 }
 
 Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm, MachineOptions& machine) {
-    auto fields = TRY(JsonFields::create(
-        body, "machine-config", { "vcpu_count", "mem_size_mib", "smt", "track_dirty_pages", "cpu_template", "huge_pages" }));
+    auto fields = TRY(
+        JsonFields::create(body, "machine-config",
+                           { "vcpu_count", "mem_size_mib", "smt", "track_dirty_pages", "cpu_template", "huge_pages" }));
     if (partial && fields.empty())
         return Error("machine-config: empty PATCH request");
     // Work on copies: if any field is wrong, nothing changes.
@@ -145,7 +147,8 @@ Expected<void> apply_boot_source(json const& body, VmConfig& vm) {
     auto initrd = TRY(fields.string("initrd_path"));
     auto boot_args = TRY(fields.string("boot_args"));
     if (boot_args && boot_args->size() > MAX_CMDLINE_LENGTH)
-        return Error::format("boot-source: boot_args of {} bytes exceeds {} bytes", boot_args->size(), MAX_CMDLINE_LENGTH);
+        return Error::format("boot-source: boot_args of {} bytes exceeds {} bytes", boot_args->size(),
+                             MAX_CMDLINE_LENGTH);
     if (initrd && initrd->empty())
         return Error("boot-source: field 'initrd_path' must not be empty");
     vm.kernel_path = std::move(kernel);
@@ -199,8 +202,9 @@ Expected<DriveUpdate> parse_drive_update(json const& body, std::string_view path
 }
 
 Expected<NetConfig> parse_network_interface(json const& body, std::string_view path_id) {
-    auto fields = TRY(JsonFields::create(
-        body, "network-interface", { "iface_id", "host_dev_name", "guest_mac", "rx_rate_limiter", "tx_rate_limiter", "mtu" }));
+    auto fields = TRY(
+        JsonFields::create(body, "network-interface",
+                           { "iface_id", "host_dev_name", "guest_mac", "rx_rate_limiter", "tx_rate_limiter", "mtu" }));
     if (fields.has("mtu"))
         return Error("network-interface: mtu is not supported by kvmm (VIRTIO_NET_F_MTU is not offered)");
     NetConfig net;
@@ -366,7 +370,9 @@ json network_interface_to_json(NetConfig const& net) {
     return out;
 }
 
-json vsock_to_json(VsockConfig const& vsock) { return json { { "guest_cid", vsock.guest_cid }, { "uds_path", vsock.uds_path } }; }
+json vsock_to_json(VsockConfig const& vsock) {
+    return json { { "guest_cid", vsock.guest_cid }, { "uds_path", vsock.uds_path } };
+}
 
 json entropy_to_json(RngConfig const& rng) {
     json out = json::object();
@@ -383,7 +389,9 @@ json balloon_to_json(BalloonConfig const& balloon) {
 }
 
 json logger_to_json(LoggerConfig const& logger) {
-    json out { { "level", logger.level }, { "show_level", logger.show_level }, { "show_log_origin", logger.show_log_origin } };
+    json out { { "level", logger.level },
+               { "show_level", logger.show_level },
+               { "show_log_origin", logger.show_log_origin } };
     if (logger.log_path)
         out["log_path"] = *logger.log_path;
     if (logger.module)

@@ -61,7 +61,7 @@ Expected<NetworkInterfaceUpdate> parse_network_interface_update(nlohmann::json c
 Expected<VsockConfig> parse_vsock(nlohmann::json const& body);
 Expected<RngConfig> parse_entropy(nlohmann::json const& body);
 Expected<BalloonConfig> parse_balloon(nlohmann::json const& body);
-Expected<uint64_t> parse_balloon_update(nlohmann::json const& body);             // amount_mib
+Expected<uint64_t> parse_balloon_update(nlohmann::json const& body);            // amount_mib
 Expected<uint32_t> parse_balloon_statistics_update(nlohmann::json const& body); // stats_polling_interval_s
 Expected<LoggerConfig> parse_logger(nlohmann::json const& body);
 Expected<MetricsConfig> parse_metrics(nlohmann::json const& body);

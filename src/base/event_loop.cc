@@ -83,12 +83,13 @@ Expected<int> EventLoop::run_once(std::chrono::milliseconds timeout) {
         if (found == m_watches.end() || found->second.events == 0)
             continue;
         uint32_t const interest = found->second.events;
-        uint32_t ready_events = ((event.events & EPOLLIN) ? READABLE : 0u) | ((event.events & EPOLLOUT) ? WRITABLE : 0u);
+        uint32_t ready_events =
+            ((event.events & EPOLLIN) ? READABLE : 0u) | ((event.events & EPOLLOUT) ? WRITABLE : 0u);
         if (event.events & (EPOLLHUP | EPOLLERR))
             ready_events |= interest;
         ready_events &= interest;
         if (ready_events == 0)
-            continue; // the interest changed earlier in this round
+            continue;                           // the interest changed earlier in this round
         auto callback = found->second.callback; // copy: the callback may remove itself
         callback(ready_events);
         ++dispatched;

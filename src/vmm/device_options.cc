@@ -114,7 +114,8 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
         else if (key == "iops_burst")
             iops_burst = TRY(parse_number(flag, key, value));
         else
-            return unknown_key(flag, key, "path, id, readonly, root, serial, cache, engine, bw, bw_burst, iops, iops_burst");
+            return unknown_key(flag, key,
+                               "path, id, readonly, root, serial, cache, engine, bw, bw_burst, iops, iops_burst");
     }
     if (disk.path.empty())
         return Error::format("{} '{}' needs path=FILE", flag, text);

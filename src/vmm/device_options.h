@@ -23,7 +23,7 @@ namespace kvmm {
 // Splits "a=1,b=2" into ordered pairs; a bare word is a key with an empty value. Rejects
 // empty keys and keys given twice.
 Expected<std::vector<std::pair<std::string, std::string>>> parse_key_values(std::string_view flag,
-                                                                           std::string_view text);
+                                                                            std::string_view text);
 
 Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index);
 Expected<NetConfig> parse_net_option(std::string_view text, size_t index);

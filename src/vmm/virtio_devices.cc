@@ -1,9 +1,9 @@
 #include "vmm/virtio_devices.h"
 
 #include "arch/x86_64/layout.h"
+#include "backends/disk/disk_image.h"
 #include "backends/net/mac_address.h"
 #include "backends/net/tap.h"
-#include "backends/disk/disk_image.h"
 #include "devices/virtio/balloon/balloon_device.h"
 #include "devices/virtio/block/block_device.h"
 #include "devices/virtio/console/console_device.h"
@@ -61,8 +61,8 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
         options.serial = disk.serial.value_or(disk.id);
         if (!disk.rate_limit.empty())
             options.rate_limiter.emplace(TRY(RateLimiter::create(disk.rate_limit).with_context(context)));
-        auto device = TRY(virtio::BlockDevice::create(std::move(image), event_loop, std::move(options))
-                              .with_context(context));
+        auto device =
+            TRY(virtio::BlockDevice::create(std::move(image), event_loop, std::move(options)).with_context(context));
         spdlog::info("{}: {} sectors, {} engine{}", context, device->capacity_sectors(),
                      device->engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync",
                      disk.read_only ? ", read-only" : "");
@@ -103,8 +103,9 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
         TRY(add(std::move(console), "console"));
     }
     if (config.vsock) {
-        auto device = TRY(virtio::vsock::VsockDevice::create(event_loop, config.vsock->guest_cid, config.vsock->uds_path)
-                              .with_context("vsock"));
+        auto device =
+            TRY(virtio::vsock::VsockDevice::create(event_loop, config.vsock->guest_cid, config.vsock->uds_path)
+                    .with_context("vsock"));
         TRY(add(std::move(device), "vsock"));
     }
     if (config.balloon) {
@@ -132,8 +133,8 @@ Expected<void> VirtioDevices::add(std::unique_ptr<virtio::VirtioDevice> device, 
         int const fd = transport->queue_notify_fd(queue);
         auto registered = vm.register_ioeventfd(notify_address, 4, queue, fd);
         if (!registered) { // the transport still serves notifications through MMIO exits
-            spdlog::warn("virtio {}: {}; queue {} notifications take the slow path", name,
-                         registered.error().message(), queue);
+            spdlog::warn("virtio {}: {}; queue {} notifications take the slow path", name, registered.error().message(),
+                         queue);
             continue;
         }
         m_ioeventfds.push_back(Registration { notify_address, static_cast<uint32_t>(queue), fd });

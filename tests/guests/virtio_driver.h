@@ -90,7 +90,8 @@ static void virtio_submit(uint32_t base, struct virtq* queue, int index, void* c
     for (int i = 0; i < count; ++i) {
         queue->desc[i].addr = (uint64_t)(uintptr_t)buffers[i];
         queue->desc[i].len = lengths[i];
-        queue->desc[i].flags = (uint16_t)((writable[i] ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0));
+        queue->desc[i].flags =
+            (uint16_t)((writable[i] ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < count ? VIRTQ_DESC_F_NEXT : 0));
         queue->desc[i].next = (uint16_t)(i + 1);
     }
     queue->avail.ring[queue->avail.idx % VIRTIO_QUEUE_SIZE] = 0;
@@ -169,7 +170,8 @@ static struct virtio_blk_request_header blk_header;
 static uint8_t blk_status;
 
 /* One request; returns the status byte the device wrote (0xff if it wrote none). */
-static uint8_t blk_request(uint32_t base, uint32_t type, uint64_t sector, void* data, uint32_t length, int data_writable) {
+static uint8_t blk_request(uint32_t base, uint32_t type, uint64_t sector, void* data, uint32_t length,
+                           int data_writable) {
     blk_header.type = type;
     blk_header.reserved = 0;
     blk_header.sector = sector;

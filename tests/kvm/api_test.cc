@@ -156,8 +156,7 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     auto const metrics_path = (m_directory / "metrics.json").string();
     EXPECT_EQ(http(m_socket, "PUT", "/logger", R"({"log_path": ")" + log_path + R"(", "level": "Info"})").status, 204);
     EXPECT_EQ(http(m_socket, "PUT", "/metrics", R"({"metrics_path": ")" + metrics_path + R"("})").status, 204);
-    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "smt": false})")
-                  .status,
+    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "smt": false})").status,
               204);
     // Bad requests on the way are refused with a reason and change nothing.
     auto const malformed = http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": )");
@@ -183,7 +182,8 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     EXPECT_EQ(kvmm.output(), output_at_pause) << "the guest ran while paused";
     ASSERT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Resumed"})").status, 204);
     EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Running\""), std::string::npos);
-    EXPECT_TRUE(eventually([&] { return kvmm.output().size() > output_at_pause.size(); }, 5s)) << "no tick after resume";
+    EXPECT_TRUE(eventually([&] { return kvmm.output().size() > output_at_pause.size(); }, 5s))
+        << "no tick after resume";
 
     EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/x"})").status, 400)
         << "pre-boot resource after start";

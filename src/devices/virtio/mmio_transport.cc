@@ -49,8 +49,7 @@ void set_high(uint64_t& field, uint32_t value) { field = (field & 0xffff'ffffull
 
 } // namespace
 
-Expected<std::unique_ptr<MmioTransport>> MmioTransport::create(std::string name,
-                                                               std::unique_ptr<VirtioDevice> device,
+Expected<std::unique_ptr<MmioTransport>> MmioTransport::create(std::string name, std::unique_ptr<VirtioDevice> device,
                                                                GuestMemory const& memory, InterruptLine& line,
                                                                EventLoop& event_loop) {
     auto const sizes = device->queue_max_sizes();
@@ -215,8 +214,7 @@ void MmioTransport::write_register(uint64_t offset, uint32_t value) {
     auto& queue = m_queue_registers[m_queue_select];
     bool const frozen = driver_ok || (queue.ready && offset != QUEUE_READY);
     if (frozen) {
-        guest_error(fmt::format("write to register {:#x} of queue {} after it was made ready", offset,
-                                m_queue_select));
+        guest_error(fmt::format("write to register {:#x} of queue {} after it was made ready", offset, m_queue_select));
         return;
     }
     switch (offset) {

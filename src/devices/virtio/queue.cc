@@ -11,7 +11,7 @@ namespace kvmm::virtio {
 namespace {
 
 // Byte offsets inside the rings (2.7.6 and 2.7.8).
-constexpr uint64_t RING_HEADER = 4; // flags + idx
+constexpr uint64_t RING_HEADER = 4;                                                    // flags + idx
 uint64_t available_ring_bytes(uint16_t size) { return RING_HEADER + 2ull * size + 2; } // + used_event
 uint64_t used_ring_bytes(uint16_t size) { return RING_HEADER + 8ull * size + 2; }      // + avail_event
 
@@ -50,10 +50,9 @@ Expected<size_t> copy_segments(std::span<ChainSegment const> segments, uint64_t 
 
 Expected<size_t> DescriptorChain::read(GuestMemory const& memory, uint64_t offset,
                                        std::span<std::byte> destination) const {
-    return copy_segments(readable(), offset, destination.size(),
-                         [&](GuestAddress address, size_t done, size_t piece) {
-                             return memory.read(address, destination.subspan(done, piece));
-                         });
+    return copy_segments(readable(), offset, destination.size(), [&](GuestAddress address, size_t done, size_t piece) {
+        return memory.read(address, destination.subspan(done, piece));
+    });
 }
 
 Expected<size_t> DescriptorChain::write(GuestMemory const& memory, uint64_t offset,
@@ -156,8 +155,7 @@ Expected<void> Queue::walk_chain(uint16_t head, DescriptorChain& chain) const {
         if (++visited > m_config.size)
             return Error::format("descriptor chain from head {} is longer than the queue size {} (a loop?)", head,
                                  m_config.size);
-        auto const descriptor =
-            TRY(m_memory->read_obj<Descriptor>(m_config.descriptor_table.offset(16ull * index)));
+        auto const descriptor = TRY(m_memory->read_obj<Descriptor>(m_config.descriptor_table.offset(16ull * index)));
         if (descriptor.flags & DESCRIPTOR_F_INDIRECT) {
             if (!indirect_allowed)
                 return Error::format("descriptor {} is indirect, but VIRTIO_F_INDIRECT_DESC was not negotiated", index);
@@ -181,7 +179,8 @@ Expected<void> Queue::walk_chain(uint16_t head, DescriptorChain& chain) const {
                                          descriptor.address, entries);
                 auto const entry = TRY(m_memory->read_obj<Descriptor>(table.offset(16ull * inner)));
                 if (entry.flags & DESCRIPTOR_F_INDIRECT)
-                    return Error::format("indirect table at {:#x} holds another indirect descriptor", descriptor.address);
+                    return Error::format("indirect table at {:#x} holds another indirect descriptor",
+                                         descriptor.address);
                 TRY(add_segment(entry, chain));
                 if (!(entry.flags & DESCRIPTOR_F_NEXT))
                     break;

@@ -26,7 +26,9 @@ protected:
     GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
     DriverQueue driver { memory, GuestAddress(0x1000), 16 };
 
-    Queue make_queue(uint64_t features = ALL_RING_FEATURES) { return *Queue::create(memory, driver.config(), features); }
+    Queue make_queue(uint64_t features = ALL_RING_FEATURES) {
+        return *Queue::create(memory, driver.config(), features);
+    }
 };
 
 TEST_F(QueueTest, PopsAChainWithReadableThenWritableSegments) {
@@ -117,9 +119,10 @@ TEST_F(QueueTest, LoopInsideAnIndirectTableIsRejected) {
     auto queue = make_queue();
     auto const buffer = driver.writable_buffer(8);
     auto const table = driver.allocate(32);
-    ASSERT_TRUE(memory.write_obj(table, Descriptor { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 1 }));
-    ASSERT_TRUE(memory.write_obj(table.offset(16), Descriptor { buffer.address.value(), 8,
-                                                                DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 0 }));
+    ASSERT_TRUE(
+        memory.write_obj(table, Descriptor { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 1 }));
+    ASSERT_TRUE(memory.write_obj(table.offset(16),
+                                 Descriptor { buffer.address.value(), 8, DESCRIPTOR_F_WRITE | DESCRIPTOR_F_NEXT, 0 }));
     driver.write_descriptor(0, { table.value(), 32, DESCRIPTOR_F_INDIRECT, 0 });
     driver.offer(0);
     DescriptorChain chain;

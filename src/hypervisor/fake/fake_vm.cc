@@ -109,7 +109,8 @@ Expected<void> FakeVm::register_ioeventfd(uint64_t address, uint32_t length, uin
 
 Expected<void> FakeVm::unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
     std::lock_guard guard(m_lock);
-    auto found = std::find(m_ioeventfds.begin(), m_ioeventfds.end(), IoEventFd { address, length, datamatch, event_fd });
+    auto found =
+        std::find(m_ioeventfds.begin(), m_ioeventfds.end(), IoEventFd { address, length, datamatch, event_fd });
     if (found == m_ioeventfds.end())
         return Error::format("no ioeventfd at {:#x} value {}", address, datamatch);
     m_ioeventfds.erase(found);

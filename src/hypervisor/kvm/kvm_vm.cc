@@ -134,7 +134,8 @@ kvm_ioeventfd make_ioeventfd(uint64_t address, uint32_t length, uint64_t datamat
 Expected<void> KvmVm::register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
     auto ioeventfd = make_ioeventfd(address, length, datamatch, event_fd);
     if (::ioctl(m_vm_fd.get(), KVM_IOEVENTFD, &ioeventfd) != 0)
-        return Error::from_errno(fmt::format("KVM_IOEVENTFD at {:#x} (length {}, value {})", address, length, datamatch));
+        return Error::from_errno(
+            fmt::format("KVM_IOEVENTFD at {:#x} (length {}, value {})", address, length, datamatch));
     return {};
 }
 

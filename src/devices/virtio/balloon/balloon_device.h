@@ -109,10 +109,14 @@ public:
     uint64_t malformed_buffers() const { return m_malformed_buffers.load(std::memory_order_relaxed); }
     uint64_t release_failures() const { return m_release_failures.load(std::memory_order_relaxed); }
     std::vector<Counter> counters() const override {
-        return { { "actual_mib", actual_mib() },           { "target_mib", target_mib() },
-                 { "inflated_pages", inflated_pages() },   { "deflated_pages", deflated_pages() },
-                 { "reported_bytes", reported_bytes() },   { "stats_updates", stats_updates() },
-                 { "rejected_pages", rejected_pages() },   { "malformed_buffers", malformed_buffers() },
+        return { { "actual_mib", actual_mib() },
+                 { "target_mib", target_mib() },
+                 { "inflated_pages", inflated_pages() },
+                 { "deflated_pages", deflated_pages() },
+                 { "reported_bytes", reported_bytes() },
+                 { "stats_updates", stats_updates() },
+                 { "rejected_pages", rejected_pages() },
+                 { "malformed_buffers", malformed_buffers() },
                  { "release_failures", release_failures() } };
     }
 

@@ -100,9 +100,7 @@ TEST_F(ConsoleDeviceTest, EmergencyWriteOutputsOneCharacter) {
     EXPECT_EQ(sink->text, "Z");
 }
 
-TEST_F(ConsoleDeviceTest, ConfigReportsOnePort) {
-    EXPECT_EQ(driver->read32(0x104), 1u);
-}
+TEST_F(ConsoleDeviceTest, ConfigReportsOnePort) { EXPECT_EQ(driver->read32(0x104), 1u); }
 
 TEST_F(ConsoleDeviceTest, MalformedTransmitChainNeedsReset) {
     start();

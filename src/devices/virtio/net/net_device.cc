@@ -147,8 +147,7 @@ void NetDevice::run(Expected<void> (NetDevice::*step)()) {
 }
 
 Expected<void> NetDevice::update_tap_interest() {
-    uint32_t const interest =
-        (m_rx_wanted ? EventLoop::READABLE : 0u) | (m_tx_blocked ? EventLoop::WRITABLE : 0u);
+    uint32_t const interest = (m_rx_wanted ? EventLoop::READABLE : 0u) | (m_tx_blocked ? EventLoop::WRITABLE : 0u);
     if (!m_tap_registered || interest == m_tap_interest)
         return {};
     TRY(m_event_loop.modify(m_tap.fd(), interest));
@@ -327,8 +326,7 @@ Expected<bool> NetDevice::deliver_pending(bool& used_any) {
     for (uint64_t capacity = 0; capacity < length; ++chains)
         capacity += m_rx_chains[chains].writable_length();
     chains = std::max<size_t>(chains, 1);
-    put_le16(reinterpret_cast<uint8_t*>(m_frame.data()) + NET_HEADER_NUM_BUFFERS_OFFSET,
-             static_cast<uint16_t>(chains));
+    put_le16(reinterpret_cast<uint8_t*>(m_frame.data()) + NET_HEADER_NUM_BUFFERS_OFFSET, static_cast<uint16_t>(chains));
     auto remaining = std::span<std::byte const>(m_frame).first(length);
     for (size_t i = 0; i < chains; ++i) {
         size_t const written = TRY(m_rx_chains[i].write(memory, 0, remaining));

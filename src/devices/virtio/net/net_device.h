@@ -131,10 +131,14 @@ public:
     uint64_t tx_rate_limited() const { return m_tx_rate_limited; }
     uint64_t tx_would_block() const { return m_tx_would_block; }
     std::vector<Counter> counters() const override {
-        return { { "rx_packets", m_rx_packets },           { "rx_bytes", m_rx_bytes },
-                 { "rx_drops", m_rx_drops },               { "tx_packets", m_tx_packets },
-                 { "tx_bytes", m_tx_bytes },               { "tx_drops", m_tx_drops },
-                 { "rx_rate_limited", m_rx_rate_limited }, { "tx_rate_limited", m_tx_rate_limited },
+        return { { "rx_packets", m_rx_packets },
+                 { "rx_bytes", m_rx_bytes },
+                 { "rx_drops", m_rx_drops },
+                 { "tx_packets", m_tx_packets },
+                 { "tx_bytes", m_tx_bytes },
+                 { "tx_drops", m_tx_drops },
+                 { "rx_rate_limited", m_rx_rate_limited },
+                 { "tx_rate_limited", m_tx_rate_limited },
                  { "tx_would_block", m_tx_would_block } };
     }
 
@@ -176,8 +180,8 @@ private:
     std::vector<DescriptorChain> m_rx_chains;
     size_t m_rx_held { 0 };
     uint64_t m_rx_held_capacity { 0 };
-    std::vector<std::byte> m_frame; // scratch for one received frame
-    size_t m_pending_length { 0 };  // bytes of m_frame waiting for the guest; 0: none
+    std::vector<std::byte> m_frame;   // scratch for one received frame
+    size_t m_pending_length { 0 };    // bytes of m_frame waiting for the guest; 0: none
     bool m_pending_charged { false }; // the rx limiter already accepted the pending frame
 
     uint64_t m_rx_packets { 0 };

@@ -275,8 +275,8 @@ TEST(NetDevice, ConfigSpace_ReportsMacLinkUpAndOneQueuePair) {
         EXPECT_EQ(config[8] | config[9] << 8, 1);
         EXPECT_EQ(config[10] | config[11], 0) << "past the end reads as zeros";
         uint64_t const offered = harness.driver->device_features();
-        for (unsigned bit : { net_feature::MRG_RXBUF, net_feature::STATUS, net_feature::CSUM,
-                              net_feature::HOST_TSO4, FEATURE_RING_INDIRECT_DESC })
+        for (unsigned bit : { net_feature::MRG_RXBUF, net_feature::STATUS, net_feature::CSUM, net_feature::HOST_TSO4,
+                              FEATURE_RING_INDIRECT_DESC })
             EXPECT_TRUE(has_feature(offered, bit)) << "feature bit " << bit;
     });
 }

@@ -17,8 +17,7 @@ void Connection::queue_host_reply(std::string_view reply) {
     m_reply_bytes += reply.size();
 }
 
-Expected<bool> Connection::queue_guest_data(GuestMemory const& memory, DescriptorChain const& chain,
-                                            uint32_t length) {
+Expected<bool> Connection::queue_guest_data(GuestMemory const& memory, DescriptorChain const& chain, uint32_t length) {
     uint32_t const held = m_received_count - m_forward_count;
     if (length > BUFFER_SIZE - held)
         return false;
@@ -37,8 +36,8 @@ Expected<bool> Connection::queue_guest_data(GuestMemory const& memory, Descripto
 
 Connection::FlushResult Connection::flush_to_host() {
     while (has_host_output()) {
-        ssize_t const sent = ::send(m_stream.get(), m_output.data() + m_output_offset, m_output.size() - m_output_offset,
-                                    MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t const sent = ::send(m_stream.get(), m_output.data() + m_output_offset,
+                                    m_output.size() - m_output_offset, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0) {
             if (errno == EINTR)
                 continue;

@@ -86,7 +86,7 @@ public:
     uint32_t interest() const;
 
     uint32_t pending_control { 0 };
-    bool host_readable { false };   // the socket reported readable; waiting for an rx buffer
+    bool host_readable { false }; // the socket reported readable; waiting for an rx buffer
     bool host_end_of_stream { false };
     bool queued_for_rx { false };   // listed in the device's rx work list
     uint32_t guest_shutdown { 0 };  // SHUTDOWN_* flags the guest sent
@@ -105,9 +105,9 @@ private:
 
     uint32_t m_peer_buffer_allocation { 0 };
     uint32_t m_peer_forward_count { 0 };
-    uint32_t m_sent_count { 0 };      // tx_cnt: payload bytes sent to the guest
-    uint32_t m_received_count { 0 };  // payload bytes taken from the guest
-    uint32_t m_forward_count { 0 };   // fwd_cnt: guest payload written to the host socket
+    uint32_t m_sent_count { 0 };     // tx_cnt: payload bytes sent to the guest
+    uint32_t m_received_count { 0 }; // payload bytes taken from the guest
+    uint32_t m_forward_count { 0 };  // fwd_cnt: guest payload written to the host socket
     uint32_t m_advertised_forward_count { 0 };
     uint64_t m_bytes_to_host { 0 };
 };

@@ -19,14 +19,22 @@ constexpr int MAX_ACCEPTS_PER_WAKEUP = 16;
 
 char const* operation_name(uint16_t operation) {
     switch (static_cast<Operation>(operation)) {
-    case Operation::Request: return "REQUEST";
-    case Operation::Response: return "RESPONSE";
-    case Operation::Reset: return "RST";
-    case Operation::Shutdown: return "SHUTDOWN";
-    case Operation::ReadWrite: return "RW";
-    case Operation::CreditUpdate: return "CREDIT_UPDATE";
-    case Operation::CreditRequest: return "CREDIT_REQUEST";
-    case Operation::Invalid: break;
+    case Operation::Request:
+        return "REQUEST";
+    case Operation::Response:
+        return "RESPONSE";
+    case Operation::Reset:
+        return "RST";
+    case Operation::Shutdown:
+        return "SHUTDOWN";
+    case Operation::ReadWrite:
+        return "RW";
+    case Operation::CreditUpdate:
+        return "CREDIT_UPDATE";
+    case Operation::CreditRequest:
+        return "CREDIT_REQUEST";
+    case Operation::Invalid:
+        break;
     }
     return "unknown";
 }
@@ -36,11 +44,10 @@ char const* operation_name(uint16_t operation) {
 Expected<std::unique_ptr<VsockDevice>> VsockDevice::create(EventLoop& event_loop, uint64_t guest_cid,
                                                            std::string uds_path) {
     if (guest_cid <= HOST_CID || guest_cid > UINT32_MAX)
-        return Error::format("vsock guest CID {} is reserved or above 32 bits (must be 3..{})", guest_cid,
-                             UINT32_MAX);
+        return Error::format("vsock guest CID {} is reserved or above 32 bits (must be 3..{})", guest_cid, UINT32_MAX);
     auto listener = TRY(listen_unix(uds_path));
-    auto device = std::unique_ptr<VsockDevice>(
-        new VsockDevice(event_loop, guest_cid, std::move(uds_path), std::move(listener)));
+    auto device =
+        std::unique_ptr<VsockDevice>(new VsockDevice(event_loop, guest_cid, std::move(uds_path), std::move(listener)));
     if (auto added = event_loop.add(device->m_listener.get(), [raw = device.get()] { raw->on_listener_readable(); });
         !added) {
         ::unlink(device->m_uds_path.c_str());
@@ -263,8 +270,8 @@ void VsockDevice::handle_guest_request(PacketHeader const& header) {
 
 Expected<void> VsockDevice::handle_guest_data(Connection& connection, PacketHeader const& header) {
     if (connection.state() != Connection::State::Established || (connection.guest_shutdown & SHUTDOWN_SEND)) {
-        guest_error(fmt::format("RW on {}->{} that is not open for sending", header.source_port,
-                                header.destination_port));
+        guest_error(
+            fmt::format("RW on {}->{} that is not open for sending", header.source_port, header.destination_port));
         close_connection(connection.key(), true);
         return {};
     }
@@ -462,7 +469,8 @@ Expected<std::optional<uint32_t>> VsockDevice::next_packet(Connection& connectio
         return control(PENDING_SHUTDOWN, Operation::Shutdown, SHUTDOWN_SEND);
     }
     auto const payload = std::span(m_scratch).first(static_cast<size_t>(received));
-    PacketHeader const header = connection.make_header(Operation::ReadWrite, guest_cid, static_cast<uint32_t>(received));
+    PacketHeader const header =
+        connection.make_header(Operation::ReadWrite, guest_cid, static_cast<uint32_t>(received));
     m_bytes_to_guest += payload.size();
     return TRY(write_packet(header, payload));
 }

@@ -85,9 +85,12 @@ public:
     uint64_t bytes_to_guest() const { return m_bytes_to_guest; }
     uint64_t bytes_to_host() const { return m_bytes_to_host; }
     std::vector<Counter> counters() const override {
-        return { { "active_connections", m_connections.size() }, { "connections_opened", m_connections_opened },
-                 { "connections_refused", m_connections_refused }, { "resets_sent", m_resets_sent },
-                 { "packets_dropped", m_packets_dropped },         { "bytes_to_guest", m_bytes_to_guest },
+        return { { "active_connections", m_connections.size() },
+                 { "connections_opened", m_connections_opened },
+                 { "connections_refused", m_connections_refused },
+                 { "resets_sent", m_resets_sent },
+                 { "packets_dropped", m_packets_dropped },
+                 { "bytes_to_guest", m_bytes_to_guest },
                  { "bytes_to_host", m_bytes_to_host } };
     }
 
