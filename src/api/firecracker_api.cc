@@ -32,9 +32,12 @@ constexpr UnsupportedEndpoint UNSUPPORTED_ENDPOINTS[] = {
 
 std::string_view state_name(InstanceState state) {
     switch (state) {
-    case InstanceState::NotStarted: return "Not started";
-    case InstanceState::Running: return "Running";
-    case InstanceState::Paused: return "Paused";
+    case InstanceState::NotStarted:
+        return "Not started";
+    case InstanceState::Running:
+        return "Running";
+    case InstanceState::Paused:
+        return "Paused";
     }
     return "Not started";
 }
@@ -115,7 +118,8 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
                          { "app_name", "kvmm" } });
     }
     if (path == "/version" && get)
-        return ok_json({ { "firecracker_version", FIRECRACKER_API_VERSION }, { "kvmm_version", m_identity.vmm_version } });
+        return ok_json(
+            { { "firecracker_version", FIRECRACKER_API_VERSION }, { "kvmm_version", m_identity.vmm_version } });
     if (path == "/vm/config" && get)
         return ok_json(microvm_config_to_json(m_config));
     if (path == "/machine-config") {
@@ -313,6 +317,11 @@ Expected<void> FirecrackerApi::start() {
     TRY(m_controller.start_instance(m_config.instance));
     m_started = true;
     return {};
+}
+
+void FirecrackerApi::mark_started(InstanceConfig config) {
+    m_config.instance = std::move(config);
+    m_started = true;
 }
 
 Expected<void> FirecrackerApi::boot_from_config(MicrovmConfig config) {

@@ -25,7 +25,7 @@ inline constexpr std::string_view FIRECRACKER_API_VERSION = "1.7.0";
 
 struct ApiIdentity {
     std::string instance_id { "anonymous-instance" }; // Firecracker's default --id
-    std::string vmm_version;                           // kvmm's own version
+    std::string vmm_version;                          // kvmm's own version
 };
 
 class FirecrackerApi final : public ApiHandler {
@@ -38,6 +38,13 @@ public:
     // metrics sinks, then starts the microVM as InstanceStart would.
     Expected<void> boot_from_config(MicrovmConfig config);
 
+    // Flag mode with --control-sock: the VM was configured from the command line and is being
+    // built by the caller, so the API begins in the started state with `config` as its
+    // configuration (GET /vm/config) and serves only post-boot requests.
+    void mark_started(InstanceConfig config);
+    // PUT /metrics without the request: opens the sink and installs it (flag mode's --metrics).
+    Expected<void> install_metrics(MetricsConfig const& metrics);
+
     bool started() const { return m_started; }
     MicrovmConfig const& config() const { return m_config; }
 
@@ -49,7 +56,6 @@ private:
                                                     std::string_view body);
     Expected<HttpResponse> handle_action(std::string_view body);
     Expected<void> install_logger(LoggerConfig const& logger);
-    Expected<void> install_metrics(MetricsConfig const& metrics);
     Expected<void> start();
     Expected<void> require_not_started(std::string_view resource) const;
     Expected<void> require_started(std::string_view operation) const;

@@ -33,9 +33,7 @@ protected:
         EXPECT_NE(body["fault_message"].get<std::string>().find(fragment), std::string::npos) << response.body;
     }
     std::string state() { return json::parse(call("GET", "/").body)["state"]; }
-    void configure_minimal() {
-        expect_ok(call("PUT", "/boot-source", R"({"kernel_image_path": "/k"})"));
-    }
+    void configure_minimal() { expect_ok(call("PUT", "/boot-source", R"({"kernel_image_path": "/k"})")); }
     void boot() {
         configure_minimal();
         expect_ok(call("PUT", "/actions", R"({"action_type": "InstanceStart"})"));
@@ -147,11 +145,13 @@ TEST_F(FirecrackerApiTest, MalformedBodies_Are400NamingTheProblem) {
     expect_fault(call("PUT", "/boot-source", "[1]"), "expected a JSON object");
     expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": 5})"), "'kernel_image_path' must be a string");
     expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "/k", "extra": 1})"), "unknown field 'extra'");
-    expect_fault(call("PUT", "/drives/rootfs", R"({"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": "yes"})"),
+    expect_fault(call("PUT", "/drives/rootfs",
+                      R"({"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": "yes"})"),
                  "'is_root_device' must be a boolean");
-    expect_fault(call("PUT", "/network-interfaces/eth0",
-                      R"({"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {"bandwidth": {"size": 1}}})"),
-                 "refill_time");
+    expect_fault(
+        call("PUT", "/network-interfaces/eth0",
+             R"({"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {"bandwidth": {"size": 1}}})"),
+        "refill_time");
     expect_fault(call("PUT", "/network-interfaces/eth0",
                       R"({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "zz:00:00:00:00:00"})"),
                  "guest_mac");
@@ -291,6 +291,24 @@ TEST(OpenObservabilitySink, FifoWithoutReaderFailsAndWithReaderOpens) {
     ::unlink(path.c_str());
     auto directory = open_observability_sink("/");
     EXPECT_FALSE(directory);
+}
+
+} // namespace
+} // namespace kvmm
+
+namespace kvmm {
+namespace {
+
+// kvmm --control-sock: the VM came from flags, so the API starts out started.
+TEST_F(FirecrackerApiTest, MarkStarted_ServesPostBootRequestsAndRefusesPreBootOnes) {
+    InstanceConfig config;
+    config.vm.kernel_path = "/flag-kernel";
+    api.mark_started(config);
+    EXPECT_TRUE(api.started());
+    EXPECT_EQ(json::parse(call("GET", "/vm/config").body)["boot-source"]["kernel_image_path"], "/flag-kernel");
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "/k"})"), "after the microVM has started");
+    expect_fault(call("PUT", "/actions", R"({"action_type": "InstanceStart"})"), "already started");
+    expect_ok(call("PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})"));
 }
 
 } // namespace

@@ -144,12 +144,12 @@ int run_api_mode(ApiMode const& mode) {
         auto text = kvmm::read_file(mode.config_file, MAX_CONFIG_FILE_SIZE);
         if (!text)
             return fail(fmt::format("--config-file: {}", text.error().message()));
-        auto parsed =
-            kvmm::load_config_file(std::string(reinterpret_cast<char const*>(text->data()), text->size()));
+        auto parsed = kvmm::load_config_file(std::string(reinterpret_cast<char const*>(text->data()), text->size()));
         if (!parsed)
             return fail(fmt::format("--config-file {}: {}", mode.config_file, parsed.error().message()));
-        config_boot = std::thread(
-            [&api, &config_result, config = std::move(*parsed)]() mutable { config_result = api.boot_from_config(std::move(config)); });
+        config_boot = std::thread([&api, &config_result, config = std::move(*parsed)]() mutable {
+            config_result = api.boot_from_config(std::move(config));
+        });
     }
     std::unique_ptr<kvmm::ApiServer> server;
     if (!mode.no_api && mode.config_file.empty()) {
@@ -194,6 +194,42 @@ int run_api_mode(ApiMode const& mode) {
     return status;
 }
 
+// Flag mode with --control-sock: the VM comes from the flags and starts at once, and the same
+// Firecracker-compatible API serves it while it runs (pause, resume, SendCtrlAltDel,
+// FlushMetrics, GET /), so a manager can control a VM it started with flags. The socket
+// appears only once the machine is built, so its presence means the VM is up.
+int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& control_socket,
+                             std::string const& metrics_path, std::string const& id) {
+    // As in run_api_mode: the API thread must not take the stop signals the event loop reads.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int signal_number : { SIGINT, SIGTERM, SIGHUP })
+        sigaddset(&stop_signals, signal_number);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    kvmm::VmmControl control;
+    kvmm::FirecrackerApi api(control, kvmm::ApiIdentity { id, KVMM_VERSION });
+    CountingHandler handler(api, control);
+    if (!metrics_path.empty()) {
+        if (auto installed = api.install_metrics(kvmm::MetricsConfig { metrics_path }); !installed)
+            return fail(fmt::format("--metrics: {}", installed.error().message()));
+    }
+    api.mark_started(kvmm::InstanceConfig { config, {} });
+    auto built = kvmm::Machine::create(config);
+    control.machine_built(built);
+    if (!built)
+        return fail(built.error().message());
+    auto machine = std::move(*built);
+    auto server = kvmm::ApiServer::start(control_socket, handler);
+    if (!server)
+        return fail(fmt::format("--control-sock {}: {}", control_socket, server.error().message()));
+    spdlog::info("control API listening on {}", control_socket);
+    int const status = run_machine(*machine, config);
+    control.machine_stopped();
+    server->reset();
+    return status;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -209,7 +245,7 @@ int main(int argc, char** argv) {
     app.add_option("--cmdline", flags.config.cmdline, "Kernel command line");
     app.add_option("--cpus", flags.config.vcpu_count, "Number of vCPUs")->default_val(1);
     app.add_option("--memory", flags.memory, "Guest RAM, e.g. 512M, 4G (plain number: MiB)")->default_val("128M");
-    app.add_option("--console", flags.console, "Console: stdio, file=PATH or none")->default_val("stdio");
+    app.add_option("--console", flags.console, "Console: stdio, file=PATH, socket=PATH or none")->default_val("stdio");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->default_val("warn");
     app.add_flag("--huge-pages", flags.huge_pages, "Back guest RAM with transparent huge pages");
     app.add_option("--disk", flags.disks,
@@ -230,6 +266,12 @@ int main(int argc, char** argv) {
     app.add_option("--config-file", api_mode.config_file, "Boot from a Firecracker-style JSON configuration file");
     app.add_flag("--no-api", api_mode.no_api, "With --config-file: serve no API socket");
     app.add_option("--id", api_mode.id, "Instance id reported by GET /")->default_val("anonymous-instance");
+    std::string control_socket;
+    std::string metrics_path;
+    app.add_option("--control-sock", control_socket,
+                   "With --kernel: also serve the Firecracker-compatible API on this Unix socket while the VM runs");
+    app.add_option("--metrics", metrics_path,
+                   "With --control-sock: metrics destination (file or FIFO), as PUT /metrics would set");
 
     try {
         app.parse(argc, argv);
@@ -255,12 +297,18 @@ int main(int argc, char** argv) {
             return fail("--no-api needs --config-file (otherwise nothing could configure the VM)");
         if (!api_mode.no_api && api_mode.socket_path.empty())
             return fail("--config-file without --no-api needs --api-sock PATH");
+        if (!control_socket.empty())
+            return fail("--control-sock is for flag mode (--kernel); with --api-sock the API already controls the VM");
         return run_api_mode(api_mode);
     }
+    if (!metrics_path.empty() && control_socket.empty())
+        return fail("--metrics needs --control-sock (FlushMetrics comes through the control API)");
     if (flags.config.kernel_path.empty())
         return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
     if (auto applied = apply_flags(app, flags); !applied)
         return fail(applied.error().message());
+    if (!control_socket.empty())
+        return run_controlled_flag_mode(flags.config, control_socket, metrics_path, api_mode.id);
     auto machine = kvmm::Machine::create(flags.config);
     if (!machine)
         return fail(machine.error().message());

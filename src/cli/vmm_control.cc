@@ -247,9 +247,10 @@ void VmmControl::write_metrics_line() {
         if (metrics) {
             auto vcpus = nlohmann::json::array();
             for (auto const& counts : metrics->vcpus)
-                vcpus.push_back(
-                    { { "exit_io", counts.io }, { "exit_mmio", counts.mmio }, { "exit_halt", counts.halt },
-                      { "exit_other", counts.other } });
+                vcpus.push_back({ { "exit_io", counts.io },
+                                  { "exit_mmio", counts.mmio },
+                                  { "exit_halt", counts.halt },
+                                  { "exit_other", counts.other } });
             line["vcpu"] = std::move(vcpus);
             for (auto const& device : metrics->devices) {
                 nlohmann::json counters = nlohmann::json::object();
@@ -330,8 +331,7 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
 
 Expected<void> VmmControl::update_drive(std::string const& drive_id, std::optional<std::string> const&,
                                         std::optional<RateLimitConfig> const&) {
-    return Error::format("drive '{}': kvmm cannot change a drive's backing file or rate limiter after start",
-                         drive_id);
+    return Error::format("drive '{}': kvmm cannot change a drive's backing file or rate limiter after start", drive_id);
 }
 
 Expected<void> VmmControl::update_network_rate_limits(std::string const& iface_id,

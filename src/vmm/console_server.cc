@@ -22,9 +22,13 @@ struct ConsoleServer::Shared {
 
     explicit Shared(EventFd event) : wake(std::move(event)) {}
 
-    EventFd wake; // the sink's "there is output" signal to the loop
+    EventFd wake;            // the sink's "there is output" signal to the loop
     mutable std::mutex lock; // guards everything below
     std::map<int, Client> clients;
+    // Output written before the first client attached (the guest starts before a manager can
+    // connect), handed to that first client; at most CLIENT_BUFFER_CAPACITY.
+    std::string early_output;
+    bool had_client { false };
     uint64_t dropped { 0 };
     bool closed { false };
 };
@@ -71,6 +75,13 @@ public:
             std::lock_guard guard(m_shared->lock);
             if (m_shared->closed)
                 return;
+            if (!m_shared->had_client) {
+                auto& early = m_shared->early_output;
+                size_t const taken = std::min(ConsoleServer::CLIENT_BUFFER_CAPACITY - early.size(), bytes.size());
+                early.append(reinterpret_cast<char const*>(bytes.data()), taken);
+                m_shared->dropped += bytes.size() - taken;
+                return;
+            }
             for (auto& [fd, client] : m_shared->clients) {
                 size_t const room = ConsoleServer::CLIENT_BUFFER_CAPACITY - client.output.size();
                 size_t const taken = std::min(room, bytes.size());
@@ -128,13 +139,8 @@ Expected<std::unique_ptr<ConsoleServer>> ConsoleServer::create(std::string const
 
 ConsoleServer::ConsoleServer(std::string socket_path, UniqueFd listener, EventLoop& loop, Deliver deliver,
                              std::shared_ptr<Shared> shared, ino_t inode, dev_t device)
-    : m_socket_path(std::move(socket_path)),
-      m_listener(std::move(listener)),
-      m_loop(loop),
-      m_deliver(std::move(deliver)),
-      m_shared(std::move(shared)),
-      m_inode(inode),
-      m_device(device) {}
+    : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_loop(loop),
+      m_deliver(std::move(deliver)), m_shared(std::move(shared)), m_inode(inode), m_device(device) {}
 
 ConsoleServer::~ConsoleServer() {
     m_loop.remove(m_listener.get());
@@ -187,7 +193,14 @@ void ConsoleServer::accept_clients() {
             continue;
         }
         std::lock_guard guard(m_shared->lock);
-        m_shared->clients.emplace(fd, Shared::Client { std::move(client), {} });
+        std::string first_output;
+        if (!m_shared->had_client) {
+            m_shared->had_client = true;
+            first_output = std::move(m_shared->early_output);
+            if (!first_output.empty())
+                (void)m_shared->wake.signal();
+        }
+        m_shared->clients.emplace(fd, Shared::Client { std::move(client), std::move(first_output) });
     }
 }
 
@@ -216,7 +229,8 @@ void ConsoleServer::flush_output() {
             broken.push_back(fd);
             break;
         }
-        uint32_t const interest = (m_reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE);
+        uint32_t const interest =
+            (m_reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE);
         (void)m_loop.modify(fd, interest);
     }
     for (int fd : broken) {
@@ -253,7 +267,8 @@ void ConsoleServer::set_reading(bool reading) {
     m_reading = reading;
     std::lock_guard guard(m_shared->lock);
     for (auto& [fd, client] : m_shared->clients)
-        (void)m_loop.modify(fd, (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
+        (void)m_loop.modify(fd,
+                            (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
 }
 
 void ConsoleServer::drop_client(int fd) {

@@ -4,10 +4,12 @@
 // Output: everything the console device writes goes to every connected client. Each client
 // has a bounded output buffer (CLIENT_BUFFER_CAPACITY); a client that reads too slowly loses
 // the bytes that do not fit (counted in dropped_bytes()) instead of stalling the vCPU that
-// wrote them. Input: bytes from any client go to the guest's console input through `deliver`,
-// which takes only what fits in the device's receive buffer; the rest waits here (at most one
-// read's worth) and client sockets are not read again until it is delivered, as ConsoleInput
-// does for stdin.
+// wrote them. Output written before the first client ever attached is kept (up to the same
+// bound) and given to that first client, so a manager that connects right after start loses
+// nothing of the boot; later clients see only what is written after they attach. Input: bytes from any client go to the
+// guest's console input through `deliver`, which takes only what fits in the device's receive buffer; the rest waits
+// here (at most one read's worth) and client sockets are not read again until it is delivered, as ConsoleInput does for
+// stdin.
 //
 // The socket file is created with mode 0600 (the console is a root shell for many guests) and
 // unlinked by the destructor; a stale socket file (nothing listening) is replaced, a live one

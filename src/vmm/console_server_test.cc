@@ -86,6 +86,22 @@ TEST_F(ConsoleServerTest, Output_ReachesEveryConnectedClient) {
     EXPECT_EQ(read_available(second.get(), 14), "guest says hi\n");
 }
 
+TEST_F(ConsoleServerTest, OutputBeforeFirstClient_IsHandedToThatClientOnly) {
+    auto server = MUST(ConsoleServer::create(m_socket_path, *m_loop, nullptr));
+    auto sink = server->make_sink();
+    sink->write(bytes_of("boot\n"));
+    auto first = connect_client();
+    run_until([&] { return server->client_count() == 1; });
+    run_until([] { return false; });
+    EXPECT_EQ(read_available(first.get(), 5), "boot\n");
+    auto second = connect_client();
+    run_until([&] { return server->client_count() == 2; });
+    sink->write(bytes_of("later\n"));
+    run_until([] { return false; });
+    EXPECT_EQ(read_available(second.get(), 6), "later\n");
+    EXPECT_EQ(read_available(first.get(), 6), "later\n");
+}
+
 TEST_F(ConsoleServerTest, Input_FromClientGoesToTheGuestAsFastAsItAccepts) {
     std::string received;
     size_t accept_per_call = 3;

@@ -158,8 +158,8 @@ Expected<void> Machine::create_devices() {
                                                 : "the guest loaded its crash kernel (reported through pvpanic)" });
     });
     TRY(m_mmio_bus.insert(pvpanic, PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH));
-    m_virtio = TRY(VirtioDevices::create(m_config, m_memory, *m_vm, *m_event_loop, m_mmio_bus,
-                                         std::move(virtio_console_output)));
+    m_virtio = TRY(
+        VirtioDevices::create(m_config, m_memory, *m_vm, *m_event_loop, m_mmio_bus, std::move(virtio_console_output)));
     if (m_console_server) {
         auto serial = m_serial;
         auto* virtio_console = m_virtio->console();

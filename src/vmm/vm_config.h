@@ -49,8 +49,8 @@ using MacAddress = std::array<uint8_t, 6>; // as backends/net/mac_address.h
 
 struct NetConfig {
     std::string id;
-    std::string tap_name;        // opened (and created if missing) by name, or
-    std::optional<int> tap_fd;   // an already-open TAP fd inherited from the parent
+    std::string tap_name;      // opened (and created if missing) by name, or
+    std::optional<int> tap_fd; // an already-open TAP fd inherited from the parent
     std::optional<MacAddress> mac;
     RateLimitConfig rx_rate_limit;
     RateLimitConfig tx_rate_limit;

@@ -1,0 +1,275 @@
+// kvmmctl: the administrator's command line for kvmmd, with virsh's verbs.
+//   kvmmctl [--socket PATH] VERB ...   (docs/kvmmctl.md)
+// Every verb takes --json for scripts. Errors print one line "kvmmctl: error: ..." and exit 1.
+#include "manager/protocol.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <poll.h>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+namespace {
+
+using nlohmann::json;
+
+struct CommandError {
+    std::string message;
+};
+
+[[noreturn]] void fail(std::string message) { throw CommandError { std::move(message) }; }
+
+template <typename T>
+T unwrap(kvmm::Expected<T> result) {
+    if (!result)
+        fail(result.error().message());
+    return std::move(*result);
+}
+
+json call(std::string const& socket_path, json request) {
+    auto client = kvmm::DaemonClient::connect(socket_path);
+    if (!client)
+        fail(fmt::format("cannot reach kvmmd at '{}': {}", socket_path, client.error().message()));
+    return unwrap(client->call(request));
+}
+
+std::string read_text_file(std::string const& path) {
+    std::ifstream file(path);
+    if (!file)
+        fail(fmt::format("cannot read '{}'", path));
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+}
+
+std::string format_optional(json const& value, std::string_view unit = {}) {
+    if (value.is_null())
+        return "-";
+    if (value.is_number_float())
+        return fmt::format("{:.1f}{}", value.get<double>(), unit);
+    return value.dump() + std::string(unit);
+}
+
+void print_list(json const& answer) {
+    std::printf(" %-8s %-32s %s\n", "Id", "Name", "State");
+    std::printf("%s\n", std::string(54, '-').c_str());
+    for (auto const& vm : answer["vms"]) {
+        std::string const id = vm["pid"].is_null() ? "-" : vm["pid"].dump();
+        std::printf(" %-8s %-32s %s\n", id.c_str(), vm["name"].get<std::string>().c_str(),
+                    vm["state"].get<std::string>().c_str());
+    }
+}
+
+void print_info(json const& vm) {
+    auto row = [](char const* key, std::string const& value) { std::printf("%-16s %s\n", key, value.c_str()); };
+    row("Name:", vm["name"].get<std::string>());
+    row("State:", vm["state"].get<std::string>());
+    row("PID:", format_optional(vm["pid"]));
+    row("vCPUs:", vm["vcpus"].dump());
+    row("Memory:", fmt::format("{} MiB", vm["memory_mib"].get<uint64_t>()));
+    row("Uptime:", format_optional(vm["uptime_s"], " s"));
+    row("CPU time:", vm["cpu_time_ns"].is_null()
+                         ? "-"
+                         : fmt::format("{:.3f} s", static_cast<double>(vm["cpu_time_ns"].get<uint64_t>()) / 1e9));
+    row("RSS:", vm["memory_bytes"].is_null() ? "-" : fmt::format("{} KiB", vm["memory_bytes"].get<uint64_t>() / 1024));
+    row("Autostart:", vm["autostart"].get<bool>() ? "enable" : "disable");
+    row("Restart:", vm["restart"].get<std::string>());
+    if (vm.contains("last_exit"))
+        row("Last exit:", vm["last_exit"]["reason"].get<std::string>());
+}
+
+// Attaches the terminal to the VM's console socket: scrollback first, then both directions,
+// until Ctrl-] (0x1d, as virsh console) or the VM goes away.
+void attach_console(json const& answer) {
+    constexpr char DETACH = 0x1d;
+    auto fd = unwrap(kvmm::connect_unix_socket(answer["console_socket"].get<std::string>()));
+    auto const scrollback = answer["scrollback"].get<std::string>();
+    std::fwrite(scrollback.data(), 1, scrollback.size(), stdout);
+    std::fprintf(stderr, "Connected to VM '%s' (escape character is ^])\n", answer["name"].get<std::string>().c_str());
+    std::fflush(stdout);
+    termios saved {};
+    bool const terminal = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (terminal) {
+        termios raw = saved;
+        ::cfmakeraw(&raw);
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    }
+    bool stdin_open = true;
+    while (true) {
+        pollfd fds[2] = { { fd.get(), POLLIN, 0 }, { stdin_open ? STDIN_FILENO : -1, POLLIN, 0 } };
+        if (::poll(fds, 2, -1) < 0 && errno != EINTR)
+            break;
+        char buffer[4096];
+        if (fds[0].revents) {
+            ssize_t const received = ::recv(fd.get(), buffer, sizeof(buffer), 0);
+            if (received <= 0)
+                break;
+            (void)!::write(STDOUT_FILENO, buffer, static_cast<size_t>(received));
+        }
+        if (fds[1].revents) {
+            ssize_t const count = ::read(STDIN_FILENO, buffer, sizeof(buffer));
+            if (count <= 0) {
+                stdin_open = false;
+                continue;
+            }
+            std::string_view input(buffer, static_cast<size_t>(count));
+            size_t const detach = input.find(DETACH);
+            if (detach != std::string_view::npos) {
+                (void)kvmm::send_all(fd.get(), input.substr(0, detach));
+                break;
+            }
+            if (!kvmm::send_all(fd.get(), input))
+                break;
+        }
+    }
+    if (terminal)
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    std::fprintf(stderr, "\n");
+}
+
+// Opens $EDITOR (or vi) on a temporary copy; the daemon validates the result. On an invalid
+// definition the user may edit again or give up, and nothing changes.
+void edit(std::string const& socket_path, std::string const& name, bool json_output) {
+    auto current = call(socket_path, { { "verb", "dump" }, { "name", name } });
+    char path[] = "/tmp/kvmmctl-edit-XXXXXX.toml";
+    int const fd = ::mkstemps(path, 5);
+    if (fd < 0)
+        fail("cannot create a temporary file");
+    std::string text = current["toml"].get<std::string>();
+    (void)!::write(fd, text.data(), text.size());
+    ::close(fd);
+    struct Remove {
+        char const* path;
+        ~Remove() { ::unlink(path); }
+    } remove { path };
+    char const* editor = std::getenv("EDITOR");
+    std::string const command = fmt::format("{} '{}'", editor && *editor ? editor : "vi", path);
+    while (true) {
+        int const status = std::system(command.c_str());
+        if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail(fmt::format("the editor failed ({}); nothing changed", command));
+        std::string const edited = read_text_file(path);
+        if (edited == text) {
+            std::printf("VM '%s' unchanged\n", name.c_str());
+            return;
+        }
+        auto client = kvmm::DaemonClient::connect(socket_path);
+        if (!client)
+            fail(client.error().message());
+        auto answer = client->call({ { "verb", "edit" }, { "name", name }, { "toml", edited } });
+        if (answer) {
+            if (json_output)
+                std::printf("%s\n", answer->dump().c_str());
+            else
+                std::printf("VM '%s' definition updated\n", name.c_str());
+            return;
+        }
+        std::fprintf(stderr, "kvmmctl: error: %s\nEdit again? [y/N] ", answer.error().message().c_str());
+        std::string reply;
+        if (!::isatty(STDIN_FILENO) || !std::getline(std::cin, reply) || (reply != "y" && reply != "Y"))
+            fail("edit aborted; nothing changed");
+        text = edited;
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app { "kvmmctl - manage kvmm VMs through kvmmd", "kvmmctl" };
+    app.require_subcommand(1);
+    std::string socket_path = "/var/lib/kvmm/kvmmd.sock";
+    bool json_output = false;
+    app.add_option("--socket", socket_path, "kvmmd's socket")->default_val("/var/lib/kvmm/kvmmd.sock");
+    app.add_flag("--json", json_output, "Print the daemon's JSON answer");
+
+    std::string name, file, on_off;
+    uint64_t timeout_s = 30, lines = 50;
+    bool all = false;
+    auto add = [&](char const* verb, char const* help) {
+        auto* command = app.add_subcommand(verb, help);
+        command->add_flag("--json", json_output, "Print the daemon's JSON answer");
+        return command;
+    };
+    add("define", "Define a VM from a TOML file")->add_option("FILE", file)->required();
+    for (char const* verb : { "undefine", "start", "destroy", "reboot", "suspend", "resume", "console", "edit" })
+        add(verb, verb)->add_option("NAME", name)->required();
+    auto* shutdown = add("shutdown", "Ask the guest to power off (Ctrl+Alt+Del); destroy after --timeout");
+    shutdown->add_option("NAME", name)->required();
+    shutdown->add_option("--timeout", timeout_s, "Seconds before destroying")->default_val(30);
+    add("list", "List running VMs (--all: every defined VM)")->add_flag("--all", all, "Include inactive VMs");
+    add("info", "Show a VM's state and resource usage")->add_option("NAME", name)->required();
+    auto* autostart = add("autostart", "Start the VM when kvmmd starts");
+    autostart->add_option("NAME", name)->required();
+    autostart->add_option("STATE", on_off, "on or off")->required()->check(CLI::IsMember({ "on", "off" }));
+    auto* logs = add("logs", "Show the end of a VM's console log");
+    logs->add_option("NAME", name)->required();
+    logs->add_option("--lines", lines, "How many lines")->default_val(50);
+    add("metrics", "Print the Prometheus metrics text");
+
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::CallForHelp const& e) {
+        return app.exit(e);
+    } catch (CLI::ParseError const& e) {
+        std::fprintf(stderr, "kvmmctl: error: %s\n", e.what());
+        return 1;
+    }
+
+    try {
+        std::string const verb = app.get_subcommands().front()->get_name();
+        json request { { "verb", verb } };
+        if (verb == "define")
+            request["toml"] = read_text_file(file);
+        else if (!name.empty())
+            request["name"] = name;
+        if (verb == "shutdown")
+            request["timeout_s"] = timeout_s;
+        if (verb == "list")
+            request["all"] = all;
+        if (verb == "autostart")
+            request["enabled"] = on_off == "on";
+        if (verb == "logs")
+            request["lines"] = lines;
+        if (verb == "edit") {
+            edit(socket_path, name, json_output);
+            return 0;
+        }
+        auto answer = call(socket_path, request);
+        answer.erase("ok");
+        if (verb == "console") {
+            attach_console(answer);
+            return 0;
+        }
+        if (json_output) {
+            std::printf("%s\n", answer.dump(2).c_str());
+            return 0;
+        }
+        if (verb == "list")
+            print_list(answer);
+        else if (verb == "info")
+            print_info(answer);
+        else if (verb == "logs" || verb == "metrics")
+            std::fputs(answer["text"].get<std::string>().c_str(), stdout);
+        else if (verb == "define")
+            std::printf("VM '%s' defined\n", answer["name"].get<std::string>().c_str());
+        else if (verb == "undefine")
+            std::printf("VM '%s' undefined\n", name.c_str());
+        else if (verb == "autostart")
+            std::printf("VM '%s' autostart %s\n", name.c_str(), on_off == "on" ? "enabled" : "disabled");
+        else
+            std::printf("VM '%s' %s\n", name.c_str(), answer["state"].get<std::string>().c_str());
+    } catch (CommandError const& error) {
+        std::fprintf(stderr, "kvmmctl: error: %s\n", error.message.c_str());
+        return 1;
+    }
+    return 0;
+}

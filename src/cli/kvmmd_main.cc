@@ -1,0 +1,96 @@
+// kvmmd: the VM manager daemon. Keeps VM definitions in --state-dir, runs one kvmm per running
+// VM, and serves kvmmctl on --socket (newline-delimited JSON, manager/protocol.h).
+//
+// SIGTERM, SIGINT and SIGHUP stop the daemon but not the VMs: a new kvmmd re-attaches to them.
+// Exit status: 0 after such a stop, 1 when it cannot start (bad options, state dir, socket).
+#include "base/logging.h"
+#include "manager/daemon.h"
+#include "manager/daemon_server.h"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+int fail(std::string const& message) {
+    std::fprintf(stderr, "kvmmd: error: %s\n", message.c_str());
+    return 1;
+}
+
+// kvmm installed beside kvmmd (the same bin directory, or the build tree's src/cli).
+std::string default_kvmm_binary() {
+    char path[PATH_MAX];
+    ssize_t const length = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+    if (length <= 0)
+        return "/usr/bin/kvmm";
+    return (std::filesystem::path(std::string(path, static_cast<size_t>(length))).parent_path() / "kvmm").string();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app { "kvmmd - the kvmm VM manager daemon", "kvmmd" };
+    kvmm::DaemonOptions options;
+    std::string state_dir = "/var/lib/kvmm";
+    std::string socket_path;
+    std::string log_level = "info";
+    app.add_option("--state-dir", state_dir, "Definitions, runtime state and logs")->default_val("/var/lib/kvmm");
+    app.add_option("--socket", socket_path, "Control socket (default: STATE_DIR/kvmmd.sock)");
+    app.add_option("--kvmm", options.kvmm_binary, "The kvmm program (default: kvmm beside kvmmd)");
+    app.add_option("--cgroup-parent", options.cgroup_parent, "Parent of the VMs' cgroups")->default_val("kvmm");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->default_val("info");
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::CallForHelp const& e) {
+        return app.exit(e);
+    } catch (CLI::ParseError const& e) {
+        return fail(e.what());
+    }
+    auto level = kvmm::parse_log_level(log_level);
+    if (!level)
+        return fail(level.error().message());
+    kvmm::init_logging(*level);
+
+    options.state_dir = std::filesystem::absolute(state_dir);
+    if (options.kvmm_binary.empty())
+        options.kvmm_binary = default_kvmm_binary();
+    options.kvmm_binary = std::filesystem::absolute(options.kvmm_binary).string();
+    if (socket_path.empty())
+        socket_path = (options.state_dir / "kvmmd.sock").string();
+
+    // Signals are taken synchronously by the main thread; every other thread inherits the mask.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int signal_number : { SIGINT, SIGTERM, SIGHUP })
+        sigaddset(&stop_signals, signal_number);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    auto daemon = kvmm::Daemon::create(options);
+    if (!daemon)
+        return fail(daemon.error().message());
+    auto server = kvmm::DaemonServer::start(socket_path, **daemon);
+    if (!server)
+        return fail(server.error().message());
+    spdlog::info("kvmmd serving {} (state in {}, kvmm {})", socket_path, options.state_dir.string(),
+                 options.kvmm_binary);
+    std::thread autostart([&] { (*daemon)->start_autostart_vms(); });
+
+    int signal_number = 0;
+    while (sigwait(&stop_signals, &signal_number) != 0) {
+    }
+    spdlog::info("kvmmd stopping on {}; VMs keep running", strsignal(signal_number));
+    autostart.join();
+    (*server)->stop();
+    server->reset();
+    daemon->reset();
+    return 0;
+}

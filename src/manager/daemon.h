@@ -1,0 +1,121 @@
+// Daemon: the core of kvmmd. It keeps the VM definitions (StateStore), runs one kvmm process
+// per running VM (supervisor.h) in its own cgroup, talks to each over its control socket
+// (KvmmClient), pumps each console into a RotatingLog and a Scrollback, and answers the
+// protocol's requests (protocol.h) with handle().
+//
+// VM states, as virsh shows them: "shut off" (defined, not running), "running", "paused",
+// "crashed" (the last run ended badly; info gives the reason and exit status).
+//
+// Supervision: a monitor thread waits on every kvmm's pidfd and console socket. On exit it
+// reaps the child (or, for a re-attached process that is not our child, reads the exit reason
+// kvmm logged), removes the cgroup and the runtime record, and applies the restart policy:
+// on-failure restarts a crashed VM, always restarts after any exit that the administrator did
+// not ask for; at most `max_restarts` in `restart_window`, after that the VM stays crashed.
+// A VM stopped with shutdown/destroy is "shut off" and never restarted.
+//
+// Restart of the daemon: create() reads every runtime record; a live process with the recorded
+// start time is re-attached (pidfd, control and console sockets, cgroup), a dead one is
+// recorded as crashed or shut off. Autostart VMs start in start_autostart_vms().
+//
+// Threading: handle() from any number of threads. Verbs on one VM are serialised by that VM's
+// operation lock (held across waits); every VM field is guarded by one daemon lock that is
+// never held across a wait for another process. The destructor stops the monitor and helper
+// threads and leaves every VM running, for the next daemon to re-attach.
+#pragma once
+
+#include "base/event_fd.h"
+#include "base/expected.h"
+#include "base/unique_fd.h"
+#include "manager/state_store.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kvmm {
+
+struct DaemonOptions {
+    std::filesystem::path state_dir { "/var/lib/kvmm" };
+    std::string kvmm_binary;              // absolute path of the kvmm program
+    std::string cgroup_parent { "kvmm" }; // each VM's cgroup is PARENT/NAME
+    size_t max_restarts { 5 };
+    std::chrono::seconds restart_window { 60 };
+    std::chrono::seconds start_timeout { 15 }; // until kvmm's control socket answers
+};
+
+class Daemon {
+public:
+    static Expected<std::unique_ptr<Daemon>> create(DaemonOptions options);
+    ~Daemon();
+    Daemon(Daemon const&) = delete;
+    Daemon& operator=(Daemon const&) = delete;
+
+    // Answers one request object ({"verb": ...}) with a response object ({"ok": ...}).
+    nlohmann::json handle(nlohmann::json const& request);
+
+    // Starts every VM whose definition has autostart = true and that is not running.
+    void start_autostart_vms();
+
+    struct Vm;
+
+private:
+    explicit Daemon(DaemonOptions options, StateStore store);
+
+    Expected<nlohmann::json> dispatch(std::string const& verb, nlohmann::json const& request);
+    Expected<std::shared_ptr<Vm>> find(std::string const& name);
+    Expected<VmDefinition> checked_definition(std::string const& toml_text);
+
+    Expected<nlohmann::json> define(nlohmann::json const& request);
+    Expected<nlohmann::json> edit(nlohmann::json const& request);
+    Expected<nlohmann::json> undefine(Vm& vm);
+    Expected<nlohmann::json> set_autostart(Vm& vm, nlohmann::json const& request);
+    Expected<void> start(Vm& vm);
+    Expected<void> shutdown(Vm& vm, std::chrono::seconds timeout);
+    Expected<void> destroy(Vm& vm);
+    Expected<void> set_paused(Vm& vm, bool paused);
+    nlohmann::json list(bool all);
+    nlohmann::json info(Vm& vm);
+    Expected<nlohmann::json> logs(Vm& vm, size_t lines);
+    Expected<nlohmann::json> console(Vm& vm);
+    std::string metrics();
+
+    // Process supervision (daemon_process.cc).
+    void reattach(Vm& vm);
+    Expected<void> stop_process(Vm& vm, std::chrono::milliseconds grace);
+    bool wait_for_exit(Vm& vm, std::chrono::milliseconds timeout);
+    void watch(Vm& vm, int fd, bool is_console);
+    void monitor_main();
+    void on_process_exit(std::shared_ptr<Vm> const& vm);
+    void on_console_readable(std::shared_ptr<Vm> const& vm);
+    void schedule_restart(std::string const& name);
+
+    DaemonOptions m_options;
+    StateStore m_store;
+
+    std::mutex m_lock;                 // guards the map, every Vm's fields (but not Vm::operation) and below
+    std::condition_variable m_changed; // a VM's process exited or its state changed
+    std::map<std::string, std::shared_ptr<Vm>> m_vms;
+    struct Watch {
+        std::weak_ptr<Vm> vm;
+        bool is_console { false };
+    };
+    std::map<uint64_t, Watch> m_watches;
+    uint64_t m_next_token { 1 };
+    std::vector<std::thread> m_helpers; // restarts; joined by the destructor
+    bool m_stopping { false };
+
+    UniqueFd m_epoll;              // the monitor's: pidfds and console sockets
+    std::optional<EventFd> m_wake; // tells the monitor to stop
+    std::thread m_monitor;
+};
+
+} // namespace kvmm

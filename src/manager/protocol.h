@@ -1,0 +1,76 @@
+// The kvmmd control protocol, shared by the daemon and its clients (kvmmctl, the tests):
+// newline-delimited JSON over a Unix stream socket. Each request is one JSON object on one
+// line, {"verb": "start", "name": "web1", ...}; each answer is one line, {"ok": true, ...} or
+// {"ok": false, "error": "..."}. docs/kvmmctl.md lists the verbs and their fields.
+//
+// Also LineBuffer (splits a byte stream into bounded lines) and DaemonClient (one connection
+// to kvmmd, one request at a time).
+//
+// Threading: plain values; a DaemonClient is used by one thread at a time.
+#pragma once
+
+#include "base/expected.h"
+#include "base/unique_fd.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace kvmm {
+
+// A request line may carry a whole TOML definition; anything longer is refused.
+inline constexpr size_t MAX_PROTOCOL_LINE = 1024 * 1024;
+
+// Parses one request line: a JSON object with a string "verb". The error says what is wrong.
+Expected<nlohmann::json> parse_request(std::string_view line);
+
+nlohmann::json ok_response(nlohmann::json fields = nlohmann::json::object());
+nlohmann::json error_response(std::string_view message);
+// The JSON text plus '\n'; invalid UTF-8 (e.g. in console output) is replaced, never thrown on.
+std::string encode_line(nlohmann::json const& message);
+
+// Field accessors for request objects; errors name the field and the type found.
+Expected<std::string> required_string(nlohmann::json const& request, std::string_view field);
+Expected<std::optional<std::string>> optional_string(nlohmann::json const& request, std::string_view field);
+Expected<std::optional<bool>> optional_bool(nlohmann::json const& request, std::string_view field);
+Expected<std::optional<uint64_t>> optional_unsigned(nlohmann::json const& request, std::string_view field);
+
+// Accumulates bytes and hands out complete lines (without the '\n').
+class LineBuffer {
+public:
+    explicit LineBuffer(size_t max_line = MAX_PROTOCOL_LINE) : m_max_line(max_line) {}
+
+    void append(std::string_view bytes) { m_buffer.append(bytes); }
+    // The next complete line, nullopt if none yet; an error once a line exceeds the limit.
+    Expected<std::optional<std::string>> next_line();
+
+private:
+    std::string m_buffer;
+    size_t m_max_line;
+};
+
+// Writes all of `text` to a (blocking) socket; MSG_NOSIGNAL, so a vanished peer is an error.
+Expected<void> send_all(int fd, std::string_view text);
+
+// Connects to a Unix stream socket.
+Expected<UniqueFd> connect_unix_socket(std::string const& path);
+
+class DaemonClient {
+public:
+    static Expected<DaemonClient> connect(std::string const& socket_path);
+
+    // Sends `request` and waits for the answer. {"ok": false} becomes an Error with the
+    // daemon's message; otherwise the whole answer object is returned.
+    Expected<nlohmann::json> call(nlohmann::json const& request);
+
+private:
+    explicit DaemonClient(UniqueFd fd) : m_fd(std::move(fd)) {}
+
+    UniqueFd m_fd;
+    LineBuffer m_lines;
+};
+
+} // namespace kvmm

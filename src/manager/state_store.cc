@@ -1,0 +1,299 @@
+#include "manager/state_store.h"
+
+#include "base/unique_fd.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <system_error>
+
+namespace kvmm {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view DEFINITION_SUFFIX = ".toml";
+constexpr std::string_view RUNTIME_RECORD_NAME = "runtime.json";
+// Definitions and runtime records are small; anything bigger is not ours.
+constexpr uint64_t MAX_STATE_FILE_SIZE = 1024 * 1024;
+
+Expected<void> write_all(int fd, std::string_view contents, fs::path const& path) {
+    while (!contents.empty()) {
+        ssize_t const written = ::write(fd, contents.data(), contents.size());
+        if (written < 0) {
+            if (errno == EINTR)
+                continue;
+            return Error::from_errno(fmt::format("write {}", path.string()));
+        }
+        contents.remove_prefix(static_cast<size_t>(written));
+    }
+    return {};
+}
+
+Expected<void> fsync_directory(fs::path const& directory) {
+    UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("open directory {}", directory.string()));
+    if (::fsync(fd.get()) != 0)
+        return Error::from_errno(fmt::format("fsync directory {}", directory.string()));
+    return {};
+}
+
+// Creates `directory` (mode 0700) if missing; an existing one must be a directory.
+Expected<void> make_private_directory(fs::path const& directory) {
+    if (::mkdir(directory.c_str(), 0700) == 0)
+        return {};
+    if (errno != EEXIST)
+        return Error::from_errno(fmt::format("mkdir {}", directory.string()));
+    struct stat status {};
+    if (::stat(directory.c_str(), &status) != 0)
+        return Error::from_errno(fmt::format("stat {}", directory.string()));
+    if (!S_ISDIR(status.st_mode))
+        return Error::format("{} exists and is not a directory", directory.string());
+    return {};
+}
+
+// Reads a small file; nullopt if it does not exist.
+Expected<std::optional<std::string>> read_small_file(fs::path const& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.is_valid()) {
+        if (errno == ENOENT)
+            return std::optional<std::string> {};
+        return Error::from_errno(fmt::format("open {}", path.string()));
+    }
+    std::string contents;
+    char buffer[8192];
+    while (true) {
+        ssize_t const count = ::read(fd.get(), buffer, sizeof(buffer));
+        if (count < 0) {
+            if (errno == EINTR)
+                continue;
+            return Error::from_errno(fmt::format("read {}", path.string()));
+        }
+        if (count == 0)
+            break;
+        contents.append(buffer, static_cast<size_t>(count));
+        if (contents.size() > MAX_STATE_FILE_SIZE)
+            return Error::format("{} is larger than {} bytes", path.string(), MAX_STATE_FILE_SIZE);
+    }
+    return std::optional<std::string> { std::move(contents) };
+}
+
+} // namespace
+
+Expected<void> atomic_write_file(fs::path const& path, std::string_view contents, mode_t mode) {
+    fs::path temporary = path;
+    temporary += ".tmp";
+    {
+        UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
+        if (!fd.is_valid())
+            return Error::from_errno(fmt::format("create {}", temporary.string()));
+        // open() applies the umask; the caller asked for exactly `mode`.
+        if (::fchmod(fd.get(), mode) != 0)
+            return Error::from_errno(fmt::format("chmod {:o} {}", mode, temporary.string()));
+        auto written = write_all(fd.get(), contents, temporary);
+        if (written && ::fsync(fd.get()) != 0)
+            written = Error::from_errno(fmt::format("fsync {}", temporary.string()));
+        if (!written) {
+            ::unlink(temporary.c_str());
+            return written;
+        }
+    }
+    if (::rename(temporary.c_str(), path.c_str()) != 0) {
+        auto error = Error::from_errno(fmt::format("rename {} to {}", temporary.string(), path.string()));
+        ::unlink(temporary.c_str());
+        return error;
+    }
+    auto const directory = path.has_parent_path() ? path.parent_path() : fs::path(".");
+    return fsync_directory(directory);
+}
+
+std::optional<uint64_t> process_start_time(pid_t pid) {
+    if (pid <= 0)
+        return std::nullopt;
+    auto const contents = read_small_file(fmt::format("/proc/{}/stat", pid));
+    if (!contents || !contents->has_value())
+        return std::nullopt;
+    std::string_view const stat = **contents;
+    // Field 2 (comm) is in parentheses and may itself contain spaces and ')', so the fields after
+    // it are counted from the last ')' (proc(5)). That ')' ends field 2; field 3 follows.
+    auto const close = stat.rfind(')');
+    if (close == std::string_view::npos)
+        return std::nullopt;
+    std::string_view rest = stat.substr(close + 1);
+    int field = 2;
+    while (!rest.empty()) {
+        auto const start = rest.find_first_not_of(' ');
+        if (start == std::string_view::npos)
+            break;
+        rest.remove_prefix(start);
+        auto const end = std::min(rest.find(' '), rest.size());
+        ++field;
+        if (field == 22) {
+            uint64_t value = 0;
+            auto const text = rest.substr(0, end);
+            auto [parsed_end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+            if (error != std::errc() || parsed_end != text.data() + text.size())
+                return std::nullopt;
+            return value;
+        }
+        rest.remove_prefix(end);
+    }
+    return std::nullopt;
+}
+
+bool is_same_process(RuntimeRecord const& record) {
+    auto const start_time = process_start_time(record.pid);
+    return start_time && *start_time == record.start_time;
+}
+
+std::string runtime_record_to_json(RuntimeRecord const& record) {
+    nlohmann::json const json = {
+        { "pid", record.pid },
+        { "start_time", record.start_time },
+        { "api_socket", record.api_socket },
+        { "console_socket", record.console_socket },
+        { "state", record.state },
+    };
+    return json.dump(2) + "\n";
+}
+
+Expected<RuntimeRecord> runtime_record_from_json(std::string_view text) {
+    auto const json = nlohmann::json::parse(text, nullptr, false);
+    if (json.is_discarded() || !json.is_object())
+        return Error("runtime record is not a JSON object");
+    RuntimeRecord record;
+    auto const field = [&](char const* name) -> Expected<nlohmann::json const*> {
+        auto const found = json.find(name);
+        if (found == json.end())
+            return Error::format("runtime record has no '{}'", name);
+        return &*found;
+    };
+    auto const* pid = TRY(field("pid"));
+    if (!pid->is_number_integer() || pid->get<int64_t>() <= 0 || pid->get<int64_t>() > INT32_MAX)
+        return Error::format("runtime record: 'pid' = {} is not a process id", pid->dump());
+    record.pid = static_cast<pid_t>(pid->get<int64_t>());
+    auto const* start_time = TRY(field("start_time"));
+    if (!start_time->is_number_unsigned())
+        return Error::format("runtime record: 'start_time' = {} is not a non-negative integer", start_time->dump());
+    record.start_time = start_time->get<uint64_t>();
+    for (auto const& [name, target] :
+         { std::pair { "api_socket", &record.api_socket }, std::pair { "console_socket", &record.console_socket },
+           std::pair { "state", &record.state } }) {
+        auto const* value = TRY(field(name));
+        if (!value->is_string())
+            return Error::format("runtime record: '{}' = {} is not a string", name, value->dump());
+        *target = value->get<std::string>();
+    }
+    return record;
+}
+
+Expected<StateStore> StateStore::open(fs::path root) {
+    if (root.empty())
+        return Error("state directory: empty path");
+    std::error_code error;
+    fs::create_directories(root, error);
+    if (error)
+        return Error(fmt::format("create state directory {}: {}", root.string(), error.message()), error.value());
+    TRY(make_private_directory(root));
+    for (char const* sub : { "definitions", "runtime", "logs" })
+        TRY(make_private_directory(root / sub));
+    return StateStore(std::move(root));
+}
+
+fs::path StateStore::definition_path(std::string const& name) const {
+    return m_root / "definitions" / (name + std::string(DEFINITION_SUFFIX));
+}
+
+Expected<void> StateStore::save_definition(VmDefinition const& definition) {
+    TRY(validate_definition(definition));
+    return atomic_write_file(definition_path(definition.name), to_toml(definition), 0600);
+}
+
+Expected<VmDefinition> StateStore::load_definition(std::string const& name) const {
+    TRY(validate_vm_name(name));
+    auto const path = definition_path(name);
+    auto const contents = TRY(read_small_file(path));
+    if (!contents)
+        return Error::format("no VM named '{}' is defined", name);
+    auto definition = TRY(parse_definition(*contents).with_context(path.string()));
+    if (definition.name != name)
+        return Error::format("{}: holds VM '{}', not '{}'", path.string(), definition.name, name);
+    return definition;
+}
+
+Expected<std::vector<std::string>> StateStore::list() const {
+    std::vector<std::string> names;
+    std::error_code error;
+    for (fs::directory_iterator it(m_root / "definitions", error), end; !error && it != end; it.increment(error)) {
+        auto const file_name = it->path().filename().string();
+        if (!file_name.ends_with(DEFINITION_SUFFIX))
+            continue; // NAME.toml.tmp left by a crash, or a stranger
+        auto name = file_name.substr(0, file_name.size() - DEFINITION_SUFFIX.size());
+        if (validate_vm_name(name))
+            names.push_back(std::move(name));
+    }
+    if (error)
+        return Error(fmt::format("list {}: {}", (m_root / "definitions").string(), error.message()), error.value());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+Expected<void> StateStore::remove_definition(std::string const& name) {
+    TRY(validate_vm_name(name));
+    auto const path = definition_path(name);
+    if (::unlink(path.c_str()) != 0) {
+        if (errno == ENOENT)
+            return Error::format("no VM named '{}' is defined", name);
+        return Error::from_errno(fmt::format("remove {}", path.string()));
+    }
+    return fsync_directory(path.parent_path());
+}
+
+bool StateStore::has_definition(std::string const& name) const {
+    if (!validate_vm_name(name))
+        return false;
+    struct stat status {};
+    return ::stat(definition_path(name).c_str(), &status) == 0;
+}
+
+fs::path StateStore::runtime_dir(std::string const& name) const {
+    auto const directory = m_root / "runtime" / name;
+    // Best effort: a failure shows up as a clear error when the caller uses the directory.
+    (void)make_private_directory(directory);
+    return directory;
+}
+
+fs::path StateStore::log_path(std::string const& name) const { return m_root / "logs" / (name + ".log"); }
+
+Expected<void> StateStore::write_runtime_record(std::string const& name, RuntimeRecord const& record) {
+    TRY(validate_vm_name(name));
+    return atomic_write_file(runtime_dir(name) / RUNTIME_RECORD_NAME, runtime_record_to_json(record), 0600);
+}
+
+Expected<std::optional<RuntimeRecord>> StateStore::read_runtime_record(std::string const& name) const {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "runtime" / name / RUNTIME_RECORD_NAME;
+    auto const contents = TRY(read_small_file(path));
+    if (!contents)
+        return std::optional<RuntimeRecord> {};
+    return std::optional<RuntimeRecord> { TRY(runtime_record_from_json(*contents).with_context(path.string())) };
+}
+
+Expected<void> StateStore::clear_runtime_record(std::string const& name) {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "runtime" / name / RUNTIME_RECORD_NAME;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        return Error::from_errno(fmt::format("remove {}", path.string()));
+    return {};
+}
+
+} // namespace kvmm

@@ -1,0 +1,251 @@
+#include "manager/state_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+namespace kvmm {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class TemporaryDirectory {
+public:
+    TemporaryDirectory() {
+        std::string pattern = ::testing::TempDir() + "kvmm-state-XXXXXX";
+        if (::mkdtemp(pattern.data()) == nullptr)
+            std::abort();
+        m_path = pattern;
+    }
+    ~TemporaryDirectory() {
+        std::error_code ignored;
+        fs::remove_all(m_path, ignored);
+    }
+    fs::path const& path() const { return m_path; }
+
+private:
+    fs::path m_path;
+};
+
+std::string read_text(fs::path const& path) {
+    std::ifstream stream(path);
+    std::stringstream contents;
+    contents << stream.rdbuf();
+    return contents.str();
+}
+
+mode_t mode_of(fs::path const& path) {
+    struct stat status {};
+    EXPECT_EQ(::stat(path.c_str(), &status), 0) << path;
+    return status.st_mode & 07777;
+}
+
+VmDefinition sample(std::string name) {
+    VmDefinition definition;
+    definition.name = std::move(name);
+    definition.kernel = "/boot/vmlinux";
+    definition.vcpus = 2;
+    definition.memory_mib = 256;
+    definition.disks = { "path=/var/lib/root.img,readonly=on" };
+    definition.cpu_weight = 50;
+    return definition;
+}
+
+TEST(StateStore, Open_CreatesPrivateDirectories) {
+    TemporaryDirectory directory;
+    auto const root = directory.path() / "state";
+    auto const store = StateStore::open(root);
+    ASSERT_TRUE(store) << store.error().message();
+    for (char const* sub : { "definitions", "runtime", "logs" }) {
+        EXPECT_TRUE(fs::is_directory(root / sub)) << sub;
+        EXPECT_EQ(mode_of(root / sub), 0700u) << sub;
+    }
+    EXPECT_TRUE(StateStore::open(root)); // opening again is fine
+}
+
+TEST(StateStore, OpenOverAFile_Fails) {
+    TemporaryDirectory directory;
+    std::ofstream(directory.path() / "file") << "x";
+    EXPECT_FALSE(StateStore::open(directory.path() / "file"));
+}
+
+TEST(StateStore, SavedDefinition_LoadsBackEqual) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto const definition = sample("alpha");
+    ASSERT_TRUE(store.save_definition(definition));
+    auto const loaded = store.load_definition("alpha");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_EQ(*loaded, definition);
+    EXPECT_EQ(mode_of(directory.path() / "definitions" / "alpha.toml"), 0600u);
+    EXPECT_FALSE(fs::exists(directory.path() / "definitions" / "alpha.toml.tmp"));
+    EXPECT_TRUE(store.has_definition("alpha"));
+}
+
+TEST(StateStore, SaveInvalidDefinition_WritesNothing) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto definition = sample("../escape");
+    EXPECT_FALSE(store.save_definition(definition));
+    definition = sample("ok");
+    definition.cpu_quota_percent = 500; // more than 100 per vCPU
+    EXPECT_FALSE(store.save_definition(definition));
+    EXPECT_TRUE(MUST(store.list()).empty());
+}
+
+TEST(StateStore, SaveAgain_ReplacesDefinition) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto definition = sample("alpha");
+    ASSERT_TRUE(store.save_definition(definition));
+    definition.memory_mib = 512;
+    ASSERT_TRUE(store.save_definition(definition));
+    EXPECT_EQ(MUST(store.load_definition("alpha")).memory_mib, 512u);
+}
+
+TEST(StateStore, List_IsSortedAndIgnoresStrayFiles) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    ASSERT_TRUE(store.save_definition(sample("charlie")));
+    ASSERT_TRUE(store.save_definition(sample("alpha")));
+    ASSERT_TRUE(store.save_definition(sample("bravo")));
+    std::ofstream(directory.path() / "definitions" / "delta.toml.tmp") << "half written";
+    std::ofstream(directory.path() / "definitions" / "README") << "x";
+    EXPECT_EQ(MUST(store.list()), (std::vector<std::string> { "alpha", "bravo", "charlie" }));
+}
+
+TEST(StateStore, RemoveDefinition_RemovesOnlyThatOne) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    ASSERT_TRUE(store.save_definition(sample("alpha")));
+    ASSERT_TRUE(store.save_definition(sample("bravo")));
+    ASSERT_TRUE(store.remove_definition("alpha"));
+    EXPECT_EQ(MUST(store.list()), (std::vector<std::string> { "bravo" }));
+    auto const again = store.remove_definition("alpha");
+    ASSERT_FALSE(again);
+    EXPECT_THAT(again.error().message(), HasSubstr("'alpha'"));
+    auto const missing = store.load_definition("alpha");
+    ASSERT_FALSE(missing);
+    EXPECT_THAT(missing.error().message(), HasSubstr("no VM named 'alpha'"));
+}
+
+TEST(StateStore, LoadWithInvalidName_IsRejectedBeforeTouchingFiles) {
+    TemporaryDirectory directory;
+    auto const store = MUST(StateStore::open(directory.path()));
+    EXPECT_FALSE(store.load_definition("../../etc/passwd"));
+}
+
+TEST(StateStore, DefinitionFileNamingAnotherVm_IsRejected) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    ASSERT_TRUE(store.save_definition(sample("alpha")));
+    fs::rename(directory.path() / "definitions" / "alpha.toml", directory.path() / "definitions" / "beta.toml");
+    auto const loaded = store.load_definition("beta");
+    ASSERT_FALSE(loaded);
+    EXPECT_THAT(loaded.error().message(), HasSubstr("'alpha'"));
+}
+
+TEST(StateStore, Paths_AreUnderTheRoot) {
+    TemporaryDirectory directory;
+    auto const store = MUST(StateStore::open(directory.path()));
+    EXPECT_EQ(store.log_path("vm1"), directory.path() / "logs" / "vm1.log");
+    auto const runtime = store.runtime_dir("vm1");
+    EXPECT_EQ(runtime, directory.path() / "runtime" / "vm1");
+    EXPECT_TRUE(fs::is_directory(runtime));
+    EXPECT_EQ(mode_of(runtime), 0700u);
+}
+
+TEST(StateStore, RuntimeRecord_RoundTripsAndClears) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    EXPECT_FALSE(MUST(store.read_runtime_record("vm1")).has_value());
+    RuntimeRecord const record { 4242, 987654321, "/run/a.sock", "/run/c.sock", "paused" };
+    ASSERT_TRUE(store.write_runtime_record("vm1", record));
+    auto const loaded = store.read_runtime_record("vm1");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    ASSERT_TRUE(loaded->has_value());
+    EXPECT_EQ(**loaded, record);
+    ASSERT_TRUE(store.clear_runtime_record("vm1"));
+    EXPECT_FALSE(MUST(store.read_runtime_record("vm1")).has_value());
+    EXPECT_TRUE(store.clear_runtime_record("vm1")); // clearing nothing is fine
+}
+
+TEST(StateStore, CorruptRuntimeRecord_IsAnError) {
+    TemporaryDirectory directory;
+    auto const store = MUST(StateStore::open(directory.path()));
+    std::ofstream(store.runtime_dir("vm1") / "runtime.json") << "{\"pid\": \"x\"";
+    EXPECT_FALSE(store.read_runtime_record("vm1"));
+}
+
+TEST(RuntimeRecordJson, MissingOrMistypedFields_NameTheField) {
+    auto const missing =
+        runtime_record_from_json(R"({"pid": 5, "start_time": 1, "api_socket": "a", "state": "running"})");
+    ASSERT_FALSE(missing);
+    EXPECT_THAT(missing.error().message(), HasSubstr("console_socket"));
+    auto const negative = runtime_record_from_json(
+        R"({"pid": -5, "start_time": 1, "api_socket": "a", "console_socket": "c", "state": "r"})");
+    ASSERT_FALSE(negative);
+    EXPECT_THAT(negative.error().message(), HasSubstr("'pid' = -5"));
+    EXPECT_FALSE(runtime_record_from_json("[1, 2]"));
+}
+
+TEST(AtomicWriteFile, ReplacesContentsWithGivenMode) {
+    TemporaryDirectory directory;
+    auto const path = directory.path() / "file";
+    ASSERT_TRUE(atomic_write_file(path, "first", 0644));
+    ASSERT_TRUE(atomic_write_file(path, "second", 0600));
+    EXPECT_EQ(read_text(path), "second");
+    EXPECT_EQ(mode_of(path), 0600u);
+    EXPECT_FALSE(fs::exists(directory.path() / "file.tmp"));
+}
+
+TEST(AtomicWriteFile, MissingDirectory_NamesPath) {
+    TemporaryDirectory directory;
+    auto const result = atomic_write_file(directory.path() / "no" / "file", "x", 0600);
+    ASSERT_FALSE(result);
+    EXPECT_THAT(result.error().message(), HasSubstr("file.tmp"));
+}
+
+TEST(ProcessStartTime, OwnProcess_MatchesProcStat) {
+    auto const start_time = process_start_time(::getpid());
+    ASSERT_TRUE(start_time);
+    // Field 22 independently: everything after the last ')' split on spaces, field 3 first.
+    auto const stat = read_text("/proc/self/stat");
+    std::istringstream rest(stat.substr(stat.rfind(')') + 1));
+    std::string field;
+    for (int index = 3; index <= 22; ++index)
+        rest >> field;
+    EXPECT_EQ(*start_time, std::stoull(field));
+}
+
+TEST(ProcessStartTime, ExitedChild_HasNoStartTime) {
+    pid_t const child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0)
+        ::_exit(0);
+    ASSERT_TRUE(process_start_time(child)); // a zombie still has its /proc entry
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_FALSE(process_start_time(child));
+    EXPECT_FALSE(process_start_time(0));
+}
+
+TEST(IsSameProcess, DifferentStartTime_IsAnotherProcess) {
+    RuntimeRecord record;
+    record.pid = ::getpid();
+    record.start_time = *process_start_time(::getpid());
+    EXPECT_TRUE(is_same_process(record));
+    record.start_time += 1; // as if the pid had been reused by a later process
+    EXPECT_FALSE(is_same_process(record));
+}
+
+} // namespace
+} // namespace kvmm

@@ -1,0 +1,280 @@
+#include "manager/vm_definition.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace kvmm {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr std::string_view FULL_DEFINITION = R"(
+name = "web-1.example"
+vcpus = 2
+memory = "1G"
+kernel = "/var/lib/kvmm/vmlinux"
+initrd = "/var/lib/kvmm/initrd.cpio"
+cmdline = "console=ttyS0 reboot=k"
+autostart = true
+restart = "on-failure"
+rng = true
+
+[[disk]]
+path = "/var/lib/kvmm/root.img"
+id = "rootfs"
+root = true
+cache = "writethrough"
+
+[[disk]]
+path = "/var/lib/kvmm/data.img"
+readonly = true
+serial = "DATA1"
+iops = 500
+bw = "10M"
+
+[[nic]]
+tap = "tap0"
+mac = "52:54:00:12:34:56"
+
+[vsock]
+cid = 7
+uds = "/run/kvmm/web.vsock"
+
+[resources]
+cpu_weight = 200
+cpu_quota_percent = 150
+memory_limit = "2G"
+
+[pinning]
+vcpu0 = [0, 1]
+vcpu1 = [2]
+)";
+
+std::string error_of(std::string_view text) {
+    auto const definition = parse_definition(text);
+    return definition ? std::string("(parsed)") : definition.error().message();
+}
+
+std::string minimal(std::string_view extra) {
+    return std::string("name = \"vm\"\nkernel = \"/k\"\n") + std::string(extra);
+}
+
+TEST(ParseDefinition, FullDefinition_FillsEveryField) {
+    auto const definition = parse_definition(FULL_DEFINITION);
+    ASSERT_TRUE(definition) << definition.error().message();
+    EXPECT_EQ(definition->name, "web-1.example");
+    EXPECT_EQ(definition->vcpus, 2u);
+    EXPECT_EQ(definition->memory_mib, 1024u);
+    EXPECT_EQ(definition->kernel, "/var/lib/kvmm/vmlinux");
+    EXPECT_EQ(definition->initrd, "/var/lib/kvmm/initrd.cpio");
+    EXPECT_EQ(definition->cmdline, "console=ttyS0 reboot=k");
+    EXPECT_TRUE(definition->autostart);
+    EXPECT_TRUE(definition->rng);
+    EXPECT_EQ(definition->restart, VmDefinition::RestartPolicy::OnFailure);
+    ASSERT_EQ(definition->disks.size(), 2u);
+    EXPECT_EQ(definition->disks[0], "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on");
+    EXPECT_EQ(definition->disks[1], "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500");
+    ASSERT_EQ(definition->nics.size(), 1u);
+    EXPECT_EQ(definition->nics[0], "tap=tap0,mac=52:54:00:12:34:56");
+    EXPECT_EQ(definition->vsock, "cid=7,uds=/run/kvmm/web.vsock");
+    EXPECT_EQ(definition->cpu_weight, 200u);
+    EXPECT_EQ(definition->cpu_quota_percent, 150u);
+    EXPECT_EQ(definition->memory_limit_mib, 2048u);
+    EXPECT_EQ(definition->vcpu_pins, (std::vector<std::vector<uint32_t>> { { 0, 1 }, { 2 } }));
+}
+
+TEST(ParseDefinition, MinimalDefinition_UsesDefaults) {
+    auto const definition = parse_definition(minimal(""));
+    ASSERT_TRUE(definition) << definition.error().message();
+    EXPECT_EQ(definition->vcpus, 1u);
+    EXPECT_EQ(definition->memory_mib, 128u);
+    EXPECT_FALSE(definition->initrd);
+    EXPECT_FALSE(definition->rng);
+    EXPECT_FALSE(definition->autostart);
+    EXPECT_EQ(definition->restart, VmDefinition::RestartPolicy::Never);
+    EXPECT_TRUE(definition->disks.empty());
+    EXPECT_FALSE(definition->cpu_weight);
+    EXPECT_TRUE(definition->vcpu_pins.empty());
+}
+
+TEST(ParseDefinition, IntegerMemory_IsMiB) {
+    auto const definition = parse_definition(minimal("memory = 512\n"));
+    ASSERT_TRUE(definition) << definition.error().message();
+    EXPECT_EQ(definition->memory_mib, 512u);
+}
+
+TEST(ParseDefinition, MalformedToml_ReportsLine) {
+    auto const message = error_of("name = \"vm\"\nkernel = \n");
+    EXPECT_THAT(message, HasSubstr("malformed TOML"));
+    EXPECT_THAT(message, HasSubstr("line 2"));
+}
+
+TEST(ParseDefinition, UnknownTopLevelKey_NamesKey) {
+    EXPECT_THAT(error_of(minimal("colour = \"red\"\n")), HasSubstr("unknown key 'colour'"));
+}
+
+TEST(ParseDefinition, UnknownKeyInTable_NamesKeyAndTable) {
+    auto const message = error_of(minimal("[[disk]]\npath = \"/d\"\nsize = 3\n"));
+    EXPECT_THAT(message, HasSubstr("'size'"));
+    EXPECT_THAT(message, HasSubstr("disk[0]"));
+    EXPECT_THAT(error_of(minimal("[resources]\ncpu_shares = 3\n")), HasSubstr("'cpu_shares' in [resources]"));
+    EXPECT_THAT(error_of(minimal("[vsock]\ncid = 3\nuds = \"/u\"\nport = 1\n")), HasSubstr("'port' in [vsock]"));
+}
+
+TEST(ParseDefinition, BadMemory_NamesKeyAndValue) {
+    auto const message = error_of(minimal("memory = \"lots\"\n"));
+    EXPECT_THAT(message, HasSubstr("memory"));
+    EXPECT_THAT(message, HasSubstr("lots"));
+    EXPECT_THAT(error_of(minimal("memory = \"1536K\"\n")), HasSubstr("whole number of MiB"));
+    EXPECT_THAT(error_of(minimal("memory = 0\n")), HasSubstr("'memory' = 0"));
+    EXPECT_THAT(error_of(minimal("memory = true\n")), HasSubstr("memory"));
+}
+
+TEST(ParseDefinition, WrongValueType_NamesKeyAndType) {
+    auto const message = error_of(minimal("vcpus = \"two\"\n"));
+    EXPECT_THAT(message, HasSubstr("'vcpus'"));
+    EXPECT_THAT(message, HasSubstr("\"two\""));
+    EXPECT_THAT(error_of(minimal("rng = 1\n")), HasSubstr("'rng' must be true or false"));
+    EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/d\"\nreadonly = \"yes\"\n")), HasSubstr("disk[0].readonly"));
+}
+
+TEST(ParseDefinition, InvalidNames_AreRejected) {
+    EXPECT_THAT(error_of("name = \"a/b\"\nkernel = \"/k\"\n"), HasSubstr("'a/b'"));
+    EXPECT_THAT(error_of("name = \".hidden\"\nkernel = \"/k\"\n"), HasSubstr("must not start with '.'"));
+    EXPECT_THAT(error_of("name = \"\"\nkernel = \"/k\"\n"), HasSubstr("1 to 64"));
+    EXPECT_THAT(error_of("name = \"" + std::string(65, 'x') + "\"\nkernel = \"/k\"\n"), HasSubstr("1 to 64"));
+    EXPECT_THAT(error_of("name = \"a b\"\nkernel = \"/k\"\n"), HasSubstr("' '"));
+    EXPECT_THAT(error_of("kernel = \"/k\"\n"), HasSubstr("'name' is missing"));
+    EXPECT_TRUE(parse_definition("name = \"" + std::string(64, 'x') + "\"\nkernel = \"/k\"\n"));
+}
+
+TEST(ParseDefinition, MissingKernel_IsRejected) { EXPECT_THAT(error_of("name = \"vm\"\n"), HasSubstr("'kernel'")); }
+
+TEST(ParseDefinition, PinningBeyondVcpuCount_IsRejected) {
+    auto const message = error_of(minimal("vcpus = 2\n[pinning]\nvcpu2 = [0]\n"));
+    EXPECT_THAT(message, HasSubstr("pinning.vcpu2"));
+    EXPECT_THAT(message, HasSubstr("2 vCPU"));
+}
+
+TEST(ParseDefinition, PinningToImpossibleHostCpu_IsRejected) {
+    EXPECT_THAT(error_of(minimal("[pinning]\nvcpu0 = [1024]\n")), HasSubstr("pinning.vcpu0"));
+    EXPECT_THAT(error_of(minimal("[pinning]\nvcpu0 = [-1]\n")), HasSubstr("pinning.vcpu0"));
+    EXPECT_THAT(error_of(minimal("[pinning]\nvcpu0 = []\n")), HasSubstr("empty list"));
+    EXPECT_THAT(error_of(minimal("[pinning]\nvcpu00 = [1]\n")), HasSubstr("unknown key 'vcpu00' in [pinning]"));
+    EXPECT_THAT(error_of(minimal("[pinning]\ncpu0 = [1]\n")), HasSubstr("unknown key 'cpu0' in [pinning]"));
+}
+
+TEST(ParseDefinition, QuotaAboveHundredPerVcpu_IsRejected) {
+    EXPECT_TRUE(parse_definition(minimal("vcpus = 2\n[resources]\ncpu_quota_percent = 200\n")));
+    auto const message = error_of(minimal("vcpus = 2\n[resources]\ncpu_quota_percent = 201\n"));
+    EXPECT_THAT(message, HasSubstr("resources.cpu_quota_percent"));
+    EXPECT_THAT(message, HasSubstr("201"));
+    EXPECT_THAT(error_of(minimal("[resources]\ncpu_quota_percent = 0\n")), HasSubstr("cpu_quota_percent"));
+}
+
+TEST(ParseDefinition, CpuWeightOutOfRange_IsRejected) {
+    EXPECT_THAT(error_of(minimal("[resources]\ncpu_weight = 0\n")), HasSubstr("'resources.cpu_weight' = 0"));
+    EXPECT_THAT(error_of(minimal("[resources]\ncpu_weight = 10001\n")), HasSubstr("10001"));
+}
+
+TEST(ParseDefinition, MemoryLimitBelowGuestMemory_IsRejected) {
+    EXPECT_THAT(error_of(minimal("memory = 256\n[resources]\nmemory_limit = \"128M\"\n")),
+                HasSubstr("resources.memory_limit"));
+}
+
+TEST(ParseDefinition, DeviceValuesKvmmWouldReject_AreRejected) {
+    EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/d\"\ncache = \"sometimes\"\n")), HasSubstr("sometimes"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap0\"\nmac = \"zz\"\n")), HasSubstr("zz"));
+    EXPECT_THAT(error_of(minimal("[vsock]\ncid = 2\nuds = \"/u\"\n")), HasSubstr("cid=2"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\nmac = \"52:54:00:12:34:56\"\n")), HasSubstr("tap"));
+    // Cross-device rules come from kvmm's validate(): unique ids, at most one root disk.
+    EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/a\"\nid = \"x\"\n[[disk]]\npath = \"/b\"\nid = \"x\"\n")),
+                HasSubstr("'x' is used twice"));
+    EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/a\"\nroot = true\n[[disk]]\npath = \"/b\"\nroot = true\n")),
+                HasSubstr("root"));
+}
+
+TEST(ParseDefinition, CommaInDeviceValue_IsRejected) {
+    EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/a,readonly=on\"\n")), HasSubstr("disk[0].path"));
+}
+
+TEST(ParseDefinition, BadRestartPolicy_NamesValue) {
+    auto const message = error_of(minimal("restart = \"sometimes\"\n"));
+    EXPECT_THAT(message, HasSubstr("restart"));
+    EXPECT_THAT(message, HasSubstr("sometimes"));
+}
+
+TEST(ToToml, FullDefinition_RoundTrips) {
+    auto const definition = MUST(parse_definition(FULL_DEFINITION));
+    auto const text = to_toml(definition);
+    auto const again = parse_definition(text);
+    ASSERT_TRUE(again) << again.error().message() << "\n" << text;
+    EXPECT_EQ(*again, definition);
+}
+
+TEST(ToToml, SpecialCharactersInStrings_RoundTrip) {
+    VmDefinition definition;
+    definition.name = "vm";
+    definition.kernel = "/k \"quoted\" \\ back";
+    definition.cmdline = "a\tb\nc \x01 é";
+    definition.vcpus = 3;
+    definition.vcpu_pins = { {}, { 5 } };
+    auto const again = parse_definition(to_toml(definition));
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_EQ(*again, definition);
+}
+
+TEST(ValidateDefinition, OptionKeysOutsideTheLayout_AreRejected) {
+    VmDefinition definition;
+    definition.name = "vm";
+    definition.kernel = "/k";
+    definition.nics = { "fd=3" };
+    EXPECT_FALSE(validate_definition(definition));
+    definition.nics = { "tap=tap0" };
+    EXPECT_TRUE(validate_definition(definition));
+}
+
+TEST(RestartPolicy, Names_RoundTrip) {
+    for (auto const policy : { VmDefinition::RestartPolicy::Never, VmDefinition::RestartPolicy::OnFailure,
+                               VmDefinition::RestartPolicy::Always })
+        EXPECT_EQ(MUST(parse_restart_policy(restart_policy_name(policy))), policy);
+    EXPECT_FALSE(parse_restart_policy("Always"));
+}
+
+TEST(KvmmArguments, FullDefinition_ProducesFlagModeCommandLine) {
+    auto const definition = MUST(parse_definition(FULL_DEFINITION));
+    auto const arguments = kvmm_arguments(definition, "/usr/bin/kvmm", "/run/kvmm/web/api.sock", "/run/kvmm/web/con");
+    // clang-format off
+    // (one flag and its value per line)
+    std::vector<std::string> const expected {
+        "/usr/bin/kvmm",
+        "--kernel", "/var/lib/kvmm/vmlinux",
+        "--initrd", "/var/lib/kvmm/initrd.cpio",
+        "--cmdline", "console=ttyS0 reboot=k",
+        "--cpus", "2",
+        "--memory", "1024M",
+        "--disk", "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on",
+        "--disk", "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500",
+        "--net", "tap=tap0,mac=52:54:00:12:34:56",
+        "--vsock", "cid=7,uds=/run/kvmm/web.vsock",
+        "--rng", "on",
+        "--id", "web-1.example",
+        "--control-sock", "/run/kvmm/web/api.sock",
+        "--console", "socket=/run/kvmm/web/con",
+    };
+    // clang-format on
+    EXPECT_EQ(arguments, expected);
+}
+
+TEST(KvmmArguments, MinimalDefinition_LeavesOutAbsentDevices) {
+    auto const definition = MUST(parse_definition(minimal("")));
+    auto const arguments = kvmm_arguments(definition, "kvmm", "a.sock", "c.sock");
+    for (auto const* flag : { "--initrd", "--cmdline", "--disk", "--net", "--vsock", "--rng" })
+        EXPECT_EQ(std::count(arguments.begin(), arguments.end(), flag), 0) << flag;
+    EXPECT_EQ(arguments.front(), "kvmm");
+}
+
+} // namespace
+} // namespace kvmm

@@ -1,0 +1,359 @@
+// kvmmd and kvmmctl with real VMs: a kvmmd started by the test in a temporary state directory,
+// driven through kvmmctl (the administrator's view) and through the protocol client (for the
+// concurrent cases), running the project's test guest.
+#include "child_process.h"
+#include "manager/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace kvmm {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+class ManagerTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (auto reason = testing::kvm_unavailable_reason(); !reason.empty())
+            GTEST_SKIP() << reason;
+        char pattern[] = "/tmp/kvmmd-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        m_state_dir = pattern;
+        m_socket = m_state_dir + "/kvmmd.sock";
+        m_cgroup_parent = fmt::format("kvmm-test-{}", ::getpid());
+        start_daemon();
+    }
+
+    void TearDown() override {
+        if (m_daemon_pid > 0) {
+            // Leave nothing running: destroy every VM, then stop the daemon.
+            if (auto listed = call({ { "verb", "list" } })) {
+                for (auto const& vm : (*listed)["vms"])
+                    (void)call({ { "verb", "destroy" }, { "name", vm["name"] } });
+            }
+            stop_daemon(SIGTERM);
+        }
+        for (auto const& hierarchy : { "cpu", "cpuacct", "memory" })
+            ::rmdir(fmt::format("/sys/fs/cgroup/{}/{}", hierarchy, m_cgroup_parent).c_str());
+        if (!m_state_dir.empty())
+            fs::remove_all(m_state_dir);
+    }
+
+    void start_daemon() {
+        pid_t const pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            std::string const log = m_state_dir + "/kvmmd.log";
+            FILE* out = std::freopen(log.c_str(), "a", stderr);
+            (void)out;
+            ::execl(KVMMD_BINARY, KVMMD_BINARY, "--state-dir", m_state_dir.c_str(), "--socket", m_socket.c_str(),
+                    "--kvmm", KVMM_BINARY, "--cgroup-parent", m_cgroup_parent.c_str(), static_cast<char*>(nullptr));
+            ::_exit(127);
+        }
+        m_daemon_pid = pid;
+        for (int i = 0; i < 500; ++i) {
+            if (connect_unix_socket(m_socket))
+                return;
+            std::this_thread::sleep_for(10ms);
+        }
+        FAIL() << "kvmmd did not open its socket";
+    }
+
+    void stop_daemon(int signal_number) {
+        ::kill(m_daemon_pid, signal_number);
+        ::waitpid(m_daemon_pid, nullptr, 0);
+        m_daemon_pid = 0;
+    }
+
+    Expected<json> call(json const& request) {
+        auto client = TRY(DaemonClient::connect(m_socket));
+        return client.call(request);
+    }
+
+    testing::ProcessResult ctl(std::vector<std::string> arguments, std::chrono::milliseconds limit = 30s) {
+        arguments.insert(arguments.begin(), { KVMMCTL_BINARY, "--socket", m_socket });
+        return testing::run_process(arguments, {}, limit);
+    }
+
+    std::string write_definition(std::string const& name, std::string const& scenario, std::string const& extra = {}) {
+        std::string const path = fmt::format("{}/{}.toml", m_state_dir, name);
+        std::ofstream(path) << fmt::format("name = \"{}\"\nmemory = 16\nkernel = \"{}\"\ncmdline = \"test={}\"\n{}",
+                                           name, testing::test_guest(), scenario, extra);
+        return path;
+    }
+
+    json info(std::string const& name) {
+        auto answer = call({ { "verb", "info" }, { "name", name } });
+        EXPECT_TRUE(answer) << (answer ? "" : answer.error().message());
+        return answer ? *answer : json::object();
+    }
+
+    // Waits until `predicate(info)` holds; returns the last info.
+    json wait_for(std::string const& name, std::function<bool(json const&)> const& predicate,
+                  std::chrono::milliseconds limit = 10s) {
+        auto const deadline = std::chrono::steady_clock::now() + limit;
+        json last;
+        while (std::chrono::steady_clock::now() < deadline) {
+            last = info(name);
+            if (predicate(last))
+                return last;
+            std::this_thread::sleep_for(20ms);
+        }
+        return last;
+    }
+
+    size_t daemon_fd_count() const {
+        size_t count = 0;
+        for ([[maybe_unused]] auto const& entry : fs::directory_iterator(fmt::format("/proc/{}/fd", m_daemon_pid)))
+            ++count;
+        return count;
+    }
+
+    // kvmm processes started for this test's state directory that are still alive (not zombies).
+    size_t live_kvmm_processes() const {
+        size_t count = 0;
+        for (auto const& entry : fs::directory_iterator("/proc")) {
+            std::ifstream cmdline(entry.path() / "cmdline");
+            std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+            if (text.find(m_state_dir + "/runtime/") == std::string::npos ||
+                text.find("--control-sock") == std::string::npos)
+                continue;
+            std::ifstream stat(entry.path() / "stat");
+            std::string stat_text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+            auto const close = stat_text.rfind(')');
+            if (close != std::string::npos && stat_text.size() > close + 2 && stat_text[close + 2] != 'Z')
+                ++count;
+        }
+        return count;
+    }
+
+    std::string m_state_dir;
+    std::string m_socket;
+    std::string m_cgroup_parent;
+    pid_t m_daemon_pid { 0 };
+};
+
+TEST_F(ManagerTest, VerbRoundTrip_DefineStartSuspendResumeShutdownUndefine) {
+    auto defined = ctl({ "define", write_definition("round", "keyboard-wait") });
+    ASSERT_EQ(defined.exit_status, 0) << defined.standard_error;
+    auto listed = ctl({ "list", "--all" });
+    EXPECT_NE(listed.standard_output.find("round"), std::string::npos);
+    EXPECT_NE(listed.standard_output.find("shut off"), std::string::npos);
+
+    ASSERT_EQ(ctl({ "start", "round" }).exit_status, 0);
+    auto running = json::parse(ctl({ "info", "round", "--json" }).standard_output);
+    EXPECT_EQ(running["state"], "running");
+    ASSERT_TRUE(running["pid"].is_number());
+    EXPECT_NE(ctl({ "list" }).standard_output.find("running"), std::string::npos);
+
+    ASSERT_EQ(ctl({ "suspend", "round" }).exit_status, 0);
+    EXPECT_EQ(info("round")["state"], "paused");
+    ASSERT_EQ(ctl({ "resume", "round" }).exit_status, 0);
+    EXPECT_EQ(info("round")["state"], "running");
+
+    auto metrics = ctl({ "metrics" });
+    EXPECT_NE(metrics.standard_output.find("kvmm_vm_state{name=\"round\",state=\"running\"} 1"), std::string::npos);
+    EXPECT_NE(metrics.standard_output.find("kvmm_vm_vcpu_exits_total{name=\"round\",vcpu=\"0\",reason=\"io\"}"),
+              std::string::npos)
+        << metrics.standard_output;
+
+    // The guest powers off on Ctrl+Alt+Del: a clean shutdown, well before the timeout.
+    auto shutdown = ctl({ "shutdown", "round", "--timeout", "20" });
+    ASSERT_EQ(shutdown.exit_status, 0) << shutdown.standard_error;
+    auto stopped = info("round");
+    EXPECT_EQ(stopped["state"], "shut off");
+    EXPECT_EQ(stopped["last_exit"]["exit_status"], 0);
+    auto logs = ctl({ "logs", "round" });
+    EXPECT_NE(logs.standard_output.find("kvmm-test: waiting for ctrl-alt-del"), std::string::npos)
+        << logs.standard_output;
+    EXPECT_NE(logs.standard_output.find("ctrl-alt-del received"), std::string::npos) << logs.standard_output;
+
+    ASSERT_EQ(ctl({ "undefine", "round" }).exit_status, 0);
+    EXPECT_EQ(ctl({ "list", "--all" }).standard_output.find("round"), std::string::npos);
+    EXPECT_FALSE(fs::exists(m_state_dir + "/definitions/round.toml"));
+}
+
+TEST_F(ManagerTest, BadInput_ExitsOneWithOneErrorLineAndChangesNothing) {
+    ASSERT_EQ(ctl({ "define", write_definition("good", "idle") }).exit_status, 0);
+    auto const before = ctl({ "list", "--all", "--json" }).standard_output;
+    auto const definition_before = fs::last_write_time(m_state_dir + "/definitions/good.toml");
+
+    std::string const malformed = m_state_dir + "/malformed.toml";
+    std::ofstream(malformed) << "name = \"x\"\nvcpus = [\n";
+    std::string const unknown = write_definition("unknown", "idle", "colour = \"blue\"\n");
+    std::string const missing_kernel = m_state_dir + "/missing.toml";
+    std::ofstream(missing_kernel) << "name = \"missing\"\nkernel = \"/nonexistent/vmlinux\"\n";
+    std::string const slash = m_state_dir + "/slash.toml";
+    std::ofstream(slash) << fmt::format("name = \"a/b\"\nkernel = \"{}\"\n", testing::test_guest());
+    std::vector<std::pair<std::vector<std::string>, std::string>> const cases = {
+        { { "define", malformed }, "" },
+        { { "define", unknown }, "colour" },
+        { { "define", write_definition("good", "hello") }, "already defined" },
+        { { "define", missing_kernel }, "/nonexistent/vmlinux" },
+        { { "define", slash }, "a/b" },
+        { { "start", "nosuchvm" }, "not defined" },
+        { { "resume", "good" }, "shut off" },
+        { { "destroy", "good" }, "not running" },
+        { { "shutdown", "good" }, "not running" },
+        { { "info", "../etc" }, "" },
+    };
+    for (auto const& [arguments, needle] : cases) {
+        auto result = ctl(arguments);
+        EXPECT_EQ(result.exit_status, 1) << arguments[0] << " " << arguments[1];
+        EXPECT_TRUE(result.standard_error.starts_with("kvmmctl: error: ")) << result.standard_error;
+        EXPECT_EQ(std::count(result.standard_error.begin(), result.standard_error.end(), '\n'), 1)
+            << result.standard_error;
+        EXPECT_NE(result.standard_error.find(needle), std::string::npos) << result.standard_error;
+    }
+    // A running VM: start again and undefine are refused.
+    ASSERT_EQ(ctl({ "start", "good" }).exit_status, 0);
+    EXPECT_EQ(ctl({ "start", "good" }).exit_status, 1);
+    EXPECT_EQ(ctl({ "undefine", "good" }).exit_status, 1);
+    ASSERT_EQ(ctl({ "destroy", "good" }).exit_status, 0);
+
+    EXPECT_EQ(ctl({ "list", "--all", "--json" }).standard_output, before);
+    EXPECT_EQ(fs::last_write_time(m_state_dir + "/definitions/good.toml"), definition_before);
+    EXPECT_EQ(std::distance(fs::directory_iterator(m_state_dir + "/definitions"), fs::directory_iterator()), 1);
+}
+
+TEST_F(ManagerTest, KilledKvmm_IsCrashedAndRestartedPerPolicy) {
+    ASSERT_EQ(ctl({ "define", write_definition("phoenix", "idle", "restart = \"on-failure\"\n") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "define", write_definition("mortal", "idle") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "phoenix" }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "mortal" }).exit_status, 0);
+    int const phoenix_pid = info("phoenix")["pid"].get<int>();
+    int const mortal_pid = info("mortal")["pid"].get<int>();
+    ASSERT_EQ(::kill(phoenix_pid, SIGKILL), 0);
+    ASSERT_EQ(::kill(mortal_pid, SIGKILL), 0);
+
+    auto mortal = wait_for("mortal", [](json const& vm) { return vm["state"] == "crashed"; });
+    EXPECT_EQ(mortal["state"], "crashed");
+    EXPECT_EQ(mortal["last_exit"]["signal"], SIGKILL);
+    EXPECT_NE(mortal["last_exit"]["reason"].get<std::string>().find("signal 9"), std::string::npos);
+
+    auto phoenix = wait_for("phoenix", [&](json const& vm) {
+        return vm["state"] == "running" && vm["pid"].is_number() && vm["pid"] != phoenix_pid;
+    });
+    EXPECT_EQ(phoenix["state"], "running");
+    EXPECT_EQ(phoenix["restarts"], 1);
+    EXPECT_EQ(phoenix["last_exit"]["signal"], SIGKILL);
+}
+
+TEST_F(ManagerTest, DaemonKilledAndRestarted_FiveRunningVmsAreKeptAndControllable) {
+    std::map<std::string, int> pids;
+    for (int i = 0; i < 5; ++i) {
+        std::string const name = fmt::format("keep{}", i);
+        ASSERT_EQ(ctl({ "define", write_definition(name, "idle") }).exit_status, 0);
+        ASSERT_EQ(ctl({ "start", name }).exit_status, 0);
+        pids[name] = info(name)["pid"].get<int>();
+    }
+    stop_daemon(SIGKILL);
+    start_daemon();
+    auto listed = MUST(call({ { "verb", "list" } }));
+    ASSERT_EQ(listed["vms"].size(), 5u);
+    for (auto const& vm : listed["vms"]) {
+        EXPECT_EQ(vm["state"], "running");
+        EXPECT_EQ(vm["pid"], pids[vm["name"].get<std::string>()]);
+    }
+    ASSERT_EQ(ctl({ "suspend", "keep0" }).exit_status, 0);
+    EXPECT_EQ(info("keep0")["state"], "paused");
+    ASSERT_EQ(ctl({ "resume", "keep0" }).exit_status, 0);
+    EXPECT_TRUE(info("keep1")["cpu_time_ns"].is_number());
+    for (auto const& [name, pid] : pids) {
+        auto destroyed = ctl({ "destroy", name });
+        EXPECT_EQ(destroyed.exit_status, 0) << destroyed.standard_error;
+        EXPECT_EQ(info(name)["state"], "shut off");
+    }
+    // The kvmm processes were orphaned by the killed daemon: reap any that came to us.
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    EXPECT_EQ(live_kvmm_processes(), 0u);
+}
+
+TEST_F(ManagerTest, CpuWeights_OneToThree_GiveCpuTimeInThatRatio) {
+    std::string const pin = "[pinning]\nvcpu0 = [0]\n";
+    ASSERT_EQ(ctl({ "define", write_definition("light", "busy", "[resources]\ncpu_weight = 100\n" + pin) }).exit_status,
+              0);
+    ASSERT_EQ(ctl({ "define", write_definition("heavy", "busy", "[resources]\ncpu_weight = 300\n" + pin) }).exit_status,
+              0);
+    ASSERT_EQ(ctl({ "start", "light" }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "heavy" }).exit_status, 0);
+    std::this_thread::sleep_for(1s);
+    auto cpu = [&](std::string const& name) { return info(name)["cpu_time_ns"].get<uint64_t>(); };
+    uint64_t const light_start = cpu("light"), heavy_start = cpu("heavy");
+    std::this_thread::sleep_for(10s);
+    double const light = static_cast<double>(cpu("light") - light_start);
+    double const heavy = static_cast<double>(cpu("heavy") - heavy_start);
+    ASSERT_GT(light, 0.0);
+    double const ratio = heavy / light;
+    std::printf("CPU time over 10 s: light %.3f s, heavy %.3f s, ratio %.3f (expected 3)\n", light / 1e9, heavy / 1e9,
+                ratio);
+    EXPECT_NEAR(ratio, 3.0, 3.0 * 0.15);
+}
+
+TEST_F(ManagerTest, FiftyVms_ConcurrentLifecycle_LeavesNothingBehind) {
+    constexpr int COUNT = 50;
+    std::this_thread::sleep_for(1100ms); // let the daemon join the client threads of SetUp
+    size_t const fds_before = daemon_fd_count();
+    auto in_parallel = [&](std::function<Expected<json>(int)> const& work) {
+        std::atomic<int> failures { 0 };
+        std::vector<std::thread> threads;
+        std::string first_error;
+        std::mutex lock;
+        for (int i = 0; i < COUNT; ++i) {
+            threads.emplace_back([&, i] {
+                auto result = work(i);
+                if (!result) {
+                    ++failures;
+                    std::lock_guard guard(lock);
+                    first_error = result.error().message();
+                }
+            });
+        }
+        for (auto& thread : threads)
+            thread.join();
+        EXPECT_EQ(failures.load(), 0) << first_error;
+    };
+    auto name = [](int i) { return fmt::format("many{:02}", i); };
+    in_parallel([&](int i) {
+        std::ifstream file(write_definition(name(i), "idle"));
+        std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+        return call({ { "verb", "define" }, { "toml", text } });
+    });
+    in_parallel([&](int i) { return call({ { "verb", "start" }, { "name", name(i) } }); });
+    auto listed = MUST(call({ { "verb", "list" } }));
+    EXPECT_EQ(listed["vms"].size(), static_cast<size_t>(COUNT));
+    EXPECT_EQ(live_kvmm_processes(), static_cast<size_t>(COUNT));
+    in_parallel([&](int i) { return call({ { "verb", "destroy" }, { "name", name(i) } }); });
+    in_parallel([&](int i) { return call({ { "verb", "undefine" }, { "name", name(i) } }); });
+
+    EXPECT_EQ(MUST(call({ { "verb", "list" }, { "all", true } }))["vms"].size(), 0u);
+    EXPECT_EQ(live_kvmm_processes(), 0u);
+    for (auto const& hierarchy : { "cpu", "cpuacct", "memory" }) {
+        fs::path const parent = fmt::format("/sys/fs/cgroup/{}/{}", hierarchy, m_cgroup_parent);
+        if (!fs::exists(parent))
+            continue;
+        for (auto const& entry : fs::directory_iterator(parent))
+            EXPECT_FALSE(entry.is_directory()) << "leaked cgroup " << entry.path();
+    }
+    size_t sockets = 0;
+    for (auto const& entry : fs::recursive_directory_iterator(m_state_dir + "/runtime"))
+        sockets += entry.is_socket() ? 1 : 0;
+    EXPECT_EQ(sockets, 0u);
+    std::this_thread::sleep_for(1100ms); // finished client threads are joined within a second
+    EXPECT_EQ(daemon_fd_count(), fds_before);
+}
+
+} // namespace
+} // namespace kvmm
