@@ -5,6 +5,7 @@
 // The device must answer each request or ask for a reset: no crash, no unbounded work.
 #include "devices/virtio/balloon/balloon_device.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "fuzz_support.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -14,30 +15,9 @@
 namespace {
 
 using kvmm::GuestAddress;
+using kvmm::fuzz::DataArea;
+using kvmm::fuzz::FuzzInput;
 using kvmm::virtio::feature_bit;
-
-class NullInterruptLine final : public kvmm::InterruptLine {
-public:
-    void set_level(bool) override {}
-};
-
-// Reads little-endian values from the input; zeros once it runs out.
-class FuzzInput {
-public:
-    explicit FuzzInput(std::span<uint8_t const> data) : m_data(data) {}
-
-    uint64_t take(size_t bytes) {
-        uint64_t value = 0;
-        for (size_t i = 0; i < bytes && m_offset < m_data.size(); ++i)
-            value |= uint64_t { m_data[m_offset++] } << (8 * i);
-        return value;
-    }
-    std::span<uint8_t const> rest() const { return m_data.subspan(std::min(m_offset, m_data.size())); }
-
-private:
-    std::span<uint8_t const> m_data;
-    size_t m_offset { 0 };
-};
 
 constexpr uint64_t MEMORY_SIZE = 2 << 20;
 constexpr uint16_t QUEUE_SIZE = 16;
@@ -51,9 +31,9 @@ constexpr uint64_t DATA_SIZE = 0x10000;
 extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     using namespace kvmm::virtio;
     FuzzInput input(std::span(data, size));
-    auto memory = *kvmm::GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
-    auto loop = *kvmm::EventLoop::create();
-    NullInterruptLine line;
+    kvmm::fuzz::FuzzBench bench(MEMORY_SIZE);
+    auto& memory = bench.memory;
+    auto& loop = bench.loop;
 
     uint64_t const selector = input.take(2);
     BalloonOptions options;
@@ -64,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     if (!created)
         return 0;
     auto* balloon = created->get();
-    auto transport = *MmioTransport::create("balloon", std::move(*created), memory, line, loop);
+    auto transport = *bench.attach("balloon", std::move(*created));
     testing::MmioDriver driver(*transport, loop);
 
     std::vector<testing::DriverQueue> queues;
@@ -72,23 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     queues.reserve(4); // `used` points into it
     for (uint64_t q = 0; q < 4; ++q) {
         auto& queue = queues.emplace_back(memory, GuestAddress(QUEUE_BASE + q * QUEUE_STRIDE), QUEUE_SIZE);
-        size_t const descriptors = input.take(1) % (QUEUE_SIZE + 1);
-        for (uint16_t i = 0; i < descriptors; ++i) {
-            uint64_t const mode = input.take(1);
-            uint64_t address = input.take(4);
-            // Mostly inside the data area (so the buffers hold fuzz bytes), sometimes anywhere.
-            if (!(mode & 0x80))
-                address = DATA_BASE + address % DATA_SIZE;
-            else
-                address |= input.take(4) << 32;
-            auto const length = static_cast<uint32_t>((mode & 0x40) ? input.take(4) : input.take(2));
-            auto const flags = static_cast<uint16_t>(mode & 0x7);
-            auto const next = static_cast<uint16_t>(input.take(1));
-            queue.write_descriptor(i, Descriptor { address, length, flags, next });
-        }
-        size_t const offered = input.take(1) % (QUEUE_SIZE + 1);
-        for (size_t i = 0; i < offered; ++i)
-            queue.offer(static_cast<uint16_t>(input.take(1)));
+        kvmm::fuzz::lay_out_descriptors(input, queue, DataArea { DATA_BASE, DATA_SIZE });
         if (selector & (0x10 << q))
             queue.set_available_index(static_cast<uint16_t>(input.take(2)));
         used.push_back((selector & 0x4) && q >= 2 ? nullptr : &queue);
@@ -104,9 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
         writes.push_back(
             { input.take(1) % 32, size_t { 1 } << (input.take(1) % 3), static_cast<uint32_t>(input.take(4)) });
 
-    auto const contents = input.rest();
-    (void)memory.write(GuestAddress(DATA_BASE),
-                       std::as_bytes(contents.first(std::min<size_t>(contents.size(), DATA_SIZE))));
+    kvmm::fuzz::fill_data_area(input, memory, DataArea { DATA_BASE, DATA_SIZE });
 
     uint64_t const features = (selector & 0x08 ? feature_bit(BALLOON_F_STATS_VQ) : 0) |
                               (selector & 0x01 ? feature_bit(BALLOON_F_REPORTING) : 0) |

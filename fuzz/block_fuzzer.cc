@@ -9,6 +9,7 @@
 // synchronous engine keeps each run deterministic.
 #include "devices/virtio/block/block_device.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "fuzz_support.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -22,30 +23,9 @@
 namespace {
 
 using kvmm::GuestAddress;
+using kvmm::fuzz::DataArea;
+using kvmm::fuzz::FuzzInput;
 using kvmm::virtio::feature_bit;
-
-class NullInterruptLine final : public kvmm::InterruptLine {
-public:
-    void set_level(bool) override {}
-};
-
-// Reads little-endian values from the input; zeros once it runs out.
-class FuzzInput {
-public:
-    explicit FuzzInput(std::span<uint8_t const> data) : m_data(data) {}
-
-    uint64_t take(size_t bytes) {
-        uint64_t value = 0;
-        for (size_t i = 0; i < bytes && m_offset < m_data.size(); ++i)
-            value |= uint64_t { m_data[m_offset++] } << (8 * i);
-        return value;
-    }
-    std::span<uint8_t const> rest() const { return m_data.subspan(std::min(m_offset, m_data.size())); }
-
-private:
-    std::span<uint8_t const> m_data;
-    size_t m_offset { 0 };
-};
 
 constexpr uint64_t MEMORY_SIZE = 2 << 20;
 constexpr uint16_t QUEUE_SIZE = 16;
@@ -70,9 +50,9 @@ std::string const& image_path() {
 extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     using namespace kvmm::virtio;
     FuzzInput input(std::span(data, size));
-    auto memory = *kvmm::GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
-    auto loop = *kvmm::EventLoop::create();
-    NullInterruptLine line;
+    kvmm::fuzz::FuzzBench bench(MEMORY_SIZE);
+    auto& memory = bench.memory;
+    auto& loop = bench.loop;
 
     uint64_t const selector = input.take(1);
     auto image = kvmm::DiskImage::open(image_path(), (selector & 1) != 0);
@@ -84,33 +64,15 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     auto created = BlockDevice::create(std::move(*image), loop, std::move(options));
     if (!created)
         return 0;
-    auto transport = *MmioTransport::create("blk", std::move(*created), memory, line, loop);
+    auto transport = *bench.attach("blk", std::move(*created));
     testing::MmioDriver driver(*transport, loop);
 
     testing::DriverQueue queue(memory, GuestAddress(QUEUE_BASE), QUEUE_SIZE);
-    size_t const descriptors = input.take(1) % (QUEUE_SIZE + 1);
-    for (uint16_t i = 0; i < descriptors; ++i) {
-        uint64_t const mode = input.take(1);
-        uint64_t address = input.take(4);
-        // Mostly inside the data area (so the buffers hold fuzz bytes), sometimes anywhere.
-        if (!(mode & 0x80))
-            address = DATA_BASE + address % DATA_SIZE;
-        else
-            address |= input.take(4) << 32;
-        auto const length = static_cast<uint32_t>((mode & 0x40) ? input.take(4) : input.take(2));
-        auto const flags = static_cast<uint16_t>(mode & 0x7);
-        auto const next = static_cast<uint16_t>(input.take(1));
-        queue.write_descriptor(i, Descriptor { address, length, flags, next });
-    }
-    size_t const offered = input.take(1) % (QUEUE_SIZE + 1);
-    for (size_t i = 0; i < offered; ++i)
-        queue.offer(static_cast<uint16_t>(input.take(1)));
+    kvmm::fuzz::lay_out_descriptors(input, queue, DataArea { DATA_BASE, DATA_SIZE });
     if (selector & 4)
         queue.set_available_index(static_cast<uint16_t>(input.take(2)));
 
-    auto const contents = input.rest();
-    (void)memory.write(GuestAddress(DATA_BASE),
-                       std::as_bytes(contents.first(std::min<size_t>(contents.size(), DATA_SIZE))));
+    kvmm::fuzz::fill_data_area(input, memory, DataArea { DATA_BASE, DATA_SIZE });
 
     uint64_t const features = (selector & 0x08 ? feature_bit(FEATURE_RING_EVENT_IDX) : 0) |
                               (selector & 0x10 ? feature_bit(FEATURE_RING_INDIRECT_DESC) : 0) |

@@ -10,6 +10,7 @@
 #include "backends/net/tap.h"
 #include "devices/virtio/net/net_device.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "fuzz_support.h"
 
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -29,11 +30,7 @@ namespace {
 
 using namespace kvmm;
 using namespace kvmm::virtio;
-
-class NullInterruptLine final : public InterruptLine {
-public:
-    void set_level(bool) override {}
-};
+using kvmm::fuzz::FuzzInput;
 
 constexpr char const* INTERFACE = "fuzznet0";
 
@@ -80,35 +77,7 @@ Environment const& environment() {
     return made;
 }
 
-class Input {
-public:
-    Input(uint8_t const* data, size_t size) : m_data(data), m_size(size) {}
-    bool empty() const { return m_offset >= m_size; }
-    template <typename T>
-    T take() {
-        T value {};
-        size_t const count = std::min(sizeof(T), m_size - std::min(m_offset, m_size));
-        if (count > 0)
-            std::memcpy(&value, m_data + m_offset, count);
-        m_offset += sizeof(T);
-        return value;
-    }
-    std::span<std::byte const> bytes(size_t count) {
-        if (m_data == nullptr)
-            return {};
-        size_t const start = std::min(m_offset, m_size);
-        count = std::min(count, m_size - start);
-        m_offset = start + count;
-        return std::as_bytes(std::span(m_data + start, count));
-    }
-
-private:
-    uint8_t const* m_data;
-    size_t m_size;
-    size_t m_offset { 0 };
-};
-
-void run(Input& input, Environment const& env) {
+void run(FuzzInput& input, Environment const& env) {
     int const fd = ::dup(env.tap->fd());
     if (fd < 0)
         return;
@@ -117,13 +86,13 @@ void run(Input& input, Environment const& env) {
         ::close(fd);
         return;
     }
-    auto memory = *GuestMemory::create({ { GuestAddress(0), 1 << 20 } });
-    auto loop = *EventLoop::create();
-    NullInterruptLine line;
+    fuzz::FuzzBench bench(1 << 20);
+    auto& memory = bench.memory;
+    auto& loop = bench.loop;
     auto device = NetDevice::create(std::move(*tap), NetDeviceOptions { .mac = { 0x52, 0x54, 0, 1, 2, 3 } }, loop);
     if (!device)
         return;
-    auto transport = MmioTransport::create("net", std::move(*device), memory, line, loop);
+    auto transport = bench.attach("net", std::move(*device));
     if (!transport)
         return;
     testing::MmioDriver driver(**transport, loop);
@@ -131,7 +100,7 @@ void run(Input& input, Environment const& env) {
     testing::DriverQueue tx(memory, GuestAddress(0x80000), 16);
     testing::DriverQueue* const queues[] = { &rx, &tx };
 
-    uint8_t const choice = input.take<uint8_t>();
+    uint8_t const choice = input.take_object<uint8_t>();
     uint64_t features = feature_bit(net_feature::MAC);
     if (choice & 1)
         features |= feature_bit(net_feature::MRG_RXBUF);
@@ -144,15 +113,15 @@ void run(Input& input, Environment const& env) {
     driver.initialize(features, { &rx, &tx });
 
     for (int operation = 0; operation < 64 && !input.empty(); ++operation) {
-        uint8_t const op = input.take<uint8_t>();
+        uint8_t const op = input.take_object<uint8_t>();
         auto& queue = *queues[op >> 7];
         switch (op & 7) {
         case 0: { // a well-formed chain of up to 4 buffers, direct or indirect
             std::vector<testing::DriverBuffer> buffers;
             size_t const count = 1 + (op >> 3 & 3);
             for (size_t i = 0; i < count; ++i) {
-                uint16_t const length = input.take<uint16_t>() & 0x3fff;
-                if (input.take<uint8_t>() & 1)
+                uint16_t const length = input.take_object<uint16_t>() & 0x3fff;
+                if (input.take_object<uint8_t>() & 1)
                     buffers.push_back(queue.writable_buffer(length));
                 else
                     buffers.push_back(queue.buffer(input.bytes(length)));
@@ -164,21 +133,21 @@ void run(Input& input, Environment const& env) {
             break;
         }
         case 1: { // a raw descriptor, anywhere
-            uint16_t const index = input.take<uint16_t>() % queue.size();
-            queue.write_descriptor(index, input.take<Descriptor>());
+            uint16_t const index = input.take_object<uint16_t>() % queue.size();
+            queue.write_descriptor(index, input.take_object<Descriptor>());
             break;
         }
         case 2:
-            queue.offer(input.take<uint16_t>() % 32); // heads past the table too
+            queue.offer(input.take_object<uint16_t>() % 32); // heads past the table too
             break;
         case 3:
-            queue.set_available_index(input.take<uint16_t>());
+            queue.set_available_index(input.take_object<uint16_t>());
             break;
         case 4:
-            queue.set_used_event(input.take<uint16_t>());
+            queue.set_used_event(input.take_object<uint16_t>());
             break;
         case 5: { // a datagram from the host towards the guest
-            auto const payload = input.bytes(input.take<uint16_t>() & 0x1fff);
+            auto const payload = input.bytes(input.take_object<uint16_t>() & 0x1fff);
             sockaddr_in to {};
             to.sin_family = AF_INET;
             to.sin_port = htons(9);
@@ -211,7 +180,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     auto const& env = environment();
     if (!env.tap)
         return 0;
-    Input input(data, size);
+    FuzzInput input(std::span(data, size));
     try {
         run(input, env);
     } catch (std::runtime_error const&) {

@@ -7,6 +7,7 @@
 #include "devices/virtio/testing/mmio_driver.h"
 #include "devices/virtio/vsock/vsock_device.h"
 #include "devices/virtio/vsock/vsock_host_socket.h"
+#include "fuzz_support.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -20,30 +21,8 @@
 namespace {
 
 using kvmm::GuestAddress;
+using kvmm::fuzz::FuzzInput;
 using kvmm::virtio::feature_bit;
-
-class NullInterruptLine final : public kvmm::InterruptLine {
-public:
-    void set_level(bool) override {}
-};
-
-// Reads little-endian values from the input; zeros once it runs out.
-class FuzzInput {
-public:
-    explicit FuzzInput(std::span<uint8_t const> data) : m_data(data) {}
-
-    uint64_t take(size_t bytes) {
-        uint64_t value = 0;
-        for (size_t i = 0; i < bytes && m_offset < m_data.size(); ++i)
-            value |= uint64_t { m_data[m_offset++] } << (8 * i);
-        return value;
-    }
-    bool empty() const { return m_offset >= m_data.size(); }
-
-private:
-    std::span<uint8_t const> m_data;
-    size_t m_offset { 0 };
-};
 
 constexpr uint64_t MEMORY_SIZE = 2 << 20;
 constexpr uint16_t QUEUE_SIZE = 16;
@@ -100,14 +79,14 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     using namespace kvmm::virtio;
     static HostSide host;
     FuzzInput input(std::span(data, size));
-    auto memory = *kvmm::GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
-    auto loop = *kvmm::EventLoop::create();
-    NullInterruptLine line;
+    kvmm::fuzz::FuzzBench bench(MEMORY_SIZE);
+    auto& memory = bench.memory;
+    auto& loop = bench.loop;
 
     auto device = vsock::VsockDevice::create(loop, GUEST_CID, host.uds_path);
     if (!device)
         std::abort(); // the previous iteration's device removed its socket
-    auto transport = *MmioTransport::create("vsock", std::move(*device), memory, line, loop);
+    auto transport = *bench.attach("vsock", std::move(*device));
     testing::MmioDriver driver(*transport, loop);
 
     testing::DriverQueue rx(memory, GuestAddress(0x10000), QUEUE_SIZE);

@@ -30,18 +30,6 @@ constexpr UnsupportedEndpoint UNSUPPORTED_ENDPOINTS[] = {
     { "/serial", "serial output redirection through the API is not supported by kvmm" },
 };
 
-std::string_view state_name(InstanceState state) {
-    switch (state) {
-    case InstanceState::NotStarted:
-        return "Not started";
-    case InstanceState::Running:
-        return "Running";
-    case InstanceState::Paused:
-        return "Paused";
-    }
-    return "Not started";
-}
-
 HttpResponse ok_json(json const& body) {
     return HttpResponse::json(200, body.dump(-1, ' ', false, json::error_handler_t::replace));
 }
@@ -113,7 +101,7 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
 
     if (path == "/" && get) {
         return ok_json({ { "id", m_identity.instance_id },
-                         { "state", state_name(m_controller.state()) },
+                         { "state", instance_state_name(m_controller.state()) },
                          { "vmm_version", m_identity.vmm_version },
                          { "app_name", "kvmm" } });
     }

@@ -17,10 +17,24 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace kvmm {
 
 enum class InstanceState { NotStarted, Running, Paused };
+
+// The state's name as Firecracker's InstanceInfo and metrics spell it ("Not started", ...).
+inline std::string_view instance_state_name(InstanceState state) {
+    switch (state) {
+    case InstanceState::NotStarted:
+        return "Not started";
+    case InstanceState::Running:
+        return "Running";
+    case InstanceState::Paused:
+        return "Paused";
+    }
+    return "Not started";
+}
 
 struct InstanceInfo {
     std::string id;

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace kvmm {
 
 Expected<UniqueFd> open_read_only(std::string const& path) {
@@ -38,6 +40,28 @@ Expected<std::vector<std::byte>> read_file(std::string const& path, uint64_t max
     }
     content.resize(done);
     return content;
+}
+
+Expected<std::string> read_text_file(std::string const& path, uint64_t max_size) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("open {}", path));
+    std::string text;
+    char buffer[8192];
+    while (true) {
+        ssize_t const count = ::read(fd.get(), buffer, sizeof(buffer));
+        if (count < 0) {
+            if (errno == EINTR)
+                continue;
+            return Error::from_errno(fmt::format("read {}", path));
+        }
+        if (count == 0)
+            break;
+        text.append(buffer, static_cast<size_t>(count));
+        if (text.size() > max_size)
+            return Error::format("{} is larger than {} bytes", path, max_size);
+    }
+    return text;
 }
 
 } // namespace kvmm

@@ -1,5 +1,7 @@
 #include "base/rate_limiter.h"
 
+#include "base/testing/manual_clock.h"
+
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -11,15 +13,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
-
-class ManualClock final : public Clock {
-public:
-    nanoseconds now() const override { return m_now; }
-    void advance(nanoseconds step) { m_now += step; }
-
-private:
-    nanoseconds m_now { seconds(1000) };
-};
+using testing::ManualClock;
 
 nanoseconds armed_time_left(int timer_fd) {
     itimerspec current {};

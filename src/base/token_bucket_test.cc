@@ -1,5 +1,7 @@
 #include "base/token_bucket.h"
 
+#include "base/testing/manual_clock.h"
+
 #include <gtest/gtest.h>
 
 namespace kvmm {
@@ -8,15 +10,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
-
-class ManualClock final : public Clock {
-public:
-    nanoseconds now() const override { return m_now; }
-    void advance(nanoseconds step) { m_now += step; }
-
-private:
-    nanoseconds m_now { seconds(1000) };
-};
+using testing::ManualClock;
 
 TEST(TokenBucket, ZeroSizeOrRefillTime_IsRejectedWithTheField) {
     ManualClock clock;

@@ -53,18 +53,6 @@ Expected<spdlog::level::level_enum> firecracker_level(std::string const& level) 
     return Error::format("unknown log level '{}'", level);
 }
 
-char const* state_name(InstanceState state) {
-    switch (state) {
-    case InstanceState::NotStarted:
-        return "Not started";
-    case InstanceState::Running:
-        return "Running";
-    case InstanceState::Paused:
-        return "Paused";
-    }
-    return "?";
-}
-
 } // namespace
 
 VmmControl::~VmmControl() {
@@ -233,7 +221,7 @@ void VmmControl::write_metrics_line() {
     nlohmann::json line;
     auto const now = std::chrono::system_clock::now().time_since_epoch();
     line["utc_timestamp_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
-    line["vmm"] = { { "state", state_name(m_state.load()) } };
+    line["vmm"] = { { "state", instance_state_name(m_state.load()) } };
     {
         std::lock_guard guard(m_lock);
         line["api_server"] = { { "get_requests", m_get_requests },

@@ -1,5 +1,6 @@
 #include "manager/cgroup.h"
 
+#include "base/file.h"
 #include "base/unique_fd.h"
 
 #include <fmt/format.h>
@@ -27,27 +28,8 @@ constexpr uint64_t V1_UNLIMITED_MEMORY =
 constexpr uint32_t DEFAULT_CPU_WEIGHT = 100; // cgroup-v2.rst "cpu.weight": default 100
 constexpr uint64_t V1_DEFAULT_SHARES = 1024; // the v1 equivalent of weight 100
 
-Expected<std::string> read_text(fs::path const& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.is_valid())
-        return Error::from_errno(fmt::format("open {}", path.string()));
-    std::string text;
-    char buffer[4096];
-    while (true) {
-        ssize_t const count = ::read(fd.get(), buffer, sizeof(buffer));
-        if (count < 0) {
-            if (errno == EINTR)
-                continue;
-            return Error::from_errno(fmt::format("read {}", path.string()));
-        }
-        if (count == 0)
-            break;
-        text.append(buffer, static_cast<size_t>(count));
-        if (text.size() > 1024 * 1024)
-            return Error::format("{} is unexpectedly large", path.string());
-    }
-    return text;
-}
+// Control files and /proc files are small; a megabyte is far beyond any of them.
+Expected<std::string> read_text(fs::path const& path) { return read_text_file(path.string(), 1024 * 1024); }
 
 // Control files take one value per write(2); the kernel's error (EINVAL, EBUSY) is the answer.
 Expected<void> write_text(fs::path const& path, std::string_view value) {

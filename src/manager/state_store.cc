@@ -1,5 +1,6 @@
 #include "manager/state_store.h"
 
+#include "base/file.h"
 #include "base/unique_fd.h"
 
 #include <fmt/format.h>
@@ -63,28 +64,13 @@ Expected<void> make_private_directory(fs::path const& directory) {
 
 // Reads a small file; nullopt if it does not exist.
 Expected<std::optional<std::string>> read_small_file(fs::path const& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.is_valid()) {
-        if (errno == ENOENT)
+    auto contents = read_text_file(path.string(), MAX_STATE_FILE_SIZE);
+    if (!contents) {
+        if (contents.error().error_number() == ENOENT)
             return std::optional<std::string> {};
-        return Error::from_errno(fmt::format("open {}", path.string()));
+        return contents.release_error();
     }
-    std::string contents;
-    char buffer[8192];
-    while (true) {
-        ssize_t const count = ::read(fd.get(), buffer, sizeof(buffer));
-        if (count < 0) {
-            if (errno == EINTR)
-                continue;
-            return Error::from_errno(fmt::format("read {}", path.string()));
-        }
-        if (count == 0)
-            break;
-        contents.append(buffer, static_cast<size_t>(count));
-        if (contents.size() > MAX_STATE_FILE_SIZE)
-            return Error::format("{} is larger than {} bytes", path.string(), MAX_STATE_FILE_SIZE);
-    }
-    return std::optional<std::string> { std::move(contents) };
+    return std::optional<std::string> { std::move(*contents) };
 }
 
 } // namespace

@@ -396,22 +396,7 @@ void MmioTransport::fail(uint64_t epoch, Error const& error) {
 
 void MmioTransport::guest_error(std::string const& message) {
     // One line per second per device at most: a hostile driver must not flood the log.
-    auto const now = std::chrono::steady_clock::now();
-    uint64_t suppressed = 0;
-    {
-        std::lock_guard guard(m_log_lock);
-        if (now - m_last_log < std::chrono::seconds(1) && m_last_log != std::chrono::steady_clock::time_point {}) {
-            ++m_suppressed_logs;
-            return;
-        }
-        m_last_log = now;
-        suppressed = m_suppressed_logs;
-        m_suppressed_logs = 0;
-    }
-    if (suppressed)
-        spdlog::warn("virtio {}: {} ({} similar messages suppressed)", m_name, message, suppressed);
-    else
-        spdlog::warn("virtio {}: {}", m_name, message);
+    m_guest_log.warn("virtio {}: {}", m_name, message);
 }
 
 } // namespace kvmm::virtio

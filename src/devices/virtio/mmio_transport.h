@@ -22,6 +22,7 @@
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
+#include "base/rate_limited_log.h"
 #include "devices/bus/bus_device.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/virtio/virtio_interrupt.h"
@@ -109,9 +110,7 @@ private:
     std::deque<Command> m_commands;
     uint64_t m_epoch { 0 }; // bumped at every reset; stale fail() calls are ignored
 
-    std::mutex m_log_lock; // guards the log rate limit; may be taken with m_lock held
-    std::chrono::steady_clock::time_point m_last_log {};
-    uint64_t m_suppressed_logs { 0 };
+    RateLimitedLog m_guest_log; // thread-safe; may be used with m_lock held
 
     // Event-loop thread only.
     bool m_active { false };

@@ -376,21 +376,7 @@ void BalloonDevice::on_config_changed() {
 
 void BalloonDevice::guest_error(std::string const& message) {
     // One line per second at most: a hostile driver must not flood the log.
-    auto const now = std::chrono::steady_clock::now();
-    uint64_t suppressed = 0;
-    {
-        std::lock_guard guard(m_log_lock);
-        if (m_last_log != std::chrono::steady_clock::time_point {} && now - m_last_log < std::chrono::seconds(1)) {
-            ++m_suppressed_logs;
-            return;
-        }
-        m_last_log = now;
-        suppressed = std::exchange(m_suppressed_logs, 0);
-    }
-    if (suppressed)
-        spdlog::warn("virtio balloon: {} ({} similar messages suppressed)", message, suppressed);
-    else
-        spdlog::warn("virtio balloon: {}", message);
+    m_guest_log.warn("virtio balloon: {}", message);
 }
 
 } // namespace kvmm::virtio

@@ -31,6 +31,7 @@
 
 #include "base/event_fd.h"
 #include "base/event_loop.h"
+#include "base/rate_limited_log.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/balloon/balloon_statistics.h"
 #include "devices/virtio/balloon/page_release.h"
@@ -152,9 +153,7 @@ private:
     uint32_t m_generation { 0 };
     BalloonStatistics m_statistics;
 
-    std::mutex m_log_lock;
-    std::chrono::steady_clock::time_point m_last_log {};
-    uint64_t m_suppressed_logs { 0 };
+    RateLimitedLog m_guest_log; // thread-safe
 
     // Event-loop thread only.
     std::optional<ActivationContext> m_context;

@@ -503,17 +503,7 @@ bool BlockDevice::range_in_capacity(uint64_t sector, uint64_t length_bytes) cons
 
 void BlockDevice::log_guest_error(std::string const& message) {
     // One line per second at most: a hostile driver must not flood the log.
-    auto const now = std::chrono::steady_clock::now();
-    if (m_last_log != std::chrono::steady_clock::time_point {} && now - m_last_log < std::chrono::seconds(1)) {
-        ++m_suppressed_logs;
-        return;
-    }
-    m_last_log = now;
-    if (m_suppressed_logs > 0)
-        spdlog::warn("virtio-blk {}: {} ({} similar messages suppressed)", m_image->path(), message, m_suppressed_logs);
-    else
-        spdlog::warn("virtio-blk {}: {}", m_image->path(), message);
-    m_suppressed_logs = 0;
+    m_guest_log.warn("virtio-blk {}: {}", m_image->path(), message);
 }
 
 } // namespace kvmm::virtio

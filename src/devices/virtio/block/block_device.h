@@ -34,6 +34,7 @@
 #include "backends/disk/disk_engine.h"
 #include "backends/disk/disk_image.h"
 #include "base/event_loop.h"
+#include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
 #include "devices/virtio/virtio_device.h"
 
@@ -185,8 +186,7 @@ private:
     bool m_used_pending { false };
     bool m_submissions_pending { false };
 
-    std::chrono::steady_clock::time_point m_last_log {};
-    uint64_t m_suppressed_logs { 0 };
+    RateLimitedLog m_guest_log;
 
     std::atomic<uint64_t> m_read_operations { 0 };
     std::atomic<uint64_t> m_read_bytes { 0 };

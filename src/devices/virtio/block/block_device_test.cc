@@ -1,5 +1,6 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "base/testing/manual_clock.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
 
@@ -404,14 +405,7 @@ TEST_F(BlockDeviceTest, MalformedRequests_GetIoErrorAndTheDeviceKeepsWorking) {
     EXPECT_EQ(driver->read32(0x70) & STATUS_DEVICE_NEEDS_RESET, 0u);
 }
 
-class ManualClock final : public Clock {
-public:
-    std::chrono::nanoseconds now() const override { return m_now; }
-    void advance(std::chrono::nanoseconds step) { m_now += step; }
-
-private:
-    std::chrono::nanoseconds m_now { std::chrono::seconds(1000) };
-};
+using kvmm::testing::ManualClock;
 
 TEST_F(BlockDeviceTest, RateLimiter_DefersRequestsUntilTokensReturn) {
     ManualClock clock;

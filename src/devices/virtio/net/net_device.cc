@@ -157,17 +157,7 @@ Expected<void> NetDevice::update_tap_interest() {
 
 void NetDevice::log_dropped(std::string const& message) {
     // One line per second at most: a hostile driver must not flood the log.
-    auto const now = std::chrono::steady_clock::now();
-    if (m_last_log != std::chrono::steady_clock::time_point {} && now - m_last_log < std::chrono::seconds(1)) {
-        ++m_suppressed_logs;
-        return;
-    }
-    m_last_log = now;
-    if (m_suppressed_logs > 0)
-        spdlog::warn("virtio-net {}: {} ({} similar messages suppressed)", m_tap.name(), message, m_suppressed_logs);
-    else
-        spdlog::warn("virtio-net {}: {}", m_tap.name(), message);
-    m_suppressed_logs = 0;
+    m_drop_log.warn("virtio-net {}: {}", m_tap.name(), message);
 }
 
 Expected<void> NetDevice::transmit() {

@@ -35,6 +35,7 @@
 #include "backends/net/mac_address.h"
 #include "backends/net/tap.h"
 #include "base/event_loop.h"
+#include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
 #include "devices/virtio/virtio_device.h"
 
@@ -194,8 +195,7 @@ private:
     uint64_t m_tx_rate_limited { 0 };
     uint64_t m_tx_would_block { 0 };
 
-    std::chrono::steady_clock::time_point m_last_log {};
-    uint64_t m_suppressed_logs { 0 };
+    RateLimitedLog m_drop_log;
 };
 
 } // namespace kvmm::virtio

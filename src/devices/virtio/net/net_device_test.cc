@@ -5,6 +5,7 @@
 // tests are skipped.
 #include "devices/virtio/net/net_device.h"
 
+#include "backends/net/testing/network_namespace.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
 
@@ -33,8 +34,9 @@ using testing::DriverBuffer;
 using testing::DriverQueue;
 using testing::MmioDriver;
 using Bytes = std::vector<uint8_t>;
+using kvmm::testing::configure_interface;
+using kvmm::testing::run_in_network_namespace;
 
-constexpr int SKIP_EXIT_CODE = 77;
 constexpr size_t HEADER = Tap::VIRTIO_NET_HEADER_SIZE;
 constexpr size_t ETHERNET_HEADER = 14;
 constexpr uint16_t ETHERTYPE_IPV4 = 0x0800;
@@ -42,68 +44,6 @@ constexpr uint16_t ETHERTYPE_ARP = 0x0806;
 constexpr uint16_t UDP_PORT = 5555;
 constexpr MacAddress GUEST_MAC { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
 constexpr char const* INTERFACE = "kvmmnet0";
-
-// Runs `body` in a forked child inside a new network namespace; the child's failures
-// become its exit status, and a child that cannot make the namespace skips the test.
-void run_in_network_namespace(std::function<void()> const& body) {
-    int reason_pipe[2];
-    ASSERT_EQ(::pipe2(reason_pipe, O_CLOEXEC), 0) << std::strerror(errno);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    pid_t const child = ::fork();
-    ASSERT_GE(child, 0) << std::strerror(errno);
-    if (child == 0) {
-        ::close(reason_pipe[0]);
-        auto skip = [&](std::string const& reason) {
-            (void)!::write(reason_pipe[1], reason.data(), reason.size());
-            ::_exit(SKIP_EXIT_CODE);
-        };
-        if (::unshare(CLONE_NEWNET) != 0)
-            skip(std::string("unshare(CLONE_NEWNET) failed: ") + std::strerror(errno));
-        if (::access("/dev/net/tun", R_OK | W_OK) != 0)
-            skip(std::string("/dev/net/tun is not usable: ") + std::strerror(errno));
-        body();
-        std::fflush(stdout);
-        std::fflush(stderr);
-        ::_exit(::testing::Test::HasFailure() ? 1 : 0);
-    }
-    ::close(reason_pipe[1]);
-    std::string reason;
-    char buffer[256];
-    ssize_t count;
-    while ((count = ::read(reason_pipe[0], buffer, sizeof(buffer))) > 0)
-        reason.append(buffer, static_cast<size_t>(count));
-    ::close(reason_pipe[0]);
-    int status = 0;
-    ASSERT_EQ(::waitpid(child, &status, 0), child) << std::strerror(errno);
-    ASSERT_TRUE(WIFEXITED(status)) << "test child died with signal " << WTERMSIG(status);
-    if (WEXITSTATUS(status) == SKIP_EXIT_CODE)
-        GTEST_SKIP() << reason;
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "the test child reported failures (printed above)";
-}
-
-// Test-only host configuration inside the namespace: address 10.0.0.1/24, MTU, up.
-void configure_interface(int mtu) {
-    int const fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0) << std::strerror(errno);
-    ifreq request {};
-    std::strncpy(request.ifr_name, INTERFACE, IFNAMSIZ - 1);
-    auto set_ipv4 = [&](unsigned long command, char const* text) {
-        sockaddr_in ipv4 {};
-        ipv4.sin_family = AF_INET;
-        ASSERT_EQ(::inet_pton(AF_INET, text, &ipv4.sin_addr), 1);
-        std::memcpy(&request.ifr_addr, &ipv4, sizeof(ipv4));
-        ASSERT_EQ(::ioctl(fd, command, &request), 0) << text << ": " << std::strerror(errno);
-    };
-    ASSERT_NO_FATAL_FAILURE(set_ipv4(SIOCSIFADDR, "10.0.0.1"));
-    ASSERT_NO_FATAL_FAILURE(set_ipv4(SIOCSIFNETMASK, "255.255.255.0"));
-    request.ifr_mtu = mtu;
-    ASSERT_EQ(::ioctl(fd, SIOCSIFMTU, &request), 0) << std::strerror(errno);
-    ASSERT_EQ(::ioctl(fd, SIOCGIFFLAGS, &request), 0) << std::strerror(errno);
-    request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-    ASSERT_EQ(::ioctl(fd, SIOCSIFFLAGS, &request), 0) << std::strerror(errno);
-    ::close(fd);
-}
 
 uint16_t be16(Bytes const& bytes, size_t offset) {
     return static_cast<uint16_t>(bytes[offset] << 8 | bytes[offset + 1]);
@@ -176,7 +116,7 @@ public:
             ADD_FAILURE() << tap.error().message();
             return;
         }
-        configure_interface(mtu);
+        configure_interface(INTERFACE, "10.0.0.1", mtu);
         options.mac = GUEST_MAC;
         auto created = NetDevice::create(std::move(*tap), std::move(options), loop);
         if (!created) {

@@ -117,10 +117,8 @@ void VsockDevice::guarded(Expected<void> (VsockDevice::*work)()) {
 }
 
 void VsockDevice::guest_error(std::string const& message) {
-    ++m_guest_errors;
-    // A hostile guest must not flood the log: the first few, then one in 1024.
-    if (m_guest_errors <= 16 || m_guest_errors % 1024 == 0)
-        spdlog::warn("virtio-vsock cid {}: {} ({} guest errors so far)", m_guest_cid, message, m_guest_errors);
+    // One line per second at most: a hostile driver must not flood the log.
+    m_guest_log.warn("virtio-vsock cid {}: {}", m_guest_cid, message);
 }
 
 // ---- guest -> host (tx queue) ----

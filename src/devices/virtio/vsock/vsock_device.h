@@ -29,6 +29,7 @@
 #pragma once
 
 #include "base/event_loop.h"
+#include "base/rate_limited_log.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/virtio/vsock/vsock_connection.h"
 #include "devices/virtio/vsock/vsock_packet.h"
@@ -151,7 +152,7 @@ private:
     uint64_t m_packets_dropped { 0 };
     uint64_t m_bytes_to_guest { 0 };
     uint64_t m_bytes_to_host { 0 };
-    uint64_t m_guest_errors { 0 };
+    RateLimitedLog m_guest_log;
 };
 
 } // namespace kvmm::virtio::vsock
