@@ -16,7 +16,7 @@ if "$repo/tools/testhost/needs-testhost.sh"; then
     # 125, reported on stderr), distinct from a failed case, and gets one more attempt.
     for attempt in 1 2; do
         status=0
-        "$repo/tools/testhost/run-in-testhost.sh" --timeout 600 --binary "$kvmm" --share "$here" \
+        "$repo/tools/testhost/run-in-testhost.sh" --timeout 900 --binary "$kvmm" --share "$here" \
             -- sh "$here/run-batch.sh" "$kvmm" /guest || status=$?
         if [ "$status" -ne 125 ]; then
             exit "$status"

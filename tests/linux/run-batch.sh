@@ -7,27 +7,76 @@
 kvmm=$1
 guest=$2
 cmdline="$(cat "$guest/cmdline") quiet"
+tool=$guest/kvmm-guest-tool # tools/guest/kvmm-guest-tool.c; /bin/kvmm-guest-tool in the guest
 work=${TMPDIR:-/tmp}/kvmm-linux-tier
 mkdir -p "$work"
 passed=0
 failed=0
 
-result() { # name PASS|FAIL detail
-    echo "LINUX-TEST $1 $2 $3"
-    if [ "$2" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+result() { # name PASS|FAIL detail...
+    verdict=$2
+    echo "LINUX-TEST $*"
+    if [ "$verdict" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
 
 # boot NAME COMMAND KVMM-ARGS...: boots the guest running COMMAND (through kvmm.run, base64),
 # leaves the console in $work/NAME.out and kvmm's log in $work/NAME.err, sets $status.
 boot() {
+    start_boot "$@"
+    finish_boot
+}
+
+# start_boot NAME COMMAND KVMM-ARGS...: as boot, but kvmm runs in the background (for cases
+# that act on the host side while the guest runs); $kvmm_pid is its process. finish_boot
+# waits for it and sets $status.
+start_boot() {
     name=$1
     command=$2
     shift 2
     encoded=$(printf '%s' "$command" | base64 -w0)
+    rm -f "$work/$name.raw" "$work/$name.out"
     timeout 180 "$kvmm" --initrd "$guest/initrd.cpio.gz" --cmdline "$cmdline ${extra_cmdline:-}kvmm.run=$encoded" \
-        --log-level info "$@" </dev/null >"$work/$name.raw" 2>"$work/$name.err"
+        --log-level info "$@" </dev/null >"$work/$name.raw" 2>"$work/$name.err" &
+    kvmm_pid=$!
+}
+finish_boot() {
+    wait "$kvmm_pid"
     status=$?
     tr -d '\r' <"$work/$name.raw" >"$work/$name.out" # the guest's tty ends lines with CR LF
+}
+
+# wait_console PATTERN SECONDS: waits until the running boot's console has a line matching
+# PATTERN (grep -E); fails when the time is up or kvmm has exited.
+wait_console() {
+    waited=0
+    while ! tr -d '\r' <"$work/$name.raw" | grep -q -E "$1"; do
+        if [ "$waited" -ge $(($2 * 5)) ] || ! kill -0 "$kvmm_pid" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+}
+
+# vmm_process PID: the kvmm process itself - PID, or PID's child where `timeout` did not
+# exec kvmm in place (coreutils' timeout forks; busybox's does not).
+vmm_process() {
+    case "$(readlink "/proc/$1/exe")" in
+        */kvmm) echo "$1"; return ;;
+    esac
+    for stat in /proc/[0-9]*/stat; do
+        # pid (comm) state ppid ...: comm has no blank for kvmm.
+        set -- "$1" $(cat "$stat" 2>/dev/null)
+        if [ "${5:-}" = "$1" ] && [ "${3:-}" = "(kvmm)" ]; then
+            echo "$2"
+            return
+        fi
+    done
+}
+
+# rss_mib PID: the resident set of a process in MiB (VmRSS, proc(5)).
+rss_mib() {
+    awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$1/status"
 }
 
 # expect NAME PATTERN...: passes when kvmm exited 0, the guest's command exited 0 and every
@@ -123,6 +172,164 @@ if [ "$status" -eq 0 ] && grep -q "^typed-42" "$work/console.out"; then
 else
     result interactive-console FAIL "status $status: $(tail -n 5 "$work/console.out" | tr '\n' ' ')"
 fi
+
+# virtio-net on a TAP interface of this host: ping, then bulk TCP both ways (kvmm-guest-tool:
+# busybox nc stops sending once its peer half-closes). The TAP is made persistent here
+# (busybox tunctl in the test host, iproute2 elsewhere) so that it has its address before
+# the guest starts.
+net_mib=16
+tap=kvmmtap0
+ip link delete "$tap" 2>/dev/null
+if { tunctl -t "$tap" || ip tuntap add dev "$tap" mode tap; } >"$work/tap.log" 2>&1 && ip addr add 10.0.2.1/24 dev "$tap" && ip link set "$tap" up; then
+    "$tool" tcp-sink 5000 >"$work/net-host-sink.out" 2>&1 &
+    sink_pid=$!
+    start_boot virtio-net "ip link set lo up; ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up &&
+        ping -c 3 -W 10 10.0.2.1 | grep 'packets transmitted' &&
+        kvmm-guest-tool tcp-send 10.0.2.1 5000 $net_mib && kvmm-guest-tool tcp-sink 5001" \
+        --kernel "$guest/bzImage" --cpus 1 --memory 256M --net "tap=$tap,mac=52:54:00:12:34:56"
+    if wait_console 'tcp-send: sent=' 150; then
+        "$tool" tcp-send 10.0.2.15 5001 "$net_mib" >"$work/net-host-send.out" 2>&1
+    fi
+    finish_boot
+    kill "$sink_pid" 2>/dev/null
+    wait "$sink_pid"
+    bytes=$((net_mib * 1024 * 1024))
+    if [ "$status" -eq 0 ] && grep -q "^tcp-sink: received=$bytes " "$work/net-host-sink.out"; then
+        expect virtio-net ' 0% packet loss' "^tcp-send: sent=$bytes " "^tcp-sink: received=$bytes "
+        echo "LINUX-METRIC virtio-net guest-to-host $(sed -n 's/.*MBps=//p' "$work/net-host-sink.out") MB/s," \
+            "host-to-guest $(sed -n 's/^tcp-sink:.*MBps=//p' "$work/virtio-net.out") MB/s ($net_mib MiB each, L2 under TCG)"
+    else
+        result virtio-net FAIL "status $status, host sink: $(cat "$work/net-host-sink.out"), console: $(tail -n 8 "$work/virtio-net.out" | tr '\n' ' ')"
+    fi
+else
+    result virtio-net FAIL "cannot set up TAP $tap: $(cat "$work/tap.log")"
+fi
+ip link delete "$tap" 2>/dev/null
+
+# virtio-vsock, Firecracker's hybrid Unix-socket host side, both ways in one boot.
+# guest->host: the guest connects to CID 2 port 6000, which kvmm forwards to ${uds}_6000,
+# where an echo server listens. host->guest: "CONNECT 5000" on $uds reaches the guest's echo
+# server. 1 MiB each way (more than the default 256 KiB vsock buffer: credit updates).
+uds=$work/vsock.sock
+rm -f "$uds" "${uds}_6000"
+head -c 1048576 /dev/urandom >"$work/vsock-payload"
+"$tool" uds-echo-server "${uds}_6000" 1 >"$work/vsock-host-echo.out" 2>&1 &
+echo_pid=$!
+start_boot virtio-vsock 'timeout 120 kvmm-guest-tool vsock-echo-server 5000 1 & server=$!
+    head -c 1048576 /dev/urandom >/tmp/payload
+    kvmm-guest-tool vsock-connect 2 6000 </tmp/payload >/tmp/echoed && cmp /tmp/payload /tmp/echoed &&
+        echo "guest-to-host=echoed $(wc -c </tmp/echoed)"
+    wait $server && echo "host-to-guest=served"' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --vsock "cid=3,uds=$uds"
+rm -f "$work/vsock-echoed"
+if wait_console 'KVMM-GUEST-READY' 120; then
+    "$tool" uds-connect "$uds" 5000 <"$work/vsock-payload" >"$work/vsock-echoed" 2>"$work/vsock-host-connect.err"
+fi
+finish_boot
+kill "$echo_pid" 2>/dev/null
+wait "$echo_pid"
+if cmp -s "$work/vsock-payload" "$work/vsock-echoed"; then
+    expect virtio-vsock '^guest-to-host=echoed 1048576$' '^host-to-guest=served$'
+else
+    result virtio-vsock FAIL "host->guest echo differs ($(wc -c <"$work/vsock-echoed") of 1048576 bytes back;" \
+        "$(cat "$work/vsock-host-connect.err")); console: $(tail -n 6 "$work/virtio-vsock.out" | tr '\n' ' ')"
+fi
+
+# virtio-balloon: kvmm asks for 256 MiB of the guest's 512 MiB from the start. Without
+# VIRTIO_BALLOON_F_DEFLATE_ON_OOM the driver takes inflated pages off MemTotal
+# (drivers/virtio/virtio_balloon.c, adjust_managed_page_count), so MemTotal shows the balloon.
+# The host side: the guest unloads the driver (the balloon deflates), touches 320 MiB and
+# frees it, then loads the driver again; the re-inflated balloon takes pages the guest had
+# touched, and kvmm must give them back to the host (madvise), so its resident set shrinks.
+balloon_module=kernel/drivers/virtio/virtio_balloon.ko
+start_boot virtio-balloon 'memtotal() { awk "/^MemTotal:/ { print int(\$2 / 1024) }" /proc/meminfo; }
+    settle() { i=0; while [ "$(memtotal)" -gt 240 ] && [ $i -lt 90 ]; do sleep 1; i=$((i + 1)); done; }
+    settle; echo "inflated_memtotal_mib=$(memtotal)"
+    rmmod virtio_balloon || exit 1
+    echo "deflated_memtotal_mib=$(memtotal)"
+    kvmm-guest-tool alloc 320 || exit 1
+    echo BALLOON-TOUCHED; sleep 3
+    insmod "/lib/modules/$(uname -r)/'"$balloon_module"'" || exit 1
+    settle; echo "reinflated_memtotal_mib=$(memtotal)"
+    echo BALLOON-INFLATED; sleep 3' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 512M --balloon size=256M,stats=1
+rss_touched=
+rss_inflated=
+if wait_console '^BALLOON-TOUCHED' 150; then
+    sleep 1
+    rss_touched=$(rss_mib "$(vmm_process "$kvmm_pid")")
+    if wait_console '^BALLOON-INFLATED' 120; then
+        sleep 1
+        rss_inflated=$(rss_mib "$(vmm_process "$kvmm_pid")")
+    fi
+fi
+finish_boot
+echo "LINUX-METRIC virtio-balloon kvmm VmRSS ${rss_touched:-?} MiB after the guest touched 320 MiB," \
+    "${rss_inflated:-?} MiB after the balloon took 256 MiB back"
+if [ -z "$rss_touched" ] || [ -z "$rss_inflated" ]; then
+    result virtio-balloon FAIL "no RSS sample (status $status): $(tail -n 6 "$work/virtio-balloon.out" | tr '\n' ' ')"
+elif [ $((rss_touched - rss_inflated)) -lt 128 ]; then
+    result virtio-balloon FAIL "kvmm's VmRSS fell only from $rss_touched to $rss_inflated MiB (expected >= 128 MiB less)"
+else
+    # 512 MiB guest: MemTotal about 480-500 MiB without the balloon, 256 MiB less with it.
+    expect virtio-balloon '^inflated_memtotal_mib=2[0-4][0-9]$' '^deflated_memtotal_mib=(4[6-9][0-9]|50[0-9])$' \
+        '^reinflated_memtotal_mib=2[0-4][0-9]$'
+fi
+
+# virtio-blk on a raw image in this host's file system, written and read by the guest with
+# kvmm-guest-tool's deterministic data (fill/verify: 1 MiB blocks of xorshift64* output).
+# 1. write in one boot (io_uring engine), clean shutdown; the image file holds the data.
+disk=$work/disk.img
+rm -f "$disk"
+dd if=/dev/zero of="$disk" bs=1M count=64 2>/dev/null
+boot virtio-blk-write 'echo "sectors=$(cat /sys/block/vda/size) ro=$(cat /sys/block/vda/ro)"
+    kvmm-guest-tool fill /dev/vda 32 11' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$disk,engine=io_uring"
+if "$tool" verify "$disk" 32 11 >"$work/blk-host-verify.out" 2>&1; then
+    expect virtio-blk-write '^sectors=131072 ro=0$' '^fill: wrote=32MiB'
+else
+    result virtio-blk-write FAIL "the image does not hold the guest's data: $(cat "$work/blk-host-verify.out")," \
+        "status $status, console: $(tail -n 5 "$work/virtio-blk-write.out" | tr '\n' ' ')"
+fi
+
+# 2. a new kvmm, the same image, read-only: the data of boot 1 reads back, the guest sees a
+# read-only disk and cannot write, and the image is unchanged.
+sum_before=$(md5sum <"$disk")
+boot virtio-blk-readonly 'echo "ro=$(cat /sys/block/vda/ro)"; kvmm-guest-tool verify /dev/vda 32 11
+    if kvmm-guest-tool fill /dev/vda 1 99; then echo write=accepted; else echo write=refused; fi; sync' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$disk,readonly=on"
+if [ "$(md5sum <"$disk")" = "$sum_before" ]; then
+    expect virtio-blk-readonly '^ro=1$' '^verify: ok=32MiB' '^write=refused$'
+else
+    result virtio-blk-readonly FAIL "the read-only image changed (status $status)"
+fi
+
+# 3. flush: fill ends with fsync, which the guest turns into VIRTIO_BLK_T_FLUSH (write-back
+# cache); once it returns the data must be in the image even if kvmm dies at once (kill -9).
+# Synchronous engine here, so both engines are covered.
+boot_flush='kvmm-guest-tool fill /dev/vda 8 23 && echo BLK-FLUSHED && sleep 120'
+start_boot virtio-blk-flush "$boot_flush" --kernel "$guest/bzImage" --cpus 1 --memory 256M \
+    --disk "path=$disk,cache=writeback,engine=sync"
+killed=no
+if wait_console '^BLK-FLUSHED' 150; then
+    kill -KILL "$(vmm_process "$kvmm_pid")" && killed=yes
+fi
+finish_boot
+if [ "$killed" = yes ] && "$tool" verify "$disk" 8 23 >"$work/blk-host-verify.out" 2>&1; then
+    result virtio-blk-flush PASS "data in the image after kill -9 following the guest's fsync"
+else
+    result virtio-blk-flush FAIL "killed=$killed, $(cat "$work/blk-host-verify.out" 2>/dev/null)," \
+        "console: $(tail -n 5 "$work/virtio-blk-flush.out" | tr '\n' ' ')"
+fi
+
+# 4. root file system on the disk: rootfs.ext4 (tools/guest) with root=on; kvmm adds
+# "root=/dev/vda rw" and /init switches to it (tools/guest/init.sh).
+cp "$guest/rootfs.ext4" "$work/rootfs.ext4"
+boot virtio-blk-root 'awk "\$2 == \"/\" { print \"root=\" \$1 \" \" \$3 }" /proc/mounts
+    touch /root/written && echo root-writable=yes' \
+    --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$work/rootfs.ext4,root=on"
+expect virtio-blk-root '^root=/dev/vda ext4$' '^root-writable=yes$'
+rm -f "$disk" "$work/rootfs.ext4"
 
 echo "linux tier: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

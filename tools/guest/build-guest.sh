@@ -9,6 +9,7 @@
 #   OUTDIR/pvh-entry        XEN_ELFNOTE_PHYS32_ENTRY of vmlinux ("0x..." or "none")
 #   OUTDIR/initrd.cpio.gz   busybox + virtio modules + /init (tools/guest/init.sh)
 #   OUTDIR/rootfs.ext4      the same tree as an ext4 image (mke2fs -d, no mounts)
+#   OUTDIR/kvmm-guest-tool  static test helper (kvmm-guest-tool.c), also in the initramfs
 #   OUTDIR/config           the kernel's build configuration
 #   OUTDIR/cmdline          the recommended kernel command line
 #   OUTDIR/manifest         package versions and the module tree used
@@ -79,10 +80,10 @@ fi
 # Everything that determines the outputs: package versions and these scripts.
 STAMP=$(
     echo "$KERNEL_PACKAGE=$KERNEL_VERSION $BUSYBOX_PACKAGE=$BUSYBOX_VERSION epoch=$EPOCH"
-    cat "$SCRIPT_DIR/build-guest.sh" "$SCRIPT_DIR/init.sh" \
+    cat "$SCRIPT_DIR/build-guest.sh" "$SCRIPT_DIR/init.sh" "$SCRIPT_DIR/kvmm-guest-tool.c" \
         "$SCRIPT_DIR/module-order.py" "$SCRIPT_DIR/extract-vmlinux.py" | sha256sum
 )
-readonly OUTPUTS=(bzImage vmlinux pvh-entry initrd.cpio.gz rootfs.ext4 config cmdline manifest)
+readonly OUTPUTS=(bzImage vmlinux pvh-entry initrd.cpio.gz rootfs.ext4 kvmm-guest-tool config cmdline manifest)
 outputs_current() {
     [[ -f $OUTDIR/.stamp && $(cat "$OUTDIR/.stamp") == "$STAMP" ]] || return 1
     local output
@@ -160,10 +161,17 @@ PVH_ENTRY=$(readelf -n "$WORK/vmlinux" | awk '
 echo "${PVH_ENTRY:-none}" > "$WORK/pvh-entry"
 echo "$CMDLINE" > "$WORK/cmdline"
 
+# --- test helper ----------------------------------------------------------------
+# Static (glibc's libc.a from libc6-dev): the initramfs has no shared libraries, and the
+# same file runs in the test host's L1. No build id, so the bytes do not depend on paths.
+gcc -static -O2 -Wall -Wextra -Werror -Wl,--build-id=none -o "$WORK/kvmm-guest-tool" \
+    "$SCRIPT_DIR/kvmm-guest-tool.c" || die "compiling kvmm-guest-tool.c failed (gcc and libc6-dev needed)"
+
 # --- root tree ------------------------------------------------------------------
 ROOT=$WORK/root
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,root,etc/kvmm}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
+install -m 0755 "$WORK/kvmm-guest-tool" "$ROOT/bin/kvmm-guest-tool"
 install -m 0755 "$SCRIPT_DIR/init.sh" "$ROOT/init"
 ln -s ../init "$ROOT/sbin/init"
 while read -r applet; do

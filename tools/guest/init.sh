@@ -15,6 +15,13 @@
 # the parameter itself because its name contains a dot (it is taken for a parameter
 # of a module "kvmm" that does not exist) and it does not reach init's argv or
 # environment, so it is read from /proc/cmdline.
+#
+# Root file system on a disk: with root=DEVICE on the command line (kvmm adds
+# "root=/dev/vda ro|rw" for a --disk with root=on), the kernel still runs this /init from
+# the initramfs (Documentation/filesystems/ramfs-rootfs-initramfs.rst: an initramfs with
+# /init wins over root=), so /init itself mounts DEVICE (ext4, ro or rw as the command
+# line says) and hands over with switch_root to DEVICE's /init - this same script, built
+# into rootfs.ext4 - which then skips the modules (already loaded) and the switch.
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root
@@ -30,7 +37,7 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 hostname kvmm-guest
 
-if [ -r /etc/kvmm/modules ]; then
+if [ -z "${KVMM_SWITCHED_ROOT:-}" ] && [ -r /etc/kvmm/modules ]; then
     while read -r module; do
         [ -n "$module" ] || continue
         insmod "/lib/modules/$(uname -r)/$module" ||
@@ -46,6 +53,26 @@ power_off() {
     reboot -f
     exit 1
 }
+
+root_device=
+root_mode=rw
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        root=*) root_device=${word#root=} ;;
+        ro | rw) root_mode=$word ;;
+    esac
+done
+if [ -n "$root_device" ] && [ -z "${KVMM_SWITCHED_ROOT:-}" ]; then
+    mkdir -p /newroot
+    if mount -t ext4 -o "$root_mode" "$root_device" /newroot; then
+        # The new /init mounts the kernel file systems again; switch_root needs / to hold
+        # nothing but the new root's mount.
+        umount /dev/pts /dev/shm /dev /tmp /run /sys /proc
+        export KVMM_SWITCHED_ROOT=1
+        exec switch_root /newroot /init
+    fi
+    echo "kvmm-init: cannot mount root=$root_device ($root_mode); staying in the initramfs" >&2
+fi
 
 read -r uptime_seconds _ < /proc/uptime
 echo "KVMM-GUEST-READY uptime=$uptime_seconds"

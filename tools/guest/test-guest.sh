@@ -62,9 +62,19 @@ check initrd_has_busybox initrd_has bin/busybox
 check initrd_modules_in_dependency_order modules_in_dependency_order
 check rootfs_is_clean_ext4 rootfs_is_clean_ext4
 check rootfs_has_init rootfs_has_init
+# The helper must run without shared libraries (the initramfs has none): no PT_INTERP.
+guest_tool_is_static() { ! readelf -l "$OUTDIR/kvmm-guest-tool" 2>/dev/null | grep -q INTERP; }
+rootfs_has_guest_tool() { debugfs -R 'stat /bin/kvmm-guest-tool' "$OUTDIR/rootfs.ext4" 2>/dev/null | grep -q 'Type: regular'; }
+check guest_tool_is_static guest_tool_is_static
+check initrd_has_guest_tool initrd_has bin/kvmm-guest-tool
+check rootfs_has_guest_tool rootfs_has_guest_tool
 
-# Boots the guest under TCG with kvmm.run=$1 (raw, already encoded); console to $2.
+# Boots the guest under TCG with kvmm.run=$1 (raw, already encoded); console to $2; $3 is
+# added to the kernel command line, further arguments to QEMU's.
 boot_guest() {
+    local run=$1 output=$2 extra_cmdline=${3:-}
+    shift 2
+    [[ $# -gt 0 ]] && shift
     local host_mhz tsc_khz
     host_mhz=$(awk -F': *' '/^cpu MHz/ { print $2; exit }' /proc/cpuinfo)
     tsc_khz=$(awk -v m="${host_mhz:-2000}" 'BEGIN { printf "%d", m * 1000 }')
@@ -72,11 +82,12 @@ boot_guest() {
         -M microvm,x-option-roms=off,rtc=on,isa-serial=on,pit=on,pic=on \
         -accel tcg -cpu max -m 256M -nodefaults -no-user-config -display none \
         -no-reboot -serial stdio -kernel "$OUTDIR/bzImage" -initrd "$OUTDIR/initrd.cpio.gz" \
-        -append "$(cat "$OUTDIR/cmdline") quiet tsc_early_khz=$tsc_khz kvmm.run=$1" \
-        < /dev/null 2>&1 | tr -d '\r' > "$2"
+        -append "$(cat "$OUTDIR/cmdline") quiet tsc_early_khz=$tsc_khz $extra_cmdline kvmm.run=$run" "$@" \
+        < /dev/null 2>&1 | tr -d '\r' > "$output"
 }
 console=$(mktemp)
-trap 'rm -f "$console"' EXIT
+disk=$(mktemp)
+trap 'rm -f "$console" "$disk"' EXIT
 if command -v qemu-system-x86_64 >/dev/null; then
     nonce="nonce-$RANDOM$RANDOM"
     # Quotes, a pipe and a newline must survive the encoding.
@@ -86,6 +97,14 @@ if command -v qemu-system-x86_64 >/dev/null; then
     check guest_reports_exit_status grep -qx 'KVMM-GUEST-EXIT 3' "$console"
     boot_guest 'not*base64' "$console"
     check guest_rejects_invalid_encoding grep -qx 'KVMM-GUEST-EXIT 127' "$console"
+    # root= on the command line: /init mounts the disk and switches to it (a copy of
+    # rootfs.ext4 on virtio-blk), where the helper runs from the ext4 root.
+    cp "$OUTDIR/rootfs.ext4" "$disk"
+    boot_guest "$(printf '%s' 'awk "\$2 == \"/\" { print \"root=\" \$1 \" \" \$3 }" /proc/mounts
+        kvmm-guest-tool fill /root/data 2 5 && kvmm-guest-tool verify /root/data 2 5' | base64 -w0)" "$console" \
+        "root=/dev/vda rw" -drive "id=root,file=$disk,format=raw,if=none" -device virtio-blk-device,drive=root
+    check guest_switches_to_disk_root grep -qx 'root=/dev/vda ext4' "$console"
+    check guest_tool_runs grep -qx 'verify: ok=2MiB seed=5' "$console"
 else
     echo "SKIP guest boots: qemu-system-x86_64 not installed"
 fi

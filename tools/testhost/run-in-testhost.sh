@@ -110,7 +110,7 @@ if [[ ! -f $base_archive || ! -f $base_archive.stamp || $(cat "$base_archive.sta
         install -D -m 0644 "$MODULE_TREE/$module" "$root/lib/modules/$KERNEL_RELEASE/$module" ||
             fail "cannot copy module $module"
     done < "$root/etc/testhost/modules"
-    cp "$GUEST_DIR"/{bzImage,vmlinux,initrd.cpio.gz,rootfs.ext4,cmdline,pvh-entry,manifest,config} \
+    cp "$GUEST_DIR"/{bzImage,vmlinux,initrd.cpio.gz,rootfs.ext4,kvmm-guest-tool,cmdline,pvh-entry,manifest,config} \
         "$root/guest/" || fail "cannot copy the guest assets"
     (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
         > "$base_archive.tmp" || fail "writing the L1 base initramfs failed"
