@@ -270,14 +270,13 @@ Expected<void> Cgroup::set_limits(CgroupLimits const& limits) {
         return Error::format("cpu weight {} is out of range 1..10000", *limits.cpu_weight);
     if (limits.cpu_quota_percent && *limits.cpu_quota_percent == 0)
         return Error("cpu quota 0% would stop the VM; leave the quota out for no limit");
-    std::optional<uint64_t> const quota_us =
-        limits.cpu_quota_percent
-            ? std::optional<uint64_t> { uint64_t { *limits.cpu_quota_percent } * CPU_PERIOD_US / 100 }
-            : std::nullopt;
+    // The quota as the files spell it: microseconds per period, or "max" (v2) / "-1" (v1) for none.
+    bool const has_quota = limits.cpu_quota_percent.has_value();
+    uint64_t const quota_us = uint64_t { limits.cpu_quota_percent.value_or(0) } * CPU_PERIOD_US / 100;
     if (m_version == CgroupHierarchies::Version::V2) {
         TRY(write_text(m_cpu / "cpu.weight", fmt::format("{}", limits.cpu_weight.value_or(DEFAULT_CPU_WEIGHT))));
-        TRY(write_text(m_cpu / "cpu.max", quota_us ? fmt::format("{} {}", *quota_us, CPU_PERIOD_US)
-                                                   : fmt::format("max {}", CPU_PERIOD_US)));
+        TRY(write_text(m_cpu / "cpu.max", has_quota ? fmt::format("{} {}", quota_us, CPU_PERIOD_US)
+                                                    : fmt::format("max {}", CPU_PERIOD_US)));
         TRY(write_text(m_memory / "memory.max",
                        limits.memory_limit_bytes ? fmt::format("{}", *limits.memory_limit_bytes) : "max"));
         return {};
@@ -288,7 +287,7 @@ Expected<void> Cgroup::set_limits(CgroupLimits const& limits) {
     TRY(write_text(m_cpu / "cpu.shares", fmt::format("{}", shares)));
     // The period first: the kernel checks the quota against the period that is in force.
     TRY(write_text(m_cpu / "cpu.cfs_period_us", fmt::format("{}", CPU_PERIOD_US)));
-    TRY(write_text(m_cpu / "cpu.cfs_quota_us", quota_us ? fmt::format("{}", *quota_us) : "-1"));
+    TRY(write_text(m_cpu / "cpu.cfs_quota_us", has_quota ? fmt::format("{}", quota_us) : "-1"));
     TRY(write_text(m_memory / "memory.limit_in_bytes",
                    limits.memory_limit_bytes ? fmt::format("{}", *limits.memory_limit_bytes) : "-1"));
     return {};
