@@ -10,12 +10,8 @@ jobs="${KVMM_JOBS:-2}"
 
 # Every target: the parsers of guest-controlled data (kernel images, device registers, virtqueues
 # and each virtio device's requests) and of the control plane (HTTP, API bodies).
-targets=(kernel_loader legacy_devices virtio_queue virtio_transport)
-for optional in block net vsock balloon http_parser api_body; do
-  if [ -f "fuzz/${optional}_fuzzer.cc" ]; then
-    targets+=("$optional")
-  fi
-done
+# The same list as fuzz/CMakeLists.txt.
+targets=(kernel_loader legacy_devices virtio_queue virtio_transport block net vsock balloon http_parser api_body)
 
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs" --target "${targets[@]/%/_fuzzer}"
