@@ -117,10 +117,7 @@ struct ApiMode {
 int run_api_mode(ApiMode const& mode) {
     // The stop signals are blocked in every thread (the API thread inherits the mask) and
     // polled while waiting; once the machine runs, its event loop reads them from a signalfd.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    for (int signal_number : { SIGINT, SIGTERM, SIGHUP })
-        sigaddset(&stop_signals, signal_number);
+    sigset_t const stop_signals = kvmm::Machine::stop_signals();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     int received_signal = 0;
     auto should_stop = [&] {
@@ -201,10 +198,7 @@ int run_api_mode(ApiMode const& mode) {
 int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& control_socket,
                              std::string const& metrics_path, std::string const& id) {
     // As in run_api_mode: the API thread must not take the stop signals the event loop reads.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    for (int signal_number : { SIGINT, SIGTERM, SIGHUP })
-        sigaddset(&stop_signals, signal_number);
+    sigset_t const stop_signals = kvmm::Machine::stop_signals();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     kvmm::VmmControl control;

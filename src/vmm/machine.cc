@@ -38,8 +38,9 @@ constexpr uint16_t COM1_PORT = 0x3f8;
 constexpr uint16_t I8042_PORT = 0x60;
 constexpr uint16_t RTC_PORT = 0x70;
 
-// The signals that stop kvmm: blocked in every thread and read from a signalfd by the event loop.
-sigset_t stop_signal_set() {
+} // namespace
+
+sigset_t Machine::stop_signals() {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
@@ -47,8 +48,6 @@ sigset_t stop_signal_set() {
     sigaddset(&signals, SIGHUP);
     return signals;
 }
-
-} // namespace
 
 Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle)
     : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)), m_lifecycle(std::move(lifecycle)) {
@@ -198,8 +197,8 @@ Expected<void> Machine::create_vcpus() {
 StopReason Machine::run() {
     // Block the stop signals in every thread (the vCPU threads inherit the mask) and take
     // them through a signalfd in the event loop instead.
-    sigset_t const stop_signals = stop_signal_set();
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    sigset_t const signals = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     VcpuThread::install_kick_signal_handler();
 
     for (auto& vcpu : m_vcpus)
@@ -224,8 +223,8 @@ Expected<void> Machine::serve_events() {
                 loop.remove(fd);
         }
     } registrations { loop, {} };
-    sigset_t const stop_signals = stop_signal_set();
-    UniqueFd signal_fd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    sigset_t const signals = stop_signals();
+    UniqueFd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd.is_valid())
         return Error::from_errno("signalfd");
     auto on_signal = [&] {

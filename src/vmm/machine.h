@@ -23,6 +23,7 @@
 #include "vmm/vm_lifecycle.h"
 
 #include <atomic>
+#include <csignal>
 #include <deque>
 #include <functional>
 #include <future>
@@ -42,6 +43,10 @@ class Machine {
 public:
     static Expected<std::unique_ptr<Machine>> create(VmConfig const& config);
     ~Machine();
+
+    // The signals that stop kvmm (SIGINT, SIGTERM, SIGHUP): blocked in every thread and read
+    // from a signalfd by the event loop. Threads created before run() must block them too.
+    static sigset_t stop_signals();
 
     // Starts the vCPUs and serves events until the VM stops; returns why it stopped.
     StopReason run();
