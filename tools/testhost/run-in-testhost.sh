@@ -5,6 +5,8 @@
 #
 # Usage: tools/testhost/run-in-testhost.sh [OPTIONS] -- COMMAND [ARG...]
 #   --timeout SECONDS  whole-run limit, default 600; QEMU is killed by its pid
+#   --stall SECONDS    L1 counts as stalled (status 125) after this long without console
+#                      output, default 0 (off); QEMU's vCPU state is printed first
 #   --share DIR        copy DIR (at its real path) into L1, repeatable
 #   --binary PATH      copy an executable and the libraries ldd lists, repeatable
 #   --with-qemu        copy qemu-system-x86_64, its libraries and firmware into L1
@@ -33,6 +35,7 @@ readonly L1_CMDLINE="console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i80
 L1_MODULES=(kvm_amd tun)
 
 timeout_seconds=600
+stall_seconds=0
 memory=3G
 cpus=2
 with_qemu=0
@@ -46,6 +49,7 @@ fail() { log "error: $*"; exit "$TESTHOST_FAILURE"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --timeout) timeout_seconds=${2:?--timeout needs SECONDS}; shift 2 ;;
+        --stall) stall_seconds=${2:?--stall needs SECONDS}; shift 2 ;;
         --share) shares+=("${2:?--share needs DIR}"); shift 2 ;;
         --binary) binaries+=("${2:?--binary needs PATH}"); shift 2 ;;
         --with-qemu) with_qemu=1; shift ;;
@@ -60,6 +64,7 @@ done
 [[ $# -gt 0 ]] || fail "no COMMAND given (usage: $0 [OPTIONS] -- COMMAND...)"
 [[ $timeout_seconds =~ ^[0-9]+$ && $timeout_seconds -gt 0 ]] ||
     fail "--timeout must be a positive number of seconds, not '$timeout_seconds'"
+[[ $stall_seconds =~ ^[0-9]+$ ]] || fail "--stall must be a number of seconds, not '$stall_seconds'"
 command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 not found (package qemu-system-x86)"
 
 "$SCRIPT_DIR/../guest/build-guest.sh" "$GUEST_DIR" || fail "building the guest assets failed"
@@ -210,16 +215,53 @@ qemu-system-x86_64 \
     -M microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,pit=on,pic=on \
     -accel tcg -cpu max -m "$memory" -smp "$cpus" \
     -nodefaults -no-user-config -display none -no-reboot \
-    -serial stdio \
+    -serial stdio -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off" \
     -kernel "$GUEST_DIR/bzImage" -initrd "$initramfs" -append "$append" \
     < /dev/null > "$RUN_DIR/console.fifo" 2>&1 &
 qemu_pid=$!
 
+# qemu_cpu_ticks: user+system CPU time of QEMU so far, in clock ticks (proc(5) stat 14, 15).
+qemu_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$qemu_pid/stat" 2>/dev/null; }
+
+# report_stall: what L1's vCPUs were doing when its console went silent - whether QEMU
+# still burns CPU, halted or running vCPUs, their registers and LAPIC timers - so that a
+# stall can be told apart from a slow test and traced to its cause.
+report_stall() {
+    local ticks_before ticks_after
+    ticks_before=$(qemu_cpu_ticks)
+    sleep 5
+    ticks_after=$(qemu_cpu_ticks)
+    log "QEMU used $(( (${ticks_after:-0} - ${ticks_before:-0}) * 100 / $(getconf CLK_TCK) / 5 ))% of a host CPU over 5 s of silence"
+    local commands=("info cpus" "info registers -a")
+    local cpu
+    for (( cpu = 0; cpu < cpus; cpu++ )); do commands+=("info lapic $cpu"); done
+    commands+=("info pic" "info irq")
+    # (vector and x87 registers left out: they say nothing about a stall)
+    python3 "$SCRIPT_DIR/monitor.py" "$RUN_DIR/monitor.sock" "${commands[@]}" | grep -v -E "^(YMM|XMM|FPR|FCW)" >&2
+}
+
 timed_out=0
+stalled=0
 deadline=$(( $(date +%s) + timeout_seconds ))
+last_size=-1
+printf -v last_output '%(%s)T' -1
 while kill -0 "$qemu_pid" 2>/dev/null; do
-    if (( $(date +%s) >= deadline )); then
+    printf -v now '%(%s)T' -1
+    size=$(stat -c %s "$console_log" 2>/dev/null || echo 0)
+    if [[ $size != "$last_size" ]]; then
+        last_size=$size
+        last_output=$now
+    elif (( stall_seconds > 0 && now - last_output >= stall_seconds )); then
+        stalled=1
+        log "no console output from L1 for $stall_seconds s; its state:"
+        report_stall
+    fi
+    if (( ! stalled && now >= deadline )); then
         timed_out=1
+        log "L1 still running after $timeout_seconds s; its state:"
+        report_stall
+    fi
+    if (( stalled || timed_out )); then
         kill -TERM "$qemu_pid" 2>/dev/null
         sleep 2
         kill -KILL "$qemu_pid" 2>/dev/null
@@ -235,6 +277,9 @@ tee_pid=
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 
 console=$(tr -d '\r' < "$console_log")
+if [[ $stalled -eq 1 ]]; then
+    fail "L1 stalled: no console output for $stall_seconds s; QEMU (L1) was killed"
+fi
 if [[ $timed_out -eq 1 ]]; then
     fail "timed out after $timeout_seconds s; QEMU (L1) was killed"
 fi
