@@ -47,8 +47,10 @@ public:
         return nlohmann::json { { "target_pages", balloon_target_mib * 256 }, { "actual_pages", 0 } };
     }
     Expected<void> update_drive(std::string const& id, std::optional<std::string> const&,
-                                std::optional<RateLimitConfig> const&) override {
-        return record("update_drive " + id, m_state);
+                                std::optional<RateLimitConfig> const& rate_limit) override {
+        TRY(record("update_drive " + id, m_state));
+        drive_rate_limit = rate_limit;
+        return {};
     }
     Expected<void> update_network_rate_limits(std::string const& id, std::optional<RateLimitConfig> const&,
                                               std::optional<RateLimitConfig> const&) override {
@@ -56,6 +58,7 @@ public:
     }
 
     std::vector<std::string> calls;
+    std::optional<RateLimitConfig> drive_rate_limit; // as the last successful update_drive got it
     std::optional<InstanceConfig> started_with;
     std::optional<LoggerConfig> logger;
     bool logger_sink_open { false };

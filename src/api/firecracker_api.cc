@@ -190,7 +190,7 @@ Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std
     if (update.path)
         disk->path = *update.path;
     if (update.rate_limit)
-        disk->rate_limit = *update.rate_limit;
+        disk->rate_limit = apply_rate_limit_changes(disk->rate_limit, *update.rate_limit);
     return HttpResponse::no_content();
 }
 
@@ -212,9 +212,9 @@ Expected<HttpResponse> FirecrackerApi::handle_network_interface(std::string_view
         return Error::format("network interface '{}' does not exist", id);
     TRY(m_controller.update_network_rate_limits(update.iface_id, update.rx_rate_limit, update.tx_rate_limit));
     if (update.rx_rate_limit)
-        net->rx_rate_limit = *update.rx_rate_limit;
+        net->rx_rate_limit = apply_rate_limit_changes(net->rx_rate_limit, *update.rx_rate_limit);
     if (update.tx_rate_limit)
-        net->tx_rate_limit = *update.tx_rate_limit;
+        net->tx_rate_limit = apply_rate_limit_changes(net->tx_rate_limit, *update.tx_rate_limit);
     return HttpResponse::no_content();
 }
 

@@ -258,6 +258,33 @@ TEST_F(FirecrackerApiTest, PostBootUpdates_ReachTheControllerAndTheStoredConfig)
     expect_fault(call("PATCH", "/vm", R"({"state": "Paused"})"), "controller refused");
 }
 
+TEST_F(FirecrackerApiTest, RateLimiterPatch_ReplacesGivenBucketsRemovesZeroOnesKeepsTheRest) {
+    expect_ok(call("PUT", "/drives/a", R"({"drive_id": "a", "path_on_host": "/a", "is_root_device": false,
+        "rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}, "ops": {"size": 0, "refill_time": 100}}})"));
+    auto const& disk = api.config().instance.vm.disks[0];
+    EXPECT_EQ(disk.rate_limit.bandwidth, (TokenBucketConfig { 1000, 0, 100 }));
+    EXPECT_FALSE(disk.rate_limit.ops.has_value()); // a zero-sized bucket is no bucket
+    boot();
+    expect_ok(
+        call("PATCH", "/drives/a", R"({"drive_id": "a", "rate_limiter": {"ops": {"size": 50, "refill_time": 1000}}})"));
+    EXPECT_EQ(disk.rate_limit.bandwidth, (TokenBucketConfig { 1000, 0, 100 }));
+    EXPECT_EQ(disk.rate_limit.ops, (TokenBucketConfig { 50, 0, 1000 }));
+    expect_ok(call("PATCH", "/drives/a",
+                   R"({"drive_id": "a", "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}})"));
+    EXPECT_FALSE(disk.rate_limit.bandwidth.has_value());
+    EXPECT_EQ(disk.rate_limit.ops, (TokenBucketConfig { 50, 0, 1000 }));
+    // The controller got the changes as sent: the zero bucket tells the device to drop its limit.
+    ASSERT_TRUE(controller.drive_rate_limit.has_value());
+    EXPECT_EQ(controller.drive_rate_limit->bandwidth, (TokenBucketConfig { 0, 0, 0 }));
+    EXPECT_FALSE(controller.drive_rate_limit->ops.has_value());
+    // A refused change leaves the stored configuration as it was.
+    controller.fail_next = true;
+    expect_fault(call("PATCH", "/drives/a",
+                      R"({"drive_id": "a", "rate_limiter": {"ops": {"size": 1, "refill_time": 1}}})"),
+                 "controller refused");
+    EXPECT_EQ(disk.rate_limit.ops, (TokenBucketConfig { 50, 0, 1000 }));
+}
+
 TEST_F(FirecrackerApiTest, BalloonWithoutDevice_IsRejected) {
     expect_fault(call("GET", "/balloon"), "no balloon device");
     expect_fault(call("PATCH", "/balloon", R"({"amount_mib": 1})"), "no balloon device");

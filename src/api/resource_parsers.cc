@@ -18,23 +18,32 @@ constexpr size_t MAX_TAP_NAME_LENGTH = 15;
 constexpr uint64_t MIN_GUEST_CID = 3;
 constexpr uint64_t MAX_GUEST_CID = 0xffff'fffeull;
 
-Expected<std::optional<TokenBucketConfig>> parse_token_bucket(json const& body, std::string const& what) {
+// A bucket as given; one of size or refill_time 0 does not limit (RateLimiter's rule).
+Expected<TokenBucketConfig> parse_token_bucket(json const& body, std::string const& what) {
     auto fields = TRY(JsonFields::create(body, what, { "size", "one_time_burst", "refill_time" }));
     TokenBucketConfig bucket;
     bucket.size = TRY(fields.required_unsigned_integer("size"));
     bucket.one_time_burst = TRY(fields.unsigned_integer("one_time_burst")).value_or(0);
     bucket.refill_time_ms = TRY(fields.required_unsigned_integer("refill_time"));
-    // As in Firecracker, a bucket that never refills or holds nothing does not limit.
-    if (bucket.size == 0 || bucket.refill_time_ms == 0)
-        return std::optional<TokenBucketConfig>();
-    return std::optional<TokenBucketConfig>(bucket);
+    return bucket;
 }
 
-Expected<std::optional<RateLimitConfig>> optional_rate_limiter(JsonFields const& fields, std::string_view key) {
+// A PATCH's rate limiter: buckets as given, so that a bucket of size 0 removes a limit and a
+// missing one keeps it (RateLimiter::update).
+Expected<std::optional<RateLimitConfig>> optional_rate_limit_changes(JsonFields const& fields, std::string_view key) {
     auto const* value = fields.get(key);
     if (!value)
         return std::optional<RateLimitConfig>();
     return std::optional<RateLimitConfig>(TRY(parse_rate_limiter(*value, fmt::format("{}.{}", fields.what(), key))));
+}
+
+// A PUT's rate limiter: as in Firecracker, a bucket that never refills or holds nothing is
+// no bucket at all.
+Expected<std::optional<RateLimitConfig>> optional_rate_limiter(JsonFields const& fields, std::string_view key) {
+    auto changes = TRY(optional_rate_limit_changes(fields, key));
+    if (!changes)
+        return changes;
+    return std::optional<RateLimitConfig>(apply_rate_limit_changes({}, *changes));
 }
 
 Expected<std::string> non_empty_string(JsonFields const& fields, std::string_view key) {
@@ -197,7 +206,7 @@ Expected<DriveUpdate> parse_drive_update(json const& body, std::string_view path
     update.path = TRY(fields.string("path_on_host"));
     if (update.path && update.path->empty())
         return Error("drive: field 'path_on_host' must not be empty");
-    update.rate_limit = TRY(optional_rate_limiter(fields, "rate_limiter"));
+    update.rate_limit = TRY(optional_rate_limit_changes(fields, "rate_limiter"));
     return update;
 }
 
@@ -227,8 +236,8 @@ Expected<NetworkInterfaceUpdate> parse_network_interface_update(json const& body
         TRY(JsonFields::create(body, "network-interface", { "iface_id", "rx_rate_limiter", "tx_rate_limiter" }));
     NetworkInterfaceUpdate update;
     update.iface_id = TRY(checked_body_id(fields, "iface_id", path_id));
-    update.rx_rate_limit = TRY(optional_rate_limiter(fields, "rx_rate_limiter"));
-    update.tx_rate_limit = TRY(optional_rate_limiter(fields, "tx_rate_limiter"));
+    update.rx_rate_limit = TRY(optional_rate_limit_changes(fields, "rx_rate_limiter"));
+    update.tx_rate_limit = TRY(optional_rate_limit_changes(fields, "tx_rate_limiter"));
     return update;
 }
 

@@ -27,13 +27,53 @@ constexpr std::chrono::nanoseconds MINIMUM_TIMER_DELAY { 1000 };
 
 } // namespace
 
+RateLimitConfig apply_rate_limit_changes(RateLimitConfig current, RateLimitConfig const& changes) {
+    auto apply = [](std::optional<TokenBucketConfig>& bucket, std::optional<TokenBucketConfig> const& change) {
+        if (!change)
+            return;
+        if (change->size == 0 || change->refill_time_ms == 0)
+            bucket.reset();
+        else
+            bucket = change;
+    };
+    apply(current.bandwidth, changes.bandwidth);
+    apply(current.ops, changes.ops);
+    return current;
+}
+
 Expected<RateLimiter> RateLimiter::create(RateLimitConfig const& config, Clock const& clock) {
     auto bandwidth = TRY(make_bucket(config.bandwidth, "bandwidth bucket", clock));
     auto ops = TRY(make_bucket(config.ops, "ops bucket", clock));
     int timer = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (timer < 0)
         return Error::from_errno("rate limiter: timerfd_create");
-    return RateLimiter(std::move(bandwidth), std::move(ops), UniqueFd(timer));
+    return RateLimiter(std::move(bandwidth), std::move(ops), UniqueFd(timer), clock);
+}
+
+Expected<void> RateLimiter::validate(RateLimitConfig const& config) {
+    TRY(make_bucket(config.bandwidth, "bandwidth bucket", monotonic_clock()));
+    TRY(make_bucket(config.ops, "ops bucket", monotonic_clock()));
+    return {};
+}
+
+Expected<void> RateLimiter::update(RateLimitConfig const& changes) {
+    // Both new buckets are made before either is installed, so a bad one changes nothing.
+    std::optional<std::optional<TokenBucket>> bandwidth;
+    std::optional<std::optional<TokenBucket>> ops;
+    if (changes.bandwidth)
+        bandwidth = TRY(make_bucket(changes.bandwidth, "bandwidth bucket", *m_clock));
+    if (changes.ops)
+        ops = TRY(make_bucket(changes.ops, "ops bucket", *m_clock));
+    if (bandwidth)
+        m_bandwidth = std::move(*bandwidth);
+    if (ops)
+        m_ops = std::move(*ops);
+    if (m_blocked && !arm_timer(MINIMUM_TIMER_DELAY)) {
+        // Without the timer nothing would wake the device up; unblocked, it retries on its
+        // next event instead.
+        m_blocked = false;
+    }
+    return {};
 }
 
 bool RateLimiter::consume(uint64_t bytes) {
@@ -60,18 +100,22 @@ void RateLimiter::block(uint64_t bytes) {
     if (m_bandwidth)
         delay = std::max(delay, m_bandwidth->time_until(bytes));
     delay = std::max(delay, MINIMUM_TIMER_DELAY);
+    if (!arm_timer(delay))
+        return; // without a timer nothing would wake the device: stay unblocked, retry later
+    m_last_timer_delay = delay;
+    m_blocked = true;
+}
+
+bool RateLimiter::arm_timer(std::chrono::nanoseconds delay) {
     auto const seconds = std::chrono::duration_cast<std::chrono::seconds>(delay);
     itimerspec timer {};
     timer.it_value.tv_sec = seconds.count();
     timer.it_value.tv_nsec = (delay - seconds).count();
     if (::timerfd_settime(m_timer.get(), 0, &timer, nullptr) != 0) {
-        // Without a timer nothing would wake the device: stay unblocked and let the caller
-        // retry on its next event instead.
         spdlog::error("rate limiter: timerfd_settime failed: {}", std::strerror(errno));
-        return;
+        return false;
     }
-    m_last_timer_delay = delay;
-    m_blocked = true;
+    return true;
 }
 
 void RateLimiter::on_timer() {

@@ -9,7 +9,7 @@
 // costs no CPU while it waits.
 //
 // Firecracker's API treats a bucket whose size or refill_time_ms is 0 as "no
-// limit"; so does create().
+// limit"; so do create() and update().
 //
 // Threading: none; one limiter belongs to the event-loop thread of its device.
 // The Clock must outlive the limiter.
@@ -34,14 +34,30 @@ struct RateLimitConfig {
     bool operator==(RateLimitConfig const&) const = default;
 };
 
+// `current` with `changes` applied the way RateLimiter::update applies them: a bucket given
+// replaces the old one, a bucket given with size or refill_time_ms 0 removes it, a bucket not
+// given stays. The result holds no such zero bucket.
+RateLimitConfig apply_rate_limit_changes(RateLimitConfig current, RateLimitConfig const& changes);
+
 class RateLimiter {
 public:
     // Creates the buckets and the timerfd (CLOCK_MONOTONIC, non-blocking, close-on-exec).
     static Expected<RateLimiter> create(RateLimitConfig const& config, Clock const& clock = monotonic_clock());
 
+    // Fails as create() would on `config`, naming the bad bucket; creates nothing.
+    static Expected<void> validate(RateLimitConfig const& config);
+
     // Takes one op and `bytes` bandwidth tokens and returns true, or takes nothing, arms the
     // timer and returns false. Always false while blocked; always true without buckets.
     bool consume(uint64_t bytes);
+
+    // Changes the limits of a running device (Firecracker's PATCH of a rate_limiter): a bucket
+    // given replaces the old one and starts full, as a new bucket does; a bucket given with
+    // size or refill_time_ms 0 is removed; a bucket not given stays as it is. Nothing changes
+    // when the new bucket is invalid. A blocked limiter's timer is re-armed to fire at once,
+    // so its device retries under the new limits from its timer callback (and not before the
+    // event loop runs: a paused VM stays paused).
+    Expected<void> update(RateLimitConfig const& changes);
 
     // Readable when a refused request may fit again; register it with the event loop.
     int timer_fd() const { return m_timer.get(); }
@@ -56,14 +72,17 @@ public:
     std::chrono::nanoseconds last_timer_delay() const { return m_last_timer_delay; }
 
 private:
-    RateLimiter(std::optional<TokenBucket> bandwidth, std::optional<TokenBucket> ops, UniqueFd timer)
-        : m_bandwidth(std::move(bandwidth)), m_ops(std::move(ops)), m_timer(std::move(timer)) {}
+    RateLimiter(std::optional<TokenBucket> bandwidth, std::optional<TokenBucket> ops, UniqueFd timer,
+                Clock const& clock)
+        : m_bandwidth(std::move(bandwidth)), m_ops(std::move(ops)), m_timer(std::move(timer)), m_clock(&clock) {}
 
     void block(uint64_t bytes);
+    bool arm_timer(std::chrono::nanoseconds delay);
 
     std::optional<TokenBucket> m_bandwidth;
     std::optional<TokenBucket> m_ops;
     UniqueFd m_timer;
+    Clock const* m_clock;
     bool m_blocked { false };
     std::chrono::nanoseconds m_last_timer_delay { 0 };
 };

@@ -91,6 +91,72 @@ TEST(RateLimiter, TimerFd_BecomesReadableWhenTokensAreBack) {
     EXPECT_TRUE(limiter.consume(500));
 }
 
+TEST(RateLimiter, Update_GivenBucketReplacesTheOldOneAndStartsFull) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.bandwidth = TokenBucketConfig { .size = 1000, .one_time_burst = 0, .refill_time_ms = 1000 };
+    config.ops = TokenBucketConfig { .size = 1, .one_time_burst = 0, .refill_time_ms = 1000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    ASSERT_TRUE(limiter.consume(1000));
+    RateLimitConfig changes;
+    changes.bandwidth = TokenBucketConfig { .size = 5000, .one_time_burst = 0, .refill_time_ms = 1000 };
+    MUST(limiter.update(changes));
+    // The new bandwidth bucket is full; the ops bucket, not given, is still empty.
+    EXPECT_FALSE(limiter.consume(5000));
+    clock.advance(seconds(1));
+    limiter.on_timer();
+    EXPECT_TRUE(limiter.consume(5000));
+}
+
+TEST(RateLimiter, Update_ZeroSizedBucketRemovesTheLimit) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.ops = TokenBucketConfig { .size = 1, .one_time_burst = 0, .refill_time_ms = 1000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    ASSERT_TRUE(limiter.consume(0));
+    RateLimitConfig changes;
+    changes.ops = TokenBucketConfig { .size = 0, .one_time_burst = 0, .refill_time_ms = 0 };
+    MUST(limiter.update(changes));
+    EXPECT_TRUE(limiter.is_unlimited());
+    for (int i = 0; i < 100; ++i)
+        ASSERT_TRUE(limiter.consume(1 << 20));
+}
+
+TEST(RateLimiter, Update_InvalidBucketChangesNothing) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.ops = TokenBucketConfig { .size = 1, .one_time_burst = 0, .refill_time_ms = 1000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    RateLimitConfig changes;
+    changes.bandwidth = TokenBucketConfig { .size = 100, .one_time_burst = 0, .refill_time_ms = 1000 };
+    changes.ops = TokenBucketConfig { .size = 10, .one_time_burst = 0, .refill_time_ms = ~0ull };
+    auto updated = limiter.update(changes);
+    ASSERT_FALSE(updated.has_value());
+    EXPECT_NE(updated.error().message().find("ops bucket"), std::string::npos);
+    // Still one op per second and no bandwidth limit.
+    EXPECT_TRUE(limiter.consume(1 << 20));
+    EXPECT_FALSE(limiter.consume(1));
+}
+
+TEST(RateLimiter, Update_WhileBlocked_FiresTheTimerAtOnce) {
+    ManualClock clock;
+    RateLimitConfig config;
+    config.bandwidth = TokenBucketConfig { .size = 1000, .one_time_burst = 0, .refill_time_ms = 60000 };
+    auto limiter = MUST(RateLimiter::create(config, clock));
+    ASSERT_TRUE(limiter.consume(1000));
+    ASSERT_FALSE(limiter.consume(1000));
+    EXPECT_EQ(limiter.last_timer_delay(), seconds(60));
+    RateLimitConfig changes;
+    changes.bandwidth = TokenBucketConfig { .size = 0, .one_time_burst = 0, .refill_time_ms = 0 };
+    MUST(limiter.update(changes));
+    // Still blocked until the device's timer callback runs, which is due now, not in a minute.
+    EXPECT_TRUE(limiter.is_blocked());
+    pollfd wait { .fd = limiter.timer_fd(), .events = POLLIN, .revents = 0 };
+    ASSERT_EQ(::poll(&wait, 1, 1000), 1);
+    limiter.on_timer();
+    EXPECT_TRUE(limiter.consume(1000));
+}
+
 TEST(RateLimiter, Bandwidth_IsWithinOnePercentOfTheConfiguredRate) {
     ManualClock clock;
     RateLimitConfig config;

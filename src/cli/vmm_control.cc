@@ -317,15 +317,21 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
     return stats;
 }
 
-Expected<void> VmmControl::update_drive(std::string const& drive_id, std::optional<std::string> const&,
-                                        std::optional<RateLimitConfig> const&) {
-    return Error::format("drive '{}': kvmm cannot change a drive's backing file or rate limiter after start", drive_id);
+Expected<void> VmmControl::update_drive(std::string const& drive_id, std::optional<std::string> const& path,
+                                        std::optional<RateLimitConfig> const& rate_limit) {
+    if (path)
+        return Error::format("drive '{}': kvmm cannot change a drive's path_on_host after start", drive_id);
+    if (!rate_limit)
+        return {};
+    return with_machine([&](Machine& machine) { return machine.update_disk_rate_limit(drive_id, *rate_limit); });
 }
 
 Expected<void> VmmControl::update_network_rate_limits(std::string const& iface_id,
-                                                      std::optional<RateLimitConfig> const&,
-                                                      std::optional<RateLimitConfig> const&) {
-    return Error::format("network interface '{}': kvmm cannot change rate limiters after start", iface_id);
+                                                      std::optional<RateLimitConfig> const& rx,
+                                                      std::optional<RateLimitConfig> const& tx) {
+    if (!rx && !tx)
+        return {};
+    return with_machine([&](Machine& machine) { return machine.update_net_rate_limits(iface_id, rx, tx); });
 }
 
 } // namespace kvmm

@@ -355,6 +355,15 @@ Expected<void> Machine::send_ctrl_alt_del() {
     });
 }
 
+Expected<void> Machine::update_disk_rate_limit(std::string const& id, RateLimitConfig const& changes) {
+    return call_on_loop([&] { return m_virtio->update_disk_rate_limit(id, changes); });
+}
+
+Expected<void> Machine::update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
+                                               std::optional<RateLimitConfig> const& tx_changes) {
+    return call_on_loop([&] { return m_virtio->update_net_rate_limits(id, rx_changes, tx_changes); });
+}
+
 Expected<Machine::Metrics> Machine::metrics() {
     Metrics metrics;
     TRY(call_on_loop([&]() -> Expected<void> {

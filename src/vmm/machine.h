@@ -58,6 +58,11 @@ public:
     Expected<void> resume();
     // Presses Ctrl+Alt+Del on the i8042 keyboard (the guest decides what that means).
     Expected<void> send_ctrl_alt_del();
+    // New limits for a running disk or network interface, by configured id (PATCH /drives,
+    // PATCH /network-interfaces; VirtioDevices::update_disk_rate_limit). Paused or not.
+    Expected<void> update_disk_rate_limit(std::string const& id, RateLimitConfig const& changes);
+    Expected<void> update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
+                                          std::optional<RateLimitConfig> const& tx_changes);
     bool paused() const { return m_paused.load(); }
     // Asks run() to return with `reason` (e.g. the API's stop); any thread.
     void request_stop(StopReason reason);

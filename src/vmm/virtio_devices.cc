@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 
 namespace kvmm {
@@ -59,13 +60,14 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
         options.engine = disk.engine == DiskConfig::Engine::IoUring ? DiskEngineKind::IoUring : DiskEngineKind::Sync;
         options.write_through = disk.cache == DiskConfig::CacheMode::WriteThrough;
         options.serial = disk.serial.value_or(disk.id);
-        if (!disk.rate_limit.empty())
-            options.rate_limiter.emplace(TRY(RateLimiter::create(disk.rate_limit).with_context(context)));
+        // Unlimited unless configured; always there so that PATCH /drives can set limits.
+        options.rate_limiter.emplace(TRY(RateLimiter::create(disk.rate_limit).with_context(context)));
         auto device =
             TRY(virtio::BlockDevice::create(std::move(image), event_loop, std::move(options)).with_context(context));
         spdlog::info("{}: {} sectors, {} engine{}", context, device->capacity_sectors(),
                      device->engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync",
                      disk.read_only ? ", read-only" : "");
+        devices->m_disks.emplace_back(disk.id, device.get());
         TRY(add(std::move(device), disk.id));
     }
     for (auto const& net : config.nets) {
@@ -74,12 +76,12 @@ Expected<std::unique_ptr<VirtioDevices>> VirtioDevices::create(VmConfig const& c
                               : TRY(Tap::open(net.tap_name).with_context(context));
         virtio::NetDeviceOptions options;
         options.mac = net.mac ? *net.mac : TRY(generate_mac_address());
-        if (!net.rx_rate_limit.empty())
-            options.rx_rate_limiter.emplace(TRY(RateLimiter::create(net.rx_rate_limit).with_context(context)));
-        if (!net.tx_rate_limit.empty())
-            options.tx_rate_limiter.emplace(TRY(RateLimiter::create(net.tx_rate_limit).with_context(context)));
+        // Unlimited unless configured; always there so that PATCH /network-interfaces can set limits.
+        options.rx_rate_limiter.emplace(TRY(RateLimiter::create(net.rx_rate_limit).with_context(context)));
+        options.tx_rate_limiter.emplace(TRY(RateLimiter::create(net.tx_rate_limit).with_context(context)));
         auto device = TRY(virtio::NetDevice::create(std::move(tap), std::move(options), event_loop));
         spdlog::info("{}: TAP {}, MAC {}", context, device->tap().name(), format_mac_address(device->mac()));
+        devices->m_nets.emplace_back(net.id, device.get());
         TRY(add(std::move(device), net.id));
     }
     if (config.rng) {
@@ -143,6 +145,34 @@ Expected<void> VirtioDevices::add(std::unique_ptr<virtio::VirtioDevice> device, 
     spdlog::debug("virtio {} at {:#x}, GSI {}", name, slot.base, slot.gsi);
     m_lines.push_back(std::move(line));
     m_transports.push_back(std::move(transport));
+    return {};
+}
+
+Expected<void> VirtioDevices::update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes) {
+    auto disk = std::find_if(m_disks.begin(), m_disks.end(), [&](auto const& entry) { return entry.first == id; });
+    if (disk == m_disks.end())
+        return Error::format("no drive '{}' in this microVM", id);
+    return disk->second->rate_limiter()->update(changes).with_context(fmt::format("drive '{}' rate_limiter", id));
+}
+
+Expected<void> VirtioDevices::update_net_rate_limits(std::string_view id,
+                                                     std::optional<RateLimitConfig> const& rx_changes,
+                                                     std::optional<RateLimitConfig> const& tx_changes) {
+    auto net = std::find_if(m_nets.begin(), m_nets.end(), [&](auto const& entry) { return entry.first == id; });
+    if (net == m_nets.end())
+        return Error::format("no network interface '{}' in this microVM", id);
+    // Both are checked before either changes, so a bad tx limit leaves rx as it was.
+    auto const context = [&](char const* direction) {
+        return fmt::format("network interface '{}' {}_rate_limiter", id, direction);
+    };
+    if (rx_changes)
+        TRY(RateLimiter::validate(*rx_changes).with_context(context("rx")));
+    if (tx_changes)
+        TRY(RateLimiter::validate(*tx_changes).with_context(context("tx")));
+    if (rx_changes)
+        TRY(net->second->rx_rate_limiter()->update(*rx_changes).with_context(context("rx")));
+    if (tx_changes)
+        TRY(net->second->tx_rate_limiter()->update(*tx_changes).with_context(context("tx")));
     return {};
 }
 

@@ -22,13 +22,19 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kvmm {
 
 namespace virtio {
 class BalloonDevice;
+class BlockDevice;
 class ConsoleDevice;
+class NetDevice;
 class RngDevice;
 } // namespace virtio
 
@@ -57,6 +63,14 @@ public:
     virtio::BalloonDevice* balloon() const { return m_balloon; }
     std::vector<std::shared_ptr<virtio::MmioTransport>> const& transports() const { return m_transports; }
 
+    // Change the limits of a disk or a network interface, named by its configured id, while
+    // the VM runs (PATCH /drives, PATCH /network-interfaces); see RateLimiter::update. Every
+    // disk and interface has limiters for this, unlimited unless configured. Event-loop
+    // thread (Machine::call_on_loop). Unknown ids and invalid buckets change nothing.
+    Expected<void> update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes);
+    Expected<void> update_net_rate_limits(std::string_view id, std::optional<RateLimitConfig> const& rx_changes,
+                                          std::optional<RateLimitConfig> const& tx_changes);
+
 private:
     VirtioDevices() = default;
     Expected<void> add(std::unique_ptr<virtio::VirtioDevice> device, std::string name, VirtioSlot slot,
@@ -80,6 +94,8 @@ private:
     std::vector<std::unique_ptr<IrqfdInterruptLine>> m_lines;
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_transports;
     std::vector<Registration> m_ioeventfds;
+    std::vector<std::pair<std::string, virtio::BlockDevice*>> m_disks;
+    std::vector<std::pair<std::string, virtio::NetDevice*>> m_nets;
     virtio::ConsoleDevice* m_console { nullptr };
     virtio::BalloonDevice* m_balloon { nullptr };
 };

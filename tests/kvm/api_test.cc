@@ -165,6 +165,15 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "colour": 1})").status,
               400);
     EXPECT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})").status, 400) << "not started yet";
+    auto const disk_path = (m_directory / "disk.img").string();
+    std::ofstream(disk_path).close();
+    std::filesystem::resize_file(disk_path, 1 << 20);
+    EXPECT_EQ(http(m_socket, "PUT", "/drives/data",
+                   R"({"drive_id": "data", "path_on_host": ")" + disk_path +
+                       R"(", "is_root_device": false, "is_read_only": false,
+                       "rate_limiter": {"ops": {"size": 100, "refill_time": 1000}}})")
+                  .status,
+              204);
     EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
                    R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=keyboard-wait"})")
                   .status,
@@ -187,6 +196,19 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
 
     EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/x"})").status, 400)
         << "pre-boot resource after start";
+    // A running drive's limits change; its backing file does not; unknown drives are named.
+    auto const patched = http(m_socket, "PATCH", "/drives/data",
+                              R"({"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576,
+                                  "refill_time": 100}, "ops": {"size": 0, "refill_time": 0}}})");
+    EXPECT_EQ(patched.status, 204) << patched.body;
+    auto const vm_config = http(m_socket, "GET", "/vm/config");
+    EXPECT_NE(vm_config.body.find("1048576"), std::string::npos) << vm_config.body;
+    auto const new_path = http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": "/x"})");
+    EXPECT_EQ(new_path.status, 400);
+    EXPECT_NE(new_path.body.find("path_on_host"), std::string::npos) << new_path.body;
+    auto const unknown = http(m_socket, "PATCH", "/drives/nope", R"({"drive_id": "nope", "rate_limiter": {}})");
+    EXPECT_EQ(unknown.status, 400);
+    EXPECT_NE(unknown.body.find("'nope'"), std::string::npos) << unknown.body;
     EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "FlushMetrics"})").status, 204);
     auto const metrics = read_text(metrics_path);
     EXPECT_NE(metrics.find("\"exit_io\""), std::string::npos) << metrics;

@@ -122,6 +122,9 @@ public:
     void reset() override;
 
     uint64_t capacity_sectors() const { return m_capacity_sectors; }
+    // The request limiter given in BlockOptions, if any; its update() changes the limits of a
+    // running device (the limiter's timer resumes the queue). Event-loop thread only.
+    RateLimiter* rate_limiter() { return m_options.rate_limiter ? &*m_options.rate_limiter : nullptr; }
     DiskEngineKind engine_kind() const { return m_engine->kind(); }
 
     // Counters for the metrics layer (successful operations; errors counts every request

@@ -427,6 +427,34 @@ TEST_F(BlockDeviceTest, RateLimiter_DefersRequestsUntilTokensReturn) {
     EXPECT_EQ(status(second), BLOCK_STATUS_OK);
 }
 
+TEST_F(BlockDeviceTest, RateLimiterUpdate_TakesEffectOnTheRunningDevice) {
+    ManualClock clock;
+    BlockOptions options;
+    options.rate_limiter = MUST(RateLimiter::create(RateLimitConfig {}, clock)); // unlimited at first
+    create(std::move(options));
+    for (uint64_t i = 0; i < 4; ++i)
+        request(BLOCK_REQUEST_IN, i, { queue->writable_buffer(512) });
+    ASSERT_EQ(complete(4).size(), 4u);
+    // One op a minute from now on: of two requests only the first goes.
+    RateLimitConfig one_a_minute;
+    one_a_minute.ops = TokenBucketConfig { .size = 1, .one_time_burst = 0, .refill_time_ms = 60000 };
+    MUST(block->rate_limiter()->update(one_a_minute));
+    auto const first = request(BLOCK_REQUEST_IN, 0, { queue->writable_buffer(512) });
+    auto const second = request(BLOCK_REQUEST_IN, 1, { queue->writable_buffer(512) });
+    auto used = complete(2, std::chrono::milliseconds(200));
+    ASSERT_EQ(used.size(), 1u);
+    EXPECT_EQ(used[0].id, first.head);
+    EXPECT_GE(block->rate_limited(), 1u);
+    // Lifting the limit lets the waiting request go at once, not a minute later.
+    RateLimitConfig no_limit;
+    no_limit.ops = TokenBucketConfig {};
+    MUST(block->rate_limiter()->update(no_limit));
+    used = complete(1, std::chrono::milliseconds(2000));
+    ASSERT_EQ(used.size(), 1u);
+    EXPECT_EQ(used[0].id, second.head);
+    EXPECT_EQ(status(second), BLOCK_STATUS_OK);
+}
+
 TEST_F(BlockDeviceTest, ResetWithRequestsInFlight_WaitsForThemAndForgetsThem) {
     create();
     for (uint64_t i = 0; i < 32; ++i)

@@ -128,6 +128,10 @@ public:
     uint64_t tx_bytes() const { return m_tx_bytes; }
     uint64_t tx_drops() const { return m_tx_drops; }
     // Times a frame had to wait for a rate limiter, and for a writable TAP.
+    // The limiters given in NetDeviceOptions, if any; their update() changes the limits of a
+    // running device (each limiter's timer resumes its direction). Event-loop thread only.
+    RateLimiter* rx_rate_limiter() { return m_rx_limiter ? &*m_rx_limiter : nullptr; }
+    RateLimiter* tx_rate_limiter() { return m_tx_limiter ? &*m_tx_limiter : nullptr; }
     uint64_t rx_rate_limited() const { return m_rx_rate_limited; }
     uint64_t tx_rate_limited() const { return m_tx_rate_limited; }
     uint64_t tx_would_block() const { return m_tx_would_block; }

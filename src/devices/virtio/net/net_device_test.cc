@@ -376,6 +376,27 @@ TEST(NetDevice, TransmitRateLimiter_DefersFramesUntilItsTimer) {
     });
 }
 
+TEST(NetDevice, TransmitRateLimiterUpdate_LiftsTheLimitOfARunningDevice) {
+    run_in_network_namespace([] {
+        RateLimitConfig config;
+        config.ops = TokenBucketConfig { .size = 1, .one_time_burst = 0, .refill_time_ms = 60000 };
+        NetDeviceOptions options;
+        options.tx_rate_limiter = MUST(RateLimiter::create(config));
+        options.rx_rate_limiter = MUST(RateLimiter::create(RateLimitConfig {}));
+        NetHarness harness(BASIC_FEATURES, 1500, std::move(options));
+        ASSERT_TRUE(harness.ready());
+        harness.transmit(arp_request());
+        harness.transmit(arp_request());
+        EXPECT_EQ(harness.device->tx_packets(), 1u); // the second frame waits a minute
+        RateLimitConfig no_limit;
+        no_limit.ops = TokenBucketConfig {};
+        MUST(harness.device->tx_rate_limiter()->update(no_limit));
+        harness.driver->run_event_loop(300);
+        EXPECT_EQ(harness.device->tx_packets(), 2u);
+        EXPECT_EQ(harness.tx.used_index(), 2u);
+    });
+}
+
 TEST(NetDevice, Reset_StopsReadingTheTap) {
     run_in_network_namespace([] {
         NetHarness harness(BASIC_FEATURES);
