@@ -319,11 +319,16 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
 
 Expected<void> VmmControl::update_drive(std::string const& drive_id, std::optional<std::string> const& path,
                                         std::optional<RateLimitConfig> const& rate_limit) {
-    if (path)
-        return Error::format("drive '{}': kvmm cannot change a drive's path_on_host after start", drive_id);
-    if (!rate_limit)
+    return with_machine([&](Machine& machine) -> Expected<void> {
+        // The new limits are checked first, so that a bad one leaves the drive where it was.
+        if (rate_limit)
+            TRY(RateLimiter::validate(*rate_limit).with_context(fmt::format("drive '{}' rate_limiter", drive_id)));
+        if (path)
+            TRY(machine.replace_disk_image(drive_id, *path));
+        if (rate_limit)
+            TRY(machine.update_disk_rate_limit(drive_id, *rate_limit));
         return {};
-    return with_machine([&](Machine& machine) { return machine.update_disk_rate_limit(drive_id, *rate_limit); });
+    });
 }
 
 Expected<void> VmmControl::update_network_rate_limits(std::string const& iface_id,

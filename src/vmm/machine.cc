@@ -359,6 +359,16 @@ Expected<void> Machine::update_disk_rate_limit(std::string const& id, RateLimitC
     return call_on_loop([&] { return m_virtio->update_disk_rate_limit(id, changes); });
 }
 
+Expected<void> Machine::replace_disk_image(std::string const& id, std::string const& path) {
+    return call_on_loop([&]() -> Expected<void> {
+        // Checked on the loop thread, where pause and resume happen, so it cannot change meanwhile.
+        if (m_paused.load())
+            return Error::format("drive '{}': path_on_host cannot change while the microVM is paused; resume it first",
+                                 id);
+        return m_virtio->replace_disk_image(id, path);
+    });
+}
+
 Expected<void> Machine::update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
                                                std::optional<RateLimitConfig> const& tx_changes) {
     return call_on_loop([&] { return m_virtio->update_net_rate_limits(id, rx_changes, tx_changes); });

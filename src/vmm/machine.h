@@ -63,6 +63,8 @@ public:
     Expected<void> update_disk_rate_limit(std::string const& id, RateLimitConfig const& changes);
     Expected<void> update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
                                           std::optional<RateLimitConfig> const& tx_changes);
+    // Moves a running disk to another image (PATCH /drives path_on_host); refused while paused.
+    Expected<void> replace_disk_image(std::string const& id, std::string const& path);
     bool paused() const { return m_paused.load(); }
     // Asks run() to return with `reason` (e.g. the API's stop); any thread.
     void request_stop(StopReason reason);

@@ -148,11 +148,24 @@ Expected<void> VirtioDevices::add(std::unique_ptr<virtio::VirtioDevice> device, 
     return {};
 }
 
-Expected<void> VirtioDevices::update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes) {
+Expected<virtio::BlockDevice*> VirtioDevices::disk(std::string_view id) const {
     auto disk = std::find_if(m_disks.begin(), m_disks.end(), [&](auto const& entry) { return entry.first == id; });
     if (disk == m_disks.end())
         return Error::format("no drive '{}' in this microVM", id);
-    return disk->second->rate_limiter()->update(changes).with_context(fmt::format("drive '{}' rate_limiter", id));
+    return disk->second;
+}
+
+Expected<void> VirtioDevices::update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes) {
+    auto* device = TRY(disk(id));
+    return device->rate_limiter()->update(changes).with_context(fmt::format("drive '{}' rate_limiter", id));
+}
+
+Expected<void> VirtioDevices::replace_disk_image(std::string_view id, std::string const& path) {
+    auto* device = TRY(disk(id));
+    auto const context = fmt::format("drive '{}' path_on_host {}", id, path);
+    bool const read_only = (device->features() & virtio::feature_bit(virtio::BLOCK_FEATURE_RO)) != 0;
+    auto image = TRY(DiskImage::open(path, read_only).with_context(context));
+    return device->replace_image(std::move(image)).with_context(context);
 }
 
 Expected<void> VirtioDevices::update_net_rate_limits(std::string_view id,

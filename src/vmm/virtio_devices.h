@@ -68,6 +68,9 @@ public:
     // disk and interface has limiters for this, unlimited unless configured. Event-loop
     // thread (Machine::call_on_loop). Unknown ids and invalid buckets change nothing.
     Expected<void> update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes);
+    // Moves a running disk to the image at `path`, opened in the disk's read-only mode
+    // (BlockDevice::replace_image). Event-loop thread, while the VM is not paused.
+    Expected<void> replace_disk_image(std::string_view id, std::string const& path);
     Expected<void> update_net_rate_limits(std::string_view id, std::optional<RateLimitConfig> const& rx_changes,
                                           std::optional<RateLimitConfig> const& tx_changes);
 
@@ -86,6 +89,7 @@ private:
         std::unique_ptr<RateLimiter> limiter;
         EventLoop* event_loop;
     };
+    Expected<virtio::BlockDevice*> disk(std::string_view id) const;
     Expected<RateLimiter*> add_limiter(RateLimitConfig const& config, EventLoop& event_loop,
                                        std::function<void()> on_unblocked);
 

@@ -186,6 +186,10 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     // Paused: GET / says so, and the guest's once-a-second ticks stop.
     ASSERT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})").status, 204);
     EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Paused\""), std::string::npos);
+    auto const while_paused = http(m_socket, "PATCH", "/drives/data",
+                                   R"({"drive_id": "data", "path_on_host": ")" + disk_path + R"("})");
+    EXPECT_EQ(while_paused.status, 400);
+    EXPECT_NE(while_paused.body.find("paused"), std::string::npos) << while_paused.body;
     auto const output_at_pause = kvmm.output();
     std::this_thread::sleep_for(2500ms);
     EXPECT_EQ(kvmm.output(), output_at_pause) << "the guest ran while paused";
@@ -196,16 +200,25 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
 
     EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/x"})").status, 400)
         << "pre-boot resource after start";
-    // A running drive's limits change; its backing file does not; unknown drives are named.
+    // A running drive's limits and backing file change; bad paths and unknown drives are named.
     auto const patched = http(m_socket, "PATCH", "/drives/data",
                               R"({"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576,
                                   "refill_time": 100}, "ops": {"size": 0, "refill_time": 0}}})");
     EXPECT_EQ(patched.status, 204) << patched.body;
     auto const vm_config = http(m_socket, "GET", "/vm/config");
     EXPECT_NE(vm_config.body.find("1048576"), std::string::npos) << vm_config.body;
-    auto const new_path = http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": "/x"})");
-    EXPECT_EQ(new_path.status, 400);
-    EXPECT_NE(new_path.body.find("path_on_host"), std::string::npos) << new_path.body;
+    auto const other_disk = (m_directory / "other.img").string();
+    std::ofstream(other_disk).close();
+    std::filesystem::resize_file(other_disk, 2 << 20);
+    auto const moved = http(m_socket, "PATCH", "/drives/data",
+                            R"({"drive_id": "data", "path_on_host": ")" + other_disk + R"("})");
+    EXPECT_EQ(moved.status, 204) << moved.body << kvmm.log();
+    EXPECT_NE(http(m_socket, "GET", "/vm/config").body.find(other_disk), std::string::npos);
+    auto const missing = http(m_socket, "PATCH", "/drives/data",
+                              R"({"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})");
+    EXPECT_EQ(missing.status, 400);
+    EXPECT_NE(missing.body.find("/nonexistent/disk.img"), std::string::npos) << missing.body;
+    EXPECT_NE(http(m_socket, "GET", "/vm/config").body.find(other_disk), std::string::npos) << "unchanged";
     auto const unknown = http(m_socket, "PATCH", "/drives/nope", R"({"drive_id": "nope", "rate_limiter": {}})");
     EXPECT_EQ(unknown.status, 400);
     EXPECT_NE(unknown.body.find("'nope'"), std::string::npos) << unknown.body;

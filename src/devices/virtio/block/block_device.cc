@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 // The device runs on little-endian x86-64 hosts only, so the specification's le16/le32/le64
 // fields are read and written as native integers.
@@ -155,6 +156,7 @@ BlockDevice::~BlockDevice() {
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     std::fill(data.begin(), data.end(), uint8_t { 0 });
+    std::lock_guard guard(m_config_lock);
     if (offset >= m_config.size())
         return;
     size_t const count = std::min<uint64_t>(data.size(), m_config.size() - offset);
@@ -425,7 +427,67 @@ Expected<void> BlockDevice::answer(uint16_t head, GuestAddress status, uint8_t v
     return {};
 }
 
+Expected<void> BlockDevice::replace_image(DiskImage image) {
+    auto const mode = [](bool read_only) { return read_only ? "read-only" : "read-write"; };
+    if (image.read_only() != m_image->read_only())
+        return Error::format("{} is opened {} but the drive is {}", image.path(), mode(image.read_only()),
+                             mode(m_image->read_only()));
+    auto new_image = std::make_unique<DiskImage>(std::move(image));
+    auto new_engine = TRY(create_engine(m_options.engine, *new_image, m_options.write_through, QUEUE_SIZE));
+    TRY(complete_in_flight().with_context(fmt::format("virtio-blk {}", m_image->path())));
+    BlockDevice* const self = this;
+    TRY(m_event_loop.add(new_engine->completion_fd(), [self] { self->run(&BlockDevice::on_completions); }));
+    m_event_loop.remove(m_engine->completion_fd());
+    auto old_engine = std::exchange(m_engine, std::move(new_engine));
+    auto old_image = std::exchange(m_image, std::move(new_image));
+    old_engine.reset(); // it refers to its image
+    spdlog::info("virtio-blk: drive moved from {} to {} ({} sectors)", old_image->path(), m_image->path(),
+                 m_image->size_bytes() / SECTOR_SIZE);
+    old_image.reset(); // closes the old file and releases its lock
+    m_capacity_sectors = m_image->size_bytes() / SECTOR_SIZE;
+    {
+        std::lock_guard guard(m_config_lock);
+        put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
+        m_config_generation.fetch_add(1, std::memory_order_acq_rel);
+    }
+    if (m_context) {
+        m_context->interrupt->signal_config_change();
+        m_engine_full = false;
+        run(&BlockDevice::drain); // requests deferred while the old engine was full
+    }
+    return {};
+}
+
+Expected<void> BlockDevice::complete_in_flight() {
+    if (m_submissions_pending) {
+        m_submissions_pending = false;
+        TRY(m_engine->flush_submissions());
+    }
+    auto const deadline = std::chrono::steady_clock::now() + RESET_DRAIN_TIMEOUT;
+    while (m_engine->in_flight() > 0) {
+        auto const now = std::chrono::steady_clock::now();
+        if (now >= deadline)
+            return Error::format("{} requests still in flight after {} s", m_engine->in_flight(),
+                                 RESET_DRAIN_TIMEOUT.count());
+        auto const remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+        pollfd ready { m_engine->completion_fd(), POLLIN, 0 };
+        if (::poll(&ready, 1, static_cast<int>(remaining.count())) < 0 && errno != EINTR)
+            return Error::from_errno("poll on the completion fd");
+        TRY(answer_completions());
+    }
+    return finish_signalling();
+}
+
 Expected<void> BlockDevice::on_completions() {
+    TRY(answer_completions());
+    if (m_engine_full && m_context) {
+        m_engine_full = false;
+        TRY(drain());
+    }
+    return {};
+}
+
+Expected<void> BlockDevice::answer_completions() {
     std::array<DiskCompletion, REAP_BATCH> batch;
     while (true) {
         size_t const count = m_engine->reap(batch);
@@ -458,10 +520,6 @@ Expected<void> BlockDevice::on_completions() {
             }
             TRY(answer(static_cast<uint16_t>(head), request.status, status, written));
         }
-    }
-    if (m_engine_full && m_context) {
-        m_engine_full = false;
-        TRY(drain());
     }
     return {};
 }

@@ -42,6 +42,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -121,7 +122,21 @@ public:
     void process_queue(size_t index) override;
     void reset() override;
 
+    uint32_t config_generation() const override { return m_config_generation.load(std::memory_order_acquire); }
+
+    // Moves the drive to another image (PATCH /drives path_on_host), as Firecracker does:
+    // requests in flight on the old image complete first (waiting at most
+    // RESET_DRAIN_TIMEOUT), later ones go to the new image, the capacity in the configuration
+    // space and config_generation change, and an active driver gets a configuration-change
+    // interrupt so that it reads the new capacity (virtio 1.2 2.5.1, 4.2.2). The new image
+    // must be read-only exactly when the old one is (the guest negotiated RO on it). On
+    // failure the old image stays in use. Event-loop thread, while the VM runs (the caller
+    // refuses while paused: completing requests and draining the queue is device work).
+    Expected<void> replace_image(DiskImage image);
+
+    // Event-loop thread (and the creating thread before that).
     uint64_t capacity_sectors() const { return m_capacity_sectors; }
+    std::string const& image_path() const { return m_image->path(); }
     // The request limiter given in BlockOptions, if any; its update() changes the limits of a
     // running device (the limiter's timer resumes the queue). Event-loop thread only.
     RateLimiter* rate_limiter() { return m_options.rate_limiter ? &*m_options.rate_limiter : nullptr; }
@@ -159,6 +174,8 @@ private:
                              std::string const& message);
     Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
     Expected<void> on_completions();
+    Expected<void> answer_completions();
+    Expected<void> complete_in_flight();
     size_t reap_completions(); // drops results of requests from before the last reset
     Expected<void> finish_signalling();
     void on_limiter_timer();
@@ -174,7 +191,10 @@ private:
     std::string m_id;
     uint64_t m_capacity_sectors { 0 };
     uint64_t m_features { 0 };
+    // Read by vCPU threads (read_config), changed by replace_image on the event-loop thread.
+    mutable std::mutex m_config_lock;
     std::array<uint8_t, CONFIG_SIZE> m_config {};
+    std::atomic<uint32_t> m_config_generation { 0 };
     uint16_t m_queue_sizes[1] { QUEUE_SIZE };
     bool m_completion_registered { false };
     bool m_timer_registered { false };

@@ -455,6 +455,55 @@ TEST_F(BlockDeviceTest, RateLimiterUpdate_TakesEffectOnTheRunningDevice) {
     EXPECT_EQ(status(second), BLOCK_STATUS_OK);
 }
 
+TEST_F(BlockDeviceTest, ReplaceImage_CompletesOldRequestsThenServesTheNewImageWithItsCapacity) {
+    create();
+    TempImage other { 2 * DISK_SIZE };
+    std::vector<uint8_t> const marker(SECTOR, 0xa5);
+    {
+        int const fd = ::open(other.path().c_str(), O_WRONLY | O_CLOEXEC);
+        ASSERT_EQ(::pwrite(fd, marker.data(), marker.size(), 3 * SECTOR), static_cast<ssize_t>(SECTOR));
+        ::close(fd);
+    }
+    uint32_t const generation = driver->read32(0xfc);
+    // A read submitted to the old image, not yet completed, when the drive moves.
+    auto const old_buffer = queue->writable_buffer(512);
+    auto const in_flight = request(BLOCK_REQUEST_IN, 3, { old_buffer });
+    driver->notify(0);
+    (void)loop.run_once(std::chrono::milliseconds(0));
+    auto replacement = MUST(DiskImage::open(other.path(), false));
+    MUST(block->replace_image(std::move(replacement)));
+    EXPECT_EQ(status(in_flight), BLOCK_STATUS_OK);
+    EXPECT_EQ(guest_bytes(old_buffer.address, 512), image_file.read(3 * SECTOR, 512));
+    // The driver is told: new capacity, new generation, a configuration-change interrupt.
+    EXPECT_EQ(config32(0), 2 * DISK_SIZE / SECTOR);
+    EXPECT_NE(driver->read32(0xfc), generation);
+    EXPECT_NE(driver->read32(0x60) & INTERRUPT_CONFIG_CHANGE, 0u);
+    EXPECT_EQ(block->image_path(), other.path());
+    auto const new_buffer = queue->writable_buffer(512);
+    auto const read = request(BLOCK_REQUEST_IN, 3, { new_buffer });
+    auto const beyond_old_end = request(BLOCK_REQUEST_IN, DISK_SIZE / SECTOR + 1, { queue->writable_buffer(512) });
+    ASSERT_EQ(complete(3).size(), 3u);
+    EXPECT_EQ(status(read), BLOCK_STATUS_OK);
+    EXPECT_EQ(guest_bytes(new_buffer.address, 512), marker);
+    EXPECT_EQ(status(beyond_old_end), BLOCK_STATUS_OK);
+    // The old image is closed and its lock released.
+    EXPECT_TRUE(DiskImage::open(image_file.path(), false).has_value());
+}
+
+TEST_F(BlockDeviceTest, ReplaceImageWithAnotherReadOnlyMode_IsRefusedAndTheOldImageStays) {
+    create();
+    TempImage other { DISK_SIZE };
+    auto refused = block->replace_image(MUST(DiskImage::open(other.path(), true)));
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().message().find("read-only"), std::string::npos) << refused.error().message();
+    EXPECT_EQ(block->image_path(), image_file.path());
+    auto const buffer = queue->writable_buffer(512);
+    auto const read = request(BLOCK_REQUEST_IN, 5, { buffer });
+    ASSERT_EQ(complete(1).size(), 1u);
+    EXPECT_EQ(status(read), BLOCK_STATUS_OK);
+    EXPECT_EQ(guest_bytes(buffer.address, 512), image_file.read(5 * SECTOR, 512));
+}
+
 TEST_F(BlockDeviceTest, ResetWithRequestsInFlight_WaitsForThemAndForgetsThem) {
     create();
     for (uint64_t i = 0; i < 32; ++i)
