@@ -377,5 +377,47 @@ if want virtio-blk-root; then
 fi
 rm -f "$work/disk.img"
 
+# 5. PATCH /drives path_on_host while the guest runs (kvmm configured by a config file, with
+# its API socket): the drive moves from a 16 MiB image to a 32 MiB one holding known data;
+# the guest learns the new capacity from the configuration-change interrupt and reads the
+# second image's data (after dropping what its page cache kept of the first).
+if want virtio-blk-move; then
+    name=virtio-blk-move
+    dd if=/dev/zero of="$work/move-a.img" bs=1M count=16 2>/dev/null
+    dd if=/dev/zero of="$work/move-b.img" bs=1M count=32 2>/dev/null
+    "$tool" fill "$work/move-b.img" 8 31 >/dev/null
+    command='echo "sectors=$(cat /sys/block/vda/size)"; echo BLK-MOVE-READY
+        i=0; while [ "$(cat /sys/block/vda/size)" = 32768 ] && [ $i -lt 90 ]; do sleep 1; i=$((i + 1)); done
+        echo "moved_sectors=$(cat /sys/block/vda/size)"; echo 3 >/proc/sys/vm/drop_caches
+        kvmm-guest-tool verify /dev/vda 8 31'
+    cat >"$work/move.json" <<EOF
+{
+    "boot-source": { "kernel_image_path": "$guest/bzImage", "initrd_path": "$guest/initrd.cpio.gz",
+                     "boot_args": "$cmdline kvmm.run=$(printf '%s' "$command" | base64 -w0)" },
+    "machine-config": { "vcpu_count": 1, "mem_size_mib": 256 },
+    "drives": [ { "drive_id": "data", "path_on_host": "$work/move-a.img", "is_root_device": false,
+                  "is_read_only": false } ]
+}
+EOF
+    rm -f "$work/api.sock"
+    : >"$work/$name.raw"
+    timeout 180 "$kvmm" --config-file "$work/move.json" --api-sock "$work/api.sock" </dev/null \
+        >"$work/$name.raw" 2>"$work/$name.err" &
+    kvmm_pid=$!
+    echo "(no request sent)" >"$work/move-api.out"
+    if wait_console '^BLK-MOVE-READY' 150; then
+        "$tool" api "$work/api.sock" PATCH /drives/data \
+            "{\"drive_id\": \"data\", \"path_on_host\": \"$work/move-b.img\"}" >"$work/move-api.out" 2>&1
+    fi
+    finish_boot
+    if grep -q '^api: HTTP/1.1 204' "$work/move-api.out"; then
+        expect virtio-blk-move '^sectors=32768$' '^moved_sectors=65536$' '^verify: ok=8MiB'
+    else
+        result virtio-blk-move FAIL "PATCH /drives/data: $(cat "$work/move-api.out"); status $status," \
+            "console: $(tail -n 5 "$work/$name.out" | tr '\n' ' ')"
+    fi
+    rm -f "$work/move-a.img" "$work/move-b.img"
+fi
+
 echo "linux tier: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

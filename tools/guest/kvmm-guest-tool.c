@@ -21,6 +21,8 @@
 //   read-bench FILE MIB KIB seq|random
 //                                    O_DIRECT reads of KIB KiB: the first MIB MiB in order,
 //                                    or as many blocks at pseudo-random aligned offsets
+//   api SOCKET METHOD PATH [BODY]    one HTTP/1.1 request to kvmm's API socket; prints the
+//                                    status line and body; success when the status is 2xx
 //
 // Single-threaded; each subcommand is one process-lifetime operation.
 #define _GNU_SOURCE
@@ -497,13 +499,53 @@ static int read_bench(char const* path, unsigned long mib, unsigned long kib, in
     return 0;
 }
 
+// One request on its own connection (Connection: close), the response read to EOF.
+static int api_request(char const* socket_path, char const* method, char const* path, char const* body)
+{
+    struct sockaddr_un address;
+    if (unix_address(socket_path, &address) < 0)
+        return 1;
+    int const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return fail("socket(AF_UNIX)");
+    if (connect(fd, (struct sockaddr*)&address, sizeof address) < 0)
+        return fail("connect to the API socket");
+    size_t const body_length = body ? strlen(body) : 0;
+    char head[512];
+    int const head_length = snprintf(head, sizeof head,
+        "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+        method, path, body_length);
+    if (head_length < 0 || (size_t)head_length >= sizeof head) {
+        fprintf(stderr, "%s: request line for '%s' is too long\n", g_program, path);
+        return 2;
+    }
+    if (write_all(fd, head, (size_t)head_length) < 0 || (body_length && write_all(fd, body, body_length) < 0))
+        return fail("write to the API socket");
+    static char response[BUFFER_SIZE];
+    size_t used = 0;
+    ssize_t received;
+    while (used + 1 < sizeof response && (received = read(fd, response + used, sizeof response - 1 - used)) > 0)
+        used += (size_t)received;
+    close(fd);
+    response[used] = '\0';
+    char const* const line_end = strstr(response, "\r\n");
+    char const* const body_start = strstr(response, "\r\n\r\n");
+    if (!line_end || strncmp(response, "HTTP/1.1 ", 9) != 0) {
+        fprintf(stderr, "%s: not an HTTP response: '%.80s'\n", g_program, response);
+        return 1;
+    }
+    printf("api: %.*s %s\n", (int)(line_end - response), response, body_start ? body_start + 4 : "");
+    return response[9] == '2' ? 0 : 1;
+}
+
 static int usage(void)
 {
     fprintf(stderr,
         "usage: %s vsock-echo-server PORT [COUNT] | vsock-connect CID PORT | uds-connect PATH PORT |\n"
         "       uds-echo-server PATH [COUNT] | tcp-sink PORT | tcp-send HOST PORT MIB |\n"
         "       fill FILE MIB SEED | verify FILE MIB SEED | alloc MIB [SECONDS] |\n"
-        "       read-bench FILE MIB KIB seq|random\n",
+        "       read-bench FILE MIB KIB seq|random | api SOCKET METHOD PATH [BODY]\n",
         g_program);
     return 2;
 }
@@ -566,5 +608,7 @@ int main(int argc, char** argv)
             return usage();
         return read_bench(args[0], a, b, strcmp(args[3], "random") == 0);
     }
+    if (strcmp(command, "api") == 0 && (count == 3 || count == 4))
+        return api_request(args[0], args[1], args[2], count == 4 ? args[3] : NULL);
     return usage();
 }
