@@ -186,8 +186,8 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     // Paused: GET / says so, and the guest's once-a-second ticks stop.
     ASSERT_EQ(http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})").status, 204);
     EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Paused\""), std::string::npos);
-    auto const while_paused = http(m_socket, "PATCH", "/drives/data",
-                                   R"({"drive_id": "data", "path_on_host": ")" + disk_path + R"("})");
+    auto const while_paused =
+        http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": ")" + disk_path + R"("})");
     EXPECT_EQ(while_paused.status, 400);
     EXPECT_NE(while_paused.body.find("paused"), std::string::npos) << while_paused.body;
     auto const output_at_pause = kvmm.output();
@@ -210,12 +210,12 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     auto const other_disk = (m_directory / "other.img").string();
     std::ofstream(other_disk).close();
     std::filesystem::resize_file(other_disk, 2 << 20);
-    auto const moved = http(m_socket, "PATCH", "/drives/data",
-                            R"({"drive_id": "data", "path_on_host": ")" + other_disk + R"("})");
+    auto const moved =
+        http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": ")" + other_disk + R"("})");
     EXPECT_EQ(moved.status, 204) << moved.body << kvmm.log();
     EXPECT_NE(http(m_socket, "GET", "/vm/config").body.find(other_disk), std::string::npos);
-    auto const missing = http(m_socket, "PATCH", "/drives/data",
-                              R"({"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})");
+    auto const missing =
+        http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})");
     EXPECT_EQ(missing.status, 400);
     EXPECT_NE(missing.body.find("/nonexistent/disk.img"), std::string::npos) << missing.body;
     EXPECT_NE(http(m_socket, "GET", "/vm/config").body.find(other_disk), std::string::npos) << "unchanged";
