@@ -163,6 +163,8 @@ Expected<void> VirtioDevices::update_disk_rate_limit(std::string_view id, RateLi
 Expected<void> VirtioDevices::replace_disk_image(std::string_view id, std::string const& path) {
     auto* device = TRY(disk(id));
     auto const context = fmt::format("drive '{}' path_on_host {}", id, path);
+    if (device->uses_image(path))
+        return device->refresh_capacity().with_context(context);
     bool const read_only = (device->features() & virtio::feature_bit(virtio::BLOCK_FEATURE_RO)) != 0;
     auto image = TRY(DiskImage::open(path, read_only).with_context(context));
     return device->replace_image(std::move(image)).with_context(context);

@@ -69,7 +69,8 @@ public:
     // thread (Machine::call_on_loop). Unknown ids and invalid buckets change nothing.
     Expected<void> update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes);
     // Moves a running disk to the image at `path`, opened in the disk's read-only mode
-    // (BlockDevice::replace_image). Event-loop thread, while the VM is not paused.
+    // (BlockDevice::replace_image); when `path` is the disk's own file, reads its size again
+    // instead (BlockDevice::refresh_capacity). Event-loop thread, while the VM is not paused.
     Expected<void> replace_disk_image(std::string_view id, std::string const& path);
     Expected<void> update_net_rate_limits(std::string_view id, std::optional<RateLimitConfig> const& rx_changes,
                                           std::optional<RateLimitConfig> const& tx_changes);

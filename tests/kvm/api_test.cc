@@ -214,6 +214,11 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
         http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": ")" + other_disk + R"("})");
     EXPECT_EQ(moved.status, 204) << moved.body << kvmm.log();
     EXPECT_NE(http(m_socket, "GET", "/vm/config").body.find(other_disk), std::string::npos);
+    std::filesystem::resize_file(other_disk, 4 << 20); // grown on the host, announced with its own path
+    auto const resized =
+        http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": ")" + other_disk + R"("})");
+    EXPECT_EQ(resized.status, 204) << resized.body;
+    EXPECT_NE(read_text(log_path).find("size now 8192 sectors"), std::string::npos) << read_text(log_path);
     auto const missing =
         http(m_socket, "PATCH", "/drives/data", R"({"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})");
     EXPECT_EQ(missing.status, 400);

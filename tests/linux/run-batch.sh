@@ -380,7 +380,9 @@ rm -f "$work/disk.img"
 # 5. PATCH /drives path_on_host while the guest runs (kvmm configured by a config file, with
 # its API socket): the drive moves from a 16 MiB image to a 32 MiB one holding known data;
 # the guest learns the new capacity from the configuration-change interrupt and reads the
-# second image's data (after dropping what its page cache kept of the first).
+# second image's data (after dropping what its page cache kept of the first). Then the host
+# grows that image to 48 MiB and PATCHes the same path (Firecracker's way to announce a
+# resize): the guest sees the new size.
 if want virtio-blk-move; then
     name=virtio-blk-move
     dd if=/dev/zero of="$work/move-a.img" bs=1M count=16 2>/dev/null
@@ -389,7 +391,9 @@ if want virtio-blk-move; then
     command='echo "sectors=$(cat /sys/block/vda/size)"; echo BLK-MOVE-READY
         i=0; while [ "$(cat /sys/block/vda/size)" = 32768 ] && [ $i -lt 90 ]; do sleep 1; i=$((i + 1)); done
         echo "moved_sectors=$(cat /sys/block/vda/size)"; echo 3 >/proc/sys/vm/drop_caches
-        kvmm-guest-tool verify /dev/vda 8 31'
+        kvmm-guest-tool verify /dev/vda 8 31 && echo BLK-MOVE-VERIFIED
+        i=0; while [ "$(cat /sys/block/vda/size)" = 65536 ] && [ $i -lt 90 ]; do sleep 1; i=$((i + 1)); done
+        echo "grown_sectors=$(cat /sys/block/vda/size)"'
     cat >"$work/move.json" <<EOF
 {
     "boot-source": { "kernel_image_path": "$guest/bzImage", "initrd_path": "$guest/initrd.cpio.gz",
@@ -405,13 +409,16 @@ EOF
         >"$work/$name.raw" 2>"$work/$name.err" &
     kvmm_pid=$!
     echo "(no request sent)" >"$work/move-api.out"
-    if wait_console '^BLK-MOVE-READY' 150; then
-        "$tool" api "$work/api.sock" PATCH /drives/data \
-            "{\"drive_id\": \"data\", \"path_on_host\": \"$work/move-b.img\"}" >"$work/move-api.out" 2>&1
+    patch_b="{\"drive_id\": \"data\", \"path_on_host\": \"$work/move-b.img\"}"
+    if wait_console '^BLK-MOVE-READY' 150 &&
+        "$tool" api "$work/api.sock" PATCH /drives/data "$patch_b" >"$work/move-api.out" 2>&1 &&
+        wait_console '^BLK-MOVE-VERIFIED' 120; then
+        truncate -s 48M "$work/move-b.img"
+        "$tool" api "$work/api.sock" PATCH /drives/data "$patch_b" >>"$work/move-api.out" 2>&1
     fi
     finish_boot
-    if grep -q '^api: HTTP/1.1 204' "$work/move-api.out"; then
-        expect virtio-blk-move '^sectors=32768$' '^moved_sectors=65536$' '^verify: ok=8MiB'
+    if [ "$(grep -c '^api: HTTP/1.1 204' "$work/move-api.out")" -eq 2 ]; then
+        expect virtio-blk-move '^sectors=32768$' '^moved_sectors=65536$' '^verify: ok=8MiB' '^grown_sectors=98304$'
     else
         result virtio-blk-move FAIL "PATCH /drives/data: $(cat "$work/move-api.out"); status $status," \
             "console: $(tail -n 5 "$work/$name.out" | tr '\n' ' ')"

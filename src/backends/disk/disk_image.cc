@@ -21,6 +21,13 @@ std::string make_device_id(struct stat const& status) {
     return fmt::format("kvmm{:08x}{:08x}", fold_to_32_bits(status.st_dev), fold_to_32_bits(status.st_ino));
 }
 
+Expected<uint64_t> size_of(int fd, struct stat const& status, std::string const& path) {
+    uint64_t size_bytes = static_cast<uint64_t>(status.st_size);
+    if (S_ISBLK(status.st_mode) && ::ioctl(fd, BLKGETSIZE64, &size_bytes) != 0)
+        return Error::from_errno(fmt::format("cannot read the size of block device '{}'", path));
+    return size_bytes;
+}
+
 } // namespace
 
 Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only) {
@@ -46,11 +53,22 @@ Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only) {
         return Error::from_errno(fmt::format("cannot lock disk image '{}'", path));
     }
 
-    uint64_t size_bytes = static_cast<uint64_t>(status.st_size);
-    if (block_device && ::ioctl(fd.get(), BLKGETSIZE64, &size_bytes) != 0)
-        return Error::from_errno(fmt::format("cannot read the size of block device '{}'", path));
-
+    uint64_t const size_bytes = TRY(size_of(fd.get(), status, path));
     return DiskImage(std::move(fd), path, size_bytes, read_only, block_device, make_device_id(status));
+}
+
+Expected<uint64_t> DiskImage::current_size() const {
+    struct stat status {};
+    if (::fstat(m_fd.get(), &status) != 0)
+        return Error::from_errno(fmt::format("cannot stat disk image '{}'", m_path));
+    return size_of(m_fd.get(), status, m_path);
+}
+
+bool DiskImage::is_same_file(std::string const& path) const {
+    struct stat mine {};
+    struct stat theirs {};
+    return ::fstat(m_fd.get(), &mine) == 0 && ::stat(path.c_str(), &theirs) == 0 && mine.st_dev == theirs.st_dev &&
+           mine.st_ino == theirs.st_ino;
 }
 
 } // namespace kvmm

@@ -42,6 +42,13 @@ public:
     // answer VIRTIO_BLK_T_GET_ID when no serial is configured.
     std::string const& device_id() const { return m_device_id; }
 
+    // The image's size now (fstat, or BLKGETSIZE64 for a block device): a file grown or
+    // shrunk on the host while in use. size_bytes() keeps the size at open.
+    Expected<uint64_t> current_size() const;
+    // Whether `path` names this image's file (the same st_dev and st_ino); false when `path`
+    // cannot be examined.
+    bool is_same_file(std::string const& path) const;
+
 private:
     DiskImage(UniqueFd fd, std::string path, uint64_t size_bytes, bool read_only, bool block_device,
               std::string device_id)

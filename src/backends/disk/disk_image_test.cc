@@ -6,6 +6,7 @@
 
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 namespace kvmm {
 namespace {
@@ -31,6 +32,29 @@ TEST(DiskImage, RegularFile_OpensWithItsSizeAndMode) {
     auto read_only = MUST(DiskImage::open(directory.file("disk.img"), true));
     EXPECT_TRUE(read_only.read_only());
     EXPECT_EQ(::fcntl(read_only.fd(), F_GETFL) & O_ACCMODE, O_RDONLY);
+}
+
+TEST(DiskImage, ResizedOnTheHost_CurrentSizeSeesItAndSizeBytesKeepsTheOpenSize) {
+    TemporaryDirectory directory;
+    auto const path = directory.file("disk.img");
+    testing::write_file(path, testing::make_pattern(4096, 1));
+    auto image = MUST(DiskImage::open(path, false));
+    ASSERT_EQ(::truncate(path.c_str(), 1 << 20), 0);
+    EXPECT_EQ(MUST(image.current_size()), uint64_t { 1 } << 20);
+    EXPECT_EQ(image.size_bytes(), 4096u);
+}
+
+TEST(DiskImage, IsSameFile_ComparesTheFileNotTheName) {
+    TemporaryDirectory directory;
+    auto const path = directory.file("disk.img");
+    testing::write_file(path, testing::make_pattern(4096, 1));
+    testing::write_file(directory.file("other.img"), testing::make_pattern(4096, 2));
+    ASSERT_EQ(::symlink(path.c_str(), directory.file("link.img").c_str()), 0);
+    auto image = MUST(DiskImage::open(path, false));
+    EXPECT_TRUE(image.is_same_file(path));
+    EXPECT_TRUE(image.is_same_file(directory.file("link.img")));
+    EXPECT_FALSE(image.is_same_file(directory.file("other.img")));
+    EXPECT_FALSE(image.is_same_file(directory.file("absent.img")));
 }
 
 TEST(DiskImage, MissingFile_ErrorNamesPathAndReason) {

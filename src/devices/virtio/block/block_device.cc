@@ -444,18 +444,35 @@ Expected<void> BlockDevice::replace_image(DiskImage image) {
     spdlog::info("virtio-blk: drive moved from {} to {} ({} sectors)", old_image->path(), m_image->path(),
                  m_image->size_bytes() / SECTOR_SIZE);
     old_image.reset(); // closes the old file and releases its lock
-    m_capacity_sectors = m_image->size_bytes() / SECTOR_SIZE;
+    set_capacity(m_image->size_bytes());
+    if (m_context) {
+        m_engine_full = false;
+        run(&BlockDevice::drain); // requests deferred while the old engine was full
+    }
+    return {};
+}
+
+Expected<void> BlockDevice::refresh_capacity() {
+    uint64_t const size_bytes = TRY(m_image->current_size());
+    if (size_bytes / SECTOR_SIZE == m_capacity_sectors)
+        return {};
+    spdlog::info("virtio-blk {}: size now {} sectors (was {})", m_image->path(), size_bytes / SECTOR_SIZE,
+                 m_capacity_sectors);
+    set_capacity(size_bytes);
+    return {};
+}
+
+void BlockDevice::set_capacity(uint64_t size_bytes) {
+    // Requests check against the new capacity from now on; one already in flight beyond a
+    // shrunken end fails in the engine and is answered IOERR.
+    m_capacity_sectors = size_bytes / SECTOR_SIZE;
     {
         std::lock_guard guard(m_config_lock);
         put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }
-    if (m_context) {
+    if (m_context)
         m_context->interrupt->signal_config_change();
-        m_engine_full = false;
-        run(&BlockDevice::drain); // requests deferred while the old engine was full
-    }
-    return {};
 }
 
 Expected<void> BlockDevice::complete_in_flight() {

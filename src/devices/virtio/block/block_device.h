@@ -133,6 +133,11 @@ public:
     // failure the old image stays in use. Event-loop thread, while the VM runs (the caller
     // refuses while paused: completing requests and draining the queue is device work).
     Expected<void> replace_image(DiskImage image);
+    // The image's file changed size on the host (PATCH /drives with the drive's own path, as
+    // Firecracker uses it after a resize): the capacity is read again and, if it changed, the
+    // driver is told as for replace_image. Event-loop thread.
+    Expected<void> refresh_capacity();
+    bool uses_image(std::string const& path) const { return m_image->is_same_file(path); }
 
     // Event-loop thread (and the creating thread before that).
     uint64_t capacity_sectors() const { return m_capacity_sectors; }
@@ -176,6 +181,7 @@ private:
     Expected<void> on_completions();
     Expected<void> answer_completions();
     Expected<void> complete_in_flight();
+    void set_capacity(uint64_t size_bytes);
     size_t reap_completions(); // drops results of requests from before the last reset
     Expected<void> finish_signalling();
     void on_limiter_timer();

@@ -504,6 +504,23 @@ TEST_F(BlockDeviceTest, ReplaceImageWithAnotherReadOnlyMode_IsRefusedAndTheOldIm
     EXPECT_EQ(guest_bytes(buffer.address, 512), image_file.read(5 * SECTOR, 512));
 }
 
+TEST_F(BlockDeviceTest, RefreshCapacity_AfterTheFileGrew_TellsTheDriverAndServesTheNewEnd) {
+    create();
+    uint32_t const generation = driver->read32(0xfc);
+    MUST(block->refresh_capacity()); // unchanged size: nothing to tell
+    EXPECT_EQ(driver->read32(0xfc), generation);
+    EXPECT_EQ(driver->read32(0x60) & INTERRUPT_CONFIG_CHANGE, 0u);
+    ASSERT_EQ(::truncate(image_file.path().c_str(), 2 * DISK_SIZE), 0);
+    EXPECT_TRUE(block->uses_image(image_file.path()));
+    MUST(block->refresh_capacity());
+    EXPECT_EQ(config32(0), 2 * DISK_SIZE / SECTOR);
+    EXPECT_NE(driver->read32(0xfc), generation);
+    EXPECT_NE(driver->read32(0x60) & INTERRUPT_CONFIG_CHANGE, 0u);
+    auto const read = request(BLOCK_REQUEST_IN, 2 * DISK_SIZE / SECTOR - 1, { queue->writable_buffer(512) });
+    ASSERT_EQ(complete(1).size(), 1u);
+    EXPECT_EQ(status(read), BLOCK_STATUS_OK);
+}
+
 TEST_F(BlockDeviceTest, ResetWithRequestsInFlight_WaitsForThemAndForgetsThem) {
     create();
     for (uint64_t i = 0; i < 32; ++i)
