@@ -281,6 +281,27 @@ TEST_F(ManagerTest, DaemonKilledAndRestarted_FiveRunningVmsAreKeptAndControllabl
     EXPECT_EQ(live_kvmm_processes(), 0u);
 }
 
+TEST_F(ManagerTest, AutostartVms_StartWithTheDaemonAndTheOthersStayOff) {
+    ASSERT_EQ(ctl({ "define", write_definition("auto", "idle", "autostart = true\n") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "define", write_definition("manual", "idle") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "define", write_definition("toggled", "idle") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "autostart", "toggled", "on" }).exit_status, 0);
+    EXPECT_EQ(info("auto")["state"], "shut off") << "autostart acts when kvmmd starts, not at define";
+    stop_daemon(SIGTERM);
+    start_daemon();
+    auto const running = [](json const& vm) { return vm["state"] == "running"; };
+    EXPECT_EQ(wait_for("auto", running)["state"], "running");
+    EXPECT_EQ(wait_for("toggled", running)["state"], "running");
+    EXPECT_EQ(info("manual")["state"], "shut off");
+    EXPECT_TRUE(info("toggled")["autostart"].get<bool>());
+    // A daemon restarted while they run re-attaches them rather than starting second copies.
+    int const pid = info("auto")["pid"].get<int>();
+    stop_daemon(SIGTERM);
+    start_daemon();
+    EXPECT_EQ(info("auto")["pid"].get<int>(), pid);
+    EXPECT_EQ(live_kvmm_processes(), 2u);
+}
+
 TEST_F(ManagerTest, CpuWeights_OneToThree_GiveCpuTimeInThatRatio) {
     std::string const pin = "[pinning]\nvcpu0 = [0]\n";
     ASSERT_EQ(ctl({ "define", write_definition("light", "busy", "[resources]\ncpu_weight = 100\n" + pin) }).exit_status,
