@@ -302,6 +302,31 @@ TEST_F(ManagerTest, AutostartVms_StartWithTheDaemonAndTheOthersStayOff) {
     EXPECT_EQ(live_kvmm_processes(), 2u);
 }
 
+TEST_F(ManagerTest, Console_ShowsScrollbackCarriesInputBothWaysAndDetachesOnCtrlBracket) {
+    ASSERT_EQ(ctl({ "define", write_definition("talk", "echo") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "talk" }).exit_status, 0);
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (ctl({ "logs", "talk" }).standard_output.find("ready") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(50ms);
+    auto console = [&](std::string const& typed, std::chrono::milliseconds limit) {
+        return testing::run_process({ KVMMCTL_BINARY, "--socket", m_socket, "console", "talk" }, typed, limit);
+    };
+    // Ctrl-] detaches and leaves the VM running; what was typed before it reaches the guest.
+    auto const first = console("first\n\x1d", 10s);
+    EXPECT_EQ(first.exit_status, 0) << first.standard_error;
+    EXPECT_NE(first.standard_output.find("ready"), std::string::npos) << "scrollback: " << first.standard_output;
+    EXPECT_NE(first.standard_error.find("escape character is ^]"), std::string::npos) << first.standard_error;
+    EXPECT_EQ(info("talk")["state"], "running");
+    // Attached again: the earlier line was echoed; "quit" ends the guest, and with it the console.
+    auto const second = console("second\nquit\n", 20s);
+    EXPECT_EQ(second.exit_status, 0) << second.standard_error;
+    EXPECT_NE(second.standard_output.find("echo: first"), std::string::npos) << second.standard_output;
+    EXPECT_NE(second.standard_output.find("echo: second"), std::string::npos) << second.standard_output;
+    EXPECT_NE(second.standard_output.find("kvmm-test: echo ok"), std::string::npos) << second.standard_output;
+    EXPECT_EQ(wait_for("talk", [](json const& vm) { return vm["state"] == "shut off"; })["state"], "shut off");
+}
+
 TEST_F(ManagerTest, CpuWeights_OneToThree_GiveCpuTimeInThatRatio) {
     std::string const pin = "[pinning]\nvcpu0 = [0]\n";
     ASSERT_EQ(ctl({ "define", write_definition("light", "busy", "[resources]\ncpu_weight = 100\n" + pin) }).exit_status,
