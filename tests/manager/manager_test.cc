@@ -305,10 +305,13 @@ TEST_F(ManagerTest, AutostartVms_StartWithTheDaemonAndTheOthersStayOff) {
 TEST_F(ManagerTest, Console_ShowsScrollbackCarriesInputBothWaysAndDetachesOnCtrlBracket) {
     ASSERT_EQ(ctl({ "define", write_definition("talk", "echo") }).exit_status, 0);
     ASSERT_EQ(ctl({ "start", "talk" }).exit_status, 0);
-    auto const deadline = std::chrono::steady_clock::now() + 10s;
-    while (ctl({ "logs", "talk" }).standard_output.find("ready") == std::string::npos &&
-           std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(50ms);
+    auto wait_for_log = [&](std::string const& text) {
+        auto const deadline = std::chrono::steady_clock::now() + 10s;
+        while (ctl({ "logs", "talk" }).standard_output.find(text) == std::string::npos &&
+               std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(50ms);
+    };
+    wait_for_log("ready");
     auto console = [&](std::string const& typed, std::chrono::milliseconds limit) {
         return testing::run_process({ KVMMCTL_BINARY, "--socket", m_socket, "console", "talk" }, typed, limit);
     };
@@ -318,7 +321,11 @@ TEST_F(ManagerTest, Console_ShowsScrollbackCarriesInputBothWaysAndDetachesOnCtrl
     EXPECT_NE(first.standard_output.find("ready"), std::string::npos) << "scrollback: " << first.standard_output;
     EXPECT_NE(first.standard_error.find("escape character is ^]"), std::string::npos) << first.standard_error;
     EXPECT_EQ(info("talk")["state"], "running");
-    // Attached again: the earlier line was echoed; "quit" ends the guest, and with it the console.
+    // Output the guest writes while a console attaches can fall between the daemon's scrollback
+    // and kvmm's live stream (docs/kvmmctl.md); the echo is waited for so that it is scrollback.
+    wait_for_log("echo: first");
+    // Attached again: the earlier line is in the scrollback; "quit" ends the guest, and with it
+    // the console.
     auto const second = console("second\nquit\n", 20s);
     EXPECT_EQ(second.exit_status, 0) << second.standard_error;
     EXPECT_NE(second.standard_output.find("echo: first"), std::string::npos) << second.standard_output;
