@@ -226,22 +226,34 @@ static int unix_address(char const* path, struct sockaddr_un* address)
     return 0;
 }
 
-// One attempt at the hybrid vsock handshake (Firecracker docs/vsock.md, "host-initiated
-// connections"): returns the connected fd, or -1 with errno set / the reply printed.
-static int uds_handshake(char const* path, unsigned long port, int report)
+// A stream connection to the Unix socket at `path`: the fd, or -1 (said on stderr if `report`).
+static int uds_open(char const* path, int report)
 {
     struct sockaddr_un address;
     if (unix_address(path, &address) < 0)
         return -1;
     int const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        if (report)
+            fail("socket(AF_UNIX)");
         return -1;
+    }
     if (connect(fd, (struct sockaddr*)&address, sizeof address) < 0) {
         if (report)
-            fail("connect to the vsock Unix socket");
+            fprintf(stderr, "%s: connect to %s: %s\n", g_program, path, strerror(errno));
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+// One attempt at the hybrid vsock handshake (Firecracker docs/vsock.md, "host-initiated
+// connections"): returns the connected fd, or -1 with errno set / the reply printed.
+static int uds_handshake(char const* path, unsigned long port, int report)
+{
+    int const fd = uds_open(path, report);
+    if (fd < 0)
+        return -1;
     char request[32];
     int const length = snprintf(request, sizeof request, "CONNECT %lu\n", port);
     if (write_all(fd, request, (size_t)length) < 0) {
@@ -502,14 +514,10 @@ static int read_bench(char const* path, unsigned long mib, unsigned long kib, in
 // One request on its own connection (Connection: close), the response read to EOF.
 static int api_request(char const* socket_path, char const* method, char const* path, char const* body)
 {
-    struct sockaddr_un address;
-    if (unix_address(socket_path, &address) < 0)
-        return 1;
-    int const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // The same connection as the hybrid vsock handshake, without its CONNECT line.
+    int const fd = uds_open(socket_path, 1);
     if (fd < 0)
-        return fail("socket(AF_UNIX)");
-    if (connect(fd, (struct sockaddr*)&address, sizeof address) < 0)
-        return fail("connect to the API socket");
+        return 1;
     size_t const body_length = body ? strlen(body) : 0;
     char head[512];
     int const head_length = snprintf(head, sizeof head,
