@@ -87,15 +87,13 @@ void print_info(json const& vm) {
         row("Last exit:", vm["last_exit"]["reason"].get<std::string>());
 }
 
-// Attaches the terminal to the VM's console socket: scrollback first, then both directions,
-// until Ctrl-] (0x1d, as virsh console) or the VM goes away.
+// Attaches the terminal to the VM's console socket, both directions, until Ctrl-] (0x1d, as
+// virsh console) or the VM goes away. kvmm sends its recent output first (ConsoleServer), so
+// the screen continues without a gap; the daemon's own scrollback is not needed here.
 void attach_console(json const& answer) {
     constexpr char DETACH = 0x1d;
     auto fd = unwrap(kvmm::connect_unix_socket(answer["console_socket"].get<std::string>()));
-    auto const scrollback = answer["scrollback"].get<std::string>();
-    std::fwrite(scrollback.data(), 1, scrollback.size(), stdout);
     std::fprintf(stderr, "Connected to VM '%s' (escape character is ^])\n", answer["name"].get<std::string>().c_str());
-    std::fflush(stdout);
     termios saved {};
     bool const terminal = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved) == 0;
     if (terminal) {

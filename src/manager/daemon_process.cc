@@ -18,6 +18,9 @@ namespace kvmm {
 
 namespace {
 
+// How much of the console log's end identifies where it stopped (already_logged()).
+constexpr size_t CONSOLE_RESUME_TAIL_BYTES = 512;
+
 // kvmm logs "VM stopped: <cause> (<detail>)" at info level for a clean stop, or
 // "VM stopped: <cause>: <detail>" at error level when the guest or kvmm failed (kvmm_main.cc).
 // For a process that is not our child this line is the only exit report there is.
@@ -262,6 +265,7 @@ void Daemon::reattach(Vm& vm) {
     if (auto console = connect_unix_socket(runtime.console_socket)) {
         ::fcntl(console->get(), F_SETFL, O_NONBLOCK);
         vm.console = std::move(*console);
+        vm.console_resume_tail = read_file_tail(m_store.log_path(vm.name), CONSOLE_RESUME_TAIL_BYTES);
         watch(vm, vm.console.get(), true);
     }
     if (auto log = RotatingLog::open(m_store.log_path(vm.name)))
@@ -314,6 +318,29 @@ void Daemon::on_console_readable(std::shared_ptr<Vm> const& vm) {
     std::lock_guard guard(m_lock);
     if (!vm->console.is_valid())
         return;
+    if (vm->console_resume_tail) {
+        // The first output after a re-attach is kvmm's history (ConsoleServer), sent in one
+        // piece: take all that is there, and log only what the log does not hold yet.
+        std::string history;
+        ssize_t received = 0;
+        while ((received = ::recv(vm->console.get(), buffer, sizeof(buffer), 0)) > 0)
+            history.append(buffer, static_cast<size_t>(received));
+        if (history.empty() && received < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        size_t const skip = already_logged(*vm->console_resume_tail, history);
+        vm->console_resume_tail.reset();
+        std::span<char const> const fresh(history.data() + skip, history.size() - skip);
+        vm->scrollback.append(fresh);
+        if (vm->log && !fresh.empty()) {
+            if (auto written = vm->log->write(fresh); !written)
+                spdlog::warn("VM '{}': console log: {}", vm->name, written.error().message());
+        }
+        if (received == 0) { // kvmm is gone
+            ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, vm->console.get(), nullptr);
+            vm->console.reset();
+        }
+        return;
+    }
     ssize_t const received = ::recv(vm->console.get(), buffer, sizeof(buffer), 0);
     if (received < 0 && (errno == EAGAIN || errno == EINTR))
         return;

@@ -41,6 +41,9 @@ struct Daemon::Vm {
     bool removed { false };        // undefined while a helper still held it
     UniqueFd pidfd;
     UniqueFd console; // kvmmd's connection to kvmm's console socket
+    // Set when kvmmd re-attaches to a running kvmm: the end of the console log, to find where
+    // kvmm's replayed history goes beyond what the log holds (already_logged()).
+    std::optional<std::string> console_resume_tail;
     std::optional<Cgroup> cgroup;
     std::string control_socket;
     std::string console_socket;

@@ -120,4 +120,29 @@ void Scrollback::clear() {
     m_size = 0;
 }
 
+size_t already_logged(std::string_view logged_tail, std::string_view history) {
+    if (logged_tail.empty() || history.empty())
+        return 0;
+    if (auto const found = history.rfind(logged_tail); found != std::string_view::npos)
+        return found + logged_tail.size();
+    for (size_t length = std::min(logged_tail.size(), history.size()); length > 0; --length) {
+        if (logged_tail.ends_with(history.substr(0, length)))
+            return length;
+    }
+    return 0;
+}
+
+std::string read_file_tail(std::filesystem::path const& path, size_t count) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat status {};
+    if (!fd.is_valid() || ::fstat(fd.get(), &status) != 0)
+        return {};
+    auto const size = static_cast<uint64_t>(status.st_size);
+    uint64_t const start = size > count ? size - count : 0;
+    std::string tail(static_cast<size_t>(size - start), '\0');
+    ssize_t const got = ::pread(fd.get(), tail.data(), tail.size(), static_cast<off_t>(start));
+    tail.resize(got > 0 ? static_cast<size_t>(got) : 0);
+    return tail;
+}
+
 } // namespace kvmm

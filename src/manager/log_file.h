@@ -2,8 +2,8 @@
 //   RotatingLog: an append-only log file (the VM's console and kvmm's stderr) that is
 //     rotated by size: NAME.log -> NAME.log.1 -> ... -> NAME.log.KEEP (the oldest is dropped),
 //     so a chatty guest cannot fill the host's disk.
-//   Scrollback: the last `capacity` bytes of console output in memory, replayed to a console
-//     client when it attaches.
+//   Scrollback: the last `capacity` bytes of console output in memory (the daemon's "console"
+//     answer carries it; kvmmctl itself shows what kvmm replays on attaching).
 //
 // Threading: neither class locks; each is owned by the thread that pumps the VM's console.
 #pragma once
@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kvmm {
@@ -69,5 +70,17 @@ private:
     size_t m_start { 0 }; // index of the oldest byte
     size_t m_size { 0 };
 };
+
+// Where the console log resumes when kvmmd re-attaches to a kvmm that kept running: kvmm
+// first replays its recent output (`history`), part of which the log already holds; the log
+// ends with `logged_tail`. Returns how many leading bytes of `history` are already logged: up
+// to the end of the last occurrence of `logged_tail` in `history`, else the longest prefix of
+// `history` that `logged_tail` ends with, else 0 (all of `history` is new). A tail that recurs
+// in the missed output itself can make this skip some of it; a tail of a few hundred bytes
+// makes that unlikely outside output that repeats itself exactly.
+size_t already_logged(std::string_view logged_tail, std::string_view history);
+
+// The last `count` bytes of the file at `path` (all of it if shorter; empty if unreadable).
+std::string read_file_tail(std::filesystem::path const& path, size_t count);
 
 } // namespace kvmm

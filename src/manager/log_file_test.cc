@@ -138,5 +138,29 @@ TEST(Scrollback, Clear_EmptiesAndZeroCapacityKeepsNothing) {
     EXPECT_EQ(nothing.contents(), "");
 }
 
+TEST(AlreadyLogged, HistoryOverlappingTheLog_SkipsUpToTheEndOfTheTail) {
+    // The log holds "...boot\nlogin: "; kvmm replays "boot\nlogin: root\n" (the last bytes of
+    // its output): only "root\n" is new.
+    EXPECT_EQ(already_logged("kernel\nboot\nlogin: ", "boot\nlogin: root\n"), 12u);
+    // The tail itself is longer than the overlap: the longest prefix of the history it ends with.
+    EXPECT_EQ(already_logged("a long log that ends in: boot\n", "boot\nmore\n"), 5u);
+    // The last occurrence counts: the log ends where the history has it last.
+    EXPECT_EQ(already_logged("tick\n", "tick\ntick\nnew\n"), 10u);
+}
+
+TEST(AlreadyLogged, NothingInCommonOrNothingLogged_EverythingIsNew) {
+    EXPECT_EQ(already_logged("old output\n", "entirely new\n"), 0u);
+    EXPECT_EQ(already_logged("", "new\n"), 0u);
+    EXPECT_EQ(already_logged("old\n", ""), 0u);
+}
+
+TEST_F(LogDirectory, ReadFileTail_ReturnsTheLastBytesOrTheWholeShortFile) {
+    auto const path = m_directory / "log";
+    std::ofstream(path) << "0123456789";
+    EXPECT_EQ(read_file_tail(path, 4), "6789");
+    EXPECT_EQ(read_file_tail(path, 100), "0123456789");
+    EXPECT_EQ(read_file_tail(m_directory / "absent", 4), "");
+}
+
 } // namespace
 } // namespace kvmm

@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -25,10 +28,10 @@ struct ConsoleServer::Shared {
     EventFd wake;            // the sink's "there is output" signal to the loop
     mutable std::mutex lock; // guards everything below
     std::map<int, Client> clients;
-    // Output written before the first client attached (the guest starts before a manager can
-    // connect), handed to that first client; at most CLIENT_BUFFER_CAPACITY.
-    std::string early_output;
-    bool had_client { false };
+    // The most recent output, at most HISTORY_CAPACITY bytes, given to each client as it
+    // attaches; kept under the same lock as the fan-out, so a client's stream is the history
+    // followed by everything after it, with no gap and no repeat.
+    std::deque<char> history;
     uint64_t dropped { 0 };
     bool closed { false };
 };
@@ -75,13 +78,13 @@ public:
             std::lock_guard guard(m_shared->lock);
             if (m_shared->closed)
                 return;
-            if (!m_shared->had_client) {
-                auto& early = m_shared->early_output;
-                size_t const taken = std::min(ConsoleServer::CLIENT_BUFFER_CAPACITY - early.size(), bytes.size());
-                early.append(reinterpret_cast<char const*>(bytes.data()), taken);
-                m_shared->dropped += bytes.size() - taken;
-                return;
-            }
+            auto& history = m_shared->history;
+            auto const kept = bytes.last(std::min(bytes.size(), ConsoleServer::HISTORY_CAPACITY));
+            size_t const overflow = history.size() + kept.size() > ConsoleServer::HISTORY_CAPACITY
+                                        ? history.size() + kept.size() - ConsoleServer::HISTORY_CAPACITY
+                                        : 0;
+            history.erase(history.begin(), history.begin() + static_cast<ptrdiff_t>(overflow));
+            history.insert(history.end(), kept.begin(), kept.end());
             for (auto& [fd, client] : m_shared->clients) {
                 size_t const room = ConsoleServer::CLIENT_BUFFER_CAPACITY - client.output.size();
                 size_t const taken = std::min(room, bytes.size());
@@ -147,6 +150,27 @@ ConsoleServer::~ConsoleServer() {
     m_loop.remove(m_shared->wake.fd());
     {
         std::lock_guard guard(m_shared->lock);
+        // What the guest wrote last is often why it stopped: clients get it before the close,
+        // within FINAL_FLUSH_TIMEOUT for all of them together.
+        auto const deadline = std::chrono::steady_clock::now() + FINAL_FLUSH_TIMEOUT;
+        for (auto& [fd, client] : m_shared->clients) {
+            while (!client.output.empty()) {
+                ssize_t const written =
+                    ::send(fd, client.output.data(), client.output.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (written > 0) {
+                    client.output.erase(0, static_cast<size_t>(written));
+                    continue;
+                }
+                if (written < 0 && errno == EINTR)
+                    continue;
+                auto const left =
+                    std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+                if (written == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || left.count() <= 0)
+                    break;
+                pollfd writable { fd, POLLOUT, 0 };
+                (void)::poll(&writable, 1, static_cast<int>(left.count()));
+            }
+        }
         for (auto& [fd, client] : m_shared->clients)
             m_loop.remove(fd);
         m_shared->clients.clear();
@@ -193,13 +217,9 @@ void ConsoleServer::accept_clients() {
             continue;
         }
         std::lock_guard guard(m_shared->lock);
-        std::string first_output;
-        if (!m_shared->had_client) {
-            m_shared->had_client = true;
-            first_output = std::move(m_shared->early_output);
-            if (!first_output.empty())
-                (void)m_shared->wake.signal();
-        }
+        std::string first_output(m_shared->history.begin(), m_shared->history.end());
+        if (!first_output.empty())
+            (void)m_shared->wake.signal();
         m_shared->clients.emplace(fd, Shared::Client { std::move(client), std::move(first_output) });
     }
 }

@@ -4,9 +4,10 @@
 // Output: everything the console device writes goes to every connected client. Each client
 // has a bounded output buffer (CLIENT_BUFFER_CAPACITY); a client that reads too slowly loses
 // the bytes that do not fit (counted in dropped_bytes()) instead of stalling the vCPU that
-// wrote them. Output written before the first client ever attached is kept (up to the same
-// bound) and given to that first client, so a manager that connects right after start loses
-// nothing of the boot; later clients see only what is written after they attach. Input: bytes from any client go to the
+// wrote them. The last HISTORY_CAPACITY bytes of output are kept and given to each client as
+// it attaches, ahead of what follows: a manager that connects right after start sees the
+// boot, and a console attached later sees the recent screen, without a gap or a repeat
+// between history and live output. Input: bytes from any client go to the
 // guest's console input through `deliver`, which takes only what fits in the device's receive buffer; the rest waits
 // here (at most one read's worth) and client sockets are not read again until it is delivered, as ConsoleInput does for
 // stdin.
@@ -29,6 +30,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -44,7 +46,12 @@ public:
     using Deliver = std::function<size_t(std::span<uint8_t const>)>;
 
     static constexpr size_t CLIENT_BUFFER_CAPACITY = 64 * 1024;
+    // A quarter of a client's buffer, so that output arriving while a new client takes its
+    // history in still fits.
+    static constexpr size_t HISTORY_CAPACITY = CLIENT_BUFFER_CAPACITY / 4;
     static constexpr size_t MAX_CLIENTS = 16;
+    // How long the destructor waits, at most, for clients to take the output still queued.
+    static constexpr std::chrono::milliseconds FINAL_FLUSH_TIMEOUT { 500 };
 
     static Expected<std::unique_ptr<ConsoleServer>> create(std::string const& socket_path, EventLoop& loop,
                                                            Deliver deliver);

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -86,7 +88,7 @@ TEST_F(ConsoleServerTest, Output_ReachesEveryConnectedClient) {
     EXPECT_EQ(read_available(second.get(), 14), "guest says hi\n");
 }
 
-TEST_F(ConsoleServerTest, OutputBeforeFirstClient_IsHandedToThatClientOnly) {
+TEST_F(ConsoleServerTest, EachNewClient_GetsTheRecentOutputThenWhatFollows) {
     auto server = MUST(ConsoleServer::create(m_socket_path, *m_loop, nullptr));
     auto sink = server->make_sink();
     sink->write(bytes_of("boot\n"));
@@ -94,12 +96,29 @@ TEST_F(ConsoleServerTest, OutputBeforeFirstClient_IsHandedToThatClientOnly) {
     run_until([&] { return server->client_count() == 1; });
     run_until([] { return false; });
     EXPECT_EQ(read_available(first.get(), 5), "boot\n");
+    sink->write(bytes_of("prompt$ "));
     auto second = connect_client();
     run_until([&] { return server->client_count() == 2; });
     sink->write(bytes_of("later\n"));
     run_until([] { return false; });
-    EXPECT_EQ(read_available(second.get(), 6), "later\n");
-    EXPECT_EQ(read_available(first.get(), 6), "later\n");
+    EXPECT_EQ(read_available(second.get(), 19), "boot\nprompt$ later\n");
+    EXPECT_EQ(read_available(first.get(), 14), "prompt$ later\n");
+}
+
+TEST_F(ConsoleServerTest, History_KeepsOnlyTheMostRecentOutput) {
+    auto server = MUST(ConsoleServer::create(m_socket_path, *m_loop, nullptr));
+    auto sink = server->make_sink();
+    std::string output;
+    for (size_t i = 0; output.size() < ConsoleServer::HISTORY_CAPACITY + 1000; ++i)
+        output += fmt::format("line {}\n", i);
+    // In pieces of every size, as a serial port (one byte) or a virtio console (a buffer) writes.
+    for (size_t offset = 0, piece = 1; offset < output.size(); offset += piece, piece = piece % 97 + 1)
+        sink->write(bytes_of(std::string_view(output).substr(offset, piece)));
+    auto client = connect_client();
+    run_until([&] { return server->client_count() == 1; });
+    run_until([] { return false; });
+    auto const expected = output.substr(output.size() - ConsoleServer::HISTORY_CAPACITY);
+    EXPECT_EQ(read_available(client.get(), expected.size()), expected);
 }
 
 TEST_F(ConsoleServerTest, Input_FromClientGoesToTheGuestAsFastAsItAccepts) {
