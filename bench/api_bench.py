@@ -8,7 +8,9 @@ Measures, with the release build:
     publishes a target of 8 CPU-ms to API readiness);
   - request latency: GET / and PATCH /vm (Paused, Resumed alternately) on a running test guest
     (scenario keyboard-wait), each request on a kept-alive connection, --requests of each:
-    median, p90 and p99 round trip.
+    median, p90 and p99 round trip; also PATCH /drives on its 64 MiB drive: a new rate_limiter
+    (two limits in turn) and path_on_host moving the drive between two image files (each move
+    drains the old image's requests, opens and locks the new file and signals the guest).
 kvmm alone: there is no peer in this run (Firecracker is not packaged in Debian).
 This is a benchmark, not a test: it prints numbers and fails only when a run fails.
 Usage: python3 bench/api_bench.py [--runs 20] [--requests 500] [--build-dir build/release] [--json]
@@ -120,11 +122,18 @@ def main():
         results["exec_to_api_ready"] = summary(ready_ms)
         results["cpu_ms_at_api_ready"] = summary(ready_cpu_ms)
 
+        images = [os.path.join(directory, name) for name in ("a.img", "b.img")]
+        for image in images:
+            with open(image, "wb") as file:
+                file.truncate(64 << 20)
+        limits = ['{"bandwidth": {"size": 1048576, "refill_time": 100}}', '{"ops": {"size": 1000, "refill_time": 1000}}']
         process, _ = start_kvmm(kvmm, socket_path)
         try:
             connection = Connection(socket_path)
             for method, path, body in [
                 ("PUT", "/machine-config", '{"vcpu_count": 1, "mem_size_mib": 64}'),
+                ("PUT", "/drives/data", json.dumps({"drive_id": "data", "path_on_host": images[0],
+                                                    "is_root_device": False, "is_read_only": False})),
                 ("PUT", "/boot-source", json.dumps({"kernel_image_path": guest, "boot_args": "test=keyboard-wait"})),
                 ("PUT", "/actions", '{"action_type": "InstanceStart"}'),
             ]:
@@ -134,6 +143,11 @@ def main():
             for name, requests in [
                 ("GET /", [("GET", "/", None)]),
                 ("PATCH /vm", [("PATCH", "/vm", '{"state": "Paused"}'), ("PATCH", "/vm", '{"state": "Resumed"}')]),
+                ("PATCH /drives limits", [("PATCH", "/drives/data", f'{{"drive_id": "data", "rate_limiter": {limit}}}')
+                                          for limit in limits]),
+                ("PATCH /drives path", [("PATCH", "/drives/data",
+                                         json.dumps({"drive_id": "data", "path_on_host": image}))
+                                        for image in reversed(images)]),
             ]:
                 samples = []
                 for index in range(args.requests):
