@@ -79,12 +79,16 @@ readonly BUSYBOX
 
 mkdir -p "$CACHE_DIR/testhost"
 RUN_DIR=$(mktemp -d "$CACHE_DIR/testhost/run.XXXXXX") || fail "cannot create a run directory"
+# QEMU's monitor socket, in a short directory of its own: a Unix socket path has at most 107
+# bytes, which a deep checkout could exceed.
+MONITOR_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kvmm-l1.XXXXXX") || fail "cannot create a monitor directory"
+readonly MONITOR_SOCKET=$MONITOR_DIR/monitor.sock
 qemu_pid=
 tee_pid=
 cleanup() {
     [[ -n $qemu_pid ]] && kill -KILL "$qemu_pid" 2>/dev/null
     [[ -n $tee_pid ]] && kill "$tee_pid" 2>/dev/null
-    rm -rf "$RUN_DIR"
+    rm -rf "$RUN_DIR" "$MONITOR_DIR"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit $TESTHOST_FAILURE' INT TERM
@@ -215,7 +219,7 @@ qemu-system-x86_64 \
     -M microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,pit=on,pic=on \
     -accel tcg -cpu max -m "$memory" -smp "$cpus" \
     -nodefaults -no-user-config -display none -no-reboot \
-    -serial stdio -monitor "unix:$RUN_DIR/monitor.sock,server=on,wait=off" \
+    -serial stdio -monitor "unix:$MONITOR_SOCKET,server=on,wait=off" \
     -kernel "$GUEST_DIR/bzImage" -initrd "$initramfs" -append "$append" \
     < /dev/null > "$RUN_DIR/console.fifo" 2>&1 &
 qemu_pid=$!
@@ -237,7 +241,7 @@ report_stall() {
     for (( cpu = 0; cpu < cpus; cpu++ )); do commands+=("info lapic $cpu"); done
     commands+=("info pic" "info irq")
     # (vector and x87 registers left out: they say nothing about a stall)
-    python3 "$SCRIPT_DIR/monitor.py" "$RUN_DIR/monitor.sock" "${commands[@]}" | grep -v -E "^(YMM|XMM|FPR|FCW)" >&2
+    python3 "$SCRIPT_DIR/monitor.py" "$MONITOR_SOCKET" "${commands[@]}" | grep -v -E "^(YMM|XMM|FPR|FCW)" >&2
 }
 
 timed_out=0
