@@ -480,6 +480,11 @@ Expected<void> BlockDevice::complete_in_flight() {
         m_submissions_pending = false;
         TRY(m_engine->flush_submissions());
     }
+    TRY(wait_until_engine_idle(&BlockDevice::answer_completions));
+    return finish_signalling();
+}
+
+Expected<void> BlockDevice::wait_until_engine_idle(Expected<void> (BlockDevice::*take_completions)()) {
     auto const deadline = std::chrono::steady_clock::now() + RESET_DRAIN_TIMEOUT;
     while (m_engine->in_flight() > 0) {
         auto const now = std::chrono::steady_clock::now();
@@ -490,9 +495,16 @@ Expected<void> BlockDevice::complete_in_flight() {
         pollfd ready { m_engine->completion_fd(), POLLIN, 0 };
         if (::poll(&ready, 1, static_cast<int>(remaining.count())) < 0 && errno != EINTR)
             return Error::from_errno("poll on the completion fd");
-        TRY(answer_completions());
+        TRY((this->*take_completions)());
     }
-    return finish_signalling();
+    return {};
+}
+
+Expected<void> BlockDevice::drop_completions() {
+    std::array<DiskCompletion, REAP_BATCH> batch;
+    while (m_engine->reap(batch) > 0) {
+    }
+    return {};
 }
 
 Expected<void> BlockDevice::on_completions() {
@@ -547,24 +559,9 @@ void BlockDevice::wait_for_in_flight() {
         if (auto flushed = m_engine->flush_submissions(); !flushed)
             spdlog::error("virtio-blk {}: {}", m_image->path(), flushed.error().message());
     }
-    auto const deadline = std::chrono::steady_clock::now() + RESET_DRAIN_TIMEOUT;
-    std::array<DiskCompletion, REAP_BATCH> batch;
-    while (m_engine->in_flight() > 0) {
-        auto const now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-            // Their completions carry an old generation and are dropped when they arrive.
-            spdlog::error("virtio-blk {}: {} requests still in flight after {} s; giving up waiting", m_image->path(),
-                          m_engine->in_flight(), RESET_DRAIN_TIMEOUT.count());
-            break;
-        }
-        auto const remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
-        pollfd ready { m_engine->completion_fd(), POLLIN, 0 };
-        if (::poll(&ready, 1, static_cast<int>(remaining.count())) < 0 && errno != EINTR) {
-            spdlog::error("virtio-blk {}: poll on the completion fd: {}", m_image->path(), std::strerror(errno));
-            break;
-        }
-        while (m_engine->reap(batch) > 0) {
-        }
+    if (auto idle = wait_until_engine_idle(&BlockDevice::drop_completions); !idle) {
+        // Their completions carry an old generation and are dropped when they arrive.
+        spdlog::error("virtio-blk {}: {}; giving up waiting", m_image->path(), idle.error().message());
     }
     ++m_generation;
     for (auto& request : m_in_flight)

@@ -181,8 +181,11 @@ private:
     Expected<void> on_completions();
     Expected<void> answer_completions();
     Expected<void> complete_in_flight();
+    // Polls the engine's completion fd until nothing is in flight, handing completions to
+    // `take_completions` (answer or drop them); fails after RESET_DRAIN_TIMEOUT or on poll errors.
+    Expected<void> wait_until_engine_idle(Expected<void> (BlockDevice::*take_completions)());
+    Expected<void> drop_completions();
     void set_capacity(uint64_t size_bytes);
-    size_t reap_completions(); // drops results of requests from before the last reset
     Expected<void> finish_signalling();
     void on_limiter_timer();
     void run(Expected<void> (BlockDevice::*step)());
