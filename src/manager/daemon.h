@@ -37,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,6 +97,10 @@ private:
     void monitor_main();
     void on_process_exit(std::shared_ptr<Vm> const& vm);
     void on_console_readable(std::shared_ptr<Vm> const& vm);
+    // Console output into the VM's scrollback and log; with m_lock held.
+    void record_console_output(Vm& vm, std::span<char const> data);
+    // Stops watching and closes kvmmd's console connection; with m_lock held.
+    void close_console(Vm& vm);
     void schedule_restart(std::string const& name);
 
     DaemonOptions m_options;

@@ -329,32 +329,34 @@ void Daemon::on_console_readable(std::shared_ptr<Vm> const& vm) {
             return;
         size_t const skip = already_logged(*vm->console_resume_tail, history);
         vm->console_resume_tail.reset();
-        std::span<char const> const fresh(history.data() + skip, history.size() - skip);
-        vm->scrollback.append(fresh);
-        if (vm->log && !fresh.empty()) {
-            if (auto written = vm->log->write(fresh); !written)
-                spdlog::warn("VM '{}': console log: {}", vm->name, written.error().message());
-        }
-        if (received == 0) { // kvmm is gone
-            ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, vm->console.get(), nullptr);
-            vm->console.reset();
-        }
+        record_console_output(*vm, std::span<char const>(history).subspan(skip));
+        if (received == 0) // kvmm is gone
+            close_console(*vm);
         return;
     }
     ssize_t const received = ::recv(vm->console.get(), buffer, sizeof(buffer), 0);
     if (received < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (received <= 0) { // kvmm is gone (or closed the console)
-        ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, vm->console.get(), nullptr);
-        vm->console.reset();
+        close_console(*vm);
         return;
     }
-    std::span<char const> data(buffer, static_cast<size_t>(received));
-    vm->scrollback.append(data);
-    if (vm->log) {
-        if (auto written = vm->log->write(data); !written)
-            spdlog::warn("VM '{}': console log: {}", vm->name, written.error().message());
+    record_console_output(*vm, std::span<char const>(buffer, static_cast<size_t>(received)));
+}
+
+void Daemon::record_console_output(Vm& vm, std::span<char const> data) {
+    if (data.empty())
+        return;
+    vm.scrollback.append(data);
+    if (vm.log) {
+        if (auto written = vm.log->write(data); !written)
+            spdlog::warn("VM '{}': console log: {}", vm.name, written.error().message());
     }
+}
+
+void Daemon::close_console(Vm& vm) {
+    ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, vm.console.get(), nullptr);
+    vm.console.reset();
 }
 
 void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
@@ -398,10 +400,8 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
             on_console_readable(vm);
         }
         guard.lock();
-        if (vm->console.is_valid()) {
-            ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, vm->console.get(), nullptr);
-            vm->console.reset();
-        }
+        if (vm->console.is_valid())
+            close_console(*vm);
     }
     if (vm->cgroup) {
         // The cgroup empties once the process is reaped (by us, or by its new parent).
