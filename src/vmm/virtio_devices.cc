@@ -155,6 +155,13 @@ Expected<virtio::BlockDevice*> VirtioDevices::disk(std::string_view id) const {
     return disk->second;
 }
 
+Expected<virtio::NetDevice*> VirtioDevices::net(std::string_view id) const {
+    auto net = std::find_if(m_nets.begin(), m_nets.end(), [&](auto const& entry) { return entry.first == id; });
+    if (net == m_nets.end())
+        return Error::format("no network interface '{}' in this microVM", id);
+    return net->second;
+}
+
 Expected<void> VirtioDevices::update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes) {
     auto* device = TRY(disk(id));
     return device->rate_limiter()->update(changes).with_context(fmt::format("drive '{}' rate_limiter", id));
@@ -173,9 +180,7 @@ Expected<void> VirtioDevices::replace_disk_image(std::string_view id, std::strin
 Expected<void> VirtioDevices::update_net_rate_limits(std::string_view id,
                                                      std::optional<RateLimitConfig> const& rx_changes,
                                                      std::optional<RateLimitConfig> const& tx_changes) {
-    auto net = std::find_if(m_nets.begin(), m_nets.end(), [&](auto const& entry) { return entry.first == id; });
-    if (net == m_nets.end())
-        return Error::format("no network interface '{}' in this microVM", id);
+    auto* device = TRY(net(id));
     // Both are checked before either changes, so a bad tx limit leaves rx as it was.
     auto const context = [&](char const* direction) {
         return fmt::format("network interface '{}' {}_rate_limiter", id, direction);
@@ -185,9 +190,9 @@ Expected<void> VirtioDevices::update_net_rate_limits(std::string_view id,
     if (tx_changes)
         TRY(RateLimiter::validate(*tx_changes).with_context(context("tx")));
     if (rx_changes)
-        TRY(net->second->rx_rate_limiter()->update(*rx_changes).with_context(context("rx")));
+        TRY(device->rx_rate_limiter()->update(*rx_changes).with_context(context("rx")));
     if (tx_changes)
-        TRY(net->second->tx_rate_limiter()->update(*tx_changes).with_context(context("tx")));
+        TRY(device->tx_rate_limiter()->update(*tx_changes).with_context(context("tx")));
     return {};
 }
 

@@ -90,7 +90,9 @@ private:
         std::unique_ptr<RateLimiter> limiter;
         EventLoop* event_loop;
     };
+    // The device configured with `id`, or an error naming it.
     Expected<virtio::BlockDevice*> disk(std::string_view id) const;
+    Expected<virtio::NetDevice*> net(std::string_view id) const;
     Expected<RateLimiter*> add_limiter(RateLimitConfig const& config, EventLoop& event_loop,
                                        std::function<void()> on_unblocked);
 
