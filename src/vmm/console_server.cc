@@ -68,6 +68,25 @@ Expected<void> remove_stale_socket(std::string const& path, sockaddr_un const& a
     return {};
 }
 
+enum class Sent { All, WouldBlock, Broken };
+
+// Sends as much of `output` as the (non-blocking) client socket takes now, erasing what went out.
+Sent send_queued(int fd, std::string& output) {
+    while (!output.empty()) {
+        ssize_t const written = ::send(fd, output.data(), output.size(), MSG_NOSIGNAL);
+        if (written > 0) {
+            output.erase(0, static_cast<size_t>(written));
+            continue;
+        }
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return Sent::WouldBlock;
+        return Sent::Broken;
+    }
+    return Sent::All;
+}
+
 class FanOutSink final : public ByteSink {
 public:
     explicit FanOutSink(std::shared_ptr<ConsoleServer::Shared> shared) : m_shared(std::move(shared)) {}
@@ -154,18 +173,10 @@ ConsoleServer::~ConsoleServer() {
         // within FINAL_FLUSH_TIMEOUT for all of them together.
         auto const deadline = std::chrono::steady_clock::now() + FINAL_FLUSH_TIMEOUT;
         for (auto& [fd, client] : m_shared->clients) {
-            while (!client.output.empty()) {
-                ssize_t const written =
-                    ::send(fd, client.output.data(), client.output.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (written > 0) {
-                    client.output.erase(0, static_cast<size_t>(written));
-                    continue;
-                }
-                if (written < 0 && errno == EINTR)
-                    continue;
+            while (send_queued(fd, client.output) == Sent::WouldBlock) {
                 auto const left =
                     std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-                if (written == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || left.count() <= 0)
+                if (left.count() <= 0)
                     break;
                 pollfd writable { fd, POLLOUT, 0 };
                 (void)::poll(&writable, 1, static_cast<int>(left.count()));
@@ -236,19 +247,8 @@ void ConsoleServer::flush_output() {
     std::vector<int> broken;
     std::lock_guard guard(m_shared->lock);
     for (auto& [fd, client] : m_shared->clients) {
-        while (!client.output.empty()) {
-            ssize_t const written = ::send(fd, client.output.data(), client.output.size(), MSG_NOSIGNAL);
-            if (written > 0) {
-                client.output.erase(0, static_cast<size_t>(written));
-                continue;
-            }
-            if (written < 0 && errno == EINTR)
-                continue;
-            if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
+        if (send_queued(fd, client.output) == Sent::Broken)
             broken.push_back(fd);
-            break;
-        }
         uint32_t const interest =
             (m_reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE);
         (void)m_loop.modify(fd, interest);
