@@ -1,5 +1,7 @@
 #include "manager/log_file.h"
 
+#include "base/file.h"
+
 #include <fmt/format.h>
 
 #include <fcntl.h>
@@ -133,14 +135,14 @@ size_t already_logged(std::string_view logged_tail, std::string_view history) {
 }
 
 std::string read_file_tail(std::filesystem::path const& path, size_t count) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    auto fd = open_read_only(path.string());
     struct stat status {};
-    if (!fd.is_valid() || ::fstat(fd.get(), &status) != 0)
+    if (!fd || ::fstat(fd->get(), &status) != 0)
         return {};
     auto const size = static_cast<uint64_t>(status.st_size);
     uint64_t const start = size > count ? size - count : 0;
     std::string tail(static_cast<size_t>(size - start), '\0');
-    ssize_t const got = ::pread(fd.get(), tail.data(), tail.size(), static_cast<off_t>(start));
+    ssize_t const got = ::pread(fd->get(), tail.data(), tail.size(), static_cast<off_t>(start));
     tail.resize(got > 0 ? static_cast<size_t>(got) : 0);
     return tail;
 }
