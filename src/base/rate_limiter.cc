@@ -14,9 +14,11 @@ namespace kvmm {
 namespace {
 
 // Firecracker's API: a zero size or refill time means the bucket is absent.
+bool limits_anything(TokenBucketConfig const& config) { return config.size != 0 && config.refill_time_ms != 0; }
+
 Expected<std::optional<TokenBucket>> make_bucket(std::optional<TokenBucketConfig> const& config, std::string_view name,
                                                  Clock const& clock) {
-    if (!config || config->size == 0 || config->refill_time_ms == 0)
+    if (!config || !limits_anything(*config))
         return std::optional<TokenBucket> {};
     auto bucket = TRY(TokenBucket::create(*config, clock).with_context(name));
     return std::optional<TokenBucket>(std::move(bucket));
@@ -31,10 +33,10 @@ RateLimitConfig apply_rate_limit_changes(RateLimitConfig current, RateLimitConfi
     auto apply = [](std::optional<TokenBucketConfig>& bucket, std::optional<TokenBucketConfig> const& change) {
         if (!change)
             return;
-        if (change->size == 0 || change->refill_time_ms == 0)
-            bucket.reset();
-        else
+        if (limits_anything(*change))
             bucket = change;
+        else
+            bucket.reset();
     };
     apply(current.bandwidth, changes.bandwidth);
     apply(current.ops, changes.ops);
