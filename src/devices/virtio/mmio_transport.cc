@@ -310,6 +310,12 @@ void MmioTransport::write_status(uint32_t value) {
         }
         uint64_t const epoch = m_epoch;
         context.fail = [this, epoch](Error const& error) { fail(epoch, error); };
+        // The queue's notify eventfd stays readable, so the level-triggered loop comes back to
+        // it only after serving the other fds that were ready in the same round.
+        context.reschedule = [this](size_t queue_index) {
+            if (queue_index < m_notify.size())
+                (void)m_notify[queue_index].signal();
+        };
         post(Command { Command::Kind::Activate, std::move(context), epoch });
     }
 }

@@ -36,6 +36,11 @@ struct ActivationContext {
     GuestMemory const* memory { nullptr };
     VirtioInterrupt* interrupt { nullptr };
     std::function<void(Error const&)> fail;
+    // Asks for process_queue(queue_index) again on a later round of the event loop, after
+    // whatever else is ready there (signals, API work, other devices). A device calls it when
+    // it stops at its per-wake-up budget (work_budget.h) with work left; calling it again
+    // before that round is harmless. Event-loop thread.
+    std::function<void(size_t queue_index)> reschedule;
 };
 
 class VirtioDevice {
