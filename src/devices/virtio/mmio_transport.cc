@@ -90,6 +90,16 @@ uint32_t MmioTransport::status() const {
     return m_status;
 }
 
+uint64_t MmioTransport::commands_coalesced() const {
+    std::lock_guard guard(m_lock);
+    return m_commands_coalesced;
+}
+
+size_t MmioTransport::pending_commands() const {
+    std::lock_guard guard(m_lock);
+    return m_commands.size();
+}
+
 void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     if (offset >= CONFIG_OFFSET) {
         m_device->read_config(offset - CONFIG_OFFSET, data);
@@ -334,8 +344,16 @@ void MmioTransport::reset_registers() {
     ++m_epoch;
 }
 
-// Called with m_lock held.
+// Called with m_lock held. A driver can reset and re-activate a device from a vCPU as fast as
+// it likes, faster than the event loop runs commands, so the queue is coalesced instead of
+// growing: a reset supersedes everything still pending (a pending activation is stale once the
+// driver has reset, and two resets do what one does). DRIVER_OK is only accepted after a reset,
+// so at most [Reset, Activate] is ever queued.
 void MmioTransport::post(Command command) {
+    if (command.kind == Command::Kind::Reset) {
+        m_commands_coalesced += m_commands.size();
+        m_commands.clear();
+    }
     m_commands.push_back(std::move(command));
     (void)m_control.signal();
 }

@@ -60,6 +60,9 @@ public:
     std::string const& name() const { return m_name; }
     VirtioDevice& device() { return *m_device; }
     uint32_t status() const;
+    // Commands (resets, activations) that a later reset made unnecessary before they ran.
+    uint64_t commands_coalesced() const;
+    size_t pending_commands() const;
 
 private:
     struct QueueRegisters {
@@ -107,7 +110,8 @@ private:
     uint64_t m_driver_features { 0 };
     uint32_t m_queue_select { 0 };
     std::vector<QueueRegisters> m_queue_registers;
-    std::deque<Command> m_commands;
+    std::deque<Command> m_commands; // at most two: see post()
+    uint64_t m_commands_coalesced { 0 };
     uint64_t m_epoch { 0 }; // bumped at every reset; stale fail() calls are ignored
 
     RateLimitedLog m_guest_log; // thread-safe; may be used with m_lock held

@@ -36,7 +36,11 @@ public:
         if (!m_context || !m_context->queues[index])
             return;
         auto& queue = *m_context->queues[index];
-        while (true) {
+        for (int served = 0;; ++served) {
+            if (chains_per_wakeup > 0 && served == chains_per_wakeup) {
+                m_context->reschedule(index); // the rest on a later round
+                break;
+            }
             auto popped = queue.pop(m_chain);
             if (!popped) {
                 m_context->fail(popped.error());
@@ -57,6 +61,7 @@ public:
     int processed { 0 };
     int resets { 0 };
     bool refuse_activation { false };
+    int chains_per_wakeup { 0 }; // 0: no limit
 
 private:
     uint16_t m_sizes[2] { 64, 16 };
@@ -226,6 +231,55 @@ TEST_F(MmioTransportTest, ResetBeforeTheEventLoopRunsDropsTheStaleActivation) {
     driver->run_event_loop();
     EXPECT_EQ(probe->activations, 1);
     EXPECT_EQ(probe->resets, 1);
+}
+
+TEST_F(MmioTransportTest, ResetAndActivationLoopQueuesAtMostTwoCommands) {
+    // A vCPU resetting and re-activating the device faster than the event loop runs: the queue
+    // of commands must not grow (each activation carries its queues).
+    for (int round = 0; round < 10000; ++round) {
+        driver->write32(0x70, 0);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        driver->write32(0x24, 1);
+        driver->write32(0x20, 1);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        driver->write32(0x30, 0);
+        driver->write32(0x38, 64);
+        driver->write32(0x44, 1);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        ASSERT_LE(transport->pending_commands(), 2u);
+    }
+    EXPECT_GE(transport->commands_coalesced(), 19998u);
+    driver->run_event_loop();
+    EXPECT_EQ(probe->activations, 1) << "only the last activation is still current";
+    EXPECT_EQ(transport->pending_commands(), 0u);
+}
+
+TEST_F(MmioTransportTest, DeviceThatStopsAtItsBudgetIsCalledAgainAfterOtherReadyWork) {
+    probe->chains_per_wakeup = 4;
+    driver->initialize(0, { &queue0 });
+    for (int i = 0; i < 10; ++i)
+        queue0.add_chain({ queue0.writable_buffer(8) });
+    // Another fd that is ready at the same time, like a signalfd with SIGTERM pending.
+    auto other = *EventFd::create();
+    int other_served = 0;
+    ASSERT_TRUE(loop.add(other.fd(), [&] {
+        (void)other.consume();
+        ++other_served;
+    }));
+    ASSERT_TRUE(other.signal());
+    driver->notify(0);
+    int used_before_other = -1;
+    for (int round = 0; round < 10 && used_before_other < 0; ++round) {
+        (void)loop.run_once(std::chrono::milliseconds(0));
+        if (other_served > 0)
+            used_before_other = static_cast<int>(queue0.used_index());
+    }
+    EXPECT_GE(used_before_other, 0) << "the other fd was never served";
+    EXPECT_LE(used_before_other, 8) << "the device drained everything before the other fd got a turn";
+    driver->run_event_loop();
+    EXPECT_EQ(queue0.used_index(), 10u) << "nothing is dropped, only spread over rounds";
+    loop.remove(other.fd());
 }
 
 TEST_F(MmioTransportTest, StatusBitsCannotBeClearedOrSkipped) {

@@ -1,5 +1,7 @@
 #include "devices/virtio/balloon/balloon_device.h"
 
+#include "devices/virtio/work_budget.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -209,8 +211,22 @@ Expected<void> BalloonDevice::drain(size_t index) {
     Role const role = m_roles[index];
     auto& queue = *m_context->queues[index];
     bool used_any = false;
+    // Releasing memory costs in proportion to what was touched: bound each turn by chains and
+    // by bytes of PFN arrays and reported ranges (work_budget.h).
+    WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_BYTES_PER_WAKEUP);
     while (true) {
-        while (TRY(queue.pop(m_chain))) {
+        bool yielded = false;
+        while (true) {
+            if (slice.exhausted()) {
+                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
+                m_context->reschedule(index);
+                yielded = true;
+                break;
+            }
+            if (!TRY(queue.pop(m_chain)))
+                break;
+            slice.charge_chain();
+            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
             switch (role) {
             case Role::Inflate:
             case Role::Deflate:
@@ -237,7 +253,7 @@ Expected<void> BalloonDevice::drain(size_t index) {
                 return {};
             }
         }
-        if (!TRY(queue.enable_notifications()))
+        if (yielded || !TRY(queue.enable_notifications()))
             break;
     }
     if (used_any && TRY(queue.should_interrupt()))

@@ -69,6 +69,8 @@ public:
     // Linux sends at most 256 PFNs per buffer (VIRTIO_BALLOON_ARRAY_PFNS_MAX); more than this
     // is ignored so that one buffer cannot keep the event loop busy.
     static constexpr uint32_t MAX_PFNS_PER_BUFFER = 4096;
+    // Bytes of PFN arrays and reported ranges handled per event-loop turn (work_budget.h).
+    static constexpr uint64_t MAX_BYTES_PER_WAKEUP = 256ull << 20;
     // Configuration space (5.5.4): num_pages, actual, free_page_hint_cmd_id, poison_val.
     static constexpr uint64_t CONFIG_NUM_PAGES = 0;
     static constexpr uint64_t CONFIG_ACTUAL = 4;
@@ -118,7 +120,8 @@ public:
                  { "stats_updates", stats_updates() },
                  { "rejected_pages", rejected_pages() },
                  { "malformed_buffers", malformed_buffers() },
-                 { "release_failures", release_failures() } };
+                 { "release_failures", release_failures() },
+                 { "budget_yields", m_budget_yields.load(std::memory_order_relaxed) } };
     }
 
 private:
@@ -174,6 +177,7 @@ private:
     std::atomic<uint64_t> m_rejected_pages { 0 };
     std::atomic<uint64_t> m_malformed_buffers { 0 };
     std::atomic<uint64_t> m_release_failures { 0 };
+    std::atomic<uint64_t> m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -1,5 +1,7 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "devices/virtio/work_budget.h"
+
 #include "backends/disk/disk_io.h"
 
 #include <poll.h>
@@ -20,6 +22,7 @@ namespace {
 
 // Offsets in struct virtio_blk_config (5.2.4).
 constexpr size_t CONFIG_CAPACITY = 0;
+constexpr size_t CONFIG_SIZE_MAX = 8;
 constexpr size_t CONFIG_SEG_MAX = 12;
 constexpr size_t CONFIG_BLK_SIZE = 20;
 constexpr size_t CONFIG_WRITEBACK = 32;
@@ -120,8 +123,9 @@ BlockDevice::BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskE
     m_capacity_sectors = m_image->size_bytes() / SECTOR_SIZE;
     m_iovecs.reserve(disk_io::MAX_SEGMENTS);
 
-    m_features = feature_bit(BLOCK_FEATURE_SEG_MAX) | feature_bit(BLOCK_FEATURE_BLK_SIZE) |
-                 feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
+    m_features = feature_bit(BLOCK_FEATURE_SIZE_MAX) | feature_bit(BLOCK_FEATURE_SEG_MAX) |
+                 feature_bit(BLOCK_FEATURE_BLK_SIZE) | feature_bit(FEATURE_RING_INDIRECT_DESC) |
+                 feature_bit(FEATURE_RING_EVENT_IDX);
     // 5.2.5: without FLUSH the driver assumes a write-through device; that is what the
     // write-through engine is, so it needs no flushes.
     if (!m_options.write_through)
@@ -132,6 +136,7 @@ BlockDevice::BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskE
         m_features |= feature_bit(BLOCK_FEATURE_DISCARD) | feature_bit(BLOCK_FEATURE_WRITE_ZEROES);
 
     put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
+    put(m_config, CONFIG_SIZE_MAX, SIZE_MAX_BYTES);
     put(m_config, CONFIG_SEG_MAX, SEG_MAX);
     put(m_config, CONFIG_BLK_SIZE, static_cast<uint32_t>(SECTOR_SIZE));
     put(m_config, CONFIG_WRITEBACK, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
@@ -167,6 +172,7 @@ Expected<void> BlockDevice::activate(ActivationContext context) {
     if (context.queues.empty() || !context.queues[0])
         return Error("the block device's request queue was not set up");
     m_in_flight.assign(context.queues[0]->size(), InFlight {});
+    m_in_flight_bytes = 0;
     ++m_generation;
     m_engine_full = false;
     m_waiting_for_limiter = false;
@@ -179,6 +185,7 @@ void BlockDevice::reset() {
     wait_for_in_flight();
     m_context.reset();
     m_in_flight.clear();
+    m_in_flight_bytes = 0;
     m_engine_full = false;
     m_waiting_for_limiter = false;
     m_used_pending = false;
@@ -225,16 +232,28 @@ Expected<void> BlockDevice::drain() {
     if (!m_context)
         return {};
     auto& queue = *m_context->queues[0];
+    // The sync engine does its I/O right here, on the event-loop thread: bound what one turn
+    // may start, so a full queue of large requests cannot hold the loop (work_budget.h).
+    WorkBudget slice(QUEUE_SIZE, MAX_BYTES_PER_WAKEUP);
     while (true) {
         while (true) {
             if (m_waiting_for_limiter)
                 return {};
-            if (m_engine->in_flight() >= m_engine->capacity()) {
+            // In-flight bytes are bounded too, so stopping the VM (which waits for in-flight
+            // requests, see reset()) takes what the disk needs for MAX_IN_FLIGHT_BYTES at most.
+            if (m_engine->in_flight() >= m_engine->capacity() || m_in_flight_bytes >= MAX_IN_FLIGHT_BYTES) {
                 m_engine_full = true;
+                return {};
+            }
+            if (slice.exhausted()) {
+                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
+                m_context->reschedule(0);
                 return {};
             }
             if (!TRY(queue.pop(m_chain)))
                 break;
+            slice.charge_chain();
+            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
             if (TRY(start_request(m_chain)) == Started::Deferred)
                 return {};
         }
@@ -281,10 +300,11 @@ Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const&
             return reject(chain, *status, BLOCK_STATUS_IOERR,
                           fmt::format("{} request of {} bytes is not a multiple of {}", type_name(header.type), length,
                                       SECTOR_SIZE));
-        if (length > disk_io::MAX_TRANSFER_BYTES)
+        // A driver that honours size_max and seg_max (5.2.4) never sends more.
+        if (length > MAX_REQUEST_BYTES)
             return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request of {} bytes is larger than {}", type_name(header.type), length,
-                                      disk_io::MAX_TRANSFER_BYTES));
+                          fmt::format("{} request of {} bytes is larger than {} (seg_max x size_max)",
+                                      type_name(header.type), length, MAX_REQUEST_BYTES));
         if (!range_in_capacity(header.sector, length))
             return reject(chain, *status, BLOCK_STATUS_IOERR,
                           fmt::format("{} request at sector {} for {} bytes ends beyond the capacity of {} sectors",
@@ -408,6 +428,7 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
                       fmt::format("submitting {} failed: {}", type_name(header.type), submitted.error().message()));
     }
     m_in_flight[chain.head()] = InFlight { true, header.type, status, static_cast<uint32_t>(length) };
+    m_in_flight_bytes += length;
     m_submissions_pending = true;
     return Started::Submitted;
 }
@@ -529,6 +550,7 @@ Expected<void> BlockDevice::answer_completions() {
                 continue; // a request from before the last reset or failure: its result is dropped
             InFlight const request = m_in_flight[head];
             m_in_flight[head].active = false;
+            m_in_flight_bytes -= std::min<uint64_t>(request.data_length, m_in_flight_bytes);
             uint8_t status = BLOCK_STATUS_OK;
             uint32_t written = 1;
             if (completion.result < 0 || (request.type <= BLOCK_REQUEST_OUT &&

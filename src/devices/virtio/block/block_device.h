@@ -50,6 +50,7 @@
 namespace kvmm::virtio {
 
 // Feature bits of the block device (5.2.3).
+inline constexpr unsigned BLOCK_FEATURE_SIZE_MAX = 1;
 inline constexpr unsigned BLOCK_FEATURE_SEG_MAX = 2;
 inline constexpr unsigned BLOCK_FEATURE_RO = 5;
 inline constexpr unsigned BLOCK_FEATURE_BLK_SIZE = 6;
@@ -100,6 +101,15 @@ public:
     // Data segments per request (config seg_max): the queue size less header and status. Even
     // if every segment is split by host_ranges(), a request stays within the engine's limit.
     static constexpr uint32_t SEG_MAX = QUEUE_SIZE - 2;
+    // Largest data segment (config size_max). With seg_max it bounds a request, so a driver
+    // cannot make one request cost seconds of host I/O (e.g. gigabytes read into one aliased
+    // buffer); Linux splits its requests to fit, and QEMU's default limits are no larger.
+    static constexpr uint32_t SIZE_MAX_BYTES = 128 * 1024;
+    static constexpr uint64_t MAX_REQUEST_BYTES = uint64_t { SEG_MAX } * SIZE_MAX_BYTES;
+    // What one event-loop turn may start (the sync engine performs it on that thread) and what
+    // may be in flight at once (a stop waits for in-flight I/O before guest memory goes).
+    static constexpr uint64_t MAX_BYTES_PER_WAKEUP = 16ull << 20;
+    static constexpr uint64_t MAX_IN_FLIGHT_BYTES = 64ull << 20;
     static constexpr uint32_t MAX_DISCARD_SECTORS = 1u << 22;      // 2 GiB per request
     static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 22; // 2 GiB per request
     static constexpr uint32_t DISCARD_SECTOR_ALIGNMENT = 8;        // 4 KiB, the file system block
@@ -156,6 +166,15 @@ public:
     uint64_t flush_operations() const { return m_flush_operations.load(std::memory_order_relaxed); }
     uint64_t errors() const { return m_errors.load(std::memory_order_relaxed); }
     uint64_t rate_limited() const { return m_rate_limited.load(std::memory_order_relaxed); }
+    // Turns that stopped at the per-wake-up budget and asked to be called again.
+    uint64_t budget_yields() const { return m_budget_yields.load(std::memory_order_relaxed); }
+    // Counters by name for the metrics layer.
+    std::vector<Counter> counters() const override {
+        return { { "read_operations", read_operations() },   { "read_bytes", read_bytes() },
+                 { "write_operations", write_operations() }, { "write_bytes", write_bytes() },
+                 { "flush_operations", flush_operations() }, { "errors", errors() },
+                 { "rate_limited", rate_limited() },         { "budget_yields", budget_yields() } };
+    }
 
 private:
     struct InFlight {
@@ -211,6 +230,7 @@ private:
     std::optional<ActivationContext> m_context;
     DescriptorChain m_chain;
     std::vector<InFlight> m_in_flight; // indexed by chain head
+    uint64_t m_in_flight_bytes { 0 };  // data (or range) bytes of the active entries
     uint64_t m_generation { 0 };       // engine tag = generation << 16 | head
     std::vector<iovec> m_iovecs;
     bool m_engine_full { false };
@@ -227,6 +247,7 @@ private:
     std::atomic<uint64_t> m_flush_operations { 0 };
     std::atomic<uint64_t> m_errors { 0 };
     std::atomic<uint64_t> m_rate_limited { 0 };
+    std::atomic<uint64_t> m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

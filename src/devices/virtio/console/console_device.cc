@@ -1,5 +1,8 @@
 #include "devices/virtio/console/console_device.h"
 
+#include "devices/virtio/work_budget.h"
+
+#include <algorithm>
 #include <cstring>
 
 namespace kvmm::virtio {
@@ -43,9 +46,13 @@ Expected<void> ConsoleDevice::activate(ActivationContext context) {
     return {};
 }
 
-void ConsoleDevice::reset() { m_context.reset(); }
+void ConsoleDevice::reset() {
+    m_context.reset();
+    m_transmit_offset.reset();
+}
 
 void ConsoleDevice::fail(Error const& error) {
+    m_transmit_offset.reset();
     auto context = std::move(*m_context);
     m_context.reset();
     context.fail(error);
@@ -75,20 +82,46 @@ Expected<void> ConsoleDevice::transmit() {
     auto& queue = *m_context->queues[TRANSMIT_QUEUE];
     auto const& memory = *m_context->memory;
     bool used_any = false;
+    WorkBudget slice;
     m_scratch.resize(COPY_PIECE);
     while (true) {
-        while (TRY(queue.pop(m_chain))) {
-            uint64_t offset = 0;
-            while (offset < m_chain.readable_length()) {
-                size_t const copied = TRY(m_chain.read(memory, offset, m_scratch));
+        bool queue_empty = false;
+        while (!slice.exhausted()) {
+            if (!m_transmit_offset) {
+                if (!TRY(queue.pop(m_transmit_chain))) {
+                    queue_empty = true;
+                    break;
+                }
+                m_transmit_offset = 0;
+            }
+            // A chain may hold gigabytes (256 descriptors of any length): copy what this slice
+            // allows and keep the chain, with its offset, for the next turn.
+            uint64_t& offset = *m_transmit_offset;
+            uint64_t const length = m_transmit_chain.readable_length();
+            while (offset < length && !slice.exhausted()) {
+                auto const piece = static_cast<size_t>(std::min<uint64_t>(COPY_PIECE, slice.bytes_left()));
+                size_t const copied = TRY(m_transmit_chain.read(memory, offset, std::span(m_scratch).first(piece)));
+                if (copied == 0)
+                    return Error::format("transmit chain {} ended at byte {} of {}", m_transmit_chain.head(), offset,
+                                         length);
                 m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
                 offset += copied;
+                m_bytes_transmitted += copied;
+                slice.charge_bytes(copied);
             }
-            m_bytes_transmitted += offset;
-            TRY(queue.add_used(m_chain.head(), 0));
+            if (offset < length)
+                break;
+            TRY(queue.add_used(m_transmit_chain.head(), 0));
+            m_transmit_offset.reset();
             used_any = true;
+            slice.charge_chain();
         }
-        if (!TRY(queue.enable_notifications()))
+        if (!queue_empty && slice.exhausted()) {
+            ++m_budget_yields;
+            m_context->reschedule(TRANSMIT_QUEUE);
+            break;
+        }
+        if (m_transmit_offset || !TRY(queue.enable_notifications()))
             break;
     }
     if (used_any && TRY(queue.should_interrupt()))

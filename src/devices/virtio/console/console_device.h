@@ -7,6 +7,8 @@
 // bounded buffer (receive() accepts only what fits, so the caller keeps the
 // rest, as it does for the UART). EMERG_WRITE (5.3.4) is offered: a config
 // write of emerg_wr prints one character even before the queues run.
+// Output is moved in slices of at most a WorkBudget per wake-up; a chain larger
+// than a slice is kept, with its offset, and continued on the next turn.
 //
 // Threading: see VirtioDevice; receive() runs on the event-loop thread.
 #pragma once
@@ -41,7 +43,9 @@ public:
     bool has_pending_input() const { return !m_pending.empty(); }
 
     std::vector<Counter> counters() const override {
-        return { { "tx_bytes", m_bytes_transmitted }, { "rx_bytes", m_bytes_received } };
+        return { { "tx_bytes", m_bytes_transmitted },
+                 { "rx_bytes", m_bytes_received },
+                 { "budget_yields", m_budget_yields } };
     }
     uint64_t bytes_transmitted() const { return m_bytes_transmitted; }
     uint64_t bytes_received() const { return m_bytes_received; }
@@ -54,11 +58,15 @@ private:
     std::shared_ptr<ByteSink> m_output;
     uint16_t m_queue_sizes[2] { QUEUE_SIZE, QUEUE_SIZE };
     std::optional<ActivationContext> m_context;
-    DescriptorChain m_chain;
+    DescriptorChain m_chain; // receive side
+    // The transmit chain being copied out, and how far, while one spans several wake-ups.
+    DescriptorChain m_transmit_chain;
+    std::optional<uint64_t> m_transmit_offset;
     std::deque<uint8_t> m_pending;
     std::vector<std::byte> m_scratch;
     uint64_t m_bytes_transmitted { 0 };
     uint64_t m_bytes_received { 0 };
+    uint64_t m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -2,6 +2,7 @@
 
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "devices/virtio/work_budget.h"
 
 #include <gtest/gtest.h>
 
@@ -63,6 +64,36 @@ TEST_F(ConsoleDeviceTest, TransmittedBuffersReachTheOutputInOrder) {
     EXPECT_TRUE(transmit.pop_used());
     EXPECT_TRUE(transmit.pop_used());
     EXPECT_EQ(console->bytes_transmitted(), 13u);
+}
+
+TEST_F(ConsoleDeviceTest, HugeTransmitChainIsCopiedInSlicesAcrossWakeUps) {
+    start();
+    // 16 descriptors aliasing one 512 KiB buffer: an 8 MiB chain from 512 KiB of memory.
+    auto const buffer = transmit.allocate(512 * 1024);
+    std::vector<testing::DriverBuffer> aliases(16, testing::DriverBuffer { buffer, 512 * 1024, false });
+    transmit.add_chain(aliases);
+    transmit.add_chain({ transmit.buffer(bytes_of("after")) });
+    auto stop = *EventFd::create();
+    bool stop_served = false;
+    ASSERT_TRUE(loop.add(stop.fd(), [&] {
+        (void)stop.consume();
+        stop_served = true;
+    }));
+    ASSERT_TRUE(stop.signal());
+    driver->notify(1);
+    size_t output_before_stop = 0;
+    for (int round = 0; round < 20 && !stop_served; ++round) {
+        ASSERT_TRUE(loop.run_once(std::chrono::milliseconds(0)));
+        output_before_stop = sink->text.size();
+    }
+    EXPECT_TRUE(stop_served);
+    EXPECT_LE(output_before_stop, 2 * WorkBudget::DEFAULT_BYTES) << "the whole chain was copied in one wake-up";
+    driver->run_event_loop();
+    EXPECT_EQ(sink->text.size(), 16u * 512 * 1024 + 5) << "nothing lost across slices";
+    EXPECT_EQ(sink->text.substr(sink->text.size() - 5), "after") << "order kept";
+    EXPECT_TRUE(transmit.pop_used());
+    EXPECT_TRUE(transmit.pop_used());
+    loop.remove(stop.fd());
 }
 
 TEST_F(ConsoleDeviceTest, InputFillsReceiveBuffersAndWaitsForMore) {

@@ -1,5 +1,7 @@
 #include "devices/virtio/net/net_device.h"
 
+#include "devices/virtio/work_budget.h"
+
 #include "backends/net/offloads.h"
 
 #include <spdlog/spdlog.h>
@@ -167,9 +169,21 @@ Expected<void> NetDevice::transmit() {
     auto const& memory = *m_context->memory;
     bool used_any = false;
     bool waiting = false;
+    // A driver that keeps re-posting frames must not keep the loop here (work_budget.h).
+    WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_TRANSMIT_BYTES_PER_WAKEUP);
     while (!waiting) {
-        while (TRY(queue.pop(m_tx_chain))) {
+        while (true) {
+            if (slice.exhausted()) {
+                ++m_tx_budget_yields;
+                m_context->reschedule(TX_QUEUE);
+                waiting = true;
+                break;
+            }
+            if (!TRY(queue.pop(m_tx_chain)))
+                break;
             uint64_t const length = m_tx_chain.readable_length();
+            slice.charge_chain();
+            slice.charge_bytes(length);
             if (length < HEADER_SIZE || length > MAX_FRAME_SIZE) {
                 ++m_tx_drops;
                 log_dropped(fmt::format("dropped a transmit chain of {} bytes (a frame is {} to {} bytes)", length,

@@ -101,6 +101,8 @@ public:
     static constexpr size_t MAX_FRAME_SIZE = Tap::VIRTIO_NET_HEADER_SIZE + 64 * 1024 + 18;
     // Frames handled per event before the loop serves other fds (fairness between devices).
     static constexpr unsigned MAX_FRAMES_PER_BATCH = 256;
+    // Transmit: frames and bytes per turn before the queue asks for another (work_budget.h).
+    static constexpr uint64_t MAX_TRANSMIT_BYTES_PER_WAKEUP = 4ull << 20;
 
     // Registers the rate limiters' timer fds in `event_loop` (the TAP fd is registered at
     // activation). `event_loop` must outlive the device.
@@ -144,7 +146,8 @@ public:
                  { "tx_drops", m_tx_drops },
                  { "rx_rate_limited", m_rx_rate_limited },
                  { "tx_rate_limited", m_tx_rate_limited },
-                 { "tx_would_block", m_tx_would_block } };
+                 { "tx_would_block", m_tx_would_block },
+                 { "tx_budget_yields", m_tx_budget_yields } };
     }
 
 private:
@@ -198,6 +201,7 @@ private:
     uint64_t m_rx_rate_limited { 0 };
     uint64_t m_tx_rate_limited { 0 };
     uint64_t m_tx_would_block { 0 };
+    uint64_t m_tx_budget_yields { 0 };
 
     RateLimitedLog m_drop_log;
 };

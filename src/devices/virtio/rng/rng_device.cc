@@ -1,5 +1,8 @@
 #include "devices/virtio/rng/rng_device.h"
 
+#include "devices/virtio/work_budget.h"
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sys/random.h>
@@ -59,8 +62,18 @@ Expected<void> RngDevice::drain() {
     auto& queue = *m_context->queues[0];
     auto const& memory = *m_context->memory;
     bool used_any = false;
+    WorkBudget slice;
     while (true) {
-        while (TRY(queue.pop(m_chain))) {
+        while (true) {
+            if (slice.exhausted()) {
+                // A driver that re-posts buffers as fast as they come back would keep this loop
+                // going for ever: take the rest on a later turn of the event loop.
+                ++m_budget_yields;
+                m_context->reschedule(0);
+                break;
+            }
+            if (!TRY(queue.pop(m_chain)))
+                break;
             // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
             // buffer is not forbidden by the specification; it is ignored.
             uint32_t const length =
@@ -78,8 +91,10 @@ Expected<void> RngDevice::drain() {
             TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
             m_bytes_served += written;
             used_any = true;
+            slice.charge_chain();
+            slice.charge_bytes(std::max<uint64_t>(length, 1));
         }
-        if (!TRY(queue.enable_notifications()))
+        if (slice.exhausted() || !TRY(queue.enable_notifications()))
             break;
     }
     if (used_any && TRY(queue.should_interrupt()))

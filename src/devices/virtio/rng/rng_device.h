@@ -5,7 +5,9 @@
 // event loop spend long on it; the driver simply asks again. An optional
 // EntropyBudget (the rate limiter, when configured) decides how many bytes may
 // go out now; when it refuses, the chain is put back and the queue is retried
-// when `budget_available()` is signalled by the owner.
+// when `budget_available()` is signalled by the owner. Separately, one wake-up
+// serves at most a WorkBudget (work_budget.h) of chains and bytes, so a driver
+// that keeps re-posting buffers cannot hold the event loop.
 //
 // Threading: see VirtioDevice (all work on the event-loop thread).
 #pragma once
@@ -37,7 +39,9 @@ public:
     void reset() override;
 
     std::vector<Counter> counters() const override {
-        return { { "bytes", m_bytes_served }, { "requests_deferred", m_requests_deferred } };
+        return { { "bytes", m_bytes_served },
+                 { "requests_deferred", m_requests_deferred },
+                 { "budget_yields", m_budget_yields } };
     }
     uint64_t bytes_served() const { return m_bytes_served; }
     uint64_t requests_deferred() const { return m_requests_deferred; }
@@ -53,6 +57,7 @@ private:
     std::vector<std::byte> m_scratch;
     uint64_t m_bytes_served { 0 };
     uint64_t m_requests_deferred { 0 };
+    uint64_t m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio
