@@ -383,6 +383,8 @@ Expected<Machine::Metrics> Machine::metrics() {
             DeviceMetrics device { transport->name(), {} };
             for (auto const& counter : transport->device().counters())
                 device.counters.emplace_back(std::string(counter.name), counter.value);
+            // Resets and activations a driver queued faster than they ran (see MmioTransport::post).
+            device.counters.emplace_back("commands_coalesced", transport->commands_coalesced());
             metrics.devices.push_back(std::move(device));
         }
         return {};

@@ -350,6 +350,9 @@ static void scenario_memory(struct start_info const* info) {
 
 #include "virtio_driver.h"
 
+/* After the driver it builds on. */
+#include "hostile.h"
+
 void guest_main(struct start_info const* info) {
     if (info->magic != 0x336ec578)
         fail("bad hvm_start_info magic");
@@ -375,6 +378,14 @@ void guest_main(struct start_info const* info) {
         scenario_virtio_blk(cmdline);
     else if (value_is(test, "virtio-console"))
         scenario_virtio_console();
+    else if (value_is(test, "hostile-rng"))
+        scenario_hostile_rng();
+    else if (value_is(test, "hostile-reset"))
+        scenario_hostile_reset();
+    else if (value_is(test, "hostile-console"))
+        scenario_hostile_console();
+    else if (value_is(test, "hostile-blk"))
+        scenario_hostile_blk(cmdline);
     else if (value_is(test, "reset")) {
         put_string("kvmm-test: resetting\n");
         outb(0x64, 0xfe);

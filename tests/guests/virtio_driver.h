@@ -43,9 +43,8 @@ volatile uint32_t virtio_interrupt_count;
 static uint32_t virtio_read(uint32_t base, uint32_t offset) { return mmio_read(base + offset); }
 static void virtio_write(uint32_t base, uint32_t offset, uint32_t value) { mmio_write(base + offset, value); }
 
-/* 3.1.1: reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 only), FEATURES_OK, queues, DRIVER_OK. */
-static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues, int queue_count,
-                         uint32_t features_low) {
+/* 3.1.1 up to FEATURES_OK: reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 and features_low). */
+static void virtio_negotiate(uint32_t base, uint32_t device_id, uint32_t features_low) {
     if (virtio_read(base, 0x000) != 0x74726976 || virtio_read(base, 0x004) != 2)
         fail("no virtio-mmio v2 device");
     if (virtio_read(base, 0x008) != device_id)
@@ -65,23 +64,37 @@ static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues
     virtio_write(base, 0x070, 3 | 8);
     if (!(virtio_read(base, 0x070) & 8))
         fail("FEATURES_OK refused");
-    for (int i = 0; i < queue_count; ++i) {
-        struct virtq* queue = &queues[i];
-        virtio_write(base, 0x030, (uint32_t)i);
-        if (virtio_read(base, 0x034) < VIRTIO_QUEUE_SIZE)
-            fail("queue too small");
-        virtio_write(base, 0x038, VIRTIO_QUEUE_SIZE);
-        virtio_write(base, 0x080, (uint32_t)(uintptr_t)queue->desc);
-        virtio_write(base, 0x084, 0);
-        virtio_write(base, 0x090, (uint32_t)(uintptr_t)&queue->avail);
-        virtio_write(base, 0x094, 0);
-        virtio_write(base, 0x0a0, (uint32_t)(uintptr_t)&queue->used);
-        virtio_write(base, 0x0a4, 0);
-        virtio_write(base, 0x044, 1);
-    }
+}
+
+/* 4.2.3.2: one queue of `size` entries whose three parts are at the given addresses. */
+static void virtio_setup_queue(uint32_t base, uint32_t index, uint32_t size, void const* descriptors,
+                               void const* available, void const* used) {
+    virtio_write(base, 0x030, index);
+    if (virtio_read(base, 0x034) < size)
+        fail("queue too small");
+    virtio_write(base, 0x038, size);
+    virtio_write(base, 0x080, (uint32_t)(uintptr_t)descriptors);
+    virtio_write(base, 0x084, 0);
+    virtio_write(base, 0x090, (uint32_t)(uintptr_t)available);
+    virtio_write(base, 0x094, 0);
+    virtio_write(base, 0x0a0, (uint32_t)(uintptr_t)used);
+    virtio_write(base, 0x0a4, 0);
+    virtio_write(base, 0x044, 1);
+}
+
+static void virtio_driver_ok(uint32_t base) {
     virtio_write(base, 0x070, 3 | 8 | 4);
     if (virtio_read(base, 0x070) & 0x40)
         fail("device needs reset right after DRIVER_OK");
+}
+
+/* 3.1.1: reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 only), FEATURES_OK, queues, DRIVER_OK. */
+static void virtio_start(uint32_t base, uint32_t device_id, struct virtq* queues, int queue_count,
+                         uint32_t features_low) {
+    virtio_negotiate(base, device_id, features_low);
+    for (int i = 0; i < queue_count; ++i)
+        virtio_setup_queue(base, (uint32_t)i, VIRTIO_QUEUE_SIZE, queues[i].desc, &queues[i].avail, &queues[i].used);
+    virtio_driver_ok(base);
 }
 
 /* Offers a chain of `count` buffers (readable first) on queue `index`, and notifies. */

@@ -1,0 +1,116 @@
+#include "kvmm_process.h"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace kvmm::testing {
+
+using namespace std::chrono_literals;
+
+HttpAnswer http(std::string const& socket_path, std::string const& method, std::string const& path,
+                std::string const& body) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", socket_path.c_str());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+        ::close(fd);
+        return {};
+    }
+    // A kvmm that never answers fails the test instead of hanging it.
+    timeval const limit { 10, 0 };
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+    std::string request = method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    if (!body.empty() || method == "PUT" || method == "PATCH")
+        request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    request += "\r\n" + body;
+    (void)!::write(fd, request.data(), request.size());
+    std::string response;
+    char buffer[4096];
+    while (true) {
+        ssize_t const got = ::read(fd, buffer, sizeof(buffer));
+        if (got <= 0)
+            break;
+        response.append(buffer, static_cast<size_t>(got));
+    }
+    ::close(fd);
+    HttpAnswer answer;
+    if (response.rfind("HTTP/1.1 ", 0) == 0)
+        answer.status = std::atoi(response.c_str() + 9);
+    auto const header_end = response.find("\r\n\r\n");
+    if (header_end != std::string::npos)
+        answer.body = response.substr(header_end + 4);
+    return answer;
+}
+
+std::string read_text(std::filesystem::path const& path) {
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+}
+
+bool eventually(std::function<bool()> const& condition, std::chrono::milliseconds limit) {
+    auto const deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return condition();
+}
+
+KvmmProcess::KvmmProcess(std::vector<std::string> const& arguments, std::filesystem::path const& directory)
+    : m_stdout(directory / "stdout"), m_stderr(directory / "stderr") {
+    m_pid = ::fork();
+    if (m_pid == 0) {
+        int in = ::open("/dev/null", O_RDONLY);
+        int out = ::open(m_stdout.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int err = ::open(m_stderr.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(in, 0);
+        ::dup2(out, 1);
+        ::dup2(err, 2);
+        std::vector<char*> argv;
+        for (auto const& argument : arguments)
+            argv.push_back(const_cast<char*>(argument.c_str()));
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+}
+
+KvmmProcess::~KvmmProcess() {
+    if (m_pid > 0 && !m_exited) {
+        ::kill(m_pid, SIGKILL); // our own child, by its pid
+        ::waitpid(m_pid, nullptr, 0);
+    }
+}
+
+int KvmmProcess::wait(std::chrono::milliseconds limit) {
+    int status = 0;
+    if (!eventually([&] { return ::waitpid(m_pid, &status, WNOHANG) == m_pid; }, limit))
+        return -1;
+    m_exited = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+uint64_t KvmmProcess::peak_rss_kib() const {
+    std::ifstream status("/proc/" + std::to_string(m_pid) + "/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("VmHWM:", 0) == 0)
+            return std::strtoull(line.c_str() + 6, nullptr, 10);
+    return 0;
+}
+
+} // namespace kvmm::testing

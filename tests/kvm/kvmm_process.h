@@ -1,0 +1,52 @@
+// Test support for the KVM tier: kvmm as a background child process, and a minimal HTTP
+// client for its API socket. Used by the API tests and the hostile-guest suite.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace kvmm::testing {
+
+struct HttpAnswer {
+    int status { 0 }; // 0: no answer (could not connect, or the connection closed first)
+    std::string body;
+};
+
+// One request on a fresh connection (Connection: close), answer read to the end.
+HttpAnswer http(std::string const& socket_path, std::string const& method, std::string const& path,
+                std::string const& body = {});
+
+std::string read_text(std::filesystem::path const& path);
+
+// Polls `condition` every 20 ms until it holds or `limit` passes; returns its last value.
+bool eventually(std::function<bool()> const& condition, std::chrono::milliseconds limit = std::chrono::seconds(10));
+
+// kvmm as a background process with its console and log in files under `directory`. The
+// destructor kills it (by its own pid) if it is still running.
+class KvmmProcess {
+public:
+    KvmmProcess(std::vector<std::string> const& arguments, std::filesystem::path const& directory);
+    ~KvmmProcess();
+    KvmmProcess(KvmmProcess const&) = delete;
+    KvmmProcess& operator=(KvmmProcess const&) = delete;
+
+    // Waits up to `limit` for the process to end; its exit status (128 + signal), or -1.
+    int wait(std::chrono::milliseconds limit);
+    std::string output() const { return read_text(m_stdout); }
+    std::string log() const { return read_text(m_stderr); }
+    pid_t pid() const { return m_pid; }
+    // Peak resident set size (VmHWM) in KiB, or 0 when the process is gone.
+    uint64_t peak_rss_kib() const;
+
+private:
+    std::filesystem::path m_stdout;
+    std::filesystem::path m_stderr;
+    pid_t m_pid { -1 };
+    bool m_exited { false };
+};
+
+} // namespace kvmm::testing
