@@ -200,7 +200,9 @@ void ApiServer::Loop::accept_clients() {
 // At the cap: closes the connection that has been idle the longest, so a new client is never
 // refused while idle keep-alive connections hold slots. A connection whose next request is
 // already in its socket buffer is not idle, even if this thread has not read it yet. False when
-// every connection has a request in progress.
+// every connection has a request in progress. (A later event of the same epoll batch for the
+// closed fd may reach a new connection that reuses its number; readiness is only a hint and
+// every operation here is non-blocking, so that costs at most an EAGAIN.)
 bool ApiServer::Loop::make_room() {
     Connection* oldest = nullptr;
     for (auto const& [fd, connection] : m_connections) {
