@@ -1,22 +1,28 @@
 #include "api/api_server.h"
 
+#include "base/rate_limited_log.h"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <optional>
 
 namespace kvmm {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 Expected<sockaddr_un> unix_address(std::string const& path) {
     sockaddr_un address {};
@@ -50,53 +56,65 @@ Expected<void> remove_stale_socket(std::string const& path, sockaddr_un const& a
     return {};
 }
 
+// Where a connection is in its request cycle; it decides which deadline applies and whether the
+// slot may be given to a new client.
+enum class Phase {
+    Idle,       // no request in progress: new, or kept alive after a response
+    Reading,    // part of a request has arrived (any 100 Continue sent is part of this phase)
+    Responding, // a response is queued and the client has not read all of it yet
+};
+
 struct Connection {
     UniqueFd fd;
     HttpRequestParser parser;
     std::string output;
-    bool closing { false }; // close once `output` is sent
-    bool served { false };  // at least one response was sent: idle keep-alive is legitimate
-    Clock::time_point last_activity;
+    bool closing { false };           // close once `output` is sent
+    bool request_completed { false }; // a request was answered since the phase was last updated
+    Phase phase { Phase::Idle };
+    SteadyClock::time_point idle_since;
+    SteadyClock::time_point deadline; // the connection is closed when this passes
 };
 
 } // namespace
 
 class ApiServer::Loop {
 public:
-    Loop(ApiHandler& handler, ApiServerOptions options) : m_handler(handler), m_options(options) {}
+    // `epoll` already watches the listener and the stop eventfd (start() sets it up, so that a
+    // failure is start()'s error rather than a thread that silently ends).
+    Loop(ApiHandler& handler, ApiServerOptions options, UniqueFd epoll)
+        : m_handler(handler), m_options(options), m_epoll(std::move(epoll)),
+          m_accept_failures(std::chrono::seconds(10)) {}
 
     void run(int listener, int stop_fd);
 
 private:
-    void accept_clients(int listener);
+    void accept_clients();
+    bool make_room();
     void on_readable(Connection& connection);
     void process(Connection& connection);
     void flush(Connection& connection);
     void update_interest(Connection& connection);
-    void drop_expired();
+    void update_phase(Connection& connection);
+    void expire(SteadyClock::time_point now);
+    int wait_timeout_ms(SteadyClock::time_point now) const;
+    void pause_accepting(int error_number);
+    void resume_accepting_if_due(SteadyClock::time_point now);
     void close(int fd);
 
     ApiHandler& m_handler;
     ApiServerOptions m_options;
     UniqueFd m_epoll;
+    int m_listener { -1 };
+    std::optional<SteadyClock::time_point> m_accept_paused_until; // the listener is out of epoll until then
+    RateLimitedLog m_accept_failures;
     std::map<int, std::unique_ptr<Connection>> m_connections;
 };
 
 void ApiServer::Loop::run(int listener, int stop_fd) {
-    m_epoll = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-    if (!m_epoll.is_valid()) {
-        spdlog::error("API server: epoll_create1: {}", std::strerror(errno));
-        return;
-    }
-    for (int fd : { listener, stop_fd }) {
-        epoll_event event { .events = EPOLLIN, .data = { .fd = fd } };
-        ::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &event);
-    }
-    // Wake often enough to enforce the request timeout with a quarter of it as slack.
-    int const tick_ms = static_cast<int>(std::max<int64_t>(1, m_options.request_timeout.count() / 4));
+    m_listener = listener;
     epoll_event events[32];
     while (true) {
-        int count = ::epoll_wait(m_epoll.get(), events, 32, m_connections.empty() ? -1 : tick_ms);
+        int count = ::epoll_wait(m_epoll.get(), events, 32, wait_timeout_ms(SteadyClock::now()));
         if (count < 0 && errno != EINTR) {
             spdlog::error("API server: epoll_wait: {}", std::strerror(errno));
             return;
@@ -106,7 +124,7 @@ void ApiServer::Loop::run(int listener, int stop_fd) {
             if (fd == stop_fd)
                 return;
             if (fd == listener) {
-                accept_clients(listener);
+                accept_clients();
                 continue;
             }
             auto it = m_connections.find(fd);
@@ -118,26 +136,58 @@ void ApiServer::Loop::run(int listener, int stop_fd) {
             if (m_connections.count(fd) && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 on_readable(connection);
         }
-        drop_expired();
+        auto const now = SteadyClock::now();
+        expire(now);
+        resume_accepting_if_due(now);
     }
 }
 
-void ApiServer::Loop::accept_clients(int listener) {
-    while (true) {
-        UniqueFd client(::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (!client.is_valid())
-            return; // EAGAIN, or an error on one pending client: nothing to do for it
-        if (m_connections.size() >= m_options.max_connections) {
+// Milliseconds until the nearest connection deadline or accept retry (rounded up, so the loop
+// never wakes just before one and spins); -1 (no timeout) when there is none.
+int ApiServer::Loop::wait_timeout_ms(SteadyClock::time_point now) const {
+    std::optional<SteadyClock::time_point> nearest = m_accept_paused_until;
+    for (auto const& [fd, connection] : m_connections) {
+        if (!nearest || connection->deadline < *nearest)
+            nearest = connection->deadline;
+    }
+    if (!nearest)
+        return -1;
+    if (*nearest <= now)
+        return 0;
+    auto const wait = std::chrono::ceil<std::chrono::milliseconds>(*nearest - now).count();
+    return static_cast<int>(std::min<int64_t>(wait, std::numeric_limits<int>::max()));
+}
+
+void ApiServer::Loop::accept_clients() {
+    while (!m_accept_paused_until) {
+        UniqueFd client(::accept4(m_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (!client.is_valid()) {
+            int const error_number = errno;
+            if (error_number == EAGAIN || error_number == EWOULDBLOCK)
+                return;
+            // A client that gave up while queued, or a signal: the next one may be fine.
+            if (error_number == EINTR || error_number == ECONNABORTED)
+                continue;
+            // Out of descriptors, socket buffers or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or an
+            // error this server does not expect: the client stays queued and the listener
+            // readable, so retrying at once would spin.
+            pause_accepting(error_number);
+            return;
+        }
+        if (m_connections.size() >= m_options.max_connections && !make_room()) {
             // Best effort: a fresh socket buffer always has room for this short answer.
-            auto busy = serialize_response(HttpResponse::fault(503, fmt::format("too many API connections (limit {})",
-                                                                                m_options.max_connections)),
-                                           false);
+            auto busy = serialize_response(
+                HttpResponse::fault(503, fmt::format("too many API requests in progress (limit {} connections)",
+                                                     m_options.max_connections)),
+                false);
             [[maybe_unused]] auto sent = ::send(client.get(), busy.data(), busy.size(), MSG_NOSIGNAL);
             continue;
         }
+        auto const now = SteadyClock::now();
         auto connection = std::make_unique<Connection>();
         connection->parser = HttpRequestParser(m_options.limits);
-        connection->last_activity = Clock::now();
+        connection->idle_since = now;
+        connection->deadline = now + m_options.idle_timeout;
         int fd = client.get();
         epoll_event event { .events = EPOLLIN | EPOLLRDHUP, .data = { .fd = fd } };
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &event) != 0)
@@ -145,6 +195,45 @@ void ApiServer::Loop::accept_clients(int listener) {
         connection->fd = std::move(client);
         m_connections.emplace(fd, std::move(connection));
     }
+}
+
+// At the cap: closes the connection that has been idle the longest, so a new client is never
+// refused while idle keep-alive connections hold slots. A connection whose next request is
+// already in its socket buffer is not idle, even if this thread has not read it yet. False when
+// every connection has a request in progress. (A later event of the same epoll batch for the
+// closed fd may reach a new connection that reuses its number; readiness is only a hint and
+// every operation here is non-blocking, so that costs at most an EAGAIN.)
+bool ApiServer::Loop::make_room() {
+    Connection* oldest = nullptr;
+    for (auto const& [fd, connection] : m_connections) {
+        if (connection->phase != Phase::Idle || (oldest && oldest->idle_since <= connection->idle_since))
+            continue;
+        int pending = 0;
+        if (::ioctl(fd, FIONREAD, &pending) == 0 && pending > 0)
+            continue;
+        oldest = connection.get();
+    }
+    if (!oldest)
+        return false;
+    spdlog::debug("API server: closing the longest-idle connection to make room for a new client");
+    close(oldest->fd.get());
+    return true;
+}
+
+void ApiServer::Loop::pause_accepting(int error_number) {
+    m_accept_failures.warn("API server: cannot accept a client: {}; retrying in {} ms", std::strerror(error_number),
+                           m_options.accept_retry_delay.count());
+    ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, m_listener, nullptr);
+    m_accept_paused_until = SteadyClock::now() + m_options.accept_retry_delay;
+}
+
+void ApiServer::Loop::resume_accepting_if_due(SteadyClock::time_point now) {
+    if (!m_accept_paused_until || now < *m_accept_paused_until)
+        return;
+    m_accept_paused_until.reset();
+    epoll_event event { .events = EPOLLIN, .data = { .fd = m_listener } };
+    if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, m_listener, &event) != 0)
+        pause_accepting(errno); // e.g. ENOMEM: try again later rather than never
 }
 
 void ApiServer::Loop::on_readable(Connection& connection) {
@@ -161,7 +250,11 @@ void ApiServer::Loop::on_readable(Connection& connection) {
             close(fd);
             return;
         }
-        connection.last_activity = Clock::now();
+        if (connection.phase == Phase::Idle) {
+            // The first byte of a request starts its deadline; later bytes do not extend it.
+            connection.phase = Phase::Reading;
+            connection.deadline = SteadyClock::now() + m_options.request_deadline;
+        }
         connection.parser.feed(std::string_view(buffer, static_cast<size_t>(received)));
         process(connection);
         if (!m_connections.count(fd))
@@ -192,7 +285,7 @@ void ApiServer::Loop::process(Connection& connection) {
         HttpResponse response = m_handler.handle(request);
         bool const keep_alive = request.keep_alive && !response.close_connection;
         connection.output += serialize_response(response, keep_alive);
-        connection.served = true;
+        connection.request_completed = true;
         connection.closing = !keep_alive;
     }
 }
@@ -210,13 +303,34 @@ void ApiServer::Loop::flush(Connection& connection) {
             return;
         }
         connection.output.erase(0, static_cast<size_t>(sent));
-        connection.last_activity = Clock::now();
     }
     if (connection.output.empty() && connection.closing) {
         close(fd);
         return;
     }
+    update_phase(connection);
     update_interest(connection);
+}
+
+// Moves the connection to the phase its buffers show and starts that phase's deadline. A phase
+// that goes on (more bytes of the same request, more of the same response sent) keeps its
+// deadline, so trickling bytes buys a client nothing; an answered request starts a new one.
+// The response phase gets its own deadline because the handler's time is not the client's.
+void ApiServer::Loop::update_phase(Connection& connection) {
+    Phase const next = connection.parser.has_partial_request() ? Phase::Reading
+                       : !connection.output.empty()            ? Phase::Responding
+                                                               : Phase::Idle;
+    if (next == connection.phase && !connection.request_completed)
+        return;
+    auto const now = SteadyClock::now();
+    connection.phase = next;
+    connection.request_completed = false;
+    if (next == Phase::Idle) {
+        connection.idle_since = now;
+        connection.deadline = now + m_options.idle_timeout;
+    } else {
+        connection.deadline = now + m_options.request_deadline;
+    }
 }
 
 void ApiServer::Loop::update_interest(Connection& connection) {
@@ -225,19 +339,27 @@ void ApiServer::Loop::update_interest(Connection& connection) {
     ::epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, connection.fd.get(), &event);
 }
 
-void ApiServer::Loop::drop_expired() {
-    auto const now = Clock::now();
+void ApiServer::Loop::expire(SteadyClock::time_point now) {
     for (auto it = m_connections.begin(); it != m_connections.end();) {
         Connection const& connection = *it->second;
-        bool const waiting =
-            connection.parser.has_partial_request() || !connection.output.empty() || !connection.served;
-        if (waiting && now - connection.last_activity > m_options.request_timeout) {
-            spdlog::debug("API server: dropping a connection idle for more than {} ms mid-request",
-                          m_options.request_timeout.count());
-            it = m_connections.erase(it); // closes the fd, which also removes it from epoll
-        } else {
+        if (now < connection.deadline) {
             ++it;
+            continue;
         }
+        if (connection.phase == Phase::Reading && connection.output.empty()) {
+            // Best effort, as for 503: the request's sender learns why before the close.
+            auto timeout =
+                serialize_response(HttpResponse::fault(408, fmt::format("the request was not complete within {} ms",
+                                                                        m_options.request_deadline.count())),
+                                   false);
+            [[maybe_unused]] auto sent =
+                ::send(connection.fd.get(), timeout.data(), timeout.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        spdlog::debug("API server: closing a connection {}", connection.phase == Phase::Idle ? "idle for too long"
+                                                             : connection.phase == Phase::Reading
+                                                                 ? "whose request is past its deadline"
+                                                                 : "that did not read its response in time");
+        it = m_connections.erase(it); // closes the fd, which also removes it from epoll
     }
 }
 
@@ -276,13 +398,27 @@ Expected<std::unique_ptr<ApiServer>> ApiServer::start(std::string const& socket_
         ::unlink(socket_path.c_str());
         return stop_event.release_error();
     }
+    UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll.is_valid()) {
+        auto error = Error::from_errno("epoll_create1 for the API server");
+        ::unlink(socket_path.c_str());
+        return error;
+    }
+    for (int fd : { listener.get(), stop_event->fd() }) {
+        epoll_event event { .events = EPOLLIN, .data = { .fd = fd } };
+        if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+            auto error = Error::from_errno("epoll_ctl for the API server");
+            ::unlink(socket_path.c_str());
+            return error;
+        }
+    }
     std::unique_ptr<ApiServer> server(
         new ApiServer(socket_path, std::move(listener), stop_event.release_value(), status.st_ino, status.st_dev));
-    server->m_thread =
-        std::thread([&handler, options, listener_fd = server->m_listener.get(), stop_fd = server->m_stop_event.fd()] {
-            Loop loop(handler, options);
-            loop.run(listener_fd, stop_fd);
-        });
+    server->m_thread = std::thread([&handler, options, epoll = std::move(epoll), listener_fd = server->m_listener.get(),
+                                    stop_fd = server->m_stop_event.fd()]() mutable {
+        Loop loop(handler, options, std::move(epoll));
+        loop.run(listener_fd, stop_fd);
+    });
     return server;
 }
 

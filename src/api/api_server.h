@@ -6,12 +6,21 @@
 // path that is not a socket is an error. The socket file is created with mode 0600: the API
 // controls the VM, so only its owner may connect.
 //
-// One thread multiplexes the listening socket and up to `max_connections` clients with epoll;
-// further clients get 503 and are closed. Each connection has its own parser and output buffer.
-// A connection that has not completed a request within `request_timeout` of its last byte
-// (a slow or stuck client) is dropped, so it cannot hold a slot for ever; a client that
-// disconnects mid-request is simply forgotten. Handlers run on this thread, one request at a
-// time, in arrival order per connection.
+// One thread multiplexes the listening socket and up to `max_connections` clients with epoll.
+// Each connection has its own parser and output buffer. Handlers run on this thread, one
+// request at a time, in arrival order per connection. A client cannot hold a slot for ever:
+//  - a request has `request_deadline` from its first byte to the end of its body (a client
+//    that trickles one byte at a time gets no more), and its response as long again to be
+//    read; past it the client gets 408 (when nothing else is queued for it) and is closed,
+//    as an HTTP/1.1 server closes a request that times out (RFC 9110 section 15.5.9);
+//  - a connection with no request in progress (new, or kept alive after a response) is
+//    closed after `idle_timeout`, silently, as RFC 9112 section 9.8 allows;
+//  - at the cap, a new client takes the slot of the connection idle the longest, which is
+//    closed; only when every slot has a request in progress does it get 503.
+// The loop sleeps in epoll_wait until the nearest of these deadlines. When accept() fails for
+// lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the server logs it (rate-limited) and
+// stops polling the listening socket for `accept_retry_delay`, so a full fd table costs a
+// retry every 100 ms instead of a spinning thread, and service resumes once fds free up.
 //
 // Threading: start() and stop() from one owning thread; stop() (also run by the destructor)
 // wakes the server thread, joins it, closes every connection and unlinks the socket file if it
@@ -35,7 +44,16 @@ namespace kvmm {
 
 struct ApiServerOptions {
     size_t max_connections { 16 };
-    std::chrono::milliseconds request_timeout { 5000 };
+    // API requests are small (bodies up to 50 KiB) and local: a client writes one in well under
+    // a millisecond. Ten seconds still covers a stalled or heavily loaded client (a script
+    // stopped between writes, a debugger) while bounding how long a slot can be held.
+    std::chrono::milliseconds request_deadline { 10'000 };
+    // Long enough for a client's sequence of calls with pauses between them (the SDKs keep one
+    // connection); idle connections give up their slot to new clients anyway, so this only
+    // tidies up after clients that went away without closing.
+    std::chrono::milliseconds idle_timeout { 30'000 };
+    // How long the listening socket is ignored after accept() failed for lack of resources.
+    std::chrono::milliseconds accept_retry_delay { 100 };
     HttpRequestParser::Limits limits {};
 };
 

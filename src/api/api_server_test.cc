@@ -4,17 +4,24 @@
 #include "api/firecracker_api.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <memory>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 namespace kvmm {
 namespace {
@@ -190,7 +197,7 @@ TEST_F(ApiServerTest, ConcurrentClients_AreAllServed) {
 }
 
 TEST_F(ApiServerTest, SlowClient_IsDroppedWhileAnotherIsServed) {
-    start({ .max_connections = 16, .request_timeout = 200ms, .limits = {} });
+    start({ .max_connections = 16, .request_deadline = 200ms });
     UniqueFd slow = connect_to(m_path);
     ASSERT_TRUE(send_all(slow.get(), "PUT /machine-config HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"vcpu"));
     UniqueFd fast = connect_to(m_path);
@@ -198,7 +205,8 @@ TEST_F(ApiServerTest, SlowClient_IsDroppedWhileAnotherIsServed) {
     for (int i = 0; i < 5; ++i)
         EXPECT_EQ(get_root(fast.get()).rfind("HTTP/1.1 200", 0), 0u);
     EXPECT_LT(std::chrono::steady_clock::now() - begin, 200ms) << "the fast client waited for the slow one";
-    EXPECT_TRUE(closed_by_peer(slow.get(), 2000ms));
+    std::string const closing = read_until_closed(slow.get());
+    EXPECT_EQ(closing.rfind("HTTP/1.1 408", 0), 0u) << closing;
     // The fast client's keep-alive connection, idle between requests, is kept.
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(get_root(fast.get()).rfind("HTTP/1.1 200", 0), 0u);
@@ -216,11 +224,15 @@ TEST_F(ApiServerTest, ClientDisconnectingMidBody_HarmsNothing) {
     EXPECT_EQ(api.config().instance.vm.vcpu_count, 1u);
 }
 
-TEST_F(ApiServerTest, ConnectionsAboveTheCap_GetServiceUnavailable) {
-    start({ .max_connections = 2, .request_timeout = 5000ms, .limits = {} });
+TEST_F(ApiServerTest, ConnectionsAboveTheCapWithEveryRequestInProgress_GetServiceUnavailable) {
+    start({ .max_connections = 2 });
     UniqueFd first = connect_to(m_path), second = connect_to(m_path);
     EXPECT_FALSE(get_root(first.get()).empty());
     EXPECT_FALSE(get_root(second.get()).empty());
+    // Both start a request and leave it unfinished: no slot is idle.
+    ASSERT_TRUE(send_all(first.get(), "GET / HTTP/1.1\r\n"));
+    ASSERT_TRUE(send_all(second.get(), "GET / HTTP/1.1\r\n"));
+    std::this_thread::sleep_for(20ms); // let the server read them
     UniqueFd third = connect_to(m_path);
     std::string refused = read_response(third.get());
     EXPECT_EQ(refused.rfind("HTTP/1.1 503", 0), 0u) << refused;
@@ -234,6 +246,9 @@ TEST_F(ApiServerTest, ConnectionsAboveTheCap_GetServiceUnavailable) {
         response = get_root(fourth.get());
     }
     EXPECT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << response;
+    // The unfinished request on the other connection is still served when it completes.
+    ASSERT_TRUE(send_all(second.get(), "\r\n"));
+    EXPECT_EQ(read_response(second.get()).rfind("HTTP/1.1 200", 0), 0u);
 }
 
 TEST_F(ApiServerTest, ExpectContinue_GetsInterimResponseThenFinalOne) {
@@ -277,6 +292,277 @@ TEST_F(ApiServerTest, ConnectionClose_IsHonoured) {
     std::string response = read_response(client.get());
     EXPECT_NE(response.find("Connection: close\r\n"), std::string::npos) << response;
     EXPECT_TRUE(closed_by_peer(client.get(), 2000ms));
+}
+
+// The API's liveness bound for a new client while others misbehave (the issue's 100 ms), with
+// room for a loaded machine; what was measured is printed.
+constexpr auto ANSWER_BOUND = 250ms;
+
+using SteadyClock = std::chrono::steady_clock;
+
+std::chrono::milliseconds elapsed_since(SteadyClock::time_point begin) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - begin);
+}
+
+// Clients that send one byte of a request every `interval` until stopped, as an attacker
+// trying to keep every slot would; a byte to a closed connection is ignored.
+class TricklingClients {
+public:
+    TricklingClients(std::string const& path, size_t count, std::chrono::milliseconds interval) {
+        for (size_t i = 0; i < count; ++i)
+            m_clients.push_back(connect_to(path));
+        m_thread = std::thread([this, interval] {
+            std::string const request = "PUT /machine-config HTTP/1.1\r\nHost: localhost\r\nContent-Length: 30\r\n\r\n"
+                                        "{\"vcpu_count\": 2, \"smt\": false}";
+            for (size_t offset = 0; !m_stop && offset < request.size(); ++offset) {
+                for (auto const& client : m_clients)
+                    [[maybe_unused]] auto sent = ::send(client.get(), &request[offset], 1, MSG_NOSIGNAL);
+                std::this_thread::sleep_for(interval);
+            }
+        });
+    }
+    ~TricklingClients() {
+        m_stop = true;
+        m_thread.join();
+    }
+    TricklingClients(TricklingClients const&) = delete;
+    TricklingClients& operator=(TricklingClients const&) = delete;
+    std::vector<UniqueFd> const& clients() const { return m_clients; }
+
+private:
+    std::vector<UniqueFd> m_clients;
+    std::atomic<bool> m_stop { false };
+    std::thread m_thread;
+};
+
+TEST_F(ApiServerTest, SlowByteClients_LoseTheirSlotsAtTheRequestDeadline) {
+    start({ .max_connections = 16, .request_deadline = 300ms });
+    auto const attack_start = SteadyClock::now();
+    TricklingClients slow(m_path, 16, 30ms);
+    std::this_thread::sleep_for(100ms); // every slow client has a request in progress
+
+    // Every slot is busy with a request: a new client is told so at once, not left waiting.
+    auto begin = SteadyClock::now();
+    UniqueFd refused = connect_to(m_path);
+    std::string answer = read_response(refused.get(), 2000ms);
+    auto const refused_after = elapsed_since(begin);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+    EXPECT_LT(refused_after, ANSWER_BOUND);
+
+    // Each byte no longer extends the deadline: the slow clients get 408 and are closed while
+    // they are still trickling (their request would take 3 s at this rate).
+    for (auto const& client : slow.clients()) {
+        std::string const closing = read_until_closed(client.get());
+        EXPECT_EQ(closing.rfind("HTTP/1.1 408", 0), 0u) << closing;
+    }
+    auto const dropped_after = elapsed_since(attack_start);
+    EXPECT_LT(dropped_after, 100ms + 300ms + 1000ms);
+
+    begin = SteadyClock::now();
+    UniqueFd client = connect_to(m_path);
+    answer = get_root(client.get());
+    auto const served_after = elapsed_since(begin);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+    EXPECT_LT(served_after, ANSWER_BOUND);
+    std::printf("16 slow-byte clients: a new client was refused (503) after %lld ms; the slow clients were "
+                "closed %lld ms into the attack; then a new client was served after %lld ms\n",
+                static_cast<long long>(refused_after.count()), static_cast<long long>(dropped_after.count()),
+                static_cast<long long>(served_after.count()));
+}
+
+TEST_F(ApiServerTest, IdleKeepAliveClients_GiveTheLongestIdleSlotToANewClient) {
+    start({ .max_connections = 16 }); // the production timeouts: nothing expires during the test
+    std::vector<UniqueFd> idle;
+    for (int i = 0; i < 12; ++i) { // served, then kept alive and silent, oldest first
+        idle.push_back(connect_to(m_path));
+        ASSERT_EQ(get_root(idle.back().get()).rfind("HTTP/1.1 200", 0), 0u);
+    }
+    for (int i = 0; i < 4; ++i) // connected and never sent a byte
+        idle.push_back(connect_to(m_path));
+    std::this_thread::sleep_for(20ms);
+
+    std::vector<UniqueFd> newcomers; // they stay, so each one needs a slot of its own
+    for (int i = 0; i < 3; ++i) {
+        auto const begin = SteadyClock::now();
+        newcomers.push_back(connect_to(m_path));
+        std::string const answer = get_root(newcomers.back().get());
+        auto const waited = elapsed_since(begin);
+        EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+        EXPECT_LT(waited, ANSWER_BOUND);
+        std::printf("16 idle keep-alive clients: new client %d served after %lld ms\n", i,
+                    static_cast<long long>(waited.count()));
+        // The connection idle the longest made room, not another one.
+        EXPECT_TRUE(closed_by_peer(idle[static_cast<size_t>(i)].get(), 1000ms)) << i;
+    }
+    // The others still have their connections.
+    EXPECT_EQ(get_root(idle[3].get()).rfind("HTTP/1.1 200", 0), 0u);
+    EXPECT_EQ(get_root(idle[15].get()).rfind("HTTP/1.1 200", 0), 0u);
+}
+
+TEST_F(ApiServerTest, RequestPastItsDeadline_Gets408AndIsClosedEvenWhileBytesKeepComing) {
+    start({ .max_connections = 16, .request_deadline = 200ms });
+    UniqueFd client = connect_to(m_path);
+    std::this_thread::sleep_for(100ms); // the deadline starts at the first byte, not at connect
+    auto const begin = SteadyClock::now();
+    std::atomic<bool> stop { false };
+    std::thread trickle([&] {
+        std::string const headers = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Padding: ";
+        for (size_t offset = 0; !stop; ++offset) {
+            char const byte = offset < headers.size() ? headers[offset] : 'x';
+            if (::send(client.get(), &byte, 1, MSG_NOSIGNAL) != 1)
+                return;
+            std::this_thread::sleep_for(20ms);
+        }
+    });
+    std::string const answer = read_until_closed(client.get());
+    auto const closed_after = elapsed_since(begin);
+    stop = true;
+    trickle.join();
+    EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+    EXPECT_NE(answer.find("Connection: close\r\n"), std::string::npos) << answer;
+    EXPECT_GE(closed_after, 190ms);
+    EXPECT_LT(closed_after, 200ms + 1000ms);
+}
+
+TEST_F(ApiServerTest, IdleConnections_AreClosedSilentlyAfterTheIdleTimeout) {
+    start({ .max_connections = 16, .request_deadline = 5000ms, .idle_timeout = 200ms });
+    UniqueFd served = connect_to(m_path);
+    ASSERT_EQ(get_root(served.get()).rfind("HTTP/1.1 200", 0), 0u);
+    UniqueFd silent = connect_to(m_path);
+    auto const begin = SteadyClock::now();
+    EXPECT_EQ(read_until_closed(served.get()), "");
+    EXPECT_EQ(read_until_closed(silent.get()), "");
+    auto const closed_after = elapsed_since(begin);
+    EXPECT_GE(closed_after, 150ms);
+    EXPECT_LT(closed_after, 200ms + 1000ms);
+}
+
+TEST_F(ApiServerTest, PathWithNulOverTheSocket_Is400NamingTheField) {
+    start();
+    UniqueFd client = connect_to(m_path);
+    std::string const body =
+        R"({"drive_id": "rootfs", "path_on_host": "/etc/shadow\u0000.img", "is_root_device": true})";
+    ASSERT_TRUE(send_all(client.get(), "PUT /drives/rootfs HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
+                                           "\r\n\r\n" + body));
+    std::string const response = read_response(client.get());
+    EXPECT_EQ(response.rfind("HTTP/1.1 400", 0), 0u) << response;
+    EXPECT_NE(response.find("path_on_host"), std::string::npos) << response;
+    EXPECT_TRUE(api.config().instance.vm.disks.empty());
+}
+
+// Sends spdlog's default logger into a string while it lives; read it only after the threads
+// that log have stopped.
+class CapturedLog {
+public:
+    CapturedLog() : m_previous(spdlog::default_logger()) {
+        auto logger =
+            std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(m_text));
+        logger->set_level(spdlog::level::trace);
+        spdlog::set_default_logger(logger);
+    }
+    ~CapturedLog() { spdlog::set_default_logger(m_previous); }
+    CapturedLog(CapturedLog const&) = delete;
+    CapturedLog& operator=(CapturedLog const&) = delete;
+    std::string text() const { return m_text.str(); }
+
+private:
+    std::ostringstream m_text;
+    std::shared_ptr<spdlog::logger> m_previous;
+};
+
+// Lowers RLIMIT_NOFILE's soft limit and fills every descriptor below it, so that the next
+// accept() fails with EMFILE; the destructor gives everything back.
+class ExhaustedDescriptors {
+public:
+    explicit ExhaustedDescriptors(rlim_t soft_limit) {
+        ::getrlimit(RLIMIT_NOFILE, &m_saved);
+        rlimit lowered { soft_limit, m_saved.rlim_max };
+        m_lowered = ::setrlimit(RLIMIT_NOFILE, &lowered) == 0;
+        while (m_lowered) {
+            UniqueFd fd(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0));
+            if (!fd.is_valid()) {
+                m_exhausted = errno == EMFILE;
+                break;
+            }
+            m_fillers.push_back(std::move(fd));
+        }
+    }
+    ~ExhaustedDescriptors() { release(); }
+    ExhaustedDescriptors(ExhaustedDescriptors const&) = delete;
+    ExhaustedDescriptors& operator=(ExhaustedDescriptors const&) = delete;
+
+    bool exhausted() const { return m_exhausted; }
+    void release() {
+        m_fillers.clear();
+        ::setrlimit(RLIMIT_NOFILE, &m_saved);
+    }
+
+private:
+    rlimit m_saved {};
+    bool m_lowered { false };
+    bool m_exhausted { false };
+    std::vector<UniqueFd> m_fillers;
+};
+
+std::chrono::microseconds process_cpu_time() {
+    rusage usage {};
+    ::getrusage(RUSAGE_SELF, &usage);
+    auto const to_duration = [](timeval const& value) {
+        return std::chrono::seconds(value.tv_sec) + std::chrono::microseconds(value.tv_usec);
+    };
+    return to_duration(usage.ru_utime) + to_duration(usage.ru_stime);
+}
+
+// Sanitizer runtimes need descriptors of their own while checking (UBSan's vptr check probes
+// memory with pipe()), so they report false errors while the table is full.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool SANITIZED_BUILD = true;
+#elif defined(__has_feature)
+constexpr bool SANITIZED_BUILD = __has_feature(address_sanitizer);
+#else
+constexpr bool SANITIZED_BUILD = false;
+#endif
+
+TEST_F(ApiServerTest, AcceptFailingForLackOfDescriptors_IsLoggedBacksOffAndRecovers) {
+    if (SANITIZED_BUILD)
+        GTEST_SKIP() << "a full descriptor table breaks the sanitizers' own checks; the release build runs this";
+    CapturedLog log;
+    start();
+    // The client's own socket exists before the table fills; its connection then waits in the
+    // listener's backlog, where the server's accept() fails with EMFILE.
+    UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(client.is_valid());
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, m_path.c_str(), sizeof(address.sun_path) - 1);
+
+    ExhaustedDescriptors exhausted(64);
+    ASSERT_TRUE(exhausted.exhausted());
+    ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0)
+        << std::strerror(errno);
+    ASSERT_TRUE(send_all(client.get(), "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+
+    // Only the server thread works meanwhile (this one sleeps): a spinning accept loop would
+    // use nearly all of the 500 ms; backing off for 100 ms at a time uses a few.
+    auto const cpu_before = process_cpu_time();
+    std::this_thread::sleep_for(500ms);
+    auto const cpu_used = std::chrono::duration_cast<std::chrono::milliseconds>(process_cpu_time() - cpu_before);
+    EXPECT_LT(cpu_used, 100ms) << "the server thread spins on the failing accept";
+
+    auto const begin = SteadyClock::now();
+    exhausted.release();
+    std::string const answer = read_response(client.get(), 3000ms);
+    auto const recovered_after = elapsed_since(begin);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+    EXPECT_LT(recovered_after, 1000ms);
+    std::printf("accept failing with EMFILE: %lld ms of CPU in 500 ms; served %lld ms after fds were freed\n",
+                static_cast<long long>(cpu_used.count()), static_cast<long long>(recovered_after.count()));
+
+    server.reset();
+    std::string const text = log.text();
+    size_t const first = text.find("cannot accept a client: Too many open files");
+    EXPECT_NE(first, std::string::npos) << text;
+    EXPECT_EQ(text.find("cannot accept a client", first + 1), std::string::npos) << "not rate-limited: " << text;
 }
 
 } // namespace

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <vector>
+
 namespace kvmm {
 namespace {
 
@@ -157,6 +159,46 @@ TEST_F(FirecrackerApiTest, MalformedBodies_Are400NamingTheProblem) {
                  "guest_mac");
     expect_fault(call("PUT", "/actions", R"({"action_type": "Reboot"})"), "action_type");
     expect_fault(call("PUT", "/vsock", R"({"guest_cid": 2, "uds_path": "/v"})"), "guest_cid");
+}
+
+// A NUL would end the path where the kernel reads it ("/etc/shadow\0.img" opens /etc/shadow);
+// every path field refuses it and the other control characters, naming the field.
+TEST_F(FirecrackerApiTest, PathsWithControlCharacters_Are400NamingTheField) {
+    struct Case {
+        char const* method;
+        char const* target;
+        std::string body;
+        char const* field;
+    };
+    std::vector<Case> const cases {
+        { "PUT", "/boot-source", R"({"kernel_image_path": "/vmlinux\u0000.bak"})", "'kernel_image_path'" },
+        { "PUT", "/boot-source", R"({"kernel_image_path": "/k", "initrd_path": "/initrd\u001b[2J"})", "'initrd_path'" },
+        { "PUT", "/drives/rootfs",
+          R"({"drive_id": "rootfs", "path_on_host": "/etc/shadow\u0000.img", "is_root_device": true})",
+          "'path_on_host'" },
+        { "PUT", "/network-interfaces/eth0", R"({"iface_id": "eth0", "host_dev_name": "tap\n0"})", "'host_dev_name'" },
+        { "PUT", "/vsock", R"({"guest_cid": 3, "uds_path": "/run/v.sock\u007f"})", "'uds_path'" },
+        { "PUT", "/logger", R"({"log_path": "/tmp/log\u0000"})", "'log_path'" },
+        { "PUT", "/metrics", R"({"metrics_path": "/tmp/metrics\t"})", "'metrics_path'" },
+    };
+    for (auto const& c : cases) {
+        auto const response = call(c.method, c.target, c.body);
+        expect_fault(response, c.field);
+        expect_fault(response, "control character");
+    }
+    EXPECT_TRUE(api.config().instance.vm.kernel_path.empty());
+    EXPECT_TRUE(api.config().instance.vm.disks.empty());
+    EXPECT_TRUE(api.config().instance.vm.nets.empty());
+    EXPECT_FALSE(api.config().instance.vm.vsock);
+    EXPECT_FALSE(controller.logger);
+    EXPECT_FALSE(controller.metrics_sink_open);
+
+    // The same after boot: a drive's new backing file.
+    expect_ok(call("PUT", "/drives/a", R"({"drive_id": "a", "path_on_host": "/a", "is_root_device": false})"));
+    boot();
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/etc/shadow\u0000.img"})"),
+                 "'path_on_host'");
+    EXPECT_EQ(api.config().instance.vm.disks[0].path, "/a");
 }
 
 TEST_F(FirecrackerApiTest, DriveRules_IdsMatchAndOneRootDevice) {

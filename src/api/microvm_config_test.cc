@@ -65,6 +65,33 @@ TEST(LoadConfigFile, ErrorsNameTheSectionAndField) {
     }
 }
 
+TEST(LoadConfigFile, PathsWithControlCharacters_AreRefusedNamingTheField) {
+    struct Case {
+        char const* text;
+        char const* field;
+    } cases[] = {
+        { R"({"boot-source": {"kernel_image_path": "/k\u0000x"}})", "'kernel_image_path'" },
+        { R"({"boot-source": {"kernel_image_path": "/k", "initrd_path": "/i\u0001"}})", "'initrd_path'" },
+        { R"({"boot-source": {"kernel_image_path": "/k"},
+              "drives": [{"drive_id": "r", "path_on_host": "/etc/shadow\u0000.img", "is_root_device": true}]})",
+          "'path_on_host'" },
+        { R"({"boot-source": {"kernel_image_path": "/k"},
+              "network-interfaces": [{"iface_id": "a", "host_dev_name": "tap\u00000"}]})",
+          "'host_dev_name'" },
+        { R"({"boot-source": {"kernel_image_path": "/k"}, "vsock": {"guest_cid": 3, "uds_path": "/v\r"}})",
+          "'uds_path'" },
+        { R"({"boot-source": {"kernel_image_path": "/k"}, "logger": {"log_path": "/l\u0000"}})", "'log_path'" },
+        { R"({"boot-source": {"kernel_image_path": "/k"}, "metrics": {"metrics_path": "/m\u001f"}})",
+          "'metrics_path'" },
+    };
+    for (auto const& c : cases) {
+        auto config = load_config_file(c.text);
+        ASSERT_FALSE(config) << c.text;
+        EXPECT_NE(config.error().message().find(c.field), std::string::npos) << config.error().message();
+        EXPECT_NE(config.error().message().find("control character"), std::string::npos) << config.error().message();
+    }
+}
+
 TEST(MicrovmConfigJson, RoundTripsThroughTheConfigFileLoader) {
     auto original = load_config_file(R"({
         "boot-source": {"kernel_image_path": "/vmlinux", "initrd_path": "/initrd", "boot_args": "quiet"},

@@ -1,6 +1,7 @@
 #include "api/resource_parsers.h"
 
 #include "api/json_fields.h"
+#include "base/path.h"
 
 #include <fmt/format.h>
 
@@ -50,6 +51,25 @@ Expected<std::string> non_empty_string(JsonFields const& fields, std::string_vie
     std::string value = TRY(fields.required_string(key));
     if (value.empty())
         return Error::format("{}: field '{}' must not be empty", fields.what(), key);
+    return value;
+}
+
+// A field naming a host file, socket or interface: non-empty and without control characters
+// (base/path.h), so that what is opened is exactly what the client sent.
+Expected<std::string> path_field(JsonFields const& fields, std::string_view key) {
+    std::string value = TRY(non_empty_string(fields, key));
+    TRY(check_path_characters(value, fmt::format("{}: field '{}'", fields.what(), key)));
+    return value;
+}
+
+// As path_field, for an optional field: absent is fine, present must be non-empty.
+Expected<std::optional<std::string>> optional_path_field(JsonFields const& fields, std::string_view key) {
+    auto value = TRY(fields.string(key));
+    if (!value)
+        return value;
+    if (value->empty())
+        return Error::format("{}: field '{}' must not be empty", fields.what(), key);
+    TRY(check_path_characters(*value, fmt::format("{}: field '{}'", fields.what(), key)));
     return value;
 }
 
@@ -152,14 +172,12 @@ Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm
 
 Expected<void> apply_boot_source(json const& body, VmConfig& vm) {
     auto fields = TRY(JsonFields::create(body, "boot-source", { "kernel_image_path", "initrd_path", "boot_args" }));
-    std::string kernel = TRY(non_empty_string(fields, "kernel_image_path"));
-    auto initrd = TRY(fields.string("initrd_path"));
+    std::string kernel = TRY(path_field(fields, "kernel_image_path"));
+    auto initrd = TRY(optional_path_field(fields, "initrd_path"));
     auto boot_args = TRY(fields.string("boot_args"));
     if (boot_args && boot_args->size() > MAX_CMDLINE_LENGTH)
         return Error::format("boot-source: boot_args of {} bytes exceeds {} bytes", boot_args->size(),
                              MAX_CMDLINE_LENGTH);
-    if (initrd && initrd->empty())
-        return Error("boot-source: field 'initrd_path' must not be empty");
     vm.kernel_path = std::move(kernel);
     vm.initrd_path = std::move(initrd);
     // Without boot_args Firecracker uses its default command line; kvmm's equivalent keeps the
@@ -178,7 +196,7 @@ Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id) {
         return Error("drive: vhost-user block devices (socket) are not supported by kvmm");
     DiskConfig disk;
     disk.id = TRY(checked_body_id(fields, "drive_id", path_id));
-    disk.path = TRY(non_empty_string(fields, "path_on_host"));
+    disk.path = TRY(path_field(fields, "path_on_host"));
     disk.is_root_device = TRY(fields.required_boolean("is_root_device"));
     disk.read_only = TRY(fields.boolean("is_read_only")).value_or(false);
     // kvmm always honours guest flushes: Firecracker's "Unsafe" (flushes ignored) gets the safer
@@ -203,9 +221,7 @@ Expected<DriveUpdate> parse_drive_update(json const& body, std::string_view path
     auto fields = TRY(JsonFields::create(body, "drive", { "drive_id", "path_on_host", "rate_limiter" }));
     DriveUpdate update;
     update.drive_id = TRY(checked_body_id(fields, "drive_id", path_id));
-    update.path = TRY(fields.string("path_on_host"));
-    if (update.path && update.path->empty())
-        return Error("drive: field 'path_on_host' must not be empty");
+    update.path = TRY(optional_path_field(fields, "path_on_host"));
     update.rate_limit = TRY(optional_rate_limit_changes(fields, "rate_limiter"));
     return update;
 }
@@ -218,7 +234,7 @@ Expected<NetConfig> parse_network_interface(json const& body, std::string_view p
         return Error("network-interface: mtu is not supported by kvmm (VIRTIO_NET_F_MTU is not offered)");
     NetConfig net;
     net.id = TRY(checked_body_id(fields, "iface_id", path_id));
-    net.tap_name = TRY(non_empty_string(fields, "host_dev_name"));
+    net.tap_name = TRY(path_field(fields, "host_dev_name"));
     if (net.tap_name.size() > MAX_TAP_NAME_LENGTH)
         return Error::format("network-interface: host_dev_name '{}' is longer than {} bytes", net.tap_name,
                              MAX_TAP_NAME_LENGTH);
@@ -249,7 +265,7 @@ Expected<VsockConfig> parse_vsock(json const& body) {
     if (cid < MIN_GUEST_CID)
         return Error::format("vsock: guest_cid must be at least {} (0 to 2 are reserved), got {}", MIN_GUEST_CID, cid);
     vsock.guest_cid = static_cast<uint32_t>(cid);
-    vsock.uds_path = TRY(non_empty_string(fields, "uds_path"));
+    vsock.uds_path = TRY(path_field(fields, "uds_path"));
     return vsock;
 }
 
@@ -290,9 +306,7 @@ Expected<LoggerConfig> parse_logger(json const& body) {
     auto fields =
         TRY(JsonFields::create(body, "logger", { "log_path", "level", "show_level", "show_log_origin", "module" }));
     LoggerConfig logger;
-    logger.log_path = TRY(fields.string("log_path"));
-    if (logger.log_path && logger.log_path->empty())
-        return Error("logger: field 'log_path' must not be empty");
+    logger.log_path = TRY(optional_path_field(fields, "log_path"));
     if (auto level = TRY(fields.string("level")))
         logger.level = TRY(canonical_level(*level));
     logger.show_level = TRY(fields.boolean("show_level")).value_or(false);
@@ -303,7 +317,7 @@ Expected<LoggerConfig> parse_logger(json const& body) {
 
 Expected<MetricsConfig> parse_metrics(json const& body) {
     auto fields = TRY(JsonFields::create(body, "metrics", { "metrics_path" }));
-    return MetricsConfig { TRY(non_empty_string(fields, "metrics_path")) };
+    return MetricsConfig { TRY(path_field(fields, "metrics_path")) };
 }
 
 Expected<InstanceAction> parse_action(json const& body) {

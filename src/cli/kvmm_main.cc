@@ -10,6 +10,8 @@
 #include "api/microvm_config.h"
 #include "base/file.h"
 #include "base/logging.h"
+#include "base/open_file_limit.h"
+#include "base/path.h"
 #include "cli/vmm_control.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
@@ -21,8 +23,10 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <initializer_list>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifndef KVMM_VERSION
@@ -77,6 +81,30 @@ kvmm::Expected<void> apply_flags(CLI::App const& app, Flags& flags) {
         config.virtio_console = true;
     else if (flags.console_device != "serial")
         return kvmm::Error::format("invalid --console-device '{}': expected serial or virtio", flags.console_device);
+    return {};
+}
+
+// Gives kvmm all the descriptors the host allows: every disk, TAP, vsock connection and API
+// client holds one, and the usual soft limit of 1024 is far below the usual hard limit.
+void raise_open_file_limit() {
+    auto const limit = kvmm::raise_open_file_limit();
+    if (!limit) {
+        spdlog::warn("cannot raise the open-file limit: {}", limit.error().message());
+        return;
+    }
+    spdlog::debug("open-file limit: soft {} raised to the hard limit {}", limit->previous_soft, limit->soft);
+    if (limit->soft < kvmm::RECOMMENDED_OPEN_FILE_LIMIT)
+        spdlog::warn("the open-file limit is only {} (hard limit; {} recommended): vsock connections, API "
+                     "clients, disks and network interfaces share it, so a guest with many vsock connections "
+                     "can exhaust it and new connections are then refused",
+                     limit->soft, kvmm::RECOMMENDED_OPEN_FILE_LIMIT);
+}
+
+// The flags that name host files or sockets directly (the key=value flags check theirs while
+// they are parsed): no control characters (base/path.h).
+kvmm::Expected<void> check_flag_paths(std::initializer_list<std::pair<char const*, std::string const*>> flags) {
+    for (auto const& [flag, value] : flags)
+        TRY(kvmm::check_path_characters(*value, flag));
     return {};
 }
 
@@ -281,6 +309,15 @@ int main(int argc, char** argv) {
     if (!level)
         return fail(level.error().message());
     kvmm::init_logging(*level);
+    if (auto checked = check_flag_paths({ { "--kernel", &flags.config.kernel_path },
+                                          { "--initrd", &flags.initrd },
+                                          { "--api-sock", &api_mode.socket_path },
+                                          { "--config-file", &api_mode.config_file },
+                                          { "--control-sock", &control_socket },
+                                          { "--metrics", &metrics_path } });
+        !checked)
+        return fail(checked.error().message());
+    raise_open_file_limit();
 
     bool const firecracker_mode = !api_mode.socket_path.empty() || !api_mode.config_file.empty();
     if (firecracker_mode) {

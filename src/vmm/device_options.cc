@@ -1,6 +1,7 @@
 #include "vmm/device_options.h"
 
 #include "backends/net/mac_address.h"
+#include "base/path.h"
 
 #include <cctype>
 #include <charconv>
@@ -81,9 +82,10 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
     DiskConfig disk;
     std::optional<uint64_t> bandwidth, bandwidth_burst, iops, iops_burst;
     for (auto const& [key, value] : TRY(parse_key_values(flag, text))) {
-        if (key == "path")
+        if (key == "path") {
+            TRY(check_path_characters(value, "--disk path="));
             disk.path = value;
-        else if (key == "id")
+        } else if (key == "id")
             disk.id = value;
         else if (key == "readonly")
             disk.read_only = TRY(parse_switch(flag, key, value));
@@ -139,6 +141,7 @@ Expected<NetConfig> parse_net_option(std::string_view text, size_t index) {
         if (key == "tap") {
             if (value.empty())
                 return Error::format("{}: tap= needs an interface name", flag);
+            TRY(check_path_characters(value, "--net tap="));
             net.tap_name = value;
         } else if (key == "fd")
             net.tap_fd = static_cast<int>(TRY(parse_number(flag, key, value)));
@@ -172,9 +175,10 @@ Expected<VsockConfig> parse_vsock_option(std::string_view text) {
                                      value);
             vsock.guest_cid = static_cast<uint32_t>(cid);
             have_cid = true;
-        } else if (key == "uds")
+        } else if (key == "uds") {
+            TRY(check_path_characters(value, "--vsock uds="));
             vsock.uds_path = value;
-        else
+        } else
             return unknown_key(flag, key, "cid, uds");
     }
     if (!have_cid || vsock.uds_path.empty())

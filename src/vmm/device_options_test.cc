@@ -135,5 +135,41 @@ TEST(DeviceOptions, ValidationRejectsDuplicateIdsAndTwoRootDisks) {
     EXPECT_FALSE(validate_devices(config)) << "balloon larger than RAM";
 }
 
+// The kernel would open "/etc/shadow" for "/etc/shadow\0.img"; a flag can carry no NUL (argv
+// strings end there) but can carry every other control character.
+TEST(DeviceOptions, PathsWithControlCharacters_AreRefusedNamingTheFlag) {
+    // The error message of a failed parse; empty when it succeeded.
+    auto error_of = [](auto const& result) { return result ? std::string() : result.error().message(); };
+    std::pair<std::string, char const*> const cases[] = {
+        { error_of(parse_disk_option("path=/tmp/disk\n.img", 0)), "--disk path=" },
+        { error_of(parse_disk_option("path=/tmp/disk\x01", 0)), "--disk path=" },
+        { error_of(parse_net_option("tap=tap\t0", 0)), "--net tap=" },
+        { error_of(parse_vsock_option("cid=3,uds=/run/v\x7f.sock")), "--vsock uds=" },
+    };
+    for (auto const& [message, flag] : cases) {
+        EXPECT_NE(message.find(flag), std::string::npos) << flag << ": " << message;
+        EXPECT_NE(message.find("control character"), std::string::npos) << message;
+    }
+    EXPECT_TRUE(parse_disk_option("path=/tmp/ordinary disk.img", 0));
+}
+
+TEST(DeviceOptions, ValidationRejectsControlCharactersInAnyPathOfTheConfig) {
+    VmConfig config;
+    config.kernel_path = "k";
+    EXPECT_TRUE(validate_devices(config));
+    config.kernel_path = std::string("/etc/shadow\0.img", 16);
+    EXPECT_FALSE(validate_devices(config));
+    config.kernel_path = "k";
+    config.disks.push_back(DiskConfig {});
+    config.disks[0].id = "root";
+    config.disks[0].path = std::string("/etc/shadow\0.img", 16);
+    auto const disk = validate_devices(config);
+    ASSERT_FALSE(disk);
+    EXPECT_NE(disk.error().message().find("disk 'root'"), std::string::npos) << disk.error().message();
+    config.disks.clear();
+    config.vsock = VsockConfig { 3, "/run/v\n" };
+    EXPECT_FALSE(validate_devices(config));
+}
+
 } // namespace
 } // namespace kvmm

@@ -2,6 +2,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "base/checked_math.h"
+#include "base/path.h"
 
 #include <cctype>
 #include <charconv>
@@ -19,6 +20,7 @@ Expected<ConsoleConfig> ConsoleConfig::parse(std::string_view text) {
         auto path = text.substr(file_prefix.size());
         if (path.empty())
             return Error("--console file= needs a path, e.g. --console file=/tmp/console.log");
+        TRY(check_path_characters(path, "--console file="));
         return ConsoleConfig { Kind::File, std::string(path) };
     }
     constexpr std::string_view socket_prefix = "socket=";
@@ -26,6 +28,7 @@ Expected<ConsoleConfig> ConsoleConfig::parse(std::string_view text) {
         auto path = text.substr(socket_prefix.size());
         if (path.empty())
             return Error("--console socket= needs a path, e.g. --console socket=/run/kvmm/vm0.console");
+        TRY(check_path_characters(path, "--console socket="));
         return ConsoleConfig { Kind::Socket, std::string(path) };
     }
     return Error::format("invalid --console '{}': expected stdio, none, file=PATH or socket=PATH", text);
@@ -100,7 +103,29 @@ std::string effective_cmdline(VmConfig const& config) {
     return cmdline;
 }
 
+namespace {
+
+// Every entry point (flags, config file, API, kvmmd) checks its own paths and names its own
+// field; this repeats the check for whatever reaches the machine builder by another road.
+Expected<void> validate_paths(VmConfig const& config) {
+    TRY(check_path_characters(config.kernel_path, "kernel"));
+    if (config.initrd_path)
+        TRY(check_path_characters(*config.initrd_path, "initrd"));
+    if (!config.console.path.empty())
+        TRY(check_path_characters(config.console.path, "console"));
+    for (auto const& disk : config.disks)
+        TRY(check_path_characters(disk.path, fmt::format("disk '{}'", disk.id)));
+    for (auto const& net : config.nets)
+        TRY(check_path_characters(net.tap_name, fmt::format("network interface '{}' TAP name", net.id)));
+    if (config.vsock)
+        TRY(check_path_characters(config.vsock->uds_path, "vsock Unix socket"));
+    return {};
+}
+
+} // namespace
+
 Expected<void> validate_devices(VmConfig const& config) {
+    TRY(validate_paths(config));
     std::set<std::string> ids;
     size_t root_devices = 0;
     for (auto const& disk : config.disks) {

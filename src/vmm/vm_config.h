@@ -113,8 +113,8 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus);
 // unless the command line already names a root (Firecracker's is_root_device does the same).
 std::string effective_cmdline(VmConfig const& config);
 
-// The device part of validate(): unique ids, one root disk, complete network and vsock settings,
-// a balloon target within guest RAM.
+// The device part of validate(): paths without control characters (base/path.h), unique ids,
+// one root disk, complete network and vsock settings, a balloon target within guest RAM.
 Expected<void> validate_devices(VmConfig const& config);
 
 } // namespace kvmm

@@ -30,6 +30,15 @@ TEST(ConsoleConfig, ParsesAllKindsAndRejectsOthers) {
     EXPECT_FALSE(ConsoleConfig::parse("tty").has_value());
 }
 
+TEST(ConsoleConfig, PathsWithControlCharacters_AreRefusedNamingTheFlag) {
+    for (auto text : { "file=/tmp/console\n.log", "socket=/run/c\x1b.sock" }) {
+        auto const parsed = ConsoleConfig::parse(text);
+        ASSERT_FALSE(parsed) << text;
+        EXPECT_NE(parsed.error().message().find("--console"), std::string::npos) << parsed.error().message();
+        EXPECT_NE(parsed.error().message().find("control character"), std::string::npos);
+    }
+}
+
 TEST(ValidateConfig, RejectsZeroAndTooManyVcpusAndBadMemory) {
     VmConfig config;
     config.kernel_path = "/boot/vmlinuz";

@@ -45,6 +45,14 @@ TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
         { { "--kernel", kernel, "--log-level", "loud" }, "loud" },
         { { "--kernel", kernel, "--frobnicate" }, "--frobnicate" },
         { {}, "--kernel" },
+        // Paths with control characters (argv cannot carry a NUL, but everything else can).
+        { { "--kernel", kernel + "\n" }, "--kernel" },
+        { { "--kernel", kernel, "--initrd", "/tmp/initrd\x01" }, "--initrd" },
+        { { "--kernel", kernel, "--disk", "path=/tmp/disk\x1b.img" }, "--disk path=" },
+        { { "--kernel", kernel, "--vsock", "cid=3,uds=/tmp/v\t.sock" }, "--vsock uds=" },
+        { { "--kernel", kernel, "--console", "file=/tmp/console\r.log" }, "--console file=" },
+        { { "--api-sock", "/tmp/api\x7f.sock" }, "--api-sock" },
+        { { "--api-sock", "/tmp/api.sock", "--config-file", "/tmp/config\n.json" }, "--config-file" },
     };
     for (auto const& input : cases)
         expect_configuration_error(input);
