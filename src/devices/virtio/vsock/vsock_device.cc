@@ -112,6 +112,8 @@ void VsockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
 Expected<void> VsockDevice::activate(ActivationContext context) {
     if (context.queues.size() <= TX_QUEUE || !context.queues[RX_QUEUE] || !context.queues[TX_QUEUE])
         return Error("the vsock device's rx and tx queues were not both set up");
+    if (!context.reschedule)
+        return Error("the vsock device needs a transport that can reschedule its queues");
     m_context = std::move(context);
     return {};
 }
