@@ -135,6 +135,24 @@ TEST_F(VsockLimitsTest, ClientWithoutConnectLine_IsDroppedAfterHandshakeTimeout)
     EXPECT_FALSE(at_end_of_stream(talker.get()));
 }
 
+TEST_F(VsockLimitsTest, ClientTricklingItsLine_IsDroppedAtTheDeadlineFromConnect) {
+    create_device({ .handshake_timeout = 300ms });
+    activate();
+    post_rx_buffers(4);
+    auto client = connect_blocking(uds_path);
+    // One byte every 50 ms: each arrives well within the timeout, the whole line never does.
+    std::string_view const connect_line = "CONNECT 1234567890123456789";
+    bool dropped = false;
+    for (size_t i = 0; i < connect_line.size() && !dropped; ++i) {
+        if (::send(client.get(), &connect_line[i], 1, MSG_NOSIGNAL) != 1)
+            break;
+        dropped = run_until([&] { return vsock->handshakes_timed_out() == 1; }, 50ms);
+    }
+    EXPECT_TRUE(run_until([&] { return vsock->handshakes_timed_out() == 1; }, 2s));
+    EXPECT_TRUE(peer_closed(client.get()));
+    EXPECT_EQ(vsock->pending_handshakes(), 0u);
+}
+
 TEST_F(VsockLimitsTest, SilentClientsBeyondHandshakeCap_OldestIsDropped) {
     create_device({ .handshakes = 4 });
     activate();
