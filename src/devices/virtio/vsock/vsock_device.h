@@ -73,8 +73,9 @@ struct VsockLimits {
     // programs that do not read to 512 x Connection::BUFFER_SIZE (128 MiB).
     static constexpr size_t GUEST_CONNECTIONS = 256;
     static constexpr size_t HOST_CONNECTIONS = 256;
-    // Clients that have connected but not yet sent "CONNECT <port>\n"; when full, the oldest is
-    // dropped for the newcomer, so silent clients cannot lock out ones that talk at once.
+    // Clients that have connected but not yet sent "CONNECT <port>\n" (part of the host share);
+    // when full, the oldest is dropped for the newcomer, so silent clients cannot lock out ones
+    // that talk at once.
     static constexpr size_t HANDSHAKES = 64;
     // A client writes its line right after connecting; 5 s leaves a loaded host plenty of
     // slack. The guest gets as long again to answer a host-initiated REQUEST (a Linux guest
