@@ -20,6 +20,7 @@
 #include "devices/virtio/vsock/vsock_packet.h"
 #include "memory/guest_memory.h"
 
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <span>
@@ -91,6 +92,9 @@ public:
     bool queued_for_rx { false };   // listed in the device's rx work list
     uint32_t guest_shutdown { 0 };  // SHUTDOWN_* flags the guest sent
     bool host_write_shut { false }; // shutdown(SHUT_WR) done after the guest's SHUTDOWN_SEND
+    bool host_initiated { false };  // counts against the host side's connection cap
+    // Host-initiated, AwaitingResponse: when the device gives up on the guest's RESPONSE.
+    std::chrono::steady_clock::time_point response_deadline {};
 
     uint64_t bytes_to_host() const { return m_bytes_to_host; }
 

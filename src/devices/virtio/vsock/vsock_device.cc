@@ -8,14 +8,12 @@
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 namespace kvmm::virtio::vsock {
 
 namespace {
-
-// How many clients one listener wake-up accepts, so a connect storm cannot hold the loop.
-constexpr int MAX_ACCEPTS_PER_WAKEUP = 16;
 
 char const* operation_name(uint16_t operation) {
     switch (static_cast<Operation>(operation)) {
@@ -42,28 +40,61 @@ char const* operation_name(uint16_t operation) {
 } // namespace
 
 Expected<std::unique_ptr<VsockDevice>> VsockDevice::create(EventLoop& event_loop, uint64_t guest_cid,
-                                                           std::string uds_path) {
+                                                           std::string uds_path, VsockLimits limits) {
     if (guest_cid <= HOST_CID || guest_cid > UINT32_MAX)
         return Error::format("vsock guest CID {} is reserved or above 32 bits (must be 3..{})", guest_cid, UINT32_MAX);
+    int const timer = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (timer < 0)
+        return Error::from_errno("timerfd_create for the vsock device");
+    UniqueFd timer_fd(timer);
     auto listener = TRY(listen_unix(uds_path));
-    auto device =
-        std::unique_ptr<VsockDevice>(new VsockDevice(event_loop, guest_cid, std::move(uds_path), std::move(listener)));
-    if (auto added = event_loop.add(device->m_listener.get(), [raw = device.get()] { raw->on_listener_readable(); });
-        !added) {
-        ::unlink(device->m_uds_path.c_str());
-        return added.error().with_context(fmt::format("vsock socket '{}'", device->m_uds_path));
+    auto device = std::unique_ptr<VsockDevice>(
+        new VsockDevice(event_loop, guest_cid, std::move(uds_path), std::move(listener), std::move(timer_fd), limits));
+    VsockDevice* const raw = device.get();
+    // The listener is added with an interest set so that accept back-off can park it.
+    auto added =
+        event_loop.add(raw->m_listener.get(), EventLoop::READABLE, [raw](uint32_t) { raw->on_listener_readable(); });
+    if (added) {
+        added = event_loop.add(raw->m_timer.get(), [raw] { raw->on_timer(); });
+        if (!added)
+            event_loop.remove(raw->m_listener.get());
+    }
+    if (!added) {
+        ::unlink(raw->m_uds_path.c_str());
+        return added.error().with_context(fmt::format("vsock socket '{}'", raw->m_uds_path));
     }
     return device;
 }
 
-VsockDevice::VsockDevice(EventLoop& event_loop, uint64_t guest_cid, std::string uds_path, UniqueFd listener)
+VsockDevice::VsockDevice(EventLoop& event_loop, uint64_t guest_cid, std::string uds_path, UniqueFd listener,
+                         UniqueFd timer, VsockLimits limits)
     : m_event_loop(event_loop), m_guest_cid(guest_cid), m_uds_path(std::move(uds_path)),
-      m_listener(std::move(listener)) {}
+      m_listener(std::move(listener)), m_timer(std::move(timer)), m_limits(limits) {}
 
 VsockDevice::~VsockDevice() {
     reset();
     m_event_loop.remove(m_listener.get());
+    m_event_loop.remove(m_timer.get());
     ::unlink(m_uds_path.c_str());
+}
+
+std::vector<VirtioDevice::Counter> VsockDevice::counters() const {
+    return { { "active_connections", m_connections.size() },
+             { "pending_handshakes", m_handshakes.size() },
+             { "connections_opened", m_connections_opened },
+             { "connections_refused", m_connections_refused },
+             { "guest_connections_over_limit", m_guest_connections_over_limit },
+             { "host_connections_over_limit", m_host_connections_over_limit },
+             { "handshakes_timed_out", m_handshakes_timed_out },
+             { "handshakes_evicted", m_handshakes_evicted },
+             { "host_requests_timed_out", m_host_requests_timed_out },
+             { "host_port_collisions", m_host_port_collisions },
+             { "accept_errors", m_accept_errors },
+             { "work_slices_deferred", m_work_slices_deferred },
+             { "resets_sent", m_resets_sent },
+             { "packets_dropped", m_packets_dropped },
+             { "bytes_to_guest", m_bytes_to_guest },
+             { "bytes_to_host", m_bytes_to_host } };
 }
 
 uint64_t VsockDevice::features() const {
@@ -81,6 +112,8 @@ void VsockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
 Expected<void> VsockDevice::activate(ActivationContext context) {
     if (context.queues.size() <= TX_QUEUE || !context.queues[RX_QUEUE] || !context.queues[TX_QUEUE])
         return Error("the vsock device's rx and tx queues were not both set up");
+    if (!context.reschedule)
+        return Error("the vsock device needs a transport that can reschedule its queues");
     m_context = std::move(context);
     return {};
 }
@@ -125,25 +158,40 @@ void VsockDevice::guest_error(std::string const& message) {
 
 Expected<void> VsockDevice::process_tx() {
     auto& queue = *m_context->queues[TX_QUEUE];
+    WorkBudget budget = m_limits.work_budget;
     bool used_any = false;
+    bool yielded = false;
     while (true) {
-        while (TRY(queue.pop(m_tx_chain))) {
-            TRY(handle_tx_packet());
+        while (true) {
+            if (budget.exhausted()) {
+                yielded = true;
+                break;
+            }
+            if (!TRY(queue.pop(m_tx_chain)))
+                break;
+            budget.charge_chain();
+            TRY(handle_tx_packet(budget));
             // 5.10.6.2: tx buffers are returned with nothing written.
             TRY(queue.add_used(m_tx_chain.head(), 0));
             used_any = true;
             if (!m_context)
                 return {}; // a callback reset the device
         }
-        if (!TRY(queue.enable_notifications()))
+        // With the budget spent the rest waits for the next turn; notifications stay as they
+        // are (the reschedule below brings us back whether or not the driver notifies).
+        if (yielded || !TRY(queue.enable_notifications()))
             break;
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
+    if (yielded) {
+        ++m_work_slices_deferred;
+        m_context->reschedule(TX_QUEUE);
+    }
     return {};
 }
 
-Expected<void> VsockDevice::handle_tx_packet() {
+Expected<void> VsockDevice::handle_tx_packet(WorkBudget& budget) {
     if (m_tx_chain.readable_length() < HEADER_SIZE) {
         ++m_packets_dropped;
         guest_error(fmt::format("tx buffer of {} bytes is shorter than the {}-byte header",
@@ -152,6 +200,7 @@ Expected<void> VsockDevice::handle_tx_packet() {
     }
     HeaderBytes bytes;
     TRY(m_tx_chain.read(*m_context->memory, 0, bytes));
+    budget.charge_bytes(HEADER_SIZE);
     PacketHeader const header = decode_header(bytes);
     if (header.source_cid != m_guest_cid || header.destination_cid != HOST_CID) {
         // Not a packet of this guest to the host: there is no one sensible to answer.
@@ -210,7 +259,7 @@ Expected<void> VsockDevice::handle_tx_packet() {
             refresh(*connection);
         return {};
     case Operation::ReadWrite:
-        return handle_guest_data(*connection, header);
+        return handle_guest_data(*connection, header, budget);
     case Operation::Shutdown:
         handle_guest_shutdown(*connection, header);
         return {};
@@ -236,9 +285,11 @@ void VsockDevice::handle_guest_request(PacketHeader const& header) {
         close_connection(key, true);
         return;
     }
-    if (m_connections.size() + m_handshakes.size() >= MAX_CONNECTIONS) {
+    if (m_guest_connection_count >= m_limits.guest_connections) {
         ++m_connections_refused;
-        guest_error(fmt::format("REQUEST to port {} refused: {} connections open", key.host_port, MAX_CONNECTIONS));
+        ++m_guest_connections_over_limit;
+        guest_error(fmt::format("REQUEST to port {} refused: the guest has {} connections open", key.host_port,
+                                m_guest_connection_count));
         queue_reset(header);
         return;
     }
@@ -251,28 +302,45 @@ void VsockDevice::handle_guest_request(PacketHeader const& header) {
         queue_reset(header);
         return;
     }
-    int const fd = stream->get();
     auto connection = std::make_unique<Connection>(std::move(*stream), key, Connection::State::Established);
     connection->update_peer_credit(header);
     connection->pending_control |= PENDING_RESPONSE;
-    if (auto added = m_event_loop.add(fd, 0, [this, key](uint32_t ready) { on_connection_ready(key, ready); });
-        !added) {
-        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
+    if (!register_connection(std::move(connection))) {
         queue_reset(header);
         return;
     }
     ++m_connections_opened;
-    auto& stored = *m_connections.emplace(key, std::move(connection)).first->second;
-    refresh(stored);
+    refresh(*m_connections.at(key));
 }
 
-Expected<void> VsockDevice::handle_guest_data(Connection& connection, PacketHeader const& header) {
+bool VsockDevice::register_connection(std::unique_ptr<Connection> connection) {
+    ConnectionKey const key = connection->key();
+    int const fd = connection->fd();
+    // The callers checked that the key is free; a live key is never replaced, since its fd
+    // would stay registered in the loop after its socket closed.
+    if (m_connections.contains(key))
+        return false;
+    if (auto added = m_event_loop.add(fd, 0, [this, key](uint32_t ready) { on_connection_ready(key, ready); });
+        !added) {
+        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
+        return false; // `connection` closes the socket, which was never registered
+    }
+    if (connection->host_initiated)
+        ++m_host_connection_count;
+    else
+        ++m_guest_connection_count;
+    m_connections.emplace(key, std::move(connection));
+    return true;
+}
+
+Expected<void> VsockDevice::handle_guest_data(Connection& connection, PacketHeader const& header, WorkBudget& budget) {
     if (connection.state() != Connection::State::Established || (connection.guest_shutdown & SHUTDOWN_SEND)) {
         guest_error(
             fmt::format("RW on {}->{} that is not open for sending", header.source_port, header.destination_port));
         close_connection(connection.key(), true);
         return {};
     }
+    budget.charge_bytes(header.length); // copied now, written to the host socket below
     if (!TRY(connection.queue_guest_data(*m_context->memory, m_tx_chain, header.length))) {
         guest_error(fmt::format("RW of {} bytes on {}->{} exceeds the credit we gave ({} bytes)", header.length,
                                 header.source_port, header.destination_port, Connection::BUFFER_SIZE));
@@ -327,8 +395,20 @@ void VsockDevice::close_connection(ConnectionKey key, bool reset_guest) {
     auto found = m_connections.find(key);
     if (found == m_connections.end())
         return;
-    m_event_loop.remove(found->second->fd());
-    m_connections.erase(found); // closes the host socket; a stale m_rx_work entry is skipped
+    Connection const& connection = *found->second;
+    if (connection.host_initiated)
+        --m_host_connection_count;
+    else
+        --m_guest_connection_count;
+    if (connection.queued_for_rx) {
+        // Forget its rx turn now: a guest that opens and resets connections while posting no
+        // rx buffers would otherwise grow the list for ever.
+        auto const listed = std::find(m_rx_work.begin(), m_rx_work.end(), key);
+        if (listed != m_rx_work.end())
+            m_rx_work.erase(listed);
+    }
+    m_event_loop.remove(connection.fd());
+    m_connections.erase(found); // closes the host socket
     if (reset_guest && m_context) {
         queue_reset(PacketHeader { .source_cid = m_guest_cid,
                                    .destination_cid = HOST_CID,
@@ -355,8 +435,14 @@ void VsockDevice::queue_reset(PacketHeader const& offending) {
 
 Expected<void> VsockDevice::process_rx() {
     auto& queue = *m_context->queues[RX_QUEUE];
+    WorkBudget budget = m_limits.work_budget;
     bool used_any = false;
+    bool yielded = false;
     while (!m_pending_resets.empty() || !m_rx_work.empty()) {
+        if (budget.exhausted()) {
+            yielded = true;
+            break;
+        }
         if (!TRY(queue.pop(m_rx_chain))) {
             // Out of buffers with work left: ask to be notified when the guest posts more.
             if (!TRY(queue.enable_notifications()))
@@ -369,11 +455,22 @@ Expected<void> VsockDevice::process_rx() {
             break;
         }
         TRY(queue.add_used(m_rx_chain.head(), *written));
+        budget.charge_chain();
+        budget.charge_bytes(*written);
         used_any = true;
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
+    if (yielded) {
+        ++m_work_slices_deferred;
+        m_context->reschedule(RX_QUEUE);
+    }
     return {};
+}
+
+void VsockDevice::schedule_rx() {
+    if (m_context && (!m_pending_resets.empty() || !m_rx_work.empty()))
+        m_context->reschedule(RX_QUEUE);
 }
 
 Expected<std::optional<uint32_t>> VsockDevice::fill_rx_buffer() {
@@ -479,104 +576,6 @@ Expected<uint32_t> VsockDevice::write_packet(PacketHeader const& header, std::sp
     TRY(m_rx_chain.write(memory, 0, bytes));
     size_t const written = TRY(m_rx_chain.write(memory, HEADER_SIZE, payload));
     return static_cast<uint32_t>(HEADER_SIZE + written);
-}
-
-// ---- host sockets ----
-
-void VsockDevice::on_listener_readable() {
-    for (int i = 0; i < MAX_ACCEPTS_PER_WAKEUP; ++i) {
-        int const fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                spdlog::warn("virtio-vsock cid {}: accept on '{}': {}", m_guest_cid, m_uds_path, std::strerror(errno));
-            return;
-        }
-        UniqueFd stream(fd);
-        if (!m_context || m_connections.size() + m_handshakes.size() >= MAX_CONNECTIONS) {
-            ++m_connections_refused; // closed at once: no driver to ask, or too many open
-            continue;
-        }
-        if (auto added = m_event_loop.add(fd, [this, fd] { on_handshake_readable(fd); }); !added) {
-            spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
-            continue;
-        }
-        m_handshakes.emplace(fd, Handshake { std::move(stream), {} });
-    }
-}
-
-void VsockDevice::on_handshake_readable(int fd) {
-    auto found = m_handshakes.find(fd);
-    if (found == m_handshakes.end())
-        return;
-    Handshake& handshake = found->second;
-    // One byte at a time: whatever follows the newline is stream data for the guest and must
-    // stay in the socket.
-    while (true) {
-        char byte;
-        ssize_t const got = ::recv(fd, &byte, 1, MSG_DONTWAIT);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (got <= 0) {
-            close_handshake(fd); // the client went away before finishing its line
-            return;
-        }
-        if (byte == '\n')
-            break;
-        if (handshake.line.size() >= MAX_CONNECT_LINE) {
-            spdlog::warn("virtio-vsock cid {}: host client sent more than {} bytes without a newline", m_guest_cid,
-                         MAX_CONNECT_LINE);
-            close_handshake(fd);
-            return;
-        }
-        handshake.line.push_back(byte);
-    }
-    auto const port = parse_connect_line(handshake.line);
-    if (!port || !m_context) {
-        if (!port)
-            spdlog::warn("virtio-vsock cid {}: host client sent '{}', expected 'CONNECT <port>'", m_guest_cid,
-                         handshake.line);
-        ++m_connections_refused;
-        close_handshake(fd);
-        return;
-    }
-    ConnectionKey const key { m_next_host_port, *port };
-    // Wraps back to the start of the range after 3 * 2^30 connections.
-    m_next_host_port = m_next_host_port == UINT32_MAX ? FIRST_HOST_PORT : m_next_host_port + 1;
-    UniqueFd stream = std::move(handshake.stream);
-    m_event_loop.remove(fd);
-    m_handshakes.erase(found);
-    auto connection = std::make_unique<Connection>(std::move(stream), key, Connection::State::AwaitingResponse);
-    connection->pending_control |= PENDING_REQUEST;
-    if (auto added = m_event_loop.add(fd, 0, [this, key](uint32_t ready) { on_connection_ready(key, ready); });
-        !added) {
-        spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
-        return;
-    }
-    auto& stored = *m_connections.emplace(key, std::move(connection)).first->second;
-    refresh(stored);
-    guarded(&VsockDevice::process_rx);
-}
-
-void VsockDevice::close_handshake(int fd) {
-    m_event_loop.remove(fd);
-    m_handshakes.erase(fd);
-}
-
-void VsockDevice::on_connection_ready(ConnectionKey key, uint32_t ready) {
-    auto found = m_connections.find(key);
-    if (found == m_connections.end())
-        return;
-    Connection& connection = *found->second;
-    if ((ready & EventLoop::WRITABLE) && !write_to_host(connection)) {
-        guarded(&VsockDevice::process_rx); // deliver the RST
-        return;
-    }
-    if (ready & EventLoop::READABLE)
-        connection.host_readable = true;
-    refresh(connection);
-    guarded(&VsockDevice::process_rx);
 }
 
 } // namespace kvmm::virtio::vsock
