@@ -1,7 +1,7 @@
 // KVM tier: a guest that floods the serial console while kvmm's stdout is a pipe nobody reads.
-// The console output must not reach back into the vCPU thread: the pipe fills, kvmm's bounded
-// console buffer fills behind it and further output is dropped and counted, and meanwhile the
-// API (pause, resume, GET, metrics) answers promptly and SIGTERM ends kvmm within a second.
+// The full pipe must not reach back into the vCPU thread: kvmm's bounded console buffer takes
+// the output behind it (and drops what does not fit, which the unit tests cover), and meanwhile
+// the API (pause, resume, GET, metrics) answers promptly and SIGTERM ends kvmm within a second.
 #include "child_process.h"
 
 #include <gtest/gtest.h>

@@ -25,7 +25,8 @@
 // - a regular file (or anything epoll cannot watch): plain write(2); a file never waits for a
 //   reader, so the write cannot block for long.
 // A reader that has gone (EPIPE, ECONNRESET) ends the output for good (later bytes are dropped
-// and counted); other write errors drop what was queued and the next output tries again.
+// and counted), without the SIGPIPE that would end kvmm; other write errors drop what was
+// queued and the next output tries again.
 //
 // Threading: make_writer()'s sink may be written from any thread and stays valid (dropping and
 // counting) after the BufferedSink is gone. create(), flush(), the destructor and every loop
