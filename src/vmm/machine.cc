@@ -7,6 +7,7 @@
 #include "base/event_loop.h"
 #include "base/file.h"
 #include "devices/legacy/boot_marker.h"
+#include "devices/legacy/buffered_sink.h"
 #include "devices/legacy/byte_sink.h"
 #include "devices/legacy/cmos_rtc.h"
 #include "devices/legacy/i8042.h"
@@ -21,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <pthread.h>
 #include <sys/signalfd.h>
@@ -110,12 +112,21 @@ Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<
 Expected<void> Machine::create_devices() {
     std::unique_ptr<ByteSink> console_output;
     switch (m_config.console.kind) {
+    // A console device never writes the host fd itself: it appends to a bounded buffer that the
+    // event loop drains without blocking (a full buffer drops output), so a stdout or file that
+    // nobody reads cannot stop a vCPU. stdout's file description is shared with our parent.
     case ConsoleConfig::Kind::Stdio:
-        console_output = make_stdout_sink();
+        m_console_output =
+            TRY(BufferedSink::create(*m_event_loop, STDOUT_FILENO, BufferedSink::Description::Inherited, "stdout"));
+        console_output = m_console_output->make_writer();
         break;
-    case ConsoleConfig::Kind::File:
-        console_output = TRY(make_file_sink(m_config.console.path));
+    case ConsoleConfig::Kind::File: {
+        auto file = TRY(open_console_file(m_config.console.path));
+        m_console_output = TRY(BufferedSink::create(*m_event_loop, file.release(), BufferedSink::Description::Private,
+                                                    m_config.console.path));
+        console_output = m_console_output->make_writer();
         break;
+    }
     case ConsoleConfig::Kind::None:
         console_output = make_null_sink();
         break;
@@ -208,6 +219,9 @@ StopReason Machine::run() {
     if (!served)
         m_lifecycle->request_stop(StopReason { StopReason::Cause::VmmFailure, served.error().message() });
     stop_vcpus();
+    // What the guest wrote last is often why it stopped; the host gets it within a bounded time.
+    if (m_console_output)
+        m_console_output->flush();
     return *m_lifecycle->reason();
 }
 
@@ -387,9 +401,28 @@ Expected<Machine::Metrics> Machine::metrics() {
             device.counters.emplace_back("commands_coalesced", transport->commands_coalesced());
             metrics.devices.push_back(std::move(device));
         }
+        add_console_output_metrics(metrics.devices);
         return {};
     }));
     return metrics;
+}
+
+// The console's host side, under the device that is the console: "serial" (the 16550) or the
+// virtio console's own entry.
+void Machine::add_console_output_metrics(std::vector<DeviceMetrics>& devices) const {
+    if (!m_console_output && !m_console_server)
+        return;
+    std::string const name = m_config.virtio_console ? "console" : "serial";
+    auto entry = std::find_if(devices.begin(), devices.end(), [&](auto const& device) { return device.name == name; });
+    if (entry == devices.end())
+        entry = devices.insert(devices.end(), DeviceMetrics { name, {} });
+    if (m_console_output) {
+        auto const counters = m_console_output->counters();
+        entry->counters.emplace_back("bytes_written", counters.bytes_written);
+        entry->counters.emplace_back("bytes_dropped", counters.bytes_dropped);
+    } else {
+        entry->counters.emplace_back("bytes_dropped", m_console_server->dropped_bytes()); // summed over clients
+    }
 }
 
 void Machine::request_stop(StopReason reason) { m_lifecycle->request_stop(std::move(reason)); }

@@ -35,6 +35,7 @@
 
 namespace kvmm {
 
+class BufferedSink;
 class ConsoleServer;
 class I8042;
 class Serial16550;
@@ -89,6 +90,7 @@ private:
     Expected<void> create_vcpus();
     Expected<void> serve_events();
     void stop_vcpus();
+    void add_console_output_metrics(std::vector<DeviceMetrics>& devices) const;
     // Runs `work` on the event-loop thread and waits for it.
     Expected<void> call_on_loop(std::function<Expected<void>()> work);
     void run_posted_work();
@@ -104,6 +106,8 @@ private:
     std::optional<EventLoop> m_control_loop;
     // --console socket=PATH: serves the console on m_event_loop; destroyed before the loop.
     std::unique_ptr<ConsoleServer> m_console_server;
+    // --console stdio or file=PATH: the console device's output, drained by m_event_loop.
+    std::unique_ptr<BufferedSink> m_console_output;
     struct PostedWork {
         std::function<Expected<void>()> work;
         std::promise<Expected<void>> done;

@@ -266,6 +266,34 @@ static void scenario_keyboard_wait(void) {
     fail("no ctrl-alt-del within 60 ticks");
 }
 
+/* Prints numbered lines to COM1 for ever, as fast as the host takes them: a page of lines at a
+ * time through one string instruction, whose port writes KVM hands to the VMM in batches, and no
+ * LSR polling (the host's UART transmits at once), so a host sink that nobody reads fills up.
+ * Only the host ends it. */
+static void scenario_serial_flood(void) {
+    static char page[4096];
+    uint64_t line = 0;
+    for (;;) {
+        uint64_t length = 0;
+        while (length < sizeof(page) - 64) {
+            for (char const* text = "kvmm-test: serial flood line "; *text;)
+                page[length++] = *text++;
+            char digits[21];
+            int count = 0;
+            uint64_t value = line++;
+            do {
+                digits[count++] = (char)('0' + value % 10);
+                value /= 10;
+            } while (value);
+            while (count)
+                page[length++] = digits[--count];
+            page[length++] = '\n';
+        }
+        char const* from = page;
+        __asm__ volatile("rep outsb" : "+S"(from), "+c"(length) : "d"((uint16_t)COM1) : "memory");
+    }
+}
+
 static void wait_for(volatile uint32_t* counter, char const* what) {
     for (int i = 0; i < 200000 && *counter == 0; ++i)
         __asm__ volatile("pause");
@@ -372,6 +400,8 @@ void guest_main(struct start_info const* info) {
         scenario_memory(info);
     else if (value_is(test, "keyboard-wait"))
         scenario_keyboard_wait();
+    else if (value_is(test, "serial-flood"))
+        scenario_serial_flood();
     else if (value_is(test, "virtio-rng"))
         scenario_virtio_rng();
     else if (value_is(test, "virtio-blk"))

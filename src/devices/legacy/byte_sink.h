@@ -1,10 +1,15 @@
-// ByteSink: where a console device's output goes - stdout, a file, or nowhere.
+// ByteSink: where a console device's output goes.
 //
-// Threading: write() may be called from any vCPU thread; implementations are
-// safe for concurrent use (write(2) on one fd is atomic per call).
+// A console device (the 16550 on vCPU threads, the virtio console) calls write() and must never
+// wait for the host: real outputs (stdout, a file) are a BufferedSink's writer
+// (devices/legacy/buffered_sink.h), the console socket is ConsoleServer's fan-out; both only
+// append to a bounded buffer that the event loop drains.
+//
+// Threading: write() may be called from any thread; implementations are safe for concurrent use.
 #pragma once
 
 #include "base/expected.h"
+#include "base/unique_fd.h"
 
 #include <cstdint>
 #include <memory>
@@ -19,9 +24,9 @@ public:
     virtual void write(std::span<uint8_t const> bytes) = 0;
 };
 
-std::unique_ptr<ByteSink> make_stdout_sink();
-// Creates or truncates `path` (mode 0644); the error names the path.
-Expected<std::unique_ptr<ByteSink>> make_file_sink(std::string const& path);
+// The console's file (--console file=PATH): created or truncated, mode 0644, close-on-exec;
+// the error names the path.
+Expected<UniqueFd> open_console_file(std::string const& path);
 std::unique_ptr<ByteSink> make_null_sink();
 
 } // namespace kvmm

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -25,40 +26,40 @@ std::string contents_of(std::string const& path) {
     return buffer.str();
 }
 
-TEST(FileSink, TruncatesExistingFileAndWritesBytesWithMode0644) {
+TEST(ConsoleFile, TruncatesAnExistingFile) {
     std::string const path = temporary_path("file");
     {
         std::ofstream old(path);
         old << "previous contents that must disappear";
     }
     {
-        auto sink = MUST(make_file_sink(path));
+        auto fd = MUST(open_console_file(path));
         std::string_view const text = "hello\nworld";
-        sink->write(std::span(reinterpret_cast<uint8_t const*>(text.data()), text.size()));
-        sink->write(std::span<uint8_t const>());
+        ASSERT_EQ(::write(fd.get(), text.data(), text.size()), static_cast<ssize_t>(text.size()));
+        EXPECT_TRUE(::fcntl(fd.get(), F_GETFD) & FD_CLOEXEC);
     }
     EXPECT_EQ(contents_of(path), "hello\nworld");
     ::unlink(path.c_str());
 }
 
-TEST(FileSink, CreatesNewFileWithMode0644) {
+TEST(ConsoleFile, CreatesANewFileWithMode0644) {
     std::string const path = temporary_path("mode");
     ::unlink(path.c_str());
     mode_t const previous_umask = ::umask(0);
-    auto sink = make_file_sink(path);
+    auto fd = open_console_file(path);
     ::umask(previous_umask);
-    ASSERT_TRUE(sink.has_value()) << sink.error().message();
+    ASSERT_TRUE(fd.has_value()) << fd.error().message();
     struct stat status {};
     ASSERT_EQ(::stat(path.c_str(), &status), 0);
     EXPECT_EQ(status.st_mode & 0777, 0644u);
     ::unlink(path.c_str());
 }
 
-TEST(FileSink, OpenFailureNamesThePath) {
+TEST(ConsoleFile, OpenFailureNamesThePath) {
     std::string const path = "/nonexistent-directory-for-kvmm/console.log";
-    auto sink = make_file_sink(path);
-    ASSERT_FALSE(sink.has_value());
-    EXPECT_NE(sink.error().message().find(path), std::string::npos);
+    auto fd = open_console_file(path);
+    ASSERT_FALSE(fd.has_value());
+    EXPECT_NE(fd.error().message().find(path), std::string::npos);
 }
 
 } // namespace
