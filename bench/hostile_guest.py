@@ -6,7 +6,9 @@ serial flood with an unread stdout pipe) this starts kvmm in flag mode with --co
 lets the attack run for --attack-seconds, then measures:
   - api_ms: the slowest of PATCH /vm Paused and Resumed (both run on kvmm's event loop);
   - sigterm_ms: the time from SIGTERM to kvmm's exit;
-  - peak_rss_mib: VmHWM from /proc/PID/status just before SIGTERM.
+  - peak_rss_mib: VmHWM from /proc/PID/status just before SIGTERM;
+  - open_fds: kvmm's open file descriptors at that moment (the vsock flood runs kvmm under
+    a 1024-fd limit, as a default login session has, with a host listener that never accepts).
 A request that gets no answer within --api-timeout, or a kvmm still alive --exit-timeout
 after SIGTERM (it is then killed by its pid), is reported as such. Use --kvmm to measure
 another build (e.g. an older one) with the same guest. This is a measurement script, not a
@@ -38,7 +40,11 @@ ATTACKS = {
     "blk-huge-requests-sync": (["--disk", "path={image},engine=sync", "--memory", "256M", "--console", "none"],
                                "test=hostile-blk", False),
     "serial-flood-unread-pipe": (["--memory", "256M"], "test=serial-flood", True),
+    # 1100 guest connections to a host listener that never accepts, under a 1024-fd limit.
+    "vsock-connection-flood": (["--vsock", "cid=3,uds={vsock}", "--memory", "256M", "--console", "none"],
+                               "test=hostile-vsock connections=1100 port=1234", False),
 }
+VSOCK_PORT = 1234
 
 
 def http(socket_path, method, path, body, timeout):
@@ -80,8 +86,15 @@ def run_attack(name, kvmm, guest, args, workdir):
     with open(image, "wb") as disk:
         disk.truncate(64 << 30)  # sparse: reads are the kernel zero-filling guest memory
     socket_path = os.path.join(workdir, f"{name}.sock")
+    vsock = os.path.join(workdir, "vsock.sock")
     command = [kvmm, "--kernel", guest, "--cmdline", cmdline, "--control-sock", socket_path]
-    command += [flag.format(image=image) for flag in flags]
+    command += [flag.format(image=image, vsock=vsock) for flag in flags]
+    listener = None
+    if "--vsock" in flags:
+        command = ["prlimit", "--nofile=1024:1024", "--"] + command
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(f"{vsock}_{VSOCK_PORT}")
+        listener.listen(4096)
     # An unread stdout: a pipe whose read end this script keeps open and never reads.
     read_end, write_end = os.pipe()
     stdout = write_end if unread_stdout else subprocess.DEVNULL
@@ -99,6 +112,10 @@ def run_attack(name, kvmm, guest, args, workdir):
             api.append(milliseconds if status == 204 else None)
         result["api_ms"] = None if None in api else round(max(api), 1)
         result["peak_rss_mib"] = peak_rss_mib(process.pid)
+        try:
+            result["open_fds"] = len(os.listdir(f"/proc/{process.pid}/fd"))
+        except OSError:
+            result["open_fds"] = None
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -112,6 +129,9 @@ def run_attack(name, kvmm, guest, args, workdir):
             process.wait()
         os.close(read_end)
         os.unlink(image)
+        if listener:
+            listener.close()
+            os.unlink(f"{vsock}_{VSOCK_PORT}")
     return result
 
 

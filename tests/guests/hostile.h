@@ -34,7 +34,7 @@ struct hostile_queue {
     uint16_t last_used;
 } __attribute__((aligned(4096)));
 
-static struct hostile_queue hostile_queues[1];
+static struct hostile_queue hostile_queues[2];
 
 static void hostile_setup(uint32_t base, uint32_t index, struct hostile_queue* queue) {
     virtio_setup_queue(base, index, HOSTILE_QUEUE_SIZE, queue->desc, &queue->avail, &queue->used);
@@ -167,4 +167,69 @@ static void scenario_hostile_blk(char const* cmdline) {
     uint64_t total = 0;
     for (;;)
         hostile_progress(&total, hostile_repost(base, 0, queue));
+}
+
+/* virtio-vsock (5.10.6): a guest that opens `connections` (default 1100) stream connections to
+ * host port `port` (default 1234) and never sends data; the host side listens and never
+ * accepts. Receive buffers are re-posted forever, so every answer reaches the guest. */
+struct vsock_header {
+    uint64_t src_cid, dst_cid;
+    uint32_t src_port, dst_port, len;
+    uint16_t type, op;
+    uint32_t flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+
+static void vsock_request(struct vsock_header* header, uint64_t guest_cid, uint32_t src_port, uint32_t dst_port) {
+    *header = (struct vsock_header) { guest_cid,      2 /* the host */, src_port, dst_port, 0,
+                                      1 /* STREAM */, 1 /* REQUEST */,  0,        65536,    0 };
+}
+
+static void scenario_hostile_vsock(char const* cmdline) {
+    uint32_t const base = VIRTIO_MMIO_BASE;
+    uint64_t connections = value_number(parameter(cmdline, "connections"));
+    uint64_t port = value_number(parameter(cmdline, "port"));
+    if (connections == 0)
+        connections = 1100;
+    if (port == 0)
+        port = 1234;
+    struct hostile_queue* receive = &hostile_queues[0];
+    struct hostile_queue* transmit = &hostile_queues[1];
+    struct vsock_header* headers = (struct vsock_header*)(uintptr_t)HOSTILE_TABLE; /* one per head */
+    virtio_negotiate(base, 19, 0);
+    uint64_t const guest_cid = (uint64_t)virtio_read(base, 0x100) | ((uint64_t)virtio_read(base, 0x104) << 32);
+    hostile_setup(base, 0, receive);
+    hostile_setup(base, 1, transmit);
+    virtio_setup_queue(base, 2, VIRTIO_QUEUE_SIZE, virtio_queues[0].desc, &virtio_queues[0].avail,
+                       &virtio_queues[0].used);
+    virtio_driver_ok(base);
+    for (int head = 0; head < HOSTILE_QUEUE_SIZE; ++head)
+        receive->desc[head] =
+            (struct virtq_desc) { HOSTILE_BUFFER + (uint64_t)head * 4096, 4096, VIRTQ_DESC_F_WRITE, 0 };
+    hostile_offer_all(base, 0, receive);
+    uint64_t sent = 0;
+    for (int head = 0; head < HOSTILE_QUEUE_SIZE && sent < connections; ++head, ++sent) {
+        vsock_request(&headers[head], guest_cid, (uint32_t)(40000 + sent), (uint32_t)port);
+        transmit->desc[head] = (struct virtq_desc) { (uint64_t)(uintptr_t)&headers[head], sizeof(headers[head]), 0, 0 };
+        hostile_offer(transmit, (uint16_t)head);
+    }
+    virtio_write(base, 0x050, 1);
+    put_string("kvmm-test: hostile-vsock running\n");
+    uint64_t answered = 0;
+    for (;;) {
+        hostile_progress(&answered, hostile_repost(base, 0, receive));
+        /* Each transmit head that came back carries the next connection request. */
+        uint32_t offered = 0;
+        while (sent < connections && *(volatile uint16_t*)&transmit->used.idx != transmit->last_used) {
+            uint16_t const head = (uint16_t)transmit->used.ring[transmit->last_used % HOSTILE_QUEUE_SIZE].id;
+            transmit->last_used++;
+            vsock_request(&headers[head], guest_cid, (uint32_t)(40000 + sent), (uint32_t)port);
+            hostile_offer(transmit, head);
+            ++sent;
+            ++offered;
+        }
+        if (offered) {
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            virtio_write(base, 0x050, 1);
+        }
+    }
 }

@@ -3,6 +3,7 @@
 // the output behind it (and drops what does not fit, which the unit tests cover), and meanwhile
 // the API (pause, resume, GET, metrics) answers promptly and SIGTERM ends kvmm within a second.
 #include "child_process.h"
+#include "kvmm_process.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -39,76 +40,6 @@ constexpr auto SIGTERM_EXIT_BOUND = 1s;
 // kvmm itself (code, heap, threads: about 6 MiB measured) plus the 1 MiB console buffer plus
 // the few pages of guest RAM the test guest touches, with room for allocator slack.
 constexpr long PEAK_RSS_BOUND_KIB = 32 * 1024;
-
-struct HttpAnswer {
-    int status { 0 }; // 0: no answer within REQUEST_TIMEOUT (or no connection)
-    std::string body;
-    std::chrono::microseconds elapsed { 0 };
-};
-
-HttpAnswer http(std::string const& socket_path, std::string const& method, std::string const& path,
-                std::string const& body = {}) {
-    auto const start = Clock::now();
-    HttpAnswer answer;
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    timeval const timeout { std::chrono::duration_cast<std::chrono::seconds>(REQUEST_TIMEOUT).count(), 0 };
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", socket_path.c_str());
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-        ::close(fd);
-        return answer;
-    }
-    std::string request = method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
-    if (!body.empty() || method == "PUT" || method == "PATCH")
-        request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-    request += "\r\n" + body;
-    (void)!::write(fd, request.data(), request.size());
-    std::string response;
-    char buffer[4096];
-    while (true) {
-        ssize_t const got = ::read(fd, buffer, sizeof(buffer));
-        if (got <= 0)
-            break;
-        response.append(buffer, static_cast<size_t>(got));
-    }
-    ::close(fd);
-    answer.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
-    if (response.rfind("HTTP/1.1 ", 0) == 0)
-        answer.status = std::atoi(response.c_str() + 9);
-    auto const header_end = response.find("\r\n\r\n");
-    if (header_end != std::string::npos)
-        answer.body = response.substr(header_end + 4);
-    return answer;
-}
-
-bool eventually(std::function<bool()> const& condition, std::chrono::milliseconds limit) {
-    auto const deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-        if (condition())
-            return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return condition();
-}
-
-std::string read_text(std::filesystem::path const& path) {
-    std::ifstream file(path);
-    std::stringstream text;
-    text << file.rdbuf();
-    return text.str();
-}
-
-long peak_rss_kib(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(status, line))
-        if (line.rfind("VmHWM:", 0) == 0)
-            return std::atol(line.c_str() + 6);
-    return -1;
-}
 
 double milliseconds(std::chrono::microseconds elapsed) { return static_cast<double>(elapsed.count()) / 1000.0; }
 
@@ -260,10 +191,10 @@ TEST_F(ConsoleFloodTest, SerialFloodIntoAnUnreadPipeNeitherStallsTheApiNorDelays
     // A request that is not answered ends the cycles, but SIGTERM is still measured below.
     bool answered = true;
     for (int cycle = 0; cycle < CYCLES && answered; ++cycle) {
-        auto const paused = http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})");
+        auto const paused = http(m_socket, "PATCH", "/vm", R"({"state": "Paused"})", REQUEST_TIMEOUT);
         EXPECT_EQ(paused.status, 204) << "PATCH /vm Paused, cycle " << cycle << ": " << paused.body << "\n" << log();
         pauses.push_back(paused.elapsed);
-        auto const resumed = http(m_socket, "PATCH", "/vm", R"({"state": "Resumed"})");
+        auto const resumed = http(m_socket, "PATCH", "/vm", R"({"state": "Resumed"})", REQUEST_TIMEOUT);
         EXPECT_EQ(resumed.status, 204) << "PATCH /vm Resumed, cycle " << cycle << ": " << resumed.body << "\n" << log();
         resumes.push_back(resumed.elapsed);
         answered = paused.status == 204 && resumed.status == 204;
@@ -289,7 +220,7 @@ TEST_F(ConsoleFloodTest, SerialFloodIntoAnUnreadPipeNeitherStallsTheApiNorDelays
     EXPECT_LE(info.elapsed, API_ANSWER_BOUND * 10) << "GET / took " << milliseconds(info.elapsed) << " ms";
     std::printf("[ measured ] GET / %.3f ms\n", milliseconds(info.elapsed));
 
-    long const peak_rss = peak_rss_kib(kvmm.pid());
+    auto const peak_rss = static_cast<long>(peak_rss_kib(kvmm.pid()));
     std::printf("[ measured ] kvmm peak RSS %ld KiB\n", peak_rss);
     EXPECT_GT(peak_rss, 0);
     EXPECT_LT(peak_rss, PEAK_RSS_BOUND_KIB);

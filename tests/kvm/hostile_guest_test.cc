@@ -8,7 +8,8 @@
 //   - kvmm's peak RSS stays under a bound (kvmm itself plus the guest memory the attack
 //     touches: the 64 MiB attack buffer at most);
 //   - the attack really ran: the device's own counter, read through FlushMetrics, shows the
-//     work the guest made kvmm do.
+//     work the guest made kvmm do;
+//   - for the vsock flood, kvmm's open fds stay bounded under a 1024-fd limit.
 // bench/hostile_guest.py measures the same attacks for the record (before/after numbers).
 #include "child_process.h"
 #include "kvmm_process.h"
@@ -18,10 +19,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 
@@ -36,6 +41,11 @@ struct Attack {
     std::string cmdline;             // the guest's scenario
     std::string counter;             // a device counter that shows the attack at work
     uint64_t counter_at_least { 0 }; // after the attack has run a while
+    // vsock attacks: a host program listens on this port (kvmm's uds path + "_PORT") and never
+    // accepts; kvmm runs under the common 1024 open-file limit and keeps its open fds below
+    // max_open_fds.
+    unsigned vsock_listen_port { 0 };
+    size_t max_open_fds { 0 };
 };
 
 std::ostream& operator<<(std::ostream& stream, Attack const& attack) { return stream << attack.name; }
@@ -67,9 +77,15 @@ protected:
     }
 
     std::vector<std::string> arguments(Attack const& attack) const {
-        std::vector<std::string> arguments { kvmm_binary(),    "--kernel", test_guest(), "--cmdline", attack.cmdline,
+        std::vector<std::string> arguments;
+        if (attack.vsock_listen_port != 0) // the limit of a default login session; prlimit execs kvmm
+            arguments = { "/usr/bin/prlimit", "--nofile=1024:1024", "--" };
+        std::vector<std::string> const own { kvmm_binary(),    "--kernel", test_guest(), "--cmdline", attack.cmdline,
                                              "--control-sock", m_socket,   "--metrics",  m_metrics,   "--console",
                                              "none",           "--memory", "256M" };
+        arguments.insert(arguments.end(), own.begin(), own.end());
+        if (attack.vsock_listen_port != 0)
+            arguments.insert(arguments.end(), { "--vsock", "cid=3,uds=" + vsock_path() });
         for (auto flag : attack.flags) {
             auto const placeholder = flag.find("{image}");
             if (placeholder != std::string::npos)
@@ -77,6 +93,22 @@ protected:
             arguments.push_back(flag);
         }
         return arguments;
+    }
+
+    std::string vsock_path() const { return (m_directory / "vsock.sock").string(); }
+
+    // A host program's listener that never accepts: connections pile up in its backlog.
+    int listen_without_accepting(unsigned port) const {
+        int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::snprintf(address.sun_path, sizeof(address.sun_path), "%s_%u", vsock_path().c_str(), port);
+        if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+            ::listen(listener, 4096) != 0) {
+            ::close(listener);
+            return -1;
+        }
+        return listener;
     }
 
     // The named counter of whichever device reports it, from the last metrics line.
@@ -101,6 +133,18 @@ protected:
 
 TEST_P(HostileGuestTest, ApiAnswersSigtermEndsKvmmAndMemoryStaysBounded) {
     auto const& attack = GetParam();
+    int listener = -1;
+    if (attack.vsock_listen_port != 0) {
+        listener = listen_without_accepting(attack.vsock_listen_port);
+        ASSERT_GE(listener, 0) << std::strerror(errno);
+    }
+    struct CloseListener {
+        int fd;
+        ~CloseListener() {
+            if (fd >= 0)
+                ::close(fd);
+        }
+    } close_listener { listener };
     KvmmProcess kvmm(arguments(attack), m_directory);
     ASSERT_TRUE(eventually([&] { return std::filesystem::exists(m_socket); })) << kvmm.log();
     std::this_thread::sleep_for(1500ms); // let the attack get going
@@ -124,6 +168,13 @@ TEST_P(HostileGuestTest, ApiAnswersSigtermEndsKvmmAndMemoryStaysBounded) {
     ASSERT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "FlushMetrics"})").status, 204);
     EXPECT_GE(device_counter(attack.counter), attack.counter_at_least)
         << "the attack did not run: " << read_text(m_metrics);
+
+    if (attack.max_open_fds != 0) {
+        auto const open_fds = static_cast<size_t>(
+            std::distance(std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", kvmm.pid())), {}));
+        EXPECT_LE(open_fds, attack.max_open_fds);
+        ::testing::Test::RecordProperty("open_fds", std::to_string(open_fds));
+    }
 
     auto const peak_rss_kib = kvmm.peak_rss_kib();
     EXPECT_GT(peak_rss_kib, 0u);
@@ -168,7 +219,16 @@ INSTANTIATE_TEST_SUITE_P(
                  { "--disk", "path={image},engine=sync" },
                  "test=hostile-blk segments=254 segment_kib=128",
                  "read_bytes",
-                 256u << 20 }),
+                 256u << 20 },
+        // 6. 1100 guest connections to a host listener that never accepts, under a 1024-fd
+        //    limit: past the cap the guest gets resets, and kvmm keeps fds for its API.
+        Attack { "VsockConnectionFlood",
+                 {},
+                 "test=hostile-vsock connections=1100 port=1234",
+                 "guest_connections_over_limit",
+                 1100 - 256,
+                 1234,
+                 400 }),
     [](::testing::TestParamInfo<Attack> const& attack) { return attack.param.name; });
 
 } // namespace

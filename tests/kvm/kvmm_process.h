@@ -12,18 +12,23 @@
 namespace kvmm::testing {
 
 struct HttpAnswer {
-    int status { 0 }; // 0: no answer (could not connect, or the connection closed first)
+    int status { 0 }; // 0: no answer within the timeout (or no connection)
     std::string body;
+    std::chrono::microseconds elapsed { 0 }; // from connect to the end of the answer
 };
 
-// One request on a fresh connection (Connection: close), answer read to the end.
+// One request on a fresh connection (Connection: close), answer read to the end. A kvmm that
+// does not answer within `timeout` fails the caller's check instead of hanging the test.
 HttpAnswer http(std::string const& socket_path, std::string const& method, std::string const& path,
-                std::string const& body = {});
+                std::string const& body = {}, std::chrono::seconds timeout = std::chrono::seconds(10));
 
 std::string read_text(std::filesystem::path const& path);
 
 // Polls `condition` every 20 ms until it holds or `limit` passes; returns its last value.
 bool eventually(std::function<bool()> const& condition, std::chrono::milliseconds limit = std::chrono::seconds(10));
+
+// Peak resident set size (VmHWM) of a process in KiB, or 0 when it is gone.
+uint64_t peak_rss_kib(pid_t pid);
 
 // kvmm as a background process with its console and log in files under `directory`. The
 // destructor kills it (by its own pid) if it is still running.
@@ -40,7 +45,7 @@ public:
     std::string log() const { return read_text(m_stderr); }
     pid_t pid() const { return m_pid; }
     // Peak resident set size (VmHWM) in KiB, or 0 when the process is gone.
-    uint64_t peak_rss_kib() const;
+    uint64_t peak_rss_kib() const { return testing::peak_rss_kib(m_pid); }
 
 private:
     std::filesystem::path m_stdout;
