@@ -21,6 +21,22 @@ void close_both(int pipe_fds[2]) {
 
 } // namespace
 
+pid_t spawn_process(std::vector<std::string> const& arguments, int input, int output, int error) {
+    pid_t const pid = ::fork();
+    if (pid == 0) {
+        ::dup2(input, STDIN_FILENO);
+        ::dup2(output, STDOUT_FILENO);
+        ::dup2(error, STDERR_FILENO);
+        std::vector<char*> argv;
+        for (auto const& argument : arguments)
+            argv.push_back(const_cast<char*>(argument.c_str()));
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
 ProcessResult run_process(std::vector<std::string> const& arguments, std::string const& input,
                           std::chrono::milliseconds limit) {
     ProcessResult result;
@@ -31,18 +47,7 @@ ProcessResult run_process(std::vector<std::string> const& arguments, std::string
         return result;
     }
     auto const start = std::chrono::steady_clock::now();
-    pid_t const pid = ::fork();
-    if (pid == 0) {
-        ::dup2(input_pipe[0], STDIN_FILENO);
-        ::dup2(output_pipe[1], STDOUT_FILENO);
-        ::dup2(error_pipe[1], STDERR_FILENO);
-        std::vector<char*> argv;
-        for (auto const& argument : arguments)
-            argv.push_back(const_cast<char*>(argument.c_str()));
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
+    pid_t const pid = spawn_process(arguments, input_pipe[0], output_pipe[1], error_pipe[1]);
     ::close(input_pipe[0]);
     ::close(output_pipe[1]);
     ::close(error_pipe[1]);

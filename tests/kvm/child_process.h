@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace kvmm::testing {
@@ -20,6 +21,10 @@ struct ProcessResult {
 
 ProcessResult run_process(std::vector<std::string> const& arguments, std::string const& input = {},
                           std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+// Starts `arguments` (argv[0] a path) with the given fds as its stdin, stdout and stderr; returns
+// its pid, or -1. The caller keeps (and closes) its own copies of the fds.
+pid_t spawn_process(std::vector<std::string> const& arguments, int input, int output, int error);
 
 // Path of the kvmm binary and the test guest, fixed at build time.
 std::string kvmm_binary();

@@ -50,20 +50,11 @@ public:
         int output[2];
         if (::pipe2(output, O_CLOEXEC) != 0)
             return;
-        m_pid = ::fork();
-        if (m_pid == 0) {
-            int in = ::open("/dev/null", O_RDONLY);
-            int err = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            ::dup2(in, STDIN_FILENO);
-            ::dup2(output[1], STDOUT_FILENO);
-            ::dup2(err, STDERR_FILENO);
-            std::vector<char*> argv;
-            for (auto const& argument : arguments)
-                argv.push_back(const_cast<char*>(argument.c_str()));
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
+        int const input = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int const error = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        m_pid = spawn_process(arguments, input, output[1], error);
+        ::close(input);
+        ::close(error);
         ::close(output[1]);
         m_output = output[0];
     }

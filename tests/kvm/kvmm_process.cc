@@ -1,5 +1,7 @@
 #include "kvmm_process.h"
 
+#include "child_process.h"
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -73,21 +75,12 @@ bool eventually(std::function<bool()> const& condition, std::chrono::millisecond
 
 KvmmProcess::KvmmProcess(std::vector<std::string> const& arguments, std::filesystem::path const& directory)
     : m_stdout(directory / "stdout"), m_stderr(directory / "stderr") {
-    m_pid = ::fork();
-    if (m_pid == 0) {
-        int in = ::open("/dev/null", O_RDONLY);
-        int out = ::open(m_stdout.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int err = ::open(m_stderr.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        ::dup2(in, 0);
-        ::dup2(out, 1);
-        ::dup2(err, 2);
-        std::vector<char*> argv;
-        for (auto const& argument : arguments)
-            argv.push_back(const_cast<char*>(argument.c_str()));
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
+    int const input = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int const output = ::open(m_stdout.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int const error = ::open(m_stderr.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    m_pid = spawn_process(arguments, input, output, error);
+    for (int fd : { input, output, error })
+        ::close(fd);
 }
 
 KvmmProcess::~KvmmProcess() {

@@ -54,6 +54,18 @@ struct BufferedSink::Shared {
             (void)wake.signal();
     }
 
+    // Drops everything queued (counted) and, with `close`, all later output too; returns how
+    // many bytes were dropped. Any thread.
+    uint64_t discard_queued(bool close) {
+        std::lock_guard guard(lock);
+        uint64_t const discarded = size;
+        dropped += discarded;
+        head = 0;
+        size = 0;
+        closed = close;
+        return discarded;
+    }
+
     EventFd wake; // "there is output" (or "a drop episode started"), writer to loop
     size_t const capacity;
     // Bytes [head, head + size) modulo capacity are queued. Writers only ever fill the free
@@ -246,15 +258,7 @@ BufferedSink::Drained BufferedSink::drain(size_t budget) {
         if ((error == EAGAIN || error == EWOULDBLOCK) && m_polled)
             return Drained::WouldBlock;
         bool const gone = reader_gone(error);
-        uint64_t discarded = 0;
-        {
-            std::lock_guard guard(m_shared->lock);
-            discarded = m_shared->size;
-            m_shared->dropped += discarded;
-            m_shared->head = 0;
-            m_shared->size = 0;
-            m_shared->closed = gone;
-        }
+        uint64_t const discarded = m_shared->discard_queued(gone);
         if (gone) {
             spdlog::warn("console output to {} has no reader any more ({}): {} queued bytes and all later output "
                          "dropped",
@@ -292,15 +296,7 @@ void BufferedSink::flush(std::chrono::milliseconds timeout) {
         pollfd writable { m_fd, POLLOUT, 0 };
         (void)::poll(&writable, 1, static_cast<int>(left.count()));
     }
-    uint64_t left_behind = 0;
-    {
-        std::lock_guard guard(m_shared->lock);
-        left_behind = m_shared->size;
-        m_shared->dropped += left_behind;
-        m_shared->head = 0;
-        m_shared->size = 0;
-        m_shared->closed = true;
-    }
+    uint64_t const left_behind = m_shared->discard_queued(true);
     if (left_behind > 0)
         spdlog::warn("console output to {}: {} bytes were not taken within {} ms at exit and are dropped", m_name,
                      left_behind, timeout.count());

@@ -80,6 +80,20 @@ protected:
 
     int pulses() const { return static_cast<int>(std::count(line.levels.begin(), line.levels.end(), true)); }
 
+    // Reset, VERSION_1, queue 0 of `queue_size` entries (its addresses as the registers hold
+    // them) and DRIVER_OK, without letting the event loop run the commands this posts.
+    void reset_and_set_driver_ok(uint32_t queue_size) {
+        driver->write32(0x70, 0);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        driver->write32(0x24, 1);
+        driver->write32(0x20, 1);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        driver->write32(0x30, 0);
+        driver->write32(0x38, queue_size);
+        driver->write32(0x44, 1);
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    }
+
     GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), 1 << 20 } });
     EventLoop loop = *EventLoop::create();
     RecordingInterruptLine line;
@@ -175,15 +189,7 @@ TEST_F(MmioTransportTest, InvalidQueueLayoutPutsTheDeviceInNeedsReset) {
     uint32_t status = 0;
     {
         // Queue size 48 is not a power of two.
-        driver->write32(0x70, 0);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        driver->write32(0x24, 1);
-        driver->write32(0x20, 1);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
-        driver->write32(0x30, 0);
-        driver->write32(0x38, 48);
-        driver->write32(0x44, 1);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        reset_and_set_driver_ok(48);
         driver->run_event_loop();
         status = driver->read32(0x70);
     }
@@ -237,16 +243,7 @@ TEST_F(MmioTransportTest, ResetAndActivationLoopQueuesAtMostTwoCommands) {
     // A vCPU resetting and re-activating the device faster than the event loop runs: the queue
     // of commands must not grow (each activation carries its queues).
     for (int round = 0; round < 10000; ++round) {
-        driver->write32(0x70, 0);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        driver->write32(0x24, 1);
-        driver->write32(0x20, 1);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
-        driver->write32(0x30, 0);
-        driver->write32(0x38, 64);
-        driver->write32(0x44, 1);
-        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        reset_and_set_driver_ok(64);
         ASSERT_LE(transport->pending_commands(), 2u);
     }
     EXPECT_GE(transport->commands_coalesced(), 19998u);
