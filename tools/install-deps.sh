@@ -8,7 +8,7 @@ PACKAGES=(
   # Toolchain and build.
   cmake ninja-build g++ ccache pkg-config git
   # Libraries.
-  libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev liburing-dev libseccomp-dev
+  libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev liburing-dev libseccomp-dev zlib1g-dev
   # Tests and micro-benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Management definitions (kvmmd), TAP tests (ip), the block benchmark peer (fio).

@@ -248,3 +248,65 @@ Expected<bool> Queue::enable_notifications() {
 }
 
 } // namespace kvmm::virtio
+
+namespace kvmm::virtio {
+
+void QueueState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u16(next_available);
+    writer.u16(next_used);
+    writer.u16(signalled_used);
+    writer.boolean(signalled_valid);
+    writer.u64(in_flight_heads.size());
+    for (uint16_t head : in_flight_heads)
+        writer.u16(head);
+    writer.end_section();
+}
+
+Expected<QueueState> QueueState::decode(StateReader& reader, uint16_t queue_size) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    QueueState state;
+    state.next_available = TRY(reader.u16("next_available"));
+    state.next_used = TRY(reader.u16("next_used"));
+    state.signalled_used = TRY(reader.u16("signalled_used"));
+    state.signalled_valid = TRY(reader.boolean("signalled_valid"));
+    auto const count = TRY(reader.u64_in_range("in_flight_heads", 0, queue_size));
+    state.in_flight_heads.reserve(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i)
+        state.in_flight_heads.push_back(TRY(reader.u16("in_flight_head")));
+    TRY(reader.end_section());
+    return state;
+}
+
+QueueState Queue::save() const {
+    QueueState state { m_next_available, m_next_used, m_signalled_used, m_signalled_valid, {} };
+    for (size_t head = 0; head < m_head_in_flight.size(); ++head)
+        if (m_head_in_flight[head])
+            state.in_flight_heads.push_back(static_cast<uint16_t>(head));
+    return state;
+}
+
+Expected<void> Queue::restore(QueueState const& state) {
+    // The device holds at most `size` chains, and each of them came from the available ring.
+    auto const outstanding = static_cast<uint16_t>(state.next_available - state.next_used);
+    if (outstanding > m_config.size)
+        return Error::format("queue state: next_available {} runs {} ahead of next_used {}, more than the size {}",
+                             state.next_available, outstanding, state.next_used, m_config.size);
+    std::vector<bool> in_flight(m_config.size, false);
+    for (uint16_t head : state.in_flight_heads) {
+        if (head >= m_config.size)
+            return Error::format("queue state: in-flight head {} is outside the queue of size {}", head, m_config.size);
+        if (in_flight[head])
+            return Error::format("queue state: in-flight head {} is listed twice", head);
+        in_flight[head] = true;
+    }
+    m_next_available = state.next_available;
+    m_next_used = state.next_used;
+    m_signalled_used = state.signalled_used;
+    m_signalled_valid = state.signalled_valid;
+    m_head_in_flight = std::move(in_flight);
+    m_in_flight_count = static_cast<uint32_t>(state.in_flight_heads.size());
+    return {};
+}
+
+} // namespace kvmm::virtio

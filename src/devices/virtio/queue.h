@@ -25,6 +25,7 @@
 #pragma once
 
 #include "base/expected.h"
+#include "base/state_io.h"
 #include "devices/virtio/virtio_spec.h"
 #include "memory/guest_memory.h"
 
@@ -73,6 +74,25 @@ private:
     uint64_t m_writable_length { 0 };
 };
 
+// A queue's progress, the part of its state that is not in guest memory or in the transport's
+// registers (size, addresses, features): what save() returns and restore() takes.
+struct QueueState {
+    static constexpr std::string_view SECTION = "virtqueue";
+    static constexpr uint32_t VERSION = 1;
+
+    uint16_t next_available { 0 };
+    uint16_t next_used { 0 };
+    uint16_t signalled_used { 0 };
+    bool signalled_valid { false };
+    // Heads popped and not yet returned (in order), e.g. receive buffers a device holds.
+    std::vector<uint16_t> in_flight_heads;
+
+    bool operator==(QueueState const&) const = default;
+    void encode(StateWriter& writer) const;
+    // `queue_size` bounds the list of heads (each must be below it).
+    static Expected<QueueState> decode(StateReader& reader, uint16_t queue_size);
+};
+
 class Queue {
 public:
     // Checks the layout the driver chose: size a power of two up to 32768 (2.7), alignment of
@@ -95,6 +115,13 @@ public:
     // then returns whether more arrived in the meantime (the caller then pops again), so a
     // notification is never lost. Without EVENT_IDX: returns whether buffers are available.
     Expected<bool> enable_notifications();
+
+    // Saved state; the queue itself is re-created from the transport's registers (create()).
+    QueueState save() const;
+    // Puts a freshly created queue back where save() left it. Refused, naming the value, when
+    // a head is out of range or listed twice, or the used index runs ahead of the available one
+    // by more than the queue size.
+    Expected<void> restore(QueueState const& state);
 
     uint16_t size() const { return m_config.size; }
     // Chains popped and not yet returned through add_used().

@@ -322,5 +322,70 @@ TEST_F(QueueTest, EnableNotificationsPublishesAvailableEventAndSeesLateBuffers) 
     EXPECT_TRUE(*queue.enable_notifications()) << "a buffer arrived after the device last looked";
 }
 
+TEST_F(QueueTest, SaveRestoreSaveGivesTheSameStateAndTheQueueCarriesOn) {
+    auto queue = make_queue();
+    for (int i = 0; i < 5; ++i)
+        driver.add_chain({ driver.writable_buffer(8) });
+    DescriptorChain chain;
+    std::vector<uint16_t> held;
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_TRUE(*queue.pop(chain));
+        held.push_back(chain.head());
+    }
+    ASSERT_TRUE(queue.add_used(held[1], 4)); // one returned, two still held
+    ASSERT_TRUE(queue.should_interrupt());
+    auto const saved = queue.save();
+    EXPECT_EQ(saved.in_flight_heads.size(), 2u);
+
+    StateWriter writer;
+    saved.encode(writer);
+    StateReader reader(writer.payload());
+    auto const decoded = QueueState::decode(reader, queue.size());
+    ASSERT_TRUE(decoded) << decoded.error().message();
+    EXPECT_EQ(*decoded, saved);
+
+    auto restored = make_queue();
+    ASSERT_TRUE(restored.restore(*decoded));
+    EXPECT_EQ(restored.save(), saved);
+    EXPECT_EQ(restored.in_flight(), 2u);
+    // It goes on where the first left off: the next chain, and the held heads can be returned.
+    DescriptorChain original_next;
+    ASSERT_TRUE(*restored.pop(chain));
+    ASSERT_TRUE(*queue.pop(original_next));
+    EXPECT_EQ(chain.head(), original_next.head());
+    EXPECT_TRUE(restored.add_used(held[0], 8));
+    EXPECT_FALSE(restored.add_used(held[1], 8)) << "a head already returned is not in flight";
+}
+
+TEST_F(QueueTest, RestoreRefusesOutOfRangeOrDuplicateHeadsAndARunawayIndex) {
+    auto queue = make_queue();
+    QueueState bad_head;
+    bad_head.in_flight_heads = { 16 };
+    auto const refused_head = queue.restore(bad_head);
+    ASSERT_FALSE(refused_head);
+    EXPECT_NE(refused_head.error().message().find("head 16 is outside"), std::string::npos);
+    QueueState duplicate;
+    duplicate.in_flight_heads = { 3, 3 };
+    EXPECT_FALSE(queue.restore(duplicate));
+    QueueState runaway;
+    runaway.next_available = 40;
+    auto const refused_index = queue.restore(runaway);
+    ASSERT_FALSE(refused_index);
+    EXPECT_NE(refused_index.error().message().find("next_available 40"), std::string::npos);
+    EXPECT_EQ(queue.save(), QueueState {}) << "a refused restore changes nothing";
+}
+
+TEST_F(QueueTest, DecodeRefusesMoreHeadsThanTheQueueHolds) {
+    QueueState state;
+    state.in_flight_heads.assign(17, 0);
+    StateWriter writer;
+    state.encode(writer);
+    StateReader reader(writer.payload());
+    auto const decoded = QueueState::decode(reader, 16);
+    ASSERT_FALSE(decoded);
+    EXPECT_NE(decoded.error().message().find("virtqueue/in_flight_heads: 17 is outside [0, 16]"), std::string::npos)
+        << decoded.error().message();
+}
+
 } // namespace
 } // namespace kvmm::virtio

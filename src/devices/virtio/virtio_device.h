@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "base/expected.h"
+#include "base/state_io.h"
 #include "devices/virtio/queue.h"
 #include "devices/virtio/virtio_interrupt.h"
 #include "devices/virtio/virtio_spec.h"
@@ -20,6 +21,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -76,6 +78,26 @@ public:
     // Status 0 written (or the VM stops): drop the queues and forget the driver's state. After
     // it returns the device writes no more guest memory for the old queues.
     virtual void reset() = 0;
+
+    // Saved state (docs/ARCHITECTURE.md "Saved state"). save_state() writes the device's own
+    // section: what it owns beyond the transport's registers (its configuration space, progress,
+    // its queues' QueueState when active). It is called only while the VM is paused; a device
+    // that cannot be saved now (e.g. requests still in flight on the host) returns an Error
+    // saying why. restore_state() reads that section into a device constructed with the same
+    // configuration; `context` is present when the saved device was active: its queues are
+    // freshly created from the restored registers, and the device restores their QueueState
+    // and takes the context as activate() would, without processing anything yet.
+    // Default: this device cannot be saved.
+    virtual Expected<void> save_state(StateWriter& writer) const {
+        (void)writer;
+        return Error::format("virtio device type {}: saving its state is not supported", static_cast<uint32_t>(type()));
+    }
+    virtual Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) {
+        (void)reader;
+        (void)context;
+        return Error::format("virtio device type {}: restoring its state is not supported",
+                             static_cast<uint32_t>(type()));
+    }
 };
 
 } // namespace kvmm::virtio
