@@ -1,16 +1,21 @@
 // kvmmctl: the administrator's command line for kvmmd, with virsh's verbs.
 //   kvmmctl [--socket PATH] VERB ...   (docs/kvmmctl.md)
 // Every verb takes --json for scripts. Errors print one line "kvmmctl: error: ..." and exit 1.
+// kvmmctl never waits for ever: connecting and each answer are bounded by --daemon-timeout (plus the
+// time the verb itself may take inside kvmmd, e.g. shutdown's own timeout); a daemon that does
+// not answer is an error naming its socket. An attached console has no time limit.
 #include "manager/protocol.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <poll.h>
 #include <sstream>
 #include <sys/socket.h>
@@ -35,11 +40,50 @@ T unwrap(kvmm::Expected<T> result) {
     return std::move(*result);
 }
 
-json call(std::string const& socket_path, json request) {
-    auto client = kvmm::DaemonClient::connect(socket_path);
-    if (!client)
+// How long kvmmctl waits: `answer` for kvmmd to accept and to answer, plus `verb` for what the
+// verb may take inside kvmmd. No value: no limit (--daemon-timeout 0).
+struct Timeouts {
+    std::optional<std::chrono::milliseconds> answer;
+    std::chrono::milliseconds verb { 0 };
+
+    std::optional<std::chrono::milliseconds> for_call() const {
+        if (!answer)
+            return std::nullopt;
+        return *answer + verb;
+    }
+};
+
+// kvmmd's own bounds on a verb (daemon.cc, daemon_process.cc): a start waits up to 15 s for kvmm
+// to come up; destroy allows 5 s for SIGTERM and 10 s more after SIGKILL; shutdown waits for the
+// guest for its timeout and then destroys.
+std::chrono::milliseconds verb_duration(std::string const& verb, uint64_t shutdown_timeout_s) {
+    using std::chrono::seconds;
+    if (verb == "start")
+        return seconds(15);
+    if (verb == "destroy")
+        return seconds(15);
+    if (verb == "reboot")
+        return seconds(30);
+    if (verb == "shutdown")
+        return seconds(shutdown_timeout_s + 15);
+    return seconds(0);
+}
+
+json call(std::string const& socket_path, Timeouts const& timeouts, json request) {
+    auto client = kvmm::DaemonClient::connect(socket_path, timeouts.answer);
+    if (!client) {
+        if (client.error().error_number() == ETIMEDOUT)
+            fail(fmt::format("kvmmd at '{}' does not accept connections: no answer within {} ms (is it stuck? "
+                             "--daemon-timeout sets how long to wait)",
+                             socket_path, timeouts.answer->count()));
         fail(fmt::format("cannot reach kvmmd at '{}': {}", socket_path, client.error().message()));
-    return unwrap(client->call(request));
+    }
+    auto answer = client->call(request, timeouts.for_call());
+    if (!answer && answer.error().error_number() == ETIMEDOUT)
+        fail(fmt::format(
+            "kvmmd at '{}' did not answer within {} ms (is it stuck? --daemon-timeout sets how long to wait)",
+            socket_path, timeouts.for_call()->count()));
+    return unwrap(std::move(answer));
 }
 
 std::string read_text_file(std::string const& path) {
@@ -90,9 +134,11 @@ void print_info(json const& vm) {
 // Attaches the terminal to the VM's console socket, both directions, until Ctrl-] (0x1d, as
 // virsh console) or the VM goes away. kvmm sends its recent output first (ConsoleServer), so
 // the screen continues without a gap; the daemon's own scrollback is not needed here.
-void attach_console(json const& answer) {
+void attach_console(json const& answer, Timeouts const& timeouts) {
     constexpr char DETACH = 0x1d;
-    auto fd = unwrap(kvmm::connect_unix_socket(answer["console_socket"].get<std::string>()));
+    auto const socket = answer["console_socket"].get<std::string>();
+    auto fd = unwrap(timeouts.answer ? kvmm::connect_unix_socket(socket, *timeouts.answer)
+                                     : kvmm::connect_unix_socket(socket));
     std::fprintf(stderr, "Connected to VM '%s' (escape character is ^])\n", answer["name"].get<std::string>().c_str());
     termios saved {};
     bool const terminal = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved) == 0;
@@ -136,8 +182,8 @@ void attach_console(json const& answer) {
 
 // Opens $EDITOR (or vi) on a temporary copy; the daemon validates the result. On an invalid
 // definition the user may edit again or give up, and nothing changes.
-void edit(std::string const& socket_path, std::string const& name, bool json_output) {
-    auto current = call(socket_path, { { "verb", "dump" }, { "name", name } });
+void edit(std::string const& socket_path, Timeouts const& timeouts, std::string const& name, bool json_output) {
+    auto current = call(socket_path, timeouts, { { "verb", "dump" }, { "name", name } });
     char path[] = "/tmp/kvmmctl-edit-XXXXXX.toml";
     int const fd = ::mkstemps(path, 5);
     if (fd < 0)
@@ -160,10 +206,10 @@ void edit(std::string const& socket_path, std::string const& name, bool json_out
             std::printf("VM '%s' unchanged\n", name.c_str());
             return;
         }
-        auto client = kvmm::DaemonClient::connect(socket_path);
+        auto client = kvmm::DaemonClient::connect(socket_path, timeouts.answer);
         if (!client)
-            fail(client.error().message());
-        auto answer = client->call({ { "verb", "edit" }, { "name", name }, { "toml", edited } });
+            fail(fmt::format("cannot reach kvmmd at '{}': {}", socket_path, client.error().message()));
+        auto answer = client->call({ { "verb", "edit" }, { "name", name }, { "toml", edited } }, timeouts.for_call());
         if (answer) {
             if (json_output)
                 std::printf("%s\n", answer->dump().c_str());
@@ -188,6 +234,11 @@ int main(int argc, char** argv) {
     bool json_output = false;
     app.add_option("--socket", socket_path, "kvmmd's socket")->default_val("/var/lib/kvmm/kvmmd.sock");
     app.add_flag("--json", json_output, "Print the daemon's JSON answer");
+    double timeout_seconds = 10;
+    app.add_option("--daemon-timeout", timeout_seconds,
+                   "Seconds to wait for kvmmd to accept and to answer, beyond the verb's own time (0: no limit)")
+        ->default_val(10)
+        ->check(CLI::Range(0.0, 86400.0));
 
     std::string name, file, on_off;
     uint64_t timeout_s = 30, lines = 50;
@@ -237,14 +288,18 @@ int main(int argc, char** argv) {
             request["enabled"] = on_off == "on";
         if (verb == "logs")
             request["lines"] = lines;
+        Timeouts timeouts;
+        if (timeout_seconds > 0)
+            timeouts.answer = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000.0 + 0.5));
+        timeouts.verb = verb_duration(verb, timeout_s);
         if (verb == "edit") {
-            edit(socket_path, name, json_output);
+            edit(socket_path, timeouts, name, json_output);
             return 0;
         }
-        auto answer = call(socket_path, request);
+        auto answer = call(socket_path, timeouts, request);
         answer.erase("ok");
         if (verb == "console") {
-            attach_console(answer);
+            attach_console(answer, timeouts);
             return 0;
         }
         if (json_output) {

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <climits>
 #include <csignal>
 #include <cstdio>
@@ -42,11 +43,24 @@ int main(int argc, char** argv) {
     std::string state_dir = "/var/lib/kvmm";
     std::string socket_path;
     std::string log_level = "info";
+    kvmm::DaemonServerOptions server_options;
+    double request_timeout_s = 10, idle_timeout_s = 60;
     app.add_option("--state-dir", state_dir, "Definitions, runtime state and logs")->default_val("/var/lib/kvmm");
     app.add_option("--socket", socket_path, "Control socket (default: STATE_DIR/kvmmd.sock)");
     app.add_option("--kvmm", options.kvmm_binary, "The kvmm program (default: kvmm beside kvmmd)");
     app.add_option("--cgroup-parent", options.cgroup_parent, "Parent of the VMs' cgroups")->default_val("kvmm");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->default_val("info");
+    app.add_option("--max-clients", server_options.max_clients,
+                   "Most connections served at once; at the limit the longest-waiting idle one makes room")
+        ->default_val(256)
+        ->check(CLI::Range(size_t { 1 }, size_t { 65536 }));
+    app.add_option("--request-timeout", request_timeout_s,
+                   "Seconds within which a request line must arrive whole, and its answer be read")
+        ->default_val(10)
+        ->check(CLI::Range(0.001, 3600.0));
+    app.add_option("--idle-timeout", idle_timeout_s, "Seconds after which a connection without a request is closed")
+        ->default_val(60)
+        ->check(CLI::Range(0.001, 86400.0));
     try {
         app.parse(argc, argv);
     } catch (CLI::CallForHelp const& e) {
@@ -77,7 +91,12 @@ int main(int argc, char** argv) {
     auto daemon = kvmm::Daemon::create(options);
     if (!daemon)
         return fail(daemon.error().message());
-    auto server = kvmm::DaemonServer::start(socket_path, **daemon);
+    auto const milliseconds = [](double seconds) {
+        return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0 + 0.5));
+    };
+    server_options.request_timeout = milliseconds(request_timeout_s);
+    server_options.idle_timeout = milliseconds(idle_timeout_s);
+    auto server = kvmm::DaemonServer::start(socket_path, **daemon, server_options);
     if (!server)
         return fail(server.error().message());
     spdlog::info("kvmmd serving {} (state in {}, kvmm {})", socket_path, options.state_dir.string(),

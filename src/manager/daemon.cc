@@ -104,7 +104,7 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
             std::lock_guard guard(daemon->m_lock);
             daemon->m_vms[name] = vm;
         }
-        daemon->reattach(*vm);
+        daemon->recover(*vm);
     }
     daemon->m_monitor = std::thread([raw = daemon.get()] { raw->monitor_main(); });
     return daemon;
@@ -265,6 +265,14 @@ Expected<json> Daemon::undefine(Vm& vm) {
     std::lock_guard guard(m_lock);
     if (vm.active())
         return Error::format("VM '{}' is {}: destroy or shut it down before undefining it", vm.name, vm.state);
+    // The kernel's view too: a process in the VM's cgroup is a kvmm that must not lose its VM.
+    if (auto cgroup = Cgroup::open_existing(m_options.cgroup_parent, vm.name)) {
+        auto const members = TRY(cgroup->processes());
+        if (!members.empty())
+            return Error::format("VM '{}' still has process(es) {} in its cgroup: not undefining it", vm.name,
+                                 fmt::join(members, ", "));
+        (void)cgroup->destroy();
+    }
     TRY(m_store.remove_definition(vm.name));
     (void)m_store.clear_runtime_record(vm.name);
     std::error_code ignored;

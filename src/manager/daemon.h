@@ -13,9 +13,14 @@
 // not ask for; at most `max_restarts` in `restart_window`, after that the VM stays crashed.
 // A VM stopped with shutdown/destroy is "shut off" and never restarted.
 //
-// Restart of the daemon: create() reads every runtime record; a live process with the recorded
-// start time is re-attached (pidfd, control and console sockets, cgroup), a dead one is
-// recorded as crashed or shut off. Autostart VMs start in start_autostart_vms().
+// Crash safety: a start is a journaled transaction (intent.json before kvmm is started,
+// runtime.json after, then the intent is removed; state_store.h). Restart of the daemon:
+// create() looks at every VM's cgroup, the only place where its processes can be: the process
+// that the runtime record names (pid and start time) is re-attached (pidfd, control and console
+// sockets, cgroup); every other process there is stopped with SIGKILL; a VM left without a
+// process is recorded as crashed or shut off and its runtime state and cgroup are removed.
+// So there is never an untracked kvmm, and never two for one VM; undefine refuses while the
+// VM's cgroup holds a process. Autostart VMs start in start_autostart_vms().
 //
 // Threading: handle() from any number of threads. Verbs on one VM are serialised by that VM's
 // operation lock (held across waits); every VM field is guarded by one daemon lock that is
@@ -26,6 +31,7 @@
 #include "base/event_fd.h"
 #include "base/expected.h"
 #include "base/unique_fd.h"
+#include "manager/cgroup.h"
 #include "manager/state_store.h"
 
 #include <nlohmann/json.hpp>
@@ -90,7 +96,8 @@ private:
     std::string metrics();
 
     // Process supervision (daemon_process.cc).
-    void reattach(Vm& vm);
+    void recover(Vm& vm);
+    void reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std::optional<Cgroup> cgroup);
     Expected<void> stop_process(Vm& vm, std::chrono::milliseconds grace);
     bool wait_for_exit(Vm& vm, std::chrono::milliseconds timeout);
     void watch(Vm& vm, int fd, bool is_console);

@@ -1,11 +1,13 @@
 // Daemon: the kvmm processes - start, stop, re-attach, and the monitor thread that sees them
 // exit and pumps their consoles.
+#include "manager/crash_point.h"
 #include "manager/daemon_vm.h"
 #include "manager/kvmm_client.h"
 #include "manager/protocol.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
@@ -103,20 +105,40 @@ Expected<void> Daemon::start(Vm& vm) {
     std::string const console_socket = (runtime / "console.sock").string();
     std::string const metrics_path = (runtime / "metrics.json").string();
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
+
+    // The start is a transaction: the intent is on disk before anything exists that a crash
+    // could leave behind (cgroup, process), and it is removed only once runtime.json records
+    // the process, or once this function has undone what it did. A daemon that dies in between
+    // leaves the intent, and the next daemon resolves it from the VM's cgroup (recover()).
+    TRY(m_store.write_start_intent(vm.name, ::getpid()));
+    crash_point("start:intent");
+    struct Journal {
+        Daemon& daemon;
+        std::string const& name;
+        bool committed { false };
+        ~Journal() {
+            if (!committed)
+                (void)daemon.m_store.clear_start_intent(name);
+        }
+    } journal { *this, vm.name };
+
     TRY(atomic_write_file(metrics_path, "", 0600));
     UniqueFd output(::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
     if (!output.is_valid())
         return Error::from_errno(fmt::format("cannot open '{}'", stderr_path));
 
+    // Cgroup::create reuses a directory left over from a run whose cgroup could not be removed.
     auto created = Cgroup::create(m_options.cgroup_parent, vm.name, limits_of(definition));
-    if (!created) { // left over from a run whose cgroup could not be removed: reuse it
-        if (auto existing = Cgroup::open_existing(m_options.cgroup_parent, vm.name);
-            existing && existing->set_limits(limits_of(definition)))
-            created = std::move(*existing);
-    }
     if (!created)
         return created.error().with_context(fmt::format("VM '{}': cgroup", vm.name));
     Cgroup cgroup = std::move(*created);
+    // One kvmm per VM: a process still in the VM's cgroup is a kvmm that nobody tracks.
+    auto const members = cgroup.processes();
+    if (!members || !members->empty())
+        return members ? Error::format("VM '{}': its cgroup still holds process(es) {}; not starting a second kvmm",
+                                       vm.name, fmt::join(*members, ", "))
+                       : members.error().with_context(fmt::format("VM '{}': cgroup", vm.name));
+    crash_point("start:cgroup");
 
     auto arguments = kvmm_arguments(definition, m_options.kvmm_binary, control_socket, console_socket);
     // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
@@ -128,10 +150,22 @@ Expected<void> Daemon::start(Vm& vm) {
         (void)cgroup.destroy();
         return spawned.error();
     }
+    crash_point("start:spawned");
     pid_t const pid = spawned->pid;
     RuntimeRecord record { pid, process_start_time(pid).value_or(0), control_socket, console_socket, STATE_RUNNING };
-    if (auto written = m_store.write_runtime_record(vm.name, record); !written)
-        spdlog::error("VM '{}': {}", vm.name, written.error().message());
+    if (auto written = m_store.write_runtime_record(vm.name, record); !written) {
+        // Without the record a restarted daemon could not adopt this process: undo the start.
+        (void)send_signal(spawned->pidfd.get(), SIGKILL);
+        (void)wait_readable(spawned->pidfd.get(), std::chrono::seconds(10));
+        (void)reap_child(pid);
+        (void)cgroup.destroy();
+        return written.error().with_context(fmt::format("VM '{}'", vm.name));
+    }
+    crash_point("start:recorded");
+    if (auto cleared = m_store.clear_start_intent(vm.name); !cleared)
+        spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
+    journal.committed = true;
+    crash_point("start:committed");
     {
         std::lock_guard guard(m_lock);
         vm.pid = pid;
@@ -194,6 +228,7 @@ Expected<void> Daemon::start(Vm& vm) {
             spdlog::warn("VM '{}': vCPU pinning: {}", vm.name, result.error().message());
     }
     spdlog::info("VM '{}' started: kvmm pid {}", vm.name, pid);
+    crash_point("start:ready");
     return {};
 }
 
@@ -226,41 +261,120 @@ Expected<void> Daemon::stop_process(Vm& vm, std::chrono::milliseconds grace) {
     return {};
 }
 
-// After a daemon restart: take over a kvmm that kept running, or record how it ended.
-void Daemon::reattach(Vm& vm) {
-    auto record = m_store.read_runtime_record(vm.name);
-    if (!record) {
-        spdlog::warn("VM '{}': unreadable runtime record: {}", vm.name, record.error().message());
+namespace {
+
+// SIGKILL to a process found in a VM's cgroup, through a pidfd, and a bounded wait for its end.
+// The pid comes from the cgroup (a process kvmmd started), read just before.
+void kill_cgroup_member(std::string const& vm_name, pid_t pid) {
+    auto pidfd = open_pidfd(pid);
+    if (!pidfd)
+        return; // gone already
+    spdlog::warn("VM '{}': stopping kvmm pid {}, which no runtime record tracks", vm_name, pid);
+    if (auto sent = send_signal(pidfd->get(), SIGKILL); !sent) {
+        spdlog::error("VM '{}': {}", vm_name, sent.error().message());
         return;
     }
-    if (!*record)
-        return;
-    RuntimeRecord const& runtime = **record;
+    if (!wait_readable(pidfd->get(), std::chrono::seconds(5)))
+        spdlog::error("VM '{}': pid {} did not exit within 5 s of SIGKILL", vm_name, pid);
+}
+
+} // namespace
+
+// After a daemon restart. The kernel is the source of truth: every process in the VM's cgroup
+// is a kvmm (or a forked child about to become one) that an earlier daemon started. The one the
+// runtime record names (same pid and start time) is adopted; every other one is stopped, so
+// that no kvmm runs untracked and no VM has two. A VM left without a process is cleaned up:
+// intent, record, *.tmp, sockets and cgroup.
+void Daemon::recover(Vm& vm) {
+    bool const interrupted_start = m_store.has_start_intent(vm.name);
+    std::optional<RuntimeRecord> runtime;
+    if (auto record = m_store.read_runtime_record(vm.name); !record)
+        spdlog::warn("VM '{}': unreadable runtime record, treating it as absent: {}", vm.name,
+                     record.error().message());
+    else
+        runtime = *record;
+    m_store.remove_temporary_files(vm.name);
+    std::optional<Cgroup> cgroup;
+    std::vector<pid_t> members;
+    if (auto existing = Cgroup::open_existing(m_options.cgroup_parent, vm.name)) {
+        cgroup = std::move(*existing);
+        if (auto listed = cgroup->processes())
+            members = std::move(*listed);
+        else
+            spdlog::warn("VM '{}': {}", vm.name, listed.error().message());
+    }
+    bool const adopt = runtime && is_same_process(*runtime) &&
+                       (!cgroup || std::find(members.begin(), members.end(), runtime->pid) != members.end());
+    size_t stopped = 0;
+    for (pid_t const member : members) {
+        if (adopt && member == runtime->pid)
+            continue;
+        kill_cgroup_member(vm.name, member);
+        ++stopped;
+    }
+    if (adopt) {
+        if (interrupted_start) {
+            // The start had recorded the process but not yet seen it come up; kvmm opens its
+            // control socket once the machine is built.
+            auto const deadline = std::chrono::steady_clock::now() + m_options.start_timeout;
+            while (!connect_unix_socket(runtime->api_socket) && std::chrono::steady_clock::now() < deadline &&
+                   is_same_process(*runtime))
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            (void)m_store.clear_start_intent(vm.name);
+        }
+        if (auto pidfd = open_pidfd(runtime->pid); pidfd && is_same_process(*runtime)) {
+            reattach(vm, *runtime, std::move(*pidfd), std::move(cgroup));
+            return;
+        }
+    }
+
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
-    auto pidfd = is_same_process(runtime) ? open_pidfd(runtime.pid) : Expected<UniqueFd>(Error("not running"));
     std::lock_guard guard(m_lock);
     vm.stderr_path = stderr_path;
-    if (!pidfd) {
+    if (runtime) {
         auto logged = exit_from_log(stderr_path);
         vm.state = logged.crashed ? STATE_CRASHED : STATE_SHUT_OFF;
         vm.last_exit_reason =
-            fmt::format("kvmm pid {} ended while kvmmd was not running: {}", runtime.pid, logged.reason);
-        (void)m_store.clear_runtime_record(vm.name);
-        if (auto cgroup = Cgroup::open_existing(m_options.cgroup_parent, vm.name))
-            (void)cgroup->destroy();
-        return;
+            fmt::format("kvmm pid {} ended while kvmmd was not running: {}", runtime->pid, logged.reason);
+    } else if (interrupted_start || stopped > 0) {
+        vm.state = STATE_SHUT_OFF;
+        vm.last_exit_reason = fmt::format("start interrupted: kvmmd stopped before it recorded kvmm; {} "
+                                          "untracked process(es) stopped",
+                                          stopped);
     }
+    if (runtime || interrupted_start || stopped > 0)
+        spdlog::info("VM '{}': {}", vm.name, vm.last_exit_reason);
+    if (auto cleared = m_store.clear_runtime_dir(vm.name); !cleared)
+        spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
+    if (cgroup) {
+        // A killed process leaves the cgroup when it has exited; give the kernel a moment.
+        Expected<void> removed = Error("not tried");
+        for (int attempt = 0; attempt < 100 && !removed; ++attempt) {
+            removed = cgroup->destroy();
+            if (!removed)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (!removed)
+            spdlog::warn("VM '{}': cgroup not removed: {}", vm.name, removed.error().message());
+    }
+}
+
+// Takes over a kvmm that kept running while no daemon was there.
+void Daemon::reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std::optional<Cgroup> cgroup) {
+    std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
+    auto described = KvmmClient(runtime.api_socket).describe();
+    std::lock_guard guard(m_lock);
+    vm.stderr_path = stderr_path;
     vm.pid = runtime.pid;
     vm.is_child = false;
-    vm.pidfd = std::move(*pidfd);
+    vm.pidfd = std::move(pidfd);
     vm.control_socket = runtime.api_socket;
     vm.console_socket = runtime.console_socket;
     vm.metrics_path = (m_store.runtime_dir(vm.name) / "metrics.json").string();
     vm.state = runtime.state == STATE_PAUSED ? STATE_PAUSED : STATE_RUNNING;
-    if (auto described = KvmmClient(runtime.api_socket).describe(); described && described->contains("state"))
+    if (described && described->contains("state"))
         vm.state = (*described)["state"] == "Paused" ? STATE_PAUSED : STATE_RUNNING;
-    if (auto cgroup = Cgroup::open_existing(m_options.cgroup_parent, vm.name))
-        vm.cgroup = std::move(*cgroup);
+    vm.cgroup = std::move(cgroup);
     watch(vm, vm.pidfd.get(), false);
     if (auto console = connect_unix_socket(runtime.console_socket)) {
         ::fcntl(console->get(), F_SETFL, O_NONBLOCK);

@@ -4,8 +4,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,8 +16,26 @@
 
 namespace kvmm {
 
+namespace {
+
+int poll_milliseconds(std::chrono::steady_clock::duration left) {
+    auto const milliseconds = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+    return static_cast<int>(std::clamp<int64_t>(milliseconds, 0, 60 * 60 * 1000));
+}
+
+// After a failed accept (EMFILE...), how long to wait before trying again, so that a listener
+// that stays readable does not turn the accept thread into a busy loop.
+constexpr int ACCEPT_BACKOFF_MS = 100;
+
+// How long a daemon already on the socket has to answer before it counts as not running.
+constexpr std::chrono::milliseconds IN_USE_PROBE_TIMEOUT { 2000 };
+
+} // namespace
+
 Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& socket_path, Daemon& daemon,
-                                                            size_t max_clients) {
+                                                            DaemonServerOptions options) {
+    if (options.max_clients == 0)
+        return Error("the client limit must be at least 1");
     sockaddr_un address {};
     address.sun_family = AF_UNIX;
     if (socket_path.empty() || socket_path.size() >= sizeof(address.sun_path))
@@ -25,8 +45,15 @@ Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& s
     if (::lstat(socket_path.c_str(), &existing) == 0) {
         if (!S_ISSOCK(existing.st_mode))
             return Error::format("'{}' exists and is not a socket", socket_path);
-        if (connect_unix_socket(socket_path))
-            return Error::format("'{}' is in use: another kvmmd is running", socket_path);
+        // Accepting connections is not enough: a process that inherited the listening socket
+        // (a child of a killed daemon, from before children closed what they inherit) keeps it
+        // open without serving it. Only a daemon that answers keeps the socket.
+        if (auto client = DaemonClient::connect(socket_path, IN_USE_PROBE_TIMEOUT)) {
+            if (client->call({ { "verb", "list" } }, IN_USE_PROBE_TIMEOUT))
+                return Error::format("'{}' is in use: another kvmmd is running", socket_path);
+            spdlog::warn("'{}' accepts connections but nothing answers there within {} ms; replacing it", socket_path,
+                         IN_USE_PROBE_TIMEOUT.count());
+        }
         if (::unlink(socket_path.c_str()) != 0)
             return Error::from_errno(fmt::format("removing stale socket '{}'", socket_path));
     }
@@ -44,15 +71,15 @@ Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& s
     }
     auto stop_event = TRY(EventFd::create());
     std::unique_ptr<DaemonServer> server(
-        new DaemonServer(socket_path, std::move(listener), std::move(stop_event), daemon, max_clients, status.st_ino));
+        new DaemonServer(socket_path, std::move(listener), std::move(stop_event), daemon, options, status.st_ino));
     server->m_accept_thread = std::thread([raw = server.get()] { raw->accept_loop(); });
     return server;
 }
 
 DaemonServer::DaemonServer(std::string socket_path, UniqueFd listener, EventFd stop_event, Daemon& daemon,
-                           size_t max_clients, ino_t inode)
+                           DaemonServerOptions options, ino_t inode)
     : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_stop_event(std::move(stop_event)),
-      m_daemon(daemon), m_max_clients(max_clients), m_inode(inode) {}
+      m_daemon(daemon), m_options(options), m_inode(inode) {}
 
 DaemonServer::~DaemonServer() { stop(); }
 
@@ -97,7 +124,35 @@ void DaemonServer::join_finished_clients() {
         client.thread.join();
 }
 
+bool DaemonServer::make_room() {
+    size_t active = 0;
+    Client* longest_waiting = nullptr;
+    for (auto& client : m_clients) {
+        if (client.finished || client.evicted)
+            continue;
+        ++active;
+        if (!client.running_verb && (!longest_waiting || client.waiting_since < longest_waiting->waiting_since))
+            longest_waiting = &client;
+    }
+    if (active < m_options.max_clients)
+        return true;
+    if (!longest_waiting)
+        return false;
+    auto const waited =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - longest_waiting->waiting_since);
+    // Best effort, never blocking: the client is not reading, or it would not be waiting.
+    auto const notice = encode_line(error_response(fmt::format(
+        "kvmmd is serving {} clients: this connection, without a request for {} ms, makes room for a new one",
+        m_options.max_clients, waited.count())));
+    (void)::send(longest_waiting->fd.get(), notice.data(), notice.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::shutdown(longest_waiting->fd.get(), SHUT_RDWR);
+    longest_waiting->evicted = true;
+    spdlog::debug("kvmmd: closed a connection idle for {} ms to make room for a new client", waited.count());
+    return true;
+}
+
 void DaemonServer::accept_loop() {
+    auto last_accept_error = Clock::time_point {};
     while (true) {
         pollfd fds[2] = { { m_listener.get(), POLLIN, 0 }, { m_stop_event.fd(), POLLIN, 0 } };
         if (::poll(fds, 2, 1000) < 0 && errno != EINTR)
@@ -108,19 +163,30 @@ void DaemonServer::accept_loop() {
         if (!(fds[0].revents & POLLIN))
             continue;
         UniqueFd fd(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!fd.is_valid())
+        if (!fd.is_valid()) {
+            if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
+                continue;
+            int const error_number = errno;
+            if (Clock::now() - last_accept_error > std::chrono::seconds(10)) {
+                spdlog::error("kvmmd: accept on '{}': {}; retrying", m_socket_path, std::strerror(error_number));
+                last_accept_error = Clock::now();
+            }
+            pollfd stop { m_stop_event.fd(), POLLIN, 0 };
+            (void)::poll(&stop, 1, ACCEPT_BACKOFF_MS);
             continue;
+        }
         std::lock_guard guard(m_lock);
         if (m_stopped)
             return;
-        if (m_clients.size() >= m_max_clients) {
-            (void)send_all(fd.get(),
-                           encode_line(error_response(
-                               fmt::format("kvmmd is serving {} clients already; try again", m_max_clients))));
+        if (!make_room()) {
+            auto const refusal = encode_line(error_response(
+                fmt::format("kvmmd is running a verb for each of its {} clients; try again", m_options.max_clients)));
+            (void)::send(fd.get(), refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
             continue;
         }
         auto& client = m_clients.emplace_back();
         client.fd = std::move(fd);
+        client.waiting_since = Clock::now();
         client.thread = std::thread([this, &client] { serve(client); });
     }
 }
@@ -128,25 +194,63 @@ void DaemonServer::accept_loop() {
 void DaemonServer::serve(Client& client) {
     LineBuffer lines;
     int const fd = client.fd.get();
+    // Set while part of a request line has arrived: when its first byte came.
+    std::optional<Clock::time_point> request_started;
     while (true) {
         auto line = lines.next_line();
         if (!line) {
-            (void)send_all(fd, encode_line(error_response(line.error().message())));
+            (void)send_all(fd, encode_line(error_response(line.error().message())),
+                           Clock::now() + m_options.request_timeout);
             break;
         }
         if (*line) {
+            {
+                std::lock_guard guard(m_lock);
+                client.running_verb = true;
+            }
             auto request = parse_request(**line);
             auto answer = request ? m_daemon.handle(*request) : error_response(request.error().message());
-            if (!send_all(fd, encode_line(answer)))
+            auto const answered = Clock::now();
+            {
+                std::lock_guard guard(m_lock);
+                client.running_verb = false;
+                client.waiting_since = answered;
+            }
+            request_started = lines.has_partial_line() ? std::optional(answered) : std::nullopt;
+            if (!send_all(fd, encode_line(answer), answered + m_options.request_timeout))
                 break;
             continue;
         }
+        Clock::time_point deadline;
+        {
+            std::lock_guard guard(m_lock);
+            deadline = request_started ? *request_started + m_options.request_timeout
+                                       : client.waiting_since + m_options.idle_timeout;
+        }
+        auto const now = Clock::now();
+        if (now >= deadline) {
+            if (request_started)
+                (void)send_all(fd,
+                               encode_line(error_response(fmt::format(
+                                   "the request line did not arrive whole within {} ms; closing the connection",
+                                   m_options.request_timeout.count()))),
+                               now + m_options.request_timeout);
+            break;
+        }
+        pollfd entry { fd, POLLIN, 0 };
+        int const ready = ::poll(&entry, 1, poll_milliseconds(deadline - now));
+        if (ready < 0 && errno != EINTR)
+            break;
+        if (ready <= 0)
+            continue;
         char buffer[65536];
-        ssize_t const received = ::recv(fd, buffer, sizeof(buffer), 0);
-        if (received < 0 && errno == EINTR)
+        ssize_t const received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (received < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (received <= 0)
             break;
+        if (!request_started)
+            request_started = Clock::now();
         lines.append(std::string_view(buffer, static_cast<size_t>(received)));
     }
     std::lock_guard guard(m_lock);

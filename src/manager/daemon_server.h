@@ -1,8 +1,19 @@
 // DaemonServer: kvmmd's Unix socket (mode 0660: root and the socket's group may manage VMs).
 // Each client connection gets its own thread, which reads request lines and answers each with
 // Daemon::handle() before reading the next; long verbs (shutdown with a timeout) thus block only
-// their own client. At most `max_clients` connections are served at once; more are refused with
-// an error line.
+// their own client.
+//
+// No client can hold a place for ever, and none can lock the others out:
+// - a request line must arrive whole within `request_timeout` of its first byte (a client
+//   sending one byte at a time gains nothing: bytes do not restart the clock);
+// - a connection without a request in progress is closed after `idle_timeout`;
+// - an answer the client does not read within `request_timeout` ends the connection;
+// - at `max_clients` connections, a new client takes the place of the connection that has been
+//   waiting longest since its last request (idle or slowly sending); only when every
+//   connection is running a verb is the new client refused, with an error line.
+// kvmmd has no long-lived streams of its own: `kvmmctl console` asks for the console socket and
+// attaches to kvmm's console server directly, so nothing attached to a console is ever closed
+// here for being quiet.
 //
 // Threading: start() and stop() (also run by the destructor) from the owning thread. stop()
 // stops accepting, shuts down every connection and joins all threads (a verb in progress
@@ -16,6 +27,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -24,12 +36,16 @@
 
 namespace kvmm {
 
+struct DaemonServerOptions {
+    size_t max_clients { 256 };
+    std::chrono::milliseconds request_timeout { std::chrono::seconds(10) };
+    std::chrono::milliseconds idle_timeout { std::chrono::seconds(60) };
+};
+
 class DaemonServer {
 public:
-    static constexpr size_t DEFAULT_MAX_CLIENTS = 256;
-
     static Expected<std::unique_ptr<DaemonServer>> start(std::string const& socket_path, Daemon& daemon,
-                                                         size_t max_clients = DEFAULT_MAX_CLIENTS);
+                                                         DaemonServerOptions options = {});
     ~DaemonServer();
     DaemonServer(DaemonServer const&) = delete;
     DaemonServer& operator=(DaemonServer const&) = delete;
@@ -37,15 +53,22 @@ public:
     void stop();
 
 private:
+    using Clock = std::chrono::steady_clock;
+
     struct Client {
         UniqueFd fd;
         std::thread thread;
+        Clock::time_point waiting_since; // connected, or answered its last request
+        bool running_verb { false };
+        bool evicted { false }; // shut down to make room; its thread is on its way out
         bool finished { false };
     };
 
-    DaemonServer(std::string socket_path, UniqueFd listener, EventFd stop_event, Daemon& daemon, size_t max_clients,
-                 ino_t inode);
+    DaemonServer(std::string socket_path, UniqueFd listener, EventFd stop_event, Daemon& daemon,
+                 DaemonServerOptions options, ino_t inode);
     void accept_loop();
+    // With m_lock held: makes room for one more client if the cap is reached; false if it cannot.
+    bool make_room();
     void serve(Client& client);
     void join_finished_clients();
 
@@ -53,9 +76,9 @@ private:
     UniqueFd m_listener;
     EventFd m_stop_event;
     Daemon& m_daemon;
-    size_t m_max_clients;
+    DaemonServerOptions m_options;
     ino_t m_inode;
-    std::mutex m_lock; // guards m_clients and m_stopped
+    std::mutex m_lock; // guards m_clients (and each Client's flags and times) and m_stopped
     std::list<Client> m_clients;
     bool m_stopped { false };
     std::thread m_accept_thread;

@@ -72,7 +72,8 @@ Expected<std::optional<HttpReply>> parse_http_reply(std::string_view bytes) {
 }
 
 Expected<HttpReply> KvmmClient::request(std::string_view method, std::string_view path, std::string_view body) const {
-    auto fd = TRY(connect_unix_socket(m_socket_path));
+    // A kvmm whose API does not accept (its backlog full) must not hang the daemon either.
+    auto fd = TRY(connect_unix_socket(m_socket_path, m_timeout));
     timeval timeout {};
     timeout.tv_sec = m_timeout.count() / 1000;
     timeout.tv_usec = static_cast<suseconds_t>((m_timeout.count() % 1000) * 1000);

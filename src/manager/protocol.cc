@@ -2,8 +2,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <thread>
 #include <unistd.h>
 
 namespace kvmm {
@@ -92,6 +95,68 @@ Expected<void> send_all(int fd, std::string_view text) {
     return {};
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Waits until `fd` is ready for `events` or `deadline` passes; false when the time is up.
+bool wait_for(int fd, short events, Clock::time_point deadline) {
+    while (true) {
+        auto const left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0)
+            return false;
+        pollfd entry { fd, events, 0 };
+        int const ready = ::poll(&entry, 1, static_cast<int>(std::min<int64_t>(left, 60 * 60 * 1000)));
+        if (ready > 0)
+            return true;
+        if (ready < 0 && errno != EINTR)
+            return true; // let the following call report the error
+    }
+}
+
+} // namespace
+
+Expected<void> send_all(int fd, std::string_view text, Clock::time_point deadline) {
+    while (!text.empty()) {
+        ssize_t const sent = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (!wait_for(fd, POLLOUT, deadline))
+                return Error("send: the peer did not take the data in time", ETIMEDOUT);
+            continue;
+        }
+        if (sent <= 0)
+            return Error::from_errno("send");
+        text.remove_prefix(static_cast<size_t>(sent));
+    }
+    return {};
+}
+
+Expected<UniqueFd> connect_unix_socket(std::string const& path, std::chrono::milliseconds timeout) {
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof(address.sun_path))
+        return Error::format("socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
+    std::memcpy(address.sun_path, path.data(), path.size());
+    auto const deadline = Clock::now() + timeout;
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd.is_valid())
+        return Error::from_errno("socket");
+    // A non-blocking connect to a Unix socket either completes at once or fails with EAGAIN
+    // while the listener's backlog is full; there is nothing to poll for, so it is retried.
+    while (::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return Error::from_errno(fmt::format("cannot connect to '{}'", path));
+        if (Clock::now() >= deadline)
+            return Error(fmt::format("cannot connect to '{}': not accepted within {} ms", path, timeout.count()),
+                         ETIMEDOUT);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    int const flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+        return Error::from_errno("fcntl");
+    return fd;
+}
+
 Expected<UniqueFd> connect_unix_socket(std::string const& path) {
     sockaddr_un address {};
     address.sun_family = AF_UNIX;
@@ -106,12 +171,19 @@ Expected<UniqueFd> connect_unix_socket(std::string const& path) {
     return fd;
 }
 
-Expected<DaemonClient> DaemonClient::connect(std::string const& socket_path) {
+Expected<DaemonClient> DaemonClient::connect(std::string const& socket_path,
+                                             std::optional<std::chrono::milliseconds> timeout) {
+    if (timeout)
+        return DaemonClient(TRY(connect_unix_socket(socket_path, *timeout)));
     return DaemonClient(TRY(connect_unix_socket(socket_path)));
 }
 
-Expected<json> DaemonClient::call(json const& request) {
-    TRY(send_all(m_fd.get(), encode_line(request)));
+Expected<json> DaemonClient::call(json const& request, std::optional<std::chrono::milliseconds> timeout) {
+    auto const deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+    if (timeout)
+        TRY(send_all(m_fd.get(), encode_line(request), deadline));
+    else
+        TRY(send_all(m_fd.get(), encode_line(request)));
     while (true) {
         if (auto line = TRY(m_lines.next_line())) {
             json answer = json::parse(*line, nullptr, false);
@@ -121,6 +193,8 @@ Expected<json> DaemonClient::call(json const& request) {
                 return Error(answer.value("error", std::string("kvmmd reported an error without a message")));
             return answer;
         }
+        if (timeout && !wait_for(m_fd.get(), POLLIN, deadline))
+            return Error(fmt::format("kvmmd did not answer within {} ms", timeout->count()), ETIMEDOUT);
         char buffer[65536];
         ssize_t const received = ::recv(m_fd.get(), buffer, sizeof(buffer), 0);
         if (received < 0 && errno == EINTR)

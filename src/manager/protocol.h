@@ -44,6 +44,8 @@ public:
     explicit LineBuffer(size_t max_line = MAX_PROTOCOL_LINE) : m_max_line(max_line) {}
 
     void append(std::string_view bytes) { m_buffer.append(bytes); }
+    // True while bytes of a line that is not complete yet are held.
+    bool has_partial_line() const { return !m_buffer.empty(); }
     // The next complete line, nullopt if none yet; an error once a line exceeds the limit.
     Expected<std::optional<std::string>> next_line();
 
@@ -54,17 +56,27 @@ private:
 
 // Writes all of `text` to a (blocking) socket; MSG_NOSIGNAL, so a vanished peer is an error.
 Expected<void> send_all(int fd, std::string_view text);
+// The same, but gives up at `deadline` (an error with errno ETIMEDOUT): a peer that does not
+// read cannot hold the caller.
+Expected<void> send_all(int fd, std::string_view text, std::chrono::steady_clock::time_point deadline);
 
 // Connects to a Unix stream socket.
 Expected<UniqueFd> connect_unix_socket(std::string const& path);
+// The same within `timeout`: a listener whose backlog is full (its server is not accepting)
+// is retried until then, then it is an error with errno ETIMEDOUT. The socket returned blocks.
+Expected<UniqueFd> connect_unix_socket(std::string const& path, std::chrono::milliseconds timeout);
 
 class DaemonClient {
 public:
-    static Expected<DaemonClient> connect(std::string const& socket_path);
+    // Without a timeout, connecting and each call wait as long as kvmmd takes.
+    static Expected<DaemonClient> connect(std::string const& socket_path,
+                                          std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
     // Sends `request` and waits for the answer. {"ok": false} becomes an Error with the
-    // daemon's message; otherwise the whole answer object is returned.
-    Expected<nlohmann::json> call(nlohmann::json const& request);
+    // daemon's message; otherwise the whole answer object is returned. With `timeout`, an
+    // answer that has not arrived whole by then is an error with errno ETIMEDOUT.
+    Expected<nlohmann::json> call(nlohmann::json const& request,
+                                  std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
 private:
     explicit DaemonClient(UniqueFd fd) : m_fd(std::move(fd)) {}

@@ -2,6 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstring>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <vector>
+
 namespace kvmm {
 namespace {
 
@@ -42,6 +52,78 @@ TEST(LineBufferTest, SplitsLinesAcrossAppendsAndBoundsTheirLength) {
     EXPECT_FALSE(MUST(lines.next_line()).has_value());
     lines.append("0123456789");
     EXPECT_FALSE(lines.next_line());
+}
+
+// A listening Unix socket that never accepts, in a fresh temporary directory.
+class SilentListener {
+public:
+    explicit SilentListener(int backlog) {
+        char pattern[] = "/tmp/protocol-test-XXXXXX";
+        if (::mkdtemp(pattern) == nullptr)
+            std::abort();
+        m_directory = pattern;
+        m_path = m_directory + "/s.sock";
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::memcpy(address.sun_path, m_path.data(), m_path.size());
+        m_fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::bind(m_fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0 ||
+            ::listen(m_fd.get(), backlog) != 0)
+            std::abort();
+    }
+    ~SilentListener() { std::filesystem::remove_all(m_directory); }
+    std::string const& path() const { return m_path; }
+
+private:
+    std::string m_directory, m_path;
+    UniqueFd m_fd;
+};
+
+TEST(LineBufferTest, HasPartialLine_WhileALineIsIncomplete) {
+    LineBuffer lines;
+    EXPECT_FALSE(lines.has_partial_line());
+    lines.append("{\"verb\"");
+    EXPECT_TRUE(lines.has_partial_line());
+    lines.append(": 1}\n");
+    EXPECT_TRUE(MUST(lines.next_line()).has_value());
+    EXPECT_FALSE(lines.has_partial_line());
+}
+
+TEST(ConnectTest, ListenerThatDoesNotAccept_TimesOutInsteadOfWaitingForEver) {
+    SilentListener listener(0);
+    // Fill the backlog: once it is full a blocking connect would wait for ever.
+    std::vector<UniqueFd> queued;
+    for (int i = 0; i < 64; ++i) {
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::memcpy(address.sun_path, listener.path().data(), listener.path().size());
+        if (::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0) {
+            ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+            break;
+        }
+        queued.push_back(std::move(fd));
+    }
+    auto const start = std::chrono::steady_clock::now();
+    auto connected = connect_unix_socket(listener.path(), std::chrono::milliseconds(200));
+    auto const elapsed = std::chrono::steady_clock::now() - start;
+    ASSERT_FALSE(connected);
+    EXPECT_EQ(connected.error().error_number(), ETIMEDOUT);
+    EXPECT_NE(connected.error().message().find(listener.path()), std::string::npos);
+    EXPECT_GE(elapsed, std::chrono::milliseconds(150));
+    EXPECT_LT(elapsed, std::chrono::seconds(3));
+}
+
+TEST(DaemonClientTest, ServerThatNeverAnswers_CallTimesOut) {
+    SilentListener listener(8);
+    auto client = MUST(DaemonClient::connect(listener.path(), std::chrono::seconds(1)));
+    auto const start = std::chrono::steady_clock::now();
+    auto answer = client.call({ { "verb", "list" } }, std::chrono::milliseconds(200));
+    auto const elapsed = std::chrono::steady_clock::now() - start;
+    ASSERT_FALSE(answer);
+    EXPECT_EQ(answer.error().error_number(), ETIMEDOUT);
+    EXPECT_GE(elapsed, std::chrono::milliseconds(150));
+    EXPECT_LT(elapsed, std::chrono::seconds(3));
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include "base/file.h"
 #include "base/unique_fd.h"
+#include "manager/crash_point.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@ namespace fs = std::filesystem;
 
 constexpr std::string_view DEFINITION_SUFFIX = ".toml";
 constexpr std::string_view RUNTIME_RECORD_NAME = "runtime.json";
+constexpr std::string_view START_INTENT_NAME = "intent.json";
 // Definitions and runtime records are small; anything bigger is not ours.
 constexpr uint64_t MAX_STATE_FILE_SIZE = 1024 * 1024;
 
@@ -93,6 +95,7 @@ Expected<void> atomic_write_file(fs::path const& path, std::string_view contents
             return written;
         }
     }
+    crash_point(fmt::format("before-rename:{}", path.filename().string()));
     if (::rename(temporary.c_str(), path.c_str()) != 0) {
         auto error = Error::from_errno(fmt::format("rename {} to {}", temporary.string(), path.string()));
         ::unlink(temporary.c_str());
@@ -279,6 +282,51 @@ Expected<void> StateStore::clear_runtime_record(std::string const& name) {
     auto const path = m_root / "runtime" / name / RUNTIME_RECORD_NAME;
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
         return Error::from_errno(fmt::format("remove {}", path.string()));
+    return {};
+}
+
+Expected<void> StateStore::write_start_intent(std::string const& name, pid_t daemon_pid) {
+    TRY(validate_vm_name(name));
+    nlohmann::json const intent = { { "operation", "start" }, { "daemon_pid", daemon_pid } };
+    return atomic_write_file(runtime_dir(name) / START_INTENT_NAME, intent.dump() + "\n", 0600);
+}
+
+bool StateStore::has_start_intent(std::string const& name) const {
+    if (!validate_vm_name(name))
+        return false;
+    struct stat status {};
+    return ::lstat((m_root / "runtime" / name / START_INTENT_NAME).c_str(), &status) == 0;
+}
+
+Expected<void> StateStore::clear_start_intent(std::string const& name) {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "runtime" / name / START_INTENT_NAME;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        return Error::from_errno(fmt::format("remove {}", path.string()));
+    // Durable like the write: a crash right after must not bring the intent back.
+    return fsync_directory(path.parent_path());
+}
+
+void StateStore::remove_temporary_files(std::string const& name) {
+    if (!validate_vm_name(name))
+        return;
+    std::error_code error;
+    for (fs::directory_iterator it(m_root / "runtime" / name, error), end; !error && it != end; it.increment(error)) {
+        if (it->path().extension() == ".tmp")
+            ::unlink(it->path().c_str());
+    }
+}
+
+Expected<void> StateStore::clear_runtime_dir(std::string const& name) {
+    TRY(validate_vm_name(name));
+    auto const directory = m_root / "runtime" / name;
+    std::error_code error;
+    for (fs::directory_iterator it(directory, error), end; !error && it != end; it.increment(error)) {
+        if (::unlink(it->path().c_str()) != 0 && errno != ENOENT)
+            return Error::from_errno(fmt::format("remove {}", it->path().string()));
+    }
+    if (error && error != std::errc::no_such_file_or_directory)
+        return Error(fmt::format("list {}: {}", directory.string(), error.message()), error.value());
     return {};
 }
 

@@ -1,7 +1,8 @@
 // StateStore: the manager's on-disk state under one root directory:
 //   ROOT/definitions/NAME.toml   VM definitions (vm_definition.h), written atomically
 //   ROOT/runtime/NAME/           per-VM runtime directory (sockets) and runtime.json, the record
-//                                of the kvmm process running the VM
+//                                of the kvmm process running the VM; intent.json while a start
+//                                is in progress (the journal of the start transaction)
 //   ROOT/logs/NAME.log           per-VM console/process log (log_file.h)
 // Every file is replaced atomically (write NAME.tmp, fsync, rename, fsync the directory), so
 // a crash leaves either the old or the new contents, never a torn file. The runtime record
@@ -78,6 +79,19 @@ public:
     Expected<std::optional<RuntimeRecord>> read_runtime_record(std::string const& name) const;
     // Removes the record (no error if there was none).
     Expected<void> clear_runtime_record(std::string const& name);
+
+    // The start journal: ROOT/runtime/NAME/intent.json is written (atomically) before kvmm is
+    // started and removed once runtime.json records the process or the start was undone. A
+    // daemon that finds it knows that a start was interrupted and that any process in the VM's
+    // cgroup may be one nobody tracks. It names the daemon that wrote it, for the log.
+    Expected<void> write_start_intent(std::string const& name, pid_t daemon_pid);
+    bool has_start_intent(std::string const& name) const;
+    Expected<void> clear_start_intent(std::string const& name);
+    // Removes everything in ROOT/runtime/NAME (record, intent, sockets, metrics, *.tmp left by
+    // an interrupted atomic write); for a VM known to have no process.
+    Expected<void> clear_runtime_dir(std::string const& name);
+    // Removes the *.tmp files an interrupted atomic write left in ROOT/runtime/NAME.
+    void remove_temporary_files(std::string const& name);
 
     std::filesystem::path const& root() const { return m_root; }
 

@@ -178,6 +178,46 @@ TEST(StateStore, RuntimeRecord_RoundTripsAndClears) {
     EXPECT_TRUE(store.clear_runtime_record("vm1")); // clearing nothing is fine
 }
 
+TEST(StateStore, StartIntent_IsWrittenAndCleared) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    EXPECT_FALSE(store.has_start_intent("vm1"));
+    ASSERT_TRUE(store.write_start_intent("vm1", 1234));
+    EXPECT_TRUE(store.has_start_intent("vm1"));
+    EXPECT_FALSE(store.has_start_intent("vm2"));
+    EXPECT_THAT(read_text(directory.path() / "runtime" / "vm1" / "intent.json"), HasSubstr("1234"));
+    EXPECT_EQ(mode_of(directory.path() / "runtime" / "vm1" / "intent.json"), 0600u);
+    ASSERT_TRUE(store.clear_start_intent("vm1"));
+    EXPECT_FALSE(store.has_start_intent("vm1"));
+    EXPECT_TRUE(store.clear_start_intent("vm1")); // clearing nothing is fine
+}
+
+TEST(StateStore, InterruptedWrites_TemporaryFilesAreRemovedAndTheRestKept) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto const runtime = store.runtime_dir("vm1");
+    ASSERT_TRUE(store.write_runtime_record("vm1", RuntimeRecord { 7, 8, "/a", "/c", "running" }));
+    std::ofstream(runtime / "runtime.json.tmp") << "{\"pid\": 9";
+    std::ofstream(runtime / "intent.json.tmp") << "";
+    store.remove_temporary_files("vm1");
+    EXPECT_FALSE(fs::exists(runtime / "runtime.json.tmp"));
+    EXPECT_FALSE(fs::exists(runtime / "intent.json.tmp"));
+    EXPECT_TRUE(MUST(store.read_runtime_record("vm1")).has_value());
+}
+
+TEST(StateStore, ClearRuntimeDir_RemovesRecordIntentAndSockets) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto const runtime = store.runtime_dir("vm1");
+    ASSERT_TRUE(store.write_runtime_record("vm1", RuntimeRecord { 7, 8, "/a", "/c", "running" }));
+    ASSERT_TRUE(store.write_start_intent("vm1", 1));
+    std::ofstream(runtime / "control.sock") << "";
+    std::ofstream(runtime / "runtime.json.tmp") << "";
+    ASSERT_TRUE(store.clear_runtime_dir("vm1"));
+    EXPECT_TRUE(fs::is_empty(runtime));
+    EXPECT_TRUE(store.clear_runtime_dir("never-started"));
+}
+
 TEST(StateStore, CorruptRuntimeRecord_IsAnError) {
     TemporaryDirectory directory;
     auto const store = MUST(StateStore::open(directory.path()));

@@ -1,10 +1,15 @@
 #include "manager/supervisor.h"
 
+#include "manager/crash_point.h"
+
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <iterator>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,9 +18,47 @@ namespace kvmm {
 
 namespace {
 
-// The child's half: wait for the go-ahead, set up the standard fds, exec. Only
-// async-signal-safe calls (signal-safety(7)); failures are reported through `report`.
-[[noreturn]] void exec_child(int go, int report, int null_fd, int output_fd, char const* path, char* const* argv) {
+// Closes every descriptor except those in `keep` (sorted, distinct). close_range(2) where the
+// kernel has it, else a loop up to `fd_limit`. Async-signal-safe.
+void close_all_except(int const* keep, size_t count, int fd_limit) {
+    unsigned first = 0;
+    for (size_t i = 0; i <= count; ++i) {
+        unsigned const end = i < count ? static_cast<unsigned>(keep[i]) : ~0U; // exclusive for the kept fd
+        if (first < end) {
+            unsigned const last = i < count ? end - 1 : ~0U;
+            if (::close_range(first, last, 0) != 0) {
+                unsigned const stop = std::min<unsigned>(last, static_cast<unsigned>(fd_limit));
+                for (unsigned fd = first; fd <= stop && fd < static_cast<unsigned>(fd_limit); ++fd)
+                    ::close(static_cast<int>(fd));
+            }
+        }
+        if (i < count)
+            first = static_cast<unsigned>(keep[i]) + 1;
+    }
+}
+
+// The child's half: keep only its own descriptors, wait for the go-ahead, exec. Only
+// async-signal-safe calls (signal-safety(7)); exec failures are reported through `report`.
+//
+// kvmmd is multi-threaded: at the fork this process got a copy of every descriptor the daemon
+// had, including its listening socket, other VMs' sockets and the write end of our own
+// go-ahead pipe. All of them are closed before the wait: if kvmmd dies before the go-ahead,
+// nobody else holds the write end, the read returns end-of-file and the child exits instead
+// of waiting for ever (and holding the daemon's socket, which would keep a new kvmmd out).
+[[noreturn]] void exec_child(int go, int report, int null_fd, int output_fd, int fd_limit, char const* path,
+                             char* const* argv) {
+    // Above the standard descriptors first, so that the dup2()s below cannot overwrite them
+    // (a daemon started with 0-2 closed gets them as pipe ends).
+    go = ::fcntl(go, F_DUPFD_CLOEXEC, 3);
+    report = ::fcntl(report, F_DUPFD_CLOEXEC, 3);
+    null_fd = ::fcntl(null_fd, F_DUPFD_CLOEXEC, 3);
+    output_fd = ::fcntl(output_fd, F_DUPFD_CLOEXEC, 3);
+    if (go < 0 || report < 0 || null_fd < 0 || output_fd < 0 || ::dup2(null_fd, STDIN_FILENO) < 0 ||
+        ::dup2(output_fd, STDOUT_FILENO) < 0 || ::dup2(output_fd, STDERR_FILENO) < 0)
+        ::_exit(127);
+    int keep[] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, std::min(go, report), std::max(go, report) };
+    close_all_except(keep, std::size(keep), fd_limit);
+
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -29,16 +72,10 @@ namespace {
     do
         received = ::read(go, &ready, 1);
     while (received < 0 && errno == EINTR);
-    int error_number = 0;
     if (received != 1)
-        error_number = ECANCELED; // the parent could not place us in the cgroup
-    else if (::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(output_fd, STDOUT_FILENO) < 0 ||
-             ::dup2(output_fd, STDERR_FILENO) < 0)
-        error_number = errno;
-    else {
-        ::execv(path, argv);
-        error_number = errno;
-    }
+        ::_exit(127); // end-of-file: the parent gave up on us (or died); never run kvmm
+    ::execv(path, argv);
+    int const error_number = errno;
     (void)!::write(report, &error_number, sizeof(error_number));
     ::_exit(127);
 }
@@ -63,17 +100,28 @@ Expected<SpawnedProcess> spawn_process(std::vector<std::string> const& argv, int
         return Error::from_errno("pipe2");
     UniqueFd report_read(report[0]), report_write(report[1]);
 
+    rlimit files {};
+    int const fd_limit = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                             ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20))
+                             : 1 << 20;
+
     pid_t const pid = ::fork();
     if (pid < 0)
         return Error::from_errno("fork");
     if (pid == 0)
-        exec_child(go_read.get(), report_write.get(), null_fd.get(), output_fd, argv[0].c_str(), pointers.data());
+        exec_child(go_read.get(), report_write.get(), null_fd.get(), output_fd, fd_limit, argv[0].c_str(),
+                   pointers.data());
     go_read.reset();
     report_write.reset();
 
+    // Ends a child that must not run: it would read end-of-file on the go-ahead pipe and exit by
+    // itself, but it is our child, not yet reaped, so its pid is safe to signal, and SIGKILL
+    // makes the wait below independent of what the child is doing.
     auto abandon = [&](Error error) -> Expected<SpawnedProcess> {
-        go_write.reset(); // the child reads end-of-file and exits without exec
-        ::waitpid(pid, nullptr, 0);
+        go_write.reset();
+        ::kill(pid, SIGKILL);
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
         return error;
     };
     auto pidfd = open_pidfd(pid);
@@ -83,6 +131,7 @@ Expected<SpawnedProcess> spawn_process(std::vector<std::string> const& argv, int
         if (auto added = cgroup->add_process(pid); !added)
             return abandon(added.error().with_context("placing kvmm in its cgroup"));
     }
+    crash_point("spawn:before-go-ahead");
     char const go_ahead = 1;
     if (::write(go_write.get(), &go_ahead, 1) != 1)
         return abandon(Error::from_errno("starting the child"));
@@ -94,7 +143,8 @@ Expected<SpawnedProcess> spawn_process(std::vector<std::string> const& argv, int
         got = ::read(report_read.get(), &error_number, sizeof(error_number));
     while (got < 0 && errno == EINTR);
     if (got == sizeof(error_number)) {
-        ::waitpid(pid, nullptr, 0);
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
         return Error::from_errno(fmt::format("cannot run '{}'", argv[0]), error_number);
     }
     return SpawnedProcess { pid, std::move(*pidfd) };

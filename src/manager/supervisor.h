@@ -5,9 +5,12 @@
 // spawn_process() forks, and the child waits on a pipe until the parent has moved it into the
 // cgroup; only then does it exec, so no thread of kvmm (no vCPU) ever runs outside its
 // cgroup. Between fork and exec the child calls only async-signal-safe functions (the daemon
-// is multi-threaded). The child gets its own session (a terminal's signals never reach it),
-// an empty signal mask, stdin from /dev/null and stdout/stderr on `output_fd`; it does not die
-// with the daemon, so a daemon restart can re-attach to it.
+// is multi-threaded). Right after the fork the child closes every descriptor it inherited
+// except its end of the go-ahead pipe, its exec-error pipe and its standard descriptors, so it
+// never holds the daemon's listening socket or anyone's pipe ends; end-of-file on the go-ahead
+// pipe (the parent gave up, or died) makes it exit without exec. The child gets its own session (a terminal's signals
+// never reach it), an empty signal mask, stdin from /dev/null and stdout/stderr on `output_fd`; it does not die with
+// the daemon, so a daemon restart can re-attach to it.
 //
 // Threading: free functions without shared state; RestartLimiter is not locked.
 #pragma once

@@ -4,6 +4,10 @@
 
 #include <csignal>
 #include <fcntl.h>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <thread>
 #include <unistd.h>
 
 namespace kvmm {
@@ -56,6 +60,41 @@ TEST(SupervisorTest, SendSignal_StopsThatProcess) {
     }
     ASSERT_TRUE(status);
     EXPECT_EQ(status->signal, SIGTERM);
+}
+
+TEST(SupervisorTest, SpawnProcess_ChildInheritsNoDescriptorOfTheParent) {
+    // Descriptors without close-on-exec, as a careless library might create: the child must not
+    // get them (it closes everything it does not own right after the fork).
+    int leaked[2];
+    ASSERT_EQ(::pipe(leaked), 0);
+    UniqueFd leaked_read(leaked[0]), leaked_write(leaked[1]);
+    std::string const check =
+        fmt::format("for fd in {} {}; do [ -e /proc/$$/fd/$fd ] && exit 1; done; exit 0", leaked[0], leaked[1]);
+    auto status = run_to_exit({ "/bin/sh", "-c", check });
+    EXPECT_TRUE(status.success()) << status.describe();
+}
+
+TEST(SupervisorTest, SpawnProcess_CgroupFailure_EndsTheChildAndReturns) {
+    // A cgroup whose cgroup.procs cannot be written (a directory here): the child must not be
+    // left waiting for a go-ahead, and spawn_process must not wait for it for ever.
+    char pattern[] = "/tmp/supervisor-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    std::filesystem::path const root = pattern;
+    std::filesystem::create_directories(root / "parent" / "vm" / "cgroup.procs");
+    CgroupHierarchies hierarchies;
+    hierarchies.version = CgroupHierarchies::Version::V2;
+    hierarchies.unified = root;
+    auto cgroup = MUST(Cgroup::open_existing(hierarchies, "parent", "vm"));
+    auto result = std::make_shared<std::promise<bool>>();
+    auto finished = result->get_future();
+    std::thread([result, cgroup]() mutable {
+        UniqueFd output(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        result->set_value(!spawn_process({ "/bin/sleep", "30" }, output.get(), &cgroup));
+    }).detach();
+    ASSERT_EQ(finished.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "spawn_process still waits for a child that cannot be started";
+    EXPECT_TRUE(finished.get()) << "spawn_process succeeded without a cgroup";
+    std::filesystem::remove_all(root);
 }
 
 TEST(RestartLimiterTest, AllowsAtMostMaxWithinTheWindow) {

@@ -200,6 +200,37 @@ TEST(ParseDefinition, CommaInDeviceValue_IsRejected) {
     EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/a,readonly=on\"\n")), HasSubstr("disk[0].path"));
 }
 
+TEST(ParseDefinition, ControlCharactersInPaths_AreRejectedNamingTheField) {
+    // TOML can carry any control character in a string through \uXXXX escapes.
+    struct Case {
+        std::string toml;
+        std::string field;
+    };
+    std::vector<Case> const cases = {
+        { "name = \"vm\"\nkernel = \"/etc/shadow\\u0000.img\"\n", "'kernel'" },
+        { "name = \"vm\"\nkernel = \"/k\\n\"\n", "'kernel'" },
+        { minimal("initrd = \"/boot/initrd\\u001b[2J\"\n"), "'initrd'" },
+        { minimal("[[disk]]\npath = \"/etc/shadow\\u0000.img\"\n"), "'disk[0].path'" },
+        { minimal("[[disk]]\npath = \"/a\"\n[[disk]]\npath = \"/b\\u007f\"\n"), "'disk[1].path'" },
+        { minimal("[vsock]\ncid = 3\nuds = \"/run/v\\tsock\"\n"), "'vsock.uds'" },
+        { minimal("[[nic]]\ntap = \"tap\\u00010\"\n"), "'nic[0].tap'" },
+    };
+    for (auto const& [toml, field] : cases) {
+        auto const message = error_of(toml);
+        EXPECT_THAT(message, HasSubstr(field)) << toml;
+        EXPECT_THAT(message, HasSubstr("control character")) << toml;
+    }
+    // The same checks hold for a definition built in code (e.g. from a JSON request).
+    VmDefinition definition = MUST(parse_definition(minimal("")));
+    definition.kernel = std::string("/etc/shadow\0.img", 16);
+    auto const checked = validate_definition(definition);
+    ASSERT_FALSE(checked);
+    EXPECT_THAT(checked.error().message(), HasSubstr("'kernel'"));
+    EXPECT_THAT(checked.error().message(), HasSubstr("0x00"));
+    // Printable paths, spaces and non-ASCII included, are fine.
+    EXPECT_TRUE(parse_definition(minimal("[[disk]]\npath = \"/var/lib/my disk/r\u00e9seau.img\"\n")));
+}
+
 TEST(ParseDefinition, BadRestartPolicy_NamesValue) {
     auto const message = error_of(minimal("restart = \"sometimes\"\n"));
     EXPECT_THAT(message, HasSubstr("restart"));

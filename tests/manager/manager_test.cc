@@ -2,15 +2,20 @@
 // driven through kvmmctl (the administrator's view) and through the protocol client (for the
 // concurrent cases), running the project's test guest.
 #include "child_process.h"
+#include "manager/cgroup.h"
+#include "manager/crash_point.h"
 #include "manager/protocol.h"
+#include "manager/supervisor.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
@@ -51,24 +56,41 @@ protected:
             fs::remove_all(m_state_dir);
     }
 
-    void start_daemon() {
+    // Starts kvmmd and waits until it answers. `crash_at` sets its crash test hook
+    // (manager/crash_point.h); `arguments` are added to its command line.
+    void start_daemon(std::string const& crash_at = {}, std::vector<std::string> const& arguments = {}) {
+        std::vector<std::string> argv = { KVMMD_BINARY, "--state-dir", m_state_dir,       "--socket",     m_socket,
+                                          "--kvmm",     KVMM_BINARY,   "--cgroup-parent", m_cgroup_parent };
+        argv.insert(argv.end(), arguments.begin(), arguments.end());
         pid_t const pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {
             std::string const log = m_state_dir + "/kvmmd.log";
             FILE* out = std::freopen(log.c_str(), "a", stderr);
             (void)out;
-            ::execl(KVMMD_BINARY, KVMMD_BINARY, "--state-dir", m_state_dir.c_str(), "--socket", m_socket.c_str(),
-                    "--kvmm", KVMM_BINARY, "--cgroup-parent", m_cgroup_parent.c_str(), static_cast<char*>(nullptr));
+            if (crash_at.empty())
+                ::unsetenv(CRASH_AT_VARIABLE);
+            else
+                ::setenv(CRASH_AT_VARIABLE, crash_at.c_str(), 1);
+            std::vector<char*> pointers;
+            for (auto& argument : argv)
+                pointers.push_back(argument.data());
+            pointers.push_back(nullptr);
+            ::execv(KVMMD_BINARY, pointers.data());
             ::_exit(127);
         }
         m_daemon_pid = pid;
         for (int i = 0; i < 500; ++i) {
-            if (connect_unix_socket(m_socket))
+            if (auto client = DaemonClient::connect(m_socket, 100ms);
+                client && client->call({ { "verb", "list" } }, 1s))
                 return;
+            if (::waitpid(pid, nullptr, WNOHANG) == pid) {
+                m_daemon_pid = 0;
+                FAIL() << "kvmmd exited at start: " << read_file(m_state_dir + "/kvmmd.log");
+            }
             std::this_thread::sleep_for(10ms);
         }
-        FAIL() << "kvmmd did not open its socket";
+        FAIL() << "kvmmd did not answer on its socket";
     }
 
     void stop_daemon(int signal_number) {
@@ -77,9 +99,42 @@ protected:
         m_daemon_pid = 0;
     }
 
+    // Every call is bounded: a test must fail, not hang, when kvmmd does not answer.
     Expected<json> call(json const& request) {
-        auto client = TRY(DaemonClient::connect(m_socket));
-        return client.call(request);
+        auto client = TRY(DaemonClient::connect(m_socket, 5s));
+        return client.call(request, 60s);
+    }
+
+    static std::string read_file(std::string const& path) {
+        std::ifstream stream(path);
+        return std::string((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+    }
+
+    // Live processes (not zombies) other than the current daemon whose command line mentions
+    // this test's state directory: kvmm processes and kvmmd's forked children before exec.
+    std::vector<pid_t> processes_of_state_dir() const {
+        std::vector<pid_t> found;
+        for (auto const& entry : fs::directory_iterator("/proc")) {
+            pid_t const pid = std::atoi(entry.path().filename().c_str());
+            if (pid <= 0 || pid == m_daemon_pid || pid == ::getpid())
+                continue;
+            std::string const text = read_file((entry.path() / "cmdline").string());
+            if (text.find(m_state_dir) == std::string::npos)
+                continue;
+            std::string const stat = read_file((entry.path() / "stat").string());
+            auto const close = stat.rfind(')');
+            if (close != std::string::npos && stat.size() > close + 2 && stat[close + 2] != 'Z')
+                found.push_back(pid);
+        }
+        return found;
+    }
+
+    // The processes in VM `name`'s cgroup (cpu hierarchy); nullopt when it does not exist.
+    std::optional<std::vector<pid_t>> cgroup_members(std::string const& name) const {
+        auto cgroup = Cgroup::open_existing(m_cgroup_parent, name);
+        if (!cgroup)
+            return std::nullopt;
+        return MUST(cgroup->processes());
     }
 
     testing::ProcessResult ctl(std::vector<std::string> arguments, std::chrono::milliseconds limit = 30s) {
@@ -442,6 +497,143 @@ TEST_F(ManagerTest, FiftyVms_ConcurrentLifecycle_LeavesNothingBehind) {
     EXPECT_EQ(sockets, 0u);
     std::this_thread::sleep_for(1100ms); // finished client threads are joined within a second
     EXPECT_EQ(daemon_fd_count(), fds_before);
+}
+
+// kvmmd killed (the crash test hook: SIGKILL to itself) at every step of a start, then started
+// again: the new daemon starts at once and answers, nothing is stuck, orphaned or duplicated,
+// and the VM is either running and tracked (the runtime record was written) or shut off with
+// its runtime state and cgroup cleaned up. Then the VM starts, stops and is undefined normally.
+TEST_F(ManagerTest, DaemonKilledAtEveryStepOfStart_NextDaemonAdoptsOrCleansUp) {
+    struct Step {
+        char const* name;
+        bool recorded; // runtime.json was written before the kill
+    };
+    Step const steps[] = {
+        { "start:intent", false },  { "before-rename:intent.json", false },
+        { "start:cgroup", false },  { "spawn:before-go-ahead", false },
+        { "start:spawned", false }, { "before-rename:runtime.json", false },
+        { "start:recorded", true }, { "start:committed", true },
+        { "start:ready", true },
+    };
+    stop_daemon(SIGTERM);
+    int index = 0;
+    for (auto const& step : steps) {
+        SCOPED_TRACE(step.name);
+        std::string const name = fmt::format("crash{}", index++);
+        start_daemon(step.name);
+        ASSERT_TRUE(call({ { "verb", "define" }, { "toml", read_file(write_definition(name, "idle")) } }));
+        auto started = call({ { "verb", "start" }, { "name", name } });
+        EXPECT_FALSE(started) << "kvmmd did not die at " << step.name;
+        int status = 0;
+        ASSERT_EQ(::waitpid(m_daemon_pid, &status, 0), m_daemon_pid);
+        EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        m_daemon_pid = 0;
+
+        auto const restart = std::chrono::steady_clock::now();
+        start_daemon();
+        auto const answered = std::chrono::steady_clock::now() - restart;
+        std::printf("killed at %-28s new kvmmd answered after %4lld ms\n", step.name,
+                    static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(answered).count()));
+        EXPECT_LT(answered, 5s);
+        auto const listed = ctl({ "--daemon-timeout", "5", "list", "--all" }, 15s);
+        EXPECT_EQ(listed.exit_status, 0) << listed.standard_error;
+
+        auto const vm = info(name);
+        auto const processes = processes_of_state_dir();
+        auto const members = cgroup_members(name);
+        auto const runtime = fs::path(m_state_dir) / "runtime" / name;
+        EXPECT_FALSE(fs::exists(runtime / "intent.json"));
+        EXPECT_FALSE(fs::exists(runtime / "runtime.json.tmp"));
+        EXPECT_FALSE(fs::exists(runtime / "intent.json.tmp"));
+        if (step.recorded) {
+            EXPECT_EQ(vm["state"], "running");
+            ASSERT_TRUE(vm["pid"].is_number());
+            pid_t const pid = vm["pid"].get<pid_t>();
+            EXPECT_EQ(processes, std::vector<pid_t> { pid }) << "one kvmm, the tracked one";
+            EXPECT_EQ(members, std::optional(std::vector<pid_t> { pid }));
+            EXPECT_TRUE(fs::exists(runtime / "runtime.json"));
+            EXPECT_EQ(ctl({ "undefine", name }).exit_status, 1) << "undefined while running";
+            EXPECT_EQ(ctl({ "destroy", name }).exit_status, 0);
+        } else {
+            EXPECT_EQ(vm["state"], "shut off");
+            EXPECT_TRUE(vm["pid"].is_null());
+            EXPECT_TRUE(processes.empty()) << "stuck child or orphan kvmm: " << processes.size() << " process(es)";
+            EXPECT_TRUE(!members || members->empty());
+            EXPECT_TRUE(!fs::exists(runtime) || fs::is_empty(runtime)) << "runtime state left behind";
+        }
+        // Nothing left over stands in the way of a normal start, stop and undefine.
+        auto const again = ctl({ "start", name });
+        EXPECT_EQ(again.exit_status, 0) << again.standard_error;
+        EXPECT_EQ(processes_of_state_dir().size(), 1u);
+        EXPECT_EQ(ctl({ "destroy", name }).exit_status, 0);
+        auto const undefined = ctl({ "undefine", name });
+        EXPECT_EQ(undefined.exit_status, 0) << undefined.standard_error;
+        EXPECT_TRUE(processes_of_state_dir().empty());
+        stop_daemon(SIGTERM);
+    }
+    start_daemon(); // for TearDown
+}
+
+TEST_F(ManagerTest, DaemonThatDoesNotAnswer_KvmmctlGivesUpNamingTheSocket) {
+    ASSERT_EQ(::kill(m_daemon_pid, SIGSTOP), 0);
+    auto const listed = ctl({ "--daemon-timeout", "1", "list" }, 20s);
+    ASSERT_EQ(::kill(m_daemon_pid, SIGCONT), 0);
+    EXPECT_FALSE(listed.timed_out) << "kvmmctl waited for ever";
+    EXPECT_EQ(listed.exit_status, 1);
+    EXPECT_LT(listed.elapsed, 10s);
+    EXPECT_NE(listed.standard_error.find(m_socket), std::string::npos) << listed.standard_error;
+    EXPECT_NE(listed.standard_error.find("did not answer"), std::string::npos) << listed.standard_error;
+    std::printf("kvmmctl against a stopped kvmmd (--daemon-timeout 1): exit %d after %lld ms\n", listed.exit_status,
+                static_cast<long long>(listed.elapsed.count()));
+    EXPECT_EQ(ctl({ "list" }).exit_status, 0);
+}
+
+TEST_F(ManagerTest, IdleAndSlowClients_DoNotLockKvmmctlOut) {
+    stop_daemon(SIGTERM);
+    start_daemon({}, { "--request-timeout", "1", "--idle-timeout", "2" });
+    std::vector<UniqueFd> idle;
+    for (int i = 0; i < 300; ++i)
+        idle.push_back(MUST(connect_unix_socket(m_socket, 2s)));
+    std::vector<UniqueFd> slow;
+    for (int i = 0; i < 16; ++i) {
+        slow.push_back(MUST(connect_unix_socket(m_socket, 2s)));
+        ASSERT_TRUE(send_all(slow.back().get(), "{"));
+    }
+    auto const listed = ctl({ "--daemon-timeout", "5", "list" }, 20s);
+    EXPECT_EQ(listed.exit_status, 0) << listed.standard_error;
+    std::printf("kvmmctl list with 300 idle and 16 slow clients connected: exit %d after %lld ms\n", listed.exit_status,
+                static_cast<long long>(listed.elapsed.count()));
+    // Slow senders are cut at the request deadline, idle connections at the idle timeout.
+    std::this_thread::sleep_for(3s);
+    auto const closed = [](int fd) {
+        char byte;
+        return ::recv(fd, &byte, 1, MSG_DONTWAIT) == 0 ||
+               (::recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno != EAGAIN);
+    };
+    for (auto& fd : slow) {
+        char buffer[4096];
+        while (::recv(fd.get(), buffer, sizeof(buffer), MSG_DONTWAIT) > 0) {
+        }
+        EXPECT_TRUE(closed(fd.get()));
+    }
+    EXPECT_TRUE(closed(idle.back().get()));
+}
+
+TEST_F(ManagerTest, ProcessInTheVmsCgroup_UndefineRefuses) {
+    ASSERT_EQ(ctl({ "define", write_definition("held", "idle") }).exit_status, 0);
+    auto cgroup = MUST(Cgroup::create(m_cgroup_parent, "held", {}));
+    UniqueFd output(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    auto sleeper = MUST(spawn_process({ "/bin/sleep", "60" }, output.get(), &cgroup));
+    auto const refused = ctl({ "undefine", "held" });
+    EXPECT_EQ(refused.exit_status, 1);
+    EXPECT_NE(refused.standard_error.find(std::to_string(sleeper.pid)), std::string::npos) << refused.standard_error;
+    MUST(send_signal(sleeper.pidfd.get(), SIGKILL));
+    ASSERT_TRUE(wait_readable(sleeper.pidfd.get(), 5s));
+    while (!reap_child(sleeper.pid))
+        std::this_thread::sleep_for(1ms);
+    auto const undefined = ctl({ "undefine", "held" });
+    EXPECT_EQ(undefined.exit_status, 0) << undefined.standard_error;
+    EXPECT_FALSE(cgroup_members("held")) << "the empty cgroup is removed with the VM";
 }
 
 } // namespace
