@@ -418,6 +418,8 @@ void guest_main(struct start_info const* info) {
         scenario_hostile_blk(cmdline);
     else if (value_is(test, "hostile-vsock"))
         scenario_hostile_vsock(cmdline);
+    else if (value_is(test, "vsock-collide"))
+        scenario_vsock_collide(cmdline);
     else if (value_is(test, "reset")) {
         put_string("kvmm-test: resetting\n");
         outb(0x64, 0xfe);

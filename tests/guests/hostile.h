@@ -233,3 +233,55 @@ static void scenario_hostile_vsock(char const* cmdline) {
         }
     }
 }
+
+/* Host-initiated connections to guest port `port` (default 5000) must keep working after the
+ * guest opens its own connection with the key the host side would use next: guest port `port`
+ * to host port 2^30 (kvmm's first port for host-initiated connections). The guest answers
+ * every connection request it receives. */
+static void scenario_vsock_collide(char const* cmdline) {
+    uint32_t const base = VIRTIO_MMIO_BASE;
+    uint64_t port = value_number(parameter(cmdline, "port"));
+    if (port == 0)
+        port = 5000;
+    struct hostile_queue* receive = &hostile_queues[0];
+    struct hostile_queue* transmit = &hostile_queues[1];
+    struct vsock_header* replies = (struct vsock_header*)(uintptr_t)HOSTILE_TABLE;
+    virtio_negotiate(base, 19, 0);
+    uint64_t const guest_cid = (uint64_t)virtio_read(base, 0x100) | ((uint64_t)virtio_read(base, 0x104) << 32);
+    hostile_setup(base, 0, receive);
+    hostile_setup(base, 1, transmit);
+    virtio_setup_queue(base, 2, VIRTIO_QUEUE_SIZE, virtio_queues[0].desc, &virtio_queues[0].avail,
+                       &virtio_queues[0].used);
+    virtio_driver_ok(base);
+    for (int head = 0; head < HOSTILE_QUEUE_SIZE; ++head) {
+        receive->desc[head] =
+            (struct virtq_desc) { HOSTILE_BUFFER + (uint64_t)head * 4096, 4096, VIRTQ_DESC_F_WRITE, 0 };
+        transmit->desc[head] = (struct virtq_desc) { (uint64_t)(uintptr_t)&replies[head], sizeof(replies[head]), 0, 0 };
+    }
+    hostile_offer_all(base, 0, receive);
+    /* Transmit heads are used round-robin; the queue is far larger than what is in flight. */
+    uint16_t next_transmit = 0;
+    vsock_request(&replies[next_transmit], guest_cid, (uint32_t)port, 1u << 30);
+    hostile_offer(transmit, next_transmit++);
+    virtio_write(base, 0x050, 1);
+    put_string("kvmm-test: vsock-collide running\n");
+    for (;;) {
+        while (*(volatile uint16_t*)&receive->used.idx != receive->last_used) {
+            uint16_t const head = (uint16_t)receive->used.ring[receive->last_used % HOSTILE_QUEUE_SIZE].id;
+            receive->last_used++;
+            struct vsock_header const* packet = (struct vsock_header const*)(uintptr_t)(HOSTILE_BUFFER + head * 4096u);
+            if (packet->op == 1 /* REQUEST */) {
+                struct vsock_header* reply = &replies[next_transmit % HOSTILE_QUEUE_SIZE];
+                vsock_request(reply, guest_cid, packet->dst_port, packet->src_port);
+                reply->op = 2; /* RESPONSE */
+                hostile_offer(transmit, (uint16_t)(next_transmit++ % HOSTILE_QUEUE_SIZE));
+                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                virtio_write(base, 0x050, 1);
+                put_string("vsock-collide: answered a connection request\n");
+            }
+            hostile_offer(receive, head);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            virtio_write(base, 0x050, 0);
+        }
+    }
+}

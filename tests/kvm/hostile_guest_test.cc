@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <thread>
@@ -55,7 +56,7 @@ constexpr auto API_REQUEST_LIMIT = 1000ms;
 constexpr auto SIGTERM_LIMIT = 1000ms;
 constexpr uint64_t PEAK_RSS_LIMIT_KIB = 128 * 1024;
 
-class HostileGuestTest : public ::testing::TestWithParam<Attack> {
+class HostileGuestFixture : public ::testing::Test {
 protected:
     void SetUp() override {
         auto const reason = kvm_unavailable_reason();
@@ -98,11 +99,12 @@ protected:
     std::string vsock_path() const { return (m_directory / "vsock.sock").string(); }
 
     // A host program's listener that never accepts: connections pile up in its backlog.
-    int listen_without_accepting(unsigned port) const {
+    int listen_without_accepting(unsigned port) const { return listen_on(fmt::format("{}_{}", vsock_path(), port)); }
+    static int listen_on(std::string const& path) {
         int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_un address {};
         address.sun_family = AF_UNIX;
-        std::snprintf(address.sun_path, sizeof(address.sun_path), "%s_%u", vsock_path().c_str(), port);
+        std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
         if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
             ::listen(listener, 4096) != 0) {
             ::close(listener);
@@ -130,6 +132,8 @@ protected:
     std::string m_socket;
     std::string m_metrics;
 };
+
+class HostileGuestTest : public HostileGuestFixture, public ::testing::WithParamInterface<Attack> {};
 
 TEST_P(HostileGuestTest, ApiAnswersSigtermEndsKvmmAndMemoryStaysBounded) {
     auto const& attack = GetParam();
@@ -230,6 +234,49 @@ INSTANTIATE_TEST_SUITE_P(
                  1234,
                  400 }),
     [](::testing::TestParamInfo<Attack> const& attack) { return attack.param.name; });
+
+} // namespace
+} // namespace kvmm::testing
+
+namespace kvmm::testing {
+namespace {
+
+// Item 10: a guest connection that takes the key (host port, guest port) the next host-initiated
+// connection would use must not break host-initiated connections for the rest of the VM's life.
+TEST_F(HostileGuestFixture, GuestConnectionOnTheNextHostPortLeavesHostConnectionsWorking) {
+    constexpr uint32_t FIRST_HOST_PORT = 1u << 30; // kvmm's first port for host-initiated connections
+    int const collider = listen_on(fmt::format("{}_{}", vsock_path(), FIRST_HOST_PORT));
+    ASSERT_GE(collider, 0) << std::strerror(errno);
+    struct CloseListener {
+        int fd;
+        ~CloseListener() { ::close(fd); }
+    } close_collider { collider };
+    KvmmProcess kvmm({ kvmm_binary(), "--kernel", test_guest(), "--cmdline", "test=vsock-collide port=5000",
+                       "--control-sock", m_socket, "--metrics", m_metrics, "--memory", "256M", "--vsock",
+                       "cid=3,uds=" + vsock_path() },
+                     m_directory);
+    // The guest's own connection reaches the host program listening on the colliding port.
+    pollfd arrived { collider, POLLIN, 0 };
+    ASSERT_EQ(::poll(&arrived, 1, 10000), 1) << "the guest's connection never arrived\n" << kvmm.log();
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        int const client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", vsock_path().c_str());
+        timeval const limit { 5, 0 };
+        ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+        ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+        std::string const line = "CONNECT 5000\n";
+        ASSERT_EQ(::write(client, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+        char answer[64] {};
+        ssize_t const got = ::read(client, answer, sizeof(answer) - 1);
+        ::close(client);
+        EXPECT_GT(got, 0) << "host connection " << attempt << " got no answer\n" << kvmm.output() << kvmm.log();
+        EXPECT_EQ(std::string_view(answer).substr(0, 3), "OK ") << "host connection " << attempt << ": " << answer;
+    }
+    ASSERT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "FlushMetrics"})").status, 204);
+    EXPECT_GE(device_counter("host_port_collisions"), 1u) << "the collision did not happen: " << read_text(m_metrics);
+}
 
 } // namespace
 } // namespace kvmm::testing
