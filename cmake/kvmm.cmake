@@ -32,7 +32,9 @@ function(kvmm_test name)
   if(NOT KVMM_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "LABEL" "SOURCES;DEPS" ${ARGN})
+  # SERIAL: the tests run alone (ctest's RUN_SERIAL), for liveness bounds measured while a
+  # guest keeps a CPU busy, which another test on the other core would turn into noise.
+  cmake_parse_arguments(ARG "SERIAL" "LABEL" "SOURCES;DEPS" ${ARGN})
   if(NOT ARG_LABEL)
     set(ARG_LABEL unit)
   endif()
@@ -42,7 +44,12 @@ function(kvmm_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
   # A GTEST_SKIP()ped test (e.g. the kvm tier without /dev/kvm) is reported by CTest as skipped,
   # never as passed.
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
                        PROPERTIES LABELS ${ARG_LABEL} SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]"
+                                  RUN_SERIAL ${serial}
                        WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
 endfunction()

@@ -399,6 +399,8 @@ Expected<Machine::Metrics> Machine::metrics() {
                 device.counters.emplace_back(std::string(counter.name), counter.value);
             // Resets and activations a driver queued faster than they ran (see MmioTransport::post).
             device.counters.emplace_back("commands_coalesced", transport->commands_coalesced());
+            device.counters.emplace_back("commands_posted", transport->commands_posted());
+            device.counters.emplace_back("activations", transport->activations());
             metrics.devices.push_back(std::move(device));
         }
         add_console_output_metrics(metrics.devices);

@@ -95,6 +95,11 @@ uint64_t MmioTransport::commands_coalesced() const {
     return m_commands_coalesced;
 }
 
+uint64_t MmioTransport::commands_posted() const {
+    std::lock_guard guard(m_lock);
+    return m_commands_posted;
+}
+
 size_t MmioTransport::pending_commands() const {
     std::lock_guard guard(m_lock);
     return m_commands.size();
@@ -350,6 +355,7 @@ void MmioTransport::reset_registers() {
 // driver has reset, and two resets do what one does). DRIVER_OK is only accepted after a reset,
 // so at most [Reset, Activate] is ever queued.
 void MmioTransport::post(Command command) {
+    ++m_commands_posted;
     if (command.kind == Command::Kind::Reset) {
         m_commands_coalesced += m_commands.size();
         m_commands.clear();
@@ -388,6 +394,7 @@ void MmioTransport::run_commands() {
         auto const queue_count = command->context.queues.size();
         m_failed = false;
         m_active = true;
+        ++m_activations;
         auto activated = m_device->activate(std::move(command->context));
         if (!activated) {
             m_active = false;

@@ -62,6 +62,10 @@ public:
     uint32_t status() const;
     // Commands (resets, activations) that a later reset made unnecessary before they ran.
     uint64_t commands_coalesced() const;
+    // Resets and activations the driver asked for (posted to the event loop).
+    uint64_t commands_posted() const;
+    // Activations the device has been given (DRIVER_OK after each reset). Event-loop thread.
+    uint64_t activations() const { return m_activations; }
     size_t pending_commands() const;
 
 private:
@@ -112,6 +116,7 @@ private:
     std::vector<QueueRegisters> m_queue_registers;
     std::deque<Command> m_commands; // at most two: see post()
     uint64_t m_commands_coalesced { 0 };
+    uint64_t m_commands_posted { 0 };
     uint64_t m_epoch { 0 }; // bumped at every reset; stale fail() calls are ignored
 
     RateLimitedLog m_guest_log; // thread-safe; may be used with m_lock held
@@ -119,6 +124,7 @@ private:
     // Event-loop thread only.
     bool m_active { false };
     bool m_failed { false };
+    uint64_t m_activations { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -247,8 +247,10 @@ TEST_F(MmioTransportTest, ResetAndActivationLoopQueuesAtMostTwoCommands) {
         ASSERT_LE(transport->pending_commands(), 2u);
     }
     EXPECT_GE(transport->commands_coalesced(), 19998u);
+    EXPECT_EQ(transport->commands_posted(), 20000u);
     driver->run_event_loop();
     EXPECT_EQ(probe->activations, 1) << "only the last activation is still current";
+    EXPECT_EQ(transport->activations(), 1u);
     EXPECT_EQ(transport->pending_commands(), 0u);
 }
 

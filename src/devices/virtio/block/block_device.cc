@@ -254,8 +254,10 @@ Expected<void> BlockDevice::drain() {
                 break;
             slice.charge_chain();
             slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
+            m_range_bytes_started = 0;
             if (TRY(start_request(m_chain)) == Started::Deferred)
                 return {};
+            slice.charge_bytes(m_range_bytes_started);
         }
         if (!TRY(queue.enable_notifications()))
             return {};
@@ -429,6 +431,8 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
     }
     m_in_flight[chain.head()] = InFlight { true, header.type, status, static_cast<uint32_t>(length) };
     m_in_flight_bytes += length;
+    if (!moves_data)
+        m_range_bytes_started = length;
     m_submissions_pending = true;
     return Started::Submitted;
 }

@@ -110,8 +110,11 @@ public:
     // may be in flight at once (a stop waits for in-flight I/O before guest memory goes).
     static constexpr uint64_t MAX_BYTES_PER_WAKEUP = 16ull << 20;
     static constexpr uint64_t MAX_IN_FLIGHT_BYTES = 64ull << 20;
-    static constexpr uint32_t MAX_DISCARD_SECTORS = 1u << 22;      // 2 GiB per request
-    static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 22; // 2 GiB per request
+    static constexpr uint32_t MAX_DISCARD_SECTORS = 1u << 22; // 2 GiB per request
+    // Write-zeroes falls back to writing zeros where the file system cannot zero a range
+    // (tmpfs without FALLOC_FL_ZERO_RANGE), and the sync engine does that on the event loop:
+    // keep one request as small as the largest data request.
+    static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 16; // 32 MiB per request
     static constexpr uint32_t DISCARD_SECTOR_ALIGNMENT = 8;        // 4 KiB, the file system block
     static constexpr size_t ID_BYTES = 20;                         // VIRTIO_BLK_ID_BYTES
     static constexpr size_t CONFIG_SIZE = 60;                      // through write_zeroes_may_unmap and its padding
@@ -230,8 +233,11 @@ private:
     std::optional<ActivationContext> m_context;
     DescriptorChain m_chain;
     std::vector<InFlight> m_in_flight; // indexed by chain head
-    uint64_t m_in_flight_bytes { 0 };  // data (or range) bytes of the active entries
-    uint64_t m_generation { 0 };       // engine tag = generation << 16 | head
+    // Bytes of the discard or write-zeroes range started by the last start_request(), which
+    // drain() charges against its slice (their chains are tiny, their ranges are not).
+    uint64_t m_range_bytes_started { 0 };
+    uint64_t m_in_flight_bytes { 0 }; // data (or range) bytes of the active entries
+    uint64_t m_generation { 0 };      // engine tag = generation << 16 | head
     std::vector<iovec> m_iovecs;
     bool m_engine_full { false };
     bool m_waiting_for_limiter { false };
