@@ -399,6 +399,97 @@ TEST_F(ApiServerTest, IdleKeepAliveClients_GiveTheLongestIdleSlotToANewClient) {
     EXPECT_EQ(get_root(idle[15].get()).rfind("HTTP/1.1 200", 0), 0u);
 }
 
+// Clients that each send a whole request one byte at a time, finishing inside the request
+// deadline, and send the first byte of the next request with the last byte of the previous
+// one: their slots are never idle and no request ever runs past its deadline.
+class BackToBackTricklingClients {
+public:
+    BackToBackTricklingClients(std::string const& path, size_t count, std::chrono::milliseconds interval) {
+        for (size_t i = 0; i < count; ++i)
+            m_clients.push_back(connect_to(path));
+        m_thread = std::thread([this, interval] {
+            std::string_view const request = "GET / HTTP/1.1\r\n\r\n";
+            size_t offset = 0;
+            while (!m_stop) {
+                std::string bytes(1, request[offset]);
+                offset = (offset + 1) % request.size();
+                if (offset == 0) { // the request is complete: the next one starts at once
+                    bytes += request[0];
+                    offset = 1;
+                }
+                for (auto const& client : m_clients) // a byte to a closed connection is ignored
+                    [[maybe_unused]] auto sent = ::send(client.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+                std::this_thread::sleep_for(interval);
+            }
+        });
+    }
+    ~BackToBackTricklingClients() {
+        m_stop = true;
+        m_thread.join();
+    }
+    BackToBackTricklingClients(BackToBackTricklingClients const&) = delete;
+    BackToBackTricklingClients& operator=(BackToBackTricklingClients const&) = delete;
+    std::vector<UniqueFd> const& clients() const { return m_clients; }
+
+private:
+    std::vector<UniqueFd> m_clients;
+    std::atomic<bool> m_stop { false };
+    std::thread m_thread;
+};
+
+// Everything already received on `fd`, without waiting, and whether the peer has closed it.
+std::pair<std::string, bool> drain(int fd) {
+    std::string text;
+    char buffer[4096];
+    while (true) {
+        ssize_t received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (received == 0)
+            return { text, true };
+        if (received < 0)
+            return { text, errno != EAGAIN && errno != EWOULDBLOCK };
+        text.append(buffer, static_cast<size_t>(received));
+    }
+}
+
+TEST_F(ApiServerTest, BackToBackTricklingClients_GiveTheOldestRequestsSlotToANewClient) {
+    start({ .max_connections = 16, .request_deadline = 2000ms, .slow_request_grace = 100ms });
+    // 18 bytes at one per 45 ms: each request takes about 770 ms, well inside its deadline.
+    BackToBackTricklingClients slow(m_path, 16, 45ms);
+    std::this_thread::sleep_for(300ms); // every slot has a request in progress, past the grace
+
+    // A request that started longer ago than the grace gives its slot to the new client; a
+    // request younger than that is not cut off, so an attempt that meets only young requests
+    // is refused and tried again.
+    auto const begin = SteadyClock::now();
+    std::string answer;
+    int refusals = 0;
+    std::vector<UniqueFd> newcomers;
+    while (elapsed_since(begin) < 3000ms) {
+        newcomers.push_back(connect_to(m_path));
+        answer = get_root(newcomers.back().get());
+        if (answer.rfind("HTTP/1.1 200", 0) == 0)
+            break;
+        ++refusals;
+        std::this_thread::sleep_for(20ms);
+    }
+    auto const served_after = elapsed_since(begin);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+    EXPECT_LT(served_after, 1000ms); // within one request of the slow clients, refusals included
+
+    // Exactly one slow client lost its slot, and was told why before the close.
+    int closed = 0;
+    for (auto const& client : slow.clients()) {
+        auto const [text, was_closed] = drain(client.get());
+        if (!was_closed)
+            continue;
+        ++closed;
+        EXPECT_NE(text.find("HTTP/1.1 408"), std::string::npos) << text;
+    }
+    EXPECT_EQ(closed, 1);
+    std::printf("16 back-to-back trickling clients: a new client was served after %lld ms (%d refusals)\n",
+                static_cast<long long>(served_after.count()), refusals);
+}
+
 TEST_F(ApiServerTest, RequestPastItsDeadline_Gets408AndIsClosedEvenWhileBytesKeepComing) {
     start({ .max_connections = 16, .request_deadline = 200ms });
     UniqueFd client = connect_to(m_path);
