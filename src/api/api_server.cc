@@ -162,8 +162,11 @@ int ApiServer::Loop::wait_timeout_ms(SteadyClock::time_point now) const {
     return static_cast<int>(std::min<int64_t>(wait, std::numeric_limits<int>::max()));
 }
 
+// At most ACCEPTS_PER_WAKEUP clients per call: a stream of new connections (each answered 503
+// while every slot is busy) must not keep this thread from the clients it already serves. The
+// listener is level-triggered, so epoll reports it again with the rest.
 void ApiServer::Loop::accept_clients() {
-    while (!m_accept_paused_until) {
+    for (int accepted = 0; accepted < ACCEPTS_PER_WAKEUP && !m_accept_paused_until; ++accepted) {
         UniqueFd client(::accept4(m_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!client.is_valid()) {
             int const error_number = errno;
@@ -171,7 +174,7 @@ void ApiServer::Loop::accept_clients() {
                 return;
             // A client that gave up while queued, or a signal: the next one may be fine.
             if (error_number == EINTR || error_number == ECONNABORTED)
-                continue;
+                continue; // counts towards the bound: an aborting stream must not spin here either
             // Out of descriptors, socket buffers or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or an
             // error this server does not expect: the client stays queued and the listener
             // readable, so retrying at once would spin.

@@ -22,6 +22,8 @@
 //    more than `slow_request_grace` (it gets 408 and is closed), so clients trickling request
 //    after request, each inside its deadline, cannot hold every slot; only when every slot has
 //    a younger request in progress or a response being read does the new client get 503.
+// At most ACCEPTS_PER_WAKEUP clients are accepted per wake-up, so a stream of new connections
+// cannot keep the thread from the clients it already serves.
 // The loop sleeps in epoll_wait until the nearest of these deadlines. When accept() fails for
 // lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the server logs it (rate-limited) and
 // stops polling the listening socket for `accept_retry_delay`, so a full fd table costs a
@@ -70,6 +72,10 @@ struct ApiServerOptions {
 
 class ApiServer {
 public:
+    // Connections accepted per wake-up of the server thread; the listening socket stays readable,
+    // so epoll brings the thread back for the rest after it has served the other ready clients.
+    static constexpr int ACCEPTS_PER_WAKEUP = 16;
+
     static Expected<std::unique_ptr<ApiServer>> start(std::string const& socket_path, ApiHandler& handler,
                                                       ApiServerOptions options = {});
     ~ApiServer();
