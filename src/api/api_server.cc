@@ -72,7 +72,8 @@ struct Connection {
     bool request_completed { false }; // a request was answered since the phase was last updated
     Phase phase { Phase::Idle };
     SteadyClock::time_point idle_since;
-    SteadyClock::time_point deadline; // the connection is closed when this passes
+    SteadyClock::time_point request_started; // the first byte of the request in progress, while Reading
+    SteadyClock::time_point deadline;        // the connection is closed when this passes
 };
 
 } // namespace
@@ -90,6 +91,9 @@ public:
 private:
     void accept_clients();
     bool make_room();
+    Connection* longest_idle();
+    Connection* oldest_slow_request(SteadyClock::time_point now);
+    void answer_timeout(Connection const& connection);
     void on_readable(Connection& connection);
     void process(Connection& connection);
     void flush(Connection& connection);
@@ -158,8 +162,11 @@ int ApiServer::Loop::wait_timeout_ms(SteadyClock::time_point now) const {
     return static_cast<int>(std::min<int64_t>(wait, std::numeric_limits<int>::max()));
 }
 
+// At most ACCEPTS_PER_WAKEUP clients per call: a stream of new connections (each answered 503
+// while every slot is busy) must not keep this thread from the clients it already serves. The
+// listener is level-triggered, so epoll reports it again with the rest.
 void ApiServer::Loop::accept_clients() {
-    while (!m_accept_paused_until) {
+    for (int accepted = 0; accepted < ACCEPTS_PER_WAKEUP && !m_accept_paused_until; ++accepted) {
         UniqueFd client(::accept4(m_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!client.is_valid()) {
             int const error_number = errno;
@@ -167,7 +174,7 @@ void ApiServer::Loop::accept_clients() {
                 return;
             // A client that gave up while queued, or a signal: the next one may be fine.
             if (error_number == EINTR || error_number == ECONNABORTED)
-                continue;
+                continue; // counts towards the bound: an aborting stream must not spin here either
             // Out of descriptors, socket buffers or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or an
             // error this server does not expect: the client stays queued and the listener
             // readable, so retrying at once would spin.
@@ -197,13 +204,34 @@ void ApiServer::Loop::accept_clients() {
     }
 }
 
-// At the cap: closes the connection that has been idle the longest, so a new client is never
-// refused while idle keep-alive connections hold slots. A connection whose next request is
-// already in its socket buffer is not idle, even if this thread has not read it yet. False when
-// every connection has a request in progress. (A later event of the same epoll batch for the
-// closed fd may reach a new connection that reuses its number; readiness is only a hint and
-// every operation here is non-blocking, so that costs at most an EAGAIN.)
+// At the cap: closes a connection to give its slot to a new client. First choice is the one
+// idle the longest, so a new client is never refused while idle keep-alive connections hold
+// slots. Failing that, the request in progress the longest, if it started more than
+// `slow_request_grace` ago: it is answered 408 and closed, so clients that trickle request after
+// request, each inside its deadline, cannot keep every slot for ever. False when every slot has a
+// young request in progress or a response still to be read: the new client gets 503. (A later
+// event of the same epoll batch for the closed fd may reach a new connection that reuses its
+// number; readiness is only a hint and every operation here is non-blocking, so that costs at
+// most an EAGAIN.)
 bool ApiServer::Loop::make_room() {
+    if (Connection* idle = longest_idle()) {
+        spdlog::debug("API server: closing the longest-idle connection to make room for a new client");
+        close(idle->fd.get());
+        return true;
+    }
+    if (Connection* slow = oldest_slow_request(SteadyClock::now())) {
+        spdlog::debug("API server: closing the connection whose request has been arriving the longest to make room "
+                      "for a new client");
+        answer_timeout(*slow);
+        close(slow->fd.get());
+        return true;
+    }
+    return false;
+}
+
+// The connection idle the longest. A connection whose next request is already in its socket
+// buffer is not idle, even if this thread has not read it yet.
+Connection* ApiServer::Loop::longest_idle() {
     Connection* oldest = nullptr;
     for (auto const& [fd, connection] : m_connections) {
         if (connection->phase != Phase::Idle || (oldest && oldest->idle_since <= connection->idle_since))
@@ -213,11 +241,32 @@ bool ApiServer::Loop::make_room() {
             continue;
         oldest = connection.get();
     }
-    if (!oldest)
-        return false;
-    spdlog::debug("API server: closing the longest-idle connection to make room for a new client");
-    close(oldest->fd.get());
-    return true;
+    return oldest;
+}
+
+// The connection whose request has been arriving the longest, if that is longer than the grace.
+Connection* ApiServer::Loop::oldest_slow_request(SteadyClock::time_point now) {
+    Connection* oldest = nullptr;
+    for (auto const& [fd, connection] : m_connections) {
+        if (connection->phase != Phase::Reading || now - connection->request_started < m_options.slow_request_grace)
+            continue;
+        if (!oldest || connection->request_started < oldest->request_started)
+            oldest = connection.get();
+    }
+    return oldest;
+}
+
+// Tells a client whose request is being cut off why, as RFC 9110 section 15.5.9 describes.
+// Best effort, as for 503; only when nothing else is queued for it, since a 408 in the middle of
+// another response would be garbage to the client.
+void ApiServer::Loop::answer_timeout(Connection const& connection) {
+    if (connection.phase != Phase::Reading || !connection.output.empty())
+        return;
+    auto timeout = serialize_response(HttpResponse::fault(408, fmt::format("the request was not complete within {} ms",
+                                                                           m_options.request_deadline.count())),
+                                      false);
+    [[maybe_unused]] auto sent =
+        ::send(connection.fd.get(), timeout.data(), timeout.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void ApiServer::Loop::pause_accepting(int error_number) {
@@ -253,7 +302,8 @@ void ApiServer::Loop::on_readable(Connection& connection) {
         if (connection.phase == Phase::Idle) {
             // The first byte of a request starts its deadline; later bytes do not extend it.
             connection.phase = Phase::Reading;
-            connection.deadline = SteadyClock::now() + m_options.request_deadline;
+            connection.request_started = SteadyClock::now();
+            connection.deadline = connection.request_started + m_options.request_deadline;
         }
         connection.parser.feed(std::string_view(buffer, static_cast<size_t>(received)));
         process(connection);
@@ -329,6 +379,9 @@ void ApiServer::Loop::update_phase(Connection& connection) {
         connection.idle_since = now;
         connection.deadline = now + m_options.idle_timeout;
     } else {
+        // A request pipelined behind the one answered starts now, as far as anyone can tell.
+        if (next == Phase::Reading)
+            connection.request_started = now;
         connection.deadline = now + m_options.request_deadline;
     }
 }
@@ -346,15 +399,9 @@ void ApiServer::Loop::expire(SteadyClock::time_point now) {
             ++it;
             continue;
         }
-        if (connection.phase == Phase::Reading && connection.output.empty()) {
-            // Best effort, as for 503: the request's sender learns why before the close.
-            auto timeout =
-                serialize_response(HttpResponse::fault(408, fmt::format("the request was not complete within {} ms",
-                                                                        m_options.request_deadline.count())),
-                                   false);
-            [[maybe_unused]] auto sent =
-                ::send(connection.fd.get(), timeout.data(), timeout.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
+        // A response that was not read in time is not followed by a 408: the client has not
+        // read what is queued, so it would not read that either.
+        answer_timeout(connection);
         spdlog::debug("API server: closing a connection {}", connection.phase == Phase::Idle ? "idle for too long"
                                                              : connection.phase == Phase::Reading
                                                                  ? "whose request is past its deadline"

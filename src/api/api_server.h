@@ -10,13 +10,20 @@
 // Each connection has its own parser and output buffer. Handlers run on this thread, one
 // request at a time, in arrival order per connection. A client cannot hold a slot for ever:
 //  - a request has `request_deadline` from its first byte to the end of its body (a client
-//    that trickles one byte at a time gets no more), and its response as long again to be
-//    read; past it the client gets 408 (when nothing else is queued for it) and is closed,
-//    as an HTTP/1.1 server closes a request that times out (RFC 9110 section 15.5.9);
+//    that trickles one byte at a time gets no more); past it the client gets 408 (when nothing
+//    else is queued for it) and is closed, as an HTTP/1.1 server closes a request that times
+//    out (RFC 9110 section 15.5.9);
+//  - a response has as long again to be read; past it the connection is closed without a
+//    408, since a client that does not read its response would not read that either;
 //  - a connection with no request in progress (new, or kept alive after a response) is
 //    closed after `idle_timeout`, silently, as RFC 9112 section 9.8 allows;
 //  - at the cap, a new client takes the slot of the connection idle the longest, which is
-//    closed; only when every slot has a request in progress does it get 503.
+//    closed; failing that, the slot of the request that has been arriving the longest, if for
+//    more than `slow_request_grace` (it gets 408 and is closed), so clients trickling request
+//    after request, each inside its deadline, cannot hold every slot; only when every slot has
+//    a younger request in progress or a response being read does the new client get 503.
+// At most ACCEPTS_PER_WAKEUP clients are accepted per wake-up, so a stream of new connections
+// cannot keep the thread from the clients it already serves.
 // The loop sleeps in epoll_wait until the nearest of these deadlines. When accept() fails for
 // lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the server logs it (rate-limited) and
 // stops polling the listening socket for `accept_retry_delay`, so a full fd table costs a
@@ -52,6 +59,12 @@ struct ApiServerOptions {
     // connection); idle connections give up their slot to new clients anyway, so this only
     // tidies up after clients that went away without closing.
     std::chrono::milliseconds idle_timeout { 30'000 };
+    // At the cap with no idle slot, a new client takes the slot of the request in progress the
+    // longest, but only of one older than this: a local client writes a whole request in well
+    // under a millisecond, so a request still arriving after a second is a slow client's, while
+    // a burst of well-behaved clients (each a few microseconds into its request) is answered 503
+    // rather than cut off mid-request.
+    std::chrono::milliseconds slow_request_grace { 1'000 };
     // How long the listening socket is ignored after accept() failed for lack of resources.
     std::chrono::milliseconds accept_retry_delay { 100 };
     HttpRequestParser::Limits limits {};
@@ -59,6 +72,10 @@ struct ApiServerOptions {
 
 class ApiServer {
 public:
+    // Connections accepted per wake-up of the server thread; the listening socket stays readable,
+    // so epoll brings the thread back for the rest after it has served the other ready clients.
+    static constexpr int ACCEPTS_PER_WAKEUP = 16;
+
     static Expected<std::unique_ptr<ApiServer>> start(std::string const& socket_path, ApiHandler& handler,
                                                       ApiServerOptions options = {});
     ~ApiServer();

@@ -15,10 +15,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -397,6 +400,179 @@ TEST_F(ApiServerTest, IdleKeepAliveClients_GiveTheLongestIdleSlotToANewClient) {
     // The others still have their connections.
     EXPECT_EQ(get_root(idle[3].get()).rfind("HTTP/1.1 200", 0), 0u);
     EXPECT_EQ(get_root(idle[15].get()).rfind("HTTP/1.1 200", 0), 0u);
+}
+
+// Clients that each send a whole request one byte at a time, finishing inside the request
+// deadline, and send the first byte of the next request with the last byte of the previous
+// one: their slots are never idle and no request ever runs past its deadline.
+class BackToBackTricklingClients {
+public:
+    BackToBackTricklingClients(std::string const& path, size_t count, std::chrono::milliseconds interval) {
+        for (size_t i = 0; i < count; ++i)
+            m_clients.push_back(connect_to(path));
+        m_thread = std::thread([this, interval] {
+            std::string_view const request = "GET / HTTP/1.1\r\n\r\n";
+            size_t offset = 0;
+            while (!m_stop) {
+                std::string bytes(1, request[offset]);
+                offset = (offset + 1) % request.size();
+                if (offset == 0) { // the request is complete: the next one starts at once
+                    bytes += request[0];
+                    offset = 1;
+                }
+                for (auto const& client : m_clients) // a byte to a closed connection is ignored
+                    [[maybe_unused]] auto sent = ::send(client.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+                std::this_thread::sleep_for(interval);
+            }
+        });
+    }
+    ~BackToBackTricklingClients() {
+        m_stop = true;
+        m_thread.join();
+    }
+    BackToBackTricklingClients(BackToBackTricklingClients const&) = delete;
+    BackToBackTricklingClients& operator=(BackToBackTricklingClients const&) = delete;
+    std::vector<UniqueFd> const& clients() const { return m_clients; }
+
+private:
+    std::vector<UniqueFd> m_clients;
+    std::atomic<bool> m_stop { false };
+    std::thread m_thread;
+};
+
+// Everything already received on `fd`, without waiting, and whether the peer has closed it.
+std::pair<std::string, bool> drain(int fd) {
+    std::string text;
+    char buffer[4096];
+    while (true) {
+        ssize_t received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (received == 0)
+            return { text, true };
+        if (received < 0)
+            return { text, errno != EAGAIN && errno != EWOULDBLOCK };
+        text.append(buffer, static_cast<size_t>(received));
+    }
+}
+
+TEST_F(ApiServerTest, BackToBackTricklingClients_GiveTheOldestRequestsSlotToANewClient) {
+    start({ .max_connections = 16, .request_deadline = 5000ms, .slow_request_grace = 100ms });
+    // 18 bytes at one per 45 ms: each request takes about 770 ms, well inside its deadline even
+    // when a loaded machine delays the sender, so no slow client is closed for its deadline.
+    BackToBackTricklingClients slow(m_path, 16, 45ms);
+    std::this_thread::sleep_for(300ms); // every slot has a request in progress, past the grace
+
+    // A request that started longer ago than the grace gives its slot to the new client; a
+    // request younger than that is not cut off, so an attempt that meets only young requests
+    // is refused and tried again.
+    auto const begin = SteadyClock::now();
+    std::string answer;
+    int refusals = 0;
+    std::vector<UniqueFd> newcomers;
+    while (elapsed_since(begin) < 3000ms) {
+        newcomers.push_back(connect_to(m_path));
+        answer = get_root(newcomers.back().get());
+        if (answer.rfind("HTTP/1.1 200", 0) == 0)
+            break;
+        ++refusals;
+        std::this_thread::sleep_for(20ms);
+    }
+    auto const served_after = elapsed_since(begin);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+    EXPECT_LT(served_after, 1000ms); // within one request of the slow clients, refusals included
+
+    // Exactly one slow client lost its slot, and was told why before the close.
+    int closed = 0;
+    for (auto const& client : slow.clients()) {
+        auto const [text, was_closed] = drain(client.get());
+        if (!was_closed)
+            continue;
+        ++closed;
+        EXPECT_NE(text.find("HTTP/1.1 408"), std::string::npos) << text;
+    }
+    EXPECT_EQ(closed, 1);
+    std::printf("16 back-to-back trickling clients: a new client was served after %lld ms (%d refusals)\n",
+                static_cast<long long>(served_after.count()), refusals);
+}
+
+// Passes requests to the API, except GET /hold, which keeps the server thread in the handler
+// until the test releases it: while it is held, the test can queue work for the server.
+class HoldingHandler : public ApiHandler {
+public:
+    explicit HoldingHandler(ApiHandler& inner) : m_inner(inner) {}
+
+    HttpResponse handle(HttpRequest const& request) override {
+        if (request.path() != "/hold")
+            return m_inner.handle(request);
+        std::unique_lock lock(m_mutex);
+        int const hold = ++m_holds;
+        m_changed.notify_all();
+        m_changed.wait_for(lock, 5s, [&] { return m_released >= hold; });
+        return HttpResponse::no_content();
+    }
+    // True once the server thread is in its `count`th hold (at most 5 s).
+    bool wait_for_hold(int count) {
+        std::unique_lock lock(m_mutex);
+        return m_changed.wait_for(lock, 5s, [&] { return m_holds >= count; });
+    }
+    void release() {
+        std::lock_guard lock(m_mutex);
+        ++m_released;
+        m_changed.notify_all();
+    }
+
+private:
+    ApiHandler& m_inner;
+    std::mutex m_mutex;
+    std::condition_variable m_changed;
+    int m_holds { 0 };
+    int m_released { 0 };
+};
+
+bool has_data(int fd) {
+    pollfd poll_fd { .fd = fd, .events = POLLIN, .revents = 0 };
+    return ::poll(&poll_fd, 1, 0) == 1;
+}
+
+TEST_F(ApiServerTest, ConnectionFloodAtTheCap_IsAcceptedInBoundedBatchesBetweenOtherClients) {
+    HoldingHandler holding(api);
+    auto started = ApiServer::start(m_path, holding, { .max_connections = 3 });
+    ASSERT_TRUE(started) << started.error().message();
+    server = std::move(started.value());
+    // Two slots hold young requests in progress (not to be cut off); the third serves a request
+    // that holds the server thread, then closes.
+    UniqueFd holder = connect_to(m_path), waiting = connect_to(m_path), other = connect_to(m_path);
+    ASSERT_TRUE(send_all(waiting.get(), "GET /hold HTTP/1.1\r\n"));
+    ASSERT_TRUE(send_all(other.get(), "GET / HTTP/1.1\r\n"));
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(send_all(holder.get(), "GET /hold HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    ASSERT_TRUE(holding.wait_for_hold(1));
+
+    // Meanwhile a flood of clients queues up in the listen backlog, then `waiting` completes its
+    // request: when the server thread is released it finds the listener and `waiting` ready.
+    constexpr int FLOOD = 40;
+    std::vector<UniqueFd> flood;
+    for (int i = 0; i < FLOOD; ++i) {
+        flood.push_back(connect_to(m_path));
+        ASSERT_TRUE(flood.back().is_valid());
+        ASSERT_TRUE(send_all(flood.back().get(), "GET / HTTP/1.1\r\n\r\n"));
+    }
+    ASSERT_TRUE(send_all(waiting.get(), "\r\n"));
+    holding.release();
+
+    // `waiting` is served after at most one batch of the flood, not after all of it.
+    ASSERT_TRUE(holding.wait_for_hold(2));
+    int const answered_first = static_cast<int>(
+        std::count_if(flood.begin(), flood.end(), [](UniqueFd const& client) { return has_data(client.get()); }));
+    holding.release();
+    EXPECT_LE(answered_first, ApiServer::ACCEPTS_PER_WAKEUP);
+    std::printf("%d clients flooding a full server: %d answered before a served client's request\n", FLOOD,
+                answered_first);
+
+    // And the rest of the flood is answered too: the listener brings the thread back.
+    EXPECT_EQ(read_response(holder.get()).rfind("HTTP/1.1 204", 0), 0u);
+    EXPECT_EQ(read_response(waiting.get()).rfind("HTTP/1.1 204", 0), 0u);
+    for (auto const& client : flood)
+        EXPECT_FALSE(read_response(client.get(), 2000ms).empty());
 }
 
 TEST_F(ApiServerTest, RequestPastItsDeadline_Gets408AndIsClosedEvenWhileBytesKeepComing) {

@@ -90,7 +90,7 @@ std::vector<VirtioDevice::Counter> VsockDevice::counters() const {
              { "host_requests_timed_out", m_host_requests_timed_out },
              { "host_port_collisions", m_host_port_collisions },
              { "accept_errors", m_accept_errors },
-             { "work_slices_deferred", m_work_slices_deferred },
+             { "budget_yields", m_budget_yields },
              { "resets_sent", m_resets_sent },
              { "packets_dropped", m_packets_dropped },
              { "bytes_to_guest", m_bytes_to_guest },
@@ -185,7 +185,7 @@ Expected<void> VsockDevice::process_tx() {
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
     if (yielded) {
-        ++m_work_slices_deferred;
+        ++m_budget_yields;
         m_context->reschedule(TX_QUEUE);
     }
     return {};
@@ -462,7 +462,7 @@ Expected<void> VsockDevice::process_rx() {
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
     if (yielded) {
-        ++m_work_slices_deferred;
+        ++m_budget_yields;
         m_context->reschedule(RX_QUEUE);
     }
     return {};

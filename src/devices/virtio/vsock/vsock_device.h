@@ -140,7 +140,7 @@ public:
     uint64_t host_requests_timed_out() const { return m_host_requests_timed_out; }
     uint64_t host_port_collisions() const { return m_host_port_collisions; }
     uint64_t accept_errors() const { return m_accept_errors; }
-    uint64_t work_slices_deferred() const { return m_work_slices_deferred; }
+    uint64_t budget_yields() const { return m_budget_yields; }
     uint64_t resets_sent() const { return m_resets_sent; }
     uint64_t packets_dropped() const { return m_packets_dropped; }
     uint64_t bytes_to_guest() const { return m_bytes_to_guest; }
@@ -231,7 +231,7 @@ private:
     uint64_t m_host_requests_timed_out { 0 };
     uint64_t m_host_port_collisions { 0 };
     uint64_t m_accept_errors { 0 };
-    uint64_t m_work_slices_deferred { 0 };
+    uint64_t m_budget_yields { 0 };
     uint64_t m_resets_sent { 0 };
     uint64_t m_packets_dropped { 0 };
     uint64_t m_bytes_to_guest { 0 };

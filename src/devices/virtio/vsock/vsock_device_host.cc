@@ -54,22 +54,18 @@ void VsockDevice::accept_client(UniqueFd stream) {
         ++m_connections_refused; // closed at once: there is no driver to ask
         return;
     }
-    if (m_handshakes.size() >= m_limits.handshakes && !m_handshakes.empty()) {
-        // Make room by dropping the client that has been silent longest: one that talks
-        // straight after connecting (every real client) still gets through a silent crowd.
-        auto const oldest =
-            std::min_element(m_handshakes.begin(), m_handshakes.end(),
-                             [](auto const& a, auto const& b) { return a.second.deadline < b.second.deadline; });
-        ++m_handshakes_evicted;
-        m_host_log.warn("virtio-vsock cid {}: {} clients of '{}' have not sent their CONNECT line; dropping the oldest",
-                        m_guest_cid, m_handshakes.size(), m_uds_path);
-        close_handshake(oldest->first);
-    }
-    if (m_host_connection_count + m_handshakes.size() >= m_limits.host_connections) {
+    // At the handshake cap the newcomer takes the place of the client that has been silent the
+    // longest: one that talks straight after connecting (every real client) still gets through a
+    // silent crowd. That client is dropped only once the newcomer is known to be kept (within
+    // the host cap, counting the place it frees, and registered), never for a newcomer that is
+    // then refused.
+    bool const takes_a_silent_clients_place = m_handshakes.size() >= m_limits.handshakes && !m_handshakes.empty();
+    size_t const host_side = m_host_connection_count + m_handshakes.size() - (takes_a_silent_clients_place ? 1 : 0);
+    if (host_side >= m_limits.host_connections) {
         ++m_connections_refused;
         ++m_host_connections_over_limit;
         m_host_log.warn("virtio-vsock cid {}: client of '{}' refused: {} host connections open", m_guest_cid,
-                        m_uds_path, m_host_connection_count + m_handshakes.size());
+                        m_uds_path, host_side);
         return;
     }
     int const fd = stream.get();
@@ -77,6 +73,15 @@ void VsockDevice::accept_client(UniqueFd stream) {
         ++m_connections_refused;
         spdlog::warn("virtio-vsock cid {}: {}", m_guest_cid, added.error().message());
         return; // `stream` closes the unregistered socket
+    }
+    if (takes_a_silent_clients_place) {
+        auto const oldest =
+            std::min_element(m_handshakes.begin(), m_handshakes.end(),
+                             [](auto const& a, auto const& b) { return a.second.deadline < b.second.deadline; });
+        ++m_handshakes_evicted;
+        m_host_log.warn("virtio-vsock cid {}: {} clients of '{}' have not sent their CONNECT line; dropping the oldest",
+                        m_guest_cid, m_handshakes.size(), m_uds_path);
+        close_handshake(oldest->first);
     }
     auto const deadline = Clock::now() + m_limits.handshake_timeout;
     m_handshakes.emplace(fd, Handshake { std::move(stream), {}, deadline });

@@ -171,6 +171,40 @@ TEST_F(VsockLimitsTest, SilentClientsBeyondHandshakeCap_OldestIsDropped) {
     EXPECT_EQ(request.operation, static_cast<uint16_t>(Operation::Request));
 }
 
+TEST_F(VsockLimitsTest, SilentClientAtBothCaps_IsReplacedByANewcomerButNotDroppedForARefusedOne) {
+    create_device({ .host_connections = 3, .handshakes = 1 });
+    activate();
+    post_rx_buffers(4);
+    auto [first, first_request] = host_connect(5);
+    auto [second, second_request] = host_connect(6);
+    auto silent = connect_blocking(uds_path);
+    run();
+    ASSERT_EQ(vsock->pending_handshakes(), 1u);
+
+    // Both caps are reached: the newcomer takes the place of the silent client, whose slot is
+    // what lets it in under the host cap.
+    auto newcomer = connect_blocking(uds_path);
+    run();
+    EXPECT_TRUE(at_end_of_stream(silent.get()));
+    EXPECT_FALSE(at_end_of_stream(newcomer.get()));
+    EXPECT_EQ(vsock->handshakes_evicted(), 1u);
+    EXPECT_EQ(vsock->host_connections_over_limit(), 0u);
+
+    // Once the newcomer talks, every host slot holds a connection: a client refused for the cap
+    // costs nobody their place.
+    send_all(newcomer.get(), "CONNECT 7\n");
+    run();
+    ASSERT_EQ(vsock->active_connections(), 3u);
+    auto refused = connect_blocking(uds_path);
+    run();
+    EXPECT_TRUE(peer_closed(refused.get()));
+    EXPECT_EQ(vsock->host_connections_over_limit(), 1u);
+    EXPECT_EQ(vsock->handshakes_evicted(), 1u);
+    EXPECT_EQ(vsock->active_connections(), 3u);
+    EXPECT_FALSE(at_end_of_stream(first.get()));
+    EXPECT_FALSE(at_end_of_stream(newcomer.get()));
+}
+
 TEST_F(VsockLimitsTest, RequestTheGuestNeverAnswers_IsDroppedAfterTimeout) {
     create_device({ .handshake_timeout = 100ms });
     activate();
@@ -248,7 +282,7 @@ TEST_F(VsockLimitsTest, TxFlood_IsProcessedInSlicesWithOtherFdsServedBetween) {
     // The other fd was served in every round, also while the flood was still being worked off.
     EXPECT_EQ(used_when_served.size(), used_after_round.size());
     EXPECT_LT(used_when_served.front(), FLOOD / 2);
-    EXPECT_GE(vsock->work_slices_deferred(), FLOOD / 8 - 1);
+    EXPECT_GE(vsock->budget_yields(), FLOOD / 8 - 1);
 }
 
 TEST_F(VsockLimitsTest, RxDelivery_IsSlicedAndConnectionsTakeTurns) {
