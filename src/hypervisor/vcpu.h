@@ -42,14 +42,14 @@ public:
     // arrive meanwhile. The last exit must have been handled (an IoIn/MmioRead's data filled
     // in): save_state() finishes that instruction without running any further guest code, so
     // the saved registers are at an instruction boundary.
-    virtual Expected<VcpuState> save_state() = 0;
+    virtual Expected<X86VcpuState> save_state() = 0;
     // Puts `state` back, into this vCPU or a fresh one with the same index in a VM built the
     // same way (memory mapped, in-kernel irqchip created, and the VM's own state restored
     // first: Vm::restore_state). Values this vCPU cannot hold (too many entries, an XSAVE
     // area of another size, an MSR the hypervisor does not save) are refused, naming the
-    // field, before anything is changed; a hypervisor that refuses a value half-way leaves
-    // the vCPU partly restored, and the caller then discards it.
-    virtual Expected<void> restore_state(VcpuState const& state) = 0;
+    // field, before anything is changed; where the hypervisor itself refuses a value half-way,
+    // the vCPU's previous state is put back.
+    virtual Expected<void> restore_state(X86VcpuState const& state) = 0;
 };
 
 } // namespace kvmm

@@ -55,10 +55,11 @@ public:
     // state: restoring the IOAPIC and PIC delivers the interrupts still pending in them to
     // the LAPICs, and the vCPUs' saved LAPIC state, restored after, is then what stays.
     // restore_state() refuses (naming the field) before changing anything when a value is
-    // out of range; the guest clock continues from the saved value (the time the VM spent
-    // saved is not added).
-    virtual Expected<VmState> save_state() = 0;
-    virtual Expected<void> restore_state(VmState const& state) = 0;
+    // out of range, and puts the previous state back if the hypervisor refuses one half-way.
+    // The guest clock continues from the saved value (the time the VM spent saved is not
+    // added).
+    virtual Expected<X86VmState> save_state() = 0;
+    virtual Expected<void> restore_state(X86VmState const& state) = 0;
 };
 
 } // namespace kvmm

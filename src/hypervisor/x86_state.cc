@@ -175,15 +175,15 @@ Expected<void> read_part(StateReader& reader, std::string_view name, T& value) {
     return {};
 }
 
-bool known_run_state(uint32_t value) {
-    switch (static_cast<VcpuRunState>(value)) {
-    case VcpuRunState::Runnable:
-    case VcpuRunState::Uninitialized:
-    case VcpuRunState::InitReceived:
-    case VcpuRunState::Halted:
-    case VcpuRunState::SipiReceived:
-    case VcpuRunState::ApResetHold:
-    case VcpuRunState::Suspended:
+bool known_mp_state(uint32_t value) {
+    switch (static_cast<X86MpState>(value)) {
+    case X86MpState::Runnable:
+    case X86MpState::Uninitialized:
+    case X86MpState::InitReceived:
+    case X86MpState::Halted:
+    case X86MpState::SipiReceived:
+    case X86MpState::ApResetHold:
+    case X86MpState::Suspended:
         return true;
     }
     return false;
@@ -191,9 +191,9 @@ bool known_run_state(uint32_t value) {
 
 } // namespace
 
-void VcpuState::encode(StateWriter& writer) const {
+void X86VcpuState::encode(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
-    writer.u32(static_cast<uint32_t>(run_state));
+    writer.u32(static_cast<uint32_t>(mp_state));
     write_part(writer, "registers", registers);
     write_part(writer, "special_registers", special_registers);
     for (uint64_t word : interrupt_bitmap)
@@ -220,13 +220,13 @@ void VcpuState::encode(StateWriter& writer) const {
     writer.end_section();
 }
 
-Expected<VcpuState> VcpuState::decode(StateReader& reader) {
+Expected<X86VcpuState> X86VcpuState::decode(StateReader& reader) {
     TRY(reader.begin_section(SECTION, VERSION));
-    VcpuState state;
-    uint32_t const run_state = TRY(reader.u32("run_state"));
-    if (!known_run_state(run_state))
-        return Error::format("saved state vcpu/run_state: {} is not a known multiprocessor state", run_state);
-    state.run_state = static_cast<VcpuRunState>(run_state);
+    X86VcpuState state;
+    uint32_t const mp_state_value = TRY(reader.u32("mp_state"));
+    if (!known_mp_state(mp_state_value))
+        return Error::format("saved state vcpu/mp_state: {} is not a known multiprocessor state", mp_state_value);
+    state.mp_state = static_cast<X86MpState>(mp_state_value);
     TRY(read_part(reader, "registers", state.registers));
     TRY(read_part(reader, "special_registers", state.special_registers));
     for (auto& word : state.interrupt_bitmap)
@@ -270,10 +270,10 @@ Expected<VcpuState> VcpuState::decode(StateReader& reader) {
     return state;
 }
 
-Expected<void> VcpuState::check() const {
-    if (!known_run_state(static_cast<uint32_t>(run_state)))
-        return Error::format("vcpu state run_state: {} is not a known multiprocessor state",
-                             static_cast<uint32_t>(run_state));
+Expected<void> X86VcpuState::check() const {
+    if (!known_mp_state(static_cast<uint32_t>(mp_state)))
+        return Error::format("vcpu state mp_state: {} is not a known multiprocessor state",
+                             static_cast<uint32_t>(mp_state));
     if (xsave.size() > MAX_XSAVE_SIZE)
         return Error::format("vcpu state xsave: {} bytes, at most {}", xsave.size(), MAX_XSAVE_SIZE);
     if (xcrs.size() > MAX_XCRS)
@@ -295,7 +295,7 @@ Expected<void> VcpuState::check() const {
     return {};
 }
 
-void VmState::encode(StateWriter& writer) const {
+void X86VmState::encode(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
     write_part(writer, "pic_master", pic_master);
     write_part(writer, "pic_slave", pic_slave);
@@ -305,9 +305,9 @@ void VmState::encode(StateWriter& writer) const {
     writer.end_section();
 }
 
-Expected<VmState> VmState::decode(StateReader& reader) {
+Expected<X86VmState> X86VmState::decode(StateReader& reader) {
     TRY(reader.begin_section(SECTION, VERSION));
-    VmState state;
+    X86VmState state;
     TRY(read_part(reader, "pic_master", state.pic_master));
     TRY(read_part(reader, "pic_slave", state.pic_slave));
     TRY(read_part(reader, "ioapic", state.ioapic));

@@ -1,6 +1,6 @@
 // Hypervisor-neutral x86-64 vCPU and VM state: what the arch layer computes for
 // boot, what a register dump prints, and the saved state of the hypervisor
-// objects (VcpuState, VmState; docs/ARCHITECTURE.md "Saved state"). The KVM
+// objects (X86VcpuState, X86VmState; docs/ARCHITECTURE.md "Saved state"). The KVM
 // backend translates to and from its own structures; nothing here depends on
 // <linux/kvm.h>.
 #pragma once
@@ -92,7 +92,7 @@ struct XcrEntry {
 };
 
 // The multiprocessor run state of a vCPU (the values are the ones KVM uses on x86).
-enum class VcpuRunState : uint32_t {
+enum class X86MpState : uint32_t {
     Runnable = 0,
     Uninitialized = 1, // an application processor waiting for INIT
     InitReceived = 2,  // waiting for SIPI
@@ -133,7 +133,7 @@ struct X86VcpuEvents {
 // Everything a vCPU needs to carry on where it stopped, on the same kind of host: saved
 // by Vcpu::save_state() and put back, into the same vCPU or a fresh one of a VM built the
 // same way, by Vcpu::restore_state(). Hypervisor-neutral; the backends translate.
-struct VcpuState {
+struct X86VcpuState {
     static constexpr std::string_view SECTION = "vcpu";
     static constexpr uint32_t VERSION = 1;
     // Bounds of the variable parts (a blob is untrusted input): KVM has at most 256 CPUID
@@ -144,7 +144,7 @@ struct VcpuState {
     static constexpr size_t MAX_MSRS = 1024;
     static constexpr size_t MAX_XSAVE_SIZE = 64 * 1024;
 
-    VcpuRunState run_state { VcpuRunState::Runnable };
+    X86MpState mp_state { X86MpState::Runnable };
     X86Registers registers {};
     X86SpecialRegisters special_registers {};
     // The external interrupt being injected, one bit per vector (at most one bit set).
@@ -161,9 +161,9 @@ struct VcpuState {
     std::vector<CpuidEntry> cpuid {};
     X86VcpuEvents events {};
 
-    bool operator==(VcpuState const&) const = default;
+    bool operator==(X86VcpuState const&) const = default;
     void encode(StateWriter& writer) const;
-    static Expected<VcpuState> decode(StateReader& reader);
+    static Expected<X86VcpuState> decode(StateReader& reader);
     // The checks every backend's restore_state() makes before it touches anything: counts
     // within the bounds above, known enumerations, vectors in range. Names the field.
     Expected<void> check() const;
@@ -221,7 +221,7 @@ struct GuestClockState {
 
 // The VM-wide part of the machine state that lives in the hypervisor: the interrupt
 // controllers outside the vCPUs (PIC pair, IOAPIC), the PIT and the guest clock.
-struct VmState {
+struct X86VmState {
     static constexpr std::string_view SECTION = "vm";
     static constexpr uint32_t VERSION = 1;
 
@@ -231,9 +231,9 @@ struct VmState {
     PitState pit {};
     GuestClockState clock {};
 
-    bool operator==(VmState const&) const = default;
+    bool operator==(X86VmState const&) const = default;
     void encode(StateWriter& writer) const;
-    static Expected<VmState> decode(StateReader& reader);
+    static Expected<X86VmState> decode(StateReader& reader);
 };
 
 } // namespace kvmm

@@ -1,4 +1,4 @@
-// Unit tests of the hypervisor objects' saved state (VcpuState, VmState): encoding round
+// Unit tests of the hypervisor objects' saved state (X86VcpuState, X86VmState): encoding round
 // trips and the refusal of bad input, naming the field.
 #include "hypervisor/x86_state.h"
 
@@ -14,9 +14,9 @@ namespace {
 
 // A state with every part populated and distinct values, so a field dropped or swapped by
 // the encoder or decoder changes the result.
-VcpuState sample_vcpu_state() {
-    VcpuState state;
-    state.run_state = VcpuRunState::Halted;
+X86VcpuState sample_vcpu_state() {
+    X86VcpuState state;
+    state.mp_state = X86MpState::Halted;
     state.registers = X86Registers { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0x1000, 0x202 };
     state.special_registers.cs = X86Segment { 0x10000, 0xffff, 0x1000, 11, 1, 0, 0, 1, 0, 0, 0, 0 };
     state.special_registers.tr = X86Segment { 0x5000, 0x67, 0x28, 11, 1, 0, 0, 0, 0, 0, 0, 0 };
@@ -46,8 +46,8 @@ VcpuState sample_vcpu_state() {
     return state;
 }
 
-VmState sample_vm_state() {
-    VmState state;
+X86VmState sample_vm_state() {
+    X86VmState state;
     state.pic_master = PicState { 1, 2, 0xfb, 4, 5, 0x20, 7, 0, 0, 0, 1, 0, 0, 1, 0x0c, 0xf8 };
     state.pic_slave.irq_base = 0x28;
     state.pic_slave.imr = 0xff;
@@ -63,18 +63,18 @@ VmState sample_vm_state() {
     return state;
 }
 
-std::vector<std::byte> encode(VcpuState const& state) {
+std::vector<std::byte> encode(X86VcpuState const& state) {
     StateWriter writer;
     state.encode(writer);
     return writer.payload();
 }
 
-Expected<VcpuState> decode_vcpu(std::span<std::byte const> payload) {
+Expected<X86VcpuState> decode_vcpu(std::span<std::byte const> payload) {
     StateReader reader(payload);
-    return VcpuState::decode(reader);
+    return X86VcpuState::decode(reader);
 }
 
-testing::AssertionResult refused_naming(Expected<VcpuState> const& result, std::string const& field) {
+testing::AssertionResult refused_naming(Expected<X86VcpuState> const& result, std::string const& field) {
     if (result)
         return testing::AssertionFailure() << "accepted";
     if (result.error().message().find(field) == std::string::npos)
@@ -82,19 +82,19 @@ testing::AssertionResult refused_naming(Expected<VcpuState> const& result, std::
     return testing::AssertionSuccess();
 }
 
-TEST(VcpuState, EncodeDecodeRoundTripsEveryPartThroughASealedBlob) {
+TEST(X86VcpuState, EncodeDecodeRoundTripsEveryPartThroughASealedBlob) {
     auto const state = sample_vcpu_state();
     auto const blob = seal_state(encode(state));
     auto const payload = MUST(open_state(blob));
     StateReader reader(payload);
-    auto const decoded = VcpuState::decode(reader);
+    auto const decoded = X86VcpuState::decode(reader);
     ASSERT_TRUE(decoded) << decoded.error().message();
     EXPECT_TRUE(reader.at_end());
     EXPECT_EQ(*decoded, state);
     EXPECT_EQ(encode(*decoded), encode(state));
 }
 
-TEST(VcpuState, EachFieldTakesPartInTheComparison) {
+TEST(X86VcpuState, EachFieldTakesPartInTheComparison) {
     auto const state = sample_vcpu_state();
     auto changed = state;
     changed.special_registers.tr.limit = 0x68;
@@ -110,7 +110,7 @@ TEST(VcpuState, EachFieldTakesPartInTheComparison) {
     EXPECT_NE(changed, state);
 }
 
-TEST(VcpuState, EveryTruncationIsRefused) {
+TEST(X86VcpuState, EveryTruncationIsRefused) {
     auto const payload = encode(sample_vcpu_state());
     for (size_t length = 0; length < payload.size(); length += 1 + length / 64) {
         auto const result = decode_vcpu(std::span(payload).first(length));
@@ -119,7 +119,7 @@ TEST(VcpuState, EveryTruncationIsRefused) {
     EXPECT_TRUE(refused_naming(decode_vcpu(std::span(payload).first(payload.size() - 1)), "vcpu"));
 }
 
-TEST(VcpuState, TruncatedMsrListIsRefusedNamingTheMsr) {
+TEST(X86VcpuState, TruncatedMsrListIsRefusedNamingTheMsr) {
     auto state = sample_vcpu_state();
     state.cpuid.clear();
     // Rewrite the MSR count, the u64 just before the first entry (u32 index, u64 value), to
@@ -135,45 +135,45 @@ TEST(VcpuState, TruncatedMsrListIsRefusedNamingTheMsr) {
     EXPECT_TRUE(refused_naming(decode_vcpu(payload), "vcpu/msr.index: truncated"));
 }
 
-TEST(VcpuState, WrongVersionIsRefusedNamingTheSection) {
+TEST(X86VcpuState, WrongVersionIsRefusedNamingTheSection) {
     auto payload = encode(sample_vcpu_state());
     // Section header: u16 name length, the name, then the u32 version.
-    size_t const version_at = 2 + VcpuState::SECTION.size();
-    uint32_t const version = VcpuState::VERSION + 1;
+    size_t const version_at = 2 + X86VcpuState::SECTION.size();
+    uint32_t const version = X86VcpuState::VERSION + 1;
     std::memcpy(payload.data() + version_at, &version, sizeof(version));
     auto const result = decode_vcpu(payload);
     EXPECT_TRUE(refused_naming(result, "vcpu"));
     EXPECT_TRUE(refused_naming(result, "version 2"));
 }
 
-TEST(VcpuState, TooManyMsrsAreRefusedNamingTheList) {
+TEST(X86VcpuState, TooManyMsrsAreRefusedNamingTheList) {
     auto state = sample_vcpu_state();
-    state.msrs.assign(VcpuState::MAX_MSRS + 1, MsrEntry { 0x10, 0 });
+    state.msrs.assign(X86VcpuState::MAX_MSRS + 1, MsrEntry { 0x10, 0 });
     auto const checked = state.check();
     ASSERT_FALSE(checked);
     EXPECT_NE(checked.error().message().find("msrs"), std::string::npos) << checked.error().message();
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "vcpu/msrs: 1025 is outside [0, 1024]"));
 }
 
-TEST(VcpuState, TooManyCpuidEntriesAndXcrsAreRefused) {
+TEST(X86VcpuState, TooManyCpuidEntriesAndXcrsAreRefused) {
     auto state = sample_vcpu_state();
-    state.cpuid.assign(VcpuState::MAX_CPUID_ENTRIES + 1, CpuidEntry {});
+    state.cpuid.assign(X86VcpuState::MAX_CPUID_ENTRIES + 1, CpuidEntry {});
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "vcpu/cpuid: 257"));
     state = sample_vcpu_state();
-    state.xcrs.assign(VcpuState::MAX_XCRS + 1, XcrEntry {});
+    state.xcrs.assign(X86VcpuState::MAX_XCRS + 1, XcrEntry {});
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "vcpu/xcrs: 17"));
 }
 
-TEST(VcpuState, OversizedXsaveAreaIsRefusedBeforeItIsRead) {
+TEST(X86VcpuState, OversizedXsaveAreaIsRefusedBeforeItIsRead) {
     auto state = sample_vcpu_state();
-    state.xsave.resize(VcpuState::MAX_XSAVE_SIZE + 1);
+    state.xsave.resize(X86VcpuState::MAX_XSAVE_SIZE + 1);
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "vcpu/xsave: length 65537"));
 }
 
-TEST(VcpuState, UnknownRunStateAndBadVectorsAreRefused) {
+TEST(X86VcpuState, UnknownMpStateAndBadVectorsAreRefused) {
     auto state = sample_vcpu_state();
-    state.run_state = static_cast<VcpuRunState>(7);
-    EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "run_state"));
+    state.mp_state = static_cast<X86MpState>(7);
+    EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "mp_state"));
     state = sample_vcpu_state();
     state.events.exception_vector = 32;
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "events.exception_vector"));
@@ -182,42 +182,42 @@ TEST(VcpuState, UnknownRunStateAndBadVectorsAreRefused) {
     EXPECT_TRUE(refused_naming(decode_vcpu(encode(state)), "interrupt_bitmap"));
 }
 
-TEST(VmState, NonBooleanIsRefusedNamingTheField) {
-    VmState state = sample_vm_state();
+TEST(X86VmState, NonBooleanIsRefusedNamingTheField) {
+    X86VmState state = sample_vm_state();
     StateWriter writer;
     state.encode(writer);
     auto payload = writer.payload();
     // speaker_data_on is the last byte of the pit section, just before the 8-byte clock.
     payload[payload.size() - 9] = std::byte { 2 };
     StateReader reader(payload);
-    auto const result = VmState::decode(reader);
+    auto const result = X86VmState::decode(reader);
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("vm/pit/speaker_data_on"), std::string::npos) << result.error().message();
 }
 
-TEST(VmState, EncodeDecodeRoundTrips) {
+TEST(X86VmState, EncodeDecodeRoundTrips) {
     auto const state = sample_vm_state();
     StateWriter writer;
     state.encode(writer);
     StateReader reader(writer.payload());
-    auto const decoded = VmState::decode(reader);
+    auto const decoded = X86VmState::decode(reader);
     ASSERT_TRUE(decoded) << decoded.error().message();
     EXPECT_TRUE(reader.at_end());
     EXPECT_EQ(*decoded, state);
 }
 
-TEST(VmState, TruncationIsRefusedNamingThePart) {
+TEST(X86VmState, TruncationIsRefusedNamingThePart) {
     StateWriter writer;
     sample_vm_state().encode(writer);
     auto const& payload = writer.payload();
     for (size_t length = 0; length < payload.size(); ++length) {
         StateReader reader { std::span(payload).first(length) };
-        EXPECT_FALSE(VmState::decode(reader)) << "accepted " << length << " bytes";
+        EXPECT_FALSE(X86VmState::decode(reader)) << "accepted " << length << " bytes";
     }
     // Cut inside the IOAPIC's redirection table, then repair the outer length so that the
     // error comes from the IOAPIC section itself.
     StateWriter partial;
-    partial.begin_section(VmState::SECTION, VmState::VERSION);
+    partial.begin_section(X86VmState::SECTION, X86VmState::VERSION);
     partial.begin_section("pic_master", 1);
     for (int i = 0; i < 16; ++i)
         partial.u8(0);
@@ -232,7 +232,7 @@ TEST(VmState, TruncationIsRefusedNamingThePart) {
     partial.end_section();
     partial.end_section();
     StateReader reader(partial.payload());
-    auto const result = VmState::decode(reader);
+    auto const result = X86VmState::decode(reader);
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("vm/ioapic/id"), std::string::npos) << result.error().message();
 }

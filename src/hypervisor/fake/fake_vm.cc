@@ -46,8 +46,8 @@ Expected<void> FakeVcpu::set_special_registers(X86SpecialRegisters const& specia
 }
 
 Expected<void> FakeVcpu::set_cpuid(std::span<CpuidEntry const> entries) {
-    if (entries.size() > VcpuState::MAX_CPUID_ENTRIES)
-        return Error::format("{} CPUID entries, at most {}", entries.size(), VcpuState::MAX_CPUID_ENTRIES);
+    if (entries.size() > X86VcpuState::MAX_CPUID_ENTRIES)
+        return Error::format("{} CPUID entries, at most {}", entries.size(), X86VcpuState::MAX_CPUID_ENTRIES);
     m_state.cpuid.assign(entries.begin(), entries.end());
     return {};
 }
@@ -62,7 +62,7 @@ Expected<void> FakeVcpu::set_lapic(LapicState const& lapic) {
     return {};
 }
 
-Expected<void> FakeVcpu::restore_state(VcpuState const& state) {
+Expected<void> FakeVcpu::restore_state(X86VcpuState const& state) {
     TRY(state.check());
     if (state.xsave.size() != XSAVE_SIZE)
         return Error::format("vcpu state xsave: {} bytes, this vCPU's XSAVE area has {}", state.xsave.size(),
@@ -91,13 +91,13 @@ Expected<void> FakeVm::set_irq_line(uint32_t gsi, bool level) {
     return {};
 }
 
-Expected<VmState> FakeVm::save_state() {
+Expected<X86VmState> FakeVm::save_state() {
     if (!m_has_irqchip)
         return Error("VM state: no in-kernel irqchip to save (create_irqchip_and_pit first)");
     return m_state;
 }
 
-Expected<void> FakeVm::restore_state(VmState const& state) {
+Expected<void> FakeVm::restore_state(X86VmState const& state) {
     if (!m_has_irqchip)
         return Error("VM state: no in-kernel irqchip to restore into (create_irqchip_and_pit first)");
     m_state = state;

@@ -42,9 +42,9 @@ public:
 
     // The fake keeps the state it was given (and what the setters above changed), so the
     // layers above can round-trip it; restore_state() makes the same checks as a real
-    // hypervisor's: the bounds of VcpuState::check() and an XSAVE area of this vCPU's size.
-    Expected<VcpuState> save_state() override { return m_state; }
-    Expected<void> restore_state(VcpuState const& state) override;
+    // hypervisor's: the bounds of X86VcpuState::check() and an XSAVE area of this vCPU's size.
+    Expected<X86VcpuState> save_state() override { return m_state; }
+    Expected<void> restore_state(X86VcpuState const& state) override;
 
     // The data of the last IoIn/MmioRead exit after the VMM filled it.
     std::vector<uint8_t> const& last_read_data() const { return m_current.data; }
@@ -58,7 +58,7 @@ private:
     std::deque<ScriptedExit> m_script;
     ScriptedExit m_current { ScriptedExit::Kind::Halt };
     bool m_immediate_exit { false };
-    VcpuState m_state { .xsave = std::vector<uint8_t>(XSAVE_SIZE) };
+    X86VcpuState m_state { .xsave = std::vector<uint8_t>(XSAVE_SIZE) };
 };
 
 class FakeVm final : public Vm {
@@ -76,8 +76,8 @@ public:
     Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
     // Keeps the state it is given; both need the irqchip, as on KVM.
-    Expected<VmState> save_state() override;
-    Expected<void> restore_state(VmState const& state) override;
+    Expected<X86VmState> save_state() override;
+    Expected<void> restore_state(X86VmState const& state) override;
 
     struct IoEventFd {
         uint64_t address;
@@ -109,7 +109,7 @@ private:
     std::vector<CpuidEntry> m_supported_cpuid;
     size_t m_mapped_regions { 0 };
     bool m_has_irqchip { false };
-    VmState m_state {};
+    X86VmState m_state {};
 };
 
 } // namespace kvmm

@@ -49,7 +49,7 @@ TEST(FakeVcpuState, TooManyMsrsAreRefusedNamingTheList) {
     FakeVm vm;
     auto vcpu = MUST(vm.create_vcpu(0));
     auto state = MUST(vcpu->save_state());
-    state.msrs.assign(VcpuState::MAX_MSRS + 1, MsrEntry { 0x10, 0 });
+    state.msrs.assign(X86VcpuState::MAX_MSRS + 1, MsrEntry { 0x10, 0 });
     auto const result = vcpu->restore_state(state);
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("msrs"), std::string::npos) << result.error().message();
@@ -60,10 +60,10 @@ TEST(FakeVmState, NeedsTheIrqchipAndRoundTrips) {
     auto const refused = vm.save_state();
     ASSERT_FALSE(refused);
     EXPECT_NE(refused.error().message().find("irqchip"), std::string::npos);
-    EXPECT_FALSE(vm.restore_state(VmState {}));
+    EXPECT_FALSE(vm.restore_state(X86VmState {}));
 
     MUST(vm.create_irqchip_and_pit());
-    VmState state;
+    X86VmState state;
     state.pic_master.imr = 0xfe;
     state.ioapic.redirection_table[4] = 0x24;
     state.pit.channels[0].count = 11932;

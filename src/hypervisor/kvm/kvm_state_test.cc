@@ -42,7 +42,7 @@ constexpr std::array<uint8_t, 17> COUNTER_PROGRAM { 0xba, 0x00, 0x05, 0x43, 0xff
 
 uint16_t answer_for(uint16_t count) { return static_cast<uint16_t>(count * 100); }
 
-uint64_t msr_value(VcpuState const& state, uint32_t index) {
+uint64_t msr_value(X86VcpuState const& state, uint32_t index) {
     for (auto const& msr : state.msrs)
         if (msr.index == index)
             return msr.value;
@@ -56,7 +56,7 @@ uint64_t msr_value(VcpuState const& state, uint32_t index) {
 constexpr uint64_t MAX_TSC_ADVANCE = 50'000'000'000;
 constexpr uint64_t MAX_CLOCK_ADVANCE_NS = 5'000'000'000;
 
-void expect_same_vcpu_state(VcpuState const& before, VcpuState after) {
+void expect_same_vcpu_state(X86VcpuState const& before, X86VcpuState after) {
     uint64_t const tsc_before = msr_value(before, MSR_IA32_TSC);
     uint64_t const tsc_after = msr_value(after, MSR_IA32_TSC);
     EXPECT_GE(tsc_after, tsc_before) << "the TSC went backwards";
@@ -64,7 +64,7 @@ void expect_same_vcpu_state(VcpuState const& before, VcpuState after) {
     for (auto& msr : after.msrs)
         if (msr.index == MSR_IA32_TSC)
             msr.value = tsc_before;
-    EXPECT_EQ(after.run_state, before.run_state);
+    EXPECT_EQ(after.mp_state, before.mp_state);
     EXPECT_EQ(after.registers, before.registers);
     EXPECT_EQ(after.special_registers, before.special_registers);
     EXPECT_EQ(after.interrupt_bitmap, before.interrupt_bitmap);
@@ -82,7 +82,7 @@ void expect_same_vcpu_state(VcpuState const& before, VcpuState after) {
     EXPECT_TRUE(after == before) << "a part of the vCPU state differs";
 }
 
-void expect_same_vm_state(VmState const& before, VmState after) {
+void expect_same_vm_state(X86VmState const& before, X86VmState after) {
     EXPECT_GE(after.clock.nanoseconds, before.clock.nanoseconds) << "the guest clock went backwards";
     EXPECT_LT(after.clock.nanoseconds - before.clock.nanoseconds, MAX_CLOCK_ADVANCE_NS);
     after.clock = before.clock;
@@ -283,7 +283,7 @@ TEST_F(KvmState, BadStateIsRefusedNamingTheFieldAndChangesNothing) {
         << result.error().message();
 
     auto too_many = before;
-    too_many.msrs.assign(VcpuState::MAX_MSRS + 1, MsrEntry { MSR_IA32_TSC, 0 });
+    too_many.msrs.assign(X86VcpuState::MAX_MSRS + 1, MsrEntry { MSR_IA32_TSC, 0 });
     EXPECT_FALSE(machine.vcpu->restore_state(too_many));
 
     auto bad_pit = MUST(machine.vm->save_state());
@@ -294,6 +294,32 @@ TEST_F(KvmState, BadStateIsRefusedNamingTheFieldAndChangesNothing) {
 
     expect_same_vcpu_state(before, MUST(machine.vcpu->save_state()));
     ASSERT_EQ(next_count(*machine.vcpu), 2) << "the guest carries on as if nothing had been tried";
+}
+
+TEST_F(KvmState, ValueKvmRefusesHalfWayLeavesTheVcpuAsItWas) {
+    auto machine = create_counter_machine();
+    ASSERT_EQ(next_count(*machine.vcpu), 1);
+    auto const before = MUST(machine.vcpu->save_state());
+    // A non-canonical system-call entry point: KVM refuses it in KVM_SET_MSRS, even from the
+    // host, after the registers, segments, XSAVE area and LAPIC have been written.
+    constexpr uint32_t MSR_LSTAR = 0xc0000082;
+    auto refused = before;
+    refused.registers.rip = 0;
+    refused.registers.rbx = 1000;
+    bool has_lstar = false;
+    for (auto& msr : refused.msrs) {
+        if (msr.index == MSR_LSTAR) {
+            msr.value = 0x8000000000000000;
+            has_lstar = true;
+        }
+    }
+    if (!has_lstar)
+        GTEST_SKIP() << "this host's KVM does not list MSR_LSTAR as saveable";
+    auto const result = machine.vcpu->restore_state(refused);
+    ASSERT_FALSE(result);
+    EXPECT_NE(result.error().message().find("0xc0000082"), std::string::npos) << result.error().message();
+    expect_same_vcpu_state(before, MUST(machine.vcpu->save_state()));
+    ASSERT_EQ(next_count(*machine.vcpu), 2) << "the guest carries on from where it was";
 }
 
 } // namespace

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <memory>
+#include <string>
 #include <vector>
 
 struct kvm_run;
@@ -22,6 +23,8 @@ struct KvmStateSupport {
     // whether KVM_GET_XSAVE2 exists (else KVM_GET_XSAVE with 4096 bytes).
     uint32_t xsave_size { 4096 };
     bool has_xsave2 { false };
+    // Why the state cannot be saved on this host, if it cannot (the vCPU still runs).
+    std::string unavailable {};
 };
 
 class KvmVcpu final : public Vcpu {
@@ -43,8 +46,8 @@ public:
     Expected<void> reset_fpu() override;
     Expected<LapicState> lapic() const override;
     Expected<void> set_lapic(LapicState const&) override;
-    Expected<VcpuState> save_state() override;
-    Expected<void> restore_state(VcpuState const& state) override;
+    Expected<X86VcpuState> save_state() override;
+    Expected<void> restore_state(X86VcpuState const& state) override;
 
 private:
     KvmVcpu(UniqueFd fd, uint32_t index, kvm_run* run, int mmap_size, std::shared_ptr<KvmStateSupport const> support)
@@ -55,7 +58,9 @@ private:
     Expected<void> finish_pending_instruction();
     Expected<std::vector<MsrEntry>> saveable_msrs() const;
     Expected<std::vector<CpuidEntry>> current_cpuid() const;
-    Expected<void> check_restorable(VcpuState const& state) const;
+    Expected<void> check_restorable(X86VcpuState const& state) const;
+    // The KVM calls of restore_state(), in their order.
+    Expected<void> apply_state(X86VcpuState const& state);
     // KVM_GET/SET_SREGS with the injected-interrupt bitmap (kept as it is when null).
     Expected<X86SpecialRegisters> read_special_registers(std::array<uint64_t, 4>* interrupt_bitmap) const;
     Expected<void> write_special_registers(X86SpecialRegisters const& special,

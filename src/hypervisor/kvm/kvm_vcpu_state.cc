@@ -49,13 +49,13 @@ namespace {
 constexpr uint32_t MSR_IA32_TSC = 0x10;
 constexpr uint32_t MSR_IA32_TSC_DEADLINE = 0x6e0;
 
-static_assert(KVM_MP_STATE_RUNNABLE == static_cast<uint32_t>(VcpuRunState::Runnable));
-static_assert(KVM_MP_STATE_UNINITIALIZED == static_cast<uint32_t>(VcpuRunState::Uninitialized));
-static_assert(KVM_MP_STATE_INIT_RECEIVED == static_cast<uint32_t>(VcpuRunState::InitReceived));
-static_assert(KVM_MP_STATE_HALTED == static_cast<uint32_t>(VcpuRunState::Halted));
-static_assert(KVM_MP_STATE_SIPI_RECEIVED == static_cast<uint32_t>(VcpuRunState::SipiReceived));
-static_assert(KVM_MP_STATE_AP_RESET_HOLD == static_cast<uint32_t>(VcpuRunState::ApResetHold));
-static_assert(KVM_MP_STATE_SUSPENDED == static_cast<uint32_t>(VcpuRunState::Suspended));
+static_assert(KVM_MP_STATE_RUNNABLE == static_cast<uint32_t>(X86MpState::Runnable));
+static_assert(KVM_MP_STATE_UNINITIALIZED == static_cast<uint32_t>(X86MpState::Uninitialized));
+static_assert(KVM_MP_STATE_INIT_RECEIVED == static_cast<uint32_t>(X86MpState::InitReceived));
+static_assert(KVM_MP_STATE_HALTED == static_cast<uint32_t>(X86MpState::Halted));
+static_assert(KVM_MP_STATE_SIPI_RECEIVED == static_cast<uint32_t>(X86MpState::SipiReceived));
+static_assert(KVM_MP_STATE_AP_RESET_HOLD == static_cast<uint32_t>(X86MpState::ApResetHold));
+static_assert(KVM_MP_STATE_SUSPENDED == static_cast<uint32_t>(X86MpState::Suspended));
 
 // The XSAVE area as the kernel reads and writes it: `size` bytes, 8-byte aligned.
 class XsaveBuffer {
@@ -165,13 +165,13 @@ Expected<std::vector<MsrEntry>> KvmVcpu::saveable_msrs() const {
 }
 
 Expected<std::vector<CpuidEntry>> KvmVcpu::current_cpuid() const {
-    kvm_abi::CpuidTable table(VcpuState::MAX_CPUID_ENTRIES);
-    table.header()->nent = VcpuState::MAX_CPUID_ENTRIES;
+    kvm_abi::CpuidTable table(X86VcpuState::MAX_CPUID_ENTRIES);
+    table.header()->nent = X86VcpuState::MAX_CPUID_ENTRIES;
     if (::ioctl(m_fd.get(), kvm_abi::GET_CPUID2, table.data()) != 0)
         return Error::from_errno(fmt::format("KVM_GET_CPUID2 on vCPU {}", m_index));
     std::vector<CpuidEntry> entries;
     entries.reserve(table.header()->nent);
-    for (uint32_t i = 0; i < table.header()->nent && i < VcpuState::MAX_CPUID_ENTRIES; ++i) {
+    for (uint32_t i = 0; i < table.header()->nent && i < X86VcpuState::MAX_CPUID_ENTRIES; ++i) {
         auto const& entry = table.entries()[i];
         entries.push_back(
             CpuidEntry { entry.function, entry.index, entry.flags, entry.eax, entry.ebx, entry.ecx, entry.edx });
@@ -179,14 +179,16 @@ Expected<std::vector<CpuidEntry>> KvmVcpu::current_cpuid() const {
     return entries;
 }
 
-Expected<VcpuState> KvmVcpu::save_state() {
+Expected<X86VcpuState> KvmVcpu::save_state() {
+    if (!m_support->unavailable.empty())
+        return Error::format("vCPU {}: its state cannot be saved on this host: {}", m_index, m_support->unavailable);
     TRY(finish_pending_instruction());
-    VcpuState state;
+    X86VcpuState state;
 
     kvm_mp_state mp_state {};
     if (::ioctl(m_fd.get(), KVM_GET_MP_STATE, &mp_state) != 0)
         return Error::from_errno("KVM_GET_MP_STATE");
-    state.run_state = static_cast<VcpuRunState>(mp_state.mp_state);
+    state.mp_state = static_cast<X86MpState>(mp_state.mp_state);
 
     state.registers = TRY(registers());
     state.special_registers = TRY(read_special_registers(&state.interrupt_bitmap));
@@ -220,7 +222,9 @@ Expected<VcpuState> KvmVcpu::save_state() {
     return state;
 }
 
-Expected<void> KvmVcpu::check_restorable(VcpuState const& state) const {
+Expected<void> KvmVcpu::check_restorable(X86VcpuState const& state) const {
+    if (!m_support->unavailable.empty())
+        return Error::format("vCPU {}: its state cannot be restored on this host: {}", m_index, m_support->unavailable);
     TRY(state.check());
     if (state.xsave.size() != m_support->xsave_size)
         return Error::format("vcpu state xsave: {} bytes, this host's XSAVE area has {}", state.xsave.size(),
@@ -247,13 +251,25 @@ Expected<void> KvmVcpu::check_restorable(VcpuState const& state) const {
     return {};
 }
 
-Expected<void> KvmVcpu::restore_state(VcpuState const& state) {
+Expected<void> KvmVcpu::restore_state(X86VcpuState const& state) {
     TRY(check_restorable(state));
+    // KVM can still refuse a value half-way (an MSR value it does not accept): then the state
+    // read here is put back, so that a refused restore leaves the vCPU as it was.
+    auto const previous = TRY(save_state());
+    auto applied = apply_state(state);
+    if (applied)
+        return {};
+    if (auto undone = apply_state(previous); !undone)
+        return Error::format("{}; putting the vCPU's previous state back failed too: {}", applied.error().message(),
+                             undone.error().message());
+    return applied;
+}
 
+Expected<void> KvmVcpu::apply_state(X86VcpuState const& state) {
     if (TRY(current_cpuid()) != state.cpuid)
         TRY(set_cpuid(state.cpuid));
 
-    kvm_mp_state mp_state { static_cast<uint32_t>(state.run_state) };
+    kvm_mp_state mp_state { static_cast<uint32_t>(state.mp_state) };
     if (::ioctl(m_fd.get(), KVM_SET_MP_STATE, &mp_state) != 0)
         return Error::from_errno(fmt::format("KVM_SET_MP_STATE {} on vCPU {}", mp_state.mp_state, m_index));
 

@@ -117,12 +117,19 @@ Expected<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
     if (fd < 0)
         return Error::from_errno(fmt::format("KVM_CREATE_VCPU {}", index));
     UniqueFd vcpu_fd(fd);
-    return KvmVcpu::create(std::move(vcpu_fd), index, m_vcpu_mmap_size, TRY(state_support()));
+    if (!m_state_support) {
+        // A host that cannot save vCPU state still runs vCPUs: save/restore say why instead.
+        auto support = query_state_support();
+        if (support)
+            m_state_support = std::move(*support);
+        else
+            m_state_support =
+                std::make_shared<KvmStateSupport const>(KvmStateSupport { {}, 4096, false, support.error().message() });
+    }
+    return KvmVcpu::create(std::move(vcpu_fd), index, m_vcpu_mmap_size, m_state_support);
 }
 
-Expected<std::shared_ptr<KvmStateSupport const>> KvmVm::state_support() {
-    if (m_state_support)
-        return m_state_support;
+Expected<std::shared_ptr<KvmStateSupport const>> KvmVm::query_state_support() const {
     auto support = std::make_shared<KvmStateSupport>();
     // The first call, with room for none, says how many there are (E2BIG).
     kvm_abi::MsrList probe(0);
@@ -130,9 +137,9 @@ Expected<std::shared_ptr<KvmStateSupport const>> KvmVm::state_support() {
     if (::ioctl(m_kvm_fd.get(), kvm_abi::GET_MSR_INDEX_LIST, probe.data()) != 0 && errno != E2BIG)
         return Error::from_errno("KVM_GET_MSR_INDEX_LIST");
     uint32_t const count = probe.header()->nmsrs;
-    if (count > VcpuState::MAX_MSRS)
+    if (count > X86VcpuState::MAX_MSRS)
         return Error::format("KVM_GET_MSR_INDEX_LIST: {} saveable MSRs, kvmm saves at most {}", count,
-                             VcpuState::MAX_MSRS);
+                             X86VcpuState::MAX_MSRS);
     kvm_abi::MsrList list(count);
     list.header()->nmsrs = count;
     if (::ioctl(m_kvm_fd.get(), kvm_abi::GET_MSR_INDEX_LIST, list.data()) != 0)
@@ -145,11 +152,10 @@ Expected<std::shared_ptr<KvmStateSupport const>> KvmVm::state_support() {
     int const xsave2_size = ::ioctl(m_vm_fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     support->has_xsave2 = xsave2_size > 0;
     support->xsave_size = xsave2_size > 4096 ? static_cast<uint32_t>(xsave2_size) : 4096;
-    if (support->xsave_size > VcpuState::MAX_XSAVE_SIZE)
+    if (support->xsave_size > X86VcpuState::MAX_XSAVE_SIZE)
         return Error::format("KVM_CAP_XSAVE2: an XSAVE area of {} bytes, kvmm saves at most {}", support->xsave_size,
-                             VcpuState::MAX_XSAVE_SIZE);
-    m_state_support = std::move(support);
-    return m_state_support;
+                             X86VcpuState::MAX_XSAVE_SIZE);
+    return std::shared_ptr<KvmStateSupport const>(std::move(support));
 }
 
 namespace {

@@ -26,13 +26,15 @@ public:
     Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
     // In kvm_vm_state.cc, with the calls and their order.
-    Expected<VmState> save_state() override;
-    Expected<void> restore_state(VmState const& state) override;
+    Expected<X86VmState> save_state() override;
+    Expected<void> restore_state(X86VmState const& state) override;
 
 private:
     Expected<void> set_pc_irq_routing();
     // Asked of KVM once, at the first vCPU, and shared by all of them.
-    Expected<std::shared_ptr<KvmStateSupport const>> state_support();
+    Expected<std::shared_ptr<KvmStateSupport const>> query_state_support() const;
+    // The KVM calls of restore_state(), in their order.
+    Expected<void> apply_state(X86VmState const& state);
 
     UniqueFd m_kvm_fd; // system fd, for KVM_GET_SUPPORTED_CPUID
     UniqueFd m_vm_fd;

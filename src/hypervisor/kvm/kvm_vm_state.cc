@@ -106,10 +106,10 @@ Expected<void> check_pit(PitState const& pit) {
 
 } // namespace
 
-Expected<VmState> KvmVm::save_state() {
+Expected<X86VmState> KvmVm::save_state() {
     if (!m_has_irqchip)
         return Error("VM state: no in-kernel irqchip to save (create_irqchip_and_pit first)");
-    VmState state;
+    X86VmState state;
     for (uint32_t chip : { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC }) {
         kvm_irqchip irqchip {};
         irqchip.chip_id = chip;
@@ -145,11 +145,22 @@ Expected<VmState> KvmVm::save_state() {
     return state;
 }
 
-Expected<void> KvmVm::restore_state(VmState const& state) {
+Expected<void> KvmVm::restore_state(X86VmState const& state) {
     if (!m_has_irqchip)
         return Error("VM state: no in-kernel irqchip to restore into (create_irqchip_and_pit first)");
     TRY(check_pit(state.pit));
+    // Should KVM refuse a value half-way, the state read here is put back.
+    auto const previous = TRY(save_state());
+    auto applied = apply_state(state);
+    if (applied)
+        return {};
+    if (auto undone = apply_state(previous); !undone)
+        return Error::format("{}; putting the VM's previous state back failed too: {}", applied.error().message(),
+                             undone.error().message());
+    return applied;
+}
 
+Expected<void> KvmVm::apply_state(X86VmState const& state) {
     for (uint32_t chip : { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC }) {
         kvm_irqchip irqchip {};
         irqchip.chip_id = chip;
