@@ -109,16 +109,19 @@ protected:
         std::unique_ptr<Vcpu> vcpu;
     };
 
-    // A VM with `memory` mapped, the in-kernel irqchip and PIT, and vCPU 0 with the host's
-    // CPUID, ready for a restore or for the counter program.
-    Machine create_machine(GuestMemory memory) {
+    // A VM with `memory` mapped, the in-kernel irqchip and PIT, and vCPU 0, given the host's
+    // CPUID or (for a restore to set) none; ready for a restore or for the counter program.
+    enum class Cpuid { Host, None };
+    Machine create_machine(GuestMemory memory, Cpuid cpuid = Cpuid::Host) {
         auto vm = MUST(m_system->create_vm());
         MUST(vm->set_tss_address(0xfffbd000));
         MUST(vm->create_irqchip_and_pit());
         MUST(vm->map_memory(memory));
         auto vcpu = MUST(vm->create_vcpu(0));
-        auto const cpuid = MUST(vm->supported_cpuid());
-        MUST(vcpu->set_cpuid(cpuid));
+        if (cpuid == Cpuid::Host) {
+            auto const entries = MUST(vm->supported_cpuid());
+            MUST(vcpu->set_cpuid(entries));
+        }
         return Machine { std::move(memory), std::move(vm), std::move(vcpu) };
     }
 
@@ -248,7 +251,7 @@ TEST_F(KvmState, GuestCarriesOnInAFreshVmWithItsMemoryCopied) {
     machine.vcpu.reset();
     machine.vm.reset();
 
-    auto fresh = create_machine(std::move(memory));
+    auto fresh = create_machine(std::move(memory), Cpuid::None); // the restore sets the CPUID
     auto const vm_restored = fresh.vm->restore_state(vm_state);
     ASSERT_TRUE(vm_restored) << vm_restored.error().message();
     auto const restored = fresh.vcpu->restore_state(state);
