@@ -35,6 +35,21 @@ public:
     virtual Expected<void> reset_fpu() = 0;
     virtual Expected<LapicState> lapic() const = 0;
     virtual Expected<void> set_lapic(LapicState const&) = 0;
+
+    // Saved state (docs/ARCHITECTURE.md "Saved state"). Called on the vCPU's own thread while
+    // it is out of run() and every vCPU of the VM is stopped (the VM is paused): the state of
+    // one vCPU refers to the others' (interrupts in flight between LAPICs), and no kick may
+    // arrive meanwhile. The last exit must have been handled (an IoIn/MmioRead's data filled
+    // in): save_state() finishes that instruction without running any further guest code, so
+    // the saved registers are at an instruction boundary.
+    virtual Expected<X86VcpuState> save_state() = 0;
+    // Puts `state` back, into this vCPU or a fresh one with the same index in a VM built the
+    // same way (memory mapped, in-kernel irqchip created, and the VM's own state restored
+    // first: Vm::restore_state). Values this vCPU cannot hold (too many entries, an XSAVE
+    // area of another size, an MSR the hypervisor does not save) are refused, naming the
+    // field, before anything is changed; where the hypervisor itself refuses a value half-way,
+    // the vCPU's previous state is put back.
+    virtual Expected<void> restore_state(X86VcpuState const& state) = 0;
 };
 
 } // namespace kvmm

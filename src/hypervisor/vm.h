@@ -47,6 +47,19 @@ public:
     virtual Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch,
                                                 int event_fd) = 0;
     virtual Expected<void> register_irqfd(int event_fd, uint32_t gsi) = 0;
+
+    // Saved state of the VM-wide devices inside the hypervisor (PIC pair, IOAPIC, PIT, guest
+    // clock); needs create_irqchip_and_pit(). Called while the VM is paused, every vCPU
+    // stopped. Save it after the vCPUs' state: Vcpu::save_state() finishes each vCPU's last
+    // instruction, which may still be an OUT to the PIC or PIT. Restore it before the vCPUs'
+    // state: restoring the IOAPIC and PIC delivers the interrupts still pending in them to
+    // the LAPICs, and the vCPUs' saved LAPIC state, restored after, is then what stays.
+    // restore_state() refuses (naming the field) before changing anything when a value is
+    // out of range, and puts the previous state back if the hypervisor refuses one half-way.
+    // The guest clock continues from the saved value (the time the VM spent saved is not
+    // added).
+    virtual Expected<X86VmState> save_state() = 0;
+    virtual Expected<void> restore_state(X86VmState const& state) = 0;
 };
 
 } // namespace kvmm

@@ -36,27 +36,38 @@ Expected<VcpuExit> FakeVcpu::run() {
 }
 
 Expected<void> FakeVcpu::set_registers(X86Registers const& registers) {
-    m_registers = registers;
+    m_state.registers = registers;
     return {};
 }
 
 Expected<void> FakeVcpu::set_special_registers(X86SpecialRegisters const& special) {
-    m_special_registers = special;
+    m_state.special_registers = special;
     return {};
 }
 
 Expected<void> FakeVcpu::set_cpuid(std::span<CpuidEntry const> entries) {
-    m_cpuid.assign(entries.begin(), entries.end());
+    if (entries.size() > X86VcpuState::MAX_CPUID_ENTRIES)
+        return Error::format("{} CPUID entries, at most {}", entries.size(), X86VcpuState::MAX_CPUID_ENTRIES);
+    m_state.cpuid.assign(entries.begin(), entries.end());
     return {};
 }
 
 Expected<void> FakeVcpu::set_msrs(std::span<MsrEntry const> entries) {
-    m_msrs.assign(entries.begin(), entries.end());
+    m_state.msrs.assign(entries.begin(), entries.end());
     return {};
 }
 
 Expected<void> FakeVcpu::set_lapic(LapicState const& lapic) {
-    m_lapic = lapic;
+    m_state.lapic = lapic;
+    return {};
+}
+
+Expected<void> FakeVcpu::restore_state(X86VcpuState const& state) {
+    TRY(state.check());
+    if (state.xsave.size() != XSAVE_SIZE)
+        return Error::format("vcpu state xsave: {} bytes, this vCPU's XSAVE area has {}", state.xsave.size(),
+                             XSAVE_SIZE);
+    m_state = state;
     return {};
 }
 
@@ -77,6 +88,19 @@ Expected<void> FakeVm::set_irq_line(uint32_t gsi, bool level) {
         return Error::format("interrupt line {} raised before the irqchip exists", gsi);
     std::lock_guard guard(m_lock);
     m_irq_events.push_back(IrqEvent { gsi, level });
+    return {};
+}
+
+Expected<X86VmState> FakeVm::save_state() {
+    if (!m_has_irqchip)
+        return Error("VM state: no in-kernel irqchip to save (create_irqchip_and_pit first)");
+    return m_state;
+}
+
+Expected<void> FakeVm::restore_state(X86VmState const& state) {
+    if (!m_has_irqchip)
+        return Error("VM state: no in-kernel irqchip to restore into (create_irqchip_and_pit first)");
+    m_state = state;
     return {};
 }
 

@@ -30,31 +30,35 @@ public:
     Expected<VcpuExit> run() override;
     void set_immediate_exit(bool enabled) override { m_immediate_exit = enabled; }
 
-    Expected<X86Registers> registers() const override { return m_registers; }
+    Expected<X86Registers> registers() const override { return m_state.registers; }
     Expected<void> set_registers(X86Registers const& registers) override;
-    Expected<X86SpecialRegisters> special_registers() const override { return m_special_registers; }
+    Expected<X86SpecialRegisters> special_registers() const override { return m_state.special_registers; }
     Expected<void> set_special_registers(X86SpecialRegisters const& special) override;
     Expected<void> set_cpuid(std::span<CpuidEntry const> entries) override;
     Expected<void> set_msrs(std::span<MsrEntry const> entries) override;
     Expected<void> reset_fpu() override { return {}; }
-    Expected<LapicState> lapic() const override { return m_lapic; }
+    Expected<LapicState> lapic() const override { return m_state.lapic; }
     Expected<void> set_lapic(LapicState const& lapic) override;
+
+    // The fake keeps the state it was given (and what the setters above changed), so the
+    // layers above can round-trip it; restore_state() makes the same checks as a real
+    // hypervisor's: the bounds of X86VcpuState::check() and an XSAVE area of this vCPU's size.
+    Expected<X86VcpuState> save_state() override { return m_state; }
+    Expected<void> restore_state(X86VcpuState const& state) override;
 
     // The data of the last IoIn/MmioRead exit after the VMM filled it.
     std::vector<uint8_t> const& last_read_data() const { return m_current.data; }
-    std::vector<CpuidEntry> const& cpuid() const { return m_cpuid; }
-    std::vector<MsrEntry> const& msrs() const { return m_msrs; }
+    std::vector<CpuidEntry> const& cpuid() const { return m_state.cpuid; }
+    std::vector<MsrEntry> const& msrs() const { return m_state.msrs; }
+    // The size of the XSAVE area this fake vCPU saves and accepts (a real host's is fixed).
+    static constexpr size_t XSAVE_SIZE = 4096;
 
 private:
     uint32_t m_index;
     std::deque<ScriptedExit> m_script;
     ScriptedExit m_current { ScriptedExit::Kind::Halt };
     bool m_immediate_exit { false };
-    X86Registers m_registers {};
-    X86SpecialRegisters m_special_registers {};
-    LapicState m_lapic {};
-    std::vector<CpuidEntry> m_cpuid;
-    std::vector<MsrEntry> m_msrs;
+    X86VcpuState m_state { .xsave = std::vector<uint8_t>(XSAVE_SIZE) };
 };
 
 class FakeVm final : public Vm {
@@ -71,6 +75,9 @@ public:
     Expected<void> register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
+    // Keeps the state it is given; both need the irqchip, as on KVM.
+    Expected<X86VmState> save_state() override;
+    Expected<void> restore_state(X86VmState const& state) override;
 
     struct IoEventFd {
         uint64_t address;
@@ -102,6 +109,7 @@ private:
     std::vector<CpuidEntry> m_supported_cpuid;
     size_t m_mapped_regions { 0 };
     bool m_has_irqchip { false };
+    X86VmState m_state {};
 };
 
 } // namespace kvmm

@@ -33,6 +33,23 @@ struct IrqRoutingHeader {
 };
 static_assert(sizeof(IrqRoutingHeader) == 8);
 
+// kvm_msr_list and kvm_xsave end in flexible arrays too.
+struct MsrListHeader {
+    __u32 nmsrs;
+};
+static_assert(sizeof(MsrListHeader) == 4);
+
+struct XsaveArea {
+    __u32 region[1024];
+};
+static_assert(sizeof(XsaveArea) == 4096);
+
+inline constexpr unsigned long GET_MSR_INDEX_LIST = _IOWR(KVMIO, 0x02, MsrListHeader);
+inline constexpr unsigned long GET_MSRS = _IOWR(KVMIO, 0x88, MsrTableHeader);
+inline constexpr unsigned long GET_CPUID2 = _IOWR(KVMIO, 0x91, CpuidTableHeader);
+inline constexpr unsigned long GET_XSAVE = _IOR(KVMIO, 0xa4, XsaveArea);
+inline constexpr unsigned long SET_XSAVE = _IOW(KVMIO, 0xa5, XsaveArea);
+inline constexpr unsigned long GET_XSAVE2 = _IOR(KVMIO, 0xcf, XsaveArea);
 inline constexpr unsigned long GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, CpuidTableHeader);
 inline constexpr unsigned long SET_CPUID2 = _IOW(KVMIO, 0x90, CpuidTableHeader);
 inline constexpr unsigned long SET_MSRS = _IOW(KVMIO, 0x89, MsrTableHeader);
@@ -57,6 +74,7 @@ private:
 
 using CpuidTable = Table<CpuidTableHeader, kvm_cpuid_entry2>;
 using MsrTable = Table<MsrTableHeader, kvm_msr_entry>;
+using MsrList = Table<MsrListHeader, __u32>;
 using IrqRoutingTable = Table<IrqRoutingHeader, kvm_irq_routing_entry>;
 
 } // namespace kvmm::kvm_abi

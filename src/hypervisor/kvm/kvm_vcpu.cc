@@ -60,11 +60,13 @@ std::string internal_error_reason(kvm_run const& run) {
 
 } // namespace
 
-Expected<std::unique_ptr<Vcpu>> KvmVcpu::create(UniqueFd fd, uint32_t index, int mmap_size) {
+Expected<std::unique_ptr<Vcpu>> KvmVcpu::create(UniqueFd fd, uint32_t index, int mmap_size,
+                                                std::shared_ptr<KvmStateSupport const> support) {
     void* run = ::mmap(nullptr, static_cast<size_t>(mmap_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (run == MAP_FAILED)
         return Error::from_errno(fmt::format("mmap of the kvm_run area of vCPU {}", index));
-    return std::unique_ptr<Vcpu>(new KvmVcpu(std::move(fd), index, static_cast<kvm_run*>(run), mmap_size));
+    return std::unique_ptr<Vcpu>(
+        new KvmVcpu(std::move(fd), index, static_cast<kvm_run*>(run), mmap_size, std::move(support)));
 }
 
 KvmVcpu::~KvmVcpu() { ::munmap(m_run, static_cast<size_t>(m_mmap_size)); }
@@ -164,10 +166,16 @@ Expected<void> KvmVcpu::set_registers(X86Registers const& registers) {
     return {};
 }
 
-Expected<X86SpecialRegisters> KvmVcpu::special_registers() const {
+Expected<X86SpecialRegisters> KvmVcpu::special_registers() const { return read_special_registers(nullptr); }
+
+Expected<X86SpecialRegisters> KvmVcpu::read_special_registers(std::array<uint64_t, 4>* interrupt_bitmap) const {
     kvm_sregs sregs {};
     if (::ioctl(m_fd.get(), KVM_GET_SREGS, &sregs) != 0)
         return Error::from_errno("KVM_GET_SREGS");
+    if (interrupt_bitmap) {
+        static_assert(sizeof(sregs.interrupt_bitmap) == sizeof(*interrupt_bitmap));
+        std::memcpy(interrupt_bitmap->data(), sregs.interrupt_bitmap, sizeof(sregs.interrupt_bitmap));
+    }
     return X86SpecialRegisters {
         from_kvm(sregs.cs),
         from_kvm(sregs.ds),
@@ -190,10 +198,17 @@ Expected<X86SpecialRegisters> KvmVcpu::special_registers() const {
 }
 
 Expected<void> KvmVcpu::set_special_registers(X86SpecialRegisters const& special) {
-    // Read first so that fields we do not model (the pending-interrupt bitmap) keep their values.
+    return write_special_registers(special, nullptr);
+}
+
+Expected<void> KvmVcpu::write_special_registers(X86SpecialRegisters const& special,
+                                                std::array<uint64_t, 4> const* interrupt_bitmap) {
+    // Read first so that the injected-interrupt bitmap keeps its value unless one is given.
     kvm_sregs sregs {};
     if (::ioctl(m_fd.get(), KVM_GET_SREGS, &sregs) != 0)
         return Error::from_errno("KVM_GET_SREGS");
+    if (interrupt_bitmap)
+        std::memcpy(sregs.interrupt_bitmap, interrupt_bitmap->data(), sizeof(sregs.interrupt_bitmap));
     sregs.cs = to_kvm(special.cs);
     sregs.ds = to_kvm(special.ds);
     sregs.es = to_kvm(special.es);

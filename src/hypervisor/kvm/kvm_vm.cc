@@ -3,6 +3,7 @@
 #include "hypervisor/kvm/kvm_abi.h"
 #include "hypervisor/kvm/kvm_vcpu.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <linux/kvm.h>
 #include <memory>
@@ -34,6 +35,7 @@ Expected<void> KvmVm::create_irqchip_and_pit() {
     pit.flags = KVM_PIT_SPEAKER_DUMMY;
     if (::ioctl(m_vm_fd.get(), KVM_CREATE_PIT2, &pit) != 0)
         return Error::from_errno("KVM_CREATE_PIT2");
+    m_has_irqchip = true;
     return {};
 }
 
@@ -114,7 +116,46 @@ Expected<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
     int fd = ::ioctl(m_vm_fd.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
     if (fd < 0)
         return Error::from_errno(fmt::format("KVM_CREATE_VCPU {}", index));
-    return KvmVcpu::create(UniqueFd(fd), index, m_vcpu_mmap_size);
+    UniqueFd vcpu_fd(fd);
+    if (!m_state_support) {
+        // A host that cannot save vCPU state still runs vCPUs: save/restore say why instead.
+        auto support = query_state_support();
+        if (support)
+            m_state_support = std::move(*support);
+        else
+            m_state_support =
+                std::make_shared<KvmStateSupport const>(KvmStateSupport { {}, 4096, false, support.error().message() });
+    }
+    return KvmVcpu::create(std::move(vcpu_fd), index, m_vcpu_mmap_size, m_state_support);
+}
+
+Expected<std::shared_ptr<KvmStateSupport const>> KvmVm::query_state_support() const {
+    auto support = std::make_shared<KvmStateSupport>();
+    // The first call, with room for none, says how many there are (E2BIG).
+    kvm_abi::MsrList probe(0);
+    probe.header()->nmsrs = 0;
+    if (::ioctl(m_kvm_fd.get(), kvm_abi::GET_MSR_INDEX_LIST, probe.data()) != 0 && errno != E2BIG)
+        return Error::from_errno("KVM_GET_MSR_INDEX_LIST");
+    uint32_t const count = probe.header()->nmsrs;
+    if (count > X86VcpuState::MAX_MSRS)
+        return Error::format("KVM_GET_MSR_INDEX_LIST: {} saveable MSRs, kvmm saves at most {}", count,
+                             X86VcpuState::MAX_MSRS);
+    kvm_abi::MsrList list(count);
+    list.header()->nmsrs = count;
+    if (::ioctl(m_kvm_fd.get(), kvm_abi::GET_MSR_INDEX_LIST, list.data()) != 0)
+        return Error::from_errno("KVM_GET_MSR_INDEX_LIST");
+    support->saveable_msrs.assign(list.entries(), list.entries() + std::min(count, list.header()->nmsrs));
+
+    if (::ioctl(m_vm_fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) <= 0)
+        return Error("the host's KVM lacks KVM_CAP_XSAVE, which saving a vCPU's state needs");
+    // KVM_CAP_XSAVE2, asked of the VM, gives the size of its XSAVE area (0 without it).
+    int const xsave2_size = ::ioctl(m_vm_fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    support->has_xsave2 = xsave2_size > 0;
+    support->xsave_size = xsave2_size > 4096 ? static_cast<uint32_t>(xsave2_size) : 4096;
+    if (support->xsave_size > X86VcpuState::MAX_XSAVE_SIZE)
+        return Error::format("KVM_CAP_XSAVE2: an XSAVE area of {} bytes, kvmm saves at most {}", support->xsave_size,
+                             X86VcpuState::MAX_XSAVE_SIZE);
+    return std::shared_ptr<KvmStateSupport const>(std::move(support));
 }
 
 namespace {

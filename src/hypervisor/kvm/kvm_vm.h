@@ -2,7 +2,10 @@
 #pragma once
 
 #include "base/unique_fd.h"
+#include "hypervisor/kvm/kvm_vcpu.h"
 #include "hypervisor/vm.h"
+
+#include <memory>
 
 namespace kvmm {
 
@@ -22,14 +25,23 @@ public:
     Expected<void> register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) override;
     Expected<void> register_irqfd(int event_fd, uint32_t gsi) override;
+    // In kvm_vm_state.cc, with the calls and their order.
+    Expected<X86VmState> save_state() override;
+    Expected<void> restore_state(X86VmState const& state) override;
 
 private:
     Expected<void> set_pc_irq_routing();
+    // Asked of KVM once, at the first vCPU, and shared by all of them.
+    Expected<std::shared_ptr<KvmStateSupport const>> query_state_support() const;
+    // The KVM calls of restore_state(), in their order.
+    Expected<void> apply_state(X86VmState const& state);
 
     UniqueFd m_kvm_fd; // system fd, for KVM_GET_SUPPORTED_CPUID
     UniqueFd m_vm_fd;
     int m_vcpu_mmap_size;
     uint32_t m_max_vcpus;
+    std::shared_ptr<KvmStateSupport const> m_state_support;
+    bool m_has_irqchip { false };
 };
 
 } // namespace kvmm
