@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <bit>
 #include <cstring>
 
 namespace kvmm::virtio {
@@ -295,44 +296,50 @@ void MmioTransport::write_status(uint32_t value) {
             value &= ~STATUS_FEATURES_OK;
         }
     }
+    // DRIVER_OK needs FEATURES_OK; written together with a FEATURES_OK just refused, it goes too,
+    // or the device would be activated with features it never offered.
+    if (!(value & STATUS_FEATURES_OK))
+        value &= ~STATUS_DRIVER_OK;
     m_status = value | (m_status & STATUS_DEVICE_NEEDS_RESET);
-    if (added & STATUS_DRIVER_OK) {
-        ActivationContext context;
-        context.features = m_driver_features;
-        context.memory = &m_memory;
-        context.interrupt = &m_interrupt;
-        std::string problem;
-        for (size_t i = 0; i < m_queue_registers.size(); ++i) {
-            auto const& registers = m_queue_registers[i];
-            if (!registers.ready) {
-                context.queues.emplace_back(std::nullopt);
-                continue;
-            }
-            QueueConfig const config { registers.size, GuestAddress(registers.descriptor_table),
-                                       GuestAddress(registers.available_ring), GuestAddress(registers.used_ring) };
-            auto queue = Queue::create(m_memory, config, m_driver_features);
-            if (!queue) {
-                problem = fmt::format("queue {}: {}", i, queue.error().message());
-                break;
-            }
-            context.queues.emplace_back(std::move(*queue));
-        }
-        if (!problem.empty()) {
+    if (added & value & STATUS_DRIVER_OK) {
+        auto context = make_activation_context(m_queue_registers, m_driver_features, m_epoch);
+        if (!context) {
             m_status |= STATUS_DEVICE_NEEDS_RESET;
             m_interrupt.signal_config_change();
-            guest_error(fmt::format("not activated: {}", problem));
+            guest_error(fmt::format("not activated: {}", context.error().message()));
             return;
         }
-        uint64_t const epoch = m_epoch;
-        context.fail = [this, epoch](Error const& error) { fail(epoch, error); };
-        // The queue's notify eventfd stays readable, so the level-triggered loop comes back to
-        // it only after serving the other fds that were ready in the same round.
-        context.reschedule = [this](size_t queue_index) {
-            if (queue_index < m_notify.size())
-                (void)m_notify[queue_index].signal();
-        };
-        post(Command { Command::Kind::Activate, std::move(context), epoch });
+        post(Command { Command::Kind::Activate, std::move(*context), m_epoch });
     }
+}
+
+Expected<ActivationContext> MmioTransport::make_activation_context(std::span<QueueRegisters const> queues,
+                                                                   uint64_t features, uint64_t epoch) {
+    ActivationContext context;
+    context.features = features;
+    context.memory = &m_memory;
+    context.interrupt = &m_interrupt;
+    for (size_t i = 0; i < queues.size(); ++i) {
+        auto const& registers = queues[i];
+        if (!registers.ready) {
+            context.queues.emplace_back(std::nullopt);
+            continue;
+        }
+        QueueConfig const config { registers.size, GuestAddress(registers.descriptor_table),
+                                   GuestAddress(registers.available_ring), GuestAddress(registers.used_ring) };
+        auto queue = Queue::create(m_memory, config, features);
+        if (!queue)
+            return Error::format("queue {}: {}", i, queue.error().message());
+        context.queues.emplace_back(std::move(*queue));
+    }
+    context.fail = [this, epoch](Error const& error) { fail(epoch, error); };
+    // The queue's notify eventfd stays readable, so the level-triggered loop comes back to
+    // it only after serving the other fds that were ready in the same round.
+    context.reschedule = [this](size_t queue_index) {
+        if (queue_index < m_notify.size())
+            (void)m_notify[queue_index].signal();
+    };
+    return context;
 }
 
 // Called with m_lock held. 4.2.2.1: on reset the device clears InterruptStatus and every
@@ -423,6 +430,203 @@ void MmioTransport::fail(uint64_t epoch, Error const& error) {
     m_failed = true;
     m_interrupt.signal_config_change();
     guest_error(fmt::format("device needs reset: {}", error.message()));
+}
+
+void MmioTransportState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u32(device_type);
+    writer.u32(status);
+    writer.u32(device_features_select);
+    writer.u32(driver_features_select);
+    writer.u64(driver_features);
+    writer.u32(queue_select);
+    writer.u32(interrupt_status);
+    writer.boolean(active);
+    writer.boolean(failed);
+    writer.u64(queues.size());
+    for (auto const& queue : queues) {
+        writer.u16(queue.max_size);
+        writer.u16(queue.size);
+        writer.boolean(queue.ready);
+        writer.u64(queue.descriptor_table);
+        writer.u64(queue.available_ring);
+        writer.u64(queue.used_ring);
+    }
+    writer.end_section();
+}
+
+Expected<MmioTransportState> MmioTransportState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    MmioTransportState state;
+    state.device_type = TRY(reader.u32("device_type"));
+    state.status = TRY(reader.u32("status"));
+    state.device_features_select = TRY(reader.u32("device_features_select"));
+    state.driver_features_select = TRY(reader.u32("driver_features_select"));
+    state.driver_features = TRY(reader.u64("driver_features"));
+    state.queue_select = TRY(reader.u32("queue_select"));
+    state.interrupt_status = TRY(reader.u32("interrupt_status"));
+    state.active = TRY(reader.boolean("active"));
+    state.failed = TRY(reader.boolean("failed"));
+    auto const count = TRY(reader.u64_in_range("queue_count", 0, MAX_QUEUES));
+    state.queues.resize(static_cast<size_t>(count));
+    for (size_t i = 0; i < state.queues.size(); ++i) {
+        auto& queue = state.queues[i];
+        auto const field = [i](std::string_view name) { return fmt::format("queue{}.{}", i, name); };
+        queue.max_size = TRY(reader.u16(field("max_size")));
+        queue.size = TRY(reader.u16(field("size")));
+        queue.ready = TRY(reader.boolean(field("ready")));
+        queue.descriptor_table = TRY(reader.u64(field("descriptor_table")));
+        queue.available_ring = TRY(reader.u64(field("available_ring")));
+        queue.used_ring = TRY(reader.u64(field("used_ring")));
+    }
+    TRY(reader.end_section());
+    return state;
+}
+
+MmioTransportState MmioTransport::save() const {
+    MmioTransportState state;
+    state.device_type = static_cast<uint32_t>(m_device->type());
+    state.interrupt_status = m_interrupt.status();
+    state.active = m_active;
+    state.failed = m_failed;
+    std::lock_guard guard(m_lock);
+    state.status = m_status;
+    state.device_features_select = m_device_features_select;
+    state.driver_features_select = m_driver_features_select;
+    state.driver_features = m_driver_features;
+    state.queue_select = m_queue_select;
+    state.queues = m_queue_registers;
+    return state;
+}
+
+Expected<void> MmioTransport::save_state(StateWriter& writer) const {
+    if (size_t const pending = pending_commands(); pending > 0)
+        return Error::format("virtio {}: {} reset or activation command(s) from the driver have not run yet; "
+                             "run them (run_pending_commands) before saving",
+                             m_name, pending);
+    save().encode(writer);
+    return m_device->save_state(writer);
+}
+
+namespace {
+
+template <typename... Arguments>
+Error refuse(std::string_view field, fmt::format_string<Arguments...> format, Arguments&&... arguments) {
+    return Error::format("saved state {}/{}: {}", MmioTransportState::SECTION, field,
+                         fmt::format(format, std::forward<Arguments>(arguments)...));
+}
+
+} // namespace
+
+// Only states that the registers and run_commands() can reach are accepted, so a restored
+// transport never holds a combination its own code assumes impossible.
+Expected<void> MmioTransport::check_state(MmioTransportState const& state) const {
+    if (state.device_type != static_cast<uint32_t>(m_device->type()))
+        return refuse("device_type", "{} but this transport's device is type {}", state.device_type,
+                      static_cast<uint32_t>(m_device->type()));
+    if (state.queues.size() != m_queue_registers.size())
+        return refuse("queue_count", "{} but this device has {} queues", state.queues.size(), m_queue_registers.size());
+    bool const serving = state.active && !state.failed;
+    for (size_t i = 0; i < state.queues.size(); ++i) {
+        auto const& queue = state.queues[i];
+        uint16_t const max_size = m_queue_registers[i].max_size;
+        if (queue.max_size != max_size)
+            return refuse(fmt::format("queue{}.max_size", i), "{} but this device's queue {} holds {}", queue.max_size,
+                          i, max_size);
+        // A QueueNum above QueueNumMax is stored as 0, so a larger size was never in the register.
+        if (queue.size > max_size)
+            return refuse(fmt::format("queue{}.size", i), "{} is more than the maximum {}", queue.size, max_size);
+        // Until DRIVER_OK any size the driver wrote is kept (and checked then); a queue that an
+        // active device uses passed Queue::create.
+        if (serving && queue.ready && !std::has_single_bit(queue.size))
+            return refuse(fmt::format("queue{}.size", i), "{} is not a power of two, but the device uses the queue",
+                          queue.size);
+    }
+    uint32_t const known = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK |
+                           STATUS_DEVICE_NEEDS_RESET | STATUS_FAILED;
+    uint32_t const status = state.status;
+    auto const has = [status](uint32_t bits) { return (status & bits) == bits; };
+    if (status & ~known)
+        return refuse("status", "{:#x} has bits no device status has", status);
+    if ((has(STATUS_DRIVER) && !has(STATUS_ACKNOWLEDGE)) ||
+        (has(STATUS_FEATURES_OK) && !has(STATUS_ACKNOWLEDGE | STATUS_DRIVER)) ||
+        (has(STATUS_DRIVER_OK) && !has(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK)))
+        return refuse("status", "{:#x} sets bits out of the initialization order", status);
+    if (has(STATUS_DEVICE_NEEDS_RESET) && !has(STATUS_DRIVER_OK))
+        return refuse("status", "{:#x}: DEVICE_NEEDS_RESET is only set after DRIVER_OK", status);
+    // The driver's proposal is checked at FEATURES_OK; a well-behaved driver only proposes bits
+    // it was offered, so unoffered bits here mean the state comes from another device
+    // configuration.
+    if (state.driver_features & ~m_offered_features)
+        return refuse("driver_features", "{:#x} has bits this device does not offer ({:#x})", state.driver_features,
+                      m_offered_features);
+    if (has(STATUS_FEATURES_OK) && !has_feature(state.driver_features, FEATURE_VERSION_1))
+        return refuse("driver_features", "{:#x} lacks VERSION_1 but FEATURES_OK is set", state.driver_features);
+    if (state.interrupt_status & ~(INTERRUPT_USED_BUFFER | INTERRUPT_CONFIG_CHANGE))
+        return refuse("interrupt_status", "{:#x} has bits no interrupt status has", state.interrupt_status);
+    // With no command queued (save_state refuses otherwise): DRIVER_OK either activated the
+    // device or put it into DEVICE_NEEDS_RESET, and a device failure always sets that bit.
+    if (state.active && !has(STATUS_DRIVER_OK))
+        return refuse("active", "the device is active without DRIVER_OK (status {:#x})", status);
+    if (state.failed && !has(STATUS_DEVICE_NEEDS_RESET))
+        return refuse("failed", "the device failed without DEVICE_NEEDS_RESET (status {:#x})", status);
+    if (has(STATUS_DRIVER_OK) && !has(STATUS_DEVICE_NEEDS_RESET) && !serving)
+        return refuse("active", "DRIVER_OK is set (status {:#x}) but the device is not serving its queues", status);
+    if (has(STATUS_DEVICE_NEEDS_RESET) && serving)
+        return refuse("failed", "DEVICE_NEEDS_RESET is set but the device is serving its queues");
+    return {};
+}
+
+// Event-loop thread, vCPUs stopped: no register access runs concurrently, so checking and
+// then applying under m_lock sees no change in between.
+Expected<void> MmioTransport::restore_state(StateReader& reader) {
+    uint64_t epoch = 0;
+    {
+        std::lock_guard guard(m_lock);
+        if (!m_commands.empty() || m_active)
+            return Error::format("virtio {}: restore into a transport whose device is in use (active or with "
+                                 "commands queued); restore into one just created or reset",
+                                 m_name);
+        epoch = m_epoch + 1; // callbacks of anything handed out before the restore stay inert
+    }
+    auto const state = TRY(MmioTransportState::decode(reader));
+    TRY(check_state(state));
+    bool const serving = state.active && !state.failed;
+    std::optional<ActivationContext> context;
+    if (serving) {
+        auto made = make_activation_context(state.queues, state.driver_features, epoch);
+        if (!made)
+            return Error::format("saved state {}: {}", MmioTransportState::SECTION, made.error().message());
+        context.emplace(std::move(*made));
+    }
+    // The device checks its section and changes nothing when it refuses; after it accepts, the
+    // registers follow and nothing below can fail.
+    TRY(m_device->restore_state(reader, std::move(context)));
+    {
+        std::lock_guard guard(m_lock);
+        m_status = state.status;
+        m_device_features_select = state.device_features_select;
+        m_driver_features_select = state.driver_features_select;
+        m_driver_features = state.driver_features;
+        m_queue_select = state.queue_select;
+        m_queue_registers = state.queues;
+        m_epoch = epoch;
+    }
+    m_interrupt.restore_status(state.interrupt_status);
+    m_active = state.active;
+    m_failed = state.failed;
+    // Poll every queue the device serves once, as run_commands() does after an activation: a
+    // notification the guest sent after the device's last look (an ioeventfd count, a
+    // reschedule at the work budget) is not part of any state, so it would otherwise be lost.
+    // Polling a queue with nothing new pops nothing and returns, so this is always safe. The
+    // polls go through the notify eventfds rather than running here, so the device's first
+    // work happens on the event loop's next round, after the rest of the machine is restored.
+    if (serving) {
+        for (size_t i = 0; i < state.queues.size(); ++i)
+            if (state.queues[i].ready)
+                (void)m_notify[i].signal();
+    }
+    return {};
 }
 
 void MmioTransport::guest_error(std::string const& message) {

@@ -17,6 +17,13 @@
 // in the order they were posted, so a reset is never overtaken by the next
 // activation. The transport must be destroyed on the event loop's thread
 // after the vCPUs have stopped.
+//
+// Saved state (docs/ARCHITECTURE.md "Saved state"): save_state() writes the
+// transport's section (MmioTransportState: the registers, the interrupt status
+// and whether the device is active or failed) followed by the device's own
+// section; restore_state() reads both back into a transport built for the same
+// device configuration. Both run on the event loop's thread while the vCPUs
+// are stopped.
 #pragma once
 
 #include "base/event_fd.h"
@@ -35,6 +42,46 @@
 #include <vector>
 
 namespace kvmm::virtio {
+
+// What a virtio-mmio transport holds beyond its device: the driver-visible registers, the
+// interrupt status and the activation state. The device's configuration space and queue
+// progress are the device's own section. The transport does not track a configuration
+// generation (the device reports its own), so there is none here.
+struct MmioTransportState {
+    static constexpr std::string_view SECTION = "virtio-mmio";
+    static constexpr uint32_t VERSION = 1;
+    // More queues than any virtio device type has; bounds what decode() allocates.
+    static constexpr uint64_t MAX_QUEUES = 64;
+
+    struct QueueRegisters {
+        uint16_t max_size { 0 }; // QueueNumMax: fixed by the device, saved to detect another device
+        uint16_t size { 0 };
+        bool ready { false };
+        uint64_t descriptor_table { 0 };
+        uint64_t available_ring { 0 };
+        uint64_t used_ring { 0 };
+
+        bool operator==(QueueRegisters const&) const = default;
+    };
+
+    uint32_t device_type { 0 };
+    uint32_t status { 0 };
+    uint32_t device_features_select { 0 };
+    uint32_t driver_features_select { 0 };
+    uint64_t driver_features { 0 };
+    uint32_t queue_select { 0 };
+    std::vector<QueueRegisters> queues;
+    uint32_t interrupt_status { 0 };
+    // The device was activated (DRIVER_OK ran) and not reset since.
+    bool active { false };
+    // The device or its activation failed: DEVICE_NEEDS_RESET, no queue work until a reset.
+    bool failed { false };
+
+    bool operator==(MmioTransportState const&) const = default;
+    void encode(StateWriter& writer) const;
+    // Reads the section; values are checked against a transport by MmioTransport::restore_state.
+    static Expected<MmioTransportState> decode(StateReader& reader);
+};
 
 class MmioTransport final : public BusDevice {
 public:
@@ -68,15 +115,31 @@ public:
     uint64_t activations() const { return m_activations; }
     size_t pending_commands() const;
 
+    // Saved state; event-loop thread, vCPUs stopped.
+    //
+    // save_state() refuses while a reset or an activation the driver asked for is still
+    // queued (pending_commands() > 0): the command is part of what the guest has done, and
+    // saving the registers without it would restore a device that never sees it. Running it
+    // from here would make saving change the device, so the caller settles first: once the
+    // vCPUs are stopped no new command can be posted, and run_pending_commands() runs the rest.
+    // It then writes MmioTransportState and the device's section (VirtioDevice::save_state);
+    // after an Error the writer holds a partial payload and is to be discarded.
+    Expected<void> save_state(StateWriter& writer) const;
+    // Checks the saved registers against this transport (device type, queue count and
+    // maximum sizes, features this device offers, a status the state machine can reach,
+    // interrupt bits), re-creates the ready queues of an active device from them and hands
+    // the device its section with the same ActivationContext that DRIVER_OK builds. Refused,
+    // with the field named and nothing changed, on any mismatch, or when this transport's
+    // device is active or has commands queued (restore into a transport just created or reset).
+    Expected<void> restore_state(StateReader& reader);
+    // The transport's part alone (what save_state() writes first).
+    MmioTransportState save() const;
+    // Runs the queued resets and activations now instead of on the loop's next round.
+    // Event-loop thread.
+    void run_pending_commands() { run_commands(); }
+
 private:
-    struct QueueRegisters {
-        uint16_t max_size { 0 };
-        uint16_t size { 0 };
-        bool ready { false };
-        uint64_t descriptor_table { 0 };
-        uint64_t available_ring { 0 };
-        uint64_t used_ring { 0 };
-    };
+    using QueueRegisters = MmioTransportState::QueueRegisters;
     struct Command {
         enum class Kind { Activate, Reset } kind;
         ActivationContext context;
@@ -89,6 +152,12 @@ private:
     uint32_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint32_t value);
     void write_status(uint32_t value);
+    // What the device gets at DRIVER_OK (write_status) or on restore: the queues re-created
+    // from `queues` (an Error names the first one Queue::create refuses), and fail/reschedule
+    // bound to `epoch`. Reads only its arguments and members that never change.
+    Expected<ActivationContext> make_activation_context(std::span<QueueRegisters const> queues, uint64_t features,
+                                                        uint64_t epoch);
+    Expected<void> check_state(MmioTransportState const& state) const;
     void reset_registers();
     void post(Command command);
     void guest_error(std::string const& message);

@@ -153,6 +153,23 @@ TEST_F(MmioTransportTest, FeaturesTheDeviceDidNotOfferAreRefused) {
     EXPECT_EQ(probe->activations, 0);
 }
 
+TEST_F(MmioTransportTest, DriverOkWrittenWithARefusedFeaturesOkIsIgnored) {
+    // FEATURES_OK and DRIVER_OK in one write, after a refused FEATURES_OK: the device must not
+    // be activated with the features it refused.
+    driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    driver->write32(0x24, 1);
+    driver->write32(0x20, 1);
+    driver->write32(0x24, 0);
+    driver->write32(0x20, 1u << 5); // not offered
+    driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    driver->write32(0x30, 0);
+    driver->write32(0x44, 1);
+    driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    driver->run_event_loop();
+    EXPECT_EQ(driver->read32(0x70), STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    EXPECT_EQ(probe->activations, 0);
+}
+
 TEST_F(MmioTransportTest, DriverOkWithoutFeaturesOkIsIgnored) {
     driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK);

@@ -129,6 +129,13 @@ void Queue::undo_pop(DescriptorChain const& chain) {
     --m_next_available;
 }
 
+Expected<void> Queue::held_chain(uint16_t head, DescriptorChain& chain) const {
+    chain.clear();
+    if (head >= m_config.size || !m_head_in_flight[head])
+        return Error::format("descriptor {} is not a chain the device holds", head);
+    return walk_chain(head, chain);
+}
+
 Expected<void> Queue::add_segment(Descriptor const& descriptor, DescriptorChain& chain) const {
     GuestAddress const address(descriptor.address);
     if (!m_memory->contains_range(address, descriptor.length))

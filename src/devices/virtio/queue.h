@@ -106,6 +106,9 @@ public:
     // Gives the last popped chain back to the available side (e.g. a receive buffer that
     // cannot be filled yet); the next pop() returns it again.
     void undo_pop(DescriptorChain const& chain);
+    // Walks again, with pop()'s checks, the chain of a head the device holds (popped, not yet
+    // returned): how a restored device takes back a chain it was in the middle of when saved.
+    Expected<void> held_chain(uint16_t head, DescriptorChain& chain) const;
     // Returns a chain to the driver with `written` bytes placed in its writable part.
     Expected<void> add_used(uint16_t head, uint32_t written);
     // Whether the driver asked for an interrupt for the used buffers added since the last

@@ -357,6 +357,27 @@ TEST_F(QueueTest, SaveRestoreSaveGivesTheSameStateAndTheQueueCarriesOn) {
     EXPECT_FALSE(restored.add_used(held[1], 8)) << "a head already returned is not in flight";
 }
 
+TEST_F(QueueTest, RestoredQueueGivesBackTheChainOfAHeldHeadAndOnlyOfAHeldOne) {
+    auto queue = make_queue();
+    auto const text = driver.buffer(bytes_of("held"));
+    uint16_t const head = driver.add_chain({ text, driver.writable_buffer(4) });
+    DescriptorChain chain;
+    ASSERT_TRUE(*queue.pop(chain));
+    auto restored = make_queue();
+    ASSERT_TRUE(restored.restore(queue.save()));
+    DescriptorChain again;
+    auto const walked = restored.held_chain(head, again);
+    ASSERT_TRUE(walked) << walked.error().message();
+    EXPECT_EQ(again.head(), head);
+    EXPECT_EQ(again.readable_length(), 4u);
+    EXPECT_EQ(again.writable_length(), 4u);
+    std::vector<std::byte> read(4);
+    EXPECT_EQ(*again.read(memory, 0, read), 4u);
+    EXPECT_EQ(read, bytes_of("held"));
+    EXPECT_FALSE(make_queue().held_chain(head, again)) << "a head the device does not hold";
+    EXPECT_FALSE(restored.held_chain(16, again)) << "a head outside the table";
+}
+
 TEST_F(QueueTest, RestoreRefusesOutOfRangeOrDuplicateHeadsAndARunawayIndex) {
     auto queue = make_queue();
     QueueState bad_head;

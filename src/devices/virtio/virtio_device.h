@@ -84,9 +84,12 @@ public:
     // its queues' QueueState when active). It is called only while the VM is paused; a device
     // that cannot be saved now (e.g. requests still in flight on the host) returns an Error
     // saying why. restore_state() reads that section into a device constructed with the same
-    // configuration; `context` is present when the saved device was active: its queues are
-    // freshly created from the restored registers, and the device restores their QueueState
-    // and takes the context as activate() would, without processing anything yet.
+    // configuration; `context` is present when the saved device was active and had not failed:
+    // its queues are freshly created from the restored registers, and the device restores their
+    // QueueState and takes the context as activate() would, without processing anything yet (the
+    // transport polls every queue once afterwards, on the event loop). A device that failed
+    // (it called fail() and dropped its context) or was never activated writes a section that
+    // reads back without a context. A refused restore leaves the device as it was.
     // Default: this device cannot be saved.
     virtual Expected<void> save_state(StateWriter& writer) const {
         (void)writer;

@@ -28,6 +28,9 @@ public:
     uint32_t status() const { return m_status.load(std::memory_order_acquire); }
     void acknowledge(uint32_t bits) { m_status.fetch_and(~bits, std::memory_order_acq_rel); }
     void reset() { m_status.store(0, std::memory_order_release); }
+    // Restores a saved status without pulsing the wire: an edge sent before the save is the
+    // interrupt controller's saved state, not the device's, and is restored there.
+    void restore_status(uint32_t bits) { m_status.store(bits, std::memory_order_release); }
 
 private:
     void signal(uint32_t bit) {

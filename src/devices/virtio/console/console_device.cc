@@ -51,6 +51,81 @@ void ConsoleDevice::reset() {
     m_transmit_offset.reset();
 }
 
+Expected<void> ConsoleDevice::save_state(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    std::vector<uint8_t> const pending(m_pending.begin(), m_pending.end());
+    writer.bytes(std::span<uint8_t const>(pending));
+    writer.boolean(m_context.has_value());
+    if (m_context) {
+        m_context->queues[RECEIVE_QUEUE]->save().encode(writer);
+        m_context->queues[TRANSMIT_QUEUE]->save().encode(writer);
+        writer.boolean(m_transmit_offset.has_value());
+        if (m_transmit_offset) {
+            writer.u16(m_transmit_chain.head());
+            writer.u64(*m_transmit_offset);
+        }
+    }
+    writer.end_section();
+    return {};
+}
+
+namespace {
+
+Expected<void> restore_queue(StateReader& reader, Queue& queue) {
+    auto const state = TRY(QueueState::decode(reader, queue.size()));
+    if (auto restored = queue.restore(state); !restored)
+        return Error::format("saved state {}/{}: {}", ConsoleDevice::SECTION, QueueState::SECTION,
+                             restored.error().message());
+    return {};
+}
+
+} // namespace
+
+// Everything is read and checked into locals first; the device changes only once all is good.
+Expected<void> ConsoleDevice::restore_state(StateReader& reader, std::optional<ActivationContext> context) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    auto const pending = TRY(reader.bytes("pending_input", MAX_PENDING_INPUT));
+    bool const active = TRY(reader.boolean("active"));
+    if (active != context.has_value())
+        return Error::format("saved state {}/active: the device was {}, but its transport restores it {}", SECTION,
+                             active ? "active" : "inactive", context ? "active" : "inactive");
+    DescriptorChain transmit_chain;
+    std::optional<uint64_t> transmit_offset;
+    if (context) {
+        if (context->queues.size() < 2 || !context->queues[RECEIVE_QUEUE] || !context->queues[TRANSMIT_QUEUE])
+            return Error::format("saved state {}: the receive and transmit queues are not both ready", SECTION);
+        auto& receive_queue = *context->queues[RECEIVE_QUEUE];
+        auto& transmit_queue = *context->queues[TRANSMIT_QUEUE];
+        TRY(restore_queue(reader, receive_queue));
+        TRY(restore_queue(reader, transmit_queue));
+        bool const held = TRY(reader.boolean("transmit_held"));
+        // Receive buffers are returned as soon as they are filled and transmit chains once
+        // copied out, so the device holds no chain but the one transmit chain it is copying.
+        if (receive_queue.in_flight() != 0 || transmit_queue.in_flight() != (held ? 1u : 0u))
+            return Error::format("saved state {}/transmit_held: the queues hold {} receive and {} transmit chains, "
+                                 "but the device holds {}",
+                                 SECTION, receive_queue.in_flight(), transmit_queue.in_flight(), held ? 1 : 0);
+        if (held) {
+            uint16_t const head = TRY(reader.u16("transmit_head"));
+            uint64_t const offset = TRY(reader.u64("transmit_offset"));
+            if (auto walked = transmit_queue.held_chain(head, transmit_chain); !walked)
+                return Error::format("saved state {}/transmit_head: {}", SECTION, walked.error().message());
+            // A chain is held only while bytes of it are left to copy.
+            if (offset >= transmit_chain.readable_length())
+                return Error::format("saved state {}/transmit_offset: {} is not inside the chain's {} readable bytes",
+                                     SECTION, offset, transmit_chain.readable_length());
+            transmit_offset = offset;
+        }
+    }
+    TRY(reader.end_section());
+    m_pending.assign(reinterpret_cast<uint8_t const*>(pending.data()),
+                     reinterpret_cast<uint8_t const*>(pending.data()) + pending.size());
+    m_context = std::move(context);
+    m_transmit_chain = std::move(transmit_chain);
+    m_transmit_offset = transmit_offset;
+    return {};
+}
+
 void ConsoleDevice::fail(Error const& error) {
     m_transmit_offset.reset();
     auto context = std::move(*m_context);

@@ -10,6 +10,13 @@
 // Output is moved in slices of at most a WorkBudget per wake-up; a chain larger
 // than a slice is kept, with its offset, and continued on the next turn.
 //
+// Saved state (section "virtio-console"): the host input not yet delivered (at most
+// MAX_PENDING_INPUT bytes, kept whether or not the driver is active), whether it is active, its
+// two queues' progress, and a transmit chain held between slices as its head and offset: the
+// restored device walks the head's chain again (guest memory is restored first) and goes on
+// from that offset, so no output is lost or repeated. The counters are metrics of this process,
+// not state.
+//
 // Threading: see VirtioDevice; receive() runs on the event-loop thread.
 #pragma once
 
@@ -26,6 +33,8 @@ public:
     static constexpr unsigned FEATURE_EMERG_WRITE = 2;
     static constexpr uint16_t QUEUE_SIZE = 256;
     static constexpr size_t MAX_PENDING_INPUT = 64 * 1024;
+    static constexpr std::string_view SECTION = "virtio-console";
+    static constexpr uint32_t VERSION = 1;
 
     explicit ConsoleDevice(std::shared_ptr<ByteSink> output) : m_output(std::move(output)) {}
 
@@ -37,6 +46,8 @@ public:
     Expected<void> activate(ActivationContext context) override;
     void process_queue(size_t index) override;
     void reset() override;
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
 
     // Host input for the guest; returns how many bytes were taken (the rest: try again later).
     size_t receive(std::span<uint8_t const> bytes);

@@ -143,5 +143,210 @@ TEST_F(ConsoleDeviceTest, MalformedTransmitChainNeedsReset) {
     EXPECT_TRUE(sink->text.empty());
 }
 
+// Where a saved console is restored: a new device and transport on the same guest memory, with
+// its own sink, line and event loop (so the saved device, still there, never runs again).
+struct RestoredConsole {
+    explicit RestoredConsole(GuestMemory const& memory) {
+        auto owned = std::make_unique<ConsoleDevice>(sink);
+        device = owned.get();
+        transport = *MmioTransport::create("console", std::move(owned), memory, line, loop);
+        driver.emplace(*transport, loop);
+    }
+
+    Expected<void> restore(std::span<std::byte const> payload) {
+        StateReader reader(payload);
+        TRY(transport->restore_state(reader));
+        if (!reader.at_end())
+            return Error("bytes left after the device's section");
+        return {};
+    }
+
+    EventLoop loop = *EventLoop::create();
+    RecordingInterruptLine line;
+    std::shared_ptr<CollectingSink> sink = std::make_shared<CollectingSink>();
+    ConsoleDevice* device { nullptr };
+    std::unique_ptr<MmioTransport> transport;
+    std::optional<MmioDriver> driver;
+};
+
+std::vector<std::byte> save(MmioTransport const& transport) {
+    StateWriter writer;
+    auto const saved = transport.save_state(writer);
+    EXPECT_TRUE(saved) << saved.error().message();
+    return writer.payload();
+}
+
+// The console's section, read and written field by field, to build states that do not fit.
+struct ConsoleSection {
+    std::vector<std::byte> pending;
+    bool active { false };
+    QueueState receive;
+    QueueState transmit;
+    bool held { false };
+    uint16_t head { 0 };
+    uint64_t offset { 0 };
+
+    static ConsoleSection decode(StateReader& reader) {
+        ConsoleSection section;
+        EXPECT_TRUE(reader.begin_section(ConsoleDevice::SECTION, ConsoleDevice::VERSION));
+        section.pending = *reader.bytes("pending_input", 1 << 20);
+        section.active = *reader.boolean("active");
+        if (section.active) {
+            section.receive = *QueueState::decode(reader, MAX_QUEUE_SIZE);
+            section.transmit = *QueueState::decode(reader, MAX_QUEUE_SIZE);
+            section.held = *reader.boolean("held");
+            if (section.held) {
+                section.head = *reader.u16("head");
+                section.offset = *reader.u64("offset");
+            }
+        }
+        EXPECT_TRUE(reader.end_section());
+        return section;
+    }
+    void encode(StateWriter& writer) const {
+        writer.begin_section(ConsoleDevice::SECTION, ConsoleDevice::VERSION);
+        writer.bytes(pending);
+        writer.boolean(active);
+        if (active) {
+            receive.encode(writer);
+            transmit.encode(writer);
+            writer.boolean(held);
+            if (held) {
+                writer.u16(head);
+                writer.u64(offset);
+            }
+        }
+        writer.end_section();
+    }
+};
+
+class ConsoleStateTest : public ConsoleDeviceTest {
+protected:
+    // Input the driver has no buffer for yet, and a 1.5 MiB transmit chain of which one slice
+    // (1 MiB) has been copied out: both are held by the device when it is saved.
+    void hold_input_and_half_a_chain() {
+        start();
+        EXPECT_EQ(console->receive(input("typed ahead")), 11u);
+        auto const buffer = transmit.allocate(CHAIN_PART);
+        std::vector<std::byte> pattern(CHAIN_PART);
+        for (size_t i = 0; i < pattern.size(); ++i)
+            pattern[i] = static_cast<std::byte>(i % 251);
+        ASSERT_TRUE(memory.write(buffer, pattern));
+        for (int i = 0; i < 3; ++i)
+            expected_output.append(reinterpret_cast<char const*>(pattern.data()), pattern.size());
+        std::vector<testing::DriverBuffer> aliases(3, testing::DriverBuffer { buffer, CHAIN_PART, false });
+        held_head = transmit.add_chain(aliases);
+        driver->notify(1);
+        ASSERT_TRUE(loop.run_once(std::chrono::milliseconds(0))); // one wake-up: one slice
+        ASSERT_EQ(sink->text.size(), WorkBudget::DEFAULT_BYTES);
+        ASSERT_FALSE(transmit.pop_used()) << "the chain is still being copied";
+    }
+
+    static constexpr uint32_t CHAIN_PART = 512 * 1024;
+    std::string expected_output;
+    uint16_t held_head { 0 };
+};
+
+TEST_F(ConsoleStateTest, RoundTripKeepsPendingInputAndAHeldTransmitChainWhichFinishesAfterRestore) {
+    hold_input_and_half_a_chain();
+    auto const saved = save(*transport);
+
+    RestoredConsole restored(memory);
+    auto const result = restored.restore(saved);
+    ASSERT_TRUE(result) << result.error().message();
+    EXPECT_EQ(save(*restored.transport), saved);
+    EXPECT_TRUE(restored.device->has_pending_input());
+
+    // The held chain goes on from its offset: nothing lost, nothing repeated.
+    restored.driver->run_event_loop();
+    EXPECT_EQ(restored.sink->text.size(), 3u * CHAIN_PART - WorkBudget::DEFAULT_BYTES);
+    EXPECT_TRUE(sink->text + restored.sink->text == expected_output) << "output differs after the restore";
+    auto const used = transmit.pop_used();
+    ASSERT_TRUE(used);
+    EXPECT_EQ(used->id, held_head);
+
+    // The pending input goes to the first receive buffer the driver offers.
+    auto const buffer = receive.writable_buffer(32);
+    receive.add_chain({ buffer });
+    restored.driver->notify(0);
+    restored.driver->run_event_loop();
+    auto const delivered = receive.pop_used();
+    ASSERT_TRUE(delivered);
+    EXPECT_EQ(delivered->length, 11u);
+    EXPECT_EQ(receive.read(buffer.address, 11), bytes_of("typed ahead"));
+    EXPECT_FALSE(restored.device->has_pending_input());
+    EXPECT_EQ(restored.driver->read32(0x60) & INTERRUPT_USED_BUFFER, INTERRUPT_USED_BUFFER);
+    EXPECT_GE(std::count(restored.line.levels.begin(), restored.line.levels.end(), true), 1);
+}
+
+TEST_F(ConsoleStateTest, PendingInputIsDeliveredWhenTheRestoredDeviceIsPolled) {
+    start();
+    EXPECT_EQ(console->receive(input("abc")), 3u);
+    auto const buffer = receive.writable_buffer(8);
+    receive.add_chain({ buffer }); // offered, not yet notified when the VM is saved
+    auto const saved = save(*transport);
+    RestoredConsole restored(memory);
+    ASSERT_TRUE(restored.restore(saved));
+    restored.driver->run_event_loop();
+    auto const delivered = receive.pop_used();
+    ASSERT_TRUE(delivered) << "the restore polls the receive queue";
+    EXPECT_EQ(receive.read(buffer.address, 3), bytes_of("abc"));
+}
+
+TEST_F(ConsoleStateTest, InputOfAnInactiveDeviceIsKeptAcrossRestore) {
+    EXPECT_EQ(console->receive(input("early")), 5u);
+    auto const saved = save(*transport);
+    RestoredConsole restored(memory);
+    ASSERT_TRUE(restored.restore(saved));
+    EXPECT_EQ(save(*restored.transport), saved);
+    ASSERT_EQ(restored.driver->initialize(0, { &receive, &transmit }) & STATUS_DRIVER_OK, STATUS_DRIVER_OK);
+    auto const buffer = receive.writable_buffer(8);
+    receive.add_chain({ buffer });
+    restored.driver->notify(0);
+    restored.driver->run_event_loop();
+    ASSERT_TRUE(receive.pop_used());
+    EXPECT_EQ(receive.read(buffer.address, 5), bytes_of("early"));
+}
+
+TEST_F(ConsoleStateTest, DeviceStateThatDoesNotFitIsRefusedNamingTheFieldAndChangesNothing) {
+    hold_input_and_half_a_chain();
+    auto const saved = save(*transport);
+    StateReader reader(saved);
+    auto const transport_state = *MmioTransportState::decode(reader);
+    auto const good = ConsoleSection::decode(reader);
+    ASSERT_TRUE(good.held);
+
+    auto const expect_refused = [&](ConsoleSection const& section, std::string_view field) {
+        StateWriter writer;
+        transport_state.encode(writer);
+        section.encode(writer);
+        RestoredConsole target(memory);
+        auto const before = target.transport->save();
+        auto const refused = target.restore(writer.payload());
+        ASSERT_FALSE(refused) << field;
+        EXPECT_NE(refused.error().message().find(field), std::string::npos) << refused.error().message();
+        EXPECT_EQ(target.transport->save(), before);
+        EXPECT_FALSE(target.device->has_pending_input()) << "no input was taken from a refused state";
+        target.driver->run_event_loop();
+        EXPECT_TRUE(target.sink->text.empty()) << "no chain was taken from a refused state";
+    };
+
+    auto section = good;
+    section.head = static_cast<uint16_t>(good.head + 1);
+    expect_refused(section, "virtio-console/transmit_head");
+    section = good;
+    section.offset = 3u * CHAIN_PART;
+    expect_refused(section, "virtio-console/transmit_offset");
+    section = good;
+    section.held = false;
+    expect_refused(section, "virtio-console/transmit_held");
+    section = good;
+    section.pending.resize(ConsoleDevice::MAX_PENDING_INPUT + 1);
+    expect_refused(section, "virtio-console/pending_input: length 65537");
+    section = good;
+    section.active = false;
+    expect_refused(section, "virtio-console/active");
+}
+
 } // namespace
 } // namespace kvmm::virtio

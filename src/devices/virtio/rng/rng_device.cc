@@ -47,6 +47,34 @@ Expected<void> RngDevice::activate(ActivationContext context) {
 
 void RngDevice::reset() { m_context.reset(); }
 
+Expected<void> RngDevice::save_state(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.boolean(m_context.has_value());
+    if (m_context)
+        m_context->queues[0]->save().encode(writer);
+    writer.end_section();
+    return {};
+}
+
+Expected<void> RngDevice::restore_state(StateReader& reader, std::optional<ActivationContext> context) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    bool const active = TRY(reader.boolean("active"));
+    if (active != context.has_value())
+        return Error::format("saved state {}/active: the device was {}, but its transport restores it {}", SECTION,
+                             active ? "active" : "inactive", context ? "active" : "inactive");
+    if (context) {
+        if (context->queues.empty() || !context->queues[0])
+            return Error::format("saved state {}: the request queue is not ready", SECTION);
+        auto& queue = *context->queues[0];
+        auto const state = TRY(QueueState::decode(reader, queue.size()));
+        if (auto restored = queue.restore(state); !restored)
+            return Error::format("saved state {}/{}: {}", SECTION, QueueState::SECTION, restored.error().message());
+    }
+    TRY(reader.end_section());
+    m_context = std::move(context);
+    return {};
+}
+
 void RngDevice::process_queue(size_t index) {
     if (!m_context || index != 0)
         return;

@@ -9,6 +9,11 @@
 // serves at most a WorkBudget (work_budget.h) of chains and bytes, so a driver
 // that keeps re-posting buffers cannot hold the event loop.
 //
+// Saved state (section "virtio-rng"): whether it is active and its queue's progress. Nothing
+// else is state: a chain is never held between wake-ups (it is returned or put back), the
+// entropy source and budget are configuration, and the counters are metrics of this process
+// (a restored device counts from zero, as a new process does).
+//
 // Threading: see VirtioDevice (all work on the event-loop thread).
 #pragma once
 
@@ -22,6 +27,8 @@ class RngDevice final : public VirtioDevice {
 public:
     static constexpr uint32_t MAX_BYTES_PER_REQUEST = 64 * 1024;
     static constexpr uint16_t QUEUE_SIZE = 256;
+    static constexpr std::string_view SECTION = "virtio-rng";
+    static constexpr uint32_t VERSION = 1;
 
     // Fills its argument with random bytes or fails; default: getrandom(2).
     using EntropySource = std::function<Expected<void>(std::span<std::byte>)>;
@@ -37,6 +44,8 @@ public:
     Expected<void> activate(ActivationContext context) override;
     void process_queue(size_t index) override;
     void reset() override;
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
 
     std::vector<Counter> counters() const override {
         return { { "bytes", m_bytes_served },
