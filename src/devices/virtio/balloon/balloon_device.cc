@@ -136,9 +136,10 @@ Expected<void> BalloonDevice::set_stats_interval(std::chrono::milliseconds inter
     period.tv_sec = static_cast<time_t>(seconds.count());
     period.tv_nsec = static_cast<long>(std::chrono::nanoseconds(interval - seconds).count());
     itimerspec const setting { period, period }; // an all-zero value disarms the timer
+    // Under the lock, so that concurrent callers leave the timer and the saved interval agreeing.
+    std::lock_guard guard(m_lock);
     if (::timerfd_settime(m_timer.get(), 0, &setting, nullptr) != 0)
         return Error::from_errno(fmt::format("timerfd_settime to {} ms for the balloon statistics", interval.count()));
-    std::lock_guard guard(m_lock);
     m_stats_interval = interval;
     return {};
 }
