@@ -136,17 +136,26 @@ Expected<void> BalloonDevice::set_stats_interval(std::chrono::milliseconds inter
     period.tv_sec = static_cast<time_t>(seconds.count());
     period.tv_nsec = static_cast<long>(std::chrono::nanoseconds(interval - seconds).count());
     itimerspec const setting { period, period }; // an all-zero value disarms the timer
+    // Under the lock, so that concurrent callers leave the timer and the saved interval agreeing.
+    std::lock_guard guard(m_lock);
     if (::timerfd_settime(m_timer.get(), 0, &setting, nullptr) != 0)
         return Error::from_errno(fmt::format("timerfd_settime to {} ms for the balloon statistics", interval.count()));
+    m_stats_interval = interval;
     return {};
+}
+
+std::chrono::milliseconds BalloonDevice::stats_interval() const {
+    std::lock_guard guard(m_lock);
+    return m_stats_interval;
 }
 
 // ---- Event-loop thread ----
 
-Expected<void> BalloonDevice::activate(ActivationContext context) {
+Expected<BalloonDevice::QueueRoles> BalloonDevice::assign_roles(ActivationContext const& context) {
     // 5.5.2: the queues the driver uses are numbered in order, skipping those whose feature
     // was not negotiated (the driver numbers them the same way when it sets them up).
-    std::array<Role, QUEUE_COUNT> roles {};
+    QueueRoles result;
+    auto& roles = result.roles;
     size_t next = 0;
     roles[next++] = Role::Inflate;
     roles[next++] = Role::Deflate;
@@ -157,7 +166,6 @@ Expected<void> BalloonDevice::activate(ActivationContext context) {
     if (context.queues.size() < QUEUE_COUNT)
         return Error::format("balloon activated with {} queues, expected {}", context.queues.size(), QUEUE_COUNT);
 
-    std::optional<size_t> stats_queue;
     for (size_t i = 0; i < QUEUE_COUNT; ++i) {
         bool const present = context.queues[i].has_value();
         if (roles[i] == Role::Inflate || roles[i] == Role::Deflate) {
@@ -170,11 +178,16 @@ Expected<void> BalloonDevice::activate(ActivationContext context) {
         } else if (!present) {
             roles[i] = Role::None; // negotiated but not set up: the driver does without it
         } else if (roles[i] == Role::Stats) {
-            stats_queue = i;
+            result.stats_queue = i;
         }
     }
-    m_roles = roles;
-    m_stats_queue = stats_queue;
+    return result;
+}
+
+Expected<void> BalloonDevice::activate(ActivationContext context) {
+    auto const assigned = TRY(assign_roles(context));
+    m_roles = assigned.roles;
+    m_stats_queue = assigned.stats_queue;
     m_held_stats_head.reset();
     m_context = std::move(context);
     return {};

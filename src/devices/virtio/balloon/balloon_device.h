@@ -35,6 +35,7 @@
 #include "base/unique_fd.h"
 #include "devices/virtio/balloon/balloon_statistics.h"
 #include "devices/virtio/balloon/page_release.h"
+#include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 
 #include <array>
@@ -61,6 +62,36 @@ struct BalloonOptions {
     bool free_page_reporting { false };
     // How often the driver is asked for fresh statistics; zero: never.
     std::chrono::milliseconds stats_interval { 0 };
+};
+
+// The balloon's saved state (docs/ARCHITECTURE.md "Saved state"):
+//   - offered_features: a fingerprint of the configuration (deflate-on-OOM, reporting);
+//   - target_pages, actual_pages, config_generation: the configuration space as the guest
+//     sees it (the target may have been changed at run time, so the saved one wins);
+//   - stats_interval_ms: the polling interval, also changeable at run time;
+//   - statistics: the latest values the driver reported (what GET /balloon/statistics shows);
+//   - active: negotiated features and each queue's progress, and the stats buffer the device
+//     holds until the next poll (held_stats_head, one of the stats queue's held heads).
+// Deliberately not saved: which pages were released (the guest's memory, saved with it, says
+// which pages are zero; the host keeps no list), the counters (metrics of this process).
+struct BalloonState {
+    static constexpr std::string_view SECTION = "virtio-balloon";
+    static constexpr uint32_t VERSION = 1;
+    // Longer intervals than this (about 35 years) are refused: they cannot have been set on purpose.
+    static constexpr uint64_t MAX_STATS_INTERVAL_MS = uint64_t { 1 } << 40;
+
+    uint64_t offered_features { 0 };
+    uint32_t target_pages { 0 };
+    uint32_t actual_pages { 0 };
+    uint32_t config_generation { 0 };
+    uint64_t stats_interval_ms { 0 };
+    BalloonStatistics statistics;
+    std::optional<ActiveDeviceState> active;
+    std::optional<uint16_t> held_stats_head;
+
+    bool operator==(BalloonState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<BalloonState> decode(StateReader& reader);
 };
 
 class BalloonDevice final : public VirtioDevice {
@@ -100,6 +131,16 @@ public:
     uint32_t actual_pages() const;
     BalloonStatistics statistics() const;
     Expected<void> set_stats_interval(std::chrono::milliseconds interval);
+    std::chrono::milliseconds stats_interval() const;
+
+    // Saved state (balloon_device_state.cc), event-loop thread. restore() puts a device that is
+    // not active back where the saved one was; `context` is present exactly when the saved
+    // device was active, and a refusal changes nothing. The restored device asks for a turn of
+    // each queue it serves (ActivationContext::reschedule) and otherwise waits for the driver.
+    BalloonState save() const;
+    Expected<void> restore(BalloonState const& state, std::optional<ActivationContext> context);
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
 
     // Counters for the metrics layer (any thread).
     uint64_t inflated_pages() const { return m_inflated_pages.load(std::memory_order_relaxed); }
@@ -127,6 +168,12 @@ public:
 private:
     enum class Role { None, Inflate, Deflate, Stats, Reporting };
     static constexpr size_t QUEUE_COUNT = 4;
+    struct QueueRoles {
+        std::array<Role, QUEUE_COUNT> roles {};
+        std::optional<size_t> stats_queue;
+    };
+    // Which queue does what under the context's features (5.5.2); checks only, changes nothing.
+    Expected<QueueRoles> assign_roles(ActivationContext const& context);
 
     BalloonDevice(EventLoop& event_loop, BalloonOptions const& options, EventFd config_changed, UniqueFd timer);
 
@@ -150,11 +197,12 @@ private:
     bool m_free_page_reporting;
     std::array<uint16_t, QUEUE_COUNT> m_queue_sizes { QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE };
 
-    mutable std::mutex m_lock; // guards the configuration space and the statistics
+    mutable std::mutex m_lock; // guards the configuration space, the statistics and their interval
     uint32_t m_num_pages { 0 };
     uint32_t m_actual_pages { 0 };
     uint32_t m_generation { 0 };
     BalloonStatistics m_statistics;
+    std::chrono::milliseconds m_stats_interval { 0 };
 
     RateLimitedLog m_guest_log; // thread-safe
 

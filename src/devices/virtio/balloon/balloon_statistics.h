@@ -49,6 +49,17 @@ public:
     // Returns how many entries (known or not) were read.
     size_t parse(std::span<std::byte const> buffer);
 
+    // The values as a table indexed by tag, for saved state, and back.
+    using Values = std::array<std::optional<uint64_t>, STAT_TAG_COUNT>;
+    Values const& values() const { return m_values; }
+    static BalloonStatistics from(Values const& values, uint64_t updates) {
+        BalloonStatistics statistics;
+        statistics.m_values = values;
+        statistics.m_updates = updates;
+        return statistics;
+    }
+    bool operator==(BalloonStatistics const&) const = default;
+
 private:
     std::array<std::optional<uint64_t>, STAT_TAG_COUNT> m_values {};
     uint64_t m_updates { 0 };

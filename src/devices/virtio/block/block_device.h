@@ -36,6 +36,7 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 
 #include <array>
@@ -94,6 +95,32 @@ struct BlockOptions {
     std::optional<RateLimiter> rate_limiter;
 };
 
+// The block device's saved state (docs/ARCHITECTURE.md "Saved state"): what a device built from
+// the same configuration needs to go on where this one stopped.
+//   - offered_features: a fingerprint of the configuration (read-only, write-through);
+//   - capacity_sectors: the drive's size as the guest knows it, so a restore onto an image of
+//     another size (a different or resized file) is refused rather than shown to the guest;
+//   - config_generation: the ConfigGeneration register, which a driver may be comparing;
+//   - active: negotiated features and the request queue's progress.
+// Deliberately not saved: requests in flight on the host (save() refuses while there are any:
+// their data is host I/O that a state cannot carry); the image path, serial and engine (the
+// configuration rebuilds them); the rate limiter's buckets (the limiter belongs to the
+// configuration and its owner saves its state; a chain the limiter deferred is back on the
+// available ring, so nothing of it is lost); the counters (metrics of this process).
+struct BlockState {
+    static constexpr std::string_view SECTION = "virtio-blk";
+    static constexpr uint32_t VERSION = 1;
+
+    uint64_t offered_features { 0 };
+    uint64_t capacity_sectors { 0 };
+    uint32_t config_generation { 0 };
+    std::optional<ActiveDeviceState> active;
+
+    bool operator==(BlockState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<BlockState> decode(StateReader& reader);
+};
+
 class BlockDevice final : public VirtioDevice {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
@@ -136,6 +163,22 @@ public:
     void reset() override;
 
     uint32_t config_generation() const override { return m_config_generation.load(std::memory_order_acquire); }
+
+    // Saved state (block_device_state.cc). save() refuses while requests are in flight on the
+    // host, saying how many: the caller pauses the VM and lets them complete first
+    // (complete_in_flight()). restore() puts a device that is not active back where the saved
+    // one was: the capacity must match, `context` is present exactly when the saved device was
+    // active (its queue freshly created by the transport), and a refusal changes nothing. After
+    // a restore of an active device the queue is served from its next process_queue(); the
+    // device asks for that turn itself (ActivationContext::reschedule).
+    Expected<BlockState> save() const;
+    Expected<void> restore(BlockState const& state, std::optional<ActivationContext> context);
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
+    // Waits (at most RESET_DRAIN_TIMEOUT) for every request in flight on the host and answers
+    // it, so that the device can be saved. Event-loop thread, also while the VM is paused: the
+    // answers go to guest memory and the interrupt, as a completion would anyway.
+    Expected<void> complete_in_flight();
 
     // Moves the drive to another image (PATCH /drives path_on_host), as Firecracker does:
     // requests in flight on the old image complete first (waiting at most
@@ -202,7 +245,6 @@ private:
     Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
     Expected<void> on_completions();
     Expected<void> answer_completions();
-    Expected<void> complete_in_flight();
     // Polls the engine's completion fd until nothing is in flight, handing completions to
     // `take_completions` (answer or drop them); fails after RESET_DRAIN_TIMEOUT or on poll errors.
     Expected<void> wait_until_engine_idle(Expected<void> (BlockDevice::*take_completions)());

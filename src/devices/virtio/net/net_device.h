@@ -37,6 +37,7 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 
 #include <array>
@@ -91,6 +92,33 @@ struct NetDeviceOptions {
     std::optional<RateLimiter> tx_rate_limiter;
 };
 
+// The network device's saved state (docs/ARCHITECTURE.md "Saved state"):
+//   - offered_features: a fingerprint of the configuration;
+//   - mac: the configuration space (the rest of it is constant); a restore onto a device with
+//     another MAC is refused, since the guest's network stack has the saved one;
+//   - active: negotiated features and both queues' progress.
+// Receive chains the device holds ahead of a frame (m_rx_held) hold nothing yet: they are the
+// last chains popped from the receive ring, in ring order, so the state gives them back to the
+// available side (next_available moved back over them, their heads not held) and the restored
+// device pops them again, re-checking them in guest memory as for any chain.
+// Deliberately not saved: a frame read from the TAP and not yet delivered (m_pending_length,
+// host data in a host buffer) is dropped, as a full TAP queue would drop it; refusing instead
+// would let a guest that posts no receive buffers block every snapshot. The TAP and the rate
+// limiters belong to the configuration (the limiters' owner saves their buckets); transmit
+// chains are never held (a deferred one is back on the ring); the counters are metrics.
+struct NetState {
+    static constexpr std::string_view SECTION = "virtio-net";
+    static constexpr uint32_t VERSION = 1;
+
+    uint64_t offered_features { 0 };
+    MacAddress mac {};
+    std::optional<ActiveDeviceState> active;
+
+    bool operator==(NetState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<NetState> decode(StateReader& reader);
+};
+
 class NetDevice final : public VirtioDevice {
 public:
     static constexpr size_t RX_QUEUE = 0;
@@ -121,6 +149,15 @@ public:
 
     Tap const& tap() const { return m_tap; }
     MacAddress const& mac() const { return m_mac; }
+
+    // Saved state (net_device_state.cc), event-loop thread. restore() puts a device that is not
+    // active back where the saved one was (`context` present exactly when it was active) and
+    // asks for a turn of both queues (ActivationContext::reschedule); a refusal changes nothing
+    // but, when the TAP itself refuses the saved offloads, the TAP's offload setting.
+    NetState save() const;
+    Expected<void> restore(NetState const& state, std::optional<ActivationContext> context);
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
 
     // Counters for the metrics layer. Bytes count Ethernet frames, without the virtio-net header.
     uint64_t rx_packets() const { return m_rx_packets; }

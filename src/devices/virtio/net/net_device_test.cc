@@ -411,5 +411,222 @@ TEST(NetDevice, Reset_StopsReadingTheTap) {
     });
 }
 
+// ---- Saved state ----
+
+std::vector<std::byte> encoded(NetState const& state) {
+    StateWriter writer;
+    state.encode(writer);
+    return writer.payload();
+}
+
+// The saved-state half of a harness: its own receive buffers (the harness's bookkeeping goes
+// with its transport), and a device restored on a TAP of the same name, served as a transport
+// would serve it (the turns it asks for).
+struct RestoreBench {
+    explicit RestoreBench(NetHarness& under_test) : harness(under_test) {}
+
+    void post_rx(size_t count) {
+        for (size_t i = 0; i < count; ++i) {
+            auto const buffer = harness.rx.writable_buffer(2048);
+            rx_buffers[harness.rx.add_chain({ buffer })] = buffer;
+        }
+    }
+    std::optional<Bytes> frame(UsedElement const& used) {
+        auto const bytes = harness.rx.read(rx_buffers.at(static_cast<uint16_t>(used.id)).address, used.length);
+        Bytes frame(bytes.size());
+        std::memcpy(frame.data(), bytes.data(), bytes.size());
+        return frame;
+    }
+    // Runs `step` (the event loop of the old or the restored device) until a received frame
+    // satisfies `wanted`, for at most two seconds.
+    std::optional<Bytes> wait_frame(std::function<void()> const& step,
+                                    std::function<bool(Bytes const&)> const& wanted) {
+        auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        while (std::chrono::steady_clock::now() < deadline) {
+            step();
+            while (auto const used = harness.rx.pop_used())
+                if (auto bytes = frame(*used); bytes && wanted(*bytes))
+                    return bytes;
+        }
+        return std::nullopt;
+    }
+
+    ActivationContext context(uint64_t features) {
+        ActivationContext result;
+        result.features = features;
+        result.queues.emplace_back(MUST(Queue::create(harness.memory, harness.rx.config(), features)));
+        result.queues.emplace_back(MUST(Queue::create(harness.memory, harness.tx.config(), features)));
+        result.memory = &harness.memory;
+        result.interrupt = &interrupt;
+        result.fail = [this](Error const& error) { failures.push_back(error.message()); };
+        result.reschedule = [this](size_t index) { rescheduled.push_back(index); };
+        return result;
+    }
+    // The old device and its TAP go (as with the old process); a device on a new TAP of the
+    // same name takes their place, not yet restored.
+    std::unique_ptr<NetDevice> replacement(MacAddress mac = GUEST_MAC) {
+        harness.driver.reset();
+        harness.transport.reset();
+        harness.device = nullptr;
+        auto tap = Tap::open(INTERFACE);
+        EXPECT_TRUE(tap) << (tap ? "" : tap.error().message());
+        if (!tap)
+            return nullptr;
+        configure_interface(INTERFACE, "10.0.0.1");
+        NetDeviceOptions options;
+        options.mac = mac;
+        return MUST(NetDevice::create(std::move(*tap), std::move(options), harness.loop));
+    }
+    void serve(NetDevice& device) {
+        (void)harness.loop.run_once(std::chrono::milliseconds(10));
+        for (size_t const index : std::exchange(rescheduled, {}))
+            device.process_queue(index);
+    }
+
+    NetHarness& harness;
+    std::map<uint16_t, DriverBuffer> rx_buffers;
+    RecordingInterruptLine line;
+    VirtioInterrupt interrupt { line };
+    std::vector<std::string> failures;
+    std::vector<size_t> rescheduled;
+};
+
+TEST(NetDeviceState, SaveRestoreSave_GivesTheSameState_AndTheRestoredDeviceCarriesFrames) {
+    run_in_network_namespace([] {
+        NetHarness harness(BASIC_FEATURES);
+        ASSERT_TRUE(harness.ready());
+        RestoreBench bench(harness);
+        bench.post_rx(8);
+        harness.driver->notify(NetDevice::RX_QUEUE);
+        harness.transmit(arp_request());
+        ASSERT_TRUE(bench.wait_frame([&] { harness.driver->run_event_loop(10); }, is_arp_reply));
+
+        auto const saved = harness.device->save();
+        ASSERT_TRUE(saved.active);
+        EXPECT_EQ(saved.mac, GUEST_MAC);
+        auto const& rx = *saved.active->queues[NetDevice::RX_QUEUE];
+        EXPECT_TRUE(rx.in_flight_heads.empty()) << "held receive chains go back to the ring";
+        EXPECT_EQ(rx.next_available, rx.next_used);
+        EXPECT_GE(rx.next_used, 1u);
+        EXPECT_EQ(saved.active->queues[NetDevice::TX_QUEUE]->next_used, 1u);
+
+        StateWriter writer;
+        MUST(harness.device->save_state(writer));
+        auto const blob = seal_state(writer.payload());
+        auto restored = bench.replacement();
+        ASSERT_TRUE(restored);
+        StateReader reader(MUST(open_state(blob)));
+        MUST(restored->restore_state(reader, bench.context(saved.active->features)));
+        EXPECT_TRUE(reader.at_end());
+        EXPECT_EQ(restored->save(), saved);
+        EXPECT_EQ(bench.rescheduled, (std::vector<size_t> { NetDevice::RX_QUEUE, NetDevice::TX_QUEUE }));
+
+        // A datagram from the host lands in the buffers the old device had been offered.
+        Bytes const payload { 's', 't', 'a', 't', 'e' };
+        send_broadcast(payload);
+        auto const datagram = bench.wait_frame([&] { bench.serve(*restored); },
+                                               [](Bytes const& f) { return udp_payload_offset(f) != 0; });
+        ASSERT_TRUE(datagram) << "the restored device delivered nothing";
+        size_t const offset = udp_payload_offset(*datagram);
+        ASSERT_EQ(datagram->size(), offset + payload.size());
+        EXPECT_TRUE(std::equal(payload.begin(), payload.end(), datagram->begin() + static_cast<long>(offset)));
+
+        // And the guest's next frame goes out.
+        Bytes const header(HEADER, 0);
+        Bytes const request = arp_request();
+        harness.tx.add_chain({ harness.tx.buffer(std::as_bytes(std::span(header))),
+                               harness.tx.buffer(std::as_bytes(std::span(request))) });
+        restored->process_queue(NetDevice::TX_QUEUE);
+        EXPECT_EQ(restored->tx_packets(), 1u);
+        EXPECT_TRUE(harness.tx.pop_used());
+        EXPECT_TRUE(bench.wait_frame([&] { bench.serve(*restored); }, is_arp_reply));
+        EXPECT_TRUE(bench.failures.empty());
+    });
+}
+
+TEST(NetDeviceState, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
+    run_in_network_namespace([] {
+        NetHarness harness(BASIC_FEATURES);
+        ASSERT_TRUE(harness.ready());
+        auto const saved = harness.device->save();
+        RestoreBench bench(harness);
+        uint64_t const features = saved.active->features;
+
+        MacAddress other_mac = GUEST_MAC;
+        other_mac[5] ^= 1;
+        auto other = bench.replacement(other_mac);
+        ASSERT_TRUE(other);
+        auto const refused_mac = other->restore(saved, bench.context(features));
+        ASSERT_FALSE(refused_mac);
+        EXPECT_NE(refused_mac.error().message().find("virtio-net/mac: the saved device had 52:54:00:12:34:56"),
+                  std::string::npos)
+            << refused_mac.error().message();
+        other.reset();
+
+        auto device = bench.replacement();
+        ASSERT_TRUE(device);
+        auto const fresh = device->save();
+        auto refuse = [&](std::vector<std::byte> const& payload, std::optional<ActivationContext> with,
+                          std::string const& expected) {
+            StateReader reader(payload);
+            auto const result = device->restore_state(reader, std::move(with));
+            ASSERT_FALSE(result) << "accepted, expected: " << expected;
+            EXPECT_NE(result.error().message().find(expected), std::string::npos) << result.error().message();
+            EXPECT_EQ(device->save(), fresh) << "a refused restore changes nothing";
+        };
+        NetState held = saved;
+        held.active->queues[NetDevice::RX_QUEUE]->in_flight_heads = { 5 };
+        held.active->queues[NetDevice::RX_QUEUE]->next_available = 1;
+        refuse(encoded(held), bench.context(features), "virtio-net/queue0.in_flight_heads");
+        refuse(encoded(saved), std::nullopt, "virtio-net/active");
+        refuse(encoded(saved), bench.context(features | feature_bit(net_feature::MRG_RXBUF)), "virtio-net/features");
+        NetState not_offered = saved;
+        not_offered.active->features |= uint64_t { 1 } << 40;
+        refuse(encoded(not_offered), bench.context(not_offered.active->features), "virtio-net/features");
+        auto wrong_version = encoded(saved);
+        wrong_version[2 + NetState::SECTION.size()] = std::byte { 3 };
+        refuse(wrong_version, bench.context(features), "version 3");
+        EXPECT_TRUE(bench.rescheduled.empty());
+
+        auto const payload = encoded(saved);
+        StateReader reader(payload);
+        MUST(device->restore_state(reader, bench.context(features)));
+        EXPECT_EQ(device->save(), saved);
+    });
+}
+
+// The format alone, without a TAP: runs everywhere.
+TEST(NetState, EncodeDecode_RoundTrips_AndRefusesShortMacsAndForeignSections) {
+    NetState state;
+    state.offered_features = 0x1234;
+    state.mac = GUEST_MAC;
+    state.active = ActiveDeviceState { BASIC_FEATURES | feature_bit(FEATURE_VERSION_1),
+                                       { QueueState { 7, 5, 5, true, { 3, 9 } }, QueueState { 2, 2, 1, false, {} } } };
+    auto const payload = encoded(state);
+    StateReader reader(payload);
+    EXPECT_EQ(MUST(NetState::decode(reader)), state);
+    EXPECT_TRUE(reader.at_end());
+
+    StateWriter short_mac;
+    short_mac.begin_section(NetState::SECTION, NetState::VERSION);
+    short_mac.u64(0);
+    short_mac.bytes(std::span<uint8_t const>(GUEST_MAC).first(5));
+    short_mac.end_section();
+    StateReader short_reader(short_mac.payload());
+    auto const refused = NetState::decode(short_reader);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("virtio-net/mac: 5 bytes"), std::string::npos)
+        << refused.error().message();
+
+    StateWriter foreign;
+    foreign.begin_section("virtio-blk", 1);
+    foreign.end_section();
+    StateReader foreign_reader(foreign.payload());
+    auto const not_net = NetState::decode(foreign_reader);
+    ASSERT_FALSE(not_net);
+    EXPECT_NE(not_net.error().message().find("found section 'virtio-blk'"), std::string::npos)
+        << not_net.error().message();
+}
+
 } // namespace
 } // namespace kvmm::virtio

@@ -92,6 +92,7 @@ std::vector<VirtioDevice::Counter> VsockDevice::counters() const {
              { "accept_errors", m_accept_errors },
              { "budget_yields", m_budget_yields },
              { "resets_sent", m_resets_sent },
+             { "transport_resets_sent", m_transport_resets_sent },
              { "packets_dropped", m_packets_dropped },
              { "bytes_to_guest", m_bytes_to_guest },
              { "bytes_to_host", m_bytes_to_host } };
@@ -125,17 +126,21 @@ void VsockDevice::reset() {
         close_handshake(m_handshakes.begin()->first);
     m_rx_work.clear();
     m_pending_resets.clear();
+    m_transport_reset_pending = false;
     m_context.reset();
 }
 
 void VsockDevice::process_queue(size_t index) {
+    // A restored device tells the guest first that its connections are gone.
+    if (m_transport_reset_pending)
+        guarded(&VsockDevice::send_transport_reset);
     if (index == TX_QUEUE) {
         guarded(&VsockDevice::process_tx);
         guarded(&VsockDevice::process_rx); // replies the tx packets produced
     } else if (index == RX_QUEUE) {
         guarded(&VsockDevice::process_rx);
     }
-    // The event queue only carries device-to-driver events kvmm never raises.
+    // The event queue carries only the transport reset above.
 }
 
 void VsockDevice::guarded(Expected<void> (VsockDevice::*work)()) {

@@ -3,8 +3,9 @@
 // (vsock_host_socket.h): guest ports reach host programs through Unix sockets.
 //
 // Queues (5.10.2): 0 rx (device -> guest packets), 1 tx (guest -> device),
-// 2 event (only used for transport resets after migration, which kvmm does not
-// do; its buffers are left unused). Config space (5.10.4): guest_cid, le64.
+// 2 event (device -> guest events: only the transport reset a restored device
+// sends, 5.10.6.7; otherwise its buffers are left with the device unused).
+// Config space (5.10.4): guest_cid, le64.
 //
 // Host-initiated connections: a client connects to `uds_path` and writes
 // "CONNECT <port>\n"; the device sends the guest a REQUEST from host CID 2 and
@@ -48,6 +49,7 @@
 
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
+#include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/virtio/vsock/vsock_connection.h"
 #include "devices/virtio/vsock/vsock_packet.h"
@@ -94,6 +96,34 @@ struct VsockLimits {
     WorkBudget work_budget {};
 };
 
+// The vsock device's saved state (docs/ARCHITECTURE.md "Saved state"):
+//   - offered_features: a fingerprint of the configuration;
+//   - guest_cid: the configuration space; a restore onto another CID is refused;
+//   - active: negotiated features and each queue's progress. The device holds no chain
+//     between turns (rx buffers it cannot fill go back to the ring, an event buffer is popped
+//     only to be filled), so no queue has held heads.
+// Deliberately not saved: connections and handshakes. Their other ends are host sockets
+// owned by programs of this host, which a state cannot carry; as Firecracker does, the restored
+// device sends the guest VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, on which a driver drops every
+// connection and reads guest_cid again (5.10.6.7). RSTs still queued for the guest go with
+// the connections; host ports start again from FIRST_HOST_PORT (the guest holds none of the old
+// ones after the reset); the counters are metrics of this process.
+struct VsockState {
+    static constexpr std::string_view SECTION = "virtio-vsock";
+    static constexpr uint32_t VERSION = 1;
+
+    uint64_t offered_features { 0 };
+    uint64_t guest_cid { 0 };
+    std::optional<ActiveDeviceState> active;
+
+    bool operator==(VsockState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<VsockState> decode(StateReader& reader);
+};
+
+// struct virtio_vsock_event's only id (5.10.6.7).
+inline constexpr uint32_t EVENT_TRANSPORT_RESET = 0;
+
 class VsockDevice final : public VirtioDevice {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
@@ -127,6 +157,18 @@ public:
     uint64_t guest_cid() const { return m_guest_cid; }
     std::string const& uds_path() const { return m_uds_path; }
 
+    // Saved state (vsock_device_state.cc), event-loop thread. Saving leaves this device's
+    // connections as they are. restore() puts a device that is not active back where the saved
+    // one was (`context` present exactly when it was active; a refusal changes nothing), closes
+    // whatever host sockets it has, and when active owes the guest a transport reset: it is
+    // sent on the event queue at the device's next turn, which restore() asks for.
+    VsockState save() const;
+    Expected<void> restore(VsockState const& state, std::optional<ActivationContext> context);
+    Expected<void> save_state(StateWriter& writer) const override;
+    Expected<void> restore_state(StateReader& reader, std::optional<ActivationContext> context) override;
+    // Whether the transport reset is still owed to the guest (no event buffer yet).
+    bool transport_reset_pending() const { return m_transport_reset_pending; }
+
     // Metrics.
     size_t active_connections() const { return m_connections.size(); }
     size_t pending_handshakes() const { return m_handshakes.size(); }
@@ -142,6 +184,7 @@ public:
     uint64_t accept_errors() const { return m_accept_errors; }
     uint64_t budget_yields() const { return m_budget_yields; }
     uint64_t resets_sent() const { return m_resets_sent; }
+    uint64_t transport_resets_sent() const { return m_transport_resets_sent; }
     uint64_t packets_dropped() const { return m_packets_dropped; }
     uint64_t bytes_to_guest() const { return m_bytes_to_guest; }
     uint64_t bytes_to_host() const { return m_bytes_to_host; }
@@ -165,6 +208,8 @@ private:
     void guarded(Expected<void> (VsockDevice::*work)());
     Expected<void> process_tx();
     Expected<void> process_rx();
+    // Writes the owed transport reset into the next event buffer, if the driver posted one.
+    Expected<void> send_transport_reset();
     Expected<void> handle_tx_packet(WorkBudget& budget);
     Expected<std::optional<uint32_t>> fill_rx_buffer();
     Expected<std::optional<uint32_t>> next_packet(Connection& connection);
@@ -218,8 +263,10 @@ private:
     uint32_t m_next_host_port { FIRST_HOST_PORT };
     std::optional<Clock::time_point> m_timer_deadline;
     std::optional<Clock::time_point> m_listener_resume; // set while accepting is paused
+    bool m_transport_reset_pending { false };
     DescriptorChain m_tx_chain;
     DescriptorChain m_rx_chain;
+    DescriptorChain m_event_chain;
     std::vector<std::byte> m_scratch;
 
     uint64_t m_connections_opened { 0 };
@@ -233,6 +280,7 @@ private:
     uint64_t m_accept_errors { 0 };
     uint64_t m_budget_yields { 0 };
     uint64_t m_resets_sent { 0 };
+    uint64_t m_transport_resets_sent { 0 };
     uint64_t m_packets_dropped { 0 };
     uint64_t m_bytes_to_guest { 0 };
     uint64_t m_bytes_to_host { 0 };
