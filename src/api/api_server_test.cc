@@ -3,6 +3,8 @@
 #include "api/fake_vmm_controller.h"
 #include "api/firecracker_api.h"
 
+#include "base/testing/sanitizers.h"
+
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
@@ -689,18 +691,8 @@ std::chrono::microseconds process_cpu_time() {
     return to_duration(usage.ru_utime) + to_duration(usage.ru_stime);
 }
 
-// Sanitizer runtimes need descriptors of their own while checking (UBSan's vptr check probes
-// memory with pipe()), so they report false errors while the table is full.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool SANITIZED_BUILD = true;
-#elif defined(__has_feature)
-constexpr bool SANITIZED_BUILD = __has_feature(address_sanitizer);
-#else
-constexpr bool SANITIZED_BUILD = false;
-#endif
-
 TEST_F(ApiServerTest, AcceptFailingForLackOfDescriptors_IsLoggedBacksOffAndRecovers) {
-    if (SANITIZED_BUILD)
+    if (kvmm::testing::SANITIZED_BUILD)
         GTEST_SKIP() << "a full descriptor table breaks the sanitizers' own checks; the release build runs this";
     CapturedLog log;
     start();

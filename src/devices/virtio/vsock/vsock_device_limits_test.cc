@@ -4,6 +4,8 @@
 
 #include "base/event_fd.h"
 
+#include "base/testing/sanitizers.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -222,6 +224,8 @@ TEST_F(VsockLimitsTest, RequestTheGuestNeverAnswers_IsDroppedAfterTimeout) {
 }
 
 TEST_F(VsockLimitsTest, AcceptOutOfFds_BacksOffInsteadOfSpinning) {
+    if (kvmm::testing::SANITIZED_BUILD)
+        GTEST_SKIP() << "a full descriptor table breaks the sanitizers' own checks; the release build runs this";
     create_device({ .accept_backoff = 200ms });
     activate();
     post_rx_buffers(4);
