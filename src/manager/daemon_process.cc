@@ -329,7 +329,8 @@ void Daemon::recover(Vm& vm) {
                               "runtime state was left as it was";
         return;
     }
-    m_store.remove_temporary_files(vm.name);
+    if (members_known)
+        m_store.remove_temporary_files(vm.name);
     // With the member list unreadable, the runtime record alone (pid and start time, checked
     // again through a pidfd below) identifies the process, and no other member is touched.
     bool const adopt =
