@@ -53,19 +53,30 @@ struct Timeouts {
     }
 };
 
-// kvmmd's own bounds on a verb (daemon.cc, daemon_process.cc): a start waits up to 15 s for kvmm
-// to come up; destroy allows 5 s for SIGTERM and 10 s more after SIGKILL; shutdown waits for the
-// guest for its timeout and then destroys.
+// kvmmd's own bounds on a verb (daemon.cc, daemon_process.cc), so that kvmmctl reports kvmmd's
+// error rather than giving up first. A start waits up to 15 s for kvmm's control socket, then
+// stops kvmm (1 s for SIGTERM, up to 10 s after SIGKILL), and pins vCPUs for up to about 2 s:
+// 28 s. Destroy allows 5 s for SIGTERM and 10 s after SIGKILL; reboot is a destroy and a start.
+// Each request kvmmd makes to kvmm (KvmmClient) may take its 5 s to connect and 5 s to answer;
+// shutdown makes up to two (resume, Ctrl+Alt+Del), waits for the guest for its timeout, then
+// destroys. The other verbs do not wait for a kvmm to stop or start and are bounded by
+// --daemon-timeout alone; metrics, which asks every running kvmm to flush its metrics, can take
+// longer while a kvmm does not answer.
 std::chrono::milliseconds verb_duration(std::string const& verb, uint64_t shutdown_timeout_s) {
     using std::chrono::seconds;
+    constexpr seconds START { 30 };
+    constexpr seconds DESTROY { 15 };
+    constexpr seconds KVMM_REQUEST { 10 };
     if (verb == "start")
-        return seconds(15);
+        return START;
     if (verb == "destroy")
-        return seconds(15);
+        return DESTROY;
     if (verb == "reboot")
-        return seconds(30);
+        return DESTROY + START;
     if (verb == "shutdown")
-        return seconds(shutdown_timeout_s + 15);
+        return seconds(shutdown_timeout_s) + 2 * KVMM_REQUEST + DESTROY;
+    if (verb == "suspend" || verb == "resume")
+        return KVMM_REQUEST;
     return seconds(0);
 }
 

@@ -8,9 +8,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -74,14 +77,42 @@ std::optional<json> last_metrics_line(std::string const& path) {
     return parsed;
 }
 
+// Takes STATE_DIR/kvmmd.lock (flock, exclusive, without waiting) before anything in the state
+// directory is read or changed; only the directory itself is created if it is missing. The
+// descriptor is close-on-exec (kvmm does not inherit it; spawn_process's child closes it before
+// it waits), so only the daemon holds the lock, and the kernel releases it when the daemon ends,
+// however it ends.
+Expected<UniqueFd> lock_state_directory(std::filesystem::path const& state_dir) {
+    if (state_dir.empty())
+        return Error("state directory: empty path");
+    std::error_code error;
+    std::filesystem::create_directories(state_dir, error);
+    if (error)
+        return Error(fmt::format("create state directory {}: {}", state_dir.string(), error.message()), error.value());
+    auto const path = state_dir / "kvmmd.lock";
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("opening the state directory's lock '{}'", path.string()));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            return Error::format("another kvmmd holds {} (it has '{}' locked); not starting", state_dir.string(),
+                                 path.string());
+        return Error::from_errno(fmt::format("locking '{}'", path.string()));
+    }
+    return fd;
+}
+
 } // namespace
 
 Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
     if (options.kvmm_binary.empty() || options.kvmm_binary[0] != '/')
         return Error::format("the kvmm binary path '{}' must be absolute", options.kvmm_binary);
     TRY(check_readable_file(options.kvmm_binary, "kvmm binary"));
+    // First, before the recovery below can stop a process or remove a file: a second daemon on
+    // the same directory would take the live one's starting kvmm for an orphan and kill it.
+    auto state_lock = TRY(lock_state_directory(options.state_dir));
     auto store = TRY(StateStore::open(options.state_dir));
-    std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(store)));
+    std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(state_lock), std::move(store)));
     daemon->m_epoll = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!daemon->m_epoll.is_valid())
         return Error::from_errno("epoll_create1");
@@ -110,7 +141,8 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
     return daemon;
 }
 
-Daemon::Daemon(DaemonOptions options, StateStore store) : m_options(std::move(options)), m_store(std::move(store)) {}
+Daemon::Daemon(DaemonOptions options, UniqueFd state_lock, StateStore store)
+    : m_options(std::move(options)), m_state_lock(std::move(state_lock)), m_store(std::move(store)) {}
 
 Daemon::~Daemon() {
     std::vector<std::thread> helpers;

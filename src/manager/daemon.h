@@ -13,6 +13,12 @@
 // not ask for; at most `max_restarts` in `restart_window`, after that the VM stays crashed.
 // A VM stopped with shutdown/destroy is "shut off" and never restarted.
 //
+// One daemon per state directory: create() first takes an exclusive flock on
+// STATE_DIR/kvmmd.lock and fails, having touched nothing, while another daemon holds it, so a
+// second kvmmd started by mistake cannot run the recovery below against VMs the live one is
+// starting. The kernel drops the lock when the holder dies, so a crashed daemon never blocks the
+// next one.
+//
 // Crash safety: a start is a journaled transaction (intent.json before kvmm is started,
 // runtime.json after, then the intent is removed; state_store.h). Restart of the daemon:
 // create() looks at every VM's cgroup, the only place where its processes can be: the process
@@ -75,7 +81,7 @@ public:
     struct Vm;
 
 private:
-    explicit Daemon(DaemonOptions options, StateStore store);
+    explicit Daemon(DaemonOptions options, UniqueFd state_lock, StateStore store);
 
     Expected<nlohmann::json> dispatch(std::string const& verb, nlohmann::json const& request);
     Expected<std::shared_ptr<Vm>> find(std::string const& name);
@@ -111,6 +117,9 @@ private:
     void schedule_restart(std::string const& name);
 
     DaemonOptions m_options;
+    // STATE_DIR/kvmmd.lock, flock()ed exclusively for the daemon's whole life (declared first,
+    // so released last): one daemon per state directory.
+    UniqueFd m_state_lock;
     StateStore m_store;
 
     std::mutex m_lock;                 // guards the map, every Vm's fields (but not Vm::operation) and below

@@ -264,11 +264,22 @@ Expected<void> Daemon::stop_process(Vm& vm, std::chrono::milliseconds grace) {
 namespace {
 
 // SIGKILL to a process found in a VM's cgroup, through a pidfd, and a bounded wait for its end.
-// The pid comes from the cgroup (a process kvmmd started), read just before.
-void kill_cgroup_member(std::string const& vm_name, pid_t pid) {
+// The pid comes from the cgroup (a process kvmmd started), read just before; between that read
+// and open_pidfd the process may have ended and its pid gone to an unrelated process. The pidfd
+// pins one process, so the cgroup is read again after it is opened: a pid still listed there
+// now is the pinned process, or the pinned one has ended and the signal cannot reach anyone else.
+void kill_cgroup_member(std::string const& vm_name, Cgroup const& cgroup, pid_t pid) {
     auto pidfd = open_pidfd(pid);
     if (!pidfd)
         return; // gone already
+    auto const members = cgroup.processes();
+    if (!members) {
+        spdlog::error("VM '{}': not stopping pid {}: its cgroup cannot be read again: {}", vm_name, pid,
+                      members.error().message());
+        return;
+    }
+    if (std::find(members->begin(), members->end(), pid) == members->end())
+        return; // left the cgroup (ended): the pid may be another process's by now
     spdlog::warn("VM '{}': stopping kvmm pid {}, which no runtime record tracks", vm_name, pid);
     if (auto sent = send_signal(pidfd->get(), SIGKILL); !sent) {
         spdlog::error("VM '{}': {}", vm_name, sent.error().message());
@@ -293,23 +304,43 @@ void Daemon::recover(Vm& vm) {
                      record.error().message());
     else
         runtime = *record;
-    m_store.remove_temporary_files(vm.name);
     std::optional<Cgroup> cgroup;
     std::vector<pid_t> members;
+    bool members_known = true;
     if (auto existing = Cgroup::open_existing(m_options.cgroup_parent, vm.name)) {
         cgroup = std::move(*existing);
-        if (auto listed = cgroup->processes())
+        if (auto listed = cgroup->processes()) {
             members = std::move(*listed);
-        else
-            spdlog::warn("VM '{}': {}", vm.name, listed.error().message());
+        } else {
+            members_known = false;
+            spdlog::error("VM '{}': {}", vm.name, listed.error().message());
+        }
     }
-    bool const adopt = runtime && is_same_process(*runtime) &&
-                       (!cgroup || std::find(members.begin(), members.end(), runtime->pid) != members.end());
+    bool const recorded_process_lives = runtime && is_same_process(*runtime);
+    if (!members_known && !recorded_process_lives) {
+        // Without the cgroup's member list, "no process" cannot be told from "processes not
+        // seen": nothing is stopped or removed. A start finds the cgroup unreadable too and
+        // refuses, so the VM cannot get a second kvmm either.
+        spdlog::error("VM '{}': its cgroup's processes cannot be listed; leaving its cgroup and runtime state "
+                      "as they are",
+                      vm.name);
+        std::lock_guard guard(m_lock);
+        vm.last_exit_reason = "kvmmd could not list the processes in the VM's cgroup when it started; its "
+                              "runtime state was left as it was";
+        return;
+    }
+    if (members_known)
+        m_store.remove_temporary_files(vm.name);
+    // With the member list unreadable, the runtime record alone (pid and start time, checked
+    // again through a pidfd below) identifies the process, and no other member is touched.
+    bool const adopt =
+        recorded_process_lives &&
+        (!cgroup || !members_known || std::find(members.begin(), members.end(), runtime->pid) != members.end());
     size_t stopped = 0;
     for (pid_t const member : members) {
         if (adopt && member == runtime->pid)
             continue;
-        kill_cgroup_member(vm.name, member);
+        kill_cgroup_member(vm.name, *cgroup, member);
         ++stopped;
     }
     if (adopt) {
@@ -344,6 +375,14 @@ void Daemon::recover(Vm& vm) {
     }
     if (runtime || interrupted_start || stopped > 0)
         spdlog::info("VM '{}': {}", vm.name, vm.last_exit_reason);
+    if (!members_known) {
+        // The recorded process ended while being adopted; other processes may still be in the
+        // cgroup, unseen: their sockets and the cgroup stay.
+        spdlog::error("VM '{}': its cgroup's processes cannot be listed; leaving its cgroup and runtime state "
+                      "as they are",
+                      vm.name);
+        return;
+    }
     if (auto cleared = m_store.clear_runtime_dir(vm.name); !cleared)
         spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
     if (cgroup) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,6 +31,44 @@ constexpr int ACCEPT_BACKOFF_MS = 100;
 // How long a daemon already on the socket has to answer before it counts as not running.
 constexpr std::chrono::milliseconds IN_USE_PROBE_TIMEOUT { 2000 };
 
+// Whether a daemon serves `socket_path`: what shows it (for the error message), or nullopt for
+// a stale socket. Any answer line counts, an error included (a daemon at its client limit
+// refuses with one, and may close before reading the request), and so does a connection that
+// is not accepted in time: a full backlog is a busy daemon, not a dead one.
+std::optional<std::string> answer_on_socket(std::string const& socket_path) {
+    auto const deadline = std::chrono::steady_clock::now() + IN_USE_PROBE_TIMEOUT;
+    auto connection = connect_unix_socket(socket_path, IN_USE_PROBE_TIMEOUT);
+    if (!connection) {
+        if (connection.error().error_number() == ETIMEDOUT)
+            return fmt::format("it does not accept a connection within {} ms: its backlog is full",
+                               IN_USE_PROBE_TIMEOUT.count());
+        return std::nullopt;
+    }
+    int const fd = connection->get();
+    // Sent without checking: a daemon that refuses closes without reading, and its refusal is
+    // still there to be read.
+    (void)send_all(fd, encode_line({ { "verb", "list" } }), deadline);
+    LineBuffer lines;
+    while (true) {
+        auto line = lines.next_line();
+        if (!line || *line)
+            return std::string("it answered");
+        auto const now = std::chrono::steady_clock::now();
+        if (now >= deadline)
+            return std::nullopt;
+        pollfd entry { fd, POLLIN, 0 };
+        if (::poll(&entry, 1, poll_milliseconds(deadline - now)) <= 0)
+            continue;
+        char buffer[4096];
+        ssize_t const received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (received < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (received <= 0)
+            return std::nullopt;
+        lines.append(std::string_view(buffer, static_cast<size_t>(received)));
+    }
+}
+
 } // namespace
 
 Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& socket_path, Daemon& daemon,
@@ -45,15 +84,13 @@ Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& s
     if (::lstat(socket_path.c_str(), &existing) == 0) {
         if (!S_ISSOCK(existing.st_mode))
             return Error::format("'{}' exists and is not a socket", socket_path);
-        // Accepting connections is not enough: a process that inherited the listening socket
-        // (a child of a killed daemon, from before children closed what they inherit) keeps it
-        // open without serving it. Only a daemon that answers keeps the socket.
-        if (auto client = DaemonClient::connect(socket_path, IN_USE_PROBE_TIMEOUT)) {
-            if (client->call({ { "verb", "list" } }, IN_USE_PROBE_TIMEOUT))
-                return Error::format("'{}' is in use: another kvmmd is running", socket_path);
-            spdlog::warn("'{}' accepts connections but nothing answers there within {} ms; replacing it", socket_path,
-                         IN_USE_PROBE_TIMEOUT.count());
-        }
+        // The state directory's lock already keeps a second daemon off this daemon's VMs; here
+        // only a live socket is told from a stale one. Accepting connections is not enough: a
+        // process that inherited the listening socket (a child of a killed daemon, from before
+        // children closed what they inherit) keeps it open without serving it.
+        if (auto alive = answer_on_socket(socket_path))
+            return Error::format("'{}' is in use: another kvmmd is running ({})", socket_path, *alive);
+        spdlog::warn("'{}' exists but no daemon answers there; replacing it", socket_path);
         if (::unlink(socket_path.c_str()) != 0)
             return Error::from_errno(fmt::format("removing stale socket '{}'", socket_path));
     }
@@ -131,7 +168,13 @@ bool DaemonServer::make_room() {
         if (client.finished || client.evicted)
             continue;
         ++active;
-        if (!client.running_verb && (!longest_waiting || client.waiting_since < longest_waiting->waiting_since))
+        if (client.running_verb || client.request_buffered)
+            continue;
+        // Unread bytes may hold a whole request: the client is not idle, it is next in line.
+        int unread = 0;
+        if (::ioctl(client.fd.get(), FIONREAD, &unread) != 0 || unread > 0)
+            continue;
+        if (!longest_waiting || client.waiting_since < longest_waiting->waiting_since)
             longest_waiting = &client;
     }
     if (active < m_options.max_clients)
@@ -180,7 +223,8 @@ void DaemonServer::accept_loop() {
             return;
         if (!make_room()) {
             auto const refusal = encode_line(error_response(
-                fmt::format("kvmmd is running a verb for each of its {} clients; try again", m_options.max_clients)));
+                fmt::format("kvmmd is running or about to run a verb for each of its {} clients; try again",
+                            m_options.max_clients)));
             (void)::send(fd.get(), refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
             continue;
         }
@@ -206,7 +250,12 @@ void DaemonServer::serve(Client& client) {
         if (*line) {
             {
                 std::lock_guard guard(m_lock);
+                // Evicted between reading the line and here (make_room saw no request yet): the
+                // client was told to go, so its request is not run.
+                if (client.evicted)
+                    break;
                 client.running_verb = true;
+                client.request_buffered = false;
             }
             auto request = parse_request(**line);
             auto answer = request ? m_daemon.handle(*request) : error_response(request.error().message());
@@ -214,6 +263,7 @@ void DaemonServer::serve(Client& client) {
             {
                 std::lock_guard guard(m_lock);
                 client.running_verb = false;
+                client.request_buffered = lines.has_complete_line();
                 client.waiting_since = answered;
             }
             request_started = lines.has_partial_line() ? std::optional(answered) : std::nullopt;
@@ -244,14 +294,25 @@ void DaemonServer::serve(Client& client) {
         if (ready <= 0)
             continue;
         char buffer[65536];
-        ssize_t const received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
-        if (received < 0 && (errno == EINTR || errno == EAGAIN))
+        ssize_t received;
+        int receive_error = 0;
+        {
+            // Under the lock (the read never blocks), so that make_room sees a request either
+            // in the socket or in `lines`, never in between.
+            std::lock_guard guard(m_lock);
+            received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+            receive_error = errno;
+            if (received > 0) {
+                lines.append(std::string_view(buffer, static_cast<size_t>(received)));
+                client.request_buffered = lines.has_complete_line();
+            }
+        }
+        if (received < 0 && (receive_error == EINTR || receive_error == EAGAIN))
             continue;
         if (received <= 0)
             break;
         if (!request_started)
             request_started = Clock::now();
-        lines.append(std::string_view(buffer, static_cast<size_t>(received)));
     }
     std::lock_guard guard(m_lock);
     client.finished = true;

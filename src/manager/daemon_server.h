@@ -9,8 +9,9 @@
 // - a connection without a request in progress is closed after `idle_timeout`;
 // - an answer the client does not read within `request_timeout` ends the connection;
 // - at `max_clients` connections, a new client takes the place of the connection that has been
-//   waiting longest since its last request (idle or slowly sending); only when every
-//   connection is running a verb is the new client refused, with an error line.
+//   waiting longest since its last request (idle or slowly sending); a connection that has sent
+//   a whole request (in its socket, read, or running) is never taken; only when no connection
+//   can make room is the new client refused, with an error line.
 // kvmmd has no long-lived streams of its own: `kvmmctl console` asks for the console socket and
 // attaches to kvmm's console server directly, so nothing attached to a console is ever closed
 // here for being quiet.
@@ -60,7 +61,8 @@ private:
         std::thread thread;
         Clock::time_point waiting_since; // connected, or answered its last request
         bool running_verb { false };
-        bool evicted { false }; // shut down to make room; its thread is on its way out
+        bool request_buffered { false }; // a complete request line has been read, its verb not yet run
+        bool evicted { false };          // shut down to make room; its thread is on its way out
         bool finished { false };
     };
 
@@ -68,6 +70,8 @@ private:
                  DaemonServerOptions options, ino_t inode);
     void accept_loop();
     // With m_lock held: makes room for one more client if the cap is reached; false if it cannot.
+    // A connection with a complete request waiting (in its socket or read) is never chosen: its
+    // verb would run for a client that has been told to go.
     bool make_room();
     void serve(Client& client);
     void join_finished_clients();

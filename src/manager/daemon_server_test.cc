@@ -6,11 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -60,6 +63,42 @@ protected:
             received.append(buffer, static_cast<size_t>(got));
         }
         return std::nullopt;
+    }
+
+    // A listening socket at m_socket that is not a DaemonServer.
+    UniqueFd listen_at_socket(int backlog) {
+        UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::memcpy(address.sun_path, m_socket.data(), m_socket.size());
+        EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)), 0);
+        EXPECT_EQ(::listen(listener.get(), backlog), 0);
+        return listener;
+    }
+
+    // A second daemon on its own state directory, to start a second server with.
+    std::unique_ptr<Daemon> other_daemon() {
+        DaemonOptions options;
+        options.state_dir = m_directory + "/other-state";
+        options.kvmm_binary = "/bin/true";
+        return MUST(Daemon::create(options));
+    }
+
+    // The first line `fd` receives within `limit`, or what arrived before it closed or the time ran out.
+    static std::string first_line(int fd, std::chrono::milliseconds limit) {
+        std::string received;
+        auto const deadline = Clock::now() + limit;
+        while (received.find('\n') == std::string::npos && Clock::now() < deadline) {
+            pollfd entry { fd, POLLIN, 0 };
+            if (::poll(&entry, 1, 20) <= 0)
+                continue;
+            char buffer[4096];
+            ssize_t const got = ::recv(fd, buffer, sizeof(buffer), 0);
+            if (got <= 0)
+                break;
+            received.append(buffer, static_cast<size_t>(got));
+        }
+        return received.substr(0, received.find('\n'));
     }
 
     std::string m_directory;
@@ -167,6 +206,82 @@ TEST_F(DaemonServerTest, ThreeHundredIdleClients_NewClientsAreServedAndTheLonges
     ssize_t const got = ::recv(newest.get(), buffer, sizeof(buffer), 0);
     ASSERT_GT(got, 0);
     EXPECT_NE(std::string(buffer, static_cast<size_t>(got)).find("\"ok\":true"), std::string::npos);
+}
+
+TEST_F(DaemonServerTest, SecondDaemonOnTheSameStateDirectory_IsRefusedUntilTheFirstEnds) {
+    DaemonOptions options;
+    options.state_dir = m_directory + "/state";
+    options.kvmm_binary = "/bin/true";
+    auto second = Daemon::create(options);
+    ASSERT_FALSE(second) << "two daemons on one state directory";
+    EXPECT_NE(second.error().message().find("another kvmmd holds"), std::string::npos) << second.error().message();
+    // The lock goes with the daemon that held it.
+    m_daemon.reset();
+    auto next = Daemon::create(options);
+    EXPECT_TRUE(next) << next.error().message();
+}
+
+TEST_F(DaemonServerTest, SocketWhoseServerAnswersWithAnError_CountsAsInUse) {
+    // A daemon at its client limit refuses a new connection with an error line and closes.
+    auto listener = listen_at_socket(16);
+    std::thread refuser([&] {
+        UniqueFd connection(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        std::string const refusal = "{\"ok\":false,\"error\":\"kvmmd is running a verb for each of its clients\"}\n";
+        (void)::send(connection.get(), refusal.data(), refusal.size(), MSG_NOSIGNAL);
+    });
+    auto daemon = other_daemon();
+    auto started = DaemonServer::start(m_socket, *daemon, {});
+    refuser.join();
+    ASSERT_FALSE(started) << "a daemon that answered was taken for a stale socket";
+    EXPECT_NE(started.error().message().find("in use"), std::string::npos) << started.error().message();
+    EXPECT_TRUE(std::filesystem::is_socket(m_socket));
+}
+
+TEST_F(DaemonServerTest, SocketWithAFullBacklog_CountsAsInUse) {
+    auto listener = listen_at_socket(0);
+    std::vector<UniqueFd> queued;
+    for (int i = 0; i < 1000; ++i) {
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::memcpy(address.sun_path, m_socket.data(), m_socket.size());
+        if (::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0) {
+            ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+            break;
+        }
+        queued.push_back(std::move(fd));
+    }
+    auto daemon = other_daemon();
+    auto started = DaemonServer::start(m_socket, *daemon, {});
+    ASSERT_FALSE(started) << "a daemon too busy to accept was taken for a stale socket";
+    EXPECT_NE(started.error().message().find("in use"), std::string::npos) << started.error().message();
+}
+
+TEST_F(DaemonServerTest, StaleSocket_IsReplaced) {
+    { auto listener = listen_at_socket(16); } // closed: the file stays, nothing listens
+    ASSERT_TRUE(std::filesystem::is_socket(m_socket));
+    serve({});
+    auto client = MUST(DaemonClient::connect(m_socket, 2s));
+    EXPECT_TRUE(client.call({ { "verb", "list" } }, 2s));
+}
+
+TEST_F(DaemonServerTest, ClientWhoseRequestIsSent_IsAnsweredNotEvictedForANewClient) {
+    DaemonServerOptions options;
+    options.max_clients = 1;
+    serve(options);
+    for (int round = 0; round < 100; ++round) {
+        SCOPED_TRACE(round);
+        // The request is in the socket before the next client connects: this client is not idle.
+        auto sender = connect();
+        ASSERT_TRUE(send_all(sender.get(), "{\"verb\": \"list\"}\n"));
+        auto newcomer = connect();
+        auto const answer = first_line(sender.get(), 2s);
+        ASSERT_NE(answer.find("\"ok\":true"), std::string::npos) << answer;
+        sender.reset();
+        newcomer.reset();
+        // The server sees both connections end before the next round.
+        std::this_thread::sleep_for(20ms);
+    }
 }
 
 } // namespace

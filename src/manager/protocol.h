@@ -46,6 +46,8 @@ public:
     void append(std::string_view bytes) { m_buffer.append(bytes); }
     // True while bytes of a line that is not complete yet are held.
     bool has_partial_line() const { return !m_buffer.empty(); }
+    // True when next_line() has a complete line to hand out.
+    bool has_complete_line() const { return m_buffer.find('\n') != std::string::npos; }
     // The next complete line, nullopt if none yet; an error once a line exceeds the limit.
     Expected<std::optional<std::string>> next_line();
 

@@ -1,5 +1,6 @@
 #include "manager/vm_definition.h"
 
+#include "base/path.h"
 #include "vmm/device_options.h"
 #include "vmm/vm_config.h"
 
@@ -136,25 +137,13 @@ Expected<void> check_option_value(std::string_view key, std::string_view value) 
     return {};
 }
 
-// A path is handed to open(2) as a C string: a NUL would cut it short ("/etc/shadow\0.img" opens
-// /etc/shadow), and the other control characters have no place in a file name and hide in logs.
-Expected<void> check_path_characters(std::string_view field, std::string_view path) {
-    for (size_t i = 0; i < path.size(); ++i) {
-        auto const byte = static_cast<unsigned char>(path[i]);
-        if (byte < 0x20 || byte == 0x7f)
-            return Error::format("'{}' contains the control character 0x{:02x} at byte {}; paths must not contain "
-                                 "control characters",
-                                 field, byte, i);
-    }
-    return {};
-}
-
-// The path fields of one option string (e.g. "path" of a disk), each checked as above.
+// The path fields of one option string (e.g. "path" of a disk), each held to base's one rule
+// for host paths (base/path.h).
 Expected<void> check_option_paths(std::string_view flag, std::string_view option, std::string_view table_name,
                                   std::initializer_list<std::string_view> path_keys) {
     for (auto const& [key, value] : TRY(parse_key_values(flag, option))) {
         if (std::find(path_keys.begin(), path_keys.end(), key) != path_keys.end())
-            TRY(check_path_characters(fmt::format("{}.{}", table_name, key), value));
+            TRY(check_path_characters(value, fmt::format("'{}.{}'", table_name, key)));
     }
     return {};
 }
@@ -424,9 +413,9 @@ Expected<void> validate_definition(VmDefinition const& definition) {
         return Error("'kernel' is missing or empty: a definition needs a kernel image path");
     if (definition.initrd && definition.initrd->empty())
         return Error("'initrd' is empty: leave it out or give a path");
-    TRY(check_path_characters("kernel", definition.kernel));
+    TRY(check_path_characters(definition.kernel, "'kernel'"));
     if (definition.initrd)
-        TRY(check_path_characters("initrd", *definition.initrd));
+        TRY(check_path_characters(*definition.initrd, "'initrd'"));
     for (size_t i = 0; i < definition.disks.size(); ++i)
         TRY(check_option_paths("--disk", definition.disks[i], fmt::format("disk[{}]", i), { "path" }));
     for (size_t i = 0; i < definition.nics.size(); ++i)

@@ -574,6 +574,49 @@ TEST_F(ManagerTest, DaemonKilledAtEveryStepOfStart_NextDaemonAdoptsOrCleansUp) {
     start_daemon(); // for TearDown
 }
 
+// A second kvmmd started by mistake on a live daemon's state directory must not run its recovery:
+// to it, the kvmm that the live daemon is starting (in the VM's cgroup, not yet recorded) looks
+// like an orphan to stop. It exits at once, and nothing is stopped or removed.
+TEST_F(ManagerTest, SecondDaemonOnALiveStateDirectory_ExitsAtOnceAndTouchesNothing) {
+    ASSERT_TRUE(call({ { "verb", "define" }, { "toml", read_file(write_definition("steady", "idle")) } }));
+    ASSERT_EQ(ctl({ "start", "steady" }).exit_status, 0);
+    pid_t const steady_pid = info("steady")["pid"].get<pid_t>();
+    // "starting": defined, a process in its cgroup that no runtime record names yet, and a
+    // record being written (the state a start is in between spawning kvmm and recording it).
+    ASSERT_TRUE(call({ { "verb", "define" }, { "toml", read_file(write_definition("starting", "idle")) } }));
+    auto cgroup = MUST(Cgroup::create(m_cgroup_parent, "starting", {}));
+    UniqueFd null_fd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    auto starting = MUST(spawn_process({ "/bin/sleep", "60" }, null_fd.get(), &cgroup));
+    auto const runtime = fs::path(m_state_dir) / "runtime" / "starting";
+    fs::create_directories(runtime);
+    std::ofstream(runtime / "runtime.json.tmp") << "{";
+
+    std::string const second_socket = m_state_dir + "/second.sock";
+    auto const second = testing::run_process({ KVMMD_BINARY, "--state-dir", m_state_dir, "--socket", second_socket,
+                                               "--kvmm", KVMM_BINARY, "--cgroup-parent", m_cgroup_parent },
+                                             {}, 10s);
+    std::printf("second kvmmd on a live state directory: exit %d after %lld ms\n", second.exit_status,
+                static_cast<long long>(second.elapsed.count()));
+    EXPECT_EQ(second.exit_status, 1) << second.standard_error;
+    EXPECT_LT(second.elapsed, 2s);
+    EXPECT_NE(second.standard_error.find("another kvmmd holds"), std::string::npos) << second.standard_error;
+    EXPECT_FALSE(fs::exists(second_socket));
+
+    EXPECT_EQ(::waitpid(starting.pid, nullptr, WNOHANG), 0) << "the starting VM's process was stopped";
+    EXPECT_EQ(cgroup_members("starting"), std::optional(std::vector<pid_t> { starting.pid }));
+    EXPECT_TRUE(fs::exists(runtime / "runtime.json.tmp")) << "the start's files were removed";
+    auto const steady = info("steady");
+    EXPECT_EQ(steady["state"], "running");
+    EXPECT_EQ(steady["pid"], steady_pid);
+    EXPECT_EQ(ctl({ "list" }).exit_status, 0) << "the live daemon stopped answering";
+
+    (void)send_signal(starting.pidfd.get(), SIGKILL);
+    ::waitpid(starting.pid, nullptr, 0);
+    for (int attempt = 0; attempt < 100 && !cgroup.destroy(); ++attempt)
+        std::this_thread::sleep_for(10ms);
+    fs::remove(runtime / "runtime.json.tmp");
+}
+
 TEST_F(ManagerTest, DaemonThatDoesNotAnswer_KvmmctlGivesUpNamingTheSocket) {
     ASSERT_EQ(::kill(m_daemon_pid, SIGSTOP), 0);
     auto const listed = ctl({ "--daemon-timeout", "1", "list" }, 20s);
