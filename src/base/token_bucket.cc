@@ -54,7 +54,7 @@ void TokenBucket::refill() {
     if (now <= m_last_update)
         return;
     // A restored bucket's last refill may lie far before this clock's origin; the difference
-    // is taken in 128 bits and capped at 2^63 - 1 ns (292 years, long past any refill).
+    // is taken in 128 bits and capped at 2^63 - 1 ns (292 years), as the product below needs.
     auto const elapsed =
         static_cast<uint64_t>(std::min<SignedWide>(static_cast<SignedWide>(now.count()) - m_last_update.count(),
                                                    std::numeric_limits<int64_t>::max()));
