@@ -129,4 +129,81 @@ void RateLimiter::on_timer() {
     m_blocked = false;
 }
 
+namespace {
+
+void encode_bucket(StateWriter& writer, std::optional<TokenBucketState> const& bucket) {
+    writer.boolean(bucket.has_value());
+    if (bucket)
+        bucket->encode(writer);
+}
+
+Expected<std::optional<TokenBucketState>> decode_bucket(StateReader& reader, std::string_view name) {
+    if (!TRY(reader.boolean(name)))
+        return std::optional<TokenBucketState> {};
+    auto bucket = TRY(TokenBucketState::decode(reader).with_context(name));
+    return std::optional<TokenBucketState>(bucket);
+}
+
+// The bucket a restore would install: `current` with `saved` applied, or an error naming it.
+Expected<std::optional<TokenBucket>> restored_bucket(std::optional<TokenBucket> current,
+                                                     std::optional<TokenBucketState> const& saved,
+                                                     std::string_view name) {
+    if (current.has_value() != saved.has_value())
+        return Error::format("rate limiter state: {}: saved {} a bucket, but this limiter has {}", name,
+                             saved ? "with" : "without", current ? "one" : "none");
+    if (current)
+        TRY(current->restore(*saved).with_context(name));
+    return current;
+}
+
+} // namespace
+
+void RateLimiterState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    encode_bucket(writer, bandwidth);
+    encode_bucket(writer, ops);
+    writer.boolean(blocked);
+    writer.end_section();
+}
+
+Expected<RateLimiterState> RateLimiterState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    RateLimiterState state;
+    state.bandwidth = TRY(decode_bucket(reader, "bandwidth"));
+    state.ops = TRY(decode_bucket(reader, "ops"));
+    state.blocked = TRY(reader.boolean("blocked"));
+    TRY(reader.end_section());
+    return state;
+}
+
+RateLimiterState RateLimiter::save() const {
+    RateLimiterState state;
+    if (m_bandwidth)
+        state.bandwidth = m_bandwidth->save();
+    if (m_ops)
+        state.ops = m_ops->save();
+    state.blocked = m_blocked;
+    return state;
+}
+
+Expected<void> RateLimiter::restore(RateLimiterState const& state) {
+    // Both buckets are restored on copies before either is installed, so a refusal changes nothing.
+    auto bandwidth = TRY(restored_bucket(m_bandwidth, state.bandwidth, "bandwidth"));
+    auto ops = TRY(restored_bucket(m_ops, state.ops, "ops"));
+    if (state.blocked && !bandwidth && !ops)
+        return Error("rate limiter state: blocked: a limiter without buckets never blocks");
+    m_bandwidth = std::move(bandwidth);
+    m_ops = std::move(ops);
+    if (state.blocked) {
+        // Without the timer nothing would wake the device up; unblocked, it retries on its
+        // next event instead (as in update()).
+        m_blocked = arm_timer(MINIMUM_TIMER_DELAY);
+    } else if (m_blocked) {
+        itimerspec const disarm {};
+        ::timerfd_settime(m_timer.get(), 0, &disarm, nullptr);
+        m_blocked = false;
+    }
+    return {};
+}
+
 } // namespace kvmm

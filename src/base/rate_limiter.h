@@ -11,17 +11,20 @@
 // Firecracker's API treats a bucket whose size or refill_time_ms is 0 as "no
 // limit"; so do create() and update().
 //
-// Threading: none; one limiter belongs to the event-loop thread of its device.
-// The Clock must outlive the limiter.
+// Threading: none; one limiter belongs to the event-loop thread of its device,
+// and save()/restore() run on that thread while the VM is paused. The Clock
+// must outlive the limiter.
 #pragma once
 
 #include "base/expected.h"
+#include "base/state_io.h"
 #include "base/token_bucket.h"
 #include "base/unique_fd.h"
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace kvmm {
 
@@ -38,6 +41,24 @@ struct RateLimitConfig {
 // replaces the old one, a bucket given with size or refill_time_ms 0 removes it, a bucket not
 // given stays. The result holds no such zero bucket.
 RateLimitConfig apply_rate_limit_changes(RateLimitConfig current, RateLimitConfig const& changes);
+
+// A limiter's saved state (docs/ARCHITECTURE.md "Saved state"): each bucket's state (absent
+// where the limiter has no such bucket) and whether a refused request is waiting for the
+// timer. The timer's deadline is not kept: a restored blocked limiter fires at once and its
+// device retries, which either passes or blocks again for exactly the wait the restored
+// buckets need, so no clock reading crosses hosts here either.
+struct RateLimiterState {
+    static constexpr std::string_view SECTION = "rate-limiter";
+    static constexpr uint32_t VERSION = 1;
+
+    std::optional<TokenBucketState> bandwidth;
+    std::optional<TokenBucketState> ops;
+    bool blocked { false };
+
+    bool operator==(RateLimiterState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<RateLimiterState> decode(StateReader& reader);
+};
 
 class RateLimiter {
 public:
@@ -64,6 +85,14 @@ public:
 
     // Call when timer_fd() is readable: drains and disarms the timer and unblocks.
     void on_timer();
+
+    RateLimiterState save() const;
+    // Puts a limiter created from the same configuration where save() left it. A blocked
+    // state arms the timer to fire at once (as update() does), so the device retries from its
+    // timer callback once the event loop runs again. Refused, naming the bucket and the field
+    // and changing nothing, when a bucket is present in only one of the two or its state does
+    // not fit it (TokenBucket::restore), or a limiter without buckets is said to be blocked.
+    Expected<void> restore(RateLimiterState const& state);
 
     bool is_blocked() const { return m_blocked; }
     bool is_unlimited() const { return !m_bandwidth && !m_ops; }

@@ -53,7 +53,11 @@ void TokenBucket::refill() {
     auto const now = m_clock->now();
     if (now <= m_last_update)
         return;
-    auto const elapsed = static_cast<uint64_t>((now - m_last_update).count());
+    // A restored bucket's last refill may lie far before this clock's origin; the difference
+    // is taken in 128 bits and capped at 2^63 - 1 ns (292 years), as the product below needs.
+    auto const elapsed =
+        static_cast<uint64_t>(std::min<SignedWide>(static_cast<SignedWide>(now.count()) - m_last_update.count(),
+                                                   std::numeric_limits<int64_t>::max()));
     m_last_update = now;
     auto const size = static_cast<int64_t>(m_config.size);
     if (m_budget == size) {
@@ -115,6 +119,76 @@ uint64_t TokenBucket::available() {
     refill();
     Wide const total = static_cast<Wide>(m_burst) + static_cast<uint64_t>(std::max<int64_t>(m_budget, 0));
     return static_cast<uint64_t>(std::min<Wide>(total, std::numeric_limits<uint64_t>::max()));
+}
+
+void TokenBucketState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u64(config.size);
+    writer.u64(config.one_time_burst);
+    writer.u64(config.refill_time_ms);
+    writer.u64(static_cast<uint64_t>(budget));
+    writer.u64(one_time_burst_left);
+    writer.u64(fraction);
+    writer.u64(since_last_refill_ns);
+    writer.end_section();
+}
+
+Expected<TokenBucketState> TokenBucketState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    TokenBucketState state;
+    state.config.size = TRY(reader.u64("size"));
+    state.config.one_time_burst = TRY(reader.u64("one_time_burst"));
+    state.config.refill_time_ms = TRY(reader.u64("refill_time_ms"));
+    state.budget = static_cast<int64_t>(TRY(reader.u64("budget")));
+    state.one_time_burst_left = TRY(reader.u64("one_time_burst_left"));
+    state.fraction = TRY(reader.u64("fraction"));
+    state.since_last_refill_ns = TRY(reader.u64("since_last_refill_ns"));
+    TRY(reader.end_section());
+    return state;
+}
+
+TokenBucketState TokenBucket::save() const {
+    auto const now = m_clock->now();
+    SignedWide const since = static_cast<SignedWide>(now.count()) - m_last_update.count();
+    return TokenBucketState {
+        .config = m_config,
+        .budget = m_budget,
+        .one_time_burst_left = m_burst,
+        .fraction = m_fraction,
+        .since_last_refill_ns =
+            static_cast<uint64_t>(std::clamp<SignedWide>(since, 0, std::numeric_limits<int64_t>::max())),
+    };
+}
+
+Expected<void> TokenBucket::restore(TokenBucketState const& state) {
+    auto const& config = state.config;
+    if (config != m_config)
+        return Error::format("token bucket state: config (size {}, one_time_burst {}, refill_time_ms {}) is not this "
+                             "bucket's (size {}, one_time_burst {}, refill_time_ms {})",
+                             config.size, config.one_time_burst, config.refill_time_ms, m_config.size,
+                             m_config.one_time_burst, m_config.refill_time_ms);
+    auto const size = static_cast<int64_t>(m_config.size);
+    // consume() saturates a debt at -INT64_MAX, so INT64_MIN is never a budget.
+    if (state.budget < -std::numeric_limits<int64_t>::max() || state.budget > size)
+        return Error::format("token bucket state: budget {} is outside [{}, {}]", state.budget,
+                             -std::numeric_limits<int64_t>::max(), size);
+    if (state.one_time_burst_left > m_config.one_time_burst)
+        return Error::format("token bucket state: one_time_burst_left {} is more than the one_time_burst {}",
+                             state.one_time_burst_left, m_config.one_time_burst);
+    if (state.fraction >= m_refill_time_ns)
+        return Error::format("token bucket state: fraction {} is not below the refill time of {} ns", state.fraction,
+                             m_refill_time_ns);
+    if (state.since_last_refill_ns > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Error::format("token bucket state: since_last_refill_ns {} is more than {}", state.since_last_refill_ns,
+                             std::numeric_limits<int64_t>::max());
+    SignedWide const last_update =
+        static_cast<SignedWide>(m_clock->now().count()) - static_cast<SignedWide>(state.since_last_refill_ns);
+    m_last_update = std::chrono::nanoseconds(
+        static_cast<int64_t>(std::max<SignedWide>(last_update, std::numeric_limits<int64_t>::min())));
+    m_budget = state.budget;
+    m_burst = state.one_time_burst_left;
+    m_fraction = state.fraction;
+    return {};
 }
 
 } // namespace kvmm

@@ -15,13 +15,16 @@
 // Time comes from a Clock so that tests drive it deterministically.
 //
 // Threading: none; a bucket belongs to the one thread (the event loop) that
-// uses it. The Clock must outlive the bucket.
+// uses it, and save()/restore() run on that thread. The Clock must outlive the
+// bucket.
 #pragma once
 
 #include "base/expected.h"
+#include "base/state_io.h"
 
 #include <chrono>
 #include <cstdint>
+#include <string_view>
 
 namespace kvmm {
 
@@ -45,6 +48,31 @@ struct TokenBucketConfig {
     bool operator==(TokenBucketConfig const&) const = default;
 };
 
+// A bucket's saved state (docs/ARCHITECTURE.md "Saved state"): its configuration (checked on
+// restore: a state belongs to a bucket made from the same one), what is left of the budget
+// and the burst, the token fraction carried, and how long before the save the bucket was last
+// refilled. That last one is an interval, not a timestamp: CLOCK_MONOTONIC counts from the
+// host's boot, so a saved absolute time means nothing on another host or after a reboot.
+// Restored there it would lie far in the future (the bucket would not refill until that
+// host's clock caught up: a device stalled for hours or days) or far in the past (a bucket
+// instantly full, however much debt it had). An interval is valid anywhere: the restored
+// bucket continues as if the time between save and restore (the VM paused, the state in
+// transit) had not passed, neither refilling it nor taking from it.
+struct TokenBucketState {
+    static constexpr std::string_view SECTION = "token-bucket";
+    static constexpr uint32_t VERSION = 1;
+
+    TokenBucketConfig config;
+    int64_t budget { 0 };                // in [-INT64_MAX, size]; negative while in debt
+    uint64_t one_time_burst_left { 0 };  // at most config.one_time_burst
+    uint64_t fraction { 0 };             // below refill_time_ms in nanoseconds
+    uint64_t since_last_refill_ns { 0 }; // at most INT64_MAX
+
+    bool operator==(TokenBucketState const&) const = default;
+    void encode(StateWriter& writer) const;
+    static Expected<TokenBucketState> decode(StateReader& reader);
+};
+
 class TokenBucket {
 public:
     // Fails when size or refill_time_ms is 0 (no rate), when size exceeds INT64_MAX or when
@@ -63,6 +91,13 @@ public:
     uint64_t available();
     uint64_t one_time_burst() const { return m_burst; }
     TokenBucketConfig const& config() const { return m_config; }
+
+    // The state as of now (no refill is applied: the time since the last one is saved instead).
+    TokenBucketState save() const;
+    // Puts a bucket created from the same configuration where save() left it; its last refill
+    // is placed `since_last_refill_ns` before this bucket's clock's now. Refused, naming the
+    // field and changing nothing, when the configuration differs or a value is out of range.
+    Expected<void> restore(TokenBucketState const& state);
 
 private:
     TokenBucket(TokenBucketConfig const& config, uint64_t refill_time_ns, Clock const& clock);

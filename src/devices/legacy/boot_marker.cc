@@ -18,4 +18,18 @@ void BootMarker::write(uint64_t offset, std::span<uint8_t const> data) {
     spdlog::info("guest boot marker {}: {}.{:03} ms since kvmm started", count, elapsed / 1000, elapsed % 1000);
 }
 
+void BootMarkerState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u32(markers_seen);
+    writer.end_section();
+}
+
+Expected<BootMarkerState> BootMarkerState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    BootMarkerState state;
+    state.markers_seen = TRY(reader.u32("markers_seen"));
+    TRY(reader.end_section());
+    return state;
+}
+
 } // namespace kvmm

@@ -22,6 +22,7 @@ constexpr uint8_t B_BINARY = 0x04;
 constexpr uint8_t D_VALID_RAM_AND_TIME = 0x80;
 // Register A: 32.768 kHz time base (DV = 010), 1024 Hz rate select (0110); UIP (bit 7) stays 0.
 constexpr uint8_t A_DEFAULT = 0x26;
+constexpr uint8_t A_UPDATE_IN_PROGRESS = 0x80;
 
 bool is_time_register(uint8_t index) {
     switch (index) {
@@ -74,7 +75,7 @@ void CmosRtc::write(uint64_t offset, std::span<uint8_t const> data) {
     case REGISTER_D:
         return; // read-only
     case REGISTER_A:
-        m_ram[REGISTER_A] = data[0] & 0x7f; // UIP is read-only
+        m_ram[REGISTER_A] = data[0] & static_cast<uint8_t>(~A_UPDATE_IN_PROGRESS); // UIP is read-only
         return;
     default:
         m_ram[m_index] = data[0];
@@ -136,6 +137,51 @@ uint8_t CmosRtc::read_time_register(uint8_t index) const {
     default:
         return 0;
     }
+}
+
+void CmosRtcState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u8(index);
+    writer.bytes(std::span<uint8_t const>(ram));
+    writer.end_section();
+}
+
+Expected<CmosRtcState> CmosRtcState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    CmosRtcState state;
+    state.index = TRY(reader.u8("index"));
+    auto const ram = TRY(reader.bytes("ram", CMOS_RAM_SIZE));
+    if (ram.size() != CMOS_RAM_SIZE)
+        return Error::format("saved state cmos-rtc/ram: {} bytes, not {}", ram.size(), CMOS_RAM_SIZE);
+    for (size_t i = 0; i < CMOS_RAM_SIZE; ++i)
+        state.ram[i] = static_cast<uint8_t>(ram[i]);
+    TRY(reader.end_section());
+    return state;
+}
+
+CmosRtcState CmosRtc::save() const {
+    std::lock_guard guard(m_lock);
+    return CmosRtcState { m_index, m_ram };
+}
+
+Expected<void> CmosRtc::restore(CmosRtcState const& state) {
+    if (state.index >= CMOS_RAM_SIZE)
+        return Error::format("cmos-rtc state: index {:#04x} is past the {}-byte RAM", state.index, CMOS_RAM_SIZE);
+    for (size_t i = 0; i < CMOS_RAM_SIZE; ++i) {
+        auto const index = static_cast<uint8_t>(i);
+        bool const never_stored = is_time_register(index) || index == REGISTER_C || index == REGISTER_D;
+        if (never_stored && state.ram[i] != 0)
+            return Error::format("cmos-rtc state: ram[{:#04x}] is {:#04x}, but the clock stores nothing there", index,
+                                 state.ram[i]);
+    }
+    if (state.ram[REGISTER_A] & A_UPDATE_IN_PROGRESS)
+        return Error::format("cmos-rtc state: ram[{:#04x}] (register A) {:#04x} has the read-only update-in-progress "
+                             "bit set",
+                             REGISTER_A, state.ram[REGISTER_A]);
+    std::lock_guard guard(m_lock);
+    m_index = state.index;
+    m_ram = state.ram;
+    return {};
 }
 
 } // namespace kvmm

@@ -22,6 +22,20 @@ constexpr uint8_t COMMAND_BYTE_TRANSLATE = 0x40;
 
 constexpr uint8_t KEYBOARD_ACK = 0xfa;
 
+// The controller commands that wait for a data byte on port 0x60 (see handle_command()).
+bool takes_data_byte(uint8_t command) {
+    switch (command) {
+    case 0x60: // write command byte
+    case 0xd1: // write output port
+    case 0xd2: // write keyboard output buffer
+    case 0xd3: // write auxiliary output buffer
+    case 0xd4: // write to auxiliary device
+        return true;
+    default:
+        return false;
+    }
+}
+
 } // namespace
 
 I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> reset_requested,
@@ -95,16 +109,13 @@ void I8042::queue_output(uint8_t byte, bool from_aux) {
 
 bool I8042::handle_command(uint8_t command) {
     m_pending_command.reset();
+    if (takes_data_byte(command)) {
+        m_pending_command = command;
+        return false;
+    }
     switch (command) {
     case 0x20: // read command byte
         queue_output(m_command_byte);
-        return false;
-    case 0x60: // write command byte (data follows)
-    case 0xd1: // write output port
-    case 0xd2: // write keyboard output buffer
-    case 0xd3: // write auxiliary output buffer
-    case 0xd4: // write to auxiliary device
-        m_pending_command = command;
         return false;
     case 0xa7: // disable auxiliary interface
         m_command_byte |= COMMAND_BYTE_AUX_DISABLED;
@@ -190,12 +201,18 @@ void I8042::lower_interrupts() {
     }
 }
 
-void I8042::update_interrupt() {
+bool I8042::keyboard_interrupt_level() const {
     // Only the byte at the head of the queue is in the output buffer the guest sees.
-    bool const full = !m_output.empty();
-    bool const aux = full && m_output.front().from_aux;
-    bool const keyboard_level = full && !aux && (m_command_byte & COMMAND_BYTE_KEYBOARD_INTERRUPT);
-    bool const aux_level = aux && (m_command_byte & COMMAND_BYTE_AUX_INTERRUPT);
+    return !m_output.empty() && !m_output.front().from_aux && (m_command_byte & COMMAND_BYTE_KEYBOARD_INTERRUPT);
+}
+
+bool I8042::aux_interrupt_level() const {
+    return !m_output.empty() && m_output.front().from_aux && (m_command_byte & COMMAND_BYTE_AUX_INTERRUPT);
+}
+
+void I8042::update_interrupt() {
+    bool const keyboard_level = keyboard_interrupt_level();
+    bool const aux_level = aux_interrupt_level();
     if (keyboard_level != m_keyboard_irq_level) {
         m_keyboard_irq_level = keyboard_level;
         m_keyboard_irq->set_level(keyboard_level);
@@ -205,6 +222,82 @@ void I8042::update_interrupt() {
         if (m_aux_irq)
             m_aux_irq->set_level(aux_level);
     }
+}
+
+void I8042State::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.u64(output.size());
+    for (auto const& byte : output) {
+        writer.u8(byte.value);
+        writer.boolean(byte.from_aux);
+    }
+    writer.u8(command_byte);
+    writer.u8(output_port);
+    writer.boolean(pending_command.has_value());
+    writer.u8(pending_command.value_or(0));
+    writer.boolean(last_write_was_command);
+    writer.end_section();
+}
+
+Expected<I8042State> I8042State::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    I8042State state;
+    auto const count = TRY(reader.u64_in_range("output", 0, I8042::OUTPUT_CAPACITY));
+    state.output.reserve(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i) {
+        OutputByte byte;
+        byte.value = TRY(reader.u8("output.value"));
+        byte.from_aux = TRY(reader.boolean("output.from_aux"));
+        state.output.push_back(byte);
+    }
+    state.command_byte = TRY(reader.u8("command_byte"));
+    state.output_port = TRY(reader.u8("output_port"));
+    bool const has_pending = TRY(reader.boolean("pending_command"));
+    uint8_t const pending = TRY(reader.u8("pending_command"));
+    if (has_pending)
+        state.pending_command = pending;
+    else if (pending != 0)
+        return Error::format("saved state i8042/pending_command: {:#04x} given without a pending command", pending);
+    state.last_write_was_command = TRY(reader.boolean("last_write_was_command"));
+    TRY(reader.end_section());
+    return state;
+}
+
+I8042State I8042::save() const {
+    std::lock_guard guard(m_lock);
+    I8042State state;
+    state.output.reserve(m_output.size());
+    for (auto const& byte : m_output)
+        state.output.push_back(I8042State::OutputByte { byte.value, byte.from_aux });
+    state.command_byte = m_command_byte;
+    state.output_port = m_output_port;
+    state.pending_command = m_pending_command;
+    state.last_write_was_command = m_last_write_was_command;
+    return state;
+}
+
+Expected<void> I8042::restore(I8042State const& state) {
+    if (state.output.size() > OUTPUT_CAPACITY)
+        return Error::format("i8042 state: output holds {} bytes, more than the {} it can hold", state.output.size(),
+                             OUTPUT_CAPACITY);
+    if (state.pending_command && !takes_data_byte(*state.pending_command))
+        return Error::format("i8042 state: pending_command {:#04x} is not a command that takes a data byte",
+                             *state.pending_command);
+
+    std::lock_guard guard(m_lock);
+    m_output.clear();
+    for (auto const& byte : state.output)
+        m_output.push_back(OutputByte { byte.value, byte.from_aux });
+    m_command_byte = state.command_byte;
+    m_output_port = state.output_port;
+    m_pending_command = state.pending_command;
+    m_last_write_was_command = state.last_write_was_command;
+    m_keyboard_irq_level = keyboard_interrupt_level();
+    m_keyboard_irq->set_level(m_keyboard_irq_level);
+    m_aux_irq_level = aux_interrupt_level();
+    if (m_aux_irq)
+        m_aux_irq->set_level(m_aux_irq_level);
+    return {};
 }
 
 } // namespace kvmm

@@ -20,8 +20,11 @@
 // dropped, so a guest that never reads cannot make it grow.
 //
 // Threading: one mutex guards the state; callbacks run with it released.
+// save() and restore() take the same mutex; they run while the VM is paused.
 #pragma once
 
+#include "base/expected.h"
+#include "base/state_io.h"
 #include "devices/bus/bus_device.h"
 
 #include <cstdint>
@@ -30,10 +33,41 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
+#include <vector>
 
 namespace kvmm {
 
 inline constexpr uint64_t I8042_PORT_RANGE_LENGTH = 5;
+
+// The controller's saved state (docs/ARCHITECTURE.md "Saved state"): the queued output bytes
+// (the head is the output buffer the guest sees), the command byte, the output port, a command
+// still waiting for its data byte, and the status register's "last write was a command" bit.
+// The rest of the status register and both interrupt lines' levels follow from these and are
+// derived again on restore.
+struct I8042State {
+    static constexpr std::string_view SECTION = "i8042";
+    static constexpr uint32_t VERSION = 1;
+
+    struct OutputByte {
+        uint8_t value { 0 };
+        bool from_aux { false }; // auxiliary-port data: status bit 5, IRQ 12
+
+        bool operator==(OutputByte const&) const = default;
+    };
+
+    std::vector<OutputByte> output;
+    uint8_t command_byte { 0 };
+    uint8_t output_port { 0x01 };
+    // One of the commands that take a data byte: 0x60, 0xD1, 0xD2, 0xD3, 0xD4.
+    std::optional<uint8_t> pending_command;
+    bool last_write_was_command { false };
+
+    bool operator==(I8042State const&) const = default;
+    void encode(StateWriter& writer) const;
+    // Refuses more output bytes than I8042::OUTPUT_CAPACITY before reading them.
+    static Expected<I8042State> decode(StateReader& reader);
+};
 
 class I8042 final : public BusDevice {
 public:
@@ -48,6 +82,14 @@ public:
     // Queues the set-1 scancodes of Ctrl+Alt+Del being pressed and released.
     void send_ctrl_alt_del();
 
+    I8042State save() const;
+    // Replaces the controller's state, then drives both interrupt lines to the levels it
+    // implies (even when they seem unchanged: the interrupt controller may have been restored
+    // with any level). Never requests a reset, whatever the output port holds. Refused, naming
+    // the field and changing nothing, when the output queue is longer than OUTPUT_CAPACITY or
+    // the pending command is not one that takes a data byte.
+    Expected<void> restore(I8042State const& state);
+
 private:
     struct OutputByte {
         uint8_t value;
@@ -60,12 +102,15 @@ private:
     bool handle_data(uint8_t value);
     void lower_interrupts();
     void update_interrupt();
+    // The levels the output buffer and the command byte imply for IRQ 1 and IRQ 12.
+    bool keyboard_interrupt_level() const;
+    bool aux_interrupt_level() const;
 
     std::shared_ptr<InterruptLine> m_keyboard_irq;
     std::function<void()> m_reset_requested;
     std::shared_ptr<InterruptLine> m_aux_irq;
 
-    std::mutex m_lock;
+    mutable std::mutex m_lock;
     std::deque<OutputByte> m_output;
     uint8_t m_command_byte;
     uint8_t m_output_port { 0x01 };           // bit 0: CPU reset line, inactive high

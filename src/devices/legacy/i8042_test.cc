@@ -1,10 +1,13 @@
 #include "devices/legacy/i8042.h"
 
+#include "base/testing/state_round_trip.h"
 #include "devices/legacy/recording_interrupt_line.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 namespace kvmm {
@@ -182,6 +185,147 @@ TEST_F(I8042Test, RandomAccessesNeverCrashAndKeepQueueBounded) {
     EXPECT_LE(drained, I8042::OUTPUT_CAPACITY);
     out(4, 0xaa);
     EXPECT_EQ(in(0), 0x55);
+}
+
+// A controller with both interrupt lines and a reset counter, for the saved-state tests.
+struct Controller {
+    uint8_t in(uint64_t offset) {
+        uint8_t value = 0;
+        i8042.read(offset, std::span(&value, 1));
+        return value;
+    }
+    void out(uint64_t offset, uint8_t value) { i8042.write(offset, std::span(&value, 1)); }
+    // Status, then data, until the output buffer is empty: what the guest sees, with both lines.
+    std::vector<std::tuple<uint8_t, uint8_t, bool, bool>> drain() {
+        std::vector<std::tuple<uint8_t, uint8_t, bool, bool>> seen;
+        for (int i = 0; i <= static_cast<int>(I8042::OUTPUT_CAPACITY); ++i) {
+            bool const keyboard = keyboard_irq->level();
+            bool const aux = aux_irq->level();
+            uint8_t const status = in(4);
+            seen.emplace_back(status, in(0), keyboard, aux);
+            if (!(status & 0x01))
+                break;
+        }
+        return seen;
+    }
+
+    int resets { 0 };
+    std::shared_ptr<RecordingInterruptLine> keyboard_irq = std::make_shared<RecordingInterruptLine>();
+    std::shared_ptr<RecordingInterruptLine> aux_irq = std::make_shared<RecordingInterruptLine>();
+    I8042 i8042 { keyboard_irq, [this] { ++resets; }, aux_irq };
+};
+
+TEST(I8042State, RestoredControllerHasTheSameQueuePendingCommandAndLines) {
+    Controller original;
+    original.out(4, 0x60);
+    original.out(0, 0x47); // keyboard and aux interrupts, system flag, translate
+    original.out(4, 0xd3); // an auxiliary byte at the head of the queue
+    original.out(0, 0x5a);
+    original.out(0, 0xf2); // identify: FA AB 83 behind it
+    original.out(4, 0xd1); // write output port: waits for its data byte
+    ASSERT_TRUE(original.aux_irq->level());
+    ASSERT_FALSE(original.keyboard_irq->level());
+
+    auto const saved = original.i8042.save();
+    EXPECT_EQ(saved.output.size(), 4u);
+    EXPECT_EQ(saved.pending_command, uint8_t { 0xd1 });
+    EXPECT_TRUE(saved.last_write_was_command);
+    auto const decoded = testing::round_trip(saved);
+    ASSERT_TRUE(decoded) << decoded.error().message();
+    EXPECT_EQ(*decoded, saved);
+    Controller copy;
+    auto const restored = copy.i8042.restore(*decoded);
+    ASSERT_TRUE(restored) << restored.error().message();
+    EXPECT_EQ(copy.i8042.save(), saved);
+    EXPECT_EQ(copy.aux_irq->levels, (std::vector<bool> { true }));
+    EXPECT_EQ(copy.keyboard_irq->levels, (std::vector<bool> { false }));
+    EXPECT_EQ(copy.in(4), original.in(4)); // aux data, last write a command
+
+    // The pending 0xD1 takes its data byte in both: bit 0 clear pulls the reset line.
+    original.out(0, 0x02);
+    copy.out(0, 0x02);
+    EXPECT_EQ(original.resets, 1);
+    EXPECT_EQ(copy.resets, 1);
+    original.out(4, 0xd0);
+    copy.out(4, 0xd0);
+    auto const expected = original.drain();
+    EXPECT_EQ(copy.drain(), expected);
+    ASSERT_EQ(expected.size(), 6u); // 5A FA AB 83, the output port, then empty
+    EXPECT_EQ(std::get<1>(expected[0]), 0x5a);
+    EXPECT_EQ(std::get<1>(expected[4]), 0x02);
+}
+
+TEST(I8042State, RestoreNeverRequestsAResetWhateverTheOutputPortHolds) {
+    Controller controller;
+    I8042State state;
+    state.output_port = 0x00; // reset line driven low
+    state.command_byte = 0x01;
+    state.output = { { 0x1c, false } };
+    ASSERT_TRUE(controller.i8042.restore(state));
+    EXPECT_EQ(controller.resets, 0);
+    EXPECT_EQ(controller.keyboard_irq->levels, (std::vector<bool> { true }));
+    EXPECT_EQ(controller.aux_irq->levels, (std::vector<bool> { false }));
+}
+
+TEST(I8042State, DecodeRefusesATruncatedSectionAWrongVersionAndTooManyBytes) {
+    StateWriter short_body;
+    short_body.begin_section(I8042State::SECTION, I8042State::VERSION);
+    short_body.u64(0);
+    short_body.end_section();
+    auto const truncated = testing::decode_payload<I8042State>(short_body.payload());
+    ASSERT_FALSE(truncated);
+    EXPECT_NE(truncated.error().message().find("i8042/command_byte: truncated"), std::string::npos)
+        << truncated.error().message();
+
+    StateWriter newer;
+    newer.begin_section(I8042State::SECTION, 7);
+    newer.end_section();
+    auto const version = testing::decode_payload<I8042State>(newer.payload());
+    ASSERT_FALSE(version);
+    EXPECT_NE(version.error().message().find("i8042 (section): version 7"), std::string::npos)
+        << version.error().message();
+
+    I8042State too_many;
+    too_many.output.resize(I8042::OUTPUT_CAPACITY + 1);
+    auto const overlong = testing::round_trip(too_many);
+    ASSERT_FALSE(overlong);
+    EXPECT_NE(overlong.error().message().find("i8042/output: 17 is outside [0, 16]"), std::string::npos)
+        << overlong.error().message();
+
+    StateWriter stray;
+    stray.begin_section(I8042State::SECTION, I8042State::VERSION);
+    stray.u64(0);
+    stray.u8(0);
+    stray.u8(1);
+    stray.boolean(false);
+    stray.u8(0x60); // a command byte without the "pending" flag
+    stray.boolean(false);
+    stray.end_section();
+    auto const inconsistent = testing::decode_payload<I8042State>(stray.payload());
+    ASSERT_FALSE(inconsistent);
+    EXPECT_NE(inconsistent.error().message().find("i8042/pending_command: 0x60 given without"), std::string::npos)
+        << inconsistent.error().message();
+}
+
+TEST(I8042State, RestoreRefusesAnOverlongQueueOrAnUnknownPendingCommandAndChangesNothing) {
+    Controller controller;
+    controller.out(4, 0xaa);
+    auto const before = controller.i8042.save();
+    I8042State state;
+    state.output.resize(I8042::OUTPUT_CAPACITY + 1);
+    auto const overlong = controller.i8042.restore(state);
+    ASSERT_FALSE(overlong);
+    EXPECT_NE(overlong.error().message().find("output holds 17 bytes, more than the 16"), std::string::npos)
+        << overlong.error().message();
+    state = {};
+    state.pending_command = 0x20; // read command byte: takes no data
+    auto const unknown = controller.i8042.restore(state);
+    ASSERT_FALSE(unknown);
+    EXPECT_NE(unknown.error().message().find("pending_command 0x20 is not a command that takes a data byte"),
+              std::string::npos)
+        << unknown.error().message();
+    EXPECT_EQ(controller.i8042.save(), before);
+    EXPECT_EQ(controller.in(0), 0x55);
 }
 
 } // namespace

@@ -21,4 +21,15 @@ void PowerControl::write(uint64_t offset, std::span<uint8_t const> data) {
         m_on_event(PowerEvent::PowerOff);
 }
 
+void PowerControlState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.end_section();
+}
+
+Expected<PowerControlState> PowerControlState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    TRY(reader.end_section());
+    return PowerControlState {};
+}
+
 } // namespace kvmm

@@ -18,4 +18,15 @@ void Pvpanic::write(uint64_t offset, std::span<uint8_t const> data) {
         m_on_event(Event::CrashLoaded);
 }
 
+void PvpanicState::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.end_section();
+}
+
+Expected<PvpanicState> PvpanicState::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    TRY(reader.end_section());
+    return PvpanicState {};
+}
+
 } // namespace kvmm

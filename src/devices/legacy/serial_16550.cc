@@ -1,5 +1,7 @@
 #include "devices/legacy/serial_16550.h"
 
+#include <algorithm>
+
 namespace kvmm {
 
 namespace {
@@ -46,6 +48,12 @@ constexpr uint8_t MSR_CTS = 0x10;
 constexpr uint8_t MSR_DSR = 0x20;
 constexpr uint8_t MSR_RI = 0x40;
 constexpr uint8_t MSR_DCD = 0x80;
+
+// The bits each register can hold: the UART masks what the guest writes (IER, MCR) or sets
+// only these itself (the MSR delta bits).
+constexpr uint8_t IER_WRITABLE = 0x0f;
+constexpr uint8_t MCR_WRITABLE = 0x1f;
+constexpr uint8_t MSR_DELTA_BITS = 0x0f;
 
 } // namespace
 
@@ -227,14 +235,102 @@ uint8_t Serial16550::interrupt_identification() const {
     return fifo_bits | IIR_NONE;
 }
 
-void Serial16550::update_interrupt() {
+bool Serial16550::interrupt_level() const {
     bool const pending = (interrupt_identification() & IIR_NONE) == 0;
     // In loopback mode OUT2 is looped back too and the IRQ output is disconnected.
-    bool const level = pending && (m_modem_control & MCR_OUT2) && !(m_modem_control & MCR_LOOPBACK);
+    return pending && (m_modem_control & MCR_OUT2) && !(m_modem_control & MCR_LOOPBACK);
+}
+
+void Serial16550::update_interrupt() {
+    bool const level = interrupt_level();
     if (level != m_irq_level) {
         m_irq_level = level;
         m_irq->set_level(level);
     }
+}
+
+void Serial16550State::encode(StateWriter& writer) const {
+    writer.begin_section(SECTION, VERSION);
+    writer.bytes(std::span<uint8_t const>(receive_buffer));
+    writer.u8(interrupt_enable);
+    writer.u8(line_control);
+    writer.u8(modem_control);
+    writer.u8(scratch);
+    writer.u8(divisor_low);
+    writer.u8(divisor_high);
+    writer.u8(modem_status_delta);
+    writer.boolean(fifo_enabled);
+    writer.boolean(transmit_interrupt_pending);
+    writer.boolean(overrun);
+    writer.end_section();
+}
+
+Expected<Serial16550State> Serial16550State::decode(StateReader& reader) {
+    TRY(reader.begin_section(SECTION, VERSION));
+    Serial16550State state;
+    auto const buffer = TRY(reader.bytes("receive_buffer", Serial16550::RECEIVE_CAPACITY));
+    state.receive_buffer.resize(buffer.size());
+    std::transform(buffer.begin(), buffer.end(), state.receive_buffer.begin(),
+                   [](std::byte byte) { return static_cast<uint8_t>(byte); });
+    state.interrupt_enable = TRY(reader.u8("interrupt_enable"));
+    state.line_control = TRY(reader.u8("line_control"));
+    state.modem_control = TRY(reader.u8("modem_control"));
+    state.scratch = TRY(reader.u8("scratch"));
+    state.divisor_low = TRY(reader.u8("divisor_low"));
+    state.divisor_high = TRY(reader.u8("divisor_high"));
+    state.modem_status_delta = TRY(reader.u8("modem_status_delta"));
+    state.fifo_enabled = TRY(reader.boolean("fifo_enabled"));
+    state.transmit_interrupt_pending = TRY(reader.boolean("transmit_interrupt_pending"));
+    state.overrun = TRY(reader.boolean("overrun"));
+    TRY(reader.end_section());
+    return state;
+}
+
+Serial16550State Serial16550::save() const {
+    std::lock_guard guard(m_lock);
+    return Serial16550State {
+        .receive_buffer = std::vector<uint8_t>(m_receive_buffer.begin(), m_receive_buffer.end()),
+        .interrupt_enable = m_interrupt_enable,
+        .line_control = m_line_control,
+        .modem_control = m_modem_control,
+        .scratch = m_scratch,
+        .divisor_low = m_divisor_low,
+        .divisor_high = m_divisor_high,
+        .modem_status_delta = m_modem_status_delta,
+        .fifo_enabled = m_fifo_enabled,
+        .transmit_interrupt_pending = m_transmit_interrupt_pending,
+        .overrun = m_overrun,
+    };
+}
+
+Expected<void> Serial16550::restore(Serial16550State const& state) {
+    if (state.receive_buffer.size() > RECEIVE_CAPACITY)
+        return Error::format("serial-16550 state: receive_buffer holds {} bytes, more than the {} it can hold",
+                             state.receive_buffer.size(), RECEIVE_CAPACITY);
+    auto const check_bits = [](std::string_view field, uint8_t value, uint8_t allowed) -> Expected<void> {
+        if (value & ~allowed)
+            return Error::format("serial-16550 state: {} {:#04x} has bits outside {:#04x}", field, value, allowed);
+        return {};
+    };
+    TRY(check_bits("interrupt_enable", state.interrupt_enable, IER_WRITABLE));
+    TRY(check_bits("modem_control", state.modem_control, MCR_WRITABLE));
+    TRY(check_bits("modem_status_delta", state.modem_status_delta, MSR_DELTA_BITS));
+
+    std::lock_guard guard(m_lock);
+    m_receive_buffer.assign(state.receive_buffer.begin(), state.receive_buffer.end());
+    m_interrupt_enable = state.interrupt_enable;
+    m_line_control = state.line_control;
+    m_modem_control = state.modem_control;
+    m_scratch = state.scratch;
+    m_divisor_low = state.divisor_low;
+    m_divisor_high = state.divisor_high;
+    m_modem_status_delta = state.modem_status_delta;
+    m_fifo_enabled = state.fifo_enabled;
+    m_transmit_interrupt_pending = state.transmit_interrupt_pending;
+    m_overrun = state.overrun;
+    m_irq_level = interrupt_level();
+    m_irq->set_level(m_irq_level);
+    return {};
 }
 
 } // namespace kvmm

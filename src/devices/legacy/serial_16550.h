@@ -21,8 +21,13 @@
 // thread may run concurrently; one mutex guards all register state. The sink
 // is called after that mutex is released, so a slow console never stalls
 // another vCPU polling LSR; a guest driver serialises its own THR writes.
+// save() and restore() take the same mutex; they run while the VM is paused
+// (no vCPU is inside read()/write()), and restore() drives the interrupt line
+// under it as every register access does.
 #pragma once
 
+#include "base/expected.h"
+#include "base/state_io.h"
 #include "devices/bus/bus_device.h"
 #include "devices/legacy/byte_sink.h"
 
@@ -32,8 +37,39 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string_view>
+#include <vector>
 
 namespace kvmm {
+
+// The UART's saved state (docs/ARCHITECTURE.md "Saved state"): every register the guest can
+// write and the bytes waiting in the receive buffer, oldest first. What the guest reads back
+// from them is not stored but derived again on restore: LSR (data ready, overrun, the
+// transmitter always empty), IIR (the highest-priority enabled source) and the interrupt line's
+// level (a pending source AND OUT2, not in loopback), so a blob cannot contradict itself (say,
+// "data ready" over an empty buffer). Bytes already given to the output sink are the host's,
+// not the UART's: they are not part of this state.
+struct Serial16550State {
+    static constexpr std::string_view SECTION = "serial-16550";
+    static constexpr uint32_t VERSION = 1;
+
+    std::vector<uint8_t> receive_buffer;
+    uint8_t interrupt_enable { 0 }; // IER: bits 0-3 only
+    uint8_t line_control { 0x03 };  // LCR, DLAB (bit 7) included
+    uint8_t modem_control { 0 };    // MCR: bits 0-4 only
+    uint8_t scratch { 0 };
+    uint8_t divisor_low { 0x0c };
+    uint8_t divisor_high { 0 };
+    uint8_t modem_status_delta { 0 }; // MSR bits 0-3, cleared when the guest reads MSR
+    bool fifo_enabled { false };
+    bool transmit_interrupt_pending { false }; // THRE pending until IIR reports it
+    bool overrun { false };                    // LSR.OE, cleared when the guest reads LSR
+
+    bool operator==(Serial16550State const&) const = default;
+    void encode(StateWriter& writer) const;
+    // Refuses a receive buffer longer than Serial16550::RECEIVE_CAPACITY before reading it.
+    static Expected<Serial16550State> decode(StateReader& reader);
+};
 
 class Serial16550 final : public BusDevice {
 public:
@@ -47,18 +83,27 @@ public:
     // Host -> guest bytes; returns how many were accepted (0 when the buffer is full).
     size_t receive(std::span<uint8_t const> bytes);
 
+    Serial16550State save() const;
+    // Replaces every register and the receive buffer, then drives the interrupt line to the
+    // level they imply, even when it seems unchanged: the interrupt controller may have been
+    // restored with any level. Refused, naming the field and changing nothing, when the
+    // buffer is longer than RECEIVE_CAPACITY or a register has bits the UART never holds.
+    Expected<void> restore(Serial16550State const& state);
+
 private:
     uint8_t read_register(uint64_t offset);
     // Returns the byte to transmit to the sink, if the write put one in THR.
     std::optional<uint8_t> write_register(uint64_t offset, uint8_t value);
     uint8_t interrupt_identification() const;
     uint8_t modem_status() const;
+    // The level the registers imply; update_interrupt() drives the line when it changes.
+    bool interrupt_level() const;
     void update_interrupt();
 
     std::shared_ptr<InterruptLine> m_irq;
     std::unique_ptr<ByteSink> m_output;
 
-    std::mutex m_lock;
+    mutable std::mutex m_lock;
     std::deque<uint8_t> m_receive_buffer;
     uint8_t m_interrupt_enable { 0 };
     uint8_t m_line_control { 0x03 }; // 8N1 after reset
