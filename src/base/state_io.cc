@@ -4,6 +4,7 @@
 
 #include <array>
 #include <bit>
+#include <cassert>
 #include <cstring>
 
 namespace kvmm {
@@ -57,6 +58,8 @@ void StateWriter::bytes(std::span<std::byte const> value) {
 }
 
 void StateWriter::begin_section(std::string_view name, uint32_t version) {
+    // Section names are the components' own short constants; the reader refuses longer ones.
+    assert(name.size() <= MAX_SECTION_NAME);
     u16(static_cast<uint16_t>(name.size()));
     auto const* characters = reinterpret_cast<std::byte const*>(name.data());
     m_payload.insert(m_payload.end(), characters, characters + name.size());
@@ -66,6 +69,7 @@ void StateWriter::begin_section(std::string_view name, uint32_t version) {
 }
 
 void StateWriter::end_section() {
+    assert(!m_open_sections.empty());
     size_t const length_at = m_open_sections.back();
     m_open_sections.pop_back();
     uint64_t const body = m_payload.size() - (length_at + sizeof(uint64_t));

@@ -111,7 +111,8 @@ public:
     uint64_t commands_coalesced() const;
     // Resets and activations the driver asked for (posted to the event loop).
     uint64_t commands_posted() const;
-    // Activations the device has been given (DRIVER_OK after each reset). Event-loop thread.
+    // Activations the device has been given (DRIVER_OK after each reset; a restored active
+    // device is not counted). Event-loop thread.
     uint64_t activations() const { return m_activations; }
     size_t pending_commands() const;
 

@@ -307,6 +307,11 @@ Expected<void> Queue::restore(QueueState const& state) {
             return Error::format("queue state: in-flight head {} is listed twice", head);
         in_flight[head] = true;
     }
+    // Every chain popped and not yet returned is held: a gap without heads would leave buffers
+    // the driver never gets back, heads without a gap would be returned twice.
+    if (state.in_flight_heads.size() != outstanding)
+        return Error::format("queue state: {} heads held but next_available {} runs {} ahead of next_used {}",
+                             state.in_flight_heads.size(), state.next_available, outstanding, state.next_used);
     m_next_available = state.next_available;
     m_next_used = state.next_used;
     m_signalled_used = state.signalled_used;

@@ -56,6 +56,9 @@ private:
     VcpuExit decode_exit();
     // Parts of save_state/restore_state (kvm_vcpu_state.cc).
     Expected<void> finish_pending_instruction();
+    // Reads every part as it is now, without finishing an instruction first (the rollback copy
+    // of a restore, which overwrites everything anyway).
+    Expected<X86VcpuState> read_state();
     Expected<std::vector<MsrEntry>> saveable_msrs() const;
     Expected<std::vector<CpuidEntry>> current_cpuid() const;
     Expected<void> check_restorable(X86VcpuState const& state) const;

@@ -20,15 +20,16 @@
 //  1. CPUID first: KVM checks XCR0, the XSAVE area's features, the x2APIC bit of APIC_BASE
 //     and several MSRs against the vCPU's CPUID. A vCPU that has run accepts only the CPUID
 //     it has (Linux 5.16 on), so an identical table is not set again.
-//  2. MP state, before the events, which KVM checks against it (SMM is refused in
-//     INIT_RECEIVED).
-//  3. Registers, special registers, XSAVE, XCRs, debug registers.
-//  4. LAPIC after the special registers: APIC_BASE (in them) selects xAPIC or x2APIC mode,
+//  2. Registers, special registers, XSAVE, XCRs, debug registers.
+//  3. LAPIC after the special registers: APIC_BASE (in them) selects xAPIC or x2APIC mode,
 //     which decides how KVM reads the LAPIC's ID register.
-//  5. MSRs after the LAPIC: KVM ignores a TSC-deadline write unless the LAPIC timer is in
+//  4. MSRs after the LAPIC: KVM ignores a TSC-deadline write unless the LAPIC timer is in
 //     TSC-deadline mode. KVM_SET_MSRS writes in array order; the TSC goes first and the TSC
 //     deadline last, since the deadline is a guest TSC value that KVM arms its timer
 //     against the guest TSC of the moment.
+//  5. MP state after the special registers (setting them makes a BSP at the reset vector
+//     runnable, which would undo a saved INIT_RECEIVED) and before the events, which KVM
+//     checks against it (SMM is refused in INIT_RECEIVED).
 //  6. vCPU events last: KVM_SET_REGS drops a pending exception and KVM_SET_SREGS injects the
 //     interrupt of its bitmap, so the events put back exactly the saved ones after them.
 //
@@ -183,6 +184,10 @@ Expected<X86VcpuState> KvmVcpu::save_state() {
     if (!m_support->unavailable.empty())
         return Error::format("vCPU {}: its state cannot be saved on this host: {}", m_index, m_support->unavailable);
     TRY(finish_pending_instruction());
+    return read_state();
+}
+
+Expected<X86VcpuState> KvmVcpu::read_state() {
     X86VcpuState state;
 
     kvm_mp_state mp_state {};
@@ -255,7 +260,7 @@ Expected<void> KvmVcpu::restore_state(X86VcpuState const& state) {
     TRY(check_restorable(state));
     // KVM can still refuse a value half-way (an MSR value it does not accept): then the state
     // read here is put back, so that a refused restore leaves the vCPU as it was.
-    auto const previous = TRY(save_state());
+    auto const previous = TRY(read_state());
     auto applied = apply_state(state);
     if (applied)
         return {};
@@ -268,10 +273,6 @@ Expected<void> KvmVcpu::restore_state(X86VcpuState const& state) {
 Expected<void> KvmVcpu::apply_state(X86VcpuState const& state) {
     if (TRY(current_cpuid()) != state.cpuid)
         TRY(set_cpuid(state.cpuid));
-
-    kvm_mp_state mp_state { static_cast<uint32_t>(state.mp_state) };
-    if (::ioctl(m_fd.get(), KVM_SET_MP_STATE, &mp_state) != 0)
-        return Error::from_errno(fmt::format("KVM_SET_MP_STATE {} on vCPU {}", mp_state.mp_state, m_index));
 
     TRY(set_registers(state.registers));
     TRY(write_special_registers(state.special_registers, &state.interrupt_bitmap));
@@ -310,6 +311,12 @@ Expected<void> KvmVcpu::apply_state(X86VcpuState const& state) {
     add_where([](uint32_t index) { return index != MSR_IA32_TSC && index != MSR_IA32_TSC_DEADLINE; });
     add_where([](uint32_t index) { return index == MSR_IA32_TSC_DEADLINE; });
     TRY(set_msrs(msrs));
+
+    // After the special registers, which make a BSP at the reset vector runnable again
+    // (KVM's __set_sregs), and before the events, which KVM checks against it (SMM).
+    kvm_mp_state mp_state { static_cast<uint32_t>(state.mp_state) };
+    if (::ioctl(m_fd.get(), KVM_SET_MP_STATE, &mp_state) != 0)
+        return Error::from_errno(fmt::format("KVM_SET_MP_STATE {} on vCPU {}", mp_state.mp_state, m_index));
 
     auto events = to_kvm(state.events);
     if (::ioctl(m_fd.get(), KVM_SET_VCPU_EVENTS, &events) != 0)

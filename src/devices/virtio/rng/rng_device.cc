@@ -67,6 +67,10 @@ Expected<void> RngDevice::restore_state(StateReader& reader, std::optional<Activ
             return Error::format("saved state {}: the request queue is not ready", SECTION);
         auto& queue = *context->queues[0];
         auto const state = TRY(QueueState::decode(reader, queue.size()));
+        // The device returns every chain within the turn that popped it.
+        if (!state.in_flight_heads.empty())
+            return Error::format("saved state {}/{}: {} heads held, but this device holds none between turns", SECTION,
+                                 QueueState::SECTION, state.in_flight_heads.size());
         if (auto restored = queue.restore(state); !restored)
             return Error::format("saved state {}/{}: {}", SECTION, QueueState::SECTION, restored.error().message());
     }
