@@ -15,6 +15,14 @@
 
 namespace kvmm::testing {
 
+// The payload of one encoded `State` (no container), for tests that cut or alter it.
+template <typename State>
+std::vector<std::byte> encode_payload(State const& state) {
+    StateWriter writer;
+    state.encode(writer);
+    return writer.payload();
+}
+
 // Decodes one `State` from `payload`; the payload must hold exactly that section.
 template <typename State, typename... DecodeArguments>
 Expected<State> decode_payload(std::span<std::byte const> payload, DecodeArguments&&... arguments) {

@@ -2,6 +2,8 @@
 // serving the next chains (inflate, the held stats buffer on the timer), and the refusals.
 #include "devices/virtio/balloon/balloon_device.h"
 
+#include "base/testing/state_round_trip.h"
+
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
 
@@ -26,12 +28,6 @@ std::vector<std::byte> little_endian(std::vector<std::pair<uint64_t, size_t>> co
         for (size_t i = 0; i < width; ++i)
             bytes.push_back(static_cast<std::byte>(value >> (8 * i)));
     return bytes;
-}
-
-std::vector<std::byte> encoded(BalloonState const& state) {
-    StateWriter writer;
-    state.encode(writer);
-    return writer.payload();
 }
 
 class BalloonStateTest : public ::testing::Test {
@@ -160,7 +156,7 @@ TEST_F(BalloonStateTest, DeviceNotActivated_KeepsTargetActualAndInterval) {
     MUST(device->set_target_mib(7));
     auto const saved = device->save();
     EXPECT_FALSE(saved.active);
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     device.reset();
     options.stats_interval = std::chrono::seconds(0);
     auto restored = MUST(BalloonDevice::create(loop, options));
@@ -193,34 +189,35 @@ TEST_F(BalloonStateTest, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
 
     BalloonState other_head = saved;
     other_head.held_stats_head = static_cast<uint16_t>(stats_head + 1);
-    refuse(encoded(other_head), context(), "virtio-balloon/held_stats_head");
+    refuse(kvmm::testing::encode_payload(other_head), context(), "virtio-balloon/held_stats_head");
 
     BalloonState no_head = saved;
     no_head.held_stats_head.reset();
-    refuse(encoded(no_head), context(), "virtio-balloon/queue2.in_flight_heads");
+    refuse(kvmm::testing::encode_payload(no_head), context(), "virtio-balloon/queue2.in_flight_heads");
 
     BalloonState held_inflate = saved;
     held_inflate.active->queues[0]->in_flight_heads = { 0 };
     held_inflate.active->queues[0]->next_available = 1;
-    refuse(encoded(held_inflate), context(), "virtio-balloon/queue0.in_flight_heads");
+    refuse(kvmm::testing::encode_payload(held_inflate), context(), "virtio-balloon/queue0.in_flight_heads");
 
     BalloonState without_stats = saved;
     without_stats.active->features &= ~feature_bit(BALLOON_F_STATS_VQ);
     without_stats.active->queues[2].reset();
-    refuse(encoded(without_stats), context(without_stats.active->features, 2), "virtio-balloon/held_stats_head");
+    refuse(kvmm::testing::encode_payload(without_stats), context(without_stats.active->features, 2),
+           "virtio-balloon/held_stats_head");
 
-    refuse(encoded(saved), context(FEATURES, 2), "virtio-balloon/queue2");
-    refuse(encoded(saved), std::nullopt, "virtio-balloon/active");
+    refuse(kvmm::testing::encode_payload(saved), context(FEATURES, 2), "virtio-balloon/queue2");
+    refuse(kvmm::testing::encode_payload(saved), std::nullopt, "virtio-balloon/active");
 
     BalloonState huge_interval = saved;
     huge_interval.stats_interval_ms = BalloonState::MAX_STATS_INTERVAL_MS + 1;
-    refuse(encoded(huge_interval), context(), "virtio-balloon/stats_interval_ms");
+    refuse(kvmm::testing::encode_payload(huge_interval), context(), "virtio-balloon/stats_interval_ms");
 
     BalloonState other_configuration = saved;
     other_configuration.offered_features |= feature_bit(BALLOON_F_DEFLATE_ON_OOM);
-    refuse(encoded(other_configuration), context(), "virtio-balloon/offered_features");
+    refuse(kvmm::testing::encode_payload(other_configuration), context(), "virtio-balloon/offered_features");
 
-    auto wrong_version = encoded(saved);
+    auto wrong_version = kvmm::testing::encode_payload(saved);
     wrong_version[2 + BalloonState::SECTION.size()] = std::byte { 9 };
     refuse(wrong_version, context(), "version 9");
 
@@ -235,12 +232,12 @@ TEST_F(BalloonStateTest, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
     short_table.end_section();
     refuse(short_table.payload(), std::nullopt, "virtio-balloon/statistics: 3 is outside [10, 10]");
 
-    auto truncated = encoded(saved);
+    auto truncated = kvmm::testing::encode_payload(saved);
     truncated.resize(truncated.size() / 2);
     refuse(truncated, context(), "virtio-balloon");
 
     EXPECT_TRUE(rescheduled.empty());
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     StateReader reader(payload);
     MUST(device->restore_state(reader, context()));
     EXPECT_EQ(device->save(), saved);

@@ -2,6 +2,8 @@
 // refusals (requests in flight, another image, bad blobs), each naming what it refuses.
 #include "devices/virtio/block/block_device.h"
 
+#include "base/testing/state_round_trip.h"
+
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
 
@@ -40,12 +42,6 @@ public:
 private:
     std::string m_path;
 };
-
-std::vector<std::byte> encoded(BlockState const& state) {
-    StateWriter writer;
-    state.encode(writer);
-    return writer.payload();
-}
 
 class BlockStateTest : public ::testing::Test {
 protected:
@@ -166,7 +162,7 @@ TEST_F(BlockStateTest, DeviceNotActivated_RoundTripsWithoutContext) {
     auto device = fresh_device(image.path());
     auto const saved = MUST(device->save());
     EXPECT_FALSE(saved.active);
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     StateReader reader(payload);
     device.reset();
     auto restored = fresh_device(image.path());
@@ -235,11 +231,11 @@ TEST_F(BlockStateTest, BadBlobs_AreRefusedNamingTheField) {
         EXPECT_EQ(MUST(device->save()), fresh) << "a refused restore changes nothing";
     };
 
-    auto wrong_version = encoded(saved);
+    auto wrong_version = kvmm::testing::encode_payload(saved);
     wrong_version[2 + BlockState::SECTION.size()] = std::byte { 2 }; // u16 name length, name, u32 version
     refuse(wrong_version, context(), "version 2");
 
-    auto truncated = encoded(saved);
+    auto truncated = kvmm::testing::encode_payload(saved);
     truncated.resize(truncated.size() - 3);
     refuse(truncated, context(), "virtio-blk (section): body of");
     // Cut inside the section, with its length fixed up: the field that runs out is named.
@@ -253,22 +249,23 @@ TEST_F(BlockStateTest, BadBlobs_AreRefusedNamingTheField) {
 
     BlockState bad_features = saved;
     bad_features.active->features |= feature_bit(BLOCK_FEATURE_RO);
-    refuse(encoded(bad_features), context(bad_features.active->features), "virtio-blk/features");
+    refuse(kvmm::testing::encode_payload(bad_features), context(bad_features.active->features), "virtio-blk/features");
 
     BlockState other_features = saved;
-    refuse(encoded(other_features), context(FEATURES | feature_bit(FEATURE_RING_INDIRECT_DESC)), "virtio-blk/features");
+    refuse(kvmm::testing::encode_payload(other_features), context(FEATURES | feature_bit(FEATURE_RING_INDIRECT_DESC)),
+           "virtio-blk/features");
 
     BlockState held = saved;
     held.active->queues[0]->in_flight_heads = { 3 };
     held.active->queues[0]->next_available = 2;
-    refuse(encoded(held), context(), "virtio-blk/queue0.in_flight_heads");
+    refuse(kvmm::testing::encode_payload(held), context(), "virtio-blk/queue0.in_flight_heads");
 
     BlockState runaway = saved;
     runaway.active->queues[0]->next_available = 1000;
-    refuse(encoded(runaway), context(), "virtio-blk/queue0");
+    refuse(kvmm::testing::encode_payload(runaway), context(), "virtio-blk/queue0");
 
-    refuse(encoded(saved), std::nullopt, "virtio-blk/active");
-    refuse(encoded(fresh), context(), "virtio-blk/active");
+    refuse(kvmm::testing::encode_payload(saved), std::nullopt, "virtio-blk/active");
+    refuse(kvmm::testing::encode_payload(fresh), context(), "virtio-blk/active");
 
     StateWriter too_many_queues;
     too_many_queues.begin_section(BlockState::SECTION, BlockState::VERSION);
@@ -293,7 +290,7 @@ TEST_F(BlockStateTest, BadBlobs_AreRefusedNamingTheField) {
     EXPECT_TRUE(rescheduled.empty());
     EXPECT_TRUE(failures.empty());
     // After all those refusals the device still takes its real state.
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     StateReader reader(payload);
     MUST(device->restore_state(reader, context()));
     EXPECT_EQ(MUST(device->save()), saved);

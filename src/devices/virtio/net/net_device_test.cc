@@ -5,6 +5,8 @@
 // tests are skipped.
 #include "devices/virtio/net/net_device.h"
 
+#include "base/testing/state_round_trip.h"
+
 #include "backends/net/testing/network_namespace.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
@@ -413,12 +415,6 @@ TEST(NetDevice, Reset_StopsReadingTheTap) {
 
 // ---- Saved state ----
 
-std::vector<std::byte> encoded(NetState const& state) {
-    StateWriter writer;
-    state.encode(writer);
-    return writer.payload();
-}
-
 // The saved-state half of a harness: its own receive buffers (the harness's bookkeeping goes
 // with its transport), and a device restored on a TAP of the same name, served as a transport
 // would serve it (the turns it asks for).
@@ -577,18 +573,20 @@ TEST(NetDeviceState, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
         NetState held = saved;
         held.active->queues[NetDevice::RX_QUEUE]->in_flight_heads = { 5 };
         held.active->queues[NetDevice::RX_QUEUE]->next_available = 1;
-        refuse(encoded(held), bench.context(features), "virtio-net/queue0.in_flight_heads");
-        refuse(encoded(saved), std::nullopt, "virtio-net/active");
-        refuse(encoded(saved), bench.context(features | feature_bit(net_feature::MRG_RXBUF)), "virtio-net/features");
+        refuse(kvmm::testing::encode_payload(held), bench.context(features), "virtio-net/queue0.in_flight_heads");
+        refuse(kvmm::testing::encode_payload(saved), std::nullopt, "virtio-net/active");
+        refuse(kvmm::testing::encode_payload(saved), bench.context(features | feature_bit(net_feature::MRG_RXBUF)),
+               "virtio-net/features");
         NetState not_offered = saved;
         not_offered.active->features |= uint64_t { 1 } << 40;
-        refuse(encoded(not_offered), bench.context(not_offered.active->features), "virtio-net/features");
-        auto wrong_version = encoded(saved);
+        refuse(kvmm::testing::encode_payload(not_offered), bench.context(not_offered.active->features),
+               "virtio-net/features");
+        auto wrong_version = kvmm::testing::encode_payload(saved);
         wrong_version[2 + NetState::SECTION.size()] = std::byte { 3 };
         refuse(wrong_version, bench.context(features), "version 3");
         EXPECT_TRUE(bench.rescheduled.empty());
 
-        auto const payload = encoded(saved);
+        auto const payload = kvmm::testing::encode_payload(saved);
         StateReader reader(payload);
         MUST(device->restore_state(reader, bench.context(features)));
         EXPECT_EQ(device->save(), saved);
@@ -602,7 +600,7 @@ TEST(NetState, EncodeDecode_RoundTrips_AndRefusesShortMacsAndForeignSections) {
     state.mac = GUEST_MAC;
     state.active = ActiveDeviceState { BASIC_FEATURES | feature_bit(FEATURE_VERSION_1),
                                        { QueueState { 7, 5, 5, true, { 3, 9 } }, QueueState { 2, 2, 1, false, {} } } };
-    auto const payload = encoded(state);
+    auto const payload = kvmm::testing::encode_payload(state);
     StateReader reader(payload);
     EXPECT_EQ(MUST(NetState::decode(reader)), state);
     EXPECT_TRUE(reader.at_end());

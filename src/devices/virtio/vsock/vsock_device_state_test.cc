@@ -3,6 +3,8 @@
 // connections with RST and takes new ones; the refusals name what they refuse.
 #include "devices/virtio/vsock/vsock_test_fixture.h"
 
+#include "base/testing/state_round_trip.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -13,12 +15,6 @@ namespace {
 using namespace test_support;
 
 constexpr uint64_t FEATURES = feature_bit(FEATURE_RING_EVENT_IDX) | feature_bit(FEATURE_VERSION_1);
-
-std::vector<std::byte> encoded(VsockState const& state) {
-    StateWriter writer;
-    state.encode(writer);
-    return writer.payload();
-}
 
 class VsockStateTest : public VsockDeviceTest {
 protected:
@@ -179,7 +175,7 @@ TEST_F(VsockStateTest, DeviceNotActivated_RestoresWithoutAReset) {
     EXPECT_FALSE(saved.active);
     retire_original();
     auto restored = MUST(VsockDevice::create(loop, GUEST_CID, uds_path));
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     StateReader reader(payload);
     MUST(restored->restore_state(reader, std::nullopt));
     EXPECT_EQ(restored->save(), saved);
@@ -205,34 +201,37 @@ TEST_F(VsockStateTest, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
 
     VsockState other_cid = saved;
     other_cid.guest_cid = GUEST_CID + 1;
-    refuse(encoded(other_cid), context(), "virtio-vsock/guest_cid: the saved device had cid 4, this one has 3");
+    refuse(kvmm::testing::encode_payload(other_cid), context(),
+           "virtio-vsock/guest_cid: the saved device had cid 4, this one has 3");
 
     VsockState reserved_cid = saved;
     reserved_cid.guest_cid = 2;
-    refuse(encoded(reserved_cid), context(), "virtio-vsock/guest_cid: 2 is outside [3, 4294967295]");
+    refuse(kvmm::testing::encode_payload(reserved_cid), context(),
+           "virtio-vsock/guest_cid: 2 is outside [3, 4294967295]");
 
     VsockState held_event = saved;
     held_event.active->queues[VsockDevice::EVENT_QUEUE]->in_flight_heads = { 0 };
     held_event.active->queues[VsockDevice::EVENT_QUEUE]->next_available = 1;
-    refuse(encoded(held_event), context(), "virtio-vsock/queue2.in_flight_heads");
+    refuse(kvmm::testing::encode_payload(held_event), context(), "virtio-vsock/queue2.in_flight_heads");
 
     VsockState far_ahead = saved;
     far_ahead.active->queues[VsockDevice::RX_QUEUE]->next_available = 300;
-    refuse(encoded(far_ahead), context(), "virtio-vsock/queue0");
+    refuse(kvmm::testing::encode_payload(far_ahead), context(), "virtio-vsock/queue0");
 
-    refuse(encoded(saved), std::nullopt, "virtio-vsock/active");
-    refuse(encoded(saved), context(FEATURES | feature_bit(FEATURE_RING_INDIRECT_DESC)), "virtio-vsock/features");
+    refuse(kvmm::testing::encode_payload(saved), std::nullopt, "virtio-vsock/active");
+    refuse(kvmm::testing::encode_payload(saved), context(FEATURES | feature_bit(FEATURE_RING_INDIRECT_DESC)),
+           "virtio-vsock/features");
 
-    auto wrong_version = encoded(saved);
+    auto wrong_version = kvmm::testing::encode_payload(saved);
     wrong_version[2 + VsockState::SECTION.size()] = std::byte { 2 };
     refuse(wrong_version, context(), "version 2");
 
-    auto truncated = encoded(saved);
+    auto truncated = kvmm::testing::encode_payload(saved);
     truncated.resize(20);
     refuse(truncated, context(), "virtio-vsock");
 
     EXPECT_TRUE(rescheduled.empty());
-    auto const payload = encoded(saved);
+    auto const payload = kvmm::testing::encode_payload(saved);
     StateReader reader(payload);
     MUST(device->restore_state(reader, context()));
     EXPECT_EQ(device->save(), saved);
