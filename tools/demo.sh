@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command demo on a fresh Debian 12 machine (run as root, e.g. `sudo tools/demo.sh`):
+# One-command demo on a fresh Debian 12 machine (as root, or as a user with sudo, which the
+# dependency install uses where it must; /dev/kvm must be usable by the user):
 # installs the dependencies, builds the release preset, and boots a Linux VM (Debian's kernel,
 # busybox initramfs) under kvmm, showing its console. Where this host's /dev/kvm cannot boot
 # Linux (no VT-x/AMD-V underneath), the VM runs inside the nested test host and says so.
