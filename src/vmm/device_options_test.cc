@@ -107,25 +107,14 @@ TEST(DeviceOptions, RootDiskAddsRootToTheCommandLine) {
     config.cmdline = "console=ttyS0";
     config.disks.push_back(*parse_disk_option("path=a", 0));
     config.disks.push_back(*parse_disk_option("path=b,root=on,readonly=on", 1));
-    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb ro pci=off");
+    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb ro");
     config.disks[1].read_only = false;
-    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb rw pci=off");
+    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 root=/dev/vdb rw");
     config.cmdline = "root=/dev/sda1 quiet";
-    EXPECT_EQ(effective_cmdline(config), "root=/dev/sda1 quiet pci=off") << "an explicit root wins";
+    EXPECT_EQ(effective_cmdline(config), "root=/dev/sda1 quiet") << "an explicit root wins";
     config.disks[1].is_root_device = false;
     config.cmdline = "x";
-    EXPECT_EQ(effective_cmdline(config), "x pci=off");
-}
-
-TEST(DeviceOptions, CommandLineSaysThereIsNoPciUnlessItNamesAPciOption) {
-    VmConfig config;
-    EXPECT_EQ(effective_cmdline(config), "pci=off");
-    config.cmdline = "console=ttyS0 pci=nomsi";
-    EXPECT_EQ(effective_cmdline(config), "console=ttyS0 pci=nomsi") << "the user's pci= option wins";
-    config.cmdline = "pci=conf1";
-    EXPECT_EQ(effective_cmdline(config), "pci=conf1");
-    config.cmdline = "nopci=1";
-    EXPECT_EQ(effective_cmdline(config), "nopci=1 pci=off") << "only a whole pci= word counts";
+    EXPECT_EQ(effective_cmdline(config), "x");
 }
 
 TEST(DeviceOptions, ValidationRejectsDuplicateIdsAndTwoRootDisks) {

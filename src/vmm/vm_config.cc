@@ -100,14 +100,6 @@ std::string effective_cmdline(VmConfig const& config) {
             cmdline += ' ';
         cmdline += "root=/dev/" + device + (config.disks[i].read_only ? " ro" : " rw");
     }
-    // The machine has no PCI host bridge: say so, rather than let Linux probe the PCI
-    // configuration ports and report "PCI: Fatal: No config space access function found".
-    bool const names_pci = cmdline.starts_with("pci=") || cmdline.find(" pci=") != std::string::npos;
-    if (!names_pci) {
-        if (!cmdline.empty())
-            cmdline += ' ';
-        cmdline += "pci=off";
-    }
     return cmdline;
 }
 

@@ -110,8 +110,7 @@ inline constexpr size_t MAX_CMDLINE_LENGTH = 64 * 1024 - 1;
 Expected<void> validate(VmConfig const& config, uint32_t max_vcpus);
 // The command line the guest gets: the configured one, plus "root=/dev/vdX ro|rw" for a disk
 // marked as the root device (disks are the first virtio devices, so disk i is /dev/vd('a'+i)),
-// unless the command line already names a root (Firecracker's is_root_device does the same),
-// and "pci=off" unless it names a pci= option: the machine has no PCI (yet).
+// unless the command line already names a root (Firecracker's is_root_device does the same).
 std::string effective_cmdline(VmConfig const& config);
 
 // The device part of validate(): paths without control characters (base/path.h), unique ids,
