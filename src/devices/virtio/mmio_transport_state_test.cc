@@ -129,11 +129,7 @@ protected:
     }
 
     Expected<void> restore(Bench& bench, std::span<std::byte const> payload) {
-        StateReader reader(payload);
-        TRY(bench.transport->restore_state(reader));
-        if (!reader.at_end())
-            return Error("bytes left after the device's section");
-        return {};
+        return testing::restore_transport(*bench.transport, payload);
     }
 
     // `state` followed by the source bench's device section: a blob with one field changed.

@@ -6,6 +6,7 @@
 
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "devices/virtio/testing/state_expectations.h"
 
 #include <gtest/gtest.h>
 
@@ -177,14 +178,10 @@ TEST_F(BalloonStateTest, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
     transport.reset();
 
     auto device = MUST(BalloonDevice::create(loop, options));
-    auto const fresh = device->save();
     auto refuse = [&](std::vector<std::byte> const& payload, std::optional<ActivationContext> with,
                       std::string const& expected) {
-        StateReader reader(payload);
-        auto const result = device->restore_state(reader, std::move(with));
-        ASSERT_FALSE(result) << "accepted, expected: " << expected;
-        EXPECT_NE(result.error().message().find(expected), std::string::npos) << result.error().message();
-        EXPECT_EQ(device->save(), fresh) << "a refused restore changes nothing";
+        testing::expect_restore_refused(
+            *device, [](auto& state_of) { return state_of.save(); }, payload, std::move(with), expected);
     };
 
     BalloonState other_head = saved;

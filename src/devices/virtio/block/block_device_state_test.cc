@@ -6,6 +6,7 @@
 
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "devices/virtio/testing/state_expectations.h"
 
 #include <gtest/gtest.h>
 
@@ -224,11 +225,8 @@ TEST_F(BlockStateTest, BadBlobs_AreRefusedNamingTheField) {
     auto const fresh = MUST(device->save());
     auto refuse = [&](std::vector<std::byte> const& payload, std::optional<ActivationContext> with,
                       std::string const& expected) {
-        StateReader reader(payload);
-        auto const result = device->restore_state(reader, std::move(with));
-        ASSERT_FALSE(result) << "accepted, expected: " << expected;
-        EXPECT_NE(result.error().message().find(expected), std::string::npos) << result.error().message();
-        EXPECT_EQ(MUST(device->save()), fresh) << "a refused restore changes nothing";
+        testing::expect_restore_refused(
+            *device, [](auto& state_of) { return MUST(state_of.save()); }, payload, std::move(with), expected);
     };
 
     auto wrong_version = kvmm::testing::encode_payload(saved);

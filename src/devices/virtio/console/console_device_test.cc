@@ -154,11 +154,7 @@ struct RestoredConsole {
     }
 
     Expected<void> restore(std::span<std::byte const> payload) {
-        StateReader reader(payload);
-        TRY(transport->restore_state(reader));
-        if (!reader.at_end())
-            return Error("bytes left after the device's section");
-        return {};
+        return testing::restore_transport(*transport, payload);
     }
 
     EventLoop loop = *EventLoop::create();

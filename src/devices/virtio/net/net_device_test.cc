@@ -10,6 +10,7 @@
 #include "backends/net/testing/network_namespace.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
+#include "devices/virtio/testing/state_expectations.h"
 
 #include <gtest/gtest.h>
 
@@ -561,14 +562,10 @@ TEST(NetDeviceState, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
 
         auto device = bench.replacement();
         ASSERT_TRUE(device);
-        auto const fresh = device->save();
         auto refuse = [&](std::vector<std::byte> const& payload, std::optional<ActivationContext> with,
                           std::string const& expected) {
-            StateReader reader(payload);
-            auto const result = device->restore_state(reader, std::move(with));
-            ASSERT_FALSE(result) << "accepted, expected: " << expected;
-            EXPECT_NE(result.error().message().find(expected), std::string::npos) << result.error().message();
-            EXPECT_EQ(device->save(), fresh) << "a refused restore changes nothing";
+            testing::expect_restore_refused(
+                *device, [](auto& state_of) { return state_of.save(); }, payload, std::move(with), expected);
         };
         NetState held = saved;
         held.active->queues[NetDevice::RX_QUEUE]->in_flight_heads = { 5 };

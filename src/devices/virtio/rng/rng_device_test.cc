@@ -115,11 +115,7 @@ struct RestoredRng {
     }
 
     Expected<void> restore(std::span<std::byte const> payload) {
-        StateReader reader(payload);
-        TRY(transport->restore_state(reader));
-        if (!reader.at_end())
-            return Error("bytes left after the device's section");
-        return {};
+        return testing::restore_transport(*transport, payload);
     }
 
     RecordingInterruptLine line;

@@ -67,4 +67,12 @@ void MmioDriver::run_event_loop(int timeout_ms) {
     }
 }
 
+Expected<void> restore_transport(MmioTransport& transport, std::span<std::byte const> payload) {
+    StateReader reader(payload);
+    TRY(transport.restore_state(reader));
+    if (!reader.at_end())
+        return Error("bytes left after the device's section");
+    return {};
+}
+
 } // namespace kvmm::virtio::testing

@@ -7,9 +7,14 @@
 #include "devices/virtio/mmio_transport.h"
 #include "devices/virtio/testing/driver_queue.h"
 
+#include <span>
 #include <vector>
 
 namespace kvmm::virtio::testing {
+
+// Restores `transport` (and its device) from `payload`, which must hold exactly their sections:
+// what a machine's restore does for one device.
+Expected<void> restore_transport(MmioTransport& transport, std::span<std::byte const> payload);
 
 class MmioDriver {
 public:

@@ -4,6 +4,7 @@
 #include "devices/virtio/vsock/vsock_test_fixture.h"
 
 #include "base/testing/state_round_trip.h"
+#include "devices/virtio/testing/state_expectations.h"
 
 #include <gtest/gtest.h>
 
@@ -188,14 +189,10 @@ TEST_F(VsockStateTest, BadStates_AreRefusedNamingTheField_AndChangeNothing) {
     auto const saved = vsock->save();
     retire_original();
     auto device = MUST(VsockDevice::create(loop, GUEST_CID, uds_path));
-    auto const fresh = device->save();
     auto refuse = [&](std::vector<std::byte> const& payload, std::optional<ActivationContext> with,
                       std::string const& expected) {
-        StateReader reader(payload);
-        auto const result = device->restore_state(reader, std::move(with));
-        ASSERT_FALSE(result) << "accepted, expected: " << expected;
-        EXPECT_NE(result.error().message().find(expected), std::string::npos) << result.error().message();
-        EXPECT_EQ(device->save(), fresh) << "a refused restore changes nothing";
+        testing::expect_restore_refused(
+            *device, [](auto& state_of) { return state_of.save(); }, payload, std::move(with), expected);
         EXPECT_FALSE(device->transport_reset_pending());
     };
 
