@@ -73,7 +73,9 @@ void TokenBucket::refill() {
         m_budget = size;
         m_fraction = 0;
     } else {
-        m_budget += static_cast<int64_t>(new_tokens);
+        // new_tokens < missing, so the sum stays below size; new_tokens alone may exceed
+        // INT64_MAX when a deep debt (a restored or oversized one) is being paid back.
+        m_budget = static_cast<int64_t>(static_cast<SignedWide>(m_budget) + static_cast<SignedWide>(new_tokens));
         m_fraction = static_cast<uint64_t>(earned % m_refill_time_ns);
     }
 }

@@ -201,6 +201,24 @@ TEST(TokenBucketState, AnIntervalLongerThanTheClocksAge_IsCappedNotOverflowed) {
     EXPECT_GT(bucket.time_until(1), hours(24 * 365));
 }
 
+TEST(TokenBucketState, ADeepDebtPaidBackByMoreThanInt64MaxTokens_StaysInRange) {
+    // A bucket of 2^63 - 1 tokens refilled every millisecond, in the deepest debt a state can
+    // hold: a few milliseconds earn more than INT64_MAX tokens, still less than the debt.
+    ManualClock clock;
+    TokenBucketConfig const huge { .size = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+                                   .one_time_burst = 0,
+                                   .refill_time_ms = 1 };
+    auto bucket = MUST(TokenBucket::create(huge, clock));
+    auto state = bucket.save();
+    state.budget = -std::numeric_limits<int64_t>::max();
+    ASSERT_TRUE(bucket.restore(state));
+    clock.advance(nanoseconds(1'500'000));
+    EXPECT_EQ(bucket.available(), static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 2))
+        << "1.5 refill times earn 1.5 buckets; one pays the debt back, the half is left";
+    clock.advance(seconds(1));
+    EXPECT_EQ(bucket.available(), huge.size);
+}
+
 TEST(TokenBucketState, RestoreRefusesAnotherConfigurationOrOutOfRangeValuesAndChangesNothing) {
     ManualClock clock;
     auto bucket = MUST(TokenBucket::create({ .size = 100, .one_time_burst = 10, .refill_time_ms = 1000 }, clock));
