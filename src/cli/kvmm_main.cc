@@ -13,6 +13,7 @@
 #include "base/open_file_limit.h"
 #include "base/path.h"
 #include "cli/vmm_control.h"
+#include "hypervisor/kvm/kvm_system.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
 #include "vmm/vm_config.h"
@@ -187,6 +188,7 @@ int run_api_mode(ApiMode const& mode) {
 
     std::unique_ptr<kvmm::Machine> machine;
     kvmm::VmConfig config;
+    kvmm::KvmHypervisor hypervisor;
     while (!machine) {
         auto request = control.wait_for_start(should_stop);
         if (!request) {
@@ -195,7 +197,7 @@ int run_api_mode(ApiMode const& mode) {
             return 128 + received_signal;
         }
         config = std::move(*request);
-        auto built = kvmm::Machine::create(config);
+        auto built = kvmm::Machine::create(config, hypervisor);
         control.machine_built(built);
         if (built)
             machine = std::move(*built);
@@ -237,7 +239,8 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
             return fail(fmt::format("--metrics: {}", installed.error().message()));
     }
     api.mark_started(kvmm::InstanceConfig { config, {} });
-    auto built = kvmm::Machine::create(config);
+    kvmm::KvmHypervisor hypervisor;
+    auto built = kvmm::Machine::create(config, hypervisor);
     control.machine_built(built);
     if (!built)
         return fail(built.error().message());
@@ -340,7 +343,8 @@ int main(int argc, char** argv) {
         return fail(applied.error().message());
     if (!control_socket.empty())
         return run_controlled_flag_mode(flags.config, control_socket, metrics_path, api_mode.id);
-    auto machine = kvmm::Machine::create(flags.config);
+    kvmm::KvmHypervisor hypervisor;
+    auto machine = kvmm::Machine::create(flags.config, hypervisor);
     if (!machine)
         return fail(machine.error().message());
     return run_machine(**machine, flags.config);

@@ -1,7 +1,5 @@
 #include "cli/vmm_control.h"
 
-#include "devices/virtio/balloon/balloon_device.h"
-
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -255,44 +253,27 @@ void VmmControl::write_metrics_line() {
         (void)!::write(m_metrics_sink.get(), text.data(), text.size());
 }
 
-namespace {
-
-Expected<virtio::BalloonDevice*> balloon_of(Machine& machine) {
-    auto* balloon = machine.virtio().balloon();
-    if (!balloon)
-        return Error("this microVM has no balloon device (PUT /balloon before InstanceStart)");
-    return balloon;
-}
-
-} // namespace
-
 Expected<void> VmmControl::update_balloon(uint64_t target_mib) {
-    return with_machine([&](Machine& machine) -> Expected<void> {
-        auto* balloon = TRY(balloon_of(machine));
-        return balloon->set_target_mib(target_mib);
-    });
+    return with_machine([&](Machine& machine) { return machine.set_balloon_target(target_mib); });
 }
 
 Expected<void> VmmControl::update_balloon_statistics_interval(uint32_t interval_s) {
-    return with_machine([&](Machine& machine) -> Expected<void> {
-        auto* balloon = TRY(balloon_of(machine));
-        return balloon->set_stats_interval(std::chrono::seconds(interval_s));
-    });
+    return with_machine(
+        [&](Machine& machine) { return machine.set_balloon_statistics_interval(std::chrono::seconds(interval_s)); });
 }
 
 // Firecracker's BalloonStats: target and actual size, and the guest's statistics it has sent.
 Expected<nlohmann::json> VmmControl::balloon_statistics() {
     nlohmann::json stats;
     auto const gathered = with_machine([&](Machine& machine) -> Expected<void> {
-        auto* balloon = TRY(balloon_of(machine));
-        auto const statistics = balloon->statistics();
-        if (statistics.updates() == 0)
+        auto const report = TRY(machine.balloon_report());
+        if (report.statistics.updates() == 0)
             return Error("no balloon statistics yet: enable them with stats_polling_interval_s and wait for the "
                          "guest's first report");
-        stats["target_mib"] = balloon->target_mib();
-        stats["target_pages"] = balloon->target_mib() * 256;
-        stats["actual_mib"] = balloon->actual_mib();
-        stats["actual_pages"] = balloon->actual_pages();
+        stats["target_mib"] = report.target_mib;
+        stats["target_pages"] = report.target_mib * 256;
+        stats["actual_mib"] = report.actual_mib;
+        stats["actual_pages"] = report.actual_pages;
         using virtio::StatTag;
         std::pair<char const*, StatTag> const fields[] = {
             { "swap_in", StatTag::SwapIn },
@@ -307,7 +288,7 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
             { "hugetlb_failures", StatTag::HugetlbFailures },
         };
         for (auto const& [name, tag] : fields) {
-            if (auto value = statistics.get(tag))
+            if (auto value = report.statistics.get(tag))
                 stats[name] = *value;
         }
         return {};

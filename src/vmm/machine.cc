@@ -14,11 +14,12 @@
 #include "devices/legacy/power_control.h"
 #include "devices/legacy/pvpanic.h"
 #include "devices/legacy/serial_16550.h"
+#include "devices/virtio/balloon/balloon_device.h"
 #include "devices/virtio/console/console_device.h"
-#include "hypervisor/kvm/kvm_system.h"
 #include "vmm/console_input.h"
 #include "vmm/console_server.h"
 #include "vmm/gsi_interrupt_line.h"
+#include "vmm/virtio_device_factory.h"
 
 #include <spdlog/spdlog.h>
 
@@ -51,65 +52,58 @@ sigset_t Machine::stop_signals() {
     return signals;
 }
 
-Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle)
-    : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)), m_lifecycle(std::move(lifecycle)) {
-}
+Machine::Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle,
+                 std::unique_ptr<BootLoader> boot_loader)
+    : m_config(std::move(config)), m_memory(std::move(memory)), m_vm(std::move(vm)), m_lifecycle(std::move(lifecycle)),
+      m_boot_loader(std::move(boot_loader)) {}
 
 Machine::~Machine() { stop_vcpus(); }
 
-Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config) {
-    // Everything that can be checked without KVM is checked first, so bad input fails fast
-    // and the same way on hosts without /dev/kvm.
+Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hypervisor& hypervisor, MachineHooks hooks) {
     TRY(validate(config, UINT32_MAX));
     auto regions = TRY(x86_64::ram_regions(config.memory_size));
-    // Neither file can be useful if it is larger than guest RAM; the cap also bounds what a
-    // hostile path (a device node, a huge sparse file) can make us allocate.
-    auto const kernel = TRY(read_file(config.kernel_path, config.memory_size).with_context("kernel"));
-    std::vector<std::byte> initrd;
-    if (config.initrd_path)
-        initrd = TRY(read_file(*config.initrd_path, config.memory_size).with_context("initrd"));
-
-    auto kvm = TRY(KvmSystem::open());
-    auto vm = TRY(kvm.create_vm());
-    TRY(validate(config, vm->max_vcpus())); // now against KVM's real vCPU limit
+    // Neither boot file can be useful if it is larger than guest RAM.
+    auto boot_loader = TRY(
+        LinuxBootLoader::create(config.kernel_path, config.initrd_path, effective_cmdline(config), config.memory_size));
+    auto vm = TRY(hypervisor.create_vm());
+    TRY(validate(config, vm->max_vcpus())); // now against the hypervisor's real vCPU limit
     auto huge_pages =
         config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent : MemoryMapping::HugePages::No;
     auto memory = TRY(GuestMemory::create(regions, huge_pages));
     auto lifecycle = TRY(VmLifecycle::create());
 
-    std::unique_ptr<Machine> machine(new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle)));
-    machine->m_event_loop.emplace(TRY(EventLoop::create()));
-    machine->m_control_loop.emplace(TRY(EventLoop::create()));
-    machine->m_work_event.emplace(TRY(EventFd::create()));
-    TRY(machine->m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
-    TRY(machine->m_vm->create_irqchip_and_pit());
-    TRY(machine->m_vm->map_memory(machine->m_memory));
-    TRY(machine->load_guest(kernel, initrd));
-    TRY(machine->create_devices());
-    TRY(machine->create_vcpus());
+    std::unique_ptr<Machine> machine(
+        new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle), std::move(boot_loader)));
+    TRY(machine->acquire());
+    if (hooks.enter_sandbox)
+        TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
+    TRY(machine->attach_devices());
+    TRY(machine->boot());
     return machine;
 }
 
-Expected<void> Machine::load_guest(std::span<std::byte const> kernel, std::span<std::byte const> initrd) {
-    x86_64::AcpiConfig acpi;
-    acpi.vcpu_count = m_config.vcpu_count;
-    acpi.pvpanic_address = PVPANIC_MMIO_ADDRESS;
-    for (auto const& slot : TRY(virtio_slots(virtio_device_count(m_config))))
-        acpi.virtio_devices.push_back(
-            x86_64::AcpiVirtioMmioDevice { slot.base, virtio::MmioTransport::WINDOW_SIZE, slot.gsi });
-    auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
-
-    auto const cmdline = effective_cmdline(m_config);
-    x86_64::BootConfig boot { kernel, initrd, cmdline, rsdp };
-    m_boot_info =
-        TRY(x86_64::load_kernel(m_memory, boot).with_context(fmt::format("kernel '{}'", m_config.kernel_path)));
-    TRY(x86_64::write_boot_tables(m_memory));
-    spdlog::debug("kernel '{}' loaded: {} entry at {:#x}", m_config.kernel_path,
-                  m_boot_info->mode == x86_64::EntryMode::Pvh32 ? "PVH" : "Linux 64-bit", m_boot_info->entry.value());
+// Phase 1: every host resource the machine will use, so that the sandbox can close the door
+// behind it. Nothing here is visible to the guest yet.
+Expected<void> Machine::acquire() {
+    m_event_loop.emplace(TRY(EventLoop::create()));
+    m_control_loop.emplace(TRY(EventLoop::create()));
+    m_work_event.emplace(TRY(EventFd::create()));
+    TRY(m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
+    TRY(m_vm->create_irqchip_and_pit());
+    TRY(m_vm->map_memory(m_memory));
+    for (uint32_t index = 0; index < m_config.vcpu_count; ++index)
+        m_unconfigured_vcpus.push_back(TRY(m_vm->create_vcpu(index)));
+    m_devices = TRY(DeviceManager::create(*m_vm, m_memory, *m_event_loop));
+    std::shared_ptr<ByteSink> virtio_console_output;
+    TRY(acquire_console(m_serial_output, virtio_console_output));
+    TRY(acquire_virtio_devices(m_config, *m_devices, *m_event_loop, std::move(virtio_console_output)));
     return {};
 }
 
-Expected<void> Machine::create_devices() {
+// The console's host side. It goes to one device: the 16550, or hvc0 when a virtio console is
+// configured (the other gets a sink that discards).
+Expected<void> Machine::acquire_console(std::unique_ptr<ByteSink>& serial_output,
+                                        std::shared_ptr<ByteSink>& virtio_console_output) {
     std::unique_ptr<ByteSink> console_output;
     switch (m_config.console.kind) {
     // A console device never writes the host fd itself: it appends to a bounded buffer that the
@@ -131,62 +125,91 @@ Expected<void> Machine::create_devices() {
         console_output = make_null_sink();
         break;
     case ConsoleConfig::Kind::Socket:
-        // Input is connected below, once the receiving device exists.
+        // Input is connected in attach, once the receiving device exists.
         m_console_server = TRY(ConsoleServer::create(m_config.console.path, *m_event_loop, nullptr));
         console_output = m_console_server->make_sink();
         break;
     }
-    auto& lifecycle = *m_lifecycle;
-    // The console goes to one device: the 16550, or hvc0 when a virtio console is configured.
-    std::shared_ptr<ByteSink> virtio_console_output;
     if (m_config.virtio_console) {
         virtio_console_output = std::move(console_output);
-        console_output = make_null_sink();
+        serial_output = make_null_sink();
+    } else {
+        serial_output = std::move(console_output);
     }
-    m_serial =
-        std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI), std::move(console_output));
-    TRY(m_pio_bus.insert(m_serial, COM1_PORT, 8));
+    return {};
+}
 
-    auto i8042 = std::make_shared<I8042>(std::make_shared<GsiInterruptLine>(*m_vm, KEYBOARD_GSI), [&lifecycle] {
+// Phase 3: the devices become visible to the guest: fixed legacy devices first (they reserve
+// their ISA lines), then the virtio devices at allocated windows and lines.
+Expected<void> Machine::attach_devices() {
+    TRY(attach_legacy_devices());
+    TRY(m_devices->attach_virtio_devices());
+    if (m_console_server)
+        m_console_server->set_deliver(console_receiver());
+    return {};
+}
+
+Expected<void> Machine::attach_legacy_devices() {
+    auto& lifecycle = *m_lifecycle;
+    auto& devices = *m_devices;
+    m_serial =
+        std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI), std::move(m_serial_output));
+    TRY(devices.attach_port("com1", DeviceKind::Serial, m_serial, PortRange { COM1_PORT, 8 }, COM1_GSI));
+
+    m_i8042 = std::make_shared<I8042>(std::make_shared<GsiInterruptLine>(*m_vm, KEYBOARD_GSI), [&lifecycle] {
         lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "i8042 reset line" });
     });
-    TRY(m_pio_bus.insert(i8042, I8042_PORT, I8042_PORT_RANGE_LENGTH));
-    m_i8042 = i8042;
-    TRY(m_pio_bus.insert(std::make_shared<CmosRtc>(), RTC_PORT, 2));
+    TRY(devices.attach_port("i8042", DeviceKind::Keyboard, m_i8042,
+                            PortRange { I8042_PORT, static_cast<uint16_t>(I8042_PORT_RANGE_LENGTH) }, KEYBOARD_GSI));
+    TRY(devices.attach_port("rtc", DeviceKind::Rtc, std::make_shared<CmosRtc>(), PortRange { RTC_PORT, 2 }));
     auto power = std::make_shared<PowerControl>([&lifecycle](PowerEvent event) {
         if (event == PowerEvent::PowerOff)
             lifecycle.request_stop(StopReason { StopReason::Cause::PowerOff, "ACPI sleep control (S5)" });
         else
             lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "ACPI reset register" });
     });
-    TRY(m_pio_bus.insert(power, POWER_CONTROL_PORT, 1));
-    TRY(m_pio_bus.insert(std::make_shared<BootMarker>(), BOOT_MARKER_PORT, 1));
+    TRY(devices.attach_port("power", DeviceKind::PowerControl, power, PortRange { POWER_CONTROL_PORT, 1 }));
+    TRY(devices.attach_port("boot-marker", DeviceKind::BootMarker, std::make_shared<BootMarker>(),
+                            PortRange { BOOT_MARKER_PORT, 1 }));
     auto pvpanic = std::make_shared<Pvpanic>([&lifecycle](Pvpanic::Event event) {
         lifecycle.request_stop(StopReason { StopReason::Cause::GuestCrashed,
                                             event == Pvpanic::Event::Panicked
                                                 ? "the guest kernel panicked (reported through pvpanic)"
                                                 : "the guest loaded its crash kernel (reported through pvpanic)" });
     });
-    TRY(m_mmio_bus.insert(pvpanic, PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH));
-    m_virtio = TRY(
-        VirtioDevices::create(m_config, m_memory, *m_vm, *m_event_loop, m_mmio_bus, std::move(virtio_console_output)));
-    if (m_console_server) {
-        auto serial = m_serial;
-        auto* virtio_console = m_virtio->console();
-        m_console_server->set_deliver([serial, virtio_console](std::span<uint8_t const> bytes) {
-            return virtio_console ? virtio_console->receive(bytes) : serial->receive(bytes);
-        });
-    }
+    TRY(devices.attach_mmio("pvpanic", DeviceKind::Pvpanic, pvpanic,
+                            MmioWindow { PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH }));
     return {};
 }
 
-Expected<void> Machine::create_vcpus() {
+std::function<size_t(std::span<uint8_t const>)> Machine::console_receiver() {
+    auto serial = m_serial;
+    auto* virtio_console = m_devices->console();
+    return [serial, virtio_console](std::span<uint8_t const> bytes) {
+        return virtio_console ? virtio_console->receive(bytes) : serial->receive(bytes);
+    };
+}
+
+// Phase 4: the ACPI tables describe what attach placed; the boot loader writes the guest's
+// start; every vCPU gets CPUID, MSRs, FPU and LAPIC wiring, the boot vCPU its entry state.
+Expected<void> Machine::boot() {
+    x86_64::AcpiConfig acpi;
+    acpi.vcpu_count = m_config.vcpu_count;
+    for (auto const& entry : m_devices->entries()) {
+        if (entry.kind == DeviceKind::Pvpanic)
+            acpi.pvpanic_address = std::get<MmioWindow>(entry.attachment).base;
+    }
+    for (auto const& resource : m_devices->virtio_mmio_resources())
+        acpi.virtio_devices.push_back(x86_64::AcpiVirtioMmioDevice { resource.base, resource.size, resource.gsi });
+    auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
+    TRY(m_boot_loader->load(m_memory, rsdp));
+
     auto const supported_cpuid = TRY(m_vm->supported_cpuid());
-    for (uint32_t index = 0; index < m_config.vcpu_count; ++index) {
-        auto vcpu = TRY(m_vm->create_vcpu(index));
+    auto const msrs = x86_64::boot_msrs();
+    for (auto& vcpu : m_unconfigured_vcpus) {
+        auto const index = vcpu->index();
         auto const cpuid = x86_64::build_cpuid(supported_cpuid, index, m_config.vcpu_count);
         TRY(vcpu->set_cpuid(cpuid));
-        auto const msrs = x86_64::boot_msrs();
         TRY(vcpu->set_msrs(msrs));
         TRY(vcpu->reset_fpu());
         auto lapic = TRY(vcpu->lapic());
@@ -195,13 +218,17 @@ Expected<void> Machine::create_vcpus() {
         // Only the bootstrap processor gets boot registers; the others wait in the kernel's
         // wait-for-SIPI state until the guest starts them through its LAPIC (INIT, SIPI).
         if (index == 0) {
-            auto const state = x86_64::boot_cpu_state(*m_boot_info, TRY(vcpu->special_registers()));
+            auto const special_registers = TRY(vcpu->special_registers());
+            auto const state = TRY(m_boot_loader->boot_cpu_state(special_registers));
             TRY(vcpu->set_special_registers(state.special_registers));
             TRY(vcpu->set_registers(state.registers));
         }
-        m_vcpus.push_back(
-            std::make_unique<VcpuThread>(std::move(vcpu), IoBuses { m_pio_bus, m_mmio_bus }, *m_lifecycle));
     }
+    for (auto& vcpu : m_unconfigured_vcpus)
+        m_vcpus.push_back(std::make_unique<VcpuThread>(std::move(vcpu),
+                                                       IoBuses { m_devices->pio_bus(), m_devices->mmio_bus() },
+                                                       *m_lifecycle));
+    m_unconfigured_vcpus.clear();
     return {};
 }
 
@@ -270,11 +297,7 @@ Expected<void> Machine::serve_events() {
 
     std::optional<ConsoleInput> input;
     if (m_config.console.kind == ConsoleConfig::Kind::Stdio) {
-        auto serial = m_serial;
-        auto* virtio_console = m_virtio->console();
-        input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, [serial, virtio_console](std::span<uint8_t const> bytes) {
-            return virtio_console ? virtio_console->receive(bytes) : serial->receive(bytes);
-        })));
+        input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, console_receiver())));
         auto added = loop.add(STDIN_FILENO, [&] {
             if (!input->on_readable())
                 loop.remove(STDIN_FILENO); // end of input: the guest keeps running
@@ -370,7 +393,7 @@ Expected<void> Machine::send_ctrl_alt_del() {
 }
 
 Expected<void> Machine::update_disk_rate_limit(std::string const& id, RateLimitConfig const& changes) {
-    return call_on_loop([&] { return m_virtio->update_disk_rate_limit(id, changes); });
+    return call_on_loop([&] { return m_devices->update_disk_rate_limit(id, changes); });
 }
 
 Expected<void> Machine::replace_disk_image(std::string const& id, std::string const& path) {
@@ -379,13 +402,43 @@ Expected<void> Machine::replace_disk_image(std::string const& id, std::string co
         if (m_paused.load())
             return Error::format("drive '{}': path_on_host cannot change while the microVM is paused; resume it first",
                                  id);
-        return m_virtio->replace_disk_image(id, path);
+        return m_devices->replace_disk_image(id, path);
     });
 }
 
 Expected<void> Machine::update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
                                                std::optional<RateLimitConfig> const& tx_changes) {
-    return call_on_loop([&] { return m_virtio->update_net_rate_limits(id, rx_changes, tx_changes); });
+    return call_on_loop([&] { return m_devices->update_net_rate_limits(id, rx_changes, tx_changes); });
+}
+
+Expected<virtio::BalloonDevice*> Machine::balloon() const {
+    auto* balloon = m_devices->balloon();
+    if (!balloon)
+        return Error("this microVM has no balloon device (PUT /balloon before InstanceStart)");
+    return balloon;
+}
+
+Expected<void> Machine::set_balloon_target(uint64_t target_mib) {
+    return call_on_loop([&]() -> Expected<void> { return TRY(balloon())->set_target_mib(target_mib); });
+}
+
+Expected<void> Machine::set_balloon_statistics_interval(std::chrono::seconds interval) {
+    return call_on_loop([&]() -> Expected<void> { return TRY(balloon())->set_stats_interval(interval); });
+}
+
+Expected<BalloonReport> Machine::balloon_report() {
+    BalloonReport report;
+    auto gathered = call_on_loop([&]() -> Expected<void> {
+        auto* device = TRY(balloon());
+        report.target_mib = device->target_mib();
+        report.actual_mib = device->actual_mib();
+        report.actual_pages = device->actual_pages();
+        report.statistics = device->statistics();
+        return {};
+    });
+    if (!gathered)
+        return gathered.error();
+    return report;
 }
 
 Expected<Machine::Metrics> Machine::metrics() {
@@ -393,16 +446,7 @@ Expected<Machine::Metrics> Machine::metrics() {
     TRY(call_on_loop([&]() -> Expected<void> {
         for (auto const& vcpu : m_vcpus)
             metrics.vcpus.push_back(vcpu->exit_counts());
-        for (auto const& transport : m_virtio->transports()) {
-            DeviceMetrics device { transport->name(), {} };
-            for (auto const& counter : transport->device().counters())
-                device.counters.emplace_back(std::string(counter.name), counter.value);
-            // Resets and activations a driver queued faster than they ran (see MmioTransport::post).
-            device.counters.emplace_back("commands_coalesced", transport->commands_coalesced());
-            device.counters.emplace_back("commands_posted", transport->commands_posted());
-            device.counters.emplace_back("activations", transport->activations());
-            metrics.devices.push_back(std::move(device));
-        }
+        metrics.devices = m_devices->metrics();
         add_console_output_metrics(metrics.devices);
         return {};
     }));

@@ -1,28 +1,37 @@
-// Machine: one running VM and everything it owns - guest memory, the
-// hypervisor VM, the buses and devices, the vCPU threads - built in one
-// straight-line sequence that reads as the boot order:
-//   config check -> kernel/initrd files -> guest RAM -> KVM VM, TSS, irqchip+PIT,
-//   memory slots -> ACPI tables -> kernel, initrd, command line, boot tables ->
-//   devices on the buses -> vCPUs (CPUID, MSRs, FPU, LAPIC; BSP boot registers).
+// Machine: one running VM and everything it owns - guest memory, the hypervisor VM, the
+// devices (DeviceManager), the vCPU threads. create() builds it in phases
+// (docs/ARCHITECTURE.md "Building a machine"):
+//   acquire   - every host resource: the boot files, a VM from the injected Hypervisor, guest
+//               RAM, the vCPUs, the event loops, console sinks, and each virtio device model
+//               with its image, TAP or socket;
+//   sandbox   - MachineHooks::enter_sandbox (the isolation layer's hook): from here on the
+//               process opens nothing new for the machine;
+//   attach    - legacy devices at their fixed ports, virtio devices at allocated MMIO windows
+//               and interrupt lines, with their ioeventfds and irqfds;
+//   boot      - ACPI tables describing what was attached, then the BootLoader (the Linux
+//               loader: PVH or bzImage) and the vCPUs' boot state;
+//   run       - run(): vCPU threads start, the calling thread becomes the event loop.
 //
 // Threading: create() and run() on the main thread, which becomes the event
 // loop (console input, signals, stop requests); one thread per vCPU.
 // Destruction order matters: vCPU threads stop before devices and memory go.
 #pragma once
 
-#include "arch/x86_64/kernel_loader.h"
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
-#include "devices/bus/bus.h"
+#include "devices/virtio/balloon/balloon_statistics.h"
+#include "hypervisor/hypervisor.h"
 #include "hypervisor/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/boot_loader.h"
+#include "vmm/device_manager.h"
 #include "vmm/vcpu_thread.h"
-#include "vmm/virtio_devices.h"
 #include "vmm/vm_config.h"
 #include "vmm/vm_lifecycle.h"
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <deque>
 #include <functional>
@@ -36,13 +45,33 @@
 namespace kvmm {
 
 class BufferedSink;
+class ByteSink;
 class ConsoleServer;
 class I8042;
 class Serial16550;
 
+// What the layers around the builder plug into it.
+struct MachineHooks {
+    // Called once every host resource is open and before any device is attached or guest
+    // code is loaded (the isolation layer installs its filters here). An error stops the build.
+    std::function<Expected<void>()> enter_sandbox;
+};
+
+// The balloon as GET /balloon/statistics reports it.
+struct BalloonReport {
+    uint64_t target_mib { 0 };
+    uint64_t actual_mib { 0 };
+    uint32_t actual_pages { 0 };
+    virtio::BalloonStatistics statistics;
+};
+
 class Machine {
 public:
-    static Expected<std::unique_ptr<Machine>> create(VmConfig const& config);
+    // Builds the machine `config` describes on `hypervisor` (KvmHypervisor in kvmm,
+    // FakeHypervisor in unit tests). Everything that can be checked without the hypervisor is
+    // checked first, so bad input fails fast and the same way on hosts without one.
+    static Expected<std::unique_ptr<Machine>> create(VmConfig const& config, Hypervisor& hypervisor,
+                                                     MachineHooks hooks = {});
     ~Machine();
 
     // The signals that stop kvmm (SIGINT, SIGTERM, SIGHUP): blocked in every thread and read
@@ -60,7 +89,7 @@ public:
     // Presses Ctrl+Alt+Del on the i8042 keyboard (the guest decides what that means).
     Expected<void> send_ctrl_alt_del();
     // New limits for a running disk or network interface, by configured id (PATCH /drives,
-    // PATCH /network-interfaces; VirtioDevices::update_disk_rate_limit). Paused or not.
+    // PATCH /network-interfaces; DeviceManager::update_disk_rate_limit). Paused or not.
     Expected<void> update_disk_rate_limit(std::string const& id, RateLimitConfig const& changes);
     Expected<void> update_net_rate_limits(std::string const& id, std::optional<RateLimitConfig> const& rx_changes,
                                           std::optional<RateLimitConfig> const& tx_changes);
@@ -69,12 +98,17 @@ public:
     bool paused() const { return m_paused.load(); }
     // Asks run() to return with `reason` (e.g. the API's stop); any thread.
     void request_stop(StopReason reason);
-    VirtioDevices& virtio() { return *m_virtio; }
+    // The balloon (PATCH /balloon, PATCH /balloon/statistics, GET /balloon/statistics); each
+    // fails, saying so, when the machine has no balloon.
+    Expected<void> set_balloon_target(uint64_t target_mib);
+    Expected<void> set_balloon_statistics_interval(std::chrono::seconds interval);
+    Expected<BalloonReport> balloon_report();
 
-    struct DeviceMetrics {
-        std::string name;
-        std::vector<std::pair<std::string, uint64_t>> counters;
-    };
+    // The devices as attached (id, kind, ports or window, line), for inspection and tests.
+    // Any thread once built: the registry does not change after create().
+    std::vector<DeviceEntry> const& devices() const { return m_devices->entries(); }
+
+    using DeviceMetrics = kvmm::DeviceMetrics;
     struct Metrics {
         std::vector<VcpuThread::ExitCounts> vcpus;
         std::vector<DeviceMetrics> devices;
@@ -83,11 +117,19 @@ public:
     Expected<Metrics> metrics();
 
 private:
-    Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle);
+    Machine(VmConfig config, GuestMemory memory, std::unique_ptr<Vm> vm, std::unique_ptr<VmLifecycle> lifecycle,
+            std::unique_ptr<BootLoader> boot_loader);
 
-    Expected<void> load_guest(std::span<std::byte const> kernel, std::span<std::byte const> initrd);
-    Expected<void> create_devices();
-    Expected<void> create_vcpus();
+    // The phases of create(), in order.
+    Expected<void> acquire();
+    Expected<void> acquire_console(std::unique_ptr<ByteSink>& serial_output,
+                                   std::shared_ptr<ByteSink>& virtio_console_output);
+    Expected<void> attach_devices();
+    Expected<void> attach_legacy_devices();
+    Expected<void> boot();
+    Expected<virtio::BalloonDevice*> balloon() const;
+    // Input from the host console goes to the device that is the console.
+    std::function<size_t(std::span<uint8_t const>)> console_receiver();
     Expected<void> serve_events();
     void stop_vcpus();
     void add_console_output_metrics(std::vector<DeviceMetrics>& devices) const;
@@ -117,12 +159,14 @@ private:
     std::deque<PostedWork> m_posted_work;
     bool m_loop_finished { false };
     std::atomic<bool> m_paused { false };
-    Bus m_pio_bus { "port I/O" };
-    Bus m_mmio_bus { "MMIO" };
+    std::unique_ptr<BootLoader> m_boot_loader;
+    // The serial port's output, made in acquire, attached with the 16550 in attach.
+    std::unique_ptr<ByteSink> m_serial_output;
     std::shared_ptr<Serial16550> m_serial;
     std::shared_ptr<I8042> m_i8042;
-    std::unique_ptr<VirtioDevices> m_virtio;
-    std::optional<x86_64::BootInfo> m_boot_info;
+    std::unique_ptr<DeviceManager> m_devices;
+    // Created in acquire, given their boot state in boot, then run by m_vcpus.
+    std::vector<std::unique_ptr<Vcpu>> m_unconfigured_vcpus;
     // Declared last: destroyed first, so no vCPU runs while the rest is torn down.
     std::vector<std::unique_ptr<VcpuThread>> m_vcpus;
 };

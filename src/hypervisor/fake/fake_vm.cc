@@ -4,9 +4,25 @@
 
 namespace kvmm {
 
+void FakeVcpu::set_immediate_exit(bool enabled) {
+    {
+        std::lock_guard guard(m_kick_lock);
+        m_immediate_exit = enabled;
+    }
+    m_kicked.notify_all();
+}
+
 Expected<VcpuExit> FakeVcpu::run() {
-    if (m_immediate_exit)
-        return VcpuExit { vcpu_exit::Interrupted {} };
+    {
+        std::unique_lock guard(m_kick_lock);
+        bool const waits = !m_script.empty() && m_script.front().kind == ScriptedExit::Kind::WaitForKick;
+        if (waits) {
+            m_kicked.wait(guard, [this] { return m_immediate_exit; });
+            m_script.pop_front();
+        }
+        if (m_immediate_exit)
+            return VcpuExit { vcpu_exit::Interrupted {} };
+    }
     if (m_script.empty())
         return VcpuExit { vcpu_exit::Shutdown {} };
     m_current = std::move(m_script.front());
@@ -31,6 +47,8 @@ Expected<VcpuExit> FakeVcpu::run() {
         return VcpuExit { vcpu_exit::SystemEvent { vcpu_exit::SystemEvent::Kind::PowerOff, 1 } };
     case ScriptedExit::Kind::InternalError:
         return VcpuExit { vcpu_exit::InternalError { "scripted internal error" } };
+    case ScriptedExit::Kind::WaitForKick: // consumed above
+        return VcpuExit { vcpu_exit::Interrupted {} };
     }
     return VcpuExit { vcpu_exit::Unknown { 0 } };
 }
@@ -115,7 +133,14 @@ Expected<std::unique_ptr<Vcpu>> FakeVm::create_vcpu(uint32_t index) {
         if (script_index == index)
             script = std::move(exits);
     }
-    return std::unique_ptr<Vcpu>(std::make_unique<FakeVcpu>(index, std::move(script)));
+    auto vcpu = std::make_unique<FakeVcpu>(index, std::move(script));
+    m_vcpus.push_back(vcpu.get());
+    return std::unique_ptr<Vcpu>(std::move(vcpu));
+}
+
+FakeVcpu* FakeVm::vcpu(uint32_t index) const {
+    auto found = std::find_if(m_vcpus.begin(), m_vcpus.end(), [&](FakeVcpu* vcpu) { return vcpu->index() == index; });
+    return found == m_vcpus.end() ? nullptr : *found;
 }
 
 void FakeVm::add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script) {

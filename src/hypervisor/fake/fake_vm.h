@@ -3,12 +3,13 @@
 // and MMIO data live in buffers the script owns. Interrupt lines and register
 // writes are recorded for assertions.
 //
-// Threading: FakeVm::set_irq_line may be called from any thread (locked);
-// everything else from one thread.
+// Threading: FakeVm::set_irq_line and FakeVcpu::set_immediate_exit may be called from any
+// thread (locked); everything else from one thread.
 #pragma once
 
 #include "hypervisor/vm.h"
 
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <vector>
@@ -16,7 +17,10 @@
 namespace kvmm {
 
 struct ScriptedExit {
-    enum class Kind { IoIn, IoOut, MmioRead, MmioWrite, Halt, Shutdown, PowerOff, InternalError } kind;
+    // WaitForKick: run() blocks until set_immediate_exit(true) (a VcpuThread kick: pause or
+    // stop), then reports an interrupted entry; a guest that idles until the VMM acts. A kick
+    // that comes before the vCPU reaches it ends the wait just as well.
+    enum class Kind { IoIn, IoOut, MmioRead, MmioWrite, Halt, Shutdown, PowerOff, InternalError, WaitForKick } kind;
     uint64_t address { 0 };       // port or guest-physical address
     std::vector<uint8_t> data {}; // bytes written by the guest, or a buffer of the read width
 };
@@ -28,7 +32,8 @@ public:
     uint32_t index() const override { return m_index; }
     // Replays the next scripted exit; when the script is exhausted, reports Shutdown.
     Expected<VcpuExit> run() override;
-    void set_immediate_exit(bool enabled) override { m_immediate_exit = enabled; }
+    // Any thread (VcpuThread::kick).
+    void set_immediate_exit(bool enabled) override;
 
     Expected<X86Registers> registers() const override { return m_state.registers; }
     Expected<void> set_registers(X86Registers const& registers) override;
@@ -57,6 +62,8 @@ private:
     uint32_t m_index;
     std::deque<ScriptedExit> m_script;
     ScriptedExit m_current { ScriptedExit::Kind::Halt };
+    std::mutex m_kick_lock; // guards m_immediate_exit, which a kick sets from another thread
+    std::condition_variable m_kicked;
     bool m_immediate_exit { false };
     X86VcpuState m_state { .xsave = std::vector<uint8_t>(XSAVE_SIZE) };
 };
@@ -90,6 +97,8 @@ public:
     std::vector<std::pair<int, uint32_t>> irqfds() const;
 
     void add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script);
+    // The vCPU create_vcpu() made for `index` (null if none); valid while its owner keeps it.
+    FakeVcpu* vcpu(uint32_t index) const;
     void set_supported_cpuid(std::vector<CpuidEntry> entries) { m_supported_cpuid = std::move(entries); }
 
     struct IrqEvent {
@@ -106,6 +115,7 @@ private:
     std::vector<IoEventFd> m_ioeventfds;
     std::vector<std::pair<int, uint32_t>> m_irqfds;
     std::vector<std::pair<uint32_t, std::deque<ScriptedExit>>> m_scripts;
+    std::vector<FakeVcpu*> m_vcpus;
     std::vector<CpuidEntry> m_supported_cpuid;
     size_t m_mapped_regions { 0 };
     bool m_has_irqchip { false };

@@ -83,4 +83,10 @@ Expected<std::unique_ptr<Vm>> KvmSystem::create_vm() const {
         new KvmVm(std::move(kvm_handle), UniqueFd(vm_fd), m_vcpu_mmap_size, static_cast<uint32_t>(max_vcpus)));
 }
 
+Expected<std::unique_ptr<Vm>> KvmHypervisor::create_vm() {
+    if (!m_system)
+        m_system.emplace(TRY(KvmSystem::open(m_device_path)));
+    return m_system->create_vm();
+}
+
 } // namespace kvmm

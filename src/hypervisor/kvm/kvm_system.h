@@ -6,9 +6,11 @@
 
 #include "base/expected.h"
 #include "base/unique_fd.h"
+#include "hypervisor/hypervisor.h"
 #include "hypervisor/vm.h"
 
 #include <memory>
+#include <optional>
 
 namespace kvmm {
 
@@ -26,6 +28,20 @@ private:
 
     UniqueFd m_fd;
     int m_vcpu_mmap_size { 0 };
+};
+
+// The Hypervisor a VMM process uses: /dev/kvm (or `device_path`), opened when the first VM is
+// created, so that a program checks its configuration before it needs KVM and reports bad
+// input the same way on a host without it.
+class KvmHypervisor final : public Hypervisor {
+public:
+    explicit KvmHypervisor(char const* device_path = "/dev/kvm") : m_device_path(device_path) {}
+
+    Expected<std::unique_ptr<Vm>> create_vm() override;
+
+private:
+    char const* m_device_path;
+    std::optional<KvmSystem> m_system;
 };
 
 } // namespace kvmm

@@ -1,0 +1,261 @@
+#include "vmm/device_manager.h"
+
+#include "arch/x86_64/layout.h"
+#include "backends/disk/disk_image.h"
+#include "devices/virtio/balloon/balloon_device.h"
+#include "devices/virtio/block/block_device.h"
+#include "devices/virtio/console/console_device.h"
+#include "devices/virtio/net/net_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace kvmm {
+
+namespace {
+
+// The in-kernel IOAPIC has 24 pins (GSIs 0-23). The ISA lines of the PC platform stay out of
+// the virtio pool whether or not kvmm emulates their device: 0 timer, 2 cascade/PIT, 3 COM2,
+// 8 RTC; COM1 (4) and the keyboard (1) are reserved by their devices when attached. Virtio
+// lines are edge-triggered, so none is ever shared.
+constexpr uint32_t IOAPIC_PIN_COUNT = 24;
+constexpr std::pair<uint32_t, char const*> PLATFORM_LINES[] = {
+    { 0, "the timer" },
+    { 2, "the PIC cascade" },
+    { 3, "COM2" },
+    { 8, "the RTC" },
+};
+
+} // namespace
+
+std::string_view device_kind_name(DeviceKind kind) {
+    switch (kind) {
+    case DeviceKind::Serial:
+        return "serial";
+    case DeviceKind::Keyboard:
+        return "i8042";
+    case DeviceKind::Rtc:
+        return "rtc";
+    case DeviceKind::PowerControl:
+        return "power-control";
+    case DeviceKind::BootMarker:
+        return "boot-marker";
+    case DeviceKind::Pvpanic:
+        return "pvpanic";
+    case DeviceKind::Block:
+        return "block";
+    case DeviceKind::Net:
+        return "net";
+    case DeviceKind::Rng:
+        return "rng";
+    case DeviceKind::Console:
+        return "console";
+    case DeviceKind::Vsock:
+        return "vsock";
+    case DeviceKind::Balloon:
+        return "balloon";
+    }
+    return "unknown";
+}
+
+DeviceManager::DeviceManager(Vm& vm, GuestMemory const& memory, EventLoop& event_loop)
+    : m_vm(vm), m_memory(memory), m_event_loop(event_loop), m_interrupts(0, IOAPIC_PIN_COUNT - 1),
+      m_mmio_windows(x86_64::VIRTIO_MMIO_BASE, x86_64::IOAPIC_ADDRESS) {}
+
+Expected<std::unique_ptr<DeviceManager>> DeviceManager::create(Vm& vm, GuestMemory const& memory,
+                                                               EventLoop& event_loop) {
+    std::unique_ptr<DeviceManager> manager(new DeviceManager(vm, memory, event_loop));
+    for (auto const& [gsi, owner] : PLATFORM_LINES)
+        TRY(manager->m_interrupts.reserve(gsi, owner));
+    return manager;
+}
+
+DeviceManager::~DeviceManager() {
+    for (auto const& limiter : m_limiters)
+        m_event_loop.remove(limiter->timer_fd());
+    for (auto const& registration : m_ioeventfds)
+        (void)m_vm.unregister_ioeventfd(registration.address, 4, registration.queue, registration.event_fd);
+}
+
+Expected<void> DeviceManager::claim_id(std::string const& id, DeviceKind kind) const {
+    if (id.empty())
+        return Error::format("a {} device needs an id", device_kind_name(kind));
+    auto const same = [&](auto const& entry) { return entry.kind == kind && entry.id == id; };
+    if (std::any_of(m_entries.begin(), m_entries.end(), same) || std::any_of(m_pending.begin(), m_pending.end(), same))
+        return Error::format("{} device id '{}' is used twice", device_kind_name(kind), id);
+    return {};
+}
+
+Expected<void> DeviceManager::add_virtio(std::string id, DeviceKind kind,
+                                         std::unique_ptr<virtio::VirtioDevice> device) {
+    TRY(claim_id(id, kind));
+    m_pending.push_back(PendingVirtio { std::move(id), kind, std::move(device) });
+    return {};
+}
+
+Expected<RateLimiter*> DeviceManager::add_limiter(RateLimitConfig const& config, std::function<void()> on_unblocked) {
+    auto limiter = std::make_unique<RateLimiter>(TRY(RateLimiter::create(config)));
+    auto* raw = limiter.get();
+    TRY(m_event_loop.add(raw->timer_fd(), [raw, on_unblocked = std::move(on_unblocked)] {
+        raw->on_timer();
+        on_unblocked();
+    }));
+    m_limiters.push_back(std::move(limiter));
+    return raw;
+}
+
+Expected<void> DeviceManager::attach_port(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device,
+                                          PortRange ports, std::optional<uint32_t> gsi) {
+    TRY(claim_id(id, kind));
+    auto const owner = fmt::format("{} '{}'", device_kind_name(kind), id);
+    if (gsi)
+        TRY(m_interrupts.reserve(*gsi, owner));
+    TRY(m_pio_bus.insert(std::move(device), ports.base, ports.length).with_context(owner));
+    m_entries.push_back(DeviceEntry { std::move(id), kind, ports, gsi });
+    return {};
+}
+
+Expected<void> DeviceManager::attach_mmio(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device,
+                                          MmioWindow window, std::optional<uint32_t> gsi) {
+    TRY(claim_id(id, kind));
+    auto const owner = fmt::format("{} '{}'", device_kind_name(kind), id);
+    if (gsi)
+        TRY(m_interrupts.reserve(*gsi, owner));
+    TRY(m_mmio_bus.insert(std::move(device), window.base, window.length).with_context(owner));
+    m_entries.push_back(DeviceEntry { std::move(id), kind, window, gsi });
+    return {};
+}
+
+Expected<void> DeviceManager::attach_virtio_devices() {
+    auto pending = std::move(m_pending);
+    m_pending.clear();
+    for (auto& entry : pending)
+        TRY(attach_one_virtio(entry.id, entry.kind, std::move(entry.device)));
+    return {};
+}
+
+Expected<void> DeviceManager::attach_one_virtio(std::string const& id, DeviceKind kind,
+                                                std::unique_ptr<virtio::VirtioDevice> device) {
+    // The transport's name is what logs and metrics call the device: its id for disks and
+    // interfaces (there may be several), the kind for the others.
+    bool const named_by_id = kind == DeviceKind::Block || kind == DeviceKind::Net;
+    std::string name = named_by_id ? id : std::string(device_kind_name(kind));
+    auto const owner = fmt::format("virtio {} '{}'", device_kind_name(kind), id);
+    uint32_t const gsi = TRY(m_interrupts.allocate(owner));
+    uint64_t const base =
+        TRY(m_mmio_windows.allocate(virtio::MmioTransport::WINDOW_SIZE, virtio::MmioTransport::WINDOW_SIZE, owner));
+    auto line = TRY(IrqfdInterruptLine::create(m_vm, gsi).with_context(owner));
+    auto* const model = device.get();
+    std::shared_ptr<virtio::MmioTransport> transport =
+        TRY(virtio::MmioTransport::create(name, std::move(device), m_memory, *line, m_event_loop));
+    // A notification is a 4-byte write of the queue index to QueueNotify (virtio 1.2 4.2.2);
+    // with an ioeventfd per queue the vCPU never leaves the kernel for it.
+    uint64_t const notify_address = base + virtio::MmioTransport::QUEUE_NOTIFY_OFFSET;
+    for (size_t queue = 0; queue < transport->queue_count(); ++queue) {
+        int const fd = transport->queue_notify_fd(queue);
+        auto registered = m_vm.register_ioeventfd(notify_address, 4, queue, fd);
+        if (!registered) { // the transport still serves notifications through MMIO exits
+            spdlog::warn("{}: {}; queue {} notifications take the slow path", owner, registered.error().message(),
+                         queue);
+            continue;
+        }
+        m_ioeventfds.push_back(Registration { notify_address, static_cast<uint32_t>(queue), fd });
+    }
+    TRY(m_mmio_bus.insert(transport, base, virtio::MmioTransport::WINDOW_SIZE).with_context(owner));
+    spdlog::debug("{} at {:#x}, GSI {}", owner, base, gsi);
+    m_lines.push_back(std::move(line));
+    m_transports.push_back(std::move(transport));
+    m_virtio.push_back(VirtioEntry { id, kind, model, base, gsi });
+    m_entries.push_back(DeviceEntry { id, kind, MmioWindow { base, virtio::MmioTransport::WINDOW_SIZE }, gsi });
+    return {};
+}
+
+std::vector<VirtioMmioResource> DeviceManager::virtio_mmio_resources() const {
+    std::vector<VirtioMmioResource> resources;
+    for (auto const& entry : m_virtio)
+        resources.push_back(VirtioMmioResource { entry.base, virtio::MmioTransport::WINDOW_SIZE, entry.gsi });
+    return resources;
+}
+
+virtio::VirtioDevice* DeviceManager::find_device(DeviceKind kind, std::string_view id) const {
+    auto found = std::find_if(m_virtio.begin(), m_virtio.end(),
+                              [&](auto const& entry) { return entry.kind == kind && entry.id == id; });
+    return found == m_virtio.end() ? nullptr : found->device;
+}
+
+Expected<virtio::BlockDevice*> DeviceManager::disk(std::string_view id) const {
+    auto* device = find_device(DeviceKind::Block, id);
+    if (!device)
+        return Error::format("no drive '{}' in this microVM", id);
+    return static_cast<virtio::BlockDevice*>(device);
+}
+
+Expected<virtio::NetDevice*> DeviceManager::net(std::string_view id) const {
+    auto* device = find_device(DeviceKind::Net, id);
+    if (!device)
+        return Error::format("no network interface '{}' in this microVM", id);
+    return static_cast<virtio::NetDevice*>(device);
+}
+
+virtio::BalloonDevice* DeviceManager::balloon() const {
+    auto found = std::find_if(m_virtio.begin(), m_virtio.end(),
+                              [](auto const& entry) { return entry.kind == DeviceKind::Balloon; });
+    return found == m_virtio.end() ? nullptr : static_cast<virtio::BalloonDevice*>(found->device);
+}
+
+virtio::ConsoleDevice* DeviceManager::console() const {
+    auto found = std::find_if(m_virtio.begin(), m_virtio.end(),
+                              [](auto const& entry) { return entry.kind == DeviceKind::Console; });
+    return found == m_virtio.end() ? nullptr : static_cast<virtio::ConsoleDevice*>(found->device);
+}
+
+Expected<void> DeviceManager::update_disk_rate_limit(std::string_view id, RateLimitConfig const& changes) {
+    auto* device = TRY(disk(id));
+    return device->rate_limiter()->update(changes).with_context(fmt::format("drive '{}' rate_limiter", id));
+}
+
+Expected<void> DeviceManager::replace_disk_image(std::string_view id, std::string const& path) {
+    auto* device = TRY(disk(id));
+    auto const context = fmt::format("drive '{}' path_on_host {}", id, path);
+    if (device->uses_image(path))
+        return device->refresh_capacity().with_context(context);
+    bool const read_only = (device->features() & virtio::feature_bit(virtio::BLOCK_FEATURE_RO)) != 0;
+    auto image = TRY(DiskImage::open(path, read_only).with_context(context));
+    return device->replace_image(std::move(image)).with_context(context);
+}
+
+Expected<void> DeviceManager::update_net_rate_limits(std::string_view id,
+                                                     std::optional<RateLimitConfig> const& rx_changes,
+                                                     std::optional<RateLimitConfig> const& tx_changes) {
+    auto* device = TRY(net(id));
+    auto const context = [&](char const* direction) {
+        return fmt::format("network interface '{}' {}_rate_limiter", id, direction);
+    };
+    if (rx_changes)
+        TRY(RateLimiter::validate(*rx_changes).with_context(context("rx")));
+    if (tx_changes)
+        TRY(RateLimiter::validate(*tx_changes).with_context(context("tx")));
+    if (rx_changes)
+        TRY(device->rx_rate_limiter()->update(*rx_changes).with_context(context("rx")));
+    if (tx_changes)
+        TRY(device->tx_rate_limiter()->update(*tx_changes).with_context(context("tx")));
+    return {};
+}
+
+std::vector<DeviceMetrics> DeviceManager::metrics() const {
+    std::vector<DeviceMetrics> devices;
+    for (auto const& transport : m_transports) {
+        DeviceMetrics device { transport->name(), {} };
+        for (auto const& counter : transport->device().counters())
+            device.counters.emplace_back(std::string(counter.name), counter.value);
+        // Resets and activations a driver queued faster than they ran (see MmioTransport::post).
+        device.counters.emplace_back("commands_coalesced", transport->commands_coalesced());
+        device.counters.emplace_back("commands_posted", transport->commands_posted());
+        device.counters.emplace_back("activations", transport->activations());
+        devices.push_back(std::move(device));
+    }
+    return devices;
+}
+
+} // namespace kvmm

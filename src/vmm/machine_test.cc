@@ -1,0 +1,193 @@
+// A whole Machine - builder phases, devices, boot loader, vCPU threads, event loop - on the
+// fake hypervisor: the vCPUs replay scripted exits instead of running guest code.
+#include "vmm/machine.h"
+
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/testing/kernel_images.h"
+#include "devices/legacy/power_control.h"
+#include "hypervisor/fake/fake_hypervisor.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+namespace kvmm {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint16_t COM1 = 0x3f8;
+constexpr uint8_t POWER_OFF = (POWER_OFF_SLEEP_TYPE << SLEEP_TYPE_SHIFT) | SLEEP_ENABLE_BIT;
+
+ScriptedExit out(uint16_t port, uint8_t value) { return ScriptedExit { ScriptedExit::Kind::IoOut, port, { value } }; }
+ScriptedExit wait_for_kick() { return ScriptedExit { ScriptedExit::Kind::WaitForKick }; }
+
+class MachineTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char pattern[] = "/tmp/kvmm-machine-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(pattern), nullptr);
+        m_directory = pattern;
+        auto const kernel = x86_64::testing::make_pvh_elf();
+        std::ofstream(m_directory / "vmlinux", std::ios::binary)
+            .write(reinterpret_cast<char const*>(kernel.data()), static_cast<std::streamsize>(kernel.size()));
+        m_config.kernel_path = m_directory / "vmlinux";
+        m_config.cmdline = "console=ttyS0";
+        m_config.memory_size = 64 << 20;
+        m_config.console = ConsoleConfig { ConsoleConfig::Kind::File, m_directory / "console.log" };
+        m_config.rng = RngConfig {};
+    }
+    void TearDown() override { std::filesystem::remove_all(m_directory); }
+
+    std::string console_text() const {
+        std::ifstream file(m_directory / "console.log");
+        std::stringstream text;
+        text << file.rdbuf();
+        return text.str();
+    }
+    // Runs the machine on its own thread (it becomes that thread's event loop).
+    std::future<StopReason> run(Machine& machine) {
+        return std::async(std::launch::async, [&machine] { return machine.run(); });
+    }
+
+    std::filesystem::path m_directory;
+    VmConfig m_config;
+    FakeHypervisor m_hypervisor;
+};
+
+TEST_F(MachineTest, BootsAPvhKernelAndStopsWhenTheGuestPowersOff) {
+    m_hypervisor.add_vcpu_script(0, { out(COM1, 'h'), out(COM1, 'i'), out(POWER_CONTROL_PORT, POWER_OFF) });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+
+    // The boot vCPU starts at the PVH entry with the start info in EBX (PVH boot ABI).
+    auto* vm = m_hypervisor.last_vm();
+    ASSERT_NE(vm, nullptr);
+    auto const registers = MUST(vm->vcpu(0)->registers());
+    EXPECT_EQ(registers.rip, 0x200010u);
+    EXPECT_EQ(registers.rbx, x86_64::PVH_START_INFO_ADDRESS);
+    EXPECT_FALSE(vm->vcpu(0)->cpuid().empty()) << "CPUID set in the boot phase";
+    EXPECT_TRUE(vm->has_irqchip());
+
+    // Every device is in the registry; the entropy device got the first virtio window and the
+    // first line the ISA devices left free, with an ioeventfd for its queue.
+    std::vector<std::string> ids;
+    for (auto const& entry : machine->devices())
+        ids.push_back(entry.id);
+    EXPECT_EQ(ids, (std::vector<std::string> { "com1", "i8042", "rtc", "power", "boot-marker", "pvpanic", "rng" }));
+    auto const& rng = machine->devices().back();
+    EXPECT_EQ(std::get<MmioWindow>(rng.attachment).base, x86_64::VIRTIO_MMIO_BASE);
+    EXPECT_EQ(rng.gsi, 5u);
+    ASSERT_EQ(vm->ioeventfds().size(), 1u);
+
+    auto const reason = run(*machine).get();
+    EXPECT_EQ(reason.cause, StopReason::Cause::PowerOff) << reason.detail;
+    EXPECT_EQ(console_text(), "hi");
+}
+
+TEST_F(MachineTest, PauseHoldsTheVcpusAndResumeLetsTheGuestFinish) {
+    m_hypervisor.add_vcpu_script(0, { out(COM1, 'a'), wait_for_kick(), out(COM1, 'b'),
+                                      out(POWER_CONTROL_PORT, POWER_OFF) });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    // Pause once the guest has made its first write: it then waits for the VMM to act.
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (MUST(machine->metrics()).vcpus.at(0).io == 0) {
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the guest never wrote";
+        std::this_thread::sleep_for(1ms);
+    }
+
+    ASSERT_TRUE(machine->pause());
+    EXPECT_TRUE(machine->paused());
+    auto const metrics = MUST(machine->metrics());
+    ASSERT_EQ(metrics.vcpus.size(), 1u);
+    EXPECT_EQ(metrics.vcpus[0].io, 1u) << "the guest is held after its first write";
+    ASSERT_FALSE(metrics.devices.empty());
+    EXPECT_EQ(metrics.devices[0].name, "rng");
+    EXPECT_EQ(stopped.wait_for(100ms), std::future_status::timeout) << "a paused guest does not go on";
+
+    ASSERT_TRUE(machine->resume());
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(stopped.get().cause, StopReason::Cause::PowerOff);
+    EXPECT_EQ(console_text(), "ab");
+    auto late = machine->pause();
+    ASSERT_FALSE(late);
+    EXPECT_EQ(late.error().message(), "the VM has stopped");
+}
+
+TEST_F(MachineTest, AStopRequestEndsAGuestThatIsWaiting) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(stopped.get().cause, StopReason::Cause::HostSignal);
+}
+
+TEST_F(MachineTest, TheSandboxIsEnteredWithEveryHostResourceOpenAndNothingAttached) {
+    bool entered = false;
+    MachineHooks hooks;
+    hooks.enter_sandbox = [&]() -> Expected<void> {
+        entered = true;
+        auto* vm = m_hypervisor.last_vm();
+        EXPECT_NE(vm->vcpu(0), nullptr) << "vCPUs are host resources: created before";
+        EXPECT_TRUE(std::filesystem::exists(m_directory / "console.log")) << "the console file is open";
+        EXPECT_TRUE(vm->ioeventfds().empty()) << "no device is attached yet";
+        EXPECT_TRUE(vm->irqfds().empty());
+        EXPECT_TRUE(vm->vcpu(0)->cpuid().empty()) << "no boot state yet";
+        return {};
+    };
+    auto machine = Machine::create(m_config, m_hypervisor, hooks);
+    ASSERT_TRUE(machine) << machine.error().message();
+    EXPECT_TRUE(entered);
+}
+
+TEST_F(MachineTest, AFailingSandboxStopsTheBuild) {
+    MachineHooks hooks;
+    hooks.enter_sandbox = []() -> Expected<void> { return Error("no seccomp here"); };
+    auto machine = Machine::create(m_config, m_hypervisor, hooks);
+    ASSERT_FALSE(machine);
+    EXPECT_EQ(machine.error().message(), "entering the sandbox: no seccomp here");
+}
+
+TEST_F(MachineTest, BadInputIsRefusedBeforeTheHypervisorIsAsked) {
+    m_config.vcpu_count = 0;
+    EXPECT_FALSE(Machine::create(m_config, m_hypervisor));
+    m_config.vcpu_count = 1;
+    m_config.kernel_path = m_directory / "missing";
+    auto missing = Machine::create(m_config, m_hypervisor);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().message().find("kernel"), std::string::npos) << missing.error().message();
+    EXPECT_EQ(m_hypervisor.last_vm(), nullptr) << "no VM was made for a configuration that cannot work";
+}
+
+TEST_F(MachineTest, AHypervisorFailureIsReportedAsIs) {
+    m_hypervisor.fail_next_create_vm(Error("/dev/kvm: No such file or directory"));
+    auto machine = Machine::create(m_config, m_hypervisor);
+    ASSERT_FALSE(machine);
+    EXPECT_EQ(machine.error().message(), "/dev/kvm: No such file or directory");
+}
+
+TEST_F(MachineTest, TooManyVirtioDevicesForTheFreeLinesAreRefusedNamingTheFirstThatDoesNotFit) {
+    m_config.vsock = VsockConfig { 3, m_directory / "vsock.sock" };
+    for (int i = 0; i < 18; ++i) {
+        auto const path = m_directory / ("disk" + std::to_string(i));
+        std::ofstream(path).put('\0');
+        std::filesystem::resize_file(path, 4096);
+        DiskConfig disk;
+        disk.id = "d" + std::to_string(i);
+        disk.path = path;
+        disk.engine = DiskConfig::Engine::Sync;
+        m_config.disks.push_back(disk);
+    }
+    auto machine = Machine::create(m_config, m_hypervisor);
+    ASSERT_FALSE(machine);
+    EXPECT_NE(machine.error().message().find("no free interrupt line"), std::string::npos) << machine.error().message();
+}
+
+} // namespace
+} // namespace kvmm
