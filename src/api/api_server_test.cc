@@ -36,13 +36,8 @@ namespace {
 using namespace std::chrono_literals;
 
 UniqueFd connect_to(std::string const& path) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0)
-        return {};
-    return fd;
+    auto connected = connect_unix_socket(path);
+    return connected ? std::move(*connected) : UniqueFd();
 }
 
 bool send_all(int fd, std::string_view text) {
