@@ -5,11 +5,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,38 +21,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-Expected<sockaddr_un> unix_address(std::string const& path) {
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path))
-        return Error::format("API socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, path.data(), path.size());
-    return address;
-}
-
-// Removes `path` if it is a socket nobody listens on (left by a process that died); refuses
-// to touch anything else.
-Expected<void> remove_stale_socket(std::string const& path, sockaddr_un const& address) {
-    struct stat status {};
-    if (::lstat(path.c_str(), &status) != 0) {
-        if (errno == ENOENT)
-            return {};
-        return Error::from_errno(fmt::format("API socket path '{}'", path));
-    }
-    if (!S_ISSOCK(status.st_mode))
-        return Error::format("API socket path '{}' exists and is not a socket", path);
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!probe.is_valid())
-        return Error::from_errno("socket(AF_UNIX)");
-    if (::connect(probe.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) == 0)
-        return Error::format("API socket '{}' is in use by another process", path);
-    if (errno != ECONNREFUSED)
-        return Error::from_errno(fmt::format("probing API socket '{}'", path));
-    if (::unlink(path.c_str()) != 0)
-        return Error::from_errno(fmt::format("removing stale API socket '{}'", path));
-    return {};
-}
-
 // Where a connection is in its request cycle; it decides which deadline applies and whether the
 // slot may be given to a new client.
 enum class Phase {
@@ -66,6 +31,7 @@ enum class Phase {
 
 struct Connection {
     UniqueFd fd;
+    EventLoop::Registration registration; // after `fd`: leaves the loop before the fd is closed
     HttpRequestParser parser;
     std::string output;
     bool closing { false };           // close once `output` is sent
@@ -80,13 +46,15 @@ struct Connection {
 
 class ApiServer::Loop {
 public:
-    // `epoll` already watches the listener and the stop eventfd (start() sets it up, so that a
-    // failure is start()'s error rather than a thread that silently ends).
-    Loop(ApiHandler& handler, ApiServerOptions options, UniqueFd epoll)
-        : m_handler(handler), m_options(options), m_epoll(std::move(epoll)),
+    Loop(ApiHandler& handler, ApiServerOptions options, EventLoop loop)
+        : m_handler(handler), m_options(std::move(options)), m_loop(std::move(loop)),
           m_accept_failures(std::chrono::seconds(10)) {}
 
-    void run(int listener, int stop_fd);
+    // On the owning thread, before the server thread starts, so that a failure is start()'s
+    // error rather than a thread that silently ends.
+    Expected<void> watch(int listener, int stop_fd);
+    EventLoop& event_loop() { return m_loop; }
+    void run();
 
 private:
     void accept_clients();
@@ -94,51 +62,45 @@ private:
     Connection* longest_idle();
     Connection* oldest_slow_request(SteadyClock::time_point now);
     void answer_timeout(Connection const& connection);
+    void on_ready(int fd, uint32_t ready);
     void on_readable(Connection& connection);
     void process(Connection& connection);
     void flush(Connection& connection);
     void update_interest(Connection& connection);
     void update_phase(Connection& connection);
     void expire(SteadyClock::time_point now);
-    int wait_timeout_ms(SteadyClock::time_point now) const;
+    std::chrono::milliseconds wait_timeout(SteadyClock::time_point now) const;
     void pause_accepting(int error_number);
     void resume_accepting_if_due(SteadyClock::time_point now);
     void close(int fd);
 
     ApiHandler& m_handler;
     ApiServerOptions m_options;
-    UniqueFd m_epoll;
+    EventLoop m_loop;
     int m_listener { -1 };
-    std::optional<SteadyClock::time_point> m_accept_paused_until; // the listener is out of epoll until then
+    bool m_stopping { false };
+    std::optional<SteadyClock::time_point> m_accept_paused_until; // the listener is parked until then
     RateLimitedLog m_accept_failures;
+    // Declared after m_loop: connections (and their registrations) go before the loop does.
+    EventLoop::Registration m_listener_registration;
+    EventLoop::Registration m_stop_registration;
     std::map<int, std::unique_ptr<Connection>> m_connections;
 };
 
-void ApiServer::Loop::run(int listener, int stop_fd) {
+Expected<void> ApiServer::Loop::watch(int listener, int stop_fd) {
     m_listener = listener;
-    epoll_event events[32];
-    while (true) {
-        int count = ::epoll_wait(m_epoll.get(), events, 32, wait_timeout_ms(SteadyClock::now()));
-        if (count < 0 && errno != EINTR) {
-            spdlog::error("API server: epoll_wait: {}", std::strerror(errno));
+    // The listener has an interest set so that an accept failure can park it (pause_accepting).
+    m_listener_registration = TRY(m_loop.watch(listener, EventLoop::READABLE, [this](uint32_t) { accept_clients(); }));
+    m_stop_registration = TRY(m_loop.watch(stop_fd, [this] { m_stopping = true; }));
+    return {};
+}
+
+void ApiServer::Loop::run() {
+    while (!m_stopping) {
+        auto ran = m_loop.run_once(wait_timeout(SteadyClock::now()));
+        if (!ran) {
+            spdlog::error("API server: {}", ran.error().message());
             return;
-        }
-        for (int i = 0; i < count; ++i) {
-            int fd = events[i].data.fd;
-            if (fd == stop_fd)
-                return;
-            if (fd == listener) {
-                accept_clients();
-                continue;
-            }
-            auto it = m_connections.find(fd);
-            if (it == m_connections.end())
-                continue;
-            Connection& connection = *it->second;
-            if (events[i].events & EPOLLOUT)
-                flush(connection);
-            if (m_connections.count(fd) && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-                on_readable(connection);
         }
         auto const now = SteadyClock::now();
         expire(now);
@@ -146,20 +108,31 @@ void ApiServer::Loop::run(int listener, int stop_fd) {
     }
 }
 
-// Milliseconds until the nearest connection deadline or accept retry (rounded up, so the loop
-// never wakes just before one and spins); -1 (no timeout) when there is none.
-int ApiServer::Loop::wait_timeout_ms(SteadyClock::time_point now) const {
+void ApiServer::Loop::on_ready(int fd, uint32_t ready) {
+    auto found = m_connections.find(fd);
+    if (found == m_connections.end())
+        return;
+    Connection& connection = *found->second;
+    if (ready & EventLoop::WRITABLE)
+        flush(connection);
+    if (m_connections.count(fd) && (ready & EventLoop::READABLE))
+        on_readable(connection);
+}
+
+// Time until the nearest connection deadline or accept retry (rounded up, so the loop never
+// wakes just before one and spins); -1 (no timeout) when there is none.
+std::chrono::milliseconds ApiServer::Loop::wait_timeout(SteadyClock::time_point now) const {
     std::optional<SteadyClock::time_point> nearest = m_accept_paused_until;
     for (auto const& [fd, connection] : m_connections) {
         if (!nearest || connection->deadline < *nearest)
             nearest = connection->deadline;
     }
     if (!nearest)
-        return -1;
+        return std::chrono::milliseconds(-1);
     if (*nearest <= now)
-        return 0;
+        return std::chrono::milliseconds(0);
     auto const wait = std::chrono::ceil<std::chrono::milliseconds>(*nearest - now).count();
-    return static_cast<int>(std::min<int64_t>(wait, std::numeric_limits<int>::max()));
+    return std::chrono::milliseconds(std::min<int64_t>(wait, std::numeric_limits<int>::max()));
 }
 
 // At most ACCEPTS_PER_WAKEUP clients per call: a stream of new connections (each answered 503
@@ -196,10 +169,11 @@ void ApiServer::Loop::accept_clients() {
         connection->idle_since = now;
         connection->deadline = now + m_options.idle_timeout;
         int fd = client.get();
-        epoll_event event { .events = EPOLLIN | EPOLLRDHUP, .data = { .fd = fd } };
-        if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &event) != 0)
+        auto registration = m_loop.watch(fd, EventLoop::READABLE, [this, fd](uint32_t ready) { on_ready(fd, ready); });
+        if (!registration)
             continue;
         connection->fd = std::move(client);
+        connection->registration = std::move(*registration);
         m_connections.emplace(fd, std::move(connection));
     }
 }
@@ -272,7 +246,7 @@ void ApiServer::Loop::answer_timeout(Connection const& connection) {
 void ApiServer::Loop::pause_accepting(int error_number) {
     m_accept_failures.warn("API server: cannot accept a client: {}; retrying in {} ms", std::strerror(error_number),
                            m_options.accept_retry_delay.count());
-    ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, m_listener, nullptr);
+    (void)m_listener_registration.modify(0); // parked: not polled until the retry
     m_accept_paused_until = SteadyClock::now() + m_options.accept_retry_delay;
 }
 
@@ -280,9 +254,8 @@ void ApiServer::Loop::resume_accepting_if_due(SteadyClock::time_point now) {
     if (!m_accept_paused_until || now < *m_accept_paused_until)
         return;
     m_accept_paused_until.reset();
-    epoll_event event { .events = EPOLLIN, .data = { .fd = m_listener } };
-    if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, m_listener, &event) != 0)
-        pause_accepting(errno); // e.g. ENOMEM: try again later rather than never
+    if (auto resumed = m_listener_registration.modify(EventLoop::READABLE); !resumed)
+        pause_accepting(resumed.error().error_number()); // e.g. ENOMEM: try again later rather than never
 }
 
 void ApiServer::Loop::on_readable(Connection& connection) {
@@ -386,10 +359,10 @@ void ApiServer::Loop::update_phase(Connection& connection) {
     }
 }
 
+// Reads while nothing is queued for the client; otherwise waits until it takes the response (a
+// hang-up is reported either way, and the next send or recv finds it).
 void ApiServer::Loop::update_interest(Connection& connection) {
-    epoll_event event { .events = connection.output.empty() ? uint32_t(EPOLLIN | EPOLLRDHUP) : uint32_t(EPOLLOUT),
-                        .data = { .fd = connection.fd.get() } };
-    ::epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, connection.fd.get(), &event);
+    (void)connection.registration.modify(connection.output.empty() ? EventLoop::READABLE : EventLoop::WRITABLE);
 }
 
 void ApiServer::Loop::expire(SteadyClock::time_point now) {
@@ -406,66 +379,33 @@ void ApiServer::Loop::expire(SteadyClock::time_point now) {
                                                              : connection.phase == Phase::Reading
                                                                  ? "whose request is past its deadline"
                                                                  : "that did not read its response in time");
-        it = m_connections.erase(it); // closes the fd, which also removes it from epoll
+        it = m_connections.erase(it); // ends its registration, then closes the fd
     }
 }
 
 void ApiServer::Loop::close(int fd) { m_connections.erase(fd); }
 
-ApiServer::ApiServer(std::string socket_path, UniqueFd listener, EventFd stop_event, ino_t inode, dev_t device)
-    : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_stop_event(std::move(stop_event)),
-      m_inode(inode), m_device(device) {}
+ApiServer::ApiServer(UnixListener listener, EventFd stop_event, std::unique_ptr<Loop> loop,
+                     std::function<void()> detach_from_loop)
+    : m_socket_path(listener.path()), m_listener(std::move(listener)), m_stop_event(std::move(stop_event)),
+      m_loop(std::move(loop)), m_detach_from_loop(std::move(detach_from_loop)) {}
 
 Expected<std::unique_ptr<ApiServer>> ApiServer::start(std::string const& socket_path, ApiHandler& handler,
                                                       ApiServerOptions options) {
-    sockaddr_un address = TRY(unix_address(socket_path));
-    TRY(remove_stale_socket(socket_path, address));
-    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!listener.is_valid())
-        return Error::from_errno("socket(AF_UNIX)");
-    // Linux gives the socket file the socket inode's mode (minus umask) at bind(), so setting it
-    // first leaves no window in which others could connect.
-    if (::fchmod(listener.get(), 0600) != 0)
-        return Error::from_errno("fchmod(API socket)");
-    if (::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0)
-        return Error::from_errno(fmt::format("binding API socket '{}'", socket_path));
-    struct stat status {};
-    if (::chmod(socket_path.c_str(), 0600) != 0 || ::stat(socket_path.c_str(), &status) != 0) {
-        auto error = Error::from_errno(fmt::format("API socket '{}'", socket_path));
-        ::unlink(socket_path.c_str());
-        return error;
-    }
-    if (::listen(listener.get(), 64) != 0) {
-        auto error = Error::from_errno(fmt::format("listening on API socket '{}'", socket_path));
-        ::unlink(socket_path.c_str());
-        return error;
-    }
-    auto stop_event = EventFd::create();
-    if (!stop_event) {
-        ::unlink(socket_path.c_str());
-        return stop_event.release_error();
-    }
-    UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
-    if (!epoll.is_valid()) {
-        auto error = Error::from_errno("epoll_create1 for the API server");
-        ::unlink(socket_path.c_str());
-        return error;
-    }
-    for (int fd : { listener.get(), stop_event->fd() }) {
-        epoll_event event { .events = EPOLLIN, .data = { .fd = fd } };
-        if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
-            auto error = Error::from_errno("epoll_ctl for the API server");
-            ::unlink(socket_path.c_str());
-            return error;
-        }
-    }
+    // Mode 0600: the API controls the VM, so only its owner may connect.
+    auto listener = TRY(
+        UnixListener::listen(socket_path, { .what = "API socket", .mode = 0600, .backlog = 64, .non_blocking = true }));
+    auto stop_event = TRY(EventFd::create());
+    auto event_loop = TRY(EventLoop::create().with_context("the API server's event loop"));
+    auto attach = std::move(options.attach_to_loop);
+    auto detach = std::move(options.detach_from_loop);
+    auto loop = std::make_unique<Loop>(handler, std::move(options), std::move(event_loop));
+    TRY(loop->watch(listener.fd(), stop_event.fd()));
+    if (attach)
+        TRY(attach(loop->event_loop()));
     std::unique_ptr<ApiServer> server(
-        new ApiServer(socket_path, std::move(listener), stop_event.release_value(), status.st_ino, status.st_dev));
-    server->m_thread = std::thread([&handler, options, epoll = std::move(epoll), listener_fd = server->m_listener.get(),
-                                    stop_fd = server->m_stop_event.fd()]() mutable {
-        Loop loop(handler, options, std::move(epoll));
-        loop.run(listener_fd, stop_fd);
-    });
+        new ApiServer(std::move(listener), std::move(stop_event), std::move(loop), std::move(detach)));
+    server->m_thread = std::thread([loop = server->m_loop.get()] { loop->run(); });
     return server;
 }
 
@@ -477,11 +417,11 @@ void ApiServer::stop() {
     if (!m_stop_event.signal())
         spdlog::error("API server: cannot signal the server thread to stop");
     m_thread.join();
-    m_listener.reset();
-    // Only unlink the file this server created, not one that replaced it meanwhile.
-    struct stat status {};
-    if (::lstat(m_socket_path.c_str(), &status) == 0 && status.st_ino == m_inode && status.st_dev == m_device)
-        ::unlink(m_socket_path.c_str());
+    if (m_detach_from_loop)
+        m_detach_from_loop();
+    m_loop.reset(); // closes every connection
+    // Removes the socket file only if it is still the one this server created.
+    m_listener.close();
 }
 
 } // namespace kvmm

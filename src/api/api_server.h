@@ -6,7 +6,7 @@
 // path that is not a socket is an error. The socket file is created with mode 0600: the API
 // controls the VM, so only its owner may connect.
 //
-// One thread multiplexes the listening socket and up to `max_connections` clients with epoll.
+// One thread multiplexes the listening socket and up to `max_connections` clients.
 // Each connection has its own parser and output buffer. Handlers run on this thread, one
 // request at a time, in arrival order per connection. A client cannot hold a slot for ever:
 //  - a request has `request_deadline` from its first byte to the end of its body (a client
@@ -24,25 +24,27 @@
 //    a younger request in progress or a response being read does the new client get 503.
 // At most ACCEPTS_PER_WAKEUP clients are accepted per wake-up, so a stream of new connections
 // cannot keep the thread from the clients it already serves.
-// The loop sleeps in epoll_wait until the nearest of these deadlines. When accept() fails for
+// The thread runs a base EventLoop (one registration per connection, removed with it) and sleeps
+// in it until the nearest of these deadlines. When accept() fails for
 // lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the server logs it (rate-limited) and
 // stops polling the listening socket for `accept_retry_delay`, so a full fd table costs a
 // retry every 100 ms instead of a spinning thread, and service resumes once fds free up.
 //
 // Threading: start() and stop() from one owning thread; stop() (also run by the destructor)
 // wakes the server thread, joins it, closes every connection and unlinks the socket file if it
-// is still the one this server created.
+// is still the one this server created. Work that belongs on the server thread besides the
+// requests (the metrics timer) joins its loop through ApiServerOptions::attach_to_loop.
 #pragma once
 
 #include "api/api_handler.h"
 #include "api/http_request_parser.h"
 #include "base/event_fd.h"
+#include "base/event_loop.h"
 #include "base/expected.h"
-#include "base/unique_fd.h"
-
-#include <sys/types.h>
+#include "base/unix_socket.h"
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -68,6 +70,12 @@ struct ApiServerOptions {
     // How long the listening socket is ignored after accept() failed for lack of resources.
     std::chrono::milliseconds accept_retry_delay { 100 };
     HttpRequestParser::Limits limits {};
+    // Called by start() with the server's event loop before the server thread starts (a failure
+    // is start()'s); from then on the loop is the server thread's, and handlers may add to it
+    // (timers). `detach_from_loop` is called by stop() once the thread has ended, before the
+    // loop goes: whatever was attached must leave it then.
+    std::function<Expected<void>(EventLoop&)> attach_to_loop {};
+    std::function<void()> detach_from_loop {};
 };
 
 class ApiServer {
@@ -88,13 +96,14 @@ public:
 
 private:
     class Loop;
-    ApiServer(std::string socket_path, UniqueFd listener, EventFd stop_event, ino_t inode, dev_t device);
+    ApiServer(UnixListener listener, EventFd stop_event, std::unique_ptr<Loop> loop,
+              std::function<void()> detach_from_loop);
 
     std::string m_socket_path;
-    UniqueFd m_listener;
+    UnixListener m_listener;
     EventFd m_stop_event;
-    ino_t m_inode;
-    dev_t m_device;
+    std::unique_ptr<Loop> m_loop; // the server thread's while it runs
+    std::function<void()> m_detach_from_loop;
     std::thread m_thread;
 };
 

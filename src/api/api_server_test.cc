@@ -3,6 +3,7 @@
 #include "api/fake_vmm_controller.h"
 #include "api/firecracker_api.h"
 
+#include "base/loop_timer.h"
 #include "base/testing/sanitizers.h"
 
 #include <gtest/gtest.h>
@@ -24,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -34,13 +36,8 @@ namespace {
 using namespace std::chrono_literals;
 
 UniqueFd connect_to(std::string const& path) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0)
-        return {};
-    return fd;
+    auto connected = connect_unix_socket(path);
+    return connected ? std::move(*connected) : UniqueFd();
 }
 
 bool send_all(int fd, std::string_view text) {
@@ -152,6 +149,37 @@ TEST_F(ApiServerTest, Stop_UnlinksTheSocket) {
     struct stat status {};
     EXPECT_NE(::stat(m_path.c_str(), &status), 0);
     server->stop(); // idempotent
+}
+
+TEST_F(ApiServerTest, AttachedTimer_RunsOnTheServerThreadUntilStopDetachesIt) {
+    std::optional<LoopTimer> timer;
+    std::atomic<int> expiries { 0 };
+    std::atomic<bool> on_other_thread { true };
+    std::thread::id const test_thread = std::this_thread::get_id();
+    bool detached = false;
+    ApiServerOptions options;
+    options.attach_to_loop = [&](EventLoop& loop) -> Expected<void> {
+        timer.emplace(TRY(LoopTimer::create(loop, [&] {
+            on_other_thread = on_other_thread && std::this_thread::get_id() != test_thread;
+            ++expiries;
+        })));
+        return timer->arm_periodic(5ms);
+    };
+    options.detach_from_loop = [&] {
+        detached = true;
+        timer.reset();
+    };
+    start(std::move(options));
+    auto const deadline = std::chrono::steady_clock::now() + 5s;
+    while (expiries < 3 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    EXPECT_GE(expiries, 3);
+    EXPECT_TRUE(on_other_thread);
+    UniqueFd client = connect_to(m_path); // requests are served between expiries
+    EXPECT_EQ(get_root(client.get()).rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
+    server->stop();
+    EXPECT_TRUE(detached);
+    EXPECT_FALSE(timer.has_value());
 }
 
 TEST_F(ApiServerTest, StaleSocket_IsReplacedButLiveSocketAndOtherFilesAreNot) {

@@ -179,7 +179,7 @@ int run_api_mode(ApiMode const& mode) {
     }
     std::unique_ptr<kvmm::ApiServer> server;
     if (!mode.no_api && mode.config_file.empty()) {
-        auto started = kvmm::ApiServer::start(mode.socket_path, handler);
+        auto started = kvmm::ApiServer::start(mode.socket_path, handler, control.api_server_options());
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -210,7 +210,7 @@ int run_api_mode(ApiMode const& mode) {
         }
     }
     if (!mode.no_api && !server) { // with --config-file, the API starts once the VM is up
-        auto started = kvmm::ApiServer::start(mode.socket_path, handler);
+        auto started = kvmm::ApiServer::start(mode.socket_path, handler, control.api_server_options());
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -245,7 +245,7 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
     if (!built)
         return fail(built.error().message());
     auto machine = std::move(*built);
-    auto server = kvmm::ApiServer::start(control_socket, handler);
+    auto server = kvmm::ApiServer::start(control_socket, handler, control.api_server_options());
     if (!server)
         return fail(fmt::format("--control-sock {}: {}", control_socket, server.error().message()));
     spdlog::info("control API listening on {}", control_socket);

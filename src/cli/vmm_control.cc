@@ -59,8 +59,6 @@ VmmControl::~VmmControl() {
         m_stopping = true;
     }
     m_changed.notify_all();
-    if (m_metrics_thread.joinable())
-        m_metrics_thread.join();
 }
 
 Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
@@ -177,19 +175,49 @@ Expected<void> VmmControl::set_metrics(MetricsConfig const&, UniqueFd sink) {
     if (m_metrics_sink.is_valid())
         return Error("metrics are already configured");
     m_metrics_sink = std::move(sink);
-    m_metrics_thread = std::thread([this] { periodic_metrics(); });
+    if (m_api_loop) {
+        if (auto started = start_metrics_timer(); !started) {
+            m_metrics_sink.reset();
+            return started.error();
+        }
+    }
     return {};
 }
 
-void VmmControl::periodic_metrics() {
-    std::unique_lock guard(m_lock);
-    while (!m_stopping) {
-        if (m_changed.wait_for(guard, std::chrono::seconds(60), [this] { return m_stopping; }))
-            return;
-        guard.unlock();
-        write_metrics_line();
-        guard.lock();
+ApiServerOptions VmmControl::api_server_options() {
+    ApiServerOptions options;
+    options.attach_to_loop = [this](EventLoop& loop) { return attach_to_loop(loop); };
+    options.detach_from_loop = [this] { detach_from_loop(); };
+    return options;
+}
+
+Expected<void> VmmControl::attach_to_loop(EventLoop& loop) {
+    std::lock_guard guard(m_lock);
+    if (m_api_loop)
+        return Error("the periodic metrics are already attached to an API server");
+    m_api_loop = &loop;
+    if (m_metrics_sink.is_valid()) {
+        if (auto started = start_metrics_timer(); !started) {
+            m_api_loop = nullptr;
+            return started.error().with_context("periodic metrics");
+        }
     }
+    return {};
+}
+
+void VmmControl::detach_from_loop() {
+    std::lock_guard guard(m_lock);
+    m_metrics_timer.reset();
+    m_api_loop = nullptr;
+}
+
+// The first line comes one period after the metrics were configured, as Firecracker's do; each
+// runs on the API thread like FlushMetrics, between requests.
+Expected<void> VmmControl::start_metrics_timer() {
+    auto timer = TRY(LoopTimer::create(*m_api_loop, [this] { write_metrics_line(); }));
+    TRY(timer.arm_periodic(m_metrics_period));
+    m_metrics_timer = std::move(timer);
+    return {};
 }
 
 Expected<void> VmmControl::flush_metrics() {

@@ -6,28 +6,39 @@
 // the outcome, so the HTTP answer to InstanceStart says whether the VM really
 // started. Later calls (pause, resume, Ctrl+Alt+Del) go to the Machine, which
 // runs them on its event loop. Metrics go to the sink PUT /metrics opened, on
-// FlushMetrics and every 60 seconds (Firecracker's period).
+// FlushMetrics and every 60 seconds (Firecracker's period), from a timer on the
+// API server's event loop (api_server_options() attaches it), so there is no
+// metrics thread.
 //
-// Threading: VmmController methods on the API thread; wait_for_start(),
-// machine_built() and machine_stopped() on the main thread.
+// Threading: VmmController methods on the API thread (set_metrics also before the
+// API server starts, as --metrics and --config-file do); wait_for_start(),
+// machine_built() and machine_stopped() on the main thread; attach_to_loop() and
+// detach_from_loop() where the API server calls them (its start() and stop()). The
+// API server stops before the VmmControl is destroyed.
 #pragma once
 
+#include "api/api_server.h"
 #include "api/vmm_controller.h"
+#include "base/event_loop.h"
+#include "base/loop_timer.h"
 #include "vmm/machine.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 namespace kvmm {
 
 class VmmControl final : public VmmController {
 public:
-    VmmControl() = default;
+    static constexpr std::chrono::milliseconds DEFAULT_METRICS_PERIOD { 60'000 };
+
+    explicit VmmControl(std::chrono::milliseconds metrics_period = DEFAULT_METRICS_PERIOD)
+        : m_metrics_period(metrics_period) {}
     ~VmmControl() override;
 
     InstanceState state() const override { return m_state.load(); }
@@ -56,12 +67,21 @@ public:
     // Counted by the API front end for the metrics.
     void count_request(std::string_view method);
 
+    // Options for the API server that serves this controller: they attach the periodic metrics
+    // to its event loop.
+    ApiServerOptions api_server_options();
+    // The API server's loop, on which the periodic metrics run once metrics are configured
+    // (at once if they are already); detach_from_loop() takes them off it again.
+    Expected<void> attach_to_loop(EventLoop& loop);
+    void detach_from_loop();
+
 private:
     // Runs `use` with the running machine while holding m_machine_lock, so the main thread
     // cannot destroy the machine meanwhile (machine_stopped() takes the same lock).
     Expected<void> with_machine(std::function<Expected<void>(Machine&)> const& use);
     void write_metrics_line();
-    void periodic_metrics();
+    // With m_lock held: starts the periodic metrics on m_api_loop.
+    Expected<void> start_metrics_timer();
 
     std::atomic<InstanceState> m_state { InstanceState::NotStarted };
 
@@ -78,7 +98,11 @@ private:
     uint64_t m_patch_requests { 0 };
     uint64_t m_other_requests { 0 };
     bool m_stopping { false };
-    std::thread m_metrics_thread;
+    std::chrono::milliseconds const m_metrics_period;
+    EventLoop* m_api_loop { nullptr };
+    // Lives on m_api_loop: created there by attach_to_loop() or set_metrics(), and ended by
+    // detach_from_loop() once the loop has stopped.
+    std::optional<LoopTimer> m_metrics_timer;
 };
 
 } // namespace kvmm

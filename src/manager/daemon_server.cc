@@ -11,8 +11,6 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -24,9 +22,15 @@ int poll_milliseconds(std::chrono::steady_clock::duration left) {
     return static_cast<int>(std::clamp<int64_t>(milliseconds, 0, 60 * 60 * 1000));
 }
 
-// After a failed accept (EMFILE...), how long to wait before trying again, so that a listener
-// that stays readable does not turn the accept thread into a busy loop.
-constexpr int ACCEPT_BACKOFF_MS = 100;
+// After a failed accept (EMFILE...), how long the listener rests, so that a listener that
+// stays readable does not turn the accept thread into a busy loop.
+constexpr std::chrono::milliseconds ACCEPT_BACKOFF { 100 };
+
+// Clients accepted per wake-up of the accept thread, so that a stop is never kept waiting.
+constexpr int ACCEPTS_PER_WAKEUP = 16;
+
+// How often the accept thread joins the threads of clients that finished.
+constexpr std::chrono::milliseconds JOIN_INTERVAL { 1000 };
 
 // How long a daemon already on the socket has to answer before it counts as not running.
 constexpr std::chrono::milliseconds IN_USE_PROBE_TIMEOUT { 2000 };
@@ -75,48 +79,36 @@ Expected<std::unique_ptr<DaemonServer>> DaemonServer::start(std::string const& s
                                                             DaemonServerOptions options) {
     if (options.max_clients == 0)
         return Error("the client limit must be at least 1");
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    if (socket_path.empty() || socket_path.size() >= sizeof(address.sun_path))
-        return Error::format("socket path '{}' must be 1 to {} bytes long", socket_path, sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, socket_path.data(), socket_path.size());
-    struct stat existing {};
-    if (::lstat(socket_path.c_str(), &existing) == 0) {
-        if (!S_ISSOCK(existing.st_mode))
-            return Error::format("'{}' exists and is not a socket", socket_path);
-        // The state directory's lock already keeps a second daemon off this daemon's VMs; here
-        // only a live socket is told from a stale one. Accepting connections is not enough: a
-        // process that inherited the listening socket (a child of a killed daemon, from before
-        // children closed what they inherit) keeps it open without serving it.
-        if (auto alive = answer_on_socket(socket_path))
-            return Error::format("'{}' is in use: another kvmmd is running ({})", socket_path, *alive);
-        spdlog::warn("'{}' exists but no daemon answers there; replacing it", socket_path);
-        if (::unlink(socket_path.c_str()) != 0)
-            return Error::from_errno(fmt::format("removing stale socket '{}'", socket_path));
-    }
-    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!listener.is_valid())
-        return Error::from_errno("socket");
-    if (::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0)
-        return Error::from_errno(fmt::format("binding '{}'", socket_path));
-    struct stat status {};
-    if (::chmod(socket_path.c_str(), 0660) != 0 || ::stat(socket_path.c_str(), &status) != 0 ||
-        ::listen(listener.get(), 128) != 0) {
-        auto error = Error::from_errno(fmt::format("socket '{}'", socket_path));
-        ::unlink(socket_path.c_str());
-        return error;
-    }
+    // The state directory's lock already keeps a second daemon off this daemon's VMs; here only
+    // a live socket is told from a stale one. Accepting connections is not enough: a process
+    // that inherited the listening socket (a child of a killed daemon, from before children
+    // closed what they inherit) keeps it open without serving it.
+    auto probe = [](std::string const& path) -> Expected<std::optional<std::string>> {
+        if (auto alive = answer_on_socket(path))
+            return std::optional<std::string>(fmt::format("another kvmmd is running ({})", *alive));
+        return std::optional<std::string>();
+    };
+    // Mode 0660: root and the socket's group may manage VMs.
+    auto listener = TRY(UnixListener::listen(
+        socket_path, { .what = "kvmmd socket", .mode = 0660, .backlog = 128, .non_blocking = true, .probe = probe }));
     auto stop_event = TRY(EventFd::create());
+    auto loop = TRY(EventLoop::create());
     std::unique_ptr<DaemonServer> server(
-        new DaemonServer(socket_path, std::move(listener), std::move(stop_event), daemon, options, status.st_ino));
-    server->m_accept_thread = std::thread([raw = server.get()] { raw->accept_loop(); });
+        new DaemonServer(std::move(listener), std::move(stop_event), std::move(loop), daemon, options));
+    auto* raw = server.get();
+    // The listener has an interest set so that an accept failure can park it.
+    server->m_listener_registration = TRY(
+        server->m_loop.watch(server->m_listener.fd(), EventLoop::READABLE, [raw](uint32_t) { raw->accept_clients(); }));
+    server->m_stop_registration =
+        TRY(server->m_loop.watch(server->m_stop_event.fd(), [raw] { raw->m_loop_stopping = true; }));
+    server->m_accept_thread = std::thread([raw] { raw->accept_loop(); });
     return server;
 }
 
-DaemonServer::DaemonServer(std::string socket_path, UniqueFd listener, EventFd stop_event, Daemon& daemon,
-                           DaemonServerOptions options, ino_t inode)
-    : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_stop_event(std::move(stop_event)),
-      m_daemon(daemon), m_options(options), m_inode(inode) {}
+DaemonServer::DaemonServer(UnixListener listener, EventFd stop_event, EventLoop loop, Daemon& daemon,
+                           DaemonServerOptions options)
+    : m_listener(std::move(listener)), m_stop_event(std::move(stop_event)), m_daemon(daemon), m_options(options),
+      m_loop(std::move(loop)) {}
 
 DaemonServer::~DaemonServer() { stop(); }
 
@@ -141,9 +133,9 @@ void DaemonServer::stop() {
         if (client.thread.joinable())
             client.thread.join();
     }
-    struct stat status {};
-    if (::stat(m_socket_path.c_str(), &status) == 0 && status.st_ino == m_inode)
-        ::unlink(m_socket_path.c_str());
+    m_listener_registration.reset();
+    m_stop_registration.reset();
+    m_listener.close();
 }
 
 void DaemonServer::join_finished_clients() {
@@ -195,28 +187,47 @@ bool DaemonServer::make_room() {
 }
 
 void DaemonServer::accept_loop() {
-    auto last_accept_error = Clock::time_point {};
-    while (true) {
-        pollfd fds[2] = { { m_listener.get(), POLLIN, 0 }, { m_stop_event.fd(), POLLIN, 0 } };
-        if (::poll(fds, 2, 1000) < 0 && errno != EINTR)
+    while (!m_loop_stopping) {
+        auto wait = JOIN_INTERVAL;
+        if (m_accept_paused_until) {
+            auto const left = std::chrono::ceil<std::chrono::milliseconds>(*m_accept_paused_until - Clock::now());
+            wait = std::clamp(left, std::chrono::milliseconds(0), wait);
+        }
+        auto ran = m_loop.run_once(wait);
+        if (!ran) {
+            spdlog::error("kvmmd: the accept thread stops: {}", ran.error().message());
             return;
+        }
         join_finished_clients();
-        if (fds[1].revents)
-            return;
-        if (!(fds[0].revents & POLLIN))
-            continue;
-        UniqueFd fd(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (m_accept_paused_until && Clock::now() >= *m_accept_paused_until) {
+            m_accept_paused_until.reset();
+            if (!m_listener_registration.modify(EventLoop::READABLE))
+                pause_accepting(); // try again later rather than never
+        }
+    }
+}
+
+void DaemonServer::pause_accepting() {
+    (void)m_listener_registration.modify(0);
+    m_accept_paused_until = Clock::now() + ACCEPT_BACKOFF;
+}
+
+void DaemonServer::accept_clients() {
+    for (int accepted = 0; accepted < ACCEPTS_PER_WAKEUP; ++accepted) {
+        // Client sockets block (the listener does not, so that the loop never waits in accept).
+        UniqueFd fd(::accept4(m_listener.fd(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!fd.is_valid()) {
-            if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
-                continue;
             int const error_number = errno;
-            if (Clock::now() - last_accept_error > std::chrono::seconds(10)) {
-                spdlog::error("kvmmd: accept on '{}': {}; retrying", m_socket_path, std::strerror(error_number));
-                last_accept_error = Clock::now();
+            if (error_number == EAGAIN || error_number == EWOULDBLOCK)
+                return;
+            if (error_number == EINTR || error_number == ECONNABORTED)
+                continue;
+            if (Clock::now() - m_last_accept_error > std::chrono::seconds(10)) {
+                spdlog::error("kvmmd: accept on '{}': {}; retrying", m_listener.path(), std::strerror(error_number));
+                m_last_accept_error = Clock::now();
             }
-            pollfd stop { m_stop_event.fd(), POLLIN, 0 };
-            (void)::poll(&stop, 1, ACCEPT_BACKOFF_MS);
-            continue;
+            pause_accepting();
+            return;
         }
         std::lock_guard guard(m_lock);
         if (m_stopped)

@@ -16,22 +16,25 @@
 // attaches to kvmm's console server directly, so nothing attached to a console is ever closed
 // here for being quiet.
 //
-// Threading: start() and stop() (also run by the destructor) from the owning thread. stop()
-// stops accepting, shuts down every connection and joins all threads (a verb in progress
-// finishes first); the socket file is unlinked if it is still ours.
+// Threading: start() and stop() (also run by the destructor) from the owning thread. One accept
+// thread runs a base EventLoop with the listening socket and the stop eventfd (and joins the
+// threads of finished clients); each client has its own thread, since a verb may block for as
+// long as it takes. stop() stops accepting, shuts down every connection and joins all threads
+// (a verb in progress finishes first); the socket file is unlinked if it is still ours.
 #pragma once
 
 #include "base/event_fd.h"
+#include "base/event_loop.h"
 #include "base/expected.h"
 #include "base/unique_fd.h"
+#include "base/unix_socket.h"
 #include "manager/daemon.h"
-
-#include <sys/types.h>
 
 #include <chrono>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -66,9 +69,12 @@ private:
         bool finished { false };
     };
 
-    DaemonServer(std::string socket_path, UniqueFd listener, EventFd stop_event, Daemon& daemon,
-                 DaemonServerOptions options, ino_t inode);
+    DaemonServer(UnixListener listener, EventFd stop_event, EventLoop loop, Daemon& daemon,
+                 DaemonServerOptions options);
+    // The accept thread's body and its callbacks.
     void accept_loop();
+    void accept_clients();
+    void pause_accepting();
     // With m_lock held: makes room for one more client if the cap is reached; false if it cannot.
     // A connection with a complete request waiting (in its socket or read) is never chosen: its
     // verb would run for a client that has been told to go.
@@ -76,12 +82,18 @@ private:
     void serve(Client& client);
     void join_finished_clients();
 
-    std::string m_socket_path;
-    UniqueFd m_listener;
+    UnixListener m_listener; // removes the socket file it created, if it is still that file
     EventFd m_stop_event;
     Daemon& m_daemon;
     DaemonServerOptions m_options;
-    ino_t m_inode;
+    // The accept thread's (set up by start() before it runs): the loop, its registrations
+    // (after the fds they watch, so they leave first), and the listener's back-off.
+    EventLoop m_loop;
+    EventLoop::Registration m_listener_registration;
+    EventLoop::Registration m_stop_registration;
+    bool m_loop_stopping { false };
+    std::optional<Clock::time_point> m_accept_paused_until;
+    Clock::time_point m_last_accept_error {};
     std::mutex m_lock; // guards m_clients (and each Client's flags and times) and m_stopped
     std::list<Client> m_clients;
     bool m_stopped { false };

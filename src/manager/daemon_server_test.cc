@@ -67,13 +67,9 @@ protected:
 
     // A listening socket at m_socket that is not a DaemonServer.
     UniqueFd listen_at_socket(int backlog) {
-        UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un address {};
-        address.sun_family = AF_UNIX;
-        std::memcpy(address.sun_path, m_socket.data(), m_socket.size());
-        EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)), 0);
-        EXPECT_EQ(::listen(listener.get(), backlog), 0);
-        return listener;
+        auto listener = UnixListener::listen(m_socket, { .backlog = backlog, .non_blocking = false });
+        EXPECT_TRUE(listener) << listener.error().message();
+        return listener ? listener->release() : UniqueFd(); // the file stays, as a dead server's would
     }
 
     // A second daemon on its own state directory, to start a second server with.

@@ -2,11 +2,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <thread>
 #include <unistd.h>
 
 namespace kvmm {
@@ -129,46 +126,6 @@ Expected<void> send_all(int fd, std::string_view text, Clock::time_point deadlin
         text.remove_prefix(static_cast<size_t>(sent));
     }
     return {};
-}
-
-Expected<UniqueFd> connect_unix_socket(std::string const& path, std::chrono::milliseconds timeout) {
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path))
-        return Error::format("socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, path.data(), path.size());
-    auto const deadline = Clock::now() + timeout;
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd.is_valid())
-        return Error::from_errno("socket");
-    // A non-blocking connect to a Unix socket either completes at once or fails with EAGAIN
-    // while the listener's backlog is full; there is nothing to poll for, so it is retried.
-    while (::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            return Error::from_errno(fmt::format("cannot connect to '{}'", path));
-        if (Clock::now() >= deadline)
-            return Error(fmt::format("cannot connect to '{}': not accepted within {} ms", path, timeout.count()),
-                         ETIMEDOUT);
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    int const flags = ::fcntl(fd.get(), F_GETFL);
-    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
-        return Error::from_errno("fcntl");
-    return fd;
-}
-
-Expected<UniqueFd> connect_unix_socket(std::string const& path) {
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path))
-        return Error::format("socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, path.data(), path.size());
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd.is_valid())
-        return Error::from_errno("socket");
-    if (::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0)
-        return Error::from_errno(fmt::format("cannot connect to '{}'", path));
-    return fd;
 }
 
 Expected<DaemonClient> DaemonClient::connect(std::string const& socket_path,

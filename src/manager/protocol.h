@@ -11,6 +11,7 @@
 
 #include "base/expected.h"
 #include "base/unique_fd.h"
+#include "base/unix_socket.h"
 
 #include <nlohmann/json.hpp>
 
@@ -62,11 +63,7 @@ Expected<void> send_all(int fd, std::string_view text);
 // read cannot hold the caller.
 Expected<void> send_all(int fd, std::string_view text, std::chrono::steady_clock::time_point deadline);
 
-// Connects to a Unix stream socket.
-Expected<UniqueFd> connect_unix_socket(std::string const& path);
-// The same within `timeout`: a listener whose backlog is full (its server is not accepting)
-// is retried until then, then it is an error with errno ETIMEDOUT. The socket returned blocks.
-Expected<UniqueFd> connect_unix_socket(std::string const& path, std::chrono::milliseconds timeout);
+// Connecting (connect_unix_socket, with or without a bounded wait) is base/unix_socket.h's.
 
 class DaemonClient {
 public:

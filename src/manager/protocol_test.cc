@@ -63,13 +63,10 @@ public:
             std::abort();
         m_directory = pattern;
         m_path = m_directory + "/s.sock";
-        sockaddr_un address {};
-        address.sun_family = AF_UNIX;
-        std::memcpy(address.sun_path, m_path.data(), m_path.size());
-        m_fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (::bind(m_fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0 ||
-            ::listen(m_fd.get(), backlog) != 0)
+        auto listener = UnixListener::listen(m_path, { .backlog = backlog, .non_blocking = false });
+        if (!listener)
             std::abort();
+        m_fd = listener->release(); // the directory goes as a whole
     }
     ~SilentListener() { std::filesystem::remove_all(m_directory); }
     std::string const& path() const { return m_path; }

@@ -11,8 +11,6 @@
 #include <mutex>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -40,33 +38,6 @@ namespace {
 
 // Bytes read from a client at a time; also the most input held back for the guest.
 constexpr size_t READ_CHUNK = 4096;
-
-Expected<sockaddr_un> socket_address(std::string const& path) {
-    sockaddr_un address {};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path))
-        return Error::format("console socket path '{}' must be 1 to {} bytes long", path, sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, path.data(), path.size());
-    return address;
-}
-
-// A socket file nobody listens on is left over from a previous run: remove it. A live one
-// belongs to another kvmm; anything else is not ours to delete.
-Expected<void> remove_stale_socket(std::string const& path, sockaddr_un const& address) {
-    struct stat status {};
-    if (::lstat(path.c_str(), &status) != 0)
-        return {};
-    if (!S_ISSOCK(status.st_mode))
-        return Error::format("console socket path '{}' exists and is not a socket", path);
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!probe.is_valid())
-        return Error::from_errno("socket");
-    if (::connect(probe.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) == 0)
-        return Error::format("console socket '{}' is in use by another process", path);
-    if (::unlink(path.c_str()) != 0)
-        return Error::from_errno(fmt::format("removing stale console socket '{}'", path));
-    return {};
-}
 
 enum class Sent { All, WouldBlock, Broken };
 
@@ -124,49 +95,28 @@ private:
 
 Expected<std::unique_ptr<ConsoleServer>> ConsoleServer::create(std::string const& socket_path, EventLoop& loop,
                                                                Deliver deliver) {
-    auto const address = TRY(socket_address(socket_path));
-    TRY(remove_stale_socket(socket_path, address));
-    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!listener.is_valid())
-        return Error::from_errno("console socket");
-    // The umask applies to bind(); set the final mode explicitly right after.
-    if (::bind(listener.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)) != 0)
-        return Error::from_errno(fmt::format("binding console socket '{}'", socket_path));
-    struct stat status {};
-    if (::chmod(socket_path.c_str(), 0600) != 0 || ::stat(socket_path.c_str(), &status) != 0) {
-        auto error = Error::from_errno(fmt::format("console socket '{}'", socket_path));
-        ::unlink(socket_path.c_str());
-        return error;
-    }
-    if (::listen(listener.get(), static_cast<int>(MAX_CLIENTS)) != 0) {
-        auto error = Error::from_errno(fmt::format("listening on console socket '{}'", socket_path));
-        ::unlink(socket_path.c_str());
-        return error;
-    }
+    // Mode 0600: the console is a root shell for many guests.
+    auto listener = TRY(UnixListener::listen(
+        socket_path,
+        { .what = "console socket", .mode = 0600, .backlog = static_cast<int>(MAX_CLIENTS), .non_blocking = true }));
     auto shared = std::make_shared<Shared>(TRY(EventFd::create()));
-    std::unique_ptr<ConsoleServer> server(new ConsoleServer(socket_path, std::move(listener), loop, std::move(deliver),
-                                                            std::move(shared), status.st_ino, status.st_dev));
+    std::unique_ptr<ConsoleServer> server(
+        new ConsoleServer(std::move(listener), loop, std::move(deliver), std::move(shared)));
     auto* self = server.get();
-    TRY(loop.add(server->m_listener.get(), [self] { self->accept_clients(); }));
-    auto registered = loop.add(server->m_shared->wake.fd(), [self] {
+    server->m_listener_registration = TRY(loop.watch(server->m_listener.fd(), [self] { self->accept_clients(); }));
+    server->m_wake_registration = TRY(loop.watch(server->m_shared->wake.fd(), [self] {
         (void)self->m_shared->wake.consume();
         self->flush_output();
-    });
-    if (!registered) {
-        loop.remove(server->m_listener.get());
-        return registered.error();
-    }
+    }));
     return server;
 }
 
-ConsoleServer::ConsoleServer(std::string socket_path, UniqueFd listener, EventLoop& loop, Deliver deliver,
-                             std::shared_ptr<Shared> shared, ino_t inode, dev_t device)
-    : m_socket_path(std::move(socket_path)), m_listener(std::move(listener)), m_loop(loop),
-      m_deliver(std::move(deliver)), m_shared(std::move(shared)), m_inode(inode), m_device(device) {}
+ConsoleServer::ConsoleServer(UnixListener listener, EventLoop& loop, Deliver deliver, std::shared_ptr<Shared> shared)
+    : m_listener(std::move(listener)), m_loop(loop), m_deliver(std::move(deliver)), m_shared(std::move(shared)) {}
 
 ConsoleServer::~ConsoleServer() {
-    m_loop.remove(m_listener.get());
-    m_loop.remove(m_shared->wake.fd());
+    m_listener_registration.reset();
+    m_wake_registration.reset();
     {
         std::lock_guard guard(m_shared->lock);
         // What the guest wrote last is often why it stopped: clients get it before the close,
@@ -182,15 +132,12 @@ ConsoleServer::~ConsoleServer() {
                 (void)::poll(&writable, 1, static_cast<int>(left.count()));
             }
         }
-        for (auto& [fd, client] : m_shared->clients)
-            m_loop.remove(fd);
+        m_client_registrations.clear();
         m_shared->clients.clear();
         m_shared->closed = true;
     }
-    // Unlink only our own socket file: another kvmm may have replaced it meanwhile.
-    struct stat status {};
-    if (::stat(m_socket_path.c_str(), &status) == 0 && status.st_ino == m_inode && status.st_dev == m_device)
-        ::unlink(m_socket_path.c_str());
+    // m_listener removes the socket file as it goes, only if it is still ours: another kvmm
+    // may have replaced it meanwhile.
 }
 
 std::unique_ptr<ByteSink> ConsoleServer::make_sink() { return std::make_unique<FanOutSink>(m_shared); }
@@ -207,7 +154,7 @@ uint64_t ConsoleServer::dropped_bytes() const {
 
 void ConsoleServer::accept_clients() {
     while (true) {
-        UniqueFd client(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        UniqueFd client(::accept4(m_listener.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!client.is_valid()) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 spdlog::warn("console socket accept: {}", std::strerror(errno));
@@ -221,12 +168,13 @@ void ConsoleServer::accept_clients() {
                 continue; // closed by `client` going out of scope
             }
         }
-        auto added = m_loop.add(fd, m_reading ? EventLoop::READABLE : 0u,
-                                [this, fd](uint32_t ready) { on_client_ready(fd, ready); });
-        if (!added) {
-            spdlog::warn("console socket: {}", added.error().message());
+        auto registration = m_loop.watch(fd, m_reading ? EventLoop::READABLE : 0u,
+                                         [this, fd](uint32_t ready) { on_client_ready(fd, ready); });
+        if (!registration) {
+            spdlog::warn("console socket: {}", registration.error().message());
             continue;
         }
+        m_client_registrations.insert_or_assign(fd, std::move(*registration));
         std::lock_guard guard(m_shared->lock);
         std::string first_output(m_shared->history.begin(), m_shared->history.end());
         if (!first_output.empty())
@@ -251,10 +199,10 @@ void ConsoleServer::flush_output() {
             broken.push_back(fd);
         uint32_t const interest =
             (m_reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE);
-        (void)m_loop.modify(fd, interest);
+        set_interest(fd, interest);
     }
     for (int fd : broken) {
-        m_loop.remove(fd);
+        m_client_registrations.erase(fd); // leaves the loop before its fd is closed below
         m_shared->clients.erase(fd);
     }
 }
@@ -287,12 +235,16 @@ void ConsoleServer::set_reading(bool reading) {
     m_reading = reading;
     std::lock_guard guard(m_shared->lock);
     for (auto& [fd, client] : m_shared->clients)
-        (void)m_loop.modify(fd,
-                            (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
+        set_interest(fd, (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
+}
+
+void ConsoleServer::set_interest(int fd, uint32_t interest) {
+    if (auto found = m_client_registrations.find(fd); found != m_client_registrations.end())
+        (void)found->second.modify(interest);
 }
 
 void ConsoleServer::drop_client(int fd) {
-    m_loop.remove(fd);
+    m_client_registrations.erase(fd);
     std::lock_guard guard(m_shared->lock);
     m_shared->clients.erase(fd);
 }

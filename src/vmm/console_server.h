@@ -25,14 +25,13 @@
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
-#include "base/unique_fd.h"
+#include "base/unix_socket.h"
 #include "devices/legacy/byte_sink.h"
-
-#include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -70,13 +69,12 @@ public:
 
     size_t client_count() const;
     uint64_t dropped_bytes() const;
-    std::string const& socket_path() const { return m_socket_path; }
+    std::string const& socket_path() const { return m_listener.path(); }
 
     struct Shared; // the state the sink shares with the server (clients' output buffers)
 
 private:
-    ConsoleServer(std::string socket_path, UniqueFd listener, EventLoop& loop, Deliver deliver,
-                  std::shared_ptr<Shared> shared, ino_t inode, dev_t device);
+    ConsoleServer(UnixListener listener, EventLoop& loop, Deliver deliver, std::shared_ptr<Shared> shared);
 
     void accept_clients();
     void on_client_ready(int fd, uint32_t ready);
@@ -84,14 +82,17 @@ private:
     void read_client(int fd);
     void drop_client(int fd);
     void set_reading(bool reading);
+    void set_interest(int fd, uint32_t interest);
 
-    std::string m_socket_path;
-    UniqueFd m_listener;
+    UnixListener m_listener; // removes the socket file it created when the server goes
     EventLoop& m_loop;
     Deliver m_deliver;
     std::shared_ptr<Shared> m_shared;
-    ino_t m_inode;
-    dev_t m_device;
+    // After m_listener and m_shared (whose fds they watch), so they leave the loop first. The
+    // clients' registrations are the loop thread's alone, unlike their buffers in m_shared.
+    EventLoop::Registration m_listener_registration;
+    EventLoop::Registration m_wake_registration;
+    std::map<int, EventLoop::Registration> m_client_registrations;
     std::vector<uint8_t> m_pending;
     size_t m_pending_offset { 0 };
     bool m_reading { true };

@@ -29,12 +29,9 @@ protected:
     void TearDown() override { std::filesystem::remove_all(m_directory); }
 
     UniqueFd connect_client() {
-        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un address {};
-        address.sun_family = AF_UNIX;
-        std::strncpy(address.sun_path, m_socket_path.c_str(), sizeof(address.sun_path) - 1);
-        EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr const*>(&address), sizeof(address)), 0);
-        return fd;
+        auto connected = connect_unix_socket(m_socket_path);
+        EXPECT_TRUE(connected) << connected.error().message();
+        return connected ? std::move(*connected) : UniqueFd();
     }
 
     // Runs the loop until `done` or a second has passed.
