@@ -72,8 +72,6 @@ Expected<std::unique_ptr<DeviceManager>> DeviceManager::create(Vm& vm, GuestMemo
 }
 
 DeviceManager::~DeviceManager() {
-    for (auto const& limiter : m_limiters)
-        m_event_loop.remove(limiter->timer_fd());
     for (auto const& registration : m_ioeventfds)
         (void)m_vm.unregister_ioeventfd(registration.address, 4, registration.queue, registration.event_fd);
 }
@@ -97,11 +95,12 @@ Expected<void> DeviceManager::add_virtio(std::string id, DeviceKind kind,
 Expected<RateLimiter*> DeviceManager::add_limiter(RateLimitConfig const& config, std::function<void()> on_unblocked) {
     auto limiter = std::make_unique<RateLimiter>(TRY(RateLimiter::create(config)));
     auto* raw = limiter.get();
-    TRY(m_event_loop.add(raw->timer_fd(), [raw, on_unblocked = std::move(on_unblocked)] {
+    auto registration = TRY(m_event_loop.watch(raw->timer_fd(), [raw, on_unblocked = std::move(on_unblocked)] {
         raw->on_timer();
         on_unblocked();
     }));
     m_limiters.push_back(std::move(limiter));
+    m_limiter_registrations.push_back(std::move(registration));
     return raw;
 }
 

@@ -181,6 +181,8 @@ private:
     std::vector<PendingVirtio> m_pending;
     std::vector<VirtioEntry> m_virtio;
     std::vector<std::unique_ptr<RateLimiter>> m_limiters;
+    // Declared after the limiters, so their timers leave the loop before they close.
+    std::vector<EventLoop::Registration> m_limiter_registrations;
     std::vector<std::unique_ptr<IrqfdInterruptLine>> m_lines;
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_transports;
     std::vector<Registration> m_ioeventfds;

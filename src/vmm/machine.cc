@@ -254,16 +254,6 @@ StopReason Machine::run() {
 
 Expected<void> Machine::serve_events() {
     auto& loop = *m_event_loop;
-    // The fds registered here live only as long as this call; take them out of the loop on
-    // every way out, so the loop (a member) never holds callbacks to this frame.
-    struct Registrations {
-        EventLoop& loop;
-        std::vector<int> fds;
-        ~Registrations() {
-            for (int fd : fds)
-                loop.remove(fd);
-        }
-    } registrations { loop, {} };
     sigset_t const signals = stop_signals();
     UniqueFd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd.is_valid())
@@ -276,36 +266,28 @@ Expected<void> Machine::serve_events() {
                 StopReason { StopReason::Cause::HostSignal, strsignal(signal_number), signal_number });
         }
     };
-    // Signals, stop requests and posted work are served by both loops, so they work while paused.
-    struct ControlRegistrations {
-        EventLoop& loop;
-        std::vector<int> fds;
-        ~ControlRegistrations() {
-            for (int fd : fds)
-                loop.remove(fd);
-        }
-    } control_registrations { *m_control_loop, {} };
+    // The registrations live only as long as this call (declared after signal_fd, so they go
+    // first): the loops, members, never keep callbacks into this frame. Signals, stop requests
+    // and posted work are served by both loops, so they work while paused.
+    std::vector<EventLoop::Registration> registrations;
     for (auto* current : { &loop, &*m_control_loop }) {
-        auto& fds = current == &loop ? registrations.fds : control_registrations.fds;
-        TRY(current->add(signal_fd.get(), on_signal));
-        fds.push_back(signal_fd.get());
-        TRY(current->add(m_lifecycle->event_fd(), [] {}));
-        fds.push_back(m_lifecycle->event_fd());
-        TRY(current->add(m_work_event->fd(), [this] { run_posted_work(); }));
-        fds.push_back(m_work_event->fd());
+        registrations.push_back(TRY(current->watch(signal_fd.get(), on_signal)));
+        registrations.push_back(TRY(current->watch(m_lifecycle->event_fd(), [] {})));
+        registrations.push_back(TRY(current->watch(m_work_event->fd(), [this] { run_posted_work(); })));
     }
 
     std::optional<ConsoleInput> input;
+    EventLoop::Registration input_registration;
     if (m_config.console.kind == ConsoleConfig::Kind::Stdio) {
         input.emplace(TRY(ConsoleInput::create(STDIN_FILENO, console_receiver())));
-        auto added = loop.add(STDIN_FILENO, [&] {
+        auto watched = loop.watch(STDIN_FILENO, [&] {
             if (!input->on_readable())
-                loop.remove(STDIN_FILENO); // end of input: the guest keeps running
+                input_registration.reset(); // end of input: the guest keeps running
         });
-        if (added)
-            registrations.fds.push_back(STDIN_FILENO);
-        if (!added) // stdin closed or not pollable (e.g. /dev/null is fine, a closed fd is not)
-            spdlog::debug("console input disabled: {}", added.error().message());
+        if (watched)
+            input_registration = std::move(*watched);
+        else // stdin closed or not pollable (e.g. /dev/null is fine, a closed fd is not)
+            spdlog::debug("console input disabled: {}", watched.error().message());
     }
 
     while (!m_lifecycle->stop_requested()) {
