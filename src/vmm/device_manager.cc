@@ -104,26 +104,30 @@ Expected<RateLimiter*> DeviceManager::add_limiter(RateLimitConfig const& config,
     return raw;
 }
 
-Expected<void> DeviceManager::attach_port(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device,
-                                          PortRange ports, std::optional<uint32_t> gsi) {
+Expected<void> DeviceManager::attach_fixed(std::string id, DeviceKind kind, StateHooks state, Attachment attachment,
+                                           std::optional<uint32_t> gsi, std::function<Expected<void>()> insert) {
     TRY(claim_id(id, kind));
     auto const owner = fmt::format("{} '{}'", device_kind_name(kind), id);
+    if (!state.save || !state.restore)
+        return Error::format("{}: a device needs state hooks", owner);
     if (gsi)
         TRY(m_interrupts.reserve(*gsi, owner));
-    TRY(m_pio_bus.insert(std::move(device), ports.base, ports.length).with_context(owner));
-    m_entries.push_back(DeviceEntry { std::move(id), kind, ports, gsi });
+    TRY(insert().with_context(owner));
+    m_entries.push_back(DeviceEntry { std::move(id), kind, attachment, gsi });
+    m_state_hooks.push_back(std::move(state));
     return {};
 }
 
+Expected<void> DeviceManager::attach_port(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device,
+                                          StateHooks state, PortRange ports, std::optional<uint32_t> gsi) {
+    return attach_fixed(std::move(id), kind, std::move(state), ports, gsi,
+                        [&] { return m_pio_bus.insert(std::move(device), ports.base, ports.length); });
+}
+
 Expected<void> DeviceManager::attach_mmio(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device,
-                                          MmioWindow window, std::optional<uint32_t> gsi) {
-    TRY(claim_id(id, kind));
-    auto const owner = fmt::format("{} '{}'", device_kind_name(kind), id);
-    if (gsi)
-        TRY(m_interrupts.reserve(*gsi, owner));
-    TRY(m_mmio_bus.insert(std::move(device), window.base, window.length).with_context(owner));
-    m_entries.push_back(DeviceEntry { std::move(id), kind, window, gsi });
-    return {};
+                                          StateHooks state, MmioWindow window, std::optional<uint32_t> gsi) {
+    return attach_fixed(std::move(id), kind, std::move(state), window, gsi,
+                        [&] { return m_mmio_bus.insert(std::move(device), window.base, window.length); });
 }
 
 Expected<void> DeviceManager::attach_virtio_devices() {
@@ -167,6 +171,11 @@ Expected<void> DeviceManager::attach_one_virtio(std::string const& id, DeviceKin
     m_transports.push_back(std::move(transport));
     m_virtio.push_back(VirtioEntry { id, kind, model, base, gsi });
     m_entries.push_back(DeviceEntry { id, kind, MmioWindow { base, virtio::MmioTransport::WINDOW_SIZE }, gsi });
+    auto* const raw_transport = m_transports.back().get();
+    m_state_hooks.push_back(StateHooks {
+        [raw_transport](StateWriter& writer) { return raw_transport->save_state(writer); },
+        [raw_transport](StateReader& reader) { return raw_transport->restore_state(reader); },
+    });
     return {};
 }
 
@@ -255,6 +264,61 @@ std::vector<DeviceMetrics> DeviceManager::metrics() const {
         devices.push_back(std::move(device));
     }
     return devices;
+}
+
+namespace {
+
+constexpr std::string_view DEVICES_SECTION = "devices";
+constexpr uint32_t DEVICES_VERSION = 1;
+// Bounds what a state file can make the reader allocate or loop over.
+constexpr uint32_t MAX_SAVED_DEVICES = 4096;
+constexpr uint64_t MAX_SAVED_ID_LENGTH = 4096;
+
+} // namespace
+
+Expected<void> DeviceManager::save_state(StateWriter& writer) {
+    if (!m_pending.empty())
+        return Error::format("{} virtio devices are not attached yet", m_pending.size());
+    for (auto const& transport : m_transports)
+        transport->run_pending_commands();
+    writer.begin_section(DEVICES_SECTION, DEVICES_VERSION);
+    writer.u64(m_entries.size());
+    for (size_t i = 0; i < m_entries.size(); ++i) {
+        auto const& entry = m_entries[i];
+        writer.string(device_kind_name(entry.kind));
+        writer.string(entry.id);
+        TRY(m_state_hooks[i].save(writer).with_context(fmt::format("{} '{}'", device_kind_name(entry.kind), entry.id)));
+    }
+    writer.u64(m_limiters.size());
+    for (auto const& limiter : m_limiters)
+        limiter->save().encode(writer);
+    writer.end_section();
+    return {};
+}
+
+Expected<void> DeviceManager::restore_state(StateReader& reader) {
+    TRY(reader.begin_section(DEVICES_SECTION, DEVICES_VERSION));
+    auto const count = TRY(reader.u64_in_range("device count", 0, MAX_SAVED_DEVICES));
+    if (count != m_entries.size())
+        return Error::format("devices: the state has {} devices, this machine has {}", count, m_entries.size());
+    for (size_t i = 0; i < m_entries.size(); ++i) {
+        auto const& entry = m_entries[i];
+        auto const kind = TRY(reader.string("device kind", MAX_SAVED_ID_LENGTH));
+        auto const id = TRY(reader.string("device id", MAX_SAVED_ID_LENGTH));
+        if (kind != device_kind_name(entry.kind) || id != entry.id)
+            return Error::format("devices: device {} of the state is {} '{}', this machine's is {} '{}'", i, kind, id,
+                                 device_kind_name(entry.kind), entry.id);
+        TRY(m_state_hooks[i].restore(reader).with_context(fmt::format("{} '{}'", kind, id)));
+    }
+    auto const limiters = TRY(reader.u64_in_range("rate limiter count", 0, MAX_SAVED_DEVICES));
+    if (limiters != m_limiters.size())
+        return Error::format("devices: the state has {} rate limiters, this machine has {}", limiters,
+                             m_limiters.size());
+    for (auto& limiter : m_limiters) {
+        auto const state = TRY(RateLimiterState::decode(reader));
+        TRY(limiter->restore(state));
+    }
+    return reader.end_section();
 }
 
 } // namespace kvmm

@@ -22,6 +22,7 @@
 #include "base/event_loop.h"
 #include "base/expected.h"
 #include "base/rate_limiter.h"
+#include "base/state_io.h"
 #include "devices/bus/bus.h"
 #include "devices/virtio/mmio_transport.h"
 #include "hypervisor/vm.h"
@@ -84,6 +85,31 @@ struct DeviceEntry {
     std::optional<uint32_t> gsi;
 };
 
+// How one device's state is saved and restored (docs/ARCHITECTURE.md "Saved state"): save
+// writes the device's sections, restore reads them back, refusing (naming the field) what this
+// device cannot hold. Event-loop thread, vCPUs paused.
+struct StateHooks {
+    std::function<Expected<void>(StateWriter&)> save;
+    std::function<Expected<void>(StateReader&)> restore;
+};
+
+// The hooks of a device with `State save() const`, `Expected<void> restore(State const&)` and a
+// State that encodes and decodes itself (the legacy devices).
+template <typename Device>
+StateHooks state_hooks_of(std::shared_ptr<Device> const& device) {
+    using State = decltype(device->save());
+    return StateHooks {
+        [device](StateWriter& writer) -> Expected<void> {
+            device->save().encode(writer);
+            return {};
+        },
+        [device](StateReader& reader) -> Expected<void> {
+            auto const state = TRY(State::decode(reader));
+            return device->restore(state);
+        },
+    };
+}
+
 struct DeviceMetrics {
     std::string name;
     std::vector<std::pair<std::string, uint64_t>> counters;
@@ -112,11 +138,12 @@ public:
     Expected<RateLimiter*> add_limiter(RateLimitConfig const& config, std::function<void()> on_unblocked);
 
     // Attach phase. A legacy device at fixed ports or a fixed MMIO window, with the ISA line
-    // it raises (reserved, so no virtio device gets it).
-    Expected<void> attach_port(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device, PortRange ports,
-                               std::optional<uint32_t> gsi = std::nullopt);
-    Expected<void> attach_mmio(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device, MmioWindow window,
-                               std::optional<uint32_t> gsi = std::nullopt);
+    // it raises (reserved, so no virtio device gets it) and its state hooks (both required:
+    // a device whose state is forgotten would come back from a snapshot reset).
+    Expected<void> attach_port(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device, StateHooks state,
+                               PortRange ports, std::optional<uint32_t> gsi = std::nullopt);
+    Expected<void> attach_mmio(std::string id, DeviceKind kind, std::shared_ptr<BusDevice> device, StateHooks state,
+                               MmioWindow window, std::optional<uint32_t> gsi = std::nullopt);
     // Gives every added virtio device a transport, an MMIO window, an interrupt line (irqfd)
     // and an ioeventfd per queue.
     Expected<void> attach_virtio_devices();
@@ -144,10 +171,21 @@ public:
     std::vector<DeviceMetrics> metrics() const;
     std::vector<std::shared_ptr<virtio::MmioTransport>> const& transports() const { return m_transports; }
 
+    // Saved state: section "devices" with every entry's kind and id followed by its own
+    // sections, in registry order, then the manager's rate limiters. Event-loop thread, vCPUs
+    // paused; save_state() first runs the resets and activations drivers queued (they are
+    // part of what the guest did). restore_state() refuses a state whose device list differs
+    // from this machine's (naming the first difference); it is for a machine that has not run,
+    // and one refused half-way is to be discarded.
+    Expected<void> save_state(StateWriter& writer);
+    Expected<void> restore_state(StateReader& reader);
+
 private:
     DeviceManager(Vm& vm, GuestMemory const& memory, EventLoop& event_loop);
 
     Expected<void> claim_id(std::string const& id, DeviceKind kind) const;
+    Expected<void> attach_fixed(std::string id, DeviceKind kind, StateHooks state, Attachment attachment,
+                                std::optional<uint32_t> gsi, std::function<Expected<void>()> insert);
     Expected<void> attach_one_virtio(std::string const& id, DeviceKind kind,
                                      std::unique_ptr<virtio::VirtioDevice> device);
     virtio::VirtioDevice* find_device(DeviceKind kind, std::string_view id) const;
@@ -178,6 +216,7 @@ private:
     InterruptAllocator m_interrupts;
     MmioAllocator m_mmio_windows;
     std::vector<DeviceEntry> m_entries;
+    std::vector<StateHooks> m_state_hooks; // one per entry, same index
     std::vector<PendingVirtio> m_pending;
     std::vector<VirtioEntry> m_virtio;
     std::vector<std::unique_ptr<RateLimiter>> m_limiters;

@@ -19,6 +19,12 @@ public:
     void write(uint64_t, std::span<uint8_t const>) override {}
 };
 
+// A device with no state of its own: its hooks write and read nothing.
+StateHooks stateless() {
+    return StateHooks { [](StateWriter&) -> Expected<void> { return {}; },
+                        [](StateReader&) -> Expected<void> { return {}; } };
+}
+
 class DeviceManagerTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -37,8 +43,8 @@ protected:
 };
 
 TEST_F(DeviceManagerTest, VirtioDevicesGetConsecutiveWindowsAndTheFreeIsaLinesInTheOrderAdded) {
-    ASSERT_TRUE(
-        m_devices->attach_port("com1", DeviceKind::Serial, std::make_shared<NoDevice>(), PortRange { 0x3f8, 8 }, 4));
+    ASSERT_TRUE(m_devices->attach_port("com1", DeviceKind::Serial, std::make_shared<NoDevice>(), stateless(),
+                                       PortRange { 0x3f8, 8 }, 4));
     ASSERT_TRUE(m_devices->add_virtio("rng", DeviceKind::Rng, rng()));
     ASSERT_TRUE(m_devices->add_virtio("console", DeviceKind::Console, console()));
     ASSERT_TRUE(m_devices->add_virtio("rng2", DeviceKind::Rng, rng()));
@@ -94,25 +100,25 @@ TEST_F(DeviceManagerTest, IdsAreUniquePerKindNotAcrossKinds) {
     ASSERT_FALSE(twice);
     EXPECT_EQ(twice.error().message(), "rng device id '1' is used twice");
     ASSERT_TRUE(m_devices->attach_virtio_devices());
-    auto attached_twice =
-        m_devices->attach_port("1", DeviceKind::Console, std::make_shared<NoDevice>(), PortRange { 0x100, 1 });
+    auto attached_twice = m_devices->attach_port("1", DeviceKind::Console, std::make_shared<NoDevice>(), stateless(),
+                                                 PortRange { 0x100, 1 });
     EXPECT_FALSE(attached_twice) << "an attached device keeps its id too";
     EXPECT_FALSE(m_devices->add_virtio("", DeviceKind::Rng, rng()));
 }
 
 TEST_F(DeviceManagerTest, ALegacyDeviceCannotTakeALineOrPortsAlreadyTaken) {
-    ASSERT_TRUE(
-        m_devices->attach_port("com1", DeviceKind::Serial, std::make_shared<NoDevice>(), PortRange { 0x3f8, 8 }, 4));
-    auto same_line =
-        m_devices->attach_port("com1b", DeviceKind::Serial, std::make_shared<NoDevice>(), PortRange { 0x2f8, 8 }, 4);
+    ASSERT_TRUE(m_devices->attach_port("com1", DeviceKind::Serial, std::make_shared<NoDevice>(), stateless(),
+                                       PortRange { 0x3f8, 8 }, 4));
+    auto same_line = m_devices->attach_port("com1b", DeviceKind::Serial, std::make_shared<NoDevice>(), stateless(),
+                                            PortRange { 0x2f8, 8 }, 4);
     ASSERT_FALSE(same_line);
     EXPECT_EQ(same_line.error().message(), "serial 'com1b': interrupt line 4 is already taken by serial 'com1'");
-    auto same_ports =
-        m_devices->attach_port("com1c", DeviceKind::Serial, std::make_shared<NoDevice>(), PortRange { 0x3fc, 8 });
+    auto same_ports = m_devices->attach_port("com1c", DeviceKind::Serial, std::make_shared<NoDevice>(), stateless(),
+                                             PortRange { 0x3fc, 8 });
     ASSERT_FALSE(same_ports);
     EXPECT_NE(same_ports.error().message().find("serial 'com1c'"), std::string::npos) << same_ports.error().message();
-    EXPECT_FALSE(
-        m_devices->attach_port("timer", DeviceKind::Rtc, std::make_shared<NoDevice>(), PortRange { 0x40, 4 }, 0))
+    EXPECT_FALSE(m_devices->attach_port("timer", DeviceKind::Rtc, std::make_shared<NoDevice>(), stateless(),
+                                        PortRange { 0x40, 4 }, 0))
         << "line 0 is the platform timer's";
     EXPECT_EQ(m_devices->entries().size(), 1u) << "a refused device is not registered";
 }
@@ -141,6 +147,48 @@ TEST_F(DeviceManagerTest, MoreVirtioDevicesThanFreeLinesIsRefusedNamingTheDevice
     ASSERT_FALSE(attached);
     EXPECT_EQ(attached.error().message(), "virtio rng '20': no free interrupt line: all 24 lines (0-23) are taken")
         << attached.error().message();
+}
+
+TEST_F(DeviceManagerTest, SaveRestoreSave_IsIdenticalAndADifferentDeviceListIsRefused) {
+    auto build = [&](DeviceManager& devices, bool with_console) {
+        ASSERT_TRUE(devices.attach_port("com1", DeviceKind::Serial, std::make_shared<NoDevice>(), stateless(),
+                                        PortRange { 0x3f8, 8 }, 4));
+        ASSERT_TRUE(devices.add_virtio("rng", DeviceKind::Rng, rng()));
+        if (with_console) {
+            ASSERT_TRUE(devices.add_virtio("console", DeviceKind::Console, console()));
+        }
+        ASSERT_TRUE(devices.attach_virtio_devices());
+    };
+    build(*m_devices, true);
+    StateWriter first;
+    ASSERT_TRUE(m_devices->save_state(first));
+
+    FakeVm other_vm;
+    ASSERT_TRUE(other_vm.create_irqchip_and_pit());
+    auto same = MUST(DeviceManager::create(other_vm, m_memory, m_loop));
+    build(*same, true);
+    StateReader reader(first.payload());
+    auto const restored = same->restore_state(reader);
+    ASSERT_TRUE(restored) << restored.error().message();
+    StateWriter second;
+    ASSERT_TRUE(same->save_state(second));
+    EXPECT_EQ(second.payload(), first.payload());
+
+    FakeVm third_vm;
+    ASSERT_TRUE(third_vm.create_irqchip_and_pit());
+    auto fewer = MUST(DeviceManager::create(third_vm, m_memory, m_loop));
+    build(*fewer, false);
+    StateReader refused_reader(first.payload());
+    auto refused = fewer->restore_state(refused_reader);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().message(), "devices: the state has 3 devices, this machine has 2");
+}
+
+TEST_F(DeviceManagerTest, ADeviceWithoutStateHooksIsRefused) {
+    auto refused = m_devices->attach_port("x", DeviceKind::Rtc, std::make_shared<NoDevice>(), StateHooks {},
+                                          PortRange { 0x70, 2 });
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().message(), "rtc 'x': a device needs state hooks");
 }
 
 } // namespace

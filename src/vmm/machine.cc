@@ -6,6 +6,7 @@
 #include "arch/x86_64/layout.h"
 #include "base/event_loop.h"
 #include "base/file.h"
+#include "base/state_io.h"
 #include "devices/legacy/boot_marker.h"
 #include "devices/legacy/buffered_sink.h"
 #include "devices/legacy/byte_sink.h"
@@ -154,22 +155,26 @@ Expected<void> Machine::attach_legacy_devices() {
     auto& devices = *m_devices;
     m_serial =
         std::make_shared<Serial16550>(std::make_shared<GsiInterruptLine>(*m_vm, COM1_GSI), std::move(m_serial_output));
-    TRY(devices.attach_port("com1", DeviceKind::Serial, m_serial, PortRange { COM1_PORT, 8 }, COM1_GSI));
+    TRY(devices.attach_port("com1", DeviceKind::Serial, m_serial, state_hooks_of(m_serial), PortRange { COM1_PORT, 8 },
+                            COM1_GSI));
 
     m_i8042 = std::make_shared<I8042>(std::make_shared<GsiInterruptLine>(*m_vm, KEYBOARD_GSI), [&lifecycle] {
         lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "i8042 reset line" });
     });
-    TRY(devices.attach_port("i8042", DeviceKind::Keyboard, m_i8042,
+    TRY(devices.attach_port("i8042", DeviceKind::Keyboard, m_i8042, state_hooks_of(m_i8042),
                             PortRange { I8042_PORT, static_cast<uint16_t>(I8042_PORT_RANGE_LENGTH) }, KEYBOARD_GSI));
-    TRY(devices.attach_port("rtc", DeviceKind::Rtc, std::make_shared<CmosRtc>(), PortRange { RTC_PORT, 2 }));
+    auto rtc = std::make_shared<CmosRtc>();
+    TRY(devices.attach_port("rtc", DeviceKind::Rtc, rtc, state_hooks_of(rtc), PortRange { RTC_PORT, 2 }));
     auto power = std::make_shared<PowerControl>([&lifecycle](PowerEvent event) {
         if (event == PowerEvent::PowerOff)
             lifecycle.request_stop(StopReason { StopReason::Cause::PowerOff, "ACPI sleep control (S5)" });
         else
             lifecycle.request_stop(StopReason { StopReason::Cause::Reset, "ACPI reset register" });
     });
-    TRY(devices.attach_port("power", DeviceKind::PowerControl, power, PortRange { POWER_CONTROL_PORT, 1 }));
-    TRY(devices.attach_port("boot-marker", DeviceKind::BootMarker, std::make_shared<BootMarker>(),
+    TRY(devices.attach_port("power", DeviceKind::PowerControl, power, state_hooks_of(power),
+                            PortRange { POWER_CONTROL_PORT, 1 }));
+    auto boot_marker = std::make_shared<BootMarker>();
+    TRY(devices.attach_port("boot-marker", DeviceKind::BootMarker, boot_marker, state_hooks_of(boot_marker),
                             PortRange { BOOT_MARKER_PORT, 1 }));
     auto pvpanic = std::make_shared<Pvpanic>([&lifecycle](Pvpanic::Event event) {
         lifecycle.request_stop(StopReason { StopReason::Cause::GuestCrashed,
@@ -177,7 +182,7 @@ Expected<void> Machine::attach_legacy_devices() {
                                                 ? "the guest kernel panicked (reported through pvpanic)"
                                                 : "the guest loaded its crash kernel (reported through pvpanic)" });
     });
-    TRY(devices.attach_mmio("pvpanic", DeviceKind::Pvpanic, pvpanic,
+    TRY(devices.attach_mmio("pvpanic", DeviceKind::Pvpanic, pvpanic, state_hooks_of(pvpanic),
                             MmioWindow { PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH }));
     return {};
 }
@@ -239,6 +244,7 @@ StopReason Machine::run() {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     VcpuThread::install_kick_signal_handler();
 
+    m_started = true;
     for (auto& vcpu : m_vcpus)
         vcpu->start();
     auto served = serve_events();
@@ -451,6 +457,70 @@ void Machine::add_console_output_metrics(std::vector<DeviceMetrics>& devices) co
     } else {
         entry->counters.emplace_back("bytes_dropped", m_console_server->dropped_bytes()); // summed over clients
     }
+}
+
+namespace {
+
+constexpr std::string_view MACHINE_SECTION = "machine";
+constexpr uint32_t MACHINE_VERSION = 1;
+
+} // namespace
+
+// The payload, in the order KVM needs it saved (docs/ARCHITECTURE.md "Saved state"): the
+// machine's shape, every vCPU (each finishes its last instruction first), the VM-wide
+// interrupt controllers and clock (after the vCPUs: the last instruction may have been an OUT
+// to the PIC or PIT), the devices.
+Expected<std::vector<std::byte>> Machine::save_state() {
+    StateWriter writer;
+    auto saved = call_on_loop([&]() -> Expected<void> {
+        if (!m_paused)
+            return Error("the microVM must be paused to save its state");
+        writer.begin_section(MACHINE_SECTION, MACHINE_VERSION);
+        writer.u32(m_config.vcpu_count);
+        writer.u64(m_config.memory_size);
+        writer.end_section();
+        for (auto& vcpu : m_vcpus)
+            (TRY(vcpu->save_state())).encode(writer);
+        (TRY(m_vm->save_state())).encode(writer);
+        return m_devices->save_state(writer);
+    });
+    if (!saved)
+        return saved.error();
+    return seal_state(writer.payload());
+}
+
+// Restored in the order KVM needs: the VM's interrupt controllers before the vCPUs (restoring
+// the IOAPIC and PIC delivers what is pending in them to the LAPICs, which the vCPUs' saved
+// LAPICs then replace), the devices last. Every section is decoded and checked against this
+// machine before anything is written.
+Expected<void> Machine::restore_state(std::span<std::byte const> blob) {
+    if (m_started)
+        return Error("a saved state is restored only into a machine that has not run");
+    auto const payload = TRY(open_state(blob));
+    StateReader reader(payload);
+    TRY(reader.begin_section(MACHINE_SECTION, MACHINE_VERSION));
+    auto const vcpu_count = TRY(reader.u32("vcpu_count"));
+    auto const memory_size = TRY(reader.u64("memory_size"));
+    TRY(reader.end_section());
+    if (vcpu_count != m_config.vcpu_count)
+        return Error::format("machine state: vcpu_count {} is not this machine's {}", vcpu_count, m_config.vcpu_count);
+    if (memory_size != m_config.memory_size)
+        return Error::format("machine state: memory_size {} is not this machine's {}", memory_size,
+                             m_config.memory_size);
+    std::vector<X86VcpuState> vcpus;
+    for (uint32_t index = 0; index < vcpu_count; ++index) {
+        auto state = TRY(X86VcpuState::decode(reader).with_context(fmt::format("vCPU {}", index)));
+        TRY(state.check().with_context(fmt::format("vCPU {}", index)));
+        vcpus.push_back(std::move(state));
+    }
+    auto const vm = TRY(X86VmState::decode(reader));
+    TRY(m_vm->restore_state(vm));
+    for (size_t index = 0; index < vcpus.size(); ++index)
+        TRY(m_vcpus[index]->restore_state(vcpus[index]).with_context(fmt::format("vCPU {}", index)));
+    TRY(m_devices->restore_state(reader));
+    if (!reader.at_end())
+        return Error("machine state: data after the last section");
+    return {};
 }
 
 void Machine::request_stop(StopReason reason) { m_lifecycle->request_stop(std::move(reason)); }

@@ -104,6 +104,16 @@ public:
     Expected<void> set_balloon_statistics_interval(std::chrono::seconds interval);
     Expected<BalloonReport> balloon_report();
 
+    // The machine's state (docs/ARCHITECTURE.md "Saved state"): a sealed blob (base/state_io.h)
+    // holding every vCPU, the VM's interrupt controllers and clock, and every device; guest
+    // memory is not in it. save_state() needs the machine paused (any thread; it runs on the
+    // event loop). restore_state() puts such a blob into a machine built from the same
+    // configuration that has not run yet, in place of the boot state; it refuses (naming the
+    // field) a blob that is damaged, of another version or of another machine shape, and a
+    // machine it refused half-way is to be discarded. Builder thread.
+    Expected<std::vector<std::byte>> save_state();
+    Expected<void> restore_state(std::span<std::byte const> blob);
+
     // The devices as attached (id, kind, ports or window, line), for inspection and tests.
     // Any thread once built: the registry does not change after create().
     std::vector<DeviceEntry> const& devices() const { return m_devices->entries(); }
@@ -159,6 +169,7 @@ private:
     std::deque<PostedWork> m_posted_work;
     bool m_loop_finished { false };
     std::atomic<bool> m_paused { false };
+    bool m_started { false }; // run() was called (builder/main thread only)
     std::unique_ptr<BootLoader> m_boot_loader;
     // The serial port's output, made in acquire, attached with the 16550 in attach.
     std::unique_ptr<ByteSink> m_serial_output;

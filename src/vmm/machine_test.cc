@@ -189,5 +189,81 @@ TEST_F(MachineTest, TooManyVirtioDevicesForTheFreeLinesAreRefusedNamingTheFirstT
     EXPECT_NE(machine.error().message().find("no free interrupt line"), std::string::npos) << machine.error().message();
 }
 
+// Pauses a running machine whose guest waits for a kick, saves it, and stops it.
+std::vector<std::byte> save_waiting_machine(Machine& machine, std::future<StopReason>& stopped) {
+    EXPECT_TRUE(machine.pause());
+    auto blob = machine.save_state();
+    EXPECT_TRUE(blob) << blob.error().message();
+    machine.request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    EXPECT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    return blob ? *blob : std::vector<std::byte> {};
+}
+
+TEST_F(MachineTest, SaveRestoreSave_GivesTheSameStateForEveryVcpuTheVmAndEveryDevice) {
+    m_config.vcpu_count = 2;
+    m_config.virtio_console = true;
+    m_hypervisor.add_vcpu_script(0, { out(COM1, 'x'), wait_for_kick(), wait_for_kick() });
+    m_hypervisor.add_vcpu_script(1, { wait_for_kick(), wait_for_kick() });
+    auto first = MUST(Machine::create(m_config, m_hypervisor));
+    auto first_stopped = run(*first);
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (MUST(first->metrics()).vcpus.at(0).io == 0)
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    auto const saved = save_waiting_machine(*first, first_stopped);
+    ASSERT_FALSE(saved.empty());
+
+    // A second machine from the same configuration takes the state in place of its boot state.
+    auto second = MUST(Machine::create(m_config, m_hypervisor));
+    auto const restored = second->restore_state(saved);
+    ASSERT_TRUE(restored) << restored.error().message();
+    auto second_stopped = run(*second);
+    EXPECT_EQ(save_waiting_machine(*second, second_stopped), saved);
+}
+
+TEST_F(MachineTest, SavingARunningMachineIsRefused) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    auto refused = machine->save_state();
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().message(), "the microVM must be paused to save its state");
+    auto const blob = save_waiting_machine(*machine, stopped);
+    auto late = machine->restore_state(blob);
+    ASSERT_FALSE(late);
+    EXPECT_EQ(late.error().message(), "a saved state is restored only into a machine that has not run");
+}
+
+TEST_F(MachineTest, ADamagedStateOrOneOfAnotherMachineIsRefusedNamingWhy) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    auto const blob = save_waiting_machine(*machine, stopped);
+    ASSERT_FALSE(blob.empty());
+
+    auto damaged = blob;
+    damaged.back() ^= std::byte { 1 };
+    auto fresh = MUST(Machine::create(m_config, m_hypervisor));
+    auto checksum = fresh->restore_state(damaged);
+    ASSERT_FALSE(checksum);
+    EXPECT_NE(checksum.error().message().find("checksum"), std::string::npos) << checksum.error().message();
+
+    auto truncated = std::vector<std::byte>(blob.begin(), blob.begin() + static_cast<ptrdiff_t>(blob.size() / 2));
+    EXPECT_FALSE(fresh->restore_state(truncated));
+
+    m_config.vcpu_count = 2;
+    auto bigger = MUST(Machine::create(m_config, m_hypervisor));
+    auto shape = bigger->restore_state(blob);
+    ASSERT_FALSE(shape);
+    EXPECT_EQ(shape.error().message(), "machine state: vcpu_count 1 is not this machine's 2");
+
+    m_config.vcpu_count = 1;
+    m_config.rng.reset(); // one device fewer
+    auto other = MUST(Machine::create(m_config, m_hypervisor));
+    auto devices = other->restore_state(blob);
+    ASSERT_FALSE(devices);
+    EXPECT_NE(devices.error().message().find("the state has 7 devices, this machine has 6"), std::string::npos)
+        << devices.error().message();
+}
+
 } // namespace
 } // namespace kvmm

@@ -113,6 +113,21 @@ void VcpuThread::join() {
         m_thread.join();
 }
 
+Expected<X86VcpuState> VcpuThread::save_state() {
+    std::lock_guard guard(m_lock);
+    if (m_state != VcpuState::Paused && m_state != VcpuState::Created)
+        return Error::format("vCPU {} is {}: its state is saved only while it is paused", m_index, to_string(m_state));
+    return m_vcpu->save_state();
+}
+
+Expected<void> VcpuThread::restore_state(X86VcpuState const& state) {
+    std::lock_guard guard(m_lock);
+    if (m_state != VcpuState::Paused && m_state != VcpuState::Created)
+        return Error::format("vCPU {} is {}: its state is restored only while it is paused", m_index,
+                             to_string(m_state));
+    return m_vcpu->restore_state(state);
+}
+
 VcpuState VcpuThread::state() const {
     std::lock_guard guard(m_lock);
     return m_state;

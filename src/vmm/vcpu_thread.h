@@ -49,6 +49,12 @@ public:
     VcpuState state() const;
     uint32_t index() const { return m_index; }
 
+    // The vCPU's saved state (Vcpu::save_state/restore_state), read or written from the calling
+    // thread while this one is Paused or not yet started; refused, naming the state, otherwise.
+    // m_lock is held throughout, so the parked thread cannot resume into the Vcpu meanwhile.
+    Expected<X86VcpuState> save_state();
+    Expected<void> restore_state(X86VcpuState const& state);
+
     // Exits by kind since start, for metrics (relaxed atomics: read from any thread).
     struct ExitCounts {
         uint64_t io { 0 };
