@@ -4,7 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstring>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
 
 namespace kvmm::virtio {
 namespace {
@@ -321,6 +327,214 @@ TEST_F(QueueTest, EnableNotificationsPublishesAvailableEventAndSeesLateBuffers) 
     driver.add_chain({ driver.writable_buffer(8) });
     EXPECT_TRUE(*queue.enable_notifications()) << "a buffer arrived after the device last looked";
 }
+
+TEST_F(QueueTest, PopOrEnableNotificationsPopsWhatIsAvailableWithoutTouchingAvailableEvent) {
+    for (uint64_t const features : { uint64_t { 0 }, ALL_RING_FEATURES }) {
+        DriverQueue fresh(memory, GuestAddress(0x1000), 16);
+        auto queue = *Queue::create(memory, fresh.config(), features);
+        uint16_t const head = fresh.add_chain({ fresh.writable_buffer(8) });
+        DescriptorChain chain;
+        ASSERT_TRUE(*queue.pop_or_enable_notifications(chain)) << "features " << features;
+        EXPECT_EQ(chain.head(), head);
+        // Notifications stay suppressed while the device is still draining the ring.
+        EXPECT_EQ(fresh.available_event(), 0) << "features " << features;
+    }
+}
+
+TEST_F(QueueTest, PopOrEnableNotificationsOnAnEmptyRingAsksForTheNextBufferWithEventIndex) {
+    auto queue = make_queue();
+    DescriptorChain chain;
+    for (int i = 0; i < 3; ++i) {
+        driver.add_chain({ driver.writable_buffer(8) });
+        ASSERT_TRUE(*queue.pop_or_enable_notifications(chain));
+        ASSERT_TRUE(queue.add_used(chain.head(), 0));
+    }
+    EXPECT_FALSE(*queue.pop_or_enable_notifications(chain));
+    // 2.7.10: the driver notifies when its new index passes avail_event, i.e. for buffer 3.
+    EXPECT_EQ(driver.available_event(), 3);
+}
+
+TEST_F(QueueTest, PopOrEnableNotificationsWithoutEventIndexLeavesTheUsedRingAlone) {
+    auto queue = make_queue(0);
+    DescriptorChain chain;
+    EXPECT_FALSE(*queue.pop_or_enable_notifications(chain));
+    EXPECT_EQ(driver.available_event(), 0) << "avail_event is not the device's to write without EVENT_IDX";
+}
+
+TEST_F(QueueTest, PopOrEnableNotificationsFindsABufferPostedAfterTheDeviceLastSawAnEmptyRing) {
+    for (uint64_t const features : { uint64_t { 0 }, ALL_RING_FEATURES }) {
+        DriverQueue fresh(memory, GuestAddress(0x1000), 16);
+        auto queue = *Queue::create(memory, fresh.config(), features);
+        DescriptorChain chain;
+        ASSERT_FALSE(*queue.pop(chain));
+        uint16_t const head = fresh.add_chain({ fresh.writable_buffer(8) });
+        ASSERT_TRUE(*queue.pop_or_enable_notifications(chain)) << "features " << features;
+        EXPECT_EQ(chain.head(), head);
+    }
+}
+
+TEST_F(QueueTest, PopOrEnableNotificationsReportsAMalformedRing) {
+    auto queue = make_queue();
+    driver.set_available_index(17); // more entries than the queue holds
+    DescriptorChain chain;
+    EXPECT_FALSE(queue.pop_or_enable_notifications(chain));
+}
+
+// The race, made deterministic: the used ring's page is write-protected, so the device's first
+// store there - avail_event, right after its pop() found the ring empty - faults, and the
+// fault handler plays a driver that posts a buffer at exactly that moment, reads the old
+// avail_event (so it does not notify), and lifts the protection; the store then completes.
+// Only the device's re-check after publishing avail_event can find that buffer.
+struct PostInsideTheWindow {
+    DriverQueue* driver { nullptr };
+    DriverBuffer buffer {};
+    std::byte* page { nullptr };
+    size_t page_size { 0 };
+    bool fired { false };
+    uint16_t head { 0 };
+    uint16_t avail_event_seen { 0 };
+};
+PostInsideTheWindow* g_post_inside_the_window = nullptr;
+
+void post_inside_the_window(int, siginfo_t* info, void*) {
+    auto& injection = *g_post_inside_the_window;
+    auto* const address = static_cast<std::byte*>(info->si_addr);
+    if (injection.fired || address < injection.page || address >= injection.page + injection.page_size) {
+        std::signal(SIGSEGV, SIG_DFL); // a real fault: let it crash
+        return;
+    }
+    injection.fired = true;
+    injection.avail_event_seen = injection.driver->available_event(); // reading is allowed
+    injection.head = injection.driver->add_chain({ injection.buffer });
+    ::mprotect(injection.page, injection.page_size, PROT_READ | PROT_WRITE);
+}
+
+TEST_F(QueueTest, ABufferPostedBetweenTheEmptyCheckAndPublishingAvailEventIsPopped) {
+    auto queue = make_queue();
+    DescriptorChain chain;
+    driver.add_chain({ driver.writable_buffer(8) });
+    ASSERT_TRUE(*queue.pop_or_enable_notifications(chain));
+    ASSERT_TRUE(queue.add_used(chain.head(), 0));
+
+    PostInsideTheWindow injection;
+    injection.driver = &driver;
+    injection.buffer = driver.writable_buffer(8);
+    injection.page_size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<iovec> host;
+    ASSERT_TRUE(memory.host_ranges(driver.config().used_ring, 1, host));
+    auto const page_address = reinterpret_cast<uintptr_t>(host[0].iov_base) & ~(uintptr_t { injection.page_size } - 1);
+    injection.page = reinterpret_cast<std::byte*>(page_address);
+    g_post_inside_the_window = &injection;
+    struct sigaction handler {};
+    handler.sa_sigaction = post_inside_the_window;
+    handler.sa_flags = SA_SIGINFO;
+    struct sigaction previous {};
+    ASSERT_EQ(::sigaction(SIGSEGV, &handler, &previous), 0);
+    ASSERT_EQ(::mprotect(injection.page, injection.page_size, PROT_READ), 0);
+
+    auto const popped = queue.pop_or_enable_notifications(chain);
+
+    ::mprotect(injection.page, injection.page_size, PROT_READ | PROT_WRITE);
+    ::sigaction(SIGSEGV, &previous, nullptr);
+    g_post_inside_the_window = nullptr;
+    ASSERT_TRUE(injection.fired) << "the device never published avail_event";
+    // The driver saw the avail_event of the last drain (0: nothing asked yet) and, by 2.7.10,
+    // would not notify for its index 1 -> 2. Only the device's own re-check can find it.
+    uint16_t const event = injection.avail_event_seen;
+    EXPECT_FALSE(static_cast<uint16_t>(2 - event - 1) < static_cast<uint16_t>(2 - 1));
+    ASSERT_TRUE(popped);
+    ASSERT_TRUE(*popped) << "the buffer posted inside the window was left on the ring";
+    EXPECT_EQ(chain.head(), injection.head);
+}
+
+// The same protocol with real threads, in both modes: a driver thread posts buffers and
+// notifies only when the device asked for it (EVENT_IDX: its new index passes avail_event,
+// read after a full fence, as Linux's virtqueue_kick_prepare does; without EVENT_IDX: always,
+// the device never sets NO_NOTIFY), while the device thread sleeps until notified and then
+// drains with pop_or_enable_notifications. A lost buffer leaves both sides waiting for ever
+// (the device for a notification, the driver for a used buffer), so the wait is bounded. The
+// window is a few instructions wide, so this run rarely lands in it; the test above pins it.
+class QueueNotificationRaceTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(QueueNotificationRaceTest, NoBufferIsLostBetweenTheEmptyCheckAndEnablingNotifications) {
+    constexpr uint16_t SIZE = 64;
+    constexpr uint32_t BUFFERS = 20000;
+    constexpr uint32_t OUTSTANDING = 4; // a short ring keeps the device emptying it, where the race is
+    constexpr auto STALL = std::chrono::seconds(2);
+    uint64_t const features = GetParam();
+    bool const event_index = has_feature(features, FEATURE_RING_EVENT_IDX);
+    GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
+    DriverQueue driver(memory, GuestAddress(0x1000), SIZE);
+    auto const buffer = driver.writable_buffer(8);
+    for (uint16_t i = 0; i < SIZE; ++i)
+        driver.write_descriptor(i, { buffer.address.value(), 8, DESCRIPTOR_F_WRITE, 0 });
+    auto queue = *Queue::create(memory, driver.config(), features);
+
+    std::atomic<uint32_t> notifications { 0 };
+    std::atomic<uint32_t> consumed { 0 };
+    std::atomic<bool> device_failed { false };
+    std::thread device([&] {
+        DescriptorChain chain;
+        auto last_progress = std::chrono::steady_clock::now();
+        while (consumed.load() < BUFFERS) {
+            if (notifications.exchange(0) == 0) {
+                if (std::chrono::steady_clock::now() - last_progress > STALL)
+                    return; // no notification and nothing to do: the driver is stuck too
+                std::this_thread::yield();
+                continue;
+            }
+            while (true) {
+                auto const popped = queue.pop_or_enable_notifications(chain);
+                if (!popped || (*popped && !queue.add_used(chain.head(), 0))) {
+                    device_failed = true;
+                    return;
+                }
+                if (!*popped)
+                    break;
+                consumed.fetch_add(1);
+            }
+            last_progress = std::chrono::steady_clock::now();
+        }
+    });
+
+    bool driver_stalled = false;
+    for (uint32_t posted = 0; posted < BUFFERS && !device_failed; ++posted) {
+        auto const waiting_since = std::chrono::steady_clock::now();
+        while (static_cast<uint16_t>(posted - driver.used_index()) >= OUTSTANDING) {
+            if (std::chrono::steady_clock::now() - waiting_since > STALL) {
+                driver_stalled = true;
+                break;
+            }
+            std::this_thread::yield();
+        }
+        if (driver_stalled)
+            break;
+        auto const old_index = static_cast<uint16_t>(posted);
+        auto const new_index = static_cast<uint16_t>(posted + 1);
+        auto const head = static_cast<uint16_t>(posted % SIZE);
+        if (!memory.write_obj(driver.config().available_ring.offset(4 + 2ull * head), head))
+            break; // cannot happen: the ring is inside guest RAM; the count below then fails
+        std::atomic_thread_fence(std::memory_order_release);
+        driver.set_available_index(new_index);
+        // The index store must be visible before the driver reads avail_event (2.7.10).
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        bool notify = true;
+        if (event_index) {
+            uint16_t const event = driver.available_event();
+            notify = static_cast<uint16_t>(new_index - event - 1) < static_cast<uint16_t>(new_index - old_index);
+        }
+        if (notify)
+            notifications.fetch_add(1);
+    }
+    device.join();
+    EXPECT_FALSE(device_failed) << "the queue reported an error";
+    EXPECT_FALSE(driver_stalled) << "the driver waited " << STALL.count() << " s for a used buffer";
+    EXPECT_EQ(consumed.load(), BUFFERS) << "a buffer was posted and never popped (a lost notification)";
+}
+
+INSTANTIATE_TEST_SUITE_P(Features, QueueNotificationRaceTest,
+                         ::testing::Values(uint64_t { 0 }, feature_bit(FEATURE_RING_EVENT_IDX)),
+                         [](auto const& parameter) { return parameter.param ? "EventIndex" : "NoEventIndex"; });
 
 TEST_F(QueueTest, SaveRestoreSaveGivesTheSameStateAndTheQueueCarriesOn) {
     auto queue = make_queue();

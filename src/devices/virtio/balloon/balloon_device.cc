@@ -228,46 +228,40 @@ Expected<void> BalloonDevice::drain(size_t index) {
     // by bytes of PFN arrays and reported ranges (work_budget.h).
     WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_BYTES_PER_WAKEUP);
     while (true) {
-        bool yielded = false;
-        while (true) {
-            if (slice.exhausted()) {
-                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
-                m_context->reschedule(index);
-                yielded = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            slice.charge_chain();
-            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
-            switch (role) {
-            case Role::Inflate:
-            case Role::Deflate:
-                TRY(inflate_or_deflate(role, m_chain));
-                TRY(queue.add_used(m_chain.head(), 0));
-                used_any = true;
-                break;
-            case Role::Reporting:
-                TRY(report_free_pages(m_chain));
-                TRY(queue.add_used(m_chain.head(), 0));
-                used_any = true;
-                break;
-            case Role::Stats:
-                if (m_held_stats_head) {
-                    // 5.5.6.3: the driver has one stats buffer in flight; a second one means
-                    // it gave up on the first, so hand that one back rather than hold two.
-                    TRY(queue.add_used(*m_held_stats_head, 0));
-                    m_held_stats_head.reset();
-                    used_any = true;
-                }
-                TRY(receive_statistics(m_chain));
-                break;
-            case Role::None:
-                return {};
-            }
-        }
-        if (yielded || !TRY(queue.enable_notifications()))
+        if (slice.exhausted()) {
+            m_budget_yields.fetch_add(1, std::memory_order_relaxed);
+            m_context->reschedule(index);
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            break;
+        slice.charge_chain();
+        slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
+        switch (role) {
+        case Role::Inflate:
+        case Role::Deflate:
+            TRY(inflate_or_deflate(role, m_chain));
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+            break;
+        case Role::Reporting:
+            TRY(report_free_pages(m_chain));
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+            break;
+        case Role::Stats:
+            if (m_held_stats_head) {
+                // 5.5.6.3: the driver has one stats buffer in flight; a second one means
+                // it gave up on the first, so hand that one back rather than hold two.
+                TRY(queue.add_used(*m_held_stats_head, 0));
+                m_held_stats_head.reset();
+                used_any = true;
+            }
+            TRY(receive_statistics(m_chain));
+            break;
+        case Role::None:
+            return {};
+        }
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();

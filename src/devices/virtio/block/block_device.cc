@@ -236,31 +236,27 @@ Expected<void> BlockDevice::drain() {
     // may start, so a full queue of large requests cannot hold the loop (work_budget.h).
     WorkBudget slice(QUEUE_SIZE, MAX_BYTES_PER_WAKEUP);
     while (true) {
-        while (true) {
-            if (m_waiting_for_limiter)
-                return {};
-            // In-flight bytes are bounded too, so stopping the VM (which waits for in-flight
-            // requests, see reset()) takes what the disk needs for MAX_IN_FLIGHT_BYTES at most.
-            if (m_engine->in_flight() >= m_engine->capacity() || m_in_flight_bytes >= MAX_IN_FLIGHT_BYTES) {
-                m_engine_full = true;
-                return {};
-            }
-            if (slice.exhausted()) {
-                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
-                m_context->reschedule(0);
-                return {};
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            slice.charge_chain();
-            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
-            m_range_bytes_started = 0;
-            if (TRY(start_request(m_chain)) == Started::Deferred)
-                return {};
-            slice.charge_bytes(m_range_bytes_started);
-        }
-        if (!TRY(queue.enable_notifications()))
+        if (m_waiting_for_limiter)
             return {};
+        // In-flight bytes are bounded too, so stopping the VM (which waits for in-flight
+        // requests, see reset()) takes what the disk needs for MAX_IN_FLIGHT_BYTES at most.
+        if (m_engine->in_flight() >= m_engine->capacity() || m_in_flight_bytes >= MAX_IN_FLIGHT_BYTES) {
+            m_engine_full = true;
+            return {};
+        }
+        if (slice.exhausted()) {
+            m_budget_yields.fetch_add(1, std::memory_order_relaxed);
+            m_context->reschedule(0);
+            return {};
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            return {};
+        slice.charge_chain();
+        slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
+        m_range_bytes_started = 0;
+        if (TRY(start_request(m_chain)) == Started::Deferred)
+            return {};
+        slice.charge_bytes(m_range_bytes_started);
     }
 }
 

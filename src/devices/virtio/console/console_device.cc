@@ -160,44 +160,37 @@ Expected<void> ConsoleDevice::transmit() {
     WorkBudget slice;
     m_scratch.resize(COPY_PIECE);
     while (true) {
-        bool queue_empty = false;
-        while (!slice.exhausted()) {
-            if (!m_transmit_offset) {
-                if (!TRY(queue.pop(m_transmit_chain))) {
-                    queue_empty = true;
-                    break;
-                }
-                m_transmit_offset = 0;
-            }
-            // A chain may hold gigabytes (256 descriptors of any length): copy what this slice
-            // allows and keep the chain, with its offset, for the next turn.
-            uint64_t& offset = *m_transmit_offset;
-            uint64_t const length = m_transmit_chain.readable_length();
-            while (offset < length && !slice.exhausted()) {
-                auto const piece = static_cast<size_t>(std::min<uint64_t>(COPY_PIECE, slice.bytes_left()));
-                size_t const copied = TRY(m_transmit_chain.read(memory, offset, std::span(m_scratch).first(piece)));
-                if (copied == 0)
-                    return Error::format("transmit chain {} ended at byte {} of {}", m_transmit_chain.head(), offset,
-                                         length);
-                m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
-                offset += copied;
-                m_bytes_transmitted += copied;
-                slice.charge_bytes(copied);
-            }
-            if (offset < length)
-                break;
-            TRY(queue.add_used(m_transmit_chain.head(), 0));
-            m_transmit_offset.reset();
-            used_any = true;
-            slice.charge_chain();
-        }
-        if (!queue_empty && slice.exhausted()) {
+        if (slice.exhausted()) {
             ++m_budget_yields;
             m_context->reschedule(TRANSMIT_QUEUE);
             break;
         }
-        if (m_transmit_offset || !TRY(queue.enable_notifications()))
-            break;
+        if (!m_transmit_offset) {
+            if (!TRY(queue.pop_or_enable_notifications(m_transmit_chain)))
+                break;
+            m_transmit_offset = 0;
+        }
+        // A chain may hold gigabytes (256 descriptors of any length): copy what this slice
+        // allows and keep the chain, with its offset, for the next turn.
+        uint64_t& offset = *m_transmit_offset;
+        uint64_t const length = m_transmit_chain.readable_length();
+        while (offset < length && !slice.exhausted()) {
+            auto const piece = static_cast<size_t>(std::min<uint64_t>(COPY_PIECE, slice.bytes_left()));
+            size_t const copied = TRY(m_transmit_chain.read(memory, offset, std::span(m_scratch).first(piece)));
+            if (copied == 0)
+                return Error::format("transmit chain {} ended at byte {} of {}", m_transmit_chain.head(), offset,
+                                     length);
+            m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
+            offset += copied;
+            m_bytes_transmitted += copied;
+            slice.charge_bytes(copied);
+        }
+        if (offset < length)
+            continue; // the slice is spent: the chain goes on next turn
+        TRY(queue.add_used(m_transmit_chain.head(), 0));
+        m_transmit_offset.reset();
+        used_any = true;
+        slice.charge_chain();
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
@@ -208,7 +201,10 @@ Expected<void> ConsoleDevice::deliver_input() {
     auto& queue = *m_context->queues[RECEIVE_QUEUE];
     auto const& memory = *m_context->memory;
     bool used_any = false;
-    while (!m_pending.empty() && TRY(queue.pop(m_chain))) {
+    // Out of receive buffers with input left, the device asks to be notified of the next one
+    // (EVENT_IDX): receive() runs only when the host has more input, so without that
+    // notification the input already waiting would stay until then.
+    while (!m_pending.empty() && TRY(queue.pop_or_enable_notifications(m_chain))) {
         size_t const length = static_cast<size_t>(std::min<uint64_t>(m_chain.writable_length(), m_pending.size()));
         if (length == 0) { // a receive buffer with no room: return it empty
             TRY(queue.add_used(m_chain.head(), 0));

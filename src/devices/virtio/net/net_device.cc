@@ -168,73 +168,65 @@ Expected<void> NetDevice::transmit() {
     auto& queue = *m_context->queues[TX_QUEUE];
     auto const& memory = *m_context->memory;
     bool used_any = false;
-    bool waiting = false;
     // A driver that keeps re-posting frames must not keep the loop here (work_budget.h).
     WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_TRANSMIT_BYTES_PER_WAKEUP);
-    while (!waiting) {
-        while (true) {
-            if (slice.exhausted()) {
-                ++m_tx_budget_yields;
-                m_context->reschedule(TX_QUEUE);
-                waiting = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_tx_chain)))
-                break;
-            uint64_t const length = m_tx_chain.readable_length();
-            slice.charge_chain();
-            slice.charge_bytes(length);
-            if (length < HEADER_SIZE || length > MAX_FRAME_SIZE) {
-                ++m_tx_drops;
-                log_dropped(fmt::format("dropped a transmit chain of {} bytes (a frame is {} to {} bytes)", length,
-                                        HEADER_SIZE, MAX_FRAME_SIZE));
-                TRY(queue.add_used(m_tx_chain.head(), 0));
-                used_any = true;
-                continue;
-            }
-            m_tx_pieces.clear();
-            for (auto const& segment : m_tx_chain.readable()) {
-                TRY(memory.host_ranges(segment.address, segment.length, m_tx_pieces));
-                if (m_tx_pieces.size() > IOV_MAX)
-                    break;
-            }
-            if (m_tx_pieces.size() > IOV_MAX) {
-                ++m_tx_drops;
-                log_dropped(fmt::format("dropped a transmit chain in more than {} pieces", IOV_MAX));
-                TRY(queue.add_used(m_tx_chain.head(), 0));
-                used_any = true;
-                continue;
-            }
-            uint64_t const frame_bytes = length - HEADER_SIZE;
-            if (m_tx_limiter && !m_tx_limiter->consume(frame_bytes)) {
-                // The limiter's timer resumes transmission.
-                queue.undo_pop(m_tx_chain);
-                ++m_tx_rate_limited;
-                waiting = true;
-                break;
-            }
-            auto const written = m_tap.write(m_tx_pieces);
-            if (!written) {
-                // The kernel refused the frame itself (EINVAL for an inconsistent GSO header,
-                // EIO while the interface is down): the guest's packet is lost, the device goes on.
-                ++m_tx_drops;
-                log_dropped(fmt::format("the TAP refused a frame of {} bytes: {}", length, written.error().message()));
-            } else if (!*written) {
-                queue.undo_pop(m_tx_chain);
-                ++m_tx_would_block;
-                m_tx_blocked = true;
-                waiting = true;
-                break;
-            } else {
-                ++m_tx_packets;
-                m_tx_bytes += frame_bytes;
-            }
-            // 5.1.6.2: transmit buffers are read-only to the device; nothing was written.
+    while (true) {
+        if (slice.exhausted()) {
+            ++m_tx_budget_yields;
+            m_context->reschedule(TX_QUEUE);
+            break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_tx_chain)))
+            break;
+        uint64_t const length = m_tx_chain.readable_length();
+        slice.charge_chain();
+        slice.charge_bytes(length);
+        if (length < HEADER_SIZE || length > MAX_FRAME_SIZE) {
+            ++m_tx_drops;
+            log_dropped(fmt::format("dropped a transmit chain of {} bytes (a frame is {} to {} bytes)", length,
+                                    HEADER_SIZE, MAX_FRAME_SIZE));
             TRY(queue.add_used(m_tx_chain.head(), 0));
             used_any = true;
+            continue;
         }
-        if (waiting || !TRY(queue.enable_notifications()))
+        m_tx_pieces.clear();
+        for (auto const& segment : m_tx_chain.readable()) {
+            TRY(memory.host_ranges(segment.address, segment.length, m_tx_pieces));
+            if (m_tx_pieces.size() > IOV_MAX)
+                break;
+        }
+        if (m_tx_pieces.size() > IOV_MAX) {
+            ++m_tx_drops;
+            log_dropped(fmt::format("dropped a transmit chain in more than {} pieces", IOV_MAX));
+            TRY(queue.add_used(m_tx_chain.head(), 0));
+            used_any = true;
+            continue;
+        }
+        uint64_t const frame_bytes = length - HEADER_SIZE;
+        if (m_tx_limiter && !m_tx_limiter->consume(frame_bytes)) {
+            // The limiter's timer resumes transmission.
+            queue.undo_pop(m_tx_chain);
+            ++m_tx_rate_limited;
             break;
+        }
+        auto const written = m_tap.write(m_tx_pieces);
+        if (!written) {
+            // The kernel refused the frame itself (EINVAL for an inconsistent GSO header,
+            // EIO while the interface is down): the guest's packet is lost, the device goes on.
+            ++m_tx_drops;
+            log_dropped(fmt::format("the TAP refused a frame of {} bytes: {}", length, written.error().message()));
+        } else if (!*written) {
+            queue.undo_pop(m_tx_chain);
+            ++m_tx_would_block;
+            m_tx_blocked = true;
+            break;
+        } else {
+            ++m_tx_packets;
+            m_tx_bytes += frame_bytes;
+        }
+        // 5.1.6.2: transmit buffers are read-only to the device; nothing was written.
+        TRY(queue.add_used(m_tx_chain.head(), 0));
+        used_any = true;
     }
     TRY(update_tap_interest());
     if (used_any && TRY(queue.should_interrupt()))
@@ -248,16 +240,13 @@ Expected<bool> NetDevice::hold_rx_chain() {
         return false;
     if (m_rx_held == m_rx_chains.size())
         m_rx_chains.emplace_back();
-    while (true) {
-        if (TRY(queue.pop(m_rx_chains[m_rx_held]))) {
-            m_rx_held_capacity += m_rx_chains[m_rx_held].writable_length();
-            ++m_rx_held;
-            return true;
-        }
-        // Every available chain has been popped, so avail_event now asks for the next one.
-        if (!TRY(queue.enable_notifications()))
-            return false;
-    }
+    // Every available chain has been popped when this finds none, so avail_event then asks
+    // for the next one.
+    if (!TRY(queue.pop_or_enable_notifications(m_rx_chains[m_rx_held])))
+        return false;
+    m_rx_held_capacity += m_rx_chains[m_rx_held].writable_length();
+    ++m_rx_held;
+    return true;
 }
 
 Expected<void> NetDevice::receive() {

@@ -96,38 +96,34 @@ Expected<void> RngDevice::drain() {
     bool used_any = false;
     WorkBudget slice;
     while (true) {
-        while (true) {
-            if (slice.exhausted()) {
-                // A driver that re-posts buffers as fast as they come back would keep this loop
-                // going for ever: take the rest on a later turn of the event loop.
-                ++m_budget_yields;
-                m_context->reschedule(0);
-                break;
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
-            // buffer is not forbidden by the specification; it is ignored.
-            uint32_t const length =
-                static_cast<uint32_t>(std::min<uint64_t>(m_chain.writable_length(), MAX_BYTES_PER_REQUEST));
-            if (m_budget && length > 0 && !m_budget(length)) {
-                queue.undo_pop(m_chain);
-                ++m_requests_deferred;
-                if (used_any && TRY(queue.should_interrupt()))
-                    m_context->interrupt->signal_used_buffer();
-                return {};
-            }
-            m_scratch.resize(length);
-            TRY(m_source(m_scratch));
-            auto const written = TRY(m_chain.write(memory, 0, m_scratch));
-            TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
-            m_bytes_served += written;
-            used_any = true;
-            slice.charge_chain();
-            slice.charge_bytes(std::max<uint64_t>(length, 1));
-        }
-        if (slice.exhausted() || !TRY(queue.enable_notifications()))
+        if (slice.exhausted()) {
+            // A driver that re-posts buffers as fast as they come back would keep this loop
+            // going for ever: take the rest on a later turn of the event loop.
+            ++m_budget_yields;
+            m_context->reschedule(0);
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            break;
+        // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
+        // buffer is not forbidden by the specification; it is ignored.
+        uint32_t const length =
+            static_cast<uint32_t>(std::min<uint64_t>(m_chain.writable_length(), MAX_BYTES_PER_REQUEST));
+        if (m_budget && length > 0 && !m_budget(length)) {
+            queue.undo_pop(m_chain);
+            ++m_requests_deferred;
+            if (used_any && TRY(queue.should_interrupt()))
+                m_context->interrupt->signal_used_buffer();
+            return {};
+        }
+        m_scratch.resize(length);
+        TRY(m_source(m_scratch));
+        auto const written = TRY(m_chain.write(memory, 0, m_scratch));
+        TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
+        m_bytes_served += written;
+        used_any = true;
+        slice.charge_chain();
+        slice.charge_bytes(std::max<uint64_t>(length, 1));
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();

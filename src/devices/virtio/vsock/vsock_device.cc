@@ -167,25 +167,21 @@ Expected<void> VsockDevice::process_tx() {
     bool used_any = false;
     bool yielded = false;
     while (true) {
-        while (true) {
-            if (budget.exhausted()) {
-                yielded = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_tx_chain)))
-                break;
-            budget.charge_chain();
-            TRY(handle_tx_packet(budget));
-            // 5.10.6.2: tx buffers are returned with nothing written.
-            TRY(queue.add_used(m_tx_chain.head(), 0));
-            used_any = true;
-            if (!m_context)
-                return {}; // a callback reset the device
-        }
         // With the budget spent the rest waits for the next turn; notifications stay as they
         // are (the reschedule below brings us back whether or not the driver notifies).
-        if (yielded || !TRY(queue.enable_notifications()))
+        if (budget.exhausted()) {
+            yielded = true;
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_tx_chain)))
+            break;
+        budget.charge_chain();
+        TRY(handle_tx_packet(budget));
+        // 5.10.6.2: tx buffers are returned with nothing written.
+        TRY(queue.add_used(m_tx_chain.head(), 0));
+        used_any = true;
+        if (!m_context)
+            return {}; // a callback reset the device
     }
     if (used_any && TRY(queue.should_interrupt()))
         m_context->interrupt->signal_used_buffer();
@@ -448,12 +444,9 @@ Expected<void> VsockDevice::process_rx() {
             yielded = true;
             break;
         }
-        if (!TRY(queue.pop(m_rx_chain))) {
-            // Out of buffers with work left: ask to be notified when the guest posts more.
-            if (!TRY(queue.enable_notifications()))
-                break;
-            continue;
-        }
+        // Out of buffers with work left: ask to be notified when the guest posts more.
+        if (!TRY(queue.pop_or_enable_notifications(m_rx_chain)))
+            break;
         auto const written = TRY(fill_rx_buffer());
         if (!written) {
             queue.undo_pop(m_rx_chain); // nothing could be sent now

@@ -87,11 +87,8 @@ Expected<void> VsockDevice::send_transport_reset() {
     bool used_any = false;
     // Each turn of the loop uses up one buffer, so it ends within the queue's size.
     while (m_transport_reset_pending) {
-        if (!TRY(queue.pop(m_event_chain))) {
-            if (!TRY(queue.enable_notifications()))
-                break; // the driver's next event buffer brings us back
-            continue;
-        }
+        if (!TRY(queue.pop_or_enable_notifications(m_event_chain)))
+            break; // the driver's next event buffer brings us back
         size_t const written = TRY(m_event_chain.write(*m_context->memory, 0, event));
         if (written < event.size()) {
             guest_error(fmt::format("event buffer of {} bytes cannot hold a {}-byte event; returned empty",
