@@ -1,5 +1,6 @@
 #include "devices/virtio/balloon/balloon_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <spdlog/spdlog.h>
@@ -58,16 +59,13 @@ uint64_t BalloonDevice::features() const {
 void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     // 5.5.4, little-endian: num_pages, actual, free_page_hint_cmd_id and poison_val (both zero:
     // FREE_PAGE_HINT and PAGE_POISON are not offered).
-    uint8_t image[CONFIG_SIZE] {};
+    std::array<uint8_t, CONFIG_SIZE> image {};
     {
         std::lock_guard guard(m_lock);
-        for (unsigned i = 0; i < 4; ++i) {
-            image[CONFIG_NUM_PAGES + i] = static_cast<uint8_t>(m_num_pages >> (8 * i));
-            image[CONFIG_ACTUAL + i] = static_cast<uint8_t>(m_actual_pages >> (8 * i));
-        }
+        put_config<CONFIG_NUM_PAGES>(image, m_num_pages);
+        put_config<CONFIG_ACTUAL>(image, m_actual_pages);
     }
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = (offset < CONFIG_SIZE && i < CONFIG_SIZE - offset) ? image[offset + i] : 0;
+    read_config_window(image, offset, data);
 }
 
 void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {
@@ -76,16 +74,10 @@ void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
     size_t ignored = 0;
     {
         std::lock_guard guard(m_lock);
-        for (size_t i = 0; i < data.size(); ++i) {
-            // The transport passes offsets inside its window, far from overflowing.
-            uint64_t const position = offset + i;
-            if (offset >= CONFIG_SIZE || position < CONFIG_ACTUAL || position >= CONFIG_ACTUAL + 4) {
-                ++ignored;
-                continue;
-            }
-            unsigned const shift = 8 * static_cast<unsigned>(position - CONFIG_ACTUAL);
-            m_actual_pages = (m_actual_pages & ~(uint32_t { 0xff } << shift)) | (uint32_t { data[i] } << shift);
-        }
+        std::array<uint8_t, sizeof(m_actual_pages)> actual {};
+        put_config<0>(actual, m_actual_pages);
+        ignored = write_config_field(actual, CONFIG_ACTUAL, offset, data);
+        std::memcpy(&m_actual_pages, actual.data(), actual.size());
     }
     if (ignored)
         guest_error(fmt::format("{}-byte config write at offset {:#x} touches fields other than `actual`", data.size(),

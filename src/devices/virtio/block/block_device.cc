@@ -1,5 +1,6 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include "backends/disk/disk_io.h"
@@ -37,12 +38,6 @@ constexpr size_t CONFIG_WRITE_ZEROES_MAY_UNMAP = 56;
 constexpr uint32_t RANGE_FLAG_UNMAP = 1;
 constexpr size_t REAP_BATCH = 64;
 constexpr unsigned HEAD_BITS = 16;
-
-template <typename T, size_t N>
-void put(std::array<uint8_t, N>& config, size_t offset, T value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::memcpy(config.data() + offset, &value, sizeof(T));
-}
 
 // The status byte is the last device-writable byte of the chain (5.2.6); zero-length
 // descriptors at the end do not count.
@@ -135,19 +130,19 @@ BlockDevice::BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskE
     else
         m_features |= feature_bit(BLOCK_FEATURE_DISCARD) | feature_bit(BLOCK_FEATURE_WRITE_ZEROES);
 
-    put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
-    put(m_config, CONFIG_SIZE_MAX, SIZE_MAX_BYTES);
-    put(m_config, CONFIG_SEG_MAX, SEG_MAX);
-    put(m_config, CONFIG_BLK_SIZE, static_cast<uint32_t>(SECTOR_SIZE));
-    put(m_config, CONFIG_WRITEBACK, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
-    put(m_config, CONFIG_NUM_QUEUES, uint16_t { 1 });
+    put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
+    put_config<CONFIG_SIZE_MAX>(m_config, SIZE_MAX_BYTES);
+    put_config<CONFIG_SEG_MAX>(m_config, SEG_MAX);
+    put_config<CONFIG_BLK_SIZE>(m_config, static_cast<uint32_t>(SECTOR_SIZE));
+    put_config<CONFIG_WRITEBACK>(m_config, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
+    put_config<CONFIG_NUM_QUEUES>(m_config, uint16_t { 1 });
     if (!m_image->read_only()) {
-        put(m_config, CONFIG_MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS);
-        put(m_config, CONFIG_MAX_DISCARD_SEG, uint32_t { 1 });
-        put(m_config, CONFIG_DISCARD_SECTOR_ALIGNMENT, DISCARD_SECTOR_ALIGNMENT);
-        put(m_config, CONFIG_MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SECTORS);
-        put(m_config, CONFIG_MAX_WRITE_ZEROES_SEG, uint32_t { 1 });
-        put(m_config, CONFIG_WRITE_ZEROES_MAY_UNMAP, uint8_t { 1 });
+        put_config<CONFIG_MAX_DISCARD_SECTORS>(m_config, MAX_DISCARD_SECTORS);
+        put_config<CONFIG_MAX_DISCARD_SEG>(m_config, uint32_t { 1 });
+        put_config<CONFIG_DISCARD_SECTOR_ALIGNMENT>(m_config, DISCARD_SECTOR_ALIGNMENT);
+        put_config<CONFIG_MAX_WRITE_ZEROES_SECTORS>(m_config, MAX_WRITE_ZEROES_SECTORS);
+        put_config<CONFIG_MAX_WRITE_ZEROES_SEG>(m_config, uint32_t { 1 });
+        put_config<CONFIG_WRITE_ZEROES_MAY_UNMAP>(m_config, uint8_t { 1 });
     }
 }
 
@@ -160,12 +155,8 @@ BlockDevice::~BlockDevice() {
 }
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    std::fill(data.begin(), data.end(), uint8_t { 0 });
     std::lock_guard guard(m_config_lock);
-    if (offset >= m_config.size())
-        return;
-    size_t const count = std::min<uint64_t>(data.size(), m_config.size() - offset);
-    std::memcpy(data.data(), m_config.data() + offset, count);
+    read_config_window(m_config, offset, data);
 }
 
 Expected<void> BlockDevice::activate(ActivationContext context) {
@@ -489,7 +480,7 @@ void BlockDevice::set_capacity(uint64_t size_bytes) {
     m_capacity_sectors = size_bytes / SECTOR_SIZE;
     {
         std::lock_guard guard(m_config_lock);
-        put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
+        put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }
     if (m_context)

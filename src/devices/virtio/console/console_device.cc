@@ -1,8 +1,10 @@
 #include "devices/virtio/console/console_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace kvmm::virtio {
@@ -12,6 +14,7 @@ namespace {
 constexpr size_t RECEIVE_QUEUE = 0;
 constexpr size_t TRANSMIT_QUEUE = 1;
 // Config layout (5.3.4): cols u16, rows u16, max_nr_ports u32, emerg_wr u32.
+constexpr size_t MAX_PORTS_OFFSET = 4;
 constexpr uint64_t EMERGENCY_WRITE_OFFSET = 8;
 constexpr size_t CONFIG_SIZE = 12;
 // Output is copied out of guest memory in pieces of this size, so a huge chain costs time
@@ -26,11 +29,9 @@ uint64_t ConsoleDevice::features() const {
 }
 
 void ConsoleDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    uint8_t config[CONFIG_SIZE] {};
-    uint32_t const max_ports = 1;
-    std::memcpy(config + 4, &max_ports, sizeof(max_ports));
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = offset + i < CONFIG_SIZE ? config[offset + i] : 0;
+    std::array<uint8_t, CONFIG_SIZE> config {};
+    put_config<MAX_PORTS_OFFSET>(config, uint32_t { 1 });
+    read_config_window(config, offset, data);
 }
 
 void ConsoleDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {

@@ -1,5 +1,6 @@
 #include "devices/virtio/net/net_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include "backends/net/offloads.h"
@@ -47,8 +48,8 @@ NetDevice::NetDevice(Tap tap, NetDeviceOptions options, EventLoop& event_loop)
       m_tx_limiter(std::move(options.tx_rate_limiter)), m_event_loop(event_loop), m_frame(MAX_FRAME_SIZE) {
     // 5.1.4: the configuration space never changes, so vCPU threads read it without a lock.
     std::copy(m_mac.begin(), m_mac.end(), m_config.begin() + NET_CONFIG_MAC_OFFSET);
-    put_le16(m_config.data() + NET_CONFIG_STATUS_OFFSET, NET_STATUS_LINK_UP);
-    put_le16(m_config.data() + NET_CONFIG_MAX_VIRTQUEUE_PAIRS_OFFSET, 1);
+    put_config<NET_CONFIG_STATUS_OFFSET>(m_config, NET_STATUS_LINK_UP);
+    put_config<NET_CONFIG_MAX_VIRTQUEUE_PAIRS_OFFSET>(m_config, uint16_t { 1 });
     m_tx_pieces.reserve(QUEUE_SIZE);
 }
 
@@ -69,12 +70,7 @@ uint64_t NetDevice::features() const {
     return features;
 }
 
-void NetDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    for (size_t i = 0; i < data.size(); ++i) {
-        uint64_t const at = offset + i;
-        data[i] = at >= offset && at < m_config.size() ? m_config[at] : 0;
-    }
-}
+void NetDevice::read_config(uint64_t offset, std::span<uint8_t> data) { read_config_window(m_config, offset, data); }
 
 Expected<void> NetDevice::activate(ActivationContext context) {
     if (context.queues.size() < 2 || !context.queues[RX_QUEUE] || !context.queues[TX_QUEUE])

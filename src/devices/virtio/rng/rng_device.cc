@@ -1,5 +1,6 @@
 #include "devices/virtio/rng/rng_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <algorithm>
@@ -34,8 +35,8 @@ uint64_t RngDevice::features() const {
     return feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
 }
 
-void RngDevice::read_config(uint64_t, std::span<uint8_t> data) {
-    std::memset(data.data(), 0, data.size()); // 5.4.4: no configuration space
+void RngDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    read_config_window({}, offset, data); // 5.4.4: no configuration space
 }
 
 Expected<void> RngDevice::activate(ActivationContext context) {

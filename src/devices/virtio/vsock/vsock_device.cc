@@ -1,10 +1,12 @@
 #include "devices/virtio/vsock/vsock_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/vsock/vsock_host_socket.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -104,10 +106,9 @@ uint64_t VsockDevice::features() const {
 
 void VsockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     // 5.10.4: struct virtio_vsock_config { le64 guest_cid; }.
-    uint8_t config[8];
-    std::memcpy(config, &m_guest_cid, sizeof(config));
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = offset + i < sizeof(config) ? config[offset + i] : 0;
+    std::array<uint8_t, sizeof(uint64_t)> config {};
+    put_config<0>(config, m_guest_cid);
+    read_config_window(config, offset, data);
 }
 
 Expected<void> VsockDevice::activate(ActivationContext context) {
