@@ -35,19 +35,8 @@ constexpr size_t CONFIG_MAX_WRITE_ZEROES_SECTORS = 48;
 constexpr size_t CONFIG_MAX_WRITE_ZEROES_SEG = 52;
 constexpr size_t CONFIG_WRITE_ZEROES_MAY_UNMAP = 56;
 
-constexpr uint32_t RANGE_FLAG_UNMAP = 1;
 constexpr size_t REAP_BATCH = 64;
 constexpr unsigned HEAD_BITS = 16;
-
-// The status byte is the last device-writable byte of the chain (5.2.6); zero-length
-// descriptors at the end do not count.
-std::optional<GuestAddress> last_writable_byte(std::span<ChainSegment const> writable) {
-    for (auto it = writable.rbegin(); it != writable.rend(); ++it) {
-        if (it->length > 0)
-            return it->address.offset(it->length - 1);
-    }
-    return std::nullopt;
-}
 
 // Appends the host ranges behind bytes [offset, offset + length) of `segments`. Drivers may
 // frame a request any way they like (2.6.4), so the data need not start at a descriptor.
@@ -68,25 +57,6 @@ Expected<void> collect_host_ranges(GuestMemory const& memory, std::span<ChainSeg
     if (length != 0)
         return Error::format("request data is {} bytes shorter than its chain claims", length);
     return {};
-}
-
-char const* type_name(uint32_t type) {
-    switch (type) {
-    case BLOCK_REQUEST_IN:
-        return "IN";
-    case BLOCK_REQUEST_OUT:
-        return "OUT";
-    case BLOCK_REQUEST_FLUSH:
-        return "FLUSH";
-    case BLOCK_REQUEST_GET_ID:
-        return "GET_ID";
-    case BLOCK_REQUEST_DISCARD:
-        return "DISCARD";
-    case BLOCK_REQUEST_WRITE_ZEROES:
-        return "WRITE_ZEROES";
-    default:
-        return "unknown";
-    }
 }
 
 } // namespace
@@ -251,136 +221,66 @@ Expected<void> BlockDevice::drain() {
     }
 }
 
+BlockRequestLimits BlockDevice::request_limits() {
+    return { MAX_REQUEST_BYTES, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS };
+}
+
 Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const& chain) {
     auto const& memory = *m_context->memory;
-    auto const status = last_writable_byte(chain.writable());
-    if (!status) {
+    auto const parsed =
+        TRY(parse_block_request(memory, chain, m_capacity_sectors, m_image->read_only(), request_limits()));
+    if (auto const* rejected = std::get_if<BlockRequestRejection>(&parsed)) {
+        if (rejected->status)
+            return reject(chain, *rejected->status, rejected->status_value, rejected->reason);
         // Nowhere to put a status: the request cannot be answered, only given back.
         m_errors.fetch_add(1, std::memory_order_relaxed);
-        log_guest_error(
-            fmt::format("request at head {} has no device-writable status byte; returned unanswered", chain.head()));
+        log_guest_error(fmt::format("request at head {}: {}; returned unanswered", chain.head(), rejected->reason));
         TRY(m_context->queues[0]->add_used(chain.head(), 0));
         m_used_pending = true;
         return Started::Answered;
     }
-
-    BlockRequestHeader header {};
-    auto const copied = TRY(chain.read(memory, 0, std::as_writable_bytes(std::span(&header, 1))));
-    if (copied < sizeof(header))
-        return reject(chain, *status, BLOCK_STATUS_IOERR,
-                      fmt::format("request header is {} bytes, {} expected", copied, sizeof(header)));
-    uint64_t const readable_data = chain.readable_length() - sizeof(header);
-    uint64_t const writable_data = chain.writable_length() - 1;
-
-    switch (header.type) {
+    auto const& request = std::get<BlockRequest>(parsed);
+    switch (request.type) {
     case BLOCK_REQUEST_IN:
-    case BLOCK_REQUEST_OUT: {
-        bool const is_read = header.type == BLOCK_REQUEST_IN;
-        // 5.2.6.1: IN data is device-writable, OUT data device-readable; never both.
-        uint64_t const wrong_direction = is_read ? readable_data : writable_data;
-        if (wrong_direction != 0)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request has {} data bytes in the wrong direction", type_name(header.type),
-                                      wrong_direction));
-        if (!is_read && m_image->read_only())
-            return reject(chain, *status, BLOCK_STATUS_IOERR, "OUT request on a read-only disk");
-        uint64_t const length = is_read ? writable_data : readable_data;
-        if (length % SECTOR_SIZE != 0)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request of {} bytes is not a multiple of {}", type_name(header.type), length,
-                                      SECTOR_SIZE));
-        // A driver that honours size_max and seg_max (5.2.4) never sends more.
-        if (length > MAX_REQUEST_BYTES)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request of {} bytes is larger than {} (seg_max x size_max)",
-                                      type_name(header.type), length, MAX_REQUEST_BYTES));
-        if (!range_in_capacity(header.sector, length))
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request at sector {} for {} bytes ends beyond the capacity of {} sectors",
-                                      type_name(header.type), header.sector, length, m_capacity_sectors));
+    case BLOCK_REQUEST_OUT:
         m_iovecs.clear();
-        TRY(collect_host_ranges(memory, is_read ? chain.writable() : chain.readable(), is_read ? 0 : sizeof(header),
-                                length, m_iovecs));
+        TRY(collect_host_ranges(memory, request.data_segments, request.data_offset, request.length, m_iovecs));
         if (m_iovecs.size() > disk_io::MAX_SEGMENTS)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
+            return reject(chain, request.status, BLOCK_STATUS_IOERR,
                           fmt::format("request data spans {} host ranges, more than {}", m_iovecs.size(),
                                       disk_io::MAX_SEGMENTS));
-        if (length == 0) {
-            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
-            return Started::Answered;
-        }
-        return submit(chain, header, *status, length, false);
-    }
+        break;
     case BLOCK_REQUEST_FLUSH:
         if (m_options.write_through) {
             // FLUSH is not offered in write-through mode; every completed write is durable already.
             m_flush_operations.fetch_add(1, std::memory_order_relaxed);
-            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
+            TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, 1));
             return Started::Answered;
         }
-        return submit(chain, header, *status, 0, false);
+        return submit(chain, request);
     case BLOCK_REQUEST_GET_ID: {
         // 5.2.6: 20 bytes, zero-padded (NUL-terminated when shorter than 20).
         std::array<std::byte, ID_BYTES> id {};
         std::memcpy(id.data(), m_id.data(), m_id.size());
-        size_t const count = std::min<uint64_t>(writable_data, ID_BYTES);
-        auto const written = TRY(chain.write(memory, 0, std::span(id).first(count)));
-        TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, static_cast<uint32_t>(written + 1)));
+        auto const written = TRY(chain.write(memory, 0, std::span(id).first(static_cast<size_t>(request.length))));
+        TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, static_cast<uint32_t>(written + 1)));
         return Started::Answered;
     }
-    case BLOCK_REQUEST_DISCARD:
-    case BLOCK_REQUEST_WRITE_ZEROES:
-        return start_range_request(chain, header, *status);
-    default:
-        return reject(chain, *status, BLOCK_STATUS_UNSUPP, fmt::format("unsupported request type {}", header.type));
+    default: // DISCARD, WRITE_ZEROES
+        break;
     }
-}
-
-Expected<BlockDevice::Started> BlockDevice::start_range_request(DescriptorChain const& chain,
-                                                                BlockRequestHeader const& header, GuestAddress status) {
-    bool const is_discard = header.type == BLOCK_REQUEST_DISCARD;
-    char const* const name = type_name(header.type);
-    if (m_image->read_only())
-        return reject(chain, status, BLOCK_STATUS_IOERR, fmt::format("{} request on a read-only disk", name));
-    uint64_t const payload = chain.readable_length() - sizeof(header);
-    if (payload == 0 || payload % sizeof(BlockRangeSegment) != 0)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} payload of {} bytes is not a whole number of 16-byte segments", name, payload));
-    // max_discard_seg = max_write_zeroes_seg = 1 (5.2.4).
-    if (payload / sizeof(BlockRangeSegment) > 1)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request has {} segments, at most 1 is supported", name,
-                                  payload / sizeof(BlockRangeSegment)));
-    BlockRangeSegment segment {};
-    TRY(chain.read(*m_context->memory, sizeof(header), std::as_writable_bytes(std::span(&segment, 1))));
-    // 5.2.6.2: unknown flags, and unmap on a discard, are UNSUPP.
-    if ((segment.flags & ~RANGE_FLAG_UNMAP) != 0 || (is_discard && (segment.flags & RANGE_FLAG_UNMAP) != 0))
-        return reject(chain, status, BLOCK_STATUS_UNSUPP,
-                      fmt::format("{} request with unsupported flags {:#x}", name, segment.flags));
-    uint32_t const limit = is_discard ? MAX_DISCARD_SECTORS : MAX_WRITE_ZEROES_SECTORS;
-    if (segment.num_sectors > limit)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request of {} sectors exceeds the limit of {}", name, segment.num_sectors,
-                                  limit));
-    uint64_t const length = uint64_t { segment.num_sectors } * SECTOR_SIZE;
-    if (!range_in_capacity(segment.sector, length))
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request at sector {} for {} sectors ends beyond the capacity of {} sectors", name,
-                                  segment.sector, segment.num_sectors, m_capacity_sectors));
-    if (length == 0) {
-        TRY(answer(chain.head(), status, BLOCK_STATUS_OK, 1));
+    if (request.length == 0) {
+        TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, 1));
         return Started::Answered;
     }
-    BlockRequestHeader range_header = header;
-    range_header.sector = segment.sector;
-    return submit(chain, range_header, status, length, (segment.flags & RANGE_FLAG_UNMAP) != 0);
+    return submit(chain, request);
 }
 
-Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequestHeader const& header,
-                                                   GuestAddress status, uint64_t length, bool may_unmap) {
+Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequest const& request) {
+    uint64_t const length = request.length;
     auto& queue = *m_context->queues[0];
     // Only data moves count against the bandwidth bucket; every request takes an op token.
-    bool const moves_data = header.type == BLOCK_REQUEST_IN || header.type == BLOCK_REQUEST_OUT;
+    bool const moves_data = request.type == BLOCK_REQUEST_IN || request.type == BLOCK_REQUEST_OUT;
     if (m_options.rate_limiter && !m_options.rate_limiter->consume(moves_data ? length : 0)) {
         queue.undo_pop(chain);
         m_waiting_for_limiter = true;
@@ -388,9 +288,9 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
         return Started::Deferred;
     }
     uint64_t const tag = (m_generation << HEAD_BITS) | chain.head();
-    uint64_t const offset = header.sector * SECTOR_SIZE; // no overflow: checked against the capacity
+    uint64_t const offset = request.sector * SECTOR_SIZE; // no overflow: checked against the capacity
     Expected<void> submitted {};
-    switch (header.type) {
+    switch (request.type) {
     case BLOCK_REQUEST_IN:
         submitted = m_engine->read(tag, offset, m_iovecs);
         break;
@@ -404,7 +304,7 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
         submitted = m_engine->discard(tag, offset, length);
         break;
     default:
-        submitted = m_engine->write_zeroes(tag, offset, length, may_unmap);
+        submitted = m_engine->write_zeroes(tag, offset, length, request.may_unmap);
         break;
     }
     if (!submitted) {
@@ -413,10 +313,11 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
             m_engine_full = true;
             return Started::Deferred;
         }
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("submitting {} failed: {}", type_name(header.type), submitted.error().message()));
+        return reject(chain, request.status, BLOCK_STATUS_IOERR,
+                      fmt::format("submitting {} failed: {}", block_request_type_name(request.type),
+                                  submitted.error().message()));
     }
-    m_in_flight[chain.head()] = InFlight { true, header.type, status, static_cast<uint32_t>(length) };
+    m_in_flight[chain.head()] = InFlight { true, request.type, request.status, static_cast<uint32_t>(length) };
     m_in_flight_bytes += length;
     if (!moves_data)
         m_range_bytes_started = length;
@@ -548,7 +449,8 @@ Expected<void> BlockDevice::answer_completions() {
                                           static_cast<uint32_t>(completion.result) != request.data_length)) {
                 status = BLOCK_STATUS_IOERR;
                 m_errors.fetch_add(1, std::memory_order_relaxed);
-                spdlog::warn("virtio-blk {}: {} request failed: {}", m_image->path(), type_name(request.type),
+                spdlog::warn("virtio-blk {}: {} request failed: {}", m_image->path(),
+                             block_request_type_name(request.type),
                              completion.result < 0 ? std::strerror(-completion.result) : "short transfer");
             } else if (request.type == BLOCK_REQUEST_IN) {
                 written += request.data_length;
@@ -579,11 +481,6 @@ void BlockDevice::wait_for_in_flight() {
     ++m_generation;
     for (auto& request : m_in_flight)
         request.active = false;
-}
-
-bool BlockDevice::range_in_capacity(uint64_t sector, uint64_t length_bytes) const {
-    // sector + length/512 <= capacity, written so that nothing overflows.
-    return sector <= m_capacity_sectors && length_bytes / SECTOR_SIZE <= m_capacity_sectors - sector;
 }
 
 void BlockDevice::log_guest_error(std::string const& message) {

@@ -8,9 +8,10 @@
 // chain head is the engine's tag, and a preallocated table indexed by head
 // remembers what each in-flight request needs to be answered.
 //
-// The driver is untrusted: every request is validated before any I/O (header
-// size, data direction, 512-byte multiples, overflow-checked range against the
-// capacity, read-only disks, discard/write-zeroes segments). A bad request is
+// The driver is untrusted: every request is validated before any I/O, by the
+// pure parser in block_request.h (header size, data direction, 512-byte
+// multiples, overflow-checked range against the capacity, read-only disks,
+// discard/write-zeroes segments). A bad request is
 // answered with IOERR or UNSUPP and one rate-limited log line; the device keeps
 // working. Only a broken ring (a queue Error) puts the device into
 // DEVICE_NEEDS_RESET.
@@ -36,6 +37,7 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "devices/virtio/block/block_request.h"
 #include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 
@@ -58,33 +60,6 @@ inline constexpr unsigned BLOCK_FEATURE_BLK_SIZE = 6;
 inline constexpr unsigned BLOCK_FEATURE_FLUSH = 9;
 inline constexpr unsigned BLOCK_FEATURE_DISCARD = 13;
 inline constexpr unsigned BLOCK_FEATURE_WRITE_ZEROES = 14;
-
-// Request types and status values (5.2.6).
-inline constexpr uint32_t BLOCK_REQUEST_IN = 0;
-inline constexpr uint32_t BLOCK_REQUEST_OUT = 1;
-inline constexpr uint32_t BLOCK_REQUEST_FLUSH = 4;
-inline constexpr uint32_t BLOCK_REQUEST_GET_ID = 8;
-inline constexpr uint32_t BLOCK_REQUEST_DISCARD = 11;
-inline constexpr uint32_t BLOCK_REQUEST_WRITE_ZEROES = 13;
-inline constexpr uint8_t BLOCK_STATUS_OK = 0;
-inline constexpr uint8_t BLOCK_STATUS_IOERR = 1;
-inline constexpr uint8_t BLOCK_STATUS_UNSUPP = 2;
-
-// The request header (5.2.6 struct virtio_blk_req, first part).
-struct BlockRequestHeader {
-    uint32_t type;
-    uint32_t reserved;
-    uint64_t sector;
-};
-static_assert(sizeof(BlockRequestHeader) == 16);
-
-// One discard / write-zeroes range (5.2.6 struct virtio_blk_discard_write_zeroes).
-struct BlockRangeSegment {
-    uint64_t sector;
-    uint32_t num_sectors;
-    uint32_t flags; // bit 0: unmap (write zeroes only)
-};
-static_assert(sizeof(BlockRangeSegment) == 16);
 
 struct BlockOptions {
     DiskEngineKind engine { DiskEngineKind::IoUring };
@@ -124,7 +99,7 @@ struct BlockState {
 class BlockDevice final : public VirtioDevice {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
-    static constexpr uint64_t SECTOR_SIZE = 512;
+    static constexpr uint64_t SECTOR_SIZE = BLOCK_SECTOR_SIZE;
     // Data segments per request (config seg_max): the queue size less header and status. Even
     // if every segment is split by host_ranges(), a request stays within the engine's limit.
     static constexpr uint32_t SEG_MAX = QUEUE_SIZE - 2;
@@ -143,8 +118,8 @@ public:
     // keep one request as small as the largest data request.
     static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 16; // 32 MiB per request
     static constexpr uint32_t DISCARD_SECTOR_ALIGNMENT = 8;        // 4 KiB, the file system block
-    static constexpr size_t ID_BYTES = 20;                         // VIRTIO_BLK_ID_BYTES
-    static constexpr size_t CONFIG_SIZE = 60;                      // through write_zeroes_may_unmap and its padding
+    static constexpr size_t ID_BYTES = BLOCK_ID_BYTES;
+    static constexpr size_t CONFIG_SIZE = 60; // through write_zeroes_may_unmap and its padding
     static constexpr std::chrono::seconds RESET_DRAIN_TIMEOUT { 30 };
 
     // Takes ownership of `image`, creates its engine (queue depth QUEUE_SIZE) and registers the
@@ -234,12 +209,11 @@ private:
     BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskEngine> engine, EventLoop& event_loop,
                 BlockOptions options);
 
+    // The limits this device offers in its configuration space and enforces on every request.
+    static BlockRequestLimits request_limits();
     Expected<void> drain();
     Expected<Started> start_request(DescriptorChain const& chain);
-    Expected<Started> start_range_request(DescriptorChain const& chain, BlockRequestHeader const& header,
-                                          GuestAddress status);
-    Expected<Started> submit(DescriptorChain const& chain, BlockRequestHeader const& header, GuestAddress status,
-                             uint64_t length, bool may_unmap);
+    Expected<Started> submit(DescriptorChain const& chain, BlockRequest const& request);
     Expected<Started> reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
                              std::string const& message);
     Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
@@ -254,7 +228,6 @@ private:
     void on_limiter_timer();
     void run(Expected<void> (BlockDevice::*step)());
     void wait_for_in_flight();
-    bool range_in_capacity(uint64_t sector, uint64_t length_bytes) const;
     void log_guest_error(std::string const& message);
 
     std::unique_ptr<DiskImage> m_image;
