@@ -43,12 +43,12 @@ void ConsoleDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
 Expected<void> ConsoleDevice::activate(ActivationContext context) {
     if (context.queues.size() < 2 || !context.queues[RECEIVE_QUEUE] || !context.queues[TRANSMIT_QUEUE])
         return Error("the console's receive and transmit queues were not both set up");
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
 void ConsoleDevice::reset() {
-    m_context.reset();
+    drop_context();
     m_transmit_offset.reset();
 }
 
@@ -56,10 +56,10 @@ Expected<void> ConsoleDevice::save_state(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
     std::vector<uint8_t> const pending(m_pending.begin(), m_pending.end());
     writer.bytes(std::span<uint8_t const>(pending));
-    writer.boolean(m_context.has_value());
-    if (m_context) {
-        m_context->queues[RECEIVE_QUEUE]->save().encode(writer);
-        m_context->queues[TRANSMIT_QUEUE]->save().encode(writer);
+    writer.boolean(active());
+    if (active()) {
+        context().queues[RECEIVE_QUEUE]->save().encode(writer);
+        context().queues[TRANSMIT_QUEUE]->save().encode(writer);
         writer.boolean(m_transmit_offset.has_value());
         if (m_transmit_offset) {
             writer.u16(m_transmit_chain.head());
@@ -121,49 +121,39 @@ Expected<void> ConsoleDevice::restore_state(StateReader& reader, std::optional<A
     TRY(reader.end_section());
     m_pending.assign(reinterpret_cast<uint8_t const*>(pending.data()),
                      reinterpret_cast<uint8_t const*>(pending.data()) + pending.size());
-    m_context = std::move(context);
+    if (context)
+        take_context(std::move(*context));
+    else
+        drop_context();
     m_transmit_chain = std::move(transmit_chain);
     m_transmit_offset = transmit_offset;
     return {};
 }
 
-void ConsoleDevice::fail(Error const& error) {
-    m_transmit_offset.reset();
-    auto context = std::move(*m_context);
-    m_context.reset();
-    context.fail(error);
-}
-
 void ConsoleDevice::process_queue(size_t index) {
-    if (!m_context)
+    if (!active())
         return;
-    auto result = index == TRANSMIT_QUEUE ? transmit() : deliver_input();
-    if (!result)
-        fail(result.error());
+    fail_on_error(index == TRANSMIT_QUEUE ? transmit() : deliver_input());
 }
 
 size_t ConsoleDevice::receive(std::span<uint8_t const> bytes) {
     size_t const room = MAX_PENDING_INPUT - m_pending.size();
     size_t const taken = std::min(room, bytes.size());
     m_pending.insert(m_pending.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(taken));
-    if (m_context) {
-        auto delivered = deliver_input();
-        if (!delivered)
-            fail(delivered.error());
-    }
+    if (active())
+        fail_on_error(deliver_input());
     return taken;
 }
 
 Expected<void> ConsoleDevice::transmit() {
-    auto& queue = *m_context->queues[TRANSMIT_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[TRANSMIT_QUEUE];
+    auto const& memory = *context().memory;
     bool used_any = false;
     WorkBudget slice;
     m_scratch.resize(COPY_PIECE);
     while (true) {
         if (slice.exhausted()) {
-            ++m_budget_yields;
-            m_context->reschedule(TRANSMIT_QUEUE);
+            yield_turn(TRANSMIT_QUEUE);
             break;
         }
         if (!m_transmit_offset) {
@@ -193,14 +183,14 @@ Expected<void> ConsoleDevice::transmit() {
         used_any = true;
         slice.charge_chain();
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
 Expected<void> ConsoleDevice::deliver_input() {
-    auto& queue = *m_context->queues[RECEIVE_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[RECEIVE_QUEUE];
+    auto const& memory = *context().memory;
     bool used_any = false;
     // Out of receive buffers with input left, the device asks to be notified of the next one
     // (EVENT_IDX): receive() runs only when the host has more input, so without that
@@ -220,8 +210,8 @@ Expected<void> ConsoleDevice::deliver_input() {
         TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
         used_any = true;
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 

@@ -42,17 +42,17 @@ void RngDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
 Expected<void> RngDevice::activate(ActivationContext context) {
     if (context.queues.empty() || !context.queues[0])
         return Error("the entropy device's request queue was not set up");
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
-void RngDevice::reset() { m_context.reset(); }
+void RngDevice::reset() { drop_context(); }
 
 Expected<void> RngDevice::save_state(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
-    writer.boolean(m_context.has_value());
-    if (m_context)
-        m_context->queues[0]->save().encode(writer);
+    writer.boolean(active());
+    if (active())
+        context().queues[0]->save().encode(writer);
     writer.end_section();
     return {};
 }
@@ -76,32 +76,29 @@ Expected<void> RngDevice::restore_state(StateReader& reader, std::optional<Activ
             return Error::format("saved state {}/{}: {}", SECTION, QueueState::SECTION, restored.error().message());
     }
     TRY(reader.end_section());
-    m_context = std::move(context);
+    if (context)
+        take_context(std::move(*context));
+    else
+        drop_context();
     return {};
 }
 
 void RngDevice::process_queue(size_t index) {
-    if (!m_context || index != 0)
+    if (!active() || index != 0)
         return;
-    auto drained = drain();
-    if (!drained) {
-        auto context = std::move(*m_context);
-        m_context.reset();
-        context.fail(drained.error());
-    }
+    fail_on_error(drain());
 }
 
 Expected<void> RngDevice::drain() {
-    auto& queue = *m_context->queues[0];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[0];
+    auto const& memory = *context().memory;
     bool used_any = false;
     WorkBudget slice;
     while (true) {
         if (slice.exhausted()) {
             // A driver that re-posts buffers as fast as they come back would keep this loop
             // going for ever: take the rest on a later turn of the event loop.
-            ++m_budget_yields;
-            m_context->reschedule(0);
+            yield_turn(0);
             break;
         }
         if (!TRY(queue.pop_or_enable_notifications(m_chain)))
@@ -113,8 +110,8 @@ Expected<void> RngDevice::drain() {
         if (m_budget && length > 0 && !m_budget(length)) {
             queue.undo_pop(m_chain);
             ++m_requests_deferred;
-            if (used_any && TRY(queue.should_interrupt()))
-                m_context->interrupt->signal_used_buffer();
+            if (used_any)
+                TRY(interrupt_if_wanted(queue));
             return {};
         }
         m_scratch.resize(length);
@@ -126,8 +123,8 @@ Expected<void> RngDevice::drain() {
         slice.charge_chain();
         slice.charge_bytes(std::max<uint64_t>(length, 1));
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
