@@ -138,13 +138,13 @@ Expected<void> BlockDevice::activate(ActivationContext context) {
     m_engine_full = false;
     m_waiting_for_limiter = false;
     m_used_pending = false;
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
 void BlockDevice::reset() {
     wait_for_in_flight();
-    m_context.reset();
+    drop_context();
     m_in_flight.clear();
     m_in_flight_bytes = 0;
     m_engine_full = false;
@@ -168,11 +168,7 @@ void BlockDevice::run(Expected<void> (BlockDevice::*step)()) {
     auto result = (this->*step)();
     if (result)
         result = finish_signalling();
-    if (!result && m_context) {
-        auto context = std::move(*m_context);
-        m_context.reset();
-        context.fail(result.error());
-    }
+    fail_on_error(result);
 }
 
 Expected<void> BlockDevice::finish_signalling() {
@@ -181,18 +177,17 @@ Expected<void> BlockDevice::finish_signalling() {
         m_submissions_pending = false;
         TRY(m_engine->flush_submissions());
     }
-    if (m_used_pending && m_context) {
+    if (m_used_pending && active()) {
         m_used_pending = false;
-        if (TRY(m_context->queues[0]->should_interrupt()))
-            m_context->interrupt->signal_used_buffer();
+        TRY(interrupt_if_wanted(*context().queues[0]));
     }
     return {};
 }
 
 Expected<void> BlockDevice::drain() {
-    if (!m_context)
+    if (!active())
         return {};
-    auto& queue = *m_context->queues[0];
+    auto& queue = *context().queues[0];
     // The sync engine does its I/O right here, on the event-loop thread: bound what one turn
     // may start, so a full queue of large requests cannot hold the loop (work_budget.h).
     WorkBudget slice(QUEUE_SIZE, MAX_BYTES_PER_WAKEUP);
@@ -206,8 +201,7 @@ Expected<void> BlockDevice::drain() {
             return {};
         }
         if (slice.exhausted()) {
-            m_budget_yields.fetch_add(1, std::memory_order_relaxed);
-            m_context->reschedule(0);
+            yield_turn(0);
             return {};
         }
         if (!TRY(queue.pop_or_enable_notifications(m_chain)))
@@ -226,7 +220,7 @@ BlockRequestLimits BlockDevice::request_limits() {
 }
 
 Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const& chain) {
-    auto const& memory = *m_context->memory;
+    auto const& memory = *context().memory;
     auto const parsed =
         TRY(parse_block_request(memory, chain, m_capacity_sectors, m_image->read_only(), request_limits()));
     if (auto const* rejected = std::get_if<BlockRequestRejection>(&parsed)) {
@@ -234,8 +228,8 @@ Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const&
             return reject(chain, *rejected->status, rejected->status_value, rejected->reason);
         // Nowhere to put a status: the request cannot be answered, only given back.
         m_errors.fetch_add(1, std::memory_order_relaxed);
-        log_guest_error(fmt::format("request at head {}: {}; returned unanswered", chain.head(), rejected->reason));
-        TRY(m_context->queues[0]->add_used(chain.head(), 0));
+        guest_error(fmt::format("request at head {}: {}; returned unanswered", chain.head(), rejected->reason));
+        TRY(context().queues[0]->add_used(chain.head(), 0));
         m_used_pending = true;
         return Started::Answered;
     }
@@ -278,7 +272,7 @@ Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const&
 
 Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequest const& request) {
     uint64_t const length = request.length;
-    auto& queue = *m_context->queues[0];
+    auto& queue = *context().queues[0];
     // Only data moves count against the bandwidth bucket; every request takes an op token.
     bool const moves_data = request.type == BLOCK_REQUEST_IN || request.type == BLOCK_REQUEST_OUT;
     if (m_options.rate_limiter && !m_options.rate_limiter->consume(moves_data ? length : 0)) {
@@ -328,14 +322,14 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
 Expected<BlockDevice::Started> BlockDevice::reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
                                                    std::string const& message) {
     m_errors.fetch_add(1, std::memory_order_relaxed);
-    log_guest_error(fmt::format("request at head {}: {}", chain.head(), message));
+    guest_error(fmt::format("request at head {}: {}", chain.head(), message));
     TRY(answer(chain.head(), status, value, 1));
     return Started::Answered;
 }
 
 Expected<void> BlockDevice::answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written) {
-    TRY(m_context->memory->write_obj(status, value));
-    TRY(m_context->queues[0]->add_used(head, written));
+    TRY(context().memory->write_obj(status, value));
+    TRY(context().queues[0]->add_used(head, written));
     m_used_pending = true;
     return {};
 }
@@ -358,7 +352,7 @@ Expected<void> BlockDevice::replace_image(DiskImage image) {
                  m_image->size_bytes() / SECTOR_SIZE);
     old_image.reset(); // closes the old file and releases its lock
     set_capacity(m_image->size_bytes());
-    if (m_context) {
+    if (active()) {
         m_engine_full = false;
         run(&BlockDevice::drain); // requests deferred while the old engine was full
     }
@@ -384,8 +378,8 @@ void BlockDevice::set_capacity(uint64_t size_bytes) {
         put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }
-    if (m_context)
-        m_context->interrupt->signal_config_change();
+    if (active())
+        context().interrupt->signal_config_change();
 }
 
 Expected<void> BlockDevice::complete_in_flight() {
@@ -422,7 +416,7 @@ Expected<void> BlockDevice::drop_completions() {
 
 Expected<void> BlockDevice::on_completions() {
     TRY(answer_completions());
-    if (m_engine_full && m_context) {
+    if (m_engine_full && active()) {
         m_engine_full = false;
         TRY(drain());
     }
@@ -438,7 +432,7 @@ Expected<void> BlockDevice::answer_completions() {
         for (auto const& completion : std::span(batch).first(count)) {
             uint64_t const head = completion.tag & ((uint64_t { 1 } << HEAD_BITS) - 1);
             if ((completion.tag >> HEAD_BITS) != m_generation || head >= m_in_flight.size() ||
-                !m_in_flight[head].active || !m_context)
+                !m_in_flight[head].active || !active())
                 continue; // a request from before the last reset or failure: its result is dropped
             InFlight const request = m_in_flight[head];
             m_in_flight[head].active = false;
@@ -481,11 +475,6 @@ void BlockDevice::wait_for_in_flight() {
     ++m_generation;
     for (auto& request : m_in_flight)
         request.active = false;
-}
-
-void BlockDevice::log_guest_error(std::string const& message) {
-    // One line per second at most: a hostile driver must not flood the log.
-    m_guest_log.warn("virtio-blk {}: {}", m_image->path(), message);
 }
 
 } // namespace kvmm::virtio

@@ -39,7 +39,7 @@
 #include "base/rate_limiter.h"
 #include "devices/virtio/block/block_request.h"
 #include "devices/virtio/device_state.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <array>
 #include <atomic>
@@ -96,7 +96,7 @@ struct BlockState {
     static Expected<BlockState> decode(StateReader& reader);
 };
 
-class BlockDevice final : public VirtioDevice {
+class BlockDevice final : public VirtioDeviceBase {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
     static constexpr uint64_t SECTOR_SIZE = BLOCK_SECTOR_SIZE;
@@ -187,8 +187,6 @@ public:
     uint64_t flush_operations() const { return m_flush_operations.load(std::memory_order_relaxed); }
     uint64_t errors() const { return m_errors.load(std::memory_order_relaxed); }
     uint64_t rate_limited() const { return m_rate_limited.load(std::memory_order_relaxed); }
-    // Turns that stopped at the per-wake-up budget and asked to be called again.
-    uint64_t budget_yields() const { return m_budget_yields.load(std::memory_order_relaxed); }
     // Counters by name for the metrics layer.
     std::vector<Counter> counters() const override {
         return { { "read_operations", read_operations() },   { "read_bytes", read_bytes() },
@@ -228,7 +226,7 @@ private:
     void on_limiter_timer();
     void run(Expected<void> (BlockDevice::*step)());
     void wait_for_in_flight();
-    void log_guest_error(std::string const& message);
+    std::string log_name() const override { return "virtio-blk " + m_image->path(); }
 
     std::unique_ptr<DiskImage> m_image;
     std::unique_ptr<DiskEngine> m_engine;
@@ -245,7 +243,6 @@ private:
     bool m_completion_registered { false };
     bool m_timer_registered { false };
 
-    std::optional<ActivationContext> m_context;
     DescriptorChain m_chain;
     std::vector<InFlight> m_in_flight; // indexed by chain head
     // Bytes of the discard or write-zeroes range started by the last start_request(), which
@@ -259,8 +256,6 @@ private:
     bool m_used_pending { false };
     bool m_submissions_pending { false };
 
-    RateLimitedLog m_guest_log;
-
     std::atomic<uint64_t> m_read_operations { 0 };
     std::atomic<uint64_t> m_read_bytes { 0 };
     std::atomic<uint64_t> m_write_operations { 0 };
@@ -268,7 +263,6 @@ private:
     std::atomic<uint64_t> m_flush_operations { 0 };
     std::atomic<uint64_t> m_errors { 0 };
     std::atomic<uint64_t> m_rate_limited { 0 };
-    std::atomic<uint64_t> m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio
