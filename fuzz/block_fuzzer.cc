@@ -6,9 +6,10 @@
 // no crash, no hang, no access outside guest RAM or the image.
 //
 // With selector bit 7 the chains go straight to the request parser instead (parse_block_request,
-// a pure function), with a capacity and limits from the input, and every request it accepts is
-// checked against them: inside the disk, within the limits, data inside the chain, no write to
-// a read-only disk.
+// a pure function): the next input byte picks a capacity (from an empty disk to one whose end
+// overflows a byte offset) and the limits (the device's, or small ones), and every request the
+// parser accepts is checked against them: inside the disk, within the limits, its data inside
+// the chain, no write to a read-only disk.
 //
 // The image is a small memfd reopened through /proc/self/fd, so no file is left behind; the
 // synchronous engine keeps each run deterministic.
@@ -95,12 +96,23 @@ void check_accepted(kvmm::virtio::BlockRequest const& request, uint64_t capacity
         __builtin_trap();
 }
 
-void parse_directly(FuzzInput& input, kvmm::GuestMemory const& memory, kvmm::virtio::testing::DriverQueue const& driver,
-                    uint64_t features, bool read_only) {
+struct ParserParameters {
+    uint64_t capacity;
+    kvmm::virtio::BlockRequestLimits limits;
+};
+
+ParserParameters parser_parameters(uint64_t choice) {
+    using kvmm::virtio::BlockDevice;
+    constexpr uint64_t CAPACITIES[] = { 0, 1, 8, 128, 2048, uint64_t { 1 } << 32, UINT64_MAX / 512, UINT64_MAX };
+    kvmm::virtio::BlockRequestLimits const device { BlockDevice::MAX_REQUEST_BYTES, BlockDevice::MAX_DISCARD_SECTORS,
+                                                    BlockDevice::MAX_WRITE_ZEROES_SECTORS };
+    kvmm::virtio::BlockRequestLimits const small { 1024, 8, 8 };
+    return { CAPACITIES[choice % 8], (choice & 8) ? small : device };
+}
+
+void parse_directly(kvmm::GuestMemory const& memory, kvmm::virtio::testing::DriverQueue const& driver,
+                    uint64_t features, bool read_only, ParserParameters const& parameters) {
     using namespace kvmm::virtio;
-    uint64_t const capacity = input.take(1) & 1 ? input.take(8) : input.take(2);
-    BlockRequestLimits const limits { input.take(4), static_cast<uint32_t>(input.take(4)),
-                                      static_cast<uint32_t>(input.take(4)) };
     auto queue = Queue::create(memory, driver.config(), features);
     if (!queue)
         return;
@@ -109,10 +121,10 @@ void parse_directly(FuzzInput& input, kvmm::GuestMemory const& memory, kvmm::vir
         auto const popped = queue->pop(chain);
         if (!popped || !*popped)
             return;
-        auto const parsed = parse_block_request(memory, chain, capacity, read_only, limits);
+        auto const parsed = parse_block_request(memory, chain, parameters.capacity, read_only, parameters.limits);
         if (parsed) {
             if (auto const* request = std::get_if<BlockRequest>(&*parsed))
-                check_accepted(*request, capacity, read_only, limits);
+                check_accepted(*request, parameters.capacity, read_only, parameters.limits);
         }
         if (!queue->add_used(chain.head(), 0))
             return;
@@ -129,6 +141,8 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     auto& loop = bench.loop;
 
     uint64_t const selector = input.take(1);
+    bool const parse_only = (selector & 0x80) != 0;
+    auto const parameters = parse_only ? parser_parameters(input.take(1)) : ParserParameters {};
     testing::DriverQueue queue(memory, GuestAddress(QUEUE_BASE), QUEUE_SIZE);
     kvmm::fuzz::lay_out_descriptors(input, queue, DataArea { DATA_BASE, DATA_SIZE });
     if (selector & 4)
@@ -141,8 +155,8 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
                               (selector & 0x20 ? feature_bit(BLOCK_FEATURE_DISCARD) : 0) |
                               (selector & 0x40 ? feature_bit(BLOCK_FEATURE_WRITE_ZEROES) : 0) |
                               feature_bit(BLOCK_FEATURE_FLUSH);
-    if (selector & 0x80) {
-        parse_directly(input, memory, queue, features, (selector & 1) != 0);
+    if (parse_only) {
+        parse_directly(memory, queue, features, (selector & 1) != 0, parameters);
         return 0;
     }
 
