@@ -459,7 +459,7 @@ class QueueNotificationRaceTest : public ::testing::TestWithParam<uint64_t> {};
 TEST_P(QueueNotificationRaceTest, NoBufferIsLostBetweenTheEmptyCheckAndEnablingNotifications) {
     constexpr uint16_t SIZE = 64;
     constexpr uint32_t BUFFERS = 20000;
-    constexpr uint32_t OUTSTANDING = 4; // a short ring keeps the device emptying it, where the race is
+    constexpr uint32_t OUTSTANDING = 4;             // a short ring keeps the device emptying it, where the race is
     constexpr auto STALL = std::chrono::seconds(5); // far beyond a descheduled thread on a loaded host
     uint64_t const features = GetParam();
     bool const event_index = has_feature(features, FEATURE_RING_EVENT_IDX);
