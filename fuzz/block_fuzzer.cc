@@ -5,9 +5,16 @@
 // transport and notified. Every request must be answered (or the device must ask for a reset):
 // no crash, no hang, no access outside guest RAM or the image.
 //
+// With selector bit 7 the chains go straight to the request parser instead (parse_block_request,
+// a pure function): the next input byte picks a capacity (from an empty disk to one whose end
+// overflows a byte offset) and the limits (the device's, or small ones), and every request the
+// parser accepts is checked against them: inside the disk, within the limits, its data inside
+// the chain, no write to a read-only disk.
+//
 // The image is a small memfd reopened through /proc/self/fd, so no file is left behind; the
 // synchronous engine keeps each run deterministic.
 #include "devices/virtio/block/block_device.h"
+#include "devices/virtio/block/block_request.h"
 #include "devices/virtio/testing/mmio_driver.h"
 #include "fuzz_support.h"
 
@@ -45,6 +52,85 @@ std::string const& image_path() {
     return path;
 }
 
+uint64_t segments_length(std::span<kvmm::virtio::ChainSegment const> segments) {
+    uint64_t total = 0;
+    for (auto const& segment : segments)
+        total += segment.length;
+    return total;
+}
+
+// What an accepted request promises the device; a broken promise is a parser bug.
+void check_accepted(kvmm::virtio::BlockRequest const& request, uint64_t capacity, bool read_only,
+                    kvmm::virtio::BlockRequestLimits const& limits) {
+    using namespace kvmm::virtio;
+    auto const inside_disk = [&] {
+        return request.sector <= capacity && request.length / BLOCK_SECTOR_SIZE <= capacity - request.sector;
+    };
+    bool ok = request.length % BLOCK_SECTOR_SIZE == 0 || request.type == BLOCK_REQUEST_GET_ID;
+    switch (request.type) {
+    case BLOCK_REQUEST_IN:
+    case BLOCK_REQUEST_OUT:
+        ok = ok && inside_disk() && request.length <= limits.max_request_bytes &&
+             request.data_offset <= segments_length(request.data_segments) &&
+             request.length <= segments_length(request.data_segments) - request.data_offset &&
+             !(read_only && request.type == BLOCK_REQUEST_OUT);
+        break;
+    case BLOCK_REQUEST_DISCARD:
+    case BLOCK_REQUEST_WRITE_ZEROES: {
+        uint64_t const limit =
+            request.type == BLOCK_REQUEST_DISCARD ? limits.max_discard_sectors : limits.max_write_zeroes_sectors;
+        ok = ok && inside_disk() && !read_only && request.length / BLOCK_SECTOR_SIZE <= limit &&
+             !(request.may_unmap && request.type == BLOCK_REQUEST_DISCARD);
+        break;
+    }
+    case BLOCK_REQUEST_FLUSH:
+        ok = ok && request.length == 0;
+        break;
+    case BLOCK_REQUEST_GET_ID:
+        ok = request.length <= BLOCK_ID_BYTES;
+        break;
+    default:
+        ok = false; // an unknown type must be refused
+    }
+    if (!ok)
+        __builtin_trap();
+}
+
+struct ParserParameters {
+    uint64_t capacity;
+    kvmm::virtio::BlockRequestLimits limits;
+};
+
+ParserParameters parser_parameters(uint64_t choice) {
+    using kvmm::virtio::BlockDevice;
+    constexpr uint64_t CAPACITIES[] = { 0, 1, 8, 128, 2048, uint64_t { 1 } << 32, UINT64_MAX / 512, UINT64_MAX };
+    kvmm::virtio::BlockRequestLimits const device { BlockDevice::MAX_REQUEST_BYTES, BlockDevice::MAX_DISCARD_SECTORS,
+                                                    BlockDevice::MAX_WRITE_ZEROES_SECTORS };
+    kvmm::virtio::BlockRequestLimits const small { 1024, 8, 8 };
+    return { CAPACITIES[choice % 8], (choice & 8) ? small : device };
+}
+
+void parse_directly(kvmm::GuestMemory const& memory, kvmm::virtio::testing::DriverQueue const& driver,
+                    uint64_t features, bool read_only, ParserParameters const& parameters) {
+    using namespace kvmm::virtio;
+    auto queue = Queue::create(memory, driver.config(), features);
+    if (!queue)
+        return;
+    DescriptorChain chain;
+    for (int round = 0; round < 2 * QUEUE_SIZE; ++round) {
+        auto const popped = queue->pop(chain);
+        if (!popped || !*popped)
+            return;
+        auto const parsed = parse_block_request(memory, chain, parameters.capacity, read_only, parameters.limits);
+        if (parsed) {
+            if (auto const* request = std::get_if<BlockRequest>(&*parsed))
+                check_accepted(*request, parameters.capacity, read_only, parameters.limits);
+        }
+        if (!queue->add_used(chain.head(), 0))
+            return;
+    }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
@@ -55,18 +141,8 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     auto& loop = bench.loop;
 
     uint64_t const selector = input.take(1);
-    auto image = kvmm::DiskImage::open(image_path(), (selector & 1) != 0);
-    if (!image)
-        return 0;
-    BlockOptions options;
-    options.engine = kvmm::DiskEngineKind::Sync;
-    options.write_through = (selector & 2) != 0;
-    auto created = BlockDevice::create(std::move(*image), loop, std::move(options));
-    if (!created)
-        return 0;
-    auto transport = *bench.attach("blk", std::move(*created));
-    testing::MmioDriver driver(*transport, loop);
-
+    bool const parse_only = (selector & 0x80) != 0;
+    auto const parameters = parse_only ? parser_parameters(input.take(1)) : ParserParameters {};
     testing::DriverQueue queue(memory, GuestAddress(QUEUE_BASE), QUEUE_SIZE);
     kvmm::fuzz::lay_out_descriptors(input, queue, DataArea { DATA_BASE, DATA_SIZE });
     if (selector & 4)
@@ -79,6 +155,22 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
                               (selector & 0x20 ? feature_bit(BLOCK_FEATURE_DISCARD) : 0) |
                               (selector & 0x40 ? feature_bit(BLOCK_FEATURE_WRITE_ZEROES) : 0) |
                               feature_bit(BLOCK_FEATURE_FLUSH);
+    if (parse_only) {
+        parse_directly(memory, queue, features, (selector & 1) != 0, parameters);
+        return 0;
+    }
+
+    auto image = kvmm::DiskImage::open(image_path(), (selector & 1) != 0);
+    if (!image)
+        return 0;
+    BlockOptions options;
+    options.engine = kvmm::DiskEngineKind::Sync;
+    options.write_through = (selector & 2) != 0;
+    auto created = BlockDevice::create(std::move(*image), loop, std::move(options));
+    if (!created)
+        return 0;
+    auto transport = *bench.attach("blk", std::move(*created));
+    testing::MmioDriver driver(*transport, loop);
     driver.initialize(features & driver.device_features(), { &queue });
     driver.notify(0);
     driver.run_event_loop();

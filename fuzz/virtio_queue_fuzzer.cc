@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     DescriptorChain chain;
     std::byte scratch[256];
     for (int round = 0; round < 2 * queue_size + 4; ++round) {
-        auto popped = queue->pop(chain);
+        auto popped = round % 2 ? queue->pop(chain) : queue->pop_or_enable_notifications(chain);
         if (!popped || !*popped)
             break;
         (void)chain.read(memory, 0, scratch);

@@ -254,6 +254,14 @@ Expected<bool> Queue::enable_notifications() {
     return available != m_next_available;
 }
 
+Expected<bool> Queue::pop_or_enable_notifications(DescriptorChain& chain) {
+    if (TRY(pop(chain)))
+        return true;
+    if (!TRY(enable_notifications()))
+        return false;
+    return pop(chain);
+}
+
 } // namespace kvmm::virtio
 
 namespace kvmm::virtio {

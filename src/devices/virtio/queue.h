@@ -118,6 +118,14 @@ public:
     // then returns whether more arrived in the meantime (the caller then pops again), so a
     // notification is never lost. Without EVENT_IDX: returns whether buffers are available.
     Expected<bool> enable_notifications();
+    // What every drain loop needs: pops the next available chain into `chain`, or, when the
+    // driver has offered nothing new, enables notifications (EVENT_IDX: avail_event, 2.7.10)
+    // and looks at the ring once more, so that a buffer the driver posted between the empty
+    // check and the enabling is popped now instead of waiting for a notification the driver
+    // will not send. False: nothing is available and the driver will notify for the next
+    // buffer. One re-check only, so a driver that moves its index back and forth cannot keep
+    // the device here; an index that moves back is not a buffer, and the next one notifies.
+    Expected<bool> pop_or_enable_notifications(DescriptorChain& chain);
 
     // Saved state; the queue itself is re-created from the transport's registers (create()).
     QueueState save() const;

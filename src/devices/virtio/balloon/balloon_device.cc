@@ -1,5 +1,6 @@
 #include "devices/virtio/balloon/balloon_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <spdlog/spdlog.h>
@@ -58,16 +59,13 @@ uint64_t BalloonDevice::features() const {
 void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     // 5.5.4, little-endian: num_pages, actual, free_page_hint_cmd_id and poison_val (both zero:
     // FREE_PAGE_HINT and PAGE_POISON are not offered).
-    uint8_t image[CONFIG_SIZE] {};
+    std::array<uint8_t, CONFIG_SIZE> image {};
     {
         std::lock_guard guard(m_lock);
-        for (unsigned i = 0; i < 4; ++i) {
-            image[CONFIG_NUM_PAGES + i] = static_cast<uint8_t>(m_num_pages >> (8 * i));
-            image[CONFIG_ACTUAL + i] = static_cast<uint8_t>(m_actual_pages >> (8 * i));
-        }
+        put_config<CONFIG_NUM_PAGES>(image, m_num_pages);
+        put_config<CONFIG_ACTUAL>(image, m_actual_pages);
     }
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = (offset < CONFIG_SIZE && i < CONFIG_SIZE - offset) ? image[offset + i] : 0;
+    read_config_window(image, offset, data);
 }
 
 void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {
@@ -76,16 +74,10 @@ void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
     size_t ignored = 0;
     {
         std::lock_guard guard(m_lock);
-        for (size_t i = 0; i < data.size(); ++i) {
-            // The transport passes offsets inside its window, far from overflowing.
-            uint64_t const position = offset + i;
-            if (offset >= CONFIG_SIZE || position < CONFIG_ACTUAL || position >= CONFIG_ACTUAL + 4) {
-                ++ignored;
-                continue;
-            }
-            unsigned const shift = 8 * static_cast<unsigned>(position - CONFIG_ACTUAL);
-            m_actual_pages = (m_actual_pages & ~(uint32_t { 0xff } << shift)) | (uint32_t { data[i] } << shift);
-        }
+        std::array<uint8_t, sizeof(m_actual_pages)> actual {};
+        put_config<0>(actual, m_actual_pages);
+        ignored = write_config_field(actual, CONFIG_ACTUAL, offset, data);
+        std::memcpy(&m_actual_pages, actual.data(), actual.size());
     }
     if (ignored)
         guest_error(fmt::format("{}-byte config write at offset {:#x} touches fields other than `actual`", data.size(),
@@ -189,12 +181,12 @@ Expected<void> BalloonDevice::activate(ActivationContext context) {
     m_roles = assigned.roles;
     m_stats_queue = assigned.stats_queue;
     m_held_stats_head.reset();
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
 void BalloonDevice::reset() {
-    m_context.reset();
+    drop_context();
     m_roles = {};
     m_stats_queue.reset();
     m_held_stats_head.reset();
@@ -203,79 +195,67 @@ void BalloonDevice::reset() {
     m_actual_pages = 0;
 }
 
-void BalloonDevice::fail(Error const& error) {
-    auto context = std::move(*m_context);
-    m_context.reset();
+void BalloonDevice::on_failed() {
     m_roles = {};
     m_stats_queue.reset();
     m_held_stats_head.reset();
-    context.fail(error);
 }
 
 void BalloonDevice::process_queue(size_t index) {
-    if (!m_context || index >= QUEUE_COUNT || m_roles[index] == Role::None)
+    if (!active() || index >= QUEUE_COUNT || m_roles[index] == Role::None)
         return;
-    auto drained = drain(index);
-    if (!drained)
-        fail(drained.error());
+    fail_on_error(drain(index));
 }
 
 Expected<void> BalloonDevice::drain(size_t index) {
     Role const role = m_roles[index];
-    auto& queue = *m_context->queues[index];
+    auto& queue = *context().queues[index];
     bool used_any = false;
     // Releasing memory costs in proportion to what was touched: bound each turn by chains and
     // by bytes of PFN arrays and reported ranges (work_budget.h).
     WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_BYTES_PER_WAKEUP);
     while (true) {
-        bool yielded = false;
-        while (true) {
-            if (slice.exhausted()) {
-                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
-                m_context->reschedule(index);
-                yielded = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            slice.charge_chain();
-            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
-            switch (role) {
-            case Role::Inflate:
-            case Role::Deflate:
-                TRY(inflate_or_deflate(role, m_chain));
-                TRY(queue.add_used(m_chain.head(), 0));
-                used_any = true;
-                break;
-            case Role::Reporting:
-                TRY(report_free_pages(m_chain));
-                TRY(queue.add_used(m_chain.head(), 0));
-                used_any = true;
-                break;
-            case Role::Stats:
-                if (m_held_stats_head) {
-                    // 5.5.6.3: the driver has one stats buffer in flight; a second one means
-                    // it gave up on the first, so hand that one back rather than hold two.
-                    TRY(queue.add_used(*m_held_stats_head, 0));
-                    m_held_stats_head.reset();
-                    used_any = true;
-                }
-                TRY(receive_statistics(m_chain));
-                break;
-            case Role::None:
-                return {};
-            }
-        }
-        if (yielded || !TRY(queue.enable_notifications()))
+        if (slice.exhausted()) {
+            yield_turn(index);
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            break;
+        slice.charge_chain();
+        slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
+        switch (role) {
+        case Role::Inflate:
+        case Role::Deflate:
+            TRY(inflate_or_deflate(role, m_chain));
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+            break;
+        case Role::Reporting:
+            TRY(report_free_pages(m_chain));
+            TRY(queue.add_used(m_chain.head(), 0));
+            used_any = true;
+            break;
+        case Role::Stats:
+            if (m_held_stats_head) {
+                // 5.5.6.3: the driver has one stats buffer in flight; a second one means
+                // it gave up on the first, so hand that one back rather than hold two.
+                TRY(queue.add_used(*m_held_stats_head, 0));
+                m_held_stats_head.reset();
+                used_any = true;
+            }
+            TRY(receive_statistics(m_chain));
+            break;
+        case Role::None:
+            return {};
+        }
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
 Expected<void> BalloonDevice::inflate_or_deflate(Role role, DescriptorChain const& chain) {
-    auto const& memory = *m_context->memory;
+    auto const& memory = *context().memory;
     uint64_t const limit = uint64_t { MAX_PFNS_PER_BUFFER } * sizeof(uint32_t);
     if (chain.readable_length() > limit) {
         m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
@@ -334,7 +314,7 @@ Expected<void> BalloonDevice::report_free_pages(DescriptorChain const& chain) {
         guest_error(
             fmt::format("free page report with {} device-readable buffers; they are ignored", chain.readable().size()));
     }
-    auto const& memory = *m_context->memory;
+    auto const& memory = *context().memory;
     for (auto const& segment : chain.writable()) {
         if (segment.address.value() % BALLOON_PAGE_SIZE != 0 || segment.length % BALLOON_PAGE_SIZE != 0 ||
             segment.length == 0) {
@@ -357,7 +337,7 @@ Expected<void> BalloonDevice::report_free_pages(DescriptorChain const& chain) {
 Expected<void> BalloonDevice::receive_statistics(DescriptorChain const& chain) {
     uint64_t const limit = BalloonStatistics::MAX_ENTRIES * STAT_ENTRY_SIZE;
     m_scratch.resize(static_cast<size_t>(std::min(chain.readable_length(), limit)));
-    size_t const got = TRY(chain.read(*m_context->memory, 0, m_scratch));
+    size_t const got = TRY(chain.read(*context().memory, 0, m_scratch));
     if (chain.readable_length() % STAT_ENTRY_SIZE != 0 || chain.readable_length() > limit) {
         m_malformed_buffers.fetch_add(1, std::memory_order_relaxed);
         guest_error(fmt::format(
@@ -375,14 +355,13 @@ Expected<void> BalloonDevice::receive_statistics(DescriptorChain const& chain) {
 }
 
 Expected<void> BalloonDevice::request_statistics() {
-    if (!m_context || !m_stats_queue || !m_held_stats_head)
+    if (!active() || !m_stats_queue || !m_held_stats_head)
         return {};
-    auto& queue = *m_context->queues[*m_stats_queue];
+    auto& queue = *context().queues[*m_stats_queue];
     TRY(queue.add_used(*m_held_stats_head, 0));
     m_held_stats_head.reset();
     m_stats_requests.fetch_add(1, std::memory_order_relaxed);
-    if (TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    TRY(interrupt_if_wanted(queue));
     return {};
 }
 
@@ -391,21 +370,14 @@ void BalloonDevice::on_timer() {
     // Level-triggered: the count must be read or the loop spins. EAGAIN (a disarm raced) is fine.
     if (::read(m_timer.get(), &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
         spdlog::warn("virtio balloon: reading the statistics timer: {}", std::strerror(errno));
-    auto requested = request_statistics();
-    if (!requested)
-        fail(requested.error());
+    fail_on_error(request_statistics());
 }
 
 void BalloonDevice::on_config_changed() {
     (void)m_config_changed.consume();
     // Before activation the driver reads num_pages when it starts; no interrupt is due.
-    if (m_context)
-        m_context->interrupt->signal_config_change();
-}
-
-void BalloonDevice::guest_error(std::string const& message) {
-    // One line per second at most: a hostile driver must not flood the log.
-    m_guest_log.warn("virtio balloon: {}", message);
+    if (active())
+        context().interrupt->signal_config_change();
 }
 
 } // namespace kvmm::virtio

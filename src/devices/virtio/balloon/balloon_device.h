@@ -36,7 +36,7 @@
 #include "devices/virtio/balloon/balloon_statistics.h"
 #include "devices/virtio/balloon/page_release.h"
 #include "devices/virtio/device_state.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <array>
 #include <atomic>
@@ -94,7 +94,7 @@ struct BalloonState {
     static Expected<BalloonState> decode(StateReader& reader);
 };
 
-class BalloonDevice final : public VirtioDevice {
+class BalloonDevice final : public VirtioDeviceBase {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
     // Linux sends at most 256 PFNs per buffer (VIRTIO_BALLOON_ARRAY_PFNS_MAX); more than this
@@ -162,7 +162,7 @@ public:
                  { "rejected_pages", rejected_pages() },
                  { "malformed_buffers", malformed_buffers() },
                  { "release_failures", release_failures() },
-                 { "budget_yields", m_budget_yields.load(std::memory_order_relaxed) } };
+                 { "budget_yields", budget_yields() } };
     }
 
 private:
@@ -185,10 +185,9 @@ private:
     Expected<void> request_statistics();
     void on_config_changed();
     void on_timer();
-    void fail(Error const& error);
-
-    // Any thread: at most one line per second, with a count of the lines it held back.
-    void guest_error(std::string const& message);
+    void on_failed() override;
+    // guest_error() is called from any thread (write_config on vCPU threads): the name is constant.
+    std::string log_name() const override { return "virtio balloon"; }
 
     EventLoop& m_event_loop;
     EventFd m_config_changed;
@@ -204,10 +203,7 @@ private:
     BalloonStatistics m_statistics;
     std::chrono::milliseconds m_stats_interval { 0 };
 
-    RateLimitedLog m_guest_log; // thread-safe
-
     // Event-loop thread only.
-    std::optional<ActivationContext> m_context;
     std::array<Role, QUEUE_COUNT> m_roles {};
     std::optional<size_t> m_stats_queue;
     std::optional<uint16_t> m_held_stats_head; // the driver's stats buffer, kept until polled
@@ -225,7 +221,6 @@ private:
     std::atomic<uint64_t> m_rejected_pages { 0 };
     std::atomic<uint64_t> m_malformed_buffers { 0 };
     std::atomic<uint64_t> m_release_failures { 0 };
-    std::atomic<uint64_t> m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -63,15 +63,15 @@ BalloonState BalloonDevice::save() const {
         state.stats_interval_ms = static_cast<uint64_t>(m_stats_interval.count());
         state.statistics = m_statistics;
     }
-    if (m_context)
-        state.active = save_active_state(*m_context);
+    if (active())
+        state.active = save_active_state(context());
     state.held_stats_head = m_held_stats_head;
     return state;
 }
 
 Expected<void> BalloonDevice::restore(BalloonState const& state, std::optional<ActivationContext> context) {
     constexpr std::string_view section = BalloonState::SECTION;
-    if (m_context)
+    if (active())
         return Error("virtio-balloon: restoring into a device that is active; reset it first");
     TRY(check_and_restore_queues(section, state.offered_features, features(), state.active, context));
     QueueRoles assigned;
@@ -109,13 +109,13 @@ Expected<void> BalloonDevice::restore(BalloonState const& state, std::optional<A
     m_roles = assigned.roles;
     m_stats_queue = assigned.stats_queue;
     m_held_stats_head = state.held_stats_head;
-    m_context = std::move(*context);
+    take_context(std::move(*context));
     // Buffers the driver offered since the last turn of the saved device are served once the
     // event loop runs devices again.
-    if (m_context->reschedule) {
+    if (auto& restored = VirtioDeviceBase::context(); restored.reschedule) {
         for (size_t i = 0; i < QUEUE_COUNT; ++i)
             if (m_roles[i] != Role::None)
-                m_context->reschedule(i);
+                restored.reschedule(i);
     }
     return {};
 }

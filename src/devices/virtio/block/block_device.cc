@@ -1,5 +1,6 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include "backends/disk/disk_io.h"
@@ -34,25 +35,8 @@ constexpr size_t CONFIG_MAX_WRITE_ZEROES_SECTORS = 48;
 constexpr size_t CONFIG_MAX_WRITE_ZEROES_SEG = 52;
 constexpr size_t CONFIG_WRITE_ZEROES_MAY_UNMAP = 56;
 
-constexpr uint32_t RANGE_FLAG_UNMAP = 1;
 constexpr size_t REAP_BATCH = 64;
 constexpr unsigned HEAD_BITS = 16;
-
-template <typename T, size_t N>
-void put(std::array<uint8_t, N>& config, size_t offset, T value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::memcpy(config.data() + offset, &value, sizeof(T));
-}
-
-// The status byte is the last device-writable byte of the chain (5.2.6); zero-length
-// descriptors at the end do not count.
-std::optional<GuestAddress> last_writable_byte(std::span<ChainSegment const> writable) {
-    for (auto it = writable.rbegin(); it != writable.rend(); ++it) {
-        if (it->length > 0)
-            return it->address.offset(it->length - 1);
-    }
-    return std::nullopt;
-}
 
 // Appends the host ranges behind bytes [offset, offset + length) of `segments`. Drivers may
 // frame a request any way they like (2.6.4), so the data need not start at a descriptor.
@@ -73,25 +57,6 @@ Expected<void> collect_host_ranges(GuestMemory const& memory, std::span<ChainSeg
     if (length != 0)
         return Error::format("request data is {} bytes shorter than its chain claims", length);
     return {};
-}
-
-char const* type_name(uint32_t type) {
-    switch (type) {
-    case BLOCK_REQUEST_IN:
-        return "IN";
-    case BLOCK_REQUEST_OUT:
-        return "OUT";
-    case BLOCK_REQUEST_FLUSH:
-        return "FLUSH";
-    case BLOCK_REQUEST_GET_ID:
-        return "GET_ID";
-    case BLOCK_REQUEST_DISCARD:
-        return "DISCARD";
-    case BLOCK_REQUEST_WRITE_ZEROES:
-        return "WRITE_ZEROES";
-    default:
-        return "unknown";
-    }
 }
 
 } // namespace
@@ -135,19 +100,19 @@ BlockDevice::BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskE
     else
         m_features |= feature_bit(BLOCK_FEATURE_DISCARD) | feature_bit(BLOCK_FEATURE_WRITE_ZEROES);
 
-    put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
-    put(m_config, CONFIG_SIZE_MAX, SIZE_MAX_BYTES);
-    put(m_config, CONFIG_SEG_MAX, SEG_MAX);
-    put(m_config, CONFIG_BLK_SIZE, static_cast<uint32_t>(SECTOR_SIZE));
-    put(m_config, CONFIG_WRITEBACK, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
-    put(m_config, CONFIG_NUM_QUEUES, uint16_t { 1 });
+    put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
+    put_config<CONFIG_SIZE_MAX>(m_config, SIZE_MAX_BYTES);
+    put_config<CONFIG_SEG_MAX>(m_config, SEG_MAX);
+    put_config<CONFIG_BLK_SIZE>(m_config, static_cast<uint32_t>(SECTOR_SIZE));
+    put_config<CONFIG_WRITEBACK>(m_config, static_cast<uint8_t>(m_options.write_through ? 0 : 1));
+    put_config<CONFIG_NUM_QUEUES>(m_config, uint16_t { 1 });
     if (!m_image->read_only()) {
-        put(m_config, CONFIG_MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS);
-        put(m_config, CONFIG_MAX_DISCARD_SEG, uint32_t { 1 });
-        put(m_config, CONFIG_DISCARD_SECTOR_ALIGNMENT, DISCARD_SECTOR_ALIGNMENT);
-        put(m_config, CONFIG_MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SECTORS);
-        put(m_config, CONFIG_MAX_WRITE_ZEROES_SEG, uint32_t { 1 });
-        put(m_config, CONFIG_WRITE_ZEROES_MAY_UNMAP, uint8_t { 1 });
+        put_config<CONFIG_MAX_DISCARD_SECTORS>(m_config, MAX_DISCARD_SECTORS);
+        put_config<CONFIG_MAX_DISCARD_SEG>(m_config, uint32_t { 1 });
+        put_config<CONFIG_DISCARD_SECTOR_ALIGNMENT>(m_config, DISCARD_SECTOR_ALIGNMENT);
+        put_config<CONFIG_MAX_WRITE_ZEROES_SECTORS>(m_config, MAX_WRITE_ZEROES_SECTORS);
+        put_config<CONFIG_MAX_WRITE_ZEROES_SEG>(m_config, uint32_t { 1 });
+        put_config<CONFIG_WRITE_ZEROES_MAY_UNMAP>(m_config, uint8_t { 1 });
     }
 }
 
@@ -160,12 +125,8 @@ BlockDevice::~BlockDevice() {
 }
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    std::fill(data.begin(), data.end(), uint8_t { 0 });
     std::lock_guard guard(m_config_lock);
-    if (offset >= m_config.size())
-        return;
-    size_t const count = std::min<uint64_t>(data.size(), m_config.size() - offset);
-    std::memcpy(data.data(), m_config.data() + offset, count);
+    read_config_window(m_config, offset, data);
 }
 
 Expected<void> BlockDevice::activate(ActivationContext context) {
@@ -177,13 +138,13 @@ Expected<void> BlockDevice::activate(ActivationContext context) {
     m_engine_full = false;
     m_waiting_for_limiter = false;
     m_used_pending = false;
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
 void BlockDevice::reset() {
     wait_for_in_flight();
-    m_context.reset();
+    drop_context();
     m_in_flight.clear();
     m_in_flight_bytes = 0;
     m_engine_full = false;
@@ -207,11 +168,7 @@ void BlockDevice::run(Expected<void> (BlockDevice::*step)()) {
     auto result = (this->*step)();
     if (result)
         result = finish_signalling();
-    if (!result && m_context) {
-        auto context = std::move(*m_context);
-        m_context.reset();
-        context.fail(result.error());
-    }
+    fail_on_error(result);
 }
 
 Expected<void> BlockDevice::finish_signalling() {
@@ -220,180 +177,104 @@ Expected<void> BlockDevice::finish_signalling() {
         m_submissions_pending = false;
         TRY(m_engine->flush_submissions());
     }
-    if (m_used_pending && m_context) {
+    if (m_used_pending && active()) {
         m_used_pending = false;
-        if (TRY(m_context->queues[0]->should_interrupt()))
-            m_context->interrupt->signal_used_buffer();
+        TRY(interrupt_if_wanted(*context().queues[0]));
     }
     return {};
 }
 
 Expected<void> BlockDevice::drain() {
-    if (!m_context)
+    if (!active())
         return {};
-    auto& queue = *m_context->queues[0];
+    auto& queue = *context().queues[0];
     // The sync engine does its I/O right here, on the event-loop thread: bound what one turn
     // may start, so a full queue of large requests cannot hold the loop (work_budget.h).
     WorkBudget slice(QUEUE_SIZE, MAX_BYTES_PER_WAKEUP);
     while (true) {
-        while (true) {
-            if (m_waiting_for_limiter)
-                return {};
-            // In-flight bytes are bounded too, so stopping the VM (which waits for in-flight
-            // requests, see reset()) takes what the disk needs for MAX_IN_FLIGHT_BYTES at most.
-            if (m_engine->in_flight() >= m_engine->capacity() || m_in_flight_bytes >= MAX_IN_FLIGHT_BYTES) {
-                m_engine_full = true;
-                return {};
-            }
-            if (slice.exhausted()) {
-                m_budget_yields.fetch_add(1, std::memory_order_relaxed);
-                m_context->reschedule(0);
-                return {};
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            slice.charge_chain();
-            slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
-            m_range_bytes_started = 0;
-            if (TRY(start_request(m_chain)) == Started::Deferred)
-                return {};
-            slice.charge_bytes(m_range_bytes_started);
-        }
-        if (!TRY(queue.enable_notifications()))
+        if (m_waiting_for_limiter)
             return {};
+        // In-flight bytes are bounded too, so stopping the VM (which waits for in-flight
+        // requests, see reset()) takes what the disk needs for MAX_IN_FLIGHT_BYTES at most.
+        if (m_engine->in_flight() >= m_engine->capacity() || m_in_flight_bytes >= MAX_IN_FLIGHT_BYTES) {
+            m_engine_full = true;
+            return {};
+        }
+        if (slice.exhausted()) {
+            yield_turn(0);
+            return {};
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            return {};
+        slice.charge_chain();
+        slice.charge_bytes(m_chain.readable_length() + m_chain.writable_length());
+        m_range_bytes_started = 0;
+        if (TRY(start_request(m_chain)) == Started::Deferred)
+            return {};
+        slice.charge_bytes(m_range_bytes_started);
     }
 }
 
+BlockRequestLimits BlockDevice::request_limits() {
+    return { MAX_REQUEST_BYTES, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS };
+}
+
 Expected<BlockDevice::Started> BlockDevice::start_request(DescriptorChain const& chain) {
-    auto const& memory = *m_context->memory;
-    auto const status = last_writable_byte(chain.writable());
-    if (!status) {
+    auto const& memory = *context().memory;
+    auto const parsed =
+        TRY(parse_block_request(memory, chain, m_capacity_sectors, m_image->read_only(), request_limits()));
+    if (auto const* rejected = std::get_if<BlockRequestRejection>(&parsed)) {
+        if (rejected->status)
+            return reject(chain, *rejected->status, rejected->status_value, rejected->reason);
         // Nowhere to put a status: the request cannot be answered, only given back.
         m_errors.fetch_add(1, std::memory_order_relaxed);
-        log_guest_error(
-            fmt::format("request at head {} has no device-writable status byte; returned unanswered", chain.head()));
-        TRY(m_context->queues[0]->add_used(chain.head(), 0));
+        guest_error(fmt::format("request at head {}: {}; returned unanswered", chain.head(), rejected->reason));
+        TRY(context().queues[0]->add_used(chain.head(), 0));
         m_used_pending = true;
         return Started::Answered;
     }
-
-    BlockRequestHeader header {};
-    auto const copied = TRY(chain.read(memory, 0, std::as_writable_bytes(std::span(&header, 1))));
-    if (copied < sizeof(header))
-        return reject(chain, *status, BLOCK_STATUS_IOERR,
-                      fmt::format("request header is {} bytes, {} expected", copied, sizeof(header)));
-    uint64_t const readable_data = chain.readable_length() - sizeof(header);
-    uint64_t const writable_data = chain.writable_length() - 1;
-
-    switch (header.type) {
+    auto const& request = std::get<BlockRequest>(parsed);
+    switch (request.type) {
     case BLOCK_REQUEST_IN:
-    case BLOCK_REQUEST_OUT: {
-        bool const is_read = header.type == BLOCK_REQUEST_IN;
-        // 5.2.6.1: IN data is device-writable, OUT data device-readable; never both.
-        uint64_t const wrong_direction = is_read ? readable_data : writable_data;
-        if (wrong_direction != 0)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request has {} data bytes in the wrong direction", type_name(header.type),
-                                      wrong_direction));
-        if (!is_read && m_image->read_only())
-            return reject(chain, *status, BLOCK_STATUS_IOERR, "OUT request on a read-only disk");
-        uint64_t const length = is_read ? writable_data : readable_data;
-        if (length % SECTOR_SIZE != 0)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request of {} bytes is not a multiple of {}", type_name(header.type), length,
-                                      SECTOR_SIZE));
-        // A driver that honours size_max and seg_max (5.2.4) never sends more.
-        if (length > MAX_REQUEST_BYTES)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request of {} bytes is larger than {} (seg_max x size_max)",
-                                      type_name(header.type), length, MAX_REQUEST_BYTES));
-        if (!range_in_capacity(header.sector, length))
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
-                          fmt::format("{} request at sector {} for {} bytes ends beyond the capacity of {} sectors",
-                                      type_name(header.type), header.sector, length, m_capacity_sectors));
+    case BLOCK_REQUEST_OUT:
         m_iovecs.clear();
-        TRY(collect_host_ranges(memory, is_read ? chain.writable() : chain.readable(), is_read ? 0 : sizeof(header),
-                                length, m_iovecs));
+        TRY(collect_host_ranges(memory, request.data_segments, request.data_offset, request.length, m_iovecs));
         if (m_iovecs.size() > disk_io::MAX_SEGMENTS)
-            return reject(chain, *status, BLOCK_STATUS_IOERR,
+            return reject(chain, request.status, BLOCK_STATUS_IOERR,
                           fmt::format("request data spans {} host ranges, more than {}", m_iovecs.size(),
                                       disk_io::MAX_SEGMENTS));
-        if (length == 0) {
-            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
-            return Started::Answered;
-        }
-        return submit(chain, header, *status, length, false);
-    }
+        break;
     case BLOCK_REQUEST_FLUSH:
         if (m_options.write_through) {
             // FLUSH is not offered in write-through mode; every completed write is durable already.
             m_flush_operations.fetch_add(1, std::memory_order_relaxed);
-            TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, 1));
+            TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, 1));
             return Started::Answered;
         }
-        return submit(chain, header, *status, 0, false);
+        return submit(chain, request);
     case BLOCK_REQUEST_GET_ID: {
         // 5.2.6: 20 bytes, zero-padded (NUL-terminated when shorter than 20).
         std::array<std::byte, ID_BYTES> id {};
         std::memcpy(id.data(), m_id.data(), m_id.size());
-        size_t const count = std::min<uint64_t>(writable_data, ID_BYTES);
-        auto const written = TRY(chain.write(memory, 0, std::span(id).first(count)));
-        TRY(answer(chain.head(), *status, BLOCK_STATUS_OK, static_cast<uint32_t>(written + 1)));
+        auto const written = TRY(chain.write(memory, 0, std::span(id).first(static_cast<size_t>(request.length))));
+        TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, static_cast<uint32_t>(written + 1)));
         return Started::Answered;
     }
-    case BLOCK_REQUEST_DISCARD:
-    case BLOCK_REQUEST_WRITE_ZEROES:
-        return start_range_request(chain, header, *status);
-    default:
-        return reject(chain, *status, BLOCK_STATUS_UNSUPP, fmt::format("unsupported request type {}", header.type));
+    default: // DISCARD, WRITE_ZEROES
+        break;
     }
-}
-
-Expected<BlockDevice::Started> BlockDevice::start_range_request(DescriptorChain const& chain,
-                                                                BlockRequestHeader const& header, GuestAddress status) {
-    bool const is_discard = header.type == BLOCK_REQUEST_DISCARD;
-    char const* const name = type_name(header.type);
-    if (m_image->read_only())
-        return reject(chain, status, BLOCK_STATUS_IOERR, fmt::format("{} request on a read-only disk", name));
-    uint64_t const payload = chain.readable_length() - sizeof(header);
-    if (payload == 0 || payload % sizeof(BlockRangeSegment) != 0)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} payload of {} bytes is not a whole number of 16-byte segments", name, payload));
-    // max_discard_seg = max_write_zeroes_seg = 1 (5.2.4).
-    if (payload / sizeof(BlockRangeSegment) > 1)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request has {} segments, at most 1 is supported", name,
-                                  payload / sizeof(BlockRangeSegment)));
-    BlockRangeSegment segment {};
-    TRY(chain.read(*m_context->memory, sizeof(header), std::as_writable_bytes(std::span(&segment, 1))));
-    // 5.2.6.2: unknown flags, and unmap on a discard, are UNSUPP.
-    if ((segment.flags & ~RANGE_FLAG_UNMAP) != 0 || (is_discard && (segment.flags & RANGE_FLAG_UNMAP) != 0))
-        return reject(chain, status, BLOCK_STATUS_UNSUPP,
-                      fmt::format("{} request with unsupported flags {:#x}", name, segment.flags));
-    uint32_t const limit = is_discard ? MAX_DISCARD_SECTORS : MAX_WRITE_ZEROES_SECTORS;
-    if (segment.num_sectors > limit)
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request of {} sectors exceeds the limit of {}", name, segment.num_sectors,
-                                  limit));
-    uint64_t const length = uint64_t { segment.num_sectors } * SECTOR_SIZE;
-    if (!range_in_capacity(segment.sector, length))
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("{} request at sector {} for {} sectors ends beyond the capacity of {} sectors", name,
-                                  segment.sector, segment.num_sectors, m_capacity_sectors));
-    if (length == 0) {
-        TRY(answer(chain.head(), status, BLOCK_STATUS_OK, 1));
+    if (request.length == 0) {
+        TRY(answer(chain.head(), request.status, BLOCK_STATUS_OK, 1));
         return Started::Answered;
     }
-    BlockRequestHeader range_header = header;
-    range_header.sector = segment.sector;
-    return submit(chain, range_header, status, length, (segment.flags & RANGE_FLAG_UNMAP) != 0);
+    return submit(chain, request);
 }
 
-Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequestHeader const& header,
-                                                   GuestAddress status, uint64_t length, bool may_unmap) {
-    auto& queue = *m_context->queues[0];
+Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain, BlockRequest const& request) {
+    uint64_t const length = request.length;
+    auto& queue = *context().queues[0];
     // Only data moves count against the bandwidth bucket; every request takes an op token.
-    bool const moves_data = header.type == BLOCK_REQUEST_IN || header.type == BLOCK_REQUEST_OUT;
+    bool const moves_data = request.type == BLOCK_REQUEST_IN || request.type == BLOCK_REQUEST_OUT;
     if (m_options.rate_limiter && !m_options.rate_limiter->consume(moves_data ? length : 0)) {
         queue.undo_pop(chain);
         m_waiting_for_limiter = true;
@@ -401,9 +282,9 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
         return Started::Deferred;
     }
     uint64_t const tag = (m_generation << HEAD_BITS) | chain.head();
-    uint64_t const offset = header.sector * SECTOR_SIZE; // no overflow: checked against the capacity
+    uint64_t const offset = request.sector * SECTOR_SIZE; // no overflow: checked against the capacity
     Expected<void> submitted {};
-    switch (header.type) {
+    switch (request.type) {
     case BLOCK_REQUEST_IN:
         submitted = m_engine->read(tag, offset, m_iovecs);
         break;
@@ -417,7 +298,7 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
         submitted = m_engine->discard(tag, offset, length);
         break;
     default:
-        submitted = m_engine->write_zeroes(tag, offset, length, may_unmap);
+        submitted = m_engine->write_zeroes(tag, offset, length, request.may_unmap);
         break;
     }
     if (!submitted) {
@@ -426,10 +307,11 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
             m_engine_full = true;
             return Started::Deferred;
         }
-        return reject(chain, status, BLOCK_STATUS_IOERR,
-                      fmt::format("submitting {} failed: {}", type_name(header.type), submitted.error().message()));
+        return reject(chain, request.status, BLOCK_STATUS_IOERR,
+                      fmt::format("submitting {} failed: {}", block_request_type_name(request.type),
+                                  submitted.error().message()));
     }
-    m_in_flight[chain.head()] = InFlight { true, header.type, status, static_cast<uint32_t>(length) };
+    m_in_flight[chain.head()] = InFlight { true, request.type, request.status, static_cast<uint32_t>(length) };
     m_in_flight_bytes += length;
     if (!moves_data)
         m_range_bytes_started = length;
@@ -440,14 +322,14 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
 Expected<BlockDevice::Started> BlockDevice::reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
                                                    std::string const& message) {
     m_errors.fetch_add(1, std::memory_order_relaxed);
-    log_guest_error(fmt::format("request at head {}: {}", chain.head(), message));
+    guest_error(fmt::format("request at head {}: {}", chain.head(), message));
     TRY(answer(chain.head(), status, value, 1));
     return Started::Answered;
 }
 
 Expected<void> BlockDevice::answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written) {
-    TRY(m_context->memory->write_obj(status, value));
-    TRY(m_context->queues[0]->add_used(head, written));
+    TRY(context().memory->write_obj(status, value));
+    TRY(context().queues[0]->add_used(head, written));
     m_used_pending = true;
     return {};
 }
@@ -470,7 +352,7 @@ Expected<void> BlockDevice::replace_image(DiskImage image) {
                  m_image->size_bytes() / SECTOR_SIZE);
     old_image.reset(); // closes the old file and releases its lock
     set_capacity(m_image->size_bytes());
-    if (m_context) {
+    if (active()) {
         m_engine_full = false;
         run(&BlockDevice::drain); // requests deferred while the old engine was full
     }
@@ -493,11 +375,11 @@ void BlockDevice::set_capacity(uint64_t size_bytes) {
     m_capacity_sectors = size_bytes / SECTOR_SIZE;
     {
         std::lock_guard guard(m_config_lock);
-        put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
+        put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }
-    if (m_context)
-        m_context->interrupt->signal_config_change();
+    if (active())
+        context().interrupt->signal_config_change();
 }
 
 Expected<void> BlockDevice::complete_in_flight() {
@@ -534,7 +416,7 @@ Expected<void> BlockDevice::drop_completions() {
 
 Expected<void> BlockDevice::on_completions() {
     TRY(answer_completions());
-    if (m_engine_full && m_context) {
+    if (m_engine_full && active()) {
         m_engine_full = false;
         TRY(drain());
     }
@@ -550,7 +432,7 @@ Expected<void> BlockDevice::answer_completions() {
         for (auto const& completion : std::span(batch).first(count)) {
             uint64_t const head = completion.tag & ((uint64_t { 1 } << HEAD_BITS) - 1);
             if ((completion.tag >> HEAD_BITS) != m_generation || head >= m_in_flight.size() ||
-                !m_in_flight[head].active || !m_context)
+                !m_in_flight[head].active || !active())
                 continue; // a request from before the last reset or failure: its result is dropped
             InFlight const request = m_in_flight[head];
             m_in_flight[head].active = false;
@@ -561,7 +443,8 @@ Expected<void> BlockDevice::answer_completions() {
                                           static_cast<uint32_t>(completion.result) != request.data_length)) {
                 status = BLOCK_STATUS_IOERR;
                 m_errors.fetch_add(1, std::memory_order_relaxed);
-                spdlog::warn("virtio-blk {}: {} request failed: {}", m_image->path(), type_name(request.type),
+                spdlog::warn("virtio-blk {}: {} request failed: {}", m_image->path(),
+                             block_request_type_name(request.type),
                              completion.result < 0 ? std::strerror(-completion.result) : "short transfer");
             } else if (request.type == BLOCK_REQUEST_IN) {
                 written += request.data_length;
@@ -592,16 +475,6 @@ void BlockDevice::wait_for_in_flight() {
     ++m_generation;
     for (auto& request : m_in_flight)
         request.active = false;
-}
-
-bool BlockDevice::range_in_capacity(uint64_t sector, uint64_t length_bytes) const {
-    // sector + length/512 <= capacity, written so that nothing overflows.
-    return sector <= m_capacity_sectors && length_bytes / SECTOR_SIZE <= m_capacity_sectors - sector;
-}
-
-void BlockDevice::log_guest_error(std::string const& message) {
-    // One line per second at most: a hostile driver must not flood the log.
-    m_guest_log.warn("virtio-blk {}: {}", m_image->path(), message);
 }
 
 } // namespace kvmm::virtio

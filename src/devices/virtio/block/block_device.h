@@ -8,9 +8,10 @@
 // chain head is the engine's tag, and a preallocated table indexed by head
 // remembers what each in-flight request needs to be answered.
 //
-// The driver is untrusted: every request is validated before any I/O (header
-// size, data direction, 512-byte multiples, overflow-checked range against the
-// capacity, read-only disks, discard/write-zeroes segments). A bad request is
+// The driver is untrusted: every request is validated before any I/O, by the
+// pure parser in block_request.h (header size, data direction, 512-byte
+// multiples, overflow-checked range against the capacity, read-only disks,
+// discard/write-zeroes segments). A bad request is
 // answered with IOERR or UNSUPP and one rate-limited log line; the device keeps
 // working. Only a broken ring (a queue Error) puts the device into
 // DEVICE_NEEDS_RESET.
@@ -36,8 +37,9 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "devices/virtio/block/block_request.h"
 #include "devices/virtio/device_state.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <array>
 #include <atomic>
@@ -58,33 +60,6 @@ inline constexpr unsigned BLOCK_FEATURE_BLK_SIZE = 6;
 inline constexpr unsigned BLOCK_FEATURE_FLUSH = 9;
 inline constexpr unsigned BLOCK_FEATURE_DISCARD = 13;
 inline constexpr unsigned BLOCK_FEATURE_WRITE_ZEROES = 14;
-
-// Request types and status values (5.2.6).
-inline constexpr uint32_t BLOCK_REQUEST_IN = 0;
-inline constexpr uint32_t BLOCK_REQUEST_OUT = 1;
-inline constexpr uint32_t BLOCK_REQUEST_FLUSH = 4;
-inline constexpr uint32_t BLOCK_REQUEST_GET_ID = 8;
-inline constexpr uint32_t BLOCK_REQUEST_DISCARD = 11;
-inline constexpr uint32_t BLOCK_REQUEST_WRITE_ZEROES = 13;
-inline constexpr uint8_t BLOCK_STATUS_OK = 0;
-inline constexpr uint8_t BLOCK_STATUS_IOERR = 1;
-inline constexpr uint8_t BLOCK_STATUS_UNSUPP = 2;
-
-// The request header (5.2.6 struct virtio_blk_req, first part).
-struct BlockRequestHeader {
-    uint32_t type;
-    uint32_t reserved;
-    uint64_t sector;
-};
-static_assert(sizeof(BlockRequestHeader) == 16);
-
-// One discard / write-zeroes range (5.2.6 struct virtio_blk_discard_write_zeroes).
-struct BlockRangeSegment {
-    uint64_t sector;
-    uint32_t num_sectors;
-    uint32_t flags; // bit 0: unmap (write zeroes only)
-};
-static_assert(sizeof(BlockRangeSegment) == 16);
 
 struct BlockOptions {
     DiskEngineKind engine { DiskEngineKind::IoUring };
@@ -121,10 +96,10 @@ struct BlockState {
     static Expected<BlockState> decode(StateReader& reader);
 };
 
-class BlockDevice final : public VirtioDevice {
+class BlockDevice final : public VirtioDeviceBase {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
-    static constexpr uint64_t SECTOR_SIZE = 512;
+    static constexpr uint64_t SECTOR_SIZE = BLOCK_SECTOR_SIZE;
     // Data segments per request (config seg_max): the queue size less header and status. Even
     // if every segment is split by host_ranges(), a request stays within the engine's limit.
     static constexpr uint32_t SEG_MAX = QUEUE_SIZE - 2;
@@ -143,8 +118,8 @@ public:
     // keep one request as small as the largest data request.
     static constexpr uint32_t MAX_WRITE_ZEROES_SECTORS = 1u << 16; // 32 MiB per request
     static constexpr uint32_t DISCARD_SECTOR_ALIGNMENT = 8;        // 4 KiB, the file system block
-    static constexpr size_t ID_BYTES = 20;                         // VIRTIO_BLK_ID_BYTES
-    static constexpr size_t CONFIG_SIZE = 60;                      // through write_zeroes_may_unmap and its padding
+    static constexpr size_t ID_BYTES = BLOCK_ID_BYTES;
+    static constexpr size_t CONFIG_SIZE = 60; // through write_zeroes_may_unmap and its padding
     static constexpr std::chrono::seconds RESET_DRAIN_TIMEOUT { 30 };
 
     // Takes ownership of `image`, creates its engine (queue depth QUEUE_SIZE) and registers the
@@ -212,8 +187,6 @@ public:
     uint64_t flush_operations() const { return m_flush_operations.load(std::memory_order_relaxed); }
     uint64_t errors() const { return m_errors.load(std::memory_order_relaxed); }
     uint64_t rate_limited() const { return m_rate_limited.load(std::memory_order_relaxed); }
-    // Turns that stopped at the per-wake-up budget and asked to be called again.
-    uint64_t budget_yields() const { return m_budget_yields.load(std::memory_order_relaxed); }
     // Counters by name for the metrics layer.
     std::vector<Counter> counters() const override {
         return { { "read_operations", read_operations() },   { "read_bytes", read_bytes() },
@@ -234,12 +207,11 @@ private:
     BlockDevice(std::unique_ptr<DiskImage> image, std::unique_ptr<DiskEngine> engine, EventLoop& event_loop,
                 BlockOptions options);
 
+    // The limits this device offers in its configuration space and enforces on every request.
+    static BlockRequestLimits request_limits();
     Expected<void> drain();
     Expected<Started> start_request(DescriptorChain const& chain);
-    Expected<Started> start_range_request(DescriptorChain const& chain, BlockRequestHeader const& header,
-                                          GuestAddress status);
-    Expected<Started> submit(DescriptorChain const& chain, BlockRequestHeader const& header, GuestAddress status,
-                             uint64_t length, bool may_unmap);
+    Expected<Started> submit(DescriptorChain const& chain, BlockRequest const& request);
     Expected<Started> reject(DescriptorChain const& chain, GuestAddress status, uint8_t value,
                              std::string const& message);
     Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
@@ -254,8 +226,7 @@ private:
     void on_limiter_timer();
     void run(Expected<void> (BlockDevice::*step)());
     void wait_for_in_flight();
-    bool range_in_capacity(uint64_t sector, uint64_t length_bytes) const;
-    void log_guest_error(std::string const& message);
+    std::string log_name() const override { return "virtio-blk " + m_image->path(); }
 
     std::unique_ptr<DiskImage> m_image;
     std::unique_ptr<DiskEngine> m_engine;
@@ -272,7 +243,6 @@ private:
     bool m_completion_registered { false };
     bool m_timer_registered { false };
 
-    std::optional<ActivationContext> m_context;
     DescriptorChain m_chain;
     std::vector<InFlight> m_in_flight; // indexed by chain head
     // Bytes of the discard or write-zeroes range started by the last start_request(), which
@@ -286,8 +256,6 @@ private:
     bool m_used_pending { false };
     bool m_submissions_pending { false };
 
-    RateLimitedLog m_guest_log;
-
     std::atomic<uint64_t> m_read_operations { 0 };
     std::atomic<uint64_t> m_read_bytes { 0 };
     std::atomic<uint64_t> m_write_operations { 0 };
@@ -295,7 +263,6 @@ private:
     std::atomic<uint64_t> m_flush_operations { 0 };
     std::atomic<uint64_t> m_errors { 0 };
     std::atomic<uint64_t> m_rate_limited { 0 };
-    std::atomic<uint64_t> m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -29,7 +29,7 @@ Expected<BlockState> BlockState::decode(StateReader& reader) {
 Expected<BlockState> BlockDevice::save() const {
     // Every chain the device pops is answered at once or handed to the engine, so the queue's
     // held chains are exactly the requests on the host.
-    size_t const held = m_context ? m_context->queues[0]->in_flight() : 0;
+    size_t const held = active() ? context().queues[0]->in_flight() : 0;
     size_t const on_host = std::max<size_t>(held, m_engine->in_flight());
     if (on_host > 0)
         return Error::format("virtio-blk {}: {} request(s) still in flight on the host; pause the VM and let them "
@@ -39,14 +39,14 @@ Expected<BlockState> BlockDevice::save() const {
     state.offered_features = m_features;
     state.capacity_sectors = m_capacity_sectors;
     state.config_generation = m_config_generation.load(std::memory_order_acquire);
-    if (m_context)
-        state.active = save_active_state(*m_context);
+    if (active())
+        state.active = save_active_state(context());
     return state;
 }
 
 Expected<void> BlockDevice::restore(BlockState const& state, std::optional<ActivationContext> context) {
     constexpr std::string_view section = BlockState::SECTION;
-    if (m_context)
+    if (active())
         return Error::format("virtio-blk {}: restoring into a device that is active; reset it first", m_image->path());
     if (state.capacity_sectors != m_capacity_sectors)
         return Error::format("saved state {}/capacity_sectors: the saved drive has {} sectors, {} has {} (another "
@@ -63,8 +63,8 @@ Expected<void> BlockDevice::restore(BlockState const& state, std::optional<Activ
         TRY(activate(std::move(*context)));
         // The saved device may have had chains waiting (deferred by a full engine or the
         // limiter); a turn of the queue picks them up once the event loop runs devices again.
-        if (m_context->reschedule)
-            m_context->reschedule(0);
+        if (VirtioDeviceBase::context().reschedule)
+            VirtioDeviceBase::context().reschedule(0);
     }
     return {};
 }

@@ -1,8 +1,10 @@
 #include "devices/virtio/console/console_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace kvmm::virtio {
@@ -12,6 +14,7 @@ namespace {
 constexpr size_t RECEIVE_QUEUE = 0;
 constexpr size_t TRANSMIT_QUEUE = 1;
 // Config layout (5.3.4): cols u16, rows u16, max_nr_ports u32, emerg_wr u32.
+constexpr size_t MAX_PORTS_OFFSET = 4;
 constexpr uint64_t EMERGENCY_WRITE_OFFSET = 8;
 constexpr size_t CONFIG_SIZE = 12;
 // Output is copied out of guest memory in pieces of this size, so a huge chain costs time
@@ -26,11 +29,9 @@ uint64_t ConsoleDevice::features() const {
 }
 
 void ConsoleDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    uint8_t config[CONFIG_SIZE] {};
-    uint32_t const max_ports = 1;
-    std::memcpy(config + 4, &max_ports, sizeof(max_ports));
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = offset + i < CONFIG_SIZE ? config[offset + i] : 0;
+    std::array<uint8_t, CONFIG_SIZE> config {};
+    put_config<MAX_PORTS_OFFSET>(config, uint32_t { 1 });
+    read_config_window(config, offset, data);
 }
 
 void ConsoleDevice::write_config(uint64_t offset, std::span<uint8_t const> data) {
@@ -42,12 +43,12 @@ void ConsoleDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
 Expected<void> ConsoleDevice::activate(ActivationContext context) {
     if (context.queues.size() < 2 || !context.queues[RECEIVE_QUEUE] || !context.queues[TRANSMIT_QUEUE])
         return Error("the console's receive and transmit queues were not both set up");
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
 void ConsoleDevice::reset() {
-    m_context.reset();
+    drop_context();
     m_transmit_offset.reset();
 }
 
@@ -55,10 +56,10 @@ Expected<void> ConsoleDevice::save_state(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
     std::vector<uint8_t> const pending(m_pending.begin(), m_pending.end());
     writer.bytes(std::span<uint8_t const>(pending));
-    writer.boolean(m_context.has_value());
-    if (m_context) {
-        m_context->queues[RECEIVE_QUEUE]->save().encode(writer);
-        m_context->queues[TRANSMIT_QUEUE]->save().encode(writer);
+    writer.boolean(active());
+    if (active()) {
+        context().queues[RECEIVE_QUEUE]->save().encode(writer);
+        context().queues[TRANSMIT_QUEUE]->save().encode(writer);
         writer.boolean(m_transmit_offset.has_value());
         if (m_transmit_offset) {
             writer.u16(m_transmit_chain.head());
@@ -120,95 +121,81 @@ Expected<void> ConsoleDevice::restore_state(StateReader& reader, std::optional<A
     TRY(reader.end_section());
     m_pending.assign(reinterpret_cast<uint8_t const*>(pending.data()),
                      reinterpret_cast<uint8_t const*>(pending.data()) + pending.size());
-    m_context = std::move(context);
+    if (context)
+        take_context(std::move(*context));
+    else
+        drop_context();
     m_transmit_chain = std::move(transmit_chain);
     m_transmit_offset = transmit_offset;
     return {};
 }
 
-void ConsoleDevice::fail(Error const& error) {
-    m_transmit_offset.reset();
-    auto context = std::move(*m_context);
-    m_context.reset();
-    context.fail(error);
-}
-
 void ConsoleDevice::process_queue(size_t index) {
-    if (!m_context)
+    if (!active())
         return;
-    auto result = index == TRANSMIT_QUEUE ? transmit() : deliver_input();
-    if (!result)
-        fail(result.error());
+    fail_on_error(index == TRANSMIT_QUEUE ? transmit() : deliver_input());
 }
 
 size_t ConsoleDevice::receive(std::span<uint8_t const> bytes) {
     size_t const room = MAX_PENDING_INPUT - m_pending.size();
     size_t const taken = std::min(room, bytes.size());
     m_pending.insert(m_pending.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(taken));
-    if (m_context) {
-        auto delivered = deliver_input();
-        if (!delivered)
-            fail(delivered.error());
-    }
+    if (active())
+        fail_on_error(deliver_input());
     return taken;
 }
 
 Expected<void> ConsoleDevice::transmit() {
-    auto& queue = *m_context->queues[TRANSMIT_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[TRANSMIT_QUEUE];
+    auto const& memory = *context().memory;
     bool used_any = false;
     WorkBudget slice;
     m_scratch.resize(COPY_PIECE);
     while (true) {
-        bool queue_empty = false;
-        while (!slice.exhausted()) {
-            if (!m_transmit_offset) {
-                if (!TRY(queue.pop(m_transmit_chain))) {
-                    queue_empty = true;
-                    break;
-                }
-                m_transmit_offset = 0;
-            }
-            // A chain may hold gigabytes (256 descriptors of any length): copy what this slice
-            // allows and keep the chain, with its offset, for the next turn.
-            uint64_t& offset = *m_transmit_offset;
-            uint64_t const length = m_transmit_chain.readable_length();
-            while (offset < length && !slice.exhausted()) {
-                auto const piece = static_cast<size_t>(std::min<uint64_t>(COPY_PIECE, slice.bytes_left()));
-                size_t const copied = TRY(m_transmit_chain.read(memory, offset, std::span(m_scratch).first(piece)));
-                if (copied == 0)
-                    return Error::format("transmit chain {} ended at byte {} of {}", m_transmit_chain.head(), offset,
-                                         length);
-                m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
-                offset += copied;
-                m_bytes_transmitted += copied;
-                slice.charge_bytes(copied);
-            }
-            if (offset < length)
+        if (slice.exhausted()) {
+            yield_turn(TRANSMIT_QUEUE);
+            break;
+        }
+        if (!m_transmit_offset) {
+            if (!TRY(queue.pop_or_enable_notifications(m_transmit_chain)))
                 break;
-            TRY(queue.add_used(m_transmit_chain.head(), 0));
-            m_transmit_offset.reset();
-            used_any = true;
-            slice.charge_chain();
+            m_transmit_offset = 0;
         }
-        if (!queue_empty && slice.exhausted()) {
-            ++m_budget_yields;
-            m_context->reschedule(TRANSMIT_QUEUE);
-            break;
+        // A chain may hold gigabytes (256 descriptors of any length): copy what this slice
+        // allows and keep the chain, with its offset, for the next turn.
+        uint64_t& offset = *m_transmit_offset;
+        uint64_t const length = m_transmit_chain.readable_length();
+        while (offset < length && !slice.exhausted()) {
+            auto const piece = static_cast<size_t>(std::min<uint64_t>(COPY_PIECE, slice.bytes_left()));
+            size_t const copied = TRY(m_transmit_chain.read(memory, offset, std::span(m_scratch).first(piece)));
+            if (copied == 0)
+                return Error::format("transmit chain {} ended at byte {} of {}", m_transmit_chain.head(), offset,
+                                     length);
+            m_output->write(std::span(reinterpret_cast<uint8_t const*>(m_scratch.data()), copied));
+            offset += copied;
+            m_bytes_transmitted += copied;
+            slice.charge_bytes(copied);
         }
-        if (m_transmit_offset || !TRY(queue.enable_notifications()))
-            break;
+        if (offset < length)
+            continue; // the slice is spent: the chain goes on next turn
+        TRY(queue.add_used(m_transmit_chain.head(), 0));
+        m_transmit_offset.reset();
+        used_any = true;
+        slice.charge_chain();
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
 Expected<void> ConsoleDevice::deliver_input() {
-    auto& queue = *m_context->queues[RECEIVE_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[RECEIVE_QUEUE];
+    auto const& memory = *context().memory;
     bool used_any = false;
-    while (!m_pending.empty() && TRY(queue.pop(m_chain))) {
+    // Out of receive buffers with input left, the device asks to be notified of the next one
+    // (EVENT_IDX): receive() runs only when the host has more input, so without that
+    // notification the input already waiting would stay until then.
+    while (!m_pending.empty() && TRY(queue.pop_or_enable_notifications(m_chain))) {
         size_t const length = static_cast<size_t>(std::min<uint64_t>(m_chain.writable_length(), m_pending.size()));
         if (length == 0) { // a receive buffer with no room: return it empty
             TRY(queue.add_used(m_chain.head(), 0));
@@ -223,8 +210,8 @@ Expected<void> ConsoleDevice::deliver_input() {
         TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
         used_any = true;
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 

@@ -21,14 +21,14 @@
 #pragma once
 
 #include "devices/legacy/byte_sink.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <deque>
 #include <memory>
 
 namespace kvmm::virtio {
 
-class ConsoleDevice final : public VirtioDevice {
+class ConsoleDevice final : public VirtioDeviceBase {
 public:
     static constexpr unsigned FEATURE_EMERG_WRITE = 2;
     static constexpr uint16_t QUEUE_SIZE = 256;
@@ -56,7 +56,7 @@ public:
     std::vector<Counter> counters() const override {
         return { { "tx_bytes", m_bytes_transmitted },
                  { "rx_bytes", m_bytes_received },
-                 { "budget_yields", m_budget_yields } };
+                 { "budget_yields", budget_yields() } };
     }
     uint64_t bytes_transmitted() const { return m_bytes_transmitted; }
     uint64_t bytes_received() const { return m_bytes_received; }
@@ -64,11 +64,11 @@ public:
 private:
     Expected<void> transmit();
     Expected<void> deliver_input();
-    void fail(Error const& error);
+    void on_failed() override { m_transmit_offset.reset(); }
+    std::string log_name() const override { return "virtio-console"; }
 
     std::shared_ptr<ByteSink> m_output;
     uint16_t m_queue_sizes[2] { QUEUE_SIZE, QUEUE_SIZE };
-    std::optional<ActivationContext> m_context;
     DescriptorChain m_chain; // receive side
     // The transmit chain being copied out, and how far, while one spans several wake-ups.
     DescriptorChain m_transmit_chain;
@@ -77,7 +77,6 @@ private:
     std::vector<std::byte> m_scratch;
     uint64_t m_bytes_transmitted { 0 };
     uint64_t m_bytes_received { 0 };
-    uint64_t m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -96,6 +96,18 @@ TEST_F(ConsoleDeviceTest, HugeTransmitChainIsCopiedInSlicesAcrossWakeUps) {
     loop.remove(stop.fd());
 }
 
+TEST_F(ConsoleDeviceTest, InputLeftOverAsksToBeNotifiedOfTheNextReceiveBuffer) {
+    start();
+    receive.add_chain({ receive.writable_buffer(4) });
+    driver->notify(0);
+    driver->run_event_loop();
+    EXPECT_EQ(console->receive(input("abcdefg")), 7u);
+    ASSERT_TRUE(console->has_pending_input());
+    // With EVENT_IDX the driver notifies only when its index passes avail_event (2.7.10): the
+    // device, out of buffers with input waiting, must have asked for the next one.
+    EXPECT_EQ(receive.available_event(), receive.available_index());
+}
+
 TEST_F(ConsoleDeviceTest, InputFillsReceiveBuffersAndWaitsForMore) {
     start();
     auto const first = receive.writable_buffer(4);

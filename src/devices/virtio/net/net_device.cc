@@ -1,5 +1,6 @@
 #include "devices/virtio/net/net_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include "backends/net/offloads.h"
@@ -47,8 +48,8 @@ NetDevice::NetDevice(Tap tap, NetDeviceOptions options, EventLoop& event_loop)
       m_tx_limiter(std::move(options.tx_rate_limiter)), m_event_loop(event_loop), m_frame(MAX_FRAME_SIZE) {
     // 5.1.4: the configuration space never changes, so vCPU threads read it without a lock.
     std::copy(m_mac.begin(), m_mac.end(), m_config.begin() + NET_CONFIG_MAC_OFFSET);
-    put_le16(m_config.data() + NET_CONFIG_STATUS_OFFSET, NET_STATUS_LINK_UP);
-    put_le16(m_config.data() + NET_CONFIG_MAX_VIRTQUEUE_PAIRS_OFFSET, 1);
+    put_config<NET_CONFIG_STATUS_OFFSET>(m_config, NET_STATUS_LINK_UP);
+    put_config<NET_CONFIG_MAX_VIRTQUEUE_PAIRS_OFFSET>(m_config, uint16_t { 1 });
     m_tx_pieces.reserve(QUEUE_SIZE);
 }
 
@@ -69,12 +70,7 @@ uint64_t NetDevice::features() const {
     return features;
 }
 
-void NetDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    for (size_t i = 0; i < data.size(); ++i) {
-        uint64_t const at = offset + i;
-        data[i] = at >= offset && at < m_config.size() ? m_config[at] : 0;
-    }
-}
+void NetDevice::read_config(uint64_t offset, std::span<uint8_t> data) { read_config_window(m_config, offset, data); }
 
 Expected<void> NetDevice::activate(ActivationContext context) {
     if (context.queues.size() < 2 || !context.queues[RX_QUEUE] || !context.queues[TX_QUEUE])
@@ -85,7 +81,7 @@ Expected<void> NetDevice::activate(ActivationContext context) {
     m_merge_rx_buffers = has_feature(context.features, net_feature::MRG_RXBUF);
     TRY(m_event_loop.add(m_tap.fd(), 0, [this](uint32_t ready) { on_tap_ready(ready); }));
     m_tap_registered = true;
-    m_context = std::move(context);
+    take_context(std::move(context));
     // The transport polls every queue after activation; receive starts from there.
     return {};
 }
@@ -97,7 +93,7 @@ void NetDevice::stop() {
         m_event_loop.remove(m_tap.fd());
     m_tap_registered = false;
     m_tap_interest = 0;
-    m_context.reset();
+    drop_context();
     m_rx_wanted = false;
     m_tx_blocked = false;
     m_rx_held = 0;
@@ -137,15 +133,9 @@ void NetDevice::on_tx_timer() {
 }
 
 void NetDevice::run(Expected<void> (NetDevice::*step)()) {
-    if (!m_context)
-        return;
-    auto done = (this->*step)();
-    if (!done) {
-        // A ring-level violation (or a lost epoll registration): DEVICE_NEEDS_RESET, once.
-        auto context = std::move(*m_context);
-        stop();
-        context.fail(done.error());
-    }
+    // A ring-level violation (or a lost epoll registration): DEVICE_NEEDS_RESET, once.
+    if (active())
+        fail_on_error((this->*step)());
 }
 
 Expected<void> NetDevice::update_tap_interest() {
@@ -157,111 +147,94 @@ Expected<void> NetDevice::update_tap_interest() {
     return {};
 }
 
-void NetDevice::log_dropped(std::string const& message) {
-    // One line per second at most: a hostile driver must not flood the log.
-    m_drop_log.warn("virtio-net {}: {}", m_tap.name(), message);
-}
-
 Expected<void> NetDevice::transmit() {
     if (m_tx_blocked)
         return {}; // the TAP's EPOLLOUT resumes us
-    auto& queue = *m_context->queues[TX_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[TX_QUEUE];
+    auto const& memory = *context().memory;
     bool used_any = false;
-    bool waiting = false;
     // A driver that keeps re-posting frames must not keep the loop here (work_budget.h).
     WorkBudget slice(WorkBudget::DEFAULT_CHAINS, MAX_TRANSMIT_BYTES_PER_WAKEUP);
-    while (!waiting) {
-        while (true) {
-            if (slice.exhausted()) {
-                ++m_tx_budget_yields;
-                m_context->reschedule(TX_QUEUE);
-                waiting = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_tx_chain)))
-                break;
-            uint64_t const length = m_tx_chain.readable_length();
-            slice.charge_chain();
-            slice.charge_bytes(length);
-            if (length < HEADER_SIZE || length > MAX_FRAME_SIZE) {
-                ++m_tx_drops;
-                log_dropped(fmt::format("dropped a transmit chain of {} bytes (a frame is {} to {} bytes)", length,
-                                        HEADER_SIZE, MAX_FRAME_SIZE));
-                TRY(queue.add_used(m_tx_chain.head(), 0));
-                used_any = true;
-                continue;
-            }
-            m_tx_pieces.clear();
-            for (auto const& segment : m_tx_chain.readable()) {
-                TRY(memory.host_ranges(segment.address, segment.length, m_tx_pieces));
-                if (m_tx_pieces.size() > IOV_MAX)
-                    break;
-            }
-            if (m_tx_pieces.size() > IOV_MAX) {
-                ++m_tx_drops;
-                log_dropped(fmt::format("dropped a transmit chain in more than {} pieces", IOV_MAX));
-                TRY(queue.add_used(m_tx_chain.head(), 0));
-                used_any = true;
-                continue;
-            }
-            uint64_t const frame_bytes = length - HEADER_SIZE;
-            if (m_tx_limiter && !m_tx_limiter->consume(frame_bytes)) {
-                // The limiter's timer resumes transmission.
-                queue.undo_pop(m_tx_chain);
-                ++m_tx_rate_limited;
-                waiting = true;
-                break;
-            }
-            auto const written = m_tap.write(m_tx_pieces);
-            if (!written) {
-                // The kernel refused the frame itself (EINVAL for an inconsistent GSO header,
-                // EIO while the interface is down): the guest's packet is lost, the device goes on.
-                ++m_tx_drops;
-                log_dropped(fmt::format("the TAP refused a frame of {} bytes: {}", length, written.error().message()));
-            } else if (!*written) {
-                queue.undo_pop(m_tx_chain);
-                ++m_tx_would_block;
-                m_tx_blocked = true;
-                waiting = true;
-                break;
-            } else {
-                ++m_tx_packets;
-                m_tx_bytes += frame_bytes;
-            }
-            // 5.1.6.2: transmit buffers are read-only to the device; nothing was written.
+    while (true) {
+        if (slice.exhausted()) {
+            yield_turn(TX_QUEUE);
+            break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_tx_chain)))
+            break;
+        uint64_t const length = m_tx_chain.readable_length();
+        slice.charge_chain();
+        slice.charge_bytes(length);
+        if (length < HEADER_SIZE || length > MAX_FRAME_SIZE) {
+            ++m_tx_drops;
+            guest_error(fmt::format("dropped a transmit chain of {} bytes (a frame is {} to {} bytes)", length,
+                                    HEADER_SIZE, MAX_FRAME_SIZE));
             TRY(queue.add_used(m_tx_chain.head(), 0));
             used_any = true;
+            continue;
         }
-        if (waiting || !TRY(queue.enable_notifications()))
+        m_tx_pieces.clear();
+        for (auto const& segment : m_tx_chain.readable()) {
+            TRY(memory.host_ranges(segment.address, segment.length, m_tx_pieces));
+            if (m_tx_pieces.size() > IOV_MAX)
+                break;
+        }
+        if (m_tx_pieces.size() > IOV_MAX) {
+            ++m_tx_drops;
+            guest_error(fmt::format("dropped a transmit chain in more than {} pieces", IOV_MAX));
+            TRY(queue.add_used(m_tx_chain.head(), 0));
+            used_any = true;
+            continue;
+        }
+        uint64_t const frame_bytes = length - HEADER_SIZE;
+        if (m_tx_limiter && !m_tx_limiter->consume(frame_bytes)) {
+            // The limiter's timer resumes transmission.
+            queue.undo_pop(m_tx_chain);
+            ++m_tx_rate_limited;
             break;
+        }
+        auto const written = m_tap.write(m_tx_pieces);
+        if (!written) {
+            // The kernel refused the frame itself (EINVAL for an inconsistent GSO header,
+            // EIO while the interface is down): the guest's packet is lost, the device goes on.
+            ++m_tx_drops;
+            guest_error(fmt::format("the TAP refused a frame of {} bytes: {}", length, written.error().message()));
+        } else if (!*written) {
+            queue.undo_pop(m_tx_chain);
+            ++m_tx_would_block;
+            m_tx_blocked = true;
+            break;
+        } else {
+            ++m_tx_packets;
+            m_tx_bytes += frame_bytes;
+        }
+        // 5.1.6.2: transmit buffers are read-only to the device; nothing was written.
+        TRY(queue.add_used(m_tx_chain.head(), 0));
+        used_any = true;
     }
     TRY(update_tap_interest());
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
 Expected<bool> NetDevice::hold_rx_chain() {
-    auto& queue = *m_context->queues[RX_QUEUE];
+    auto& queue = *context().queues[RX_QUEUE];
     if (m_rx_held == queue.size())
         return false;
     if (m_rx_held == m_rx_chains.size())
         m_rx_chains.emplace_back();
-    while (true) {
-        if (TRY(queue.pop(m_rx_chains[m_rx_held]))) {
-            m_rx_held_capacity += m_rx_chains[m_rx_held].writable_length();
-            ++m_rx_held;
-            return true;
-        }
-        // Every available chain has been popped, so avail_event now asks for the next one.
-        if (!TRY(queue.enable_notifications()))
-            return false;
-    }
+    // Every available chain has been popped when this finds none, so avail_event then asks
+    // for the next one.
+    if (!TRY(queue.pop_or_enable_notifications(m_rx_chains[m_rx_held])))
+        return false;
+    m_rx_held_capacity += m_rx_chains[m_rx_held].writable_length();
+    ++m_rx_held;
+    return true;
 }
 
 Expected<void> NetDevice::receive() {
-    auto& queue = *m_context->queues[RX_QUEUE];
+    auto& queue = *context().queues[RX_QUEUE];
     bool used_any = false;
     for (unsigned frames = 0; frames < MAX_FRAMES_PER_BATCH && m_rx_wanted; ++frames) {
         if (m_pending_length == 0) {
@@ -274,7 +247,7 @@ Expected<void> NetDevice::receive() {
             auto const got = m_tap.read(std::span(&whole, 1));
             if (!got) {
                 // A host-side failure, not the guest's: stop reading until the guest posts buffers.
-                log_dropped(fmt::format("reading the TAP failed: {}", got.error().message()));
+                guest_error(fmt::format("reading the TAP failed: {}", got.error().message()));
                 m_rx_wanted = false;
                 break;
             }
@@ -301,14 +274,14 @@ Expected<void> NetDevice::receive() {
         }
     }
     TRY(update_tap_interest());
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
 Expected<bool> NetDevice::deliver_pending(bool& used_any) {
-    auto& queue = *m_context->queues[RX_QUEUE];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[RX_QUEUE];
+    auto const& memory = *context().memory;
     size_t const length = m_pending_length;
     while (m_rx_held_capacity < length) {
         // Without MRG_RXBUF one chain must hold the whole frame (5.1.6.3.1); with it the frame
@@ -316,7 +289,7 @@ Expected<bool> NetDevice::deliver_pending(bool& used_any) {
         bool const hopeless = (!m_merge_rx_buffers && m_rx_held > 0) || m_rx_held == queue.size();
         if (hopeless) {
             ++m_rx_drops;
-            log_dropped(fmt::format("dropped a received frame of {} bytes: the receive buffers hold {}", length,
+            guest_error(fmt::format("dropped a received frame of {} bytes: the receive buffers hold {}", length,
                                     m_rx_held_capacity));
             m_pending_length = 0;
             m_pending_charged = false;

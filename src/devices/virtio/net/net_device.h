@@ -38,7 +38,7 @@
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
 #include "devices/virtio/device_state.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <array>
 #include <chrono>
@@ -119,7 +119,7 @@ struct NetState {
     static Expected<NetState> decode(StateReader& reader);
 };
 
-class NetDevice final : public VirtioDevice {
+class NetDevice final : public VirtioDeviceBase {
 public:
     static constexpr size_t RX_QUEUE = 0;
     static constexpr size_t TX_QUEUE = 1;
@@ -184,7 +184,7 @@ public:
                  { "rx_rate_limited", m_rx_rate_limited },
                  { "tx_rate_limited", m_tx_rate_limited },
                  { "tx_would_block", m_tx_would_block },
-                 { "tx_budget_yields", m_tx_budget_yields } };
+                 { "tx_budget_yields", budget_yields() } };
     }
 
 private:
@@ -201,7 +201,8 @@ private:
     Expected<bool> deliver_pending(bool& used_any);
     Expected<void> update_tap_interest();
     void stop();
-    void log_dropped(std::string const& message);
+    void on_failed() override { stop(); }
+    std::string log_name() const override { return "virtio-net " + m_tap.name(); }
 
     Tap m_tap;
     MacAddress m_mac;
@@ -211,7 +212,6 @@ private:
     uint16_t m_queue_sizes[2] { QUEUE_SIZE, QUEUE_SIZE };
     std::array<uint8_t, NET_CONFIG_SIZE> m_config {};
 
-    std::optional<ActivationContext> m_context;
     bool m_merge_rx_buffers { false };
     bool m_tap_registered { false };
     uint32_t m_tap_interest { 0 };
@@ -238,9 +238,6 @@ private:
     uint64_t m_rx_rate_limited { 0 };
     uint64_t m_tx_rate_limited { 0 };
     uint64_t m_tx_would_block { 0 };
-    uint64_t m_tx_budget_yields { 0 };
-
-    RateLimitedLog m_drop_log;
 };
 
 } // namespace kvmm::virtio

@@ -31,9 +31,9 @@ Expected<NetState> NetState::decode(StateReader& reader) {
 
 NetState NetDevice::save() const {
     NetState state { features(), m_mac, std::nullopt };
-    if (!m_context)
+    if (!active())
         return state;
-    auto active = save_active_state(*m_context);
+    auto active = save_active_state(context());
     // The held receive chains are the last m_rx_held popped, in ring order: give them back.
     auto& rx = *active.queues[RX_QUEUE];
     rx.next_available = static_cast<uint16_t>(rx.next_available - m_rx_held);
@@ -45,7 +45,7 @@ NetState NetDevice::save() const {
 
 Expected<void> NetDevice::restore(NetState const& state, std::optional<ActivationContext> context) {
     constexpr std::string_view section = NetState::SECTION;
-    if (m_context)
+    if (active())
         return Error::format("virtio-net {}: restoring into a device that is active; reset it first", m_tap.name());
     if (state.mac != m_mac)
         return Error::format("saved state {}/mac: the saved device had {}, this one has {}", section,
@@ -57,9 +57,9 @@ Expected<void> NetDevice::restore(NetState const& state, std::optional<Activatio
         return {};
     // The TAP learns the guest's offloads as at activation; that is the only step that can fail.
     TRY(activate(std::move(*context)).with_context(fmt::format("virtio-net {}: restoring", m_tap.name())));
-    if (m_context->reschedule) {
-        m_context->reschedule(RX_QUEUE);
-        m_context->reschedule(TX_QUEUE);
+    if (auto& restored = VirtioDeviceBase::context(); restored.reschedule) {
+        restored.reschedule(RX_QUEUE);
+        restored.reschedule(TX_QUEUE);
     }
     return {};
 }

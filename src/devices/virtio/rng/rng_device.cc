@@ -1,5 +1,6 @@
 #include "devices/virtio/rng/rng_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/work_budget.h"
 
 #include <algorithm>
@@ -34,24 +35,24 @@ uint64_t RngDevice::features() const {
     return feature_bit(FEATURE_RING_INDIRECT_DESC) | feature_bit(FEATURE_RING_EVENT_IDX);
 }
 
-void RngDevice::read_config(uint64_t, std::span<uint8_t> data) {
-    std::memset(data.data(), 0, data.size()); // 5.4.4: no configuration space
+void RngDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
+    read_config_window({}, offset, data); // 5.4.4: no configuration space
 }
 
 Expected<void> RngDevice::activate(ActivationContext context) {
     if (context.queues.empty() || !context.queues[0])
         return Error("the entropy device's request queue was not set up");
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
-void RngDevice::reset() { m_context.reset(); }
+void RngDevice::reset() { drop_context(); }
 
 Expected<void> RngDevice::save_state(StateWriter& writer) const {
     writer.begin_section(SECTION, VERSION);
-    writer.boolean(m_context.has_value());
-    if (m_context)
-        m_context->queues[0]->save().encode(writer);
+    writer.boolean(active());
+    if (active())
+        context().queues[0]->save().encode(writer);
     writer.end_section();
     return {};
 }
@@ -75,62 +76,55 @@ Expected<void> RngDevice::restore_state(StateReader& reader, std::optional<Activ
             return Error::format("saved state {}/{}: {}", SECTION, QueueState::SECTION, restored.error().message());
     }
     TRY(reader.end_section());
-    m_context = std::move(context);
+    if (context)
+        take_context(std::move(*context));
+    else
+        drop_context();
     return {};
 }
 
 void RngDevice::process_queue(size_t index) {
-    if (!m_context || index != 0)
+    if (!active() || index != 0)
         return;
-    auto drained = drain();
-    if (!drained) {
-        auto context = std::move(*m_context);
-        m_context.reset();
-        context.fail(drained.error());
-    }
+    fail_on_error(drain());
 }
 
 Expected<void> RngDevice::drain() {
-    auto& queue = *m_context->queues[0];
-    auto const& memory = *m_context->memory;
+    auto& queue = *context().queues[0];
+    auto const& memory = *context().memory;
     bool used_any = false;
     WorkBudget slice;
     while (true) {
-        while (true) {
-            if (slice.exhausted()) {
-                // A driver that re-posts buffers as fast as they come back would keep this loop
-                // going for ever: take the rest on a later turn of the event loop.
-                ++m_budget_yields;
-                m_context->reschedule(0);
-                break;
-            }
-            if (!TRY(queue.pop(m_chain)))
-                break;
-            // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
-            // buffer is not forbidden by the specification; it is ignored.
-            uint32_t const length =
-                static_cast<uint32_t>(std::min<uint64_t>(m_chain.writable_length(), MAX_BYTES_PER_REQUEST));
-            if (m_budget && length > 0 && !m_budget(length)) {
-                queue.undo_pop(m_chain);
-                ++m_requests_deferred;
-                if (used_any && TRY(queue.should_interrupt()))
-                    m_context->interrupt->signal_used_buffer();
-                return {};
-            }
-            m_scratch.resize(length);
-            TRY(m_source(m_scratch));
-            auto const written = TRY(m_chain.write(memory, 0, m_scratch));
-            TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
-            m_bytes_served += written;
-            used_any = true;
-            slice.charge_chain();
-            slice.charge_bytes(std::max<uint64_t>(length, 1));
-        }
-        if (slice.exhausted() || !TRY(queue.enable_notifications()))
+        if (slice.exhausted()) {
+            // A driver that re-posts buffers as fast as they come back would keep this loop
+            // going for ever: take the rest on a later turn of the event loop.
+            yield_turn(0);
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_chain)))
+            break;
+        // 5.4.6.1: the device writes random bytes to the writable buffers. A readable
+        // buffer is not forbidden by the specification; it is ignored.
+        uint32_t const length =
+            static_cast<uint32_t>(std::min<uint64_t>(m_chain.writable_length(), MAX_BYTES_PER_REQUEST));
+        if (m_budget && length > 0 && !m_budget(length)) {
+            queue.undo_pop(m_chain);
+            ++m_requests_deferred;
+            if (used_any)
+                TRY(interrupt_if_wanted(queue));
+            return {};
+        }
+        m_scratch.resize(length);
+        TRY(m_source(m_scratch));
+        auto const written = TRY(m_chain.write(memory, 0, m_scratch));
+        TRY(queue.add_used(m_chain.head(), static_cast<uint32_t>(written)));
+        m_bytes_served += written;
+        used_any = true;
+        slice.charge_chain();
+        slice.charge_bytes(std::max<uint64_t>(length, 1));
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 

@@ -17,13 +17,13 @@
 // Threading: see VirtioDevice (all work on the event-loop thread).
 #pragma once
 
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 
 #include <functional>
 
 namespace kvmm::virtio {
 
-class RngDevice final : public VirtioDevice {
+class RngDevice final : public VirtioDeviceBase {
 public:
     static constexpr uint32_t MAX_BYTES_PER_REQUEST = 64 * 1024;
     static constexpr uint16_t QUEUE_SIZE = 256;
@@ -50,23 +50,22 @@ public:
     std::vector<Counter> counters() const override {
         return { { "bytes", m_bytes_served },
                  { "requests_deferred", m_requests_deferred },
-                 { "budget_yields", m_budget_yields } };
+                 { "budget_yields", budget_yields() } };
     }
     uint64_t bytes_served() const { return m_bytes_served; }
     uint64_t requests_deferred() const { return m_requests_deferred; }
 
 private:
     Expected<void> drain();
+    std::string log_name() const override { return "virtio-rng"; }
 
     EntropySource m_source;
     Budget m_budget;
     uint16_t m_queue_sizes[1] { QUEUE_SIZE };
-    std::optional<ActivationContext> m_context;
     DescriptorChain m_chain;
     std::vector<std::byte> m_scratch;
     uint64_t m_bytes_served { 0 };
     uint64_t m_requests_deferred { 0 };
-    uint64_t m_budget_yields { 0 };
 };
 
 } // namespace kvmm::virtio

@@ -1,10 +1,12 @@
 #include "devices/virtio/vsock/vsock_device.h"
 
+#include "devices/virtio/config_space.h"
 #include "devices/virtio/vsock/vsock_host_socket.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -90,7 +92,7 @@ std::vector<VirtioDevice::Counter> VsockDevice::counters() const {
              { "host_requests_timed_out", m_host_requests_timed_out },
              { "host_port_collisions", m_host_port_collisions },
              { "accept_errors", m_accept_errors },
-             { "budget_yields", m_budget_yields },
+             { "budget_yields", budget_yields() },
              { "resets_sent", m_resets_sent },
              { "transport_resets_sent", m_transport_resets_sent },
              { "packets_dropped", m_packets_dropped },
@@ -104,10 +106,9 @@ uint64_t VsockDevice::features() const {
 
 void VsockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     // 5.10.4: struct virtio_vsock_config { le64 guest_cid; }.
-    uint8_t config[8];
-    std::memcpy(config, &m_guest_cid, sizeof(config));
-    for (size_t i = 0; i < data.size(); ++i)
-        data[i] = offset + i < sizeof(config) ? config[offset + i] : 0;
+    std::array<uint8_t, sizeof(uint64_t)> config {};
+    put_config<0>(config, m_guest_cid);
+    read_config_window(config, offset, data);
 }
 
 Expected<void> VsockDevice::activate(ActivationContext context) {
@@ -115,7 +116,7 @@ Expected<void> VsockDevice::activate(ActivationContext context) {
         return Error("the vsock device's rx and tx queues were not both set up");
     if (!context.reschedule)
         return Error("the vsock device needs a transport that can reschedule its queues");
-    m_context = std::move(context);
+    take_context(std::move(context));
     return {};
 }
 
@@ -127,7 +128,7 @@ void VsockDevice::reset() {
     m_rx_work.clear();
     m_pending_resets.clear();
     m_transport_reset_pending = false;
-    m_context.reset();
+    drop_context();
 }
 
 void VsockDevice::process_queue(size_t index) {
@@ -144,55 +145,38 @@ void VsockDevice::process_queue(size_t index) {
 }
 
 void VsockDevice::guarded(Expected<void> (VsockDevice::*work)()) {
-    if (!m_context)
-        return;
-    auto done = (this->*work)();
-    if (!done) {
-        auto context = std::move(*m_context);
-        reset();
-        context.fail(done.error());
-    }
-}
-
-void VsockDevice::guest_error(std::string const& message) {
-    // One line per second at most: a hostile driver must not flood the log.
-    m_guest_log.warn("virtio-vsock cid {}: {}", m_guest_cid, message);
+    if (active())
+        fail_on_error((this->*work)());
 }
 
 // ---- guest -> host (tx queue) ----
 
 Expected<void> VsockDevice::process_tx() {
-    auto& queue = *m_context->queues[TX_QUEUE];
+    auto& queue = *context().queues[TX_QUEUE];
     WorkBudget budget = m_limits.work_budget;
     bool used_any = false;
     bool yielded = false;
     while (true) {
-        while (true) {
-            if (budget.exhausted()) {
-                yielded = true;
-                break;
-            }
-            if (!TRY(queue.pop(m_tx_chain)))
-                break;
-            budget.charge_chain();
-            TRY(handle_tx_packet(budget));
-            // 5.10.6.2: tx buffers are returned with nothing written.
-            TRY(queue.add_used(m_tx_chain.head(), 0));
-            used_any = true;
-            if (!m_context)
-                return {}; // a callback reset the device
-        }
         // With the budget spent the rest waits for the next turn; notifications stay as they
         // are (the reschedule below brings us back whether or not the driver notifies).
-        if (yielded || !TRY(queue.enable_notifications()))
+        if (budget.exhausted()) {
+            yielded = true;
             break;
+        }
+        if (!TRY(queue.pop_or_enable_notifications(m_tx_chain)))
+            break;
+        budget.charge_chain();
+        TRY(handle_tx_packet(budget));
+        // 5.10.6.2: tx buffers are returned with nothing written.
+        TRY(queue.add_used(m_tx_chain.head(), 0));
+        used_any = true;
+        if (!active())
+            return {}; // a callback reset the device
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
-    if (yielded) {
-        ++m_budget_yields;
-        m_context->reschedule(TX_QUEUE);
-    }
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
+    if (yielded)
+        yield_turn(TX_QUEUE);
     return {};
 }
 
@@ -204,7 +188,7 @@ Expected<void> VsockDevice::handle_tx_packet(WorkBudget& budget) {
         return {};
     }
     HeaderBytes bytes;
-    TRY(m_tx_chain.read(*m_context->memory, 0, bytes));
+    TRY(m_tx_chain.read(*context().memory, 0, bytes));
     budget.charge_bytes(HEADER_SIZE);
     PacketHeader const header = decode_header(bytes);
     if (header.source_cid != m_guest_cid || header.destination_cid != HOST_CID) {
@@ -346,7 +330,7 @@ Expected<void> VsockDevice::handle_guest_data(Connection& connection, PacketHead
         return {};
     }
     budget.charge_bytes(header.length); // copied now, written to the host socket below
-    if (!TRY(connection.queue_guest_data(*m_context->memory, m_tx_chain, header.length))) {
+    if (!TRY(connection.queue_guest_data(*context().memory, m_tx_chain, header.length))) {
         guest_error(fmt::format("RW of {} bytes on {}->{} exceeds the credit we gave ({} bytes)", header.length,
                                 header.source_port, header.destination_port, Connection::BUFFER_SIZE));
         close_connection(connection.key(), true);
@@ -414,7 +398,7 @@ void VsockDevice::close_connection(ConnectionKey key, bool reset_guest) {
     }
     m_event_loop.remove(connection.fd());
     m_connections.erase(found); // closes the host socket
-    if (reset_guest && m_context) {
+    if (reset_guest && active()) {
         queue_reset(PacketHeader { .source_cid = m_guest_cid,
                                    .destination_cid = HOST_CID,
                                    .source_port = key.guest_port,
@@ -439,7 +423,7 @@ void VsockDevice::queue_reset(PacketHeader const& offending) {
 // ---- device -> guest (rx queue) ----
 
 Expected<void> VsockDevice::process_rx() {
-    auto& queue = *m_context->queues[RX_QUEUE];
+    auto& queue = *context().queues[RX_QUEUE];
     WorkBudget budget = m_limits.work_budget;
     bool used_any = false;
     bool yielded = false;
@@ -448,12 +432,9 @@ Expected<void> VsockDevice::process_rx() {
             yielded = true;
             break;
         }
-        if (!TRY(queue.pop(m_rx_chain))) {
-            // Out of buffers with work left: ask to be notified when the guest posts more.
-            if (!TRY(queue.enable_notifications()))
-                break;
-            continue;
-        }
+        // Out of buffers with work left: ask to be notified when the guest posts more.
+        if (!TRY(queue.pop_or_enable_notifications(m_rx_chain)))
+            break;
         auto const written = TRY(fill_rx_buffer());
         if (!written) {
             queue.undo_pop(m_rx_chain); // nothing could be sent now
@@ -464,18 +445,16 @@ Expected<void> VsockDevice::process_rx() {
         budget.charge_bytes(*written);
         used_any = true;
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
-    if (yielded) {
-        ++m_budget_yields;
-        m_context->reschedule(RX_QUEUE);
-    }
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
+    if (yielded)
+        yield_turn(RX_QUEUE);
     return {};
 }
 
 void VsockDevice::schedule_rx() {
-    if (m_context && (!m_pending_resets.empty() || !m_rx_work.empty()))
-        m_context->reschedule(RX_QUEUE);
+    if (active() && (!m_pending_resets.empty() || !m_rx_work.empty()))
+        context().reschedule(RX_QUEUE);
 }
 
 Expected<std::optional<uint32_t>> VsockDevice::fill_rx_buffer() {
@@ -576,7 +555,7 @@ Expected<std::optional<uint32_t>> VsockDevice::next_packet(Connection& connectio
 }
 
 Expected<uint32_t> VsockDevice::write_packet(PacketHeader const& header, std::span<std::byte const> payload) {
-    auto const& memory = *m_context->memory;
+    auto const& memory = *context().memory;
     HeaderBytes const bytes = encode_header(header);
     TRY(m_rx_chain.write(memory, 0, bytes));
     size_t const written = TRY(m_rx_chain.write(memory, HEADER_SIZE, payload));

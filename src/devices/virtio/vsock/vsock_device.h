@@ -50,10 +50,12 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "devices/virtio/device_state.h"
-#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/virtio_device_base.h"
 #include "devices/virtio/vsock/vsock_connection.h"
 #include "devices/virtio/vsock/vsock_packet.h"
 #include "devices/virtio/work_budget.h"
+
+#include <fmt/format.h>
 
 #include <chrono>
 #include <deque>
@@ -124,7 +126,7 @@ struct VsockState {
 // struct virtio_vsock_event's only id (5.10.6.7).
 inline constexpr uint32_t EVENT_TRANSPORT_RESET = 0;
 
-class VsockDevice final : public VirtioDevice {
+class VsockDevice final : public VirtioDeviceBase {
 public:
     static constexpr uint16_t QUEUE_SIZE = 256;
     static constexpr size_t RX_QUEUE = 0;
@@ -182,7 +184,6 @@ public:
     uint64_t host_requests_timed_out() const { return m_host_requests_timed_out; }
     uint64_t host_port_collisions() const { return m_host_port_collisions; }
     uint64_t accept_errors() const { return m_accept_errors; }
-    uint64_t budget_yields() const { return m_budget_yields; }
     uint64_t resets_sent() const { return m_resets_sent; }
     uint64_t transport_resets_sent() const { return m_transport_resets_sent; }
     uint64_t packets_dropped() const { return m_packets_dropped; }
@@ -243,7 +244,8 @@ private:
     // Adds to the map and the loop; on failure leaves neither (the fd is closed).
     bool register_connection(std::unique_ptr<Connection> connection);
     void queue_reset(PacketHeader const& offending);
-    void guest_error(std::string const& message);
+    void on_failed() override { reset(); }
+    std::string log_name() const override { return fmt::format("virtio-vsock cid {}", m_guest_cid); }
 
     EventLoop& m_event_loop;
     uint64_t const m_guest_cid;
@@ -253,7 +255,6 @@ private:
     VsockLimits const m_limits;
     uint16_t m_queue_sizes[3] { QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE };
 
-    std::optional<ActivationContext> m_context;
     std::map<int, Handshake> m_handshakes;
     std::map<ConnectionKey, std::unique_ptr<Connection>> m_connections;
     std::deque<ConnectionKey> m_rx_work;
@@ -278,13 +279,11 @@ private:
     uint64_t m_host_requests_timed_out { 0 };
     uint64_t m_host_port_collisions { 0 };
     uint64_t m_accept_errors { 0 };
-    uint64_t m_budget_yields { 0 };
     uint64_t m_resets_sent { 0 };
     uint64_t m_transport_resets_sent { 0 };
     uint64_t m_packets_dropped { 0 };
     uint64_t m_bytes_to_guest { 0 };
     uint64_t m_bytes_to_host { 0 };
-    RateLimitedLog m_guest_log;
     RateLimitedLog m_host_log;
 };
 

@@ -50,7 +50,7 @@ void VsockDevice::on_listener_readable() {
 }
 
 void VsockDevice::accept_client(UniqueFd stream) {
-    if (!m_context) {
+    if (!active()) {
         ++m_connections_refused; // closed at once: there is no driver to ask
         return;
     }
@@ -119,7 +119,7 @@ void VsockDevice::on_handshake_readable(int fd) {
         handshake.line.push_back(byte);
     }
     auto const port = parse_connect_line(handshake.line);
-    if (!port || !m_context) {
+    if (!port || !active()) {
         if (!port)
             m_host_log.warn("virtio-vsock cid {}: host client sent '{}', expected 'CONNECT <port>'", m_guest_cid,
                             handshake.line);

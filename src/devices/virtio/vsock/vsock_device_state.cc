@@ -31,14 +31,14 @@ Expected<VsockState> VsockState::decode(StateReader& reader) {
 
 VsockState VsockDevice::save() const {
     VsockState state { features(), m_guest_cid, std::nullopt };
-    if (m_context)
-        state.active = save_active_state(*m_context);
+    if (active())
+        state.active = save_active_state(context());
     return state;
 }
 
 Expected<void> VsockDevice::restore(VsockState const& state, std::optional<ActivationContext> context) {
     constexpr std::string_view section = VsockState::SECTION;
-    if (m_context)
+    if (active())
         return Error::format("virtio-vsock cid {}: restoring into a device that is active; reset it first",
                              m_guest_cid);
     if (state.guest_cid != m_guest_cid)
@@ -55,10 +55,10 @@ Expected<void> VsockDevice::restore(VsockState const& state, std::optional<Activ
     reset();
     if (!context)
         return {};
-    m_context = std::move(*context);
+    take_context(std::move(*context));
     m_transport_reset_pending = true;
     for (size_t queue : { EVENT_QUEUE, RX_QUEUE, TX_QUEUE })
-        m_context->reschedule(queue);
+        VirtioDeviceBase::context().reschedule(queue);
     return {};
 }
 
@@ -73,26 +73,23 @@ Expected<void> VsockDevice::restore_state(StateReader& reader, std::optional<Act
 }
 
 Expected<void> VsockDevice::send_transport_reset() {
-    if (m_context->queues.size() <= EVENT_QUEUE || !m_context->queues[EVENT_QUEUE]) {
+    if (context().queues.size() <= EVENT_QUEUE || !context().queues[EVENT_QUEUE]) {
         // Without an event queue there is no way to tell the guest; its connections then end
         // as they would with a peer that went away (RST on their next packet).
         m_transport_reset_pending = false;
         guest_error("no event queue is set up; the guest is not told of the transport reset");
         return {};
     }
-    auto& queue = *m_context->queues[EVENT_QUEUE];
+    auto& queue = *context().queues[EVENT_QUEUE];
     // struct virtio_vsock_event { le32 id; }; x86-64 is little-endian.
     std::array<std::byte, sizeof(uint32_t)> event;
     std::memcpy(event.data(), &EVENT_TRANSPORT_RESET, event.size());
     bool used_any = false;
     // Each turn of the loop uses up one buffer, so it ends within the queue's size.
     while (m_transport_reset_pending) {
-        if (!TRY(queue.pop(m_event_chain))) {
-            if (!TRY(queue.enable_notifications()))
-                break; // the driver's next event buffer brings us back
-            continue;
-        }
-        size_t const written = TRY(m_event_chain.write(*m_context->memory, 0, event));
+        if (!TRY(queue.pop_or_enable_notifications(m_event_chain)))
+            break; // the driver's next event buffer brings us back
+        size_t const written = TRY(m_event_chain.write(*context().memory, 0, event));
         if (written < event.size()) {
             guest_error(fmt::format("event buffer of {} bytes cannot hold a {}-byte event; returned empty",
                                     m_event_chain.writable_length(), event.size()));
@@ -104,8 +101,8 @@ Expected<void> VsockDevice::send_transport_reset() {
         }
         used_any = true;
     }
-    if (used_any && TRY(queue.should_interrupt()))
-        m_context->interrupt->signal_used_buffer();
+    if (used_any)
+        TRY(interrupt_if_wanted(queue));
     return {};
 }
 
