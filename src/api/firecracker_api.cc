@@ -70,8 +70,8 @@ Expected<UniqueFd> open_observability_sink(std::string const& path, SinkCreation
     return fd;
 }
 
-FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity)
-    : m_controller(controller), m_identity(std::move(identity)) {}
+FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity, HostChecks host_checks)
+    : m_controller(controller), m_identity(std::move(identity)), m_host_checks(host_checks) {}
 
 HttpResponse FirecrackerApi::handle(HttpRequest const& request) {
     m_deprecation.reset();
@@ -185,7 +185,8 @@ Expected<HttpResponse> FirecrackerApi::put_boot_source(std::string_view body) {
     json parsed = TRY(parse_json_text(body));
     VmConfig candidate;
     TRY(apply_boot_source(parsed, candidate));
-    TRY(check_boot_files(candidate));
+    if (m_host_checks == HostChecks::Perform)
+        TRY(check_boot_files(candidate));
     auto& vm = m_config.instance.vm;
     vm.kernel_path = std::move(candidate.kernel_path);
     vm.initrd_path = std::move(candidate.initrd_path);
@@ -199,7 +200,8 @@ Expected<HttpResponse> FirecrackerApi::put_vsock(std::string_view body) {
     if (parsed.is_object() && parsed.contains("vsock_id"))
         note_deprecation("PUT /vsock: vsock_id field is deprecated.");
     VsockConfig vsock = TRY(parse_vsock(parsed));
-    TRY(check_vsock_directory(vsock));
+    if (m_host_checks == HostChecks::Perform)
+        TRY(check_vsock_directory(vsock));
     m_config.instance.vm.vsock = std::move(vsock);
     return HttpResponse::no_content();
 }
@@ -212,7 +214,8 @@ Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std
         TRY(require_not_started("drives"));
         DiskConfig disk = TRY(parse_drive(parsed, id));
         std::string cache_type = TRY(parse_drive_cache_type(parsed));
-        TRY(check_drive_file(disk));
+        if (m_host_checks == HostChecks::Perform)
+            TRY(check_drive_file(disk));
         TRY(put_drive(m_config, std::move(disk), std::move(cache_type)));
         return HttpResponse::no_content();
     }
@@ -361,11 +364,13 @@ Expected<void> FirecrackerApi::boot_from_config(MicrovmConfig config) {
     m_config.logger.reset();
     m_config.metrics.reset();
     // The checks a PUT of each resource makes, so that the config file fails as early.
-    TRY(check_boot_files(m_config.instance.vm));
-    for (auto const& disk : m_config.instance.vm.disks)
-        TRY(check_drive_file(disk));
-    if (m_config.instance.vm.vsock)
-        TRY(check_vsock_directory(*m_config.instance.vm.vsock));
+    if (m_host_checks == HostChecks::Perform) {
+        TRY(check_boot_files(m_config.instance.vm));
+        for (auto const& disk : m_config.instance.vm.disks)
+            TRY(check_drive_file(disk));
+        if (m_config.instance.vm.vsock)
+            TRY(check_vsock_directory(*m_config.instance.vm.vsock));
+    }
     if (logger)
         TRY(install_logger(*logger));
     if (metrics)

@@ -33,7 +33,9 @@ struct ApiIdentity {
 
 class FirecrackerApi final : public ApiHandler {
 public:
-    FirecrackerApi(VmmController& controller, ApiIdentity identity);
+    // HostChecks::Skip is for the fuzzer, which must stay off the host's file system.
+    enum class HostChecks { Perform, Skip };
+    FirecrackerApi(VmmController& controller, ApiIdentity identity, HostChecks host_checks = HostChecks::Perform);
 
     HttpResponse handle(HttpRequest const& request) override;
 
@@ -70,6 +72,7 @@ private:
 
     VmmController& m_controller;
     ApiIdentity m_identity;
+    HostChecks m_host_checks;
     MicrovmConfig m_config;
     bool m_started { false };
     // Set while a request uses a field Firecracker deprecates; the response then carries

@@ -442,6 +442,9 @@ TEST_F(FirecrackerApiTest, PathsThatCannotBeOpened_Are400AtThePutAndKeepThePrevi
     expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "k", "initrd_path": "missing-initrd"})"),
                  "missing-initrd");
     expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "/"})"), "not a regular file");
+    // A FIFO is refused without being opened (its open would wait for a writer).
+    ASSERT_EQ(::mkfifo("kernel.fifo", 0600), 0);
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "kernel.fifo"})"), "not a regular file");
     EXPECT_EQ(api.config().instance.vm.kernel_path, "k");
     EXPECT_EQ(api.config().instance.vm.initrd_path, "i");
 
@@ -449,6 +452,9 @@ TEST_F(FirecrackerApiTest, PathsThatCannotBeOpened_Are400AtThePutAndKeepThePrevi
     expect_fault(call("PUT", "/drives/root",
                       R"({"drive_id": "root", "path_on_host": "missing.img", "is_root_device": true})"),
                  "missing.img");
+    expect_fault(call("PUT", "/drives/root",
+                      R"({"drive_id": "root", "path_on_host": "/dev/null", "is_root_device": true})"),
+                 "not a regular file or a block device");
     // Another VM holding the image: its lock is taken.
     UniqueFd holder(::open("s", O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(holder.is_valid());

@@ -1,6 +1,5 @@
 #include "api/host_checks.h"
 
-#include "backends/disk/disk_image.h"
 #include "base/unique_fd.h"
 
 #include <fmt/format.h>
@@ -10,6 +9,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -21,16 +21,28 @@
 namespace kvmm {
 namespace {
 
-Expected<void> check_readable_file(std::string const& path, std::string_view what) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.is_valid())
-        return Error::from_errno(fmt::format("boot-source: cannot open the {} '{}'", what, path));
+// The type is checked before the open, so that no device node or FIFO a request names is ever
+// opened here (opening some devices has effects); O_NONBLOCK covers a path swapped for a FIFO in
+// between, whose open would otherwise wait for a writer and stall the API thread.
+Expected<UniqueFd> open_checked(std::string const& path, int access, bool block_device_allowed,
+                                std::string const& what) {
     struct stat status {};
+    if (::stat(path.c_str(), &status) != 0)
+        return Error::from_errno(fmt::format("cannot open {} '{}'", what, path));
+    auto const acceptable = [&](struct stat const& s) {
+        return S_ISREG(s.st_mode) || (block_device_allowed && S_ISBLK(s.st_mode));
+    };
+    std::string_view const expected = block_device_allowed ? "a regular file or a block device" : "a regular file";
+    if (!acceptable(status))
+        return Error::format("{} '{}' is not {}", what, path, expected);
+    UniqueFd fd(::open(path.c_str(), access | O_NONBLOCK | O_CLOEXEC));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("cannot open {} '{}'", what, path));
     if (::fstat(fd.get(), &status) != 0)
-        return Error::from_errno(fmt::format("boot-source: cannot stat the {} '{}'", what, path));
-    if (!S_ISREG(status.st_mode))
-        return Error::format("boot-source: the {} '{}' is not a regular file", what, path);
-    return {};
+        return Error::from_errno(fmt::format("cannot stat {} '{}'", what, path));
+    if (!acceptable(status))
+        return Error::format("{} '{}' is not {}", what, path, expected);
+    return fd;
 }
 
 // The kernel's dev_t inside unix_diag (the superblock's s_dev) keeps the major number in the top
@@ -98,14 +110,23 @@ Expected<bool> unix_socket_bound_to(struct stat const& status) {
 } // namespace
 
 Expected<void> check_boot_files(VmConfig const& vm) {
-    TRY(check_readable_file(vm.kernel_path, "kernel image"));
+    TRY(open_checked(vm.kernel_path, O_RDONLY, false, "boot-source: the kernel image"));
     if (vm.initrd_path)
-        TRY(check_readable_file(*vm.initrd_path, "initrd"));
+        TRY(open_checked(*vm.initrd_path, O_RDONLY, false, "boot-source: the initrd"));
     return {};
 }
 
+// The same access and lock as the disk backend takes (backends/disk/disk_image.cc: flock, shared
+// for a read-only drive, exclusive otherwise), released when the descriptor closes here.
 Expected<void> check_drive_file(DiskConfig const& disk) {
-    TRY(DiskImage::open(disk.path, disk.read_only).with_context(fmt::format("drive '{}'", disk.id)));
+    auto const what = fmt::format("drive '{}': image", disk.id);
+    UniqueFd fd = TRY(open_checked(disk.path, disk.read_only ? O_RDONLY : O_RDWR, true, what));
+    if (::flock(fd.get(), (disk.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            return Error::format("{} '{}' is locked {} by another user (another VM?)", what, disk.path,
+                                 disk.read_only ? "for writing" : "for reading or writing");
+        return Error::from_errno(fmt::format("cannot lock {} '{}'", what, disk.path));
+    }
     return {};
 }
 

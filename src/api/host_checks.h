@@ -17,8 +17,10 @@ namespace kvmm {
 // The kernel and initrd (if any) can be opened for reading and are regular files.
 Expected<void> check_boot_files(VmConfig const& vm);
 
-// The image opens with the drive's access mode and its lock can be taken now (another VM using
-// it would hold the lock: backends/disk/disk_image.h). The lock is released again at once.
+// The image is a regular file or block device, opens with the drive's access mode, and its lock
+// can be taken now (another VM using it would hold the lock: backends/disk/disk_image.h). The
+// lock is released again at once. Kernel and initrd must be regular files. Neither check opens
+// anything of another type, nor waits (a FIFO swapped in is opened non-blocking).
 Expected<void> check_drive_file(DiskConfig const& disk);
 
 // The directory that is to hold the vsock's Unix socket exists.
