@@ -56,7 +56,8 @@ json microvm_config_to_json(MicrovmConfig const& config) {
     for (auto const& disk : vm.disks) {
         auto const cache_type = config.drive_cache_types.find(disk.id);
         out["drives"].push_back(
-            drive_to_json(disk, cache_type == config.drive_cache_types.end() ? "Unsafe" : cache_type->second));
+            // A drive that came from kvmm's flags, not a request, reports kvmm's own mode.
+            drive_to_json(disk, cache_type == config.drive_cache_types.end() ? "Writeback" : cache_type->second));
     }
     out["network-interfaces"] = json::array();
     for (auto const& net : vm.nets)

@@ -80,7 +80,7 @@ Expected<bool> parse_vm_state_is_paused(nlohmann::json const& body);
 nlohmann::json rate_limiter_to_json(RateLimitConfig const& limit);
 nlohmann::json machine_config_to_json(VmConfig const& vm, MachineOptions const& machine);
 nlohmann::json boot_source_to_json(VmConfig const& vm);
-nlohmann::json drive_to_json(DiskConfig const& disk, std::string_view cache_type = "Unsafe");
+nlohmann::json drive_to_json(DiskConfig const& disk, std::string_view cache_type);
 nlohmann::json network_interface_to_json(NetConfig const& net);
 nlohmann::json vsock_to_json(VsockConfig const& vsock);
 nlohmann::json entropy_to_json(RngConfig const& rng);
