@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -150,6 +151,18 @@ struct ApiMode {
     std::string metrics_path;
     kvmm::ApiServerOptions server_options;
 };
+
+// Firecracker's --id rule (utils/src/validators.rs validate_instance_id: 1 to 64 characters,
+// ASCII letters, digits and '-'), widened by '_' and '.', which kvmmd's VM names may contain.
+kvmm::Expected<void> check_instance_id(std::string const& id) {
+    if (id.empty() || id.size() > 64)
+        return kvmm::Error::format("--id '{}' must be 1 to 64 characters long", id);
+    for (char c : id) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+            return kvmm::Error::format("--id '{}' may contain only ASCII letters, digits, '-', '_' and '.'", id);
+    }
+    return {};
+}
 
 // Firecracker's level name for kvmm's --log-level, so that a bare --show-level keeps the level.
 std::string firecracker_level_name(spdlog::level::level_enum level) {
@@ -416,6 +429,8 @@ int main(int argc, char** argv) {
             logger->level = firecracker_level_name(*level);
         api_mode.logger = std::move(*logger);
     }
+    if (auto checked = check_instance_id(api_mode.id); !checked)
+        return fail(checked.error().message());
     if (max_payload_size == 0)
         return fail("--http-api-max-payload-size must be at least 1 byte");
     api_mode.server_options.limits.max_body_bytes = max_payload_size;
