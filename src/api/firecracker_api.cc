@@ -1,7 +1,10 @@
 #include "api/firecracker_api.h"
 
+#include "api/host_checks.h"
 #include "api/json_fields.h"
 #include "api/resource_parsers.h"
+
+#include <spdlog/spdlog.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -49,15 +52,16 @@ std::pair<std::string_view, std::string_view> split_resource(std::string_view pa
 
 } // namespace
 
-Expected<UniqueFd> open_observability_sink(std::string const& path) {
-    // O_NONBLOCK: opening a FIFO without a reader fails (ENXIO) instead of hanging the API
-    // thread, and a full pipe drops output instead of stalling the VMM.
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
-    if (!fd.is_valid()) {
-        if (errno == ENXIO)
-            return Error::format("cannot open '{}': it is a FIFO with no reader", path);
+Expected<UniqueFd> open_observability_sink(std::string const& path, SinkCreation creation) {
+    // O_RDWR: a FIFO opened for writing only would need a reader already (ENXIO without one);
+    // holding both ends, as Firecracker does, lets the reader come later and read what was
+    // written meanwhile. O_NONBLOCK: a full pipe drops output instead of stalling the VMM.
+    int flags = O_RDWR | O_APPEND | O_NONBLOCK | O_CLOEXEC;
+    if (creation == SinkCreation::CreateIfMissing)
+        flags |= O_CREAT;
+    UniqueFd fd(::open(path.c_str(), flags, 0600));
+    if (!fd.is_valid())
         return Error::from_errno(fmt::format("cannot open '{}'", path));
-    }
     struct stat status {};
     if (::fstat(fd.get(), &status) != 0)
         return Error::from_errno(fmt::format("cannot stat '{}'", path));
@@ -66,15 +70,22 @@ Expected<UniqueFd> open_observability_sink(std::string const& path) {
     return fd;
 }
 
-FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity)
-    : m_controller(controller), m_identity(std::move(identity)) {}
+FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity, HostChecks host_checks)
+    : m_controller(controller), m_identity(std::move(identity)), m_host_checks(host_checks) {}
 
 HttpResponse FirecrackerApi::handle(HttpRequest const& request) {
+    m_deprecation.reset();
     auto result = route(request.method, request.path(), request.body);
-    if (!result)
-        return HttpResponse::fault(400, result.error().message());
-    return std::move(result.value());
+    HttpResponse response = result ? std::move(result.value()) : HttpResponse::fault(400, result.error().message());
+    // As Firecracker: the header goes with whatever the request's outcome was.
+    if (m_deprecation) {
+        spdlog::warn("{}", *m_deprecation);
+        response.headers.emplace_back("Deprecation", "true");
+    }
+    return response;
 }
+
+void FirecrackerApi::note_deprecation(std::string message) { m_deprecation = std::move(message); }
 
 Expected<void> FirecrackerApi::require_not_started(std::string_view resource) const {
     if (m_started)
@@ -95,6 +106,9 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
             return Error::format("{} {}: {}", method, path, endpoint.reason);
     }
     bool const get = method == "GET", put = method == "PUT", patch = method == "PATCH";
+    // Firecracker's parser refuses a GET that carries a body (parsed_request.rs, method_to_error).
+    if (get && !body.empty())
+        return Error("GET request cannot have a body.");
     auto [resource, sub_path] = split_resource(path);
     // Parses the body only for the methods that carry one.
     auto body_json = [&]() { return parse_json_text(body); };
@@ -116,26 +130,20 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
         if (put || patch) {
             TRY(require_not_started("machine-config"));
             json parsed = TRY(body_json());
+            if (parsed.is_object() && parsed.contains("cpu_template"))
+                note_deprecation(fmt::format("{} /machine-config: cpu_template field is deprecated.", method));
             TRY(apply_machine_config(parsed, patch, m_config.instance.vm, m_config.instance.machine));
             return HttpResponse::no_content();
         }
     }
-    if (path == "/boot-source" && put) {
-        TRY(require_not_started("boot-source"));
-        json parsed = TRY(body_json());
-        TRY(apply_boot_source(parsed, m_config.instance.vm));
-        return HttpResponse::no_content();
-    }
+    if (path == "/boot-source" && put)
+        return put_boot_source(body);
     if (resource == "drives" && !sub_path.empty() && (put || patch))
         return handle_drive(method, sub_path, body);
     if (resource == "network-interfaces" && !sub_path.empty() && (put || patch))
         return handle_network_interface(method, sub_path, body);
-    if (path == "/vsock" && put) {
-        TRY(require_not_started("vsock"));
-        json parsed = TRY(body_json());
-        m_config.instance.vm.vsock = TRY(parse_vsock(parsed));
-        return HttpResponse::no_content();
-    }
+    if (path == "/vsock" && put)
+        return put_vsock(body);
     if (path == "/entropy" && put) {
         TRY(require_not_started("entropy"));
         json parsed = TRY(body_json());
@@ -170,6 +178,34 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
     return invalid_path(method, path);
 }
 
+// The files are opened now, so that a wrong path is this request's 400 and the previous boot
+// source stays (Firecracker opens them while handling the PUT: vmm_config/boot_source.rs).
+Expected<HttpResponse> FirecrackerApi::put_boot_source(std::string_view body) {
+    TRY(require_not_started("boot-source"));
+    json parsed = TRY(parse_json_text(body));
+    VmConfig candidate;
+    TRY(apply_boot_source(parsed, candidate));
+    if (m_host_checks == HostChecks::Perform)
+        TRY(check_boot_files(candidate));
+    auto& vm = m_config.instance.vm;
+    vm.kernel_path = std::move(candidate.kernel_path);
+    vm.initrd_path = std::move(candidate.initrd_path);
+    vm.cmdline = std::move(candidate.cmdline);
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::put_vsock(std::string_view body) {
+    TRY(require_not_started("vsock"));
+    json parsed = TRY(parse_json_text(body));
+    if (parsed.is_object() && parsed.contains("vsock_id"))
+        note_deprecation("PUT /vsock: vsock_id field is deprecated.");
+    VsockConfig vsock = TRY(parse_vsock(parsed));
+    if (m_host_checks == HostChecks::Perform)
+        TRY(check_vsock_directory(vsock));
+    m_config.instance.vm.vsock = std::move(vsock);
+    return HttpResponse::no_content();
+}
+
 Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std::string_view id,
                                                     std::string_view body) {
     TRY(validate_resource_id(id, "drive path"));
@@ -177,7 +213,10 @@ Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std
     if (method == "PUT") {
         TRY(require_not_started("drives"));
         DiskConfig disk = TRY(parse_drive(parsed, id));
-        TRY(put_drive(m_config, std::move(disk)));
+        std::string cache_type = TRY(parse_drive_cache_type(parsed));
+        if (m_host_checks == HostChecks::Perform)
+            TRY(check_drive_file(disk));
+        TRY(put_drive(m_config, std::move(disk), std::move(cache_type)));
         return HttpResponse::no_content();
     }
     TRY(require_started("PATCH /drives"));
@@ -224,13 +263,19 @@ Expected<HttpResponse> FirecrackerApi::handle_balloon(std::string_view method, s
     if (sub_path.empty() && method == "PUT") {
         TRY(require_not_started("balloon"));
         json parsed = TRY(parse_json_text(body));
-        balloon = TRY(parse_balloon(parsed));
+        BalloonConfig requested = TRY(parse_balloon(parsed));
+        TRY(check_balloon_fits(requested.target_mib, m_config.instance.vm.memory_size >> 20).with_context("balloon"));
+        balloon = requested;
         return HttpResponse::no_content();
     }
     bool const known = (sub_path.empty() && (method == "GET" || method == "PATCH")) ||
                        (sub_path == "statistics" && (method == "GET" || method == "PATCH"));
     if (!known)
         return invalid_path(method, sub_path.empty() ? "/balloon" : fmt::format("/balloon/{}", sub_path));
+    // Firecracker answers the balloon's updates and statistics only once the microVM runs
+    // (rpc_interface.rs: OperationNotSupportedPreBoot); its configuration is readable before.
+    if (method == "PATCH" || sub_path == "statistics")
+        TRY(require_started(fmt::format("{} /balloon{}", method, sub_path.empty() ? "" : "/statistics")));
     if (!balloon)
         return Error("no balloon device is configured");
     if (sub_path.empty() && method == "GET")
@@ -238,25 +283,22 @@ Expected<HttpResponse> FirecrackerApi::handle_balloon(std::string_view method, s
     if (sub_path.empty()) { // PATCH /balloon
         json parsed = TRY(parse_json_text(body));
         uint64_t target = TRY(parse_balloon_update(parsed));
-        if (m_started)
-            TRY(m_controller.update_balloon(target));
+        TRY(check_balloon_fits(target, m_config.instance.vm.memory_size >> 20).with_context("balloon"));
+        TRY(m_controller.update_balloon(target));
         balloon->target_mib = target;
         return HttpResponse::no_content();
     }
     if (method == "GET") {
-        TRY(require_started("GET /balloon/statistics"));
         if (balloon->stats_polling_interval_s == 0)
             return Error("balloon statistics are not enabled (stats_polling_interval_s is 0)");
         return ok_json(TRY(m_controller.balloon_statistics()));
     }
     json parsed = TRY(parse_json_text(body));
     uint32_t interval = TRY(parse_balloon_statistics_update(parsed));
-    if (m_started) {
-        // The statistics virtqueue exists only if enabled at boot (virtio 1.2 section 5.5.3).
-        if ((interval == 0) != (balloon->stats_polling_interval_s == 0))
-            return Error("balloon statistics cannot be enabled or disabled after the microVM has started");
-        TRY(m_controller.update_balloon_statistics_interval(interval));
-    }
+    // The statistics virtqueue exists only if enabled at boot (virtio 1.2 section 5.5.3).
+    if ((interval == 0) != (balloon->stats_polling_interval_s == 0))
+        return Error("balloon statistics cannot be enabled or disabled after the microVM has started");
+    TRY(m_controller.update_balloon_statistics_interval(interval));
     balloon->stats_polling_interval_s = interval;
     return HttpResponse::no_content();
 }
@@ -273,6 +315,8 @@ Expected<HttpResponse> FirecrackerApi::handle_action(std::string_view body) {
         TRY(m_controller.send_ctrl_alt_del());
         break;
     case InstanceAction::FlushMetrics:
+        // Firecracker flushes metrics only once the microVM runs (rpc_interface.rs).
+        TRY(require_started("FlushMetrics"));
         if (!m_config.metrics)
             return Error("FlushMetrics: no metrics destination is configured (PUT /metrics)");
         TRY(m_controller.flush_metrics());
@@ -284,14 +328,14 @@ Expected<HttpResponse> FirecrackerApi::handle_action(std::string_view body) {
 Expected<void> FirecrackerApi::install_logger(LoggerConfig const& logger) {
     UniqueFd sink;
     if (logger.log_path)
-        sink = TRY(open_observability_sink(*logger.log_path).with_context("logger"));
+        sink = TRY(open_observability_sink(*logger.log_path, SinkCreation::MustExist).with_context("logger"));
     TRY(m_controller.set_logger(logger, std::move(sink)));
     m_config.logger = logger;
     return {};
 }
 
-Expected<void> FirecrackerApi::install_metrics(MetricsConfig const& metrics) {
-    UniqueFd sink = TRY(open_observability_sink(metrics.metrics_path).with_context("metrics"));
+Expected<void> FirecrackerApi::install_metrics(MetricsConfig const& metrics, SinkCreation creation) {
+    UniqueFd sink = TRY(open_observability_sink(metrics.metrics_path, creation).with_context("metrics"));
     TRY(m_controller.set_metrics(metrics, std::move(sink)));
     m_config.metrics = metrics;
     return {};
@@ -319,6 +363,14 @@ Expected<void> FirecrackerApi::boot_from_config(MicrovmConfig config) {
     m_config = std::move(config);
     m_config.logger.reset();
     m_config.metrics.reset();
+    // The checks a PUT of each resource makes, so that the config file fails as early.
+    if (m_host_checks == HostChecks::Perform) {
+        TRY(check_boot_files(m_config.instance.vm));
+        for (auto const& disk : m_config.instance.vm.disks)
+            TRY(check_drive_file(disk));
+        if (m_config.instance.vm.vsock)
+            TRY(check_vsock_directory(*m_config.instance.vm.vsock));
+    }
     if (logger)
         TRY(install_logger(*logger));
     if (metrics)

@@ -15,13 +15,16 @@
 #include "base/expected.h"
 #include "base/unique_fd.h"
 
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace kvmm {
 
+enum class SinkCreation { MustExist, CreateIfMissing };
+
 // The Firecracker API version whose endpoints kvmm follows (GET /version's firecracker_version).
-inline constexpr std::string_view FIRECRACKER_API_VERSION = "1.7.0";
+inline constexpr std::string_view FIRECRACKER_API_VERSION = "1.12.0";
 
 struct ApiIdentity {
     std::string instance_id { "anonymous-instance" }; // Firecracker's default --id
@@ -30,7 +33,9 @@ struct ApiIdentity {
 
 class FirecrackerApi final : public ApiHandler {
 public:
-    FirecrackerApi(VmmController& controller, ApiIdentity identity);
+    // HostChecks::Skip is for the fuzzer, which must stay off the host's file system.
+    enum class HostChecks { Perform, Skip };
+    FirecrackerApi(VmmController& controller, ApiIdentity identity, HostChecks host_checks = HostChecks::Perform);
 
     HttpResponse handle(HttpRequest const& request) override;
 
@@ -42,8 +47,11 @@ public:
     // built by the caller, so the API begins in the started state with `config` as its
     // configuration (GET /vm/config) and serves only post-boot requests.
     void mark_started(InstanceConfig config);
-    // PUT /metrics without the request: opens the sink and installs it (flag mode's --metrics).
-    Expected<void> install_metrics(MetricsConfig const& metrics);
+    // PUT /metrics without the request: opens the sink and installs it (--metrics-path; flag
+    // mode's --metrics, which creates a missing file, passes CreateIfMissing).
+    Expected<void> install_metrics(MetricsConfig const& metrics, SinkCreation creation = SinkCreation::MustExist);
+    // PUT /logger without the request (--log-path and the other logger flags).
+    Expected<void> install_logger(LoggerConfig const& logger);
 
     bool started() const { return m_started; }
     MicrovmConfig const& config() const { return m_config; }
@@ -55,20 +63,28 @@ private:
     Expected<HttpResponse> handle_network_interface(std::string_view method, std::string_view id,
                                                     std::string_view body);
     Expected<HttpResponse> handle_action(std::string_view body);
-    Expected<void> install_logger(LoggerConfig const& logger);
+    Expected<HttpResponse> put_boot_source(std::string_view body);
+    Expected<HttpResponse> put_vsock(std::string_view body);
+    void note_deprecation(std::string message);
     Expected<void> start();
     Expected<void> require_not_started(std::string_view resource) const;
     Expected<void> require_started(std::string_view operation) const;
 
     VmmController& m_controller;
     ApiIdentity m_identity;
+    HostChecks m_host_checks;
     MicrovmConfig m_config;
     bool m_started { false };
+    // Set while a request uses a field Firecracker deprecates; the response then carries
+    // "Deprecation: true" as Firecracker's does (api_server/mod.rs, set_deprecation).
+    std::optional<std::string> m_deprecation;
 };
 
-// Opens a log or metrics destination as Firecracker does: a regular file is created if
-// missing and appended to; a FIFO must already have a reader (the open does not wait for one,
-// and writes never block the VMM).
-Expected<UniqueFd> open_observability_sink(std::string const& path);
+// Opens a log or metrics destination as Firecracker does (vmm_config/mod.rs open_file_nonblock,
+// logger/logging.rs): read-write and non-blocking, so a FIFO opens whether or not a reader is
+// there yet and a full pipe drops output instead of stalling the VMM; a path that does not
+// exist is an error unless `creation` allows creating a regular file (mode 0600). Regular files
+// are appended to.
+Expected<UniqueFd> open_observability_sink(std::string const& path, SinkCreation creation = SinkCreation::MustExist);
 
 } // namespace kvmm

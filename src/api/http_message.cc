@@ -21,7 +21,7 @@ std::optional<std::string_view> HttpRequest::header(std::string_view name) const
 HttpResponse HttpResponse::fault(int status, std::string_view message) {
     nlohmann::json body = { { "fault_message", std::string(message) } };
     // Replace invalid UTF-8 (a path echoed back from the request) rather than throw.
-    return { status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false };
+    return { status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false, {} };
 }
 
 std::string_view http_reason_phrase(int status) {
@@ -65,6 +65,8 @@ std::string serialize_response(HttpResponse const& response, bool keep_alive) {
     std::string out =
         fmt::format("HTTP/1.1 {} {}\r\nServer: {}\r\nConnection: {}\r\n", response.status,
                     http_reason_phrase(response.status), HTTP_SERVER_NAME, keep_alive ? "keep-alive" : "close");
+    for (auto const& [name, value] : response.headers)
+        out += fmt::format("{}: {}\r\n", name, value);
     bool const bodiless = response.status < 200 || response.status == 204;
     if (!bodiless)
         out += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", response.body.size());

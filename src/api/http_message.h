@@ -33,9 +33,12 @@ struct HttpResponse {
     int status { 200 };
     std::string body;                // JSON text, or empty
     bool close_connection { false }; // ask the server to close after sending
+    // Extra header fields (e.g. Firecracker's "Deprecation: true"); names and values must be
+    // plain tokens without CR or LF, which the handlers that set them guarantee.
+    std::vector<std::pair<std::string, std::string>> headers;
 
-    static HttpResponse json(int status, std::string body) { return { status, std::move(body), false }; }
-    static HttpResponse no_content() { return { 204, {}, false }; }
+    static HttpResponse json(int status, std::string body) { return { status, std::move(body), false, {} }; }
+    static HttpResponse no_content() { return { 204, {}, false, {} }; }
     // {"fault_message": message}, Firecracker's error body.
     static HttpResponse fault(int status, std::string_view message);
 };

@@ -9,7 +9,7 @@ namespace kvmm {
 
 using nlohmann::json;
 
-Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive) {
+Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive, std::string cache_type) {
     auto& disks = config.instance.vm.disks;
     auto existing = std::find_if(disks.begin(), disks.end(), [&](DiskConfig const& d) { return d.id == drive.id; });
     if (drive.is_root_device) {
@@ -18,6 +18,7 @@ Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive) {
                 return Error::format("drive '{}': drive '{}' is already the root device", drive.id, disk.id);
         }
     }
+    config.drive_cache_types[drive.id] = std::move(cache_type);
     if (existing != disks.end())
         *existing = std::move(drive);
     else
@@ -52,8 +53,12 @@ json microvm_config_to_json(MicrovmConfig const& config) {
     if (!vm.kernel_path.empty())
         out["boot-source"] = boot_source_to_json(vm);
     out["drives"] = json::array();
-    for (auto const& disk : vm.disks)
-        out["drives"].push_back(drive_to_json(disk));
+    for (auto const& disk : vm.disks) {
+        auto const cache_type = config.drive_cache_types.find(disk.id);
+        out["drives"].push_back(
+            // A drive that came from kvmm's flags, not a request, reports kvmm's own mode.
+            drive_to_json(disk, cache_type == config.drive_cache_types.end() ? "Writeback" : cache_type->second));
+    }
     out["network-interfaces"] = json::array();
     for (auto const& net : vm.nets)
         out["network-interfaces"].push_back(network_interface_to_json(net));
@@ -88,7 +93,8 @@ Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
         return Error::format("config file: 'drives' must be an array, got {}", drives->type_name());
     for (auto const& item : drives ? *drives : json::array()) {
         DiskConfig disk = TRY(parse_drive(item, ""));
-        TRY(put_drive(config, std::move(disk)));
+        std::string cache_type = TRY(parse_drive_cache_type(item));
+        TRY(put_drive(config, std::move(disk), std::move(cache_type)));
     }
     auto const* nets = fields.get("network-interfaces");
     if (nets && !nets->is_array())
@@ -101,8 +107,11 @@ Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
         config.instance.vm.vsock = TRY(parse_vsock(*vsock));
     if (auto const* entropy = fields.get("entropy"))
         config.instance.vm.rng = TRY(parse_entropy(*entropy));
-    if (auto const* balloon = fields.get("balloon"))
-        config.instance.vm.balloon = TRY(parse_balloon(*balloon));
+    if (auto const* balloon = fields.get("balloon")) {
+        auto parsed = TRY(parse_balloon(*balloon));
+        TRY(check_balloon_fits(parsed.target_mib, config.instance.vm.memory_size >> 20).with_context("balloon"));
+        config.instance.vm.balloon = std::move(parsed);
+    }
     if (auto const* logger = fields.get("logger"))
         config.logger = TRY(parse_logger(*logger));
     if (auto const* metrics = fields.get("metrics"))

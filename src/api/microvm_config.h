@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -20,10 +21,14 @@ struct MicrovmConfig {
     InstanceConfig instance;
     std::optional<LoggerConfig> logger;
     std::optional<MetricsConfig> metrics;
+    // Each drive's cache_type as sent, echoed by GET /vm/config (kvmm runs both values alike).
+    std::map<std::string, std::string> drive_cache_types;
 };
 
 // Adds the drive, or replaces the one with the same id. At most one drive is the root device.
-Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive);
+// Ids are unique per device kind only: a drive and a network interface may share one, as in
+// Firecracker (firectl names its root drive "1", the Go SDK numbers interfaces from "1").
+Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive, std::string cache_type = "Unsafe");
 // Adds the interface, or replaces the one with the same id; TAP names and MACs stay unique.
 Expected<void> put_network_interface(MicrovmConfig& config, NetConfig net);
 

@@ -112,6 +112,38 @@ TEST(MicrovmConfigJson, RoundTripsThroughTheConfigFileLoader) {
     EXPECT_EQ(reloaded->instance.machine, original->instance.machine);
     EXPECT_EQ(reloaded->instance.vm.initrd_path, original->instance.vm.initrd_path);
     EXPECT_EQ(reloaded->instance.vm.memory_size, 300ull << 20);
+    EXPECT_EQ(reloaded->drive_cache_types, original->drive_cache_types);
+}
+
+TEST(MicrovmConfigJson, EchoesTheCacheTypeSentAndWritebackForFlagModeDrives) {
+    auto loaded = load_config_file(R"({
+        "boot-source": {"kernel_image_path": "/vmlinux"},
+        "drives": [{"drive_id": "a", "path_on_host": "/a", "is_root_device": false, "cache_type": "Writeback"},
+                   {"drive_id": "b", "path_on_host": "/b", "is_root_device": false}]
+    })");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    auto dumped = microvm_config_to_json(*loaded);
+    EXPECT_EQ(dumped["drives"][0]["cache_type"], "Writeback");
+    EXPECT_EQ(dumped["drives"][1]["cache_type"], "Unsafe");
+    // A drive from kvmm's own flags (no cache_type was ever sent) reports kvmm's real mode.
+    MicrovmConfig flags;
+    DiskConfig disk;
+    disk.id = "flag";
+    disk.path = "/f";
+    flags.instance.vm.disks.push_back(disk);
+    EXPECT_EQ(microvm_config_to_json(flags)["drives"][0]["cache_type"], "Writeback");
+}
+
+TEST(LoadConfigFile, BalloonLargerThanGuestMemoryIsRefused) {
+    auto refused = load_config_file(R"({"boot-source": {"kernel_image_path": "/vmlinux"},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+        "balloon": {"amount_mib": 65, "deflate_on_oom": false}})");
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("larger than the guest memory"), std::string::npos)
+        << refused.error().message();
+    EXPECT_TRUE(load_config_file(R"({"boot-source": {"kernel_image_path": "/vmlinux"},
+        "balloon": {"amount_mib": 128, "deflate_on_oom": false}})"))
+        << "the default 128 MiB of memory";
 }
 
 TEST(ParseMacAddress, RejectsMalformedText) {

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace kvmm {
@@ -81,6 +82,37 @@ Expected<std::string> checked_body_id(JsonFields const& fields, std::string_view
         return Error::format("{}: {} '{}' in the body does not match '{}' in the path", fields.what(), key, id,
                              path_id);
     return id;
+}
+
+// Firecracker's MacAddr syntax: six colon-separated pairs of hex digits. Unlike kvmm's own
+// --net mac= (backends/net/mac_address.h), any address is taken as given, multicast and
+// locally administered ones included, because Firecracker accepts them (its MacAddr::from_str
+// checks only the syntax) and clients such as the Go SDK pass addresses through unchanged.
+Expected<MacAddress> parse_guest_mac(std::string_view text) {
+    MacAddress address {};
+    auto const fail = [&] {
+        return Error::format("network-interface: guest_mac '{}' is not a MAC address (expected six "
+                             "colon-separated pairs of hex digits)",
+                             text);
+    };
+    if (text.size() != 17)
+        return fail();
+    for (size_t i = 0; i < address.size(); ++i) {
+        std::string_view const pair = text.substr(i * 3, 2);
+        if (i < 5 && text[i * 3 + 2] != ':')
+            return fail();
+        if (!std::isxdigit(static_cast<unsigned char>(pair[0])) || !std::isxdigit(static_cast<unsigned char>(pair[1])))
+            return fail();
+        std::from_chars(pair.data(), pair.data() + 2, address[i], 16);
+    }
+    return address;
+}
+
+// The fields of Firecracker's Drive object.
+Expected<JsonFields> drive_fields(json const& body) {
+    return JsonFields::create(body, "drive",
+                              { "drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid", "cache_type",
+                                "io_engine", "rate_limiter", "socket" });
 }
 
 Expected<std::string> canonical_level(std::string_view level) {
@@ -160,6 +192,10 @@ Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm
     // Firecracker: with SMT the vCPUs come in sibling pairs.
     if (options.smt && vcpus > 1 && vcpus % 2 != 0)
         return Error::format("machine-config: with smt enabled vcpu_count must be 1 or even, got {}", vcpus);
+    // Firecracker refuses to shrink memory below a configured balloon (resources.rs,
+    // MachineConfigError::IncompatibleBalloonSize).
+    if (vm.balloon)
+        TRY(check_balloon_fits(vm.balloon->target_mib, memory_mib).with_context("machine-config"));
     if (options.huge_pages == MachineOptions::HugePages::Hugetlbfs2M && memory_mib % 2 != 0)
         return Error::format("machine-config: with 2M huge pages mem_size_mib must be a multiple of 2, got {}",
                              memory_mib);
@@ -187,9 +223,7 @@ Expected<void> apply_boot_source(json const& body, VmConfig& vm) {
 }
 
 Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id) {
-    auto fields = TRY(JsonFields::create(body, "drive",
-                                         { "drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid",
-                                           "cache_type", "io_engine", "rate_limiter", "socket" }));
+    auto fields = TRY(drive_fields(body));
     if (fields.has("partuuid"))
         return Error("drive: partuuid is not supported by kvmm; the root device is passed as root=/dev/vdX");
     if (fields.has("socket"))
@@ -201,9 +235,7 @@ Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id) {
     disk.read_only = TRY(fields.boolean("is_read_only")).value_or(false);
     // kvmm always honours guest flushes: Firecracker's "Unsafe" (flushes ignored) gets the safer
     // write-back behaviour too.
-    auto cache = TRY(fields.string("cache_type")).value_or("Unsafe");
-    if (cache != "Unsafe" && cache != "Writeback")
-        return Error::format("drive: cache_type must be \"Unsafe\" or \"Writeback\", got '{}'", cache);
+    TRY(parse_drive_cache_type(body));
     disk.cache = DiskConfig::CacheMode::WriteBack;
     auto engine = TRY(fields.string("io_engine")).value_or("Sync");
     if (engine == "Sync")
@@ -217,12 +249,25 @@ Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id) {
     return disk;
 }
 
+Expected<std::string> parse_drive_cache_type(json const& body) {
+    auto fields = TRY(drive_fields(body));
+    auto cache = TRY(fields.string("cache_type")).value_or("Unsafe");
+    if (cache != "Unsafe" && cache != "Writeback")
+        return Error::format("drive: cache_type must be \"Unsafe\" or \"Writeback\", got '{}'", cache);
+    return cache;
+}
+
 Expected<DriveUpdate> parse_drive_update(json const& body, std::string_view path_id) {
     auto fields = TRY(JsonFields::create(body, "drive", { "drive_id", "path_on_host", "rate_limiter" }));
     DriveUpdate update;
     update.drive_id = TRY(checked_body_id(fields, "drive_id", path_id));
     update.path = TRY(optional_path_field(fields, "path_on_host"));
     update.rate_limit = TRY(optional_rate_limit_changes(fields, "rate_limiter"));
+    // Firecracker treats a PATCH with neither field as an update of a vhost-user drive, which a
+    // virtio-block drive refuses with 400 (rpc_interface.rs, update_block_device).
+    if (!update.path && !update.rate_limit)
+        return Error::format("drive: PATCH /drives/{} changes nothing: give path_on_host or rate_limiter",
+                             update.drive_id);
     return update;
 }
 
@@ -239,7 +284,7 @@ Expected<NetConfig> parse_network_interface(json const& body, std::string_view p
         return Error::format("network-interface: host_dev_name '{}' is longer than {} bytes", net.tap_name,
                              MAX_TAP_NAME_LENGTH);
     if (auto mac = TRY(fields.string("guest_mac")))
-        net.mac = TRY(parse_mac_address(*mac).with_context("guest_mac"));
+        net.mac = TRY(parse_guest_mac(*mac));
     if (auto rx = TRY(optional_rate_limiter(fields, "rx_rate_limiter")))
         net.rx_rate_limit = *rx;
     if (auto tx = TRY(optional_rate_limiter(fields, "tx_rate_limiter")))
@@ -290,6 +335,13 @@ Expected<BalloonConfig> parse_balloon(json const& body) {
         static_cast<uint32_t>(TRY(fields.unsigned_integer("stats_polling_interval_s", UINT32_MAX)).value_or(0));
     balloon.free_page_reporting = TRY(fields.boolean("free_page_reporting")).value_or(false);
     return balloon;
+}
+
+Expected<void> check_balloon_fits(uint64_t balloon_mib, uint64_t memory_mib) {
+    if (balloon_mib > memory_mib)
+        return Error::format("the balloon's amount_mib {} is larger than the guest memory ({} MiB)", balloon_mib,
+                             memory_mib);
+    return {};
 }
 
 Expected<uint64_t> parse_balloon_update(json const& body) {
@@ -344,7 +396,11 @@ Expected<bool> parse_vm_state_is_paused(json const& body) {
 
 json rate_limiter_to_json(RateLimitConfig const& limit) {
     auto bucket = [](TokenBucketConfig const& b) {
-        return json { { "size", b.size }, { "one_time_burst", b.one_time_burst }, { "refill_time", b.refill_time_ms } };
+        // Firecracker reports a bucket without a burst (0 or not given) as null (its
+        // TokenBucketConfig::from(&TokenBucket)), and the burst it was given otherwise.
+        return json { { "size", b.size },
+                      { "one_time_burst", b.one_time_burst == 0 ? json(nullptr) : json(b.one_time_burst) },
+                      { "refill_time", b.refill_time_ms } };
     };
     json out = json::object();
     if (limit.bandwidth)
@@ -370,12 +426,12 @@ json boot_source_to_json(VmConfig const& vm) {
     return out;
 }
 
-json drive_to_json(DiskConfig const& disk) {
+json drive_to_json(DiskConfig const& disk, std::string_view cache_type) {
     json out { { "drive_id", disk.id },
                { "path_on_host", disk.path },
                { "is_root_device", disk.is_root_device },
                { "is_read_only", disk.read_only },
-               { "cache_type", "Writeback" },
+               { "cache_type", cache_type },
                { "io_engine", disk.engine == DiskConfig::Engine::Sync ? "Sync" : "Async" } };
     if (!disk.rate_limit.empty())
         out["rate_limiter"] = rate_limiter_to_json(disk.rate_limit);

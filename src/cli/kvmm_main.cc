@@ -7,7 +7,9 @@
 // KVM internal error) or kvmm cannot keep it running, 128+N on signal N.
 #include "api/api_server.h"
 #include "api/firecracker_api.h"
+#include "api/host_checks.h"
 #include "api/microvm_config.h"
+#include "api/resource_parsers.h"
 #include "base/file.h"
 #include "base/logging.h"
 #include "base/open_file_limit.h"
@@ -21,10 +23,12 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -134,12 +138,71 @@ private:
     kvmm::VmmControl& m_control;
 };
 
+// Firecracker's default API socket (its main.rs DEFAULT_API_SOCK_PATH), used when a config file
+// is given without --api-sock or --no-api, as Firecracker does.
+constexpr char const* DEFAULT_API_SOCKET = "/run/firecracker.socket";
+
 struct ApiMode {
     std::string socket_path;
     std::string config_file;
     bool no_api = false;
     std::string id = "anonymous-instance";
+    // Firecracker's logger and metrics flags, applied as PUT /logger and PUT /metrics would be.
+    std::optional<kvmm::LoggerConfig> logger;
+    std::string metrics_path;
+    kvmm::ApiServerOptions server_options;
 };
+
+// Firecracker's --id rule (utils/src/validators.rs validate_instance_id: 1 to 64 characters,
+// ASCII letters, digits and '-'), widened by '_' and '.', which kvmmd's VM names may contain.
+kvmm::Expected<void> check_instance_id(std::string const& id) {
+    if (id.empty() || id.size() > 64)
+        return kvmm::Error::format("--id '{}' must be 1 to 64 characters long", id);
+    for (char c : id) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+            return kvmm::Error::format("--id '{}' may contain only ASCII letters, digits, '-', '_' and '.'", id);
+    }
+    return {};
+}
+
+// Firecracker's level name for kvmm's --log-level, so that a bare --show-level keeps the level.
+std::string firecracker_level_name(spdlog::level::level_enum level) {
+    switch (level) {
+    case spdlog::level::trace:
+        return "Trace";
+    case spdlog::level::debug:
+        return "Debug";
+    case spdlog::level::info:
+        return "Info";
+    case spdlog::level::warn:
+        return "Warning";
+    case spdlog::level::err:
+    case spdlog::level::critical:
+        return "Error";
+    default:
+        return "Off";
+    }
+}
+
+// Serves the API on `path` unless a socket is bound there already: Firecracker refuses to start
+// then ("Failed to open the API socket ... Check that it is not already used"), even when that
+// socket does not listen. A socket file nobody has bound (left by a process that died) is
+// replaced by the server.
+kvmm::Expected<std::unique_ptr<kvmm::ApiServer>> start_api_server(std::string const& path, kvmm::ApiHandler& handler,
+                                                                  kvmm::ApiServerOptions const& options) {
+    TRY(kvmm::check_socket_path_unbound(path));
+    return kvmm::ApiServer::start(path, handler, options);
+}
+
+// Applies the logger and metrics flags through the API object, so that they behave exactly
+// as the requests would (and show in GET /vm/config).
+kvmm::Expected<void> install_flag_observability(kvmm::FirecrackerApi& api, ApiMode const& mode) {
+    if (mode.logger)
+        TRY(api.install_logger(*mode.logger).with_context("--log-path"));
+    if (!mode.metrics_path.empty())
+        TRY(api.install_metrics(kvmm::MetricsConfig { mode.metrics_path }).with_context("--metrics-path"));
+    return {};
+}
 
 // Firecracker mode: the VM comes from --config-file and/or the API; the main thread waits for
 // InstanceStart, builds the machine, then runs it while the API thread keeps serving.
@@ -160,6 +223,8 @@ int run_api_mode(ApiMode const& mode) {
     kvmm::VmmControl control;
     kvmm::FirecrackerApi api(control, kvmm::ApiIdentity { mode.id, KVMM_VERSION });
     CountingHandler handler(api, control);
+    if (auto installed = install_flag_observability(api, mode); !installed)
+        return fail(installed.error().message());
 
     // --config-file boots at once: its InstanceStart runs on a helper thread because it waits for
     // this (main) thread to build the machine. The API server starts after it, so the two never
@@ -179,7 +244,7 @@ int run_api_mode(ApiMode const& mode) {
     }
     std::unique_ptr<kvmm::ApiServer> server;
     if (!mode.no_api && mode.config_file.empty()) {
-        auto started = kvmm::ApiServer::start(mode.socket_path, handler, control.api_server_options());
+        auto started = start_api_server(mode.socket_path, handler, control.api_server_options(mode.server_options));
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -210,7 +275,7 @@ int run_api_mode(ApiMode const& mode) {
         }
     }
     if (!mode.no_api && !server) { // with --config-file, the API starts once the VM is up
-        auto started = kvmm::ApiServer::start(mode.socket_path, handler, control.api_server_options());
+        auto started = start_api_server(mode.socket_path, handler, control.api_server_options(mode.server_options));
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -235,7 +300,9 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
     kvmm::FirecrackerApi api(control, kvmm::ApiIdentity { id, KVMM_VERSION });
     CountingHandler handler(api, control);
     if (!metrics_path.empty()) {
-        if (auto installed = api.install_metrics(kvmm::MetricsConfig { metrics_path }); !installed)
+        if (auto installed =
+                api.install_metrics(kvmm::MetricsConfig { metrics_path }, kvmm::SinkCreation::CreateIfMissing);
+            !installed)
             return fail(fmt::format("--metrics: {}", installed.error().message()));
     }
     api.mark_started(kvmm::InstanceConfig { config, {} });
@@ -245,7 +312,7 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
     if (!built)
         return fail(built.error().message());
     auto machine = std::move(*built);
-    auto server = kvmm::ApiServer::start(control_socket, handler, control.api_server_options());
+    auto server = start_api_server(control_socket, handler, control.api_server_options());
     if (!server)
         return fail(fmt::format("--control-sock {}: {}", control_socket, server.error().message()));
     spdlog::info("control API listening on {}", control_socket);
@@ -291,6 +358,39 @@ int main(int argc, char** argv) {
     app.add_option("--config-file", api_mode.config_file, "Boot from a Firecracker-style JSON configuration file");
     app.add_flag("--no-api", api_mode.no_api, "With --config-file: serve no API socket");
     app.add_option("--id", api_mode.id, "Instance id reported by GET /")->default_val("anonymous-instance");
+
+    // Firecracker's other flags, so that its launchers (the Go SDK's, firectl, jailer setups)
+    // run kvmm unchanged. docs/api.md lists which of them have no effect yet, and why.
+    std::string fc_level;
+    std::string fc_log_path;
+    std::string fc_module;
+    bool fc_show_level = false;
+    bool fc_show_log_origin = false;
+    bool no_seccomp = false;
+    std::string seccomp_filter;
+    bool boot_timer = false;
+    uint64_t max_payload_size = 0;
+    uint64_t mmds_size_limit = 0;
+    uint64_t start_time_us = 0, start_time_cpu_us = 0, parent_cpu_time_us = 0;
+    app.add_option("--log-path", fc_log_path, "Log to this existing file or FIFO instead of stderr (as PUT /logger)");
+    app.add_option("--level", fc_level,
+                   "Firecracker log level: Error, Warning, Info, Debug, Trace or Off (as PUT /logger)");
+    app.add_option("--module", fc_module, "Log module filter (accepted; kvmm has no log modules, so no effect)");
+    app.add_flag("--show-level", fc_show_level, "Show the level in --log-path lines");
+    app.add_flag("--show-log-origin", fc_show_log_origin, "Show the source file and line in --log-path lines");
+    app.add_option("--metrics-path", api_mode.metrics_path, "Metrics to this existing file or FIFO (as PUT /metrics)");
+    app.add_flag("--no-seccomp", no_seccomp, "Accepted; no effect: kvmm installs no seccomp filter yet");
+    app.add_option("--seccomp-filter", seccomp_filter,
+                   "Accepted and ignored: kvmm installs no seccomp filter yet (the file is not applied)");
+    app.add_flag(
+        "--boot-timer", boot_timer,
+        "Accepted; no effect: kvmm's own boot marker (port 0x440) is always on; Firecracker's is not emulated");
+    app.add_option("--http-api-max-payload-size", max_payload_size, "Largest API request body in bytes")
+        ->default_val(51200);
+    app.add_option("--mmds-size-limit", mmds_size_limit, "Accepted; no effect: kvmm has no MMDS yet");
+    app.add_option("--start-time-us", start_time_us, "Accepted; no effect (Firecracker's boot-time metrics)");
+    app.add_option("--start-time-cpu-us", start_time_cpu_us, "Accepted; no effect (Firecracker's boot-time metrics)");
+    app.add_option("--parent-cpu-time-us", parent_cpu_time_us, "Accepted; no effect (Firecracker's boot-time metrics)");
     std::string control_socket;
     std::string metrics_path;
     app.add_option("--control-sock", control_socket,
@@ -312,12 +412,42 @@ int main(int argc, char** argv) {
     if (!level)
         return fail(level.error().message());
     kvmm::init_logging(*level);
+    if (app.count("--level") || app.count("--log-path") || fc_show_level || fc_show_log_origin ||
+        app.count("--module")) {
+        nlohmann::json logger_body = nlohmann::json::object();
+        if (app.count("--log-path"))
+            logger_body["log_path"] = fc_log_path;
+        if (app.count("--level"))
+            logger_body["level"] = fc_level;
+        if (app.count("--module"))
+            logger_body["module"] = fc_module;
+        logger_body["show_level"] = fc_show_level;
+        logger_body["show_log_origin"] = fc_show_log_origin;
+        auto logger = kvmm::parse_logger(logger_body);
+        if (!logger)
+            return fail(logger.error().message());
+        // Firecracker's default level is Info, but only where its logger is configured; a bare
+        // --show-level keeps kvmm's --log-level.
+        if (!app.count("--level") && !app.count("--log-path"))
+            logger->level = firecracker_level_name(*level);
+        api_mode.logger = std::move(*logger);
+    }
+    if (auto checked = check_instance_id(api_mode.id); !checked)
+        return fail(checked.error().message());
+    if (max_payload_size == 0)
+        return fail("--http-api-max-payload-size must be at least 1 byte");
+    api_mode.server_options.limits.max_body_bytes = max_payload_size;
+    if (!seccomp_filter.empty())
+        spdlog::warn("--seccomp-filter {}: kvmm installs no seccomp filter yet; the filter is not applied",
+                     seccomp_filter);
     if (auto checked = check_flag_paths({ { "--kernel", &flags.config.kernel_path },
                                           { "--initrd", &flags.initrd },
                                           { "--api-sock", &api_mode.socket_path },
                                           { "--config-file", &api_mode.config_file },
                                           { "--control-sock", &control_socket },
-                                          { "--metrics", &metrics_path } });
+                                          { "--metrics", &metrics_path },
+                                          { "--log-path", &fc_log_path },
+                                          { "--metrics-path", &api_mode.metrics_path } });
         !checked)
         return fail(checked.error().message());
     raise_open_file_limit();
@@ -330,13 +460,17 @@ int main(int argc, char** argv) {
         if (api_mode.no_api && api_mode.config_file.empty())
             return fail("--no-api needs --config-file (otherwise nothing could configure the VM)");
         if (!api_mode.no_api && api_mode.socket_path.empty())
-            return fail("--config-file without --no-api needs --api-sock PATH");
+            api_mode.socket_path = DEFAULT_API_SOCKET;
         if (!control_socket.empty())
             return fail("--control-sock is for flag mode (--kernel); with --api-sock the API already controls the VM");
         return run_api_mode(api_mode);
     }
     if (!metrics_path.empty() && control_socket.empty())
         return fail("--metrics needs --control-sock (FlushMetrics comes through the control API)");
+    if (api_mode.logger || !api_mode.metrics_path.empty())
+        return fail("--log-path, --level, --show-level, --show-log-origin, --module and --metrics-path are "
+                    "Firecracker's flags: use them with --api-sock or --config-file (with --kernel, use "
+                    "--log-level, and --metrics with --control-sock)");
     if (flags.config.kernel_path.empty())
         return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
     if (auto applied = apply_flags(app, flags); !applied)

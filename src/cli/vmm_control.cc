@@ -5,7 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <mutex>
 #include <unistd.h>
+#include <vector>
 
 namespace kvmm {
 
@@ -65,11 +67,10 @@ Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
     if (config.machine.huge_pages == MachineOptions::HugePages::Hugetlbfs2M)
         return Error("huge_pages \"2M\" (hugetlbfs) is not supported by kvmm; it backs RAM with transparent huge "
                      "pages when --huge-pages is given");
-    if (config.machine.smt)
-        return Error("smt: kvmm presents one thread per core; \"smt\": true is not supported");
     if (config.machine.track_dirty_pages)
         return Error("track_dirty_pages: kvmm has no snapshots, so dirty page tracking is not supported");
     VmConfig vm = config.vm;
+    vm.threads_per_core = config.machine.smt ? 2 : 1;
     if (config.machine.huge_pages == MachineOptions::HugePages::Transparent)
         vm.transparent_huge_pages = true;
     {
@@ -151,9 +152,20 @@ Expected<void> VmmControl::send_ctrl_alt_del() {
     return with_machine([](Machine& machine) { return machine.send_ctrl_alt_del(); });
 }
 
+// Without a sink (PUT /logger with no log_path) only the level changes and logs stay on stderr.
+// With one, the default logger is replaced by one that writes only there: once Firecracker's
+// logger has a path, nothing goes to stderr any more (logger/logging.rs).
+//
+// Threading: called before the microVM starts (the API refuses PUT /logger afterwards), when
+// the only other threads are the main thread waiting for InstanceStart and the metrics writer,
+// neither of which logs. Replaced loggers are kept alive for the process's lifetime all the
+// same, so a log call that fetched the old default logger just before the swap stays valid.
 Expected<void> VmmControl::set_logger(LoggerConfig const& config, UniqueFd sink) {
     auto const level = TRY(firecracker_level(config.level));
-    auto logger = spdlog::default_logger();
+    if (!sink.is_valid()) {
+        spdlog::default_logger()->set_level(level);
+        return {};
+    }
     auto file_sink = std::make_shared<FdSink>(std::move(sink));
     // Firecracker's line: timestamp [instance:thread:level:origin] message; kvmm keeps its own
     // pattern and adds the level and origin when asked.
@@ -164,8 +176,15 @@ Expected<void> VmmControl::set_logger(LoggerConfig const& config, UniqueFd sink)
         pattern += " [%s:%#]";
     pattern += " %v";
     file_sink->set_pattern(pattern);
-    logger->sinks().push_back(std::move(file_sink));
+    auto logger = std::make_shared<spdlog::logger>("kvmm", std::move(file_sink));
     logger->set_level(level);
+    static std::mutex retired_lock;
+    static std::vector<std::shared_ptr<spdlog::logger>> retired;
+    {
+        std::lock_guard guard(retired_lock);
+        retired.push_back(spdlog::default_logger());
+    }
+    spdlog::set_default_logger(std::move(logger));
     spdlog::info("logging to {} at level {}", config.log_path.value_or("the given sink"), config.level);
     return {};
 }
@@ -184,8 +203,7 @@ Expected<void> VmmControl::set_metrics(MetricsConfig const&, UniqueFd sink) {
     return {};
 }
 
-ApiServerOptions VmmControl::api_server_options() {
-    ApiServerOptions options;
+ApiServerOptions VmmControl::api_server_options(ApiServerOptions options) {
     options.attach_to_loop = [this](EventLoop& loop) { return attach_to_loop(loop); };
     options.detach_from_loop = [this] { detach_from_loop(); };
     return options;
@@ -295,9 +313,9 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
     nlohmann::json stats;
     auto const gathered = with_machine([&](Machine& machine) -> Expected<void> {
         auto const report = TRY(machine.balloon_report());
-        if (report.statistics.updates() == 0)
-            return Error("no balloon statistics yet: enable them with stats_polling_interval_s and wait for the "
-                         "guest's first report");
+        // Before the guest's first report Firecracker answers 200 with the sizes only (its
+        // BalloonStats has every guest statistic optional); so does kvmm.
+        auto const& statistics = report.statistics;
         stats["target_mib"] = report.target_mib;
         stats["target_pages"] = report.target_mib * 256;
         stats["actual_mib"] = report.actual_mib;
@@ -316,7 +334,7 @@ Expected<nlohmann::json> VmmControl::balloon_statistics() {
             { "hugetlb_failures", StatTag::HugetlbFailures },
         };
         for (auto const& [name, tag] : fields) {
-            if (auto value = report.statistics.get(tag))
+            if (auto value = statistics.get(tag))
                 stats[name] = *value;
         }
         return {};

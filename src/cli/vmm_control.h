@@ -67,9 +67,9 @@ public:
     // Counted by the API front end for the metrics.
     void count_request(std::string_view method);
 
-    // Options for the API server that serves this controller: they attach the periodic metrics
-    // to its event loop.
-    ApiServerOptions api_server_options();
+    // `options` for the API server that serves this controller, with the hooks that attach the
+    // periodic metrics to its event loop.
+    ApiServerOptions api_server_options(ApiServerOptions options = {});
     // The API server's loop, on which the periodic metrics run once metrics are configured
     // (at once if they are already); detach_from_loop() takes them off it again.
     Expected<void> attach_to_loop(EventLoop& loop);

@@ -129,7 +129,10 @@ TEST(DeviceOptions, ValidationRejectsDuplicateIdsAndTwoRootDisks) {
     EXPECT_FALSE(validate_devices(config));
     config.disks.pop_back();
     config.nets.push_back(*parse_net_option("tap=t0,id=x", 0));
-    EXPECT_FALSE(validate_devices(config)) << "a disk and a NIC share the id x";
+    EXPECT_TRUE(validate_devices(config)) << "ids are unique per kind: a disk and a NIC may share x";
+    config.nets.push_back(*parse_net_option("tap=t1,id=x", 1));
+    EXPECT_FALSE(validate_devices(config)) << "two NICs share the id x";
+    config.nets.pop_back();
     config.nets[0].id = "n";
     config.balloon = BalloonConfig { 1 << 20, false, 0, false };
     EXPECT_FALSE(validate_devices(config)) << "balloon larger than RAM";

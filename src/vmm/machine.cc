@@ -213,7 +213,7 @@ Expected<void> Machine::boot() {
     auto const msrs = x86_64::boot_msrs();
     for (auto& vcpu : m_unconfigured_vcpus) {
         auto const index = vcpu->index();
-        auto const cpuid = x86_64::build_cpuid(supported_cpuid, index, m_config.vcpu_count);
+        auto const cpuid = x86_64::build_cpuid(supported_cpuid, index, m_config.vcpu_count, m_config.threads_per_core);
         TRY(vcpu->set_cpuid(cpuid));
         TRY(vcpu->set_msrs(msrs));
         TRY(vcpu->reset_fpu());

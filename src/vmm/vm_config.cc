@@ -77,6 +77,11 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
         return Error("the VM needs at least 1 vCPU, got 0");
     if (config.vcpu_count > max_vcpus)
         return Error::format("{} vCPUs requested, but this host's KVM allows at most {}", config.vcpu_count, max_vcpus);
+    if (config.threads_per_core != 1 && config.threads_per_core != 2)
+        return Error::format("{} threads per core requested; 1 or 2 are supported", config.threads_per_core);
+    if (config.threads_per_core == 2 && config.vcpu_count > 1 && config.vcpu_count % 2 != 0)
+        return Error::format("with 2 threads per core (smt) the vCPU count must be 1 or even, got {}",
+                             config.vcpu_count);
     if (config.cmdline.size() > MAX_CMDLINE_LENGTH)
         return Error::format("kernel command line is {} bytes, longer than the limit of {} bytes",
                              config.cmdline.size(), MAX_CMDLINE_LENGTH);
@@ -126,13 +131,16 @@ Expected<void> validate_paths(VmConfig const& config) {
 
 Expected<void> validate_devices(VmConfig const& config) {
     TRY(validate_paths(config));
-    std::set<std::string> ids;
+    // Ids are unique per device kind, as in Firecracker: a disk and a network interface may
+    // share one (firectl names its root drive "1"; the Go SDK numbers interfaces from "1").
+    std::set<std::string> disk_ids;
+    std::set<std::string> net_ids;
     size_t root_devices = 0;
     for (auto const& disk : config.disks) {
         if (disk.id.empty())
             return Error::format("disk '{}' has an empty id", disk.path);
-        if (!ids.insert(disk.id).second)
-            return Error::format("device id '{}' is used twice", disk.id);
+        if (!disk_ids.insert(disk.id).second)
+            return Error::format("disk id '{}' is used twice", disk.id);
         if (disk.path.empty())
             return Error::format("disk '{}' has no path", disk.id);
         root_devices += disk.is_root_device ? 1 : 0;
@@ -142,8 +150,8 @@ Expected<void> validate_devices(VmConfig const& config) {
     for (auto const& net : config.nets) {
         if (net.id.empty())
             return Error("a network interface has an empty id");
-        if (!ids.insert(net.id).second)
-            return Error::format("device id '{}' is used twice", net.id);
+        if (!net_ids.insert(net.id).second)
+            return Error::format("network interface id '{}' is used twice", net.id);
         if (net.tap_name.empty() == !net.tap_fd)
             return Error::format("network interface '{}' needs exactly one of a TAP name or a TAP fd", net.id);
     }

@@ -85,6 +85,9 @@ struct VmConfig {
     std::optional<std::string> initrd_path;
     std::string cmdline;
     uint32_t vcpu_count { 1 };
+    // 1, or 2 (Firecracker's machine-config smt): the guest sees pairs of consecutive vCPUs as
+    // the two threads of one core; vcpu_count must then be 1 or even.
+    uint32_t threads_per_core { 1 };
     uint64_t memory_size { 128ull << 20 };
     ConsoleConfig console;
     bool transparent_huge_pages { false };

@@ -65,5 +65,41 @@ TEST(ValidateConfig, RejectsOverlongCommandLine) {
     EXPECT_NE(result.error().message().find("command line"), std::string::npos);
 }
 
+// Firecracker keeps drive and network-interface ids apart (firectl's root drive "1" beside the
+// Go SDK's interface "1"); within one kind an id is still unique.
+TEST(ValidateDevices, IdsAreUniquePerDeviceKindOnly) {
+    VmConfig config;
+    DiskConfig disk;
+    disk.id = "1";
+    disk.path = "/d";
+    config.disks.push_back(disk);
+    NetConfig net;
+    net.id = "1";
+    net.tap_name = "tap0";
+    config.nets.push_back(net);
+    auto shared = validate_devices(config);
+    EXPECT_TRUE(shared) << shared.error().message();
+    config.nets.push_back(net);
+    config.nets.back().tap_name = "tap1";
+    EXPECT_FALSE(validate_devices(config));
+    config.nets.pop_back();
+    disk.path = "/e";
+    config.disks.push_back(disk);
+    EXPECT_FALSE(validate_devices(config));
+}
+
+TEST(ValidateConfig, TwoThreadsPerCoreNeedOneOrAnEvenVcpuCount) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    config.threads_per_core = 2;
+    for (uint32_t count : { 1u, 2u, 4u })
+        EXPECT_TRUE(validate((config.vcpu_count = count, config), 8)) << count;
+    config.vcpu_count = 3;
+    EXPECT_FALSE(validate(config, 8));
+    config.vcpu_count = 2;
+    config.threads_per_core = 3;
+    EXPECT_FALSE(validate(config, 8));
+}
+
 } // namespace
 } // namespace kvmm

@@ -52,8 +52,11 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
     EXPECT_NE(info.body.find("\"Not started\""), std::string::npos) << info.body;
     EXPECT_NE(info.body.find("api-test-vm"), std::string::npos) << info.body;
 
+    // The SDK creates the log and metrics destinations (FIFOs, or files) before it names them.
     auto const log_path = (m_directory / "kvmm.log").string();
     auto const metrics_path = (m_directory / "metrics.json").string();
+    std::ofstream(log_path).close();
+    std::ofstream(metrics_path).close();
     EXPECT_EQ(http(m_socket, "PUT", "/logger", R"({"log_path": ")" + log_path + R"(", "level": "Info"})").status, 204);
     EXPECT_EQ(http(m_socket, "PUT", "/metrics", R"({"metrics_path": ")" + metrics_path + R"("})").status, 204);
     EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64, "smt": false})").status,
@@ -142,10 +145,13 @@ TEST_F(ApiTest, GoSdkBootSequencePauseResumeAndCtrlAltDel) {
 TEST_F(ApiTest, FailedInstanceStartLeavesTheApiUsable) {
     KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket }, m_directory);
     ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; })) << kvmm.log();
-    EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": "/nonexistent/kernel"})").status, 204);
+    // A file that opens but is no kernel passes the PUT and fails the build.
+    auto const not_a_kernel = (m_directory / "not-a-kernel").string();
+    std::ofstream(not_a_kernel) << "not a kernel";
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"kernel_image_path": ")" + not_a_kernel + R"("})").status, 204);
     auto const failed = http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
     EXPECT_EQ(failed.status, 400);
-    EXPECT_NE(failed.body.find("/nonexistent/kernel"), std::string::npos) << failed.body;
+    EXPECT_NE(failed.body.find("not-a-kernel"), std::string::npos) << failed.body;
     EXPECT_NE(http(m_socket, "GET", "/").body.find("\"Not started\""), std::string::npos);
     EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
                    R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=hello"})")
@@ -174,6 +180,118 @@ TEST_F(ApiTest, BadConfigFileIsAConfigurationError) {
     KvmmProcess kvmm({ kvmm_binary(), "--config-file", config_path.string(), "--no-api" }, m_directory);
     EXPECT_EQ(kvmm.wait(10s), 1);
     EXPECT_NE(kvmm.log().find("kernel_image_path"), std::string::npos) << kvmm.log();
+}
+
+// Firecracker's launch flags, as its SDK and jailer setups pass them: every one is accepted, the
+// logger, metrics and payload flags act as their requests would, and once a log path is set
+// kvmm's log goes there and no longer to stderr.
+TEST_F(ApiTest, FirecrackerFlagsAreAcceptedAndTheLoggerAndPayloadFlagsTakeEffect) {
+    auto const log_path = (m_directory / "fc.log").string();
+    auto const metrics_path = (m_directory / "fc-metrics.json").string();
+    std::ofstream(log_path).close();
+    std::ofstream(metrics_path).close();
+    KvmmProcess kvmm({ kvmm_binary(),
+                       "--api-sock",
+                       m_socket,
+                       "--id",
+                       "fc-flags",
+                       "--no-seccomp",
+                       "--seccomp-filter",
+                       "/nonexistent.bpf",
+                       "--boot-timer",
+                       "--mmds-size-limit",
+                       "4096",
+                       "--start-time-us",
+                       "1",
+                       "--start-time-cpu-us",
+                       "1",
+                       "--parent-cpu-time-us",
+                       "1",
+                       "--module",
+                       "api",
+                       "--level",
+                       "Info",
+                       "--log-path",
+                       log_path,
+                       "--show-level",
+                       "--show-log-origin",
+                       "--metrics-path",
+                       metrics_path,
+                       "--http-api-max-payload-size",
+                       "300" },
+                     m_directory);
+    ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; })) << kvmm.log();
+    EXPECT_NE(http(m_socket, "GET", "/").body.find("fc-flags"), std::string::npos);
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source", R"({"boot_args": ")" + std::string(400, 'x') + R"("})").status, 413)
+        << "a body over --http-api-max-payload-size";
+    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 2, "mem_size_mib": 64, "smt": true})").status,
+              204);
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
+                   R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=keyboard-wait"})")
+                  .status,
+              204);
+    auto const started = http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
+    ASSERT_EQ(started.status, 204) << started.body << read_text(log_path);
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "FlushMetrics"})").status, 204);
+    EXPECT_NE(read_text(metrics_path).find("\"put_requests\""), std::string::npos) << read_text(metrics_path);
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})").status, 204);
+    EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.log();
+    auto const logged = read_text(log_path);
+    EXPECT_NE(logged.find("[info]"), std::string::npos) << "--show-level: " << logged;
+    EXPECT_NE(logged.find("VM started"), std::string::npos) << logged;
+    EXPECT_EQ(kvmm.log().find("VM started"), std::string::npos) << "logged to stderr too: " << kvmm.log();
+}
+
+// Firecracker's test_api_socket_in_use: a socket bound to the path, even one that does not
+// listen, makes the start fail with a message naming the path.
+TEST_F(ApiTest, ApiSocketPathBoundByAnotherSocketRefusesToStart) {
+    int const other = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(other, 0);
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    m_socket.copy(address.sun_path, sizeof(address.sun_path) - 1);
+    ASSERT_EQ(::bind(other, reinterpret_cast<sockaddr const*>(&address), sizeof(address)), 0);
+    KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket }, m_directory);
+    EXPECT_EQ(kvmm.wait(5s), 1) << kvmm.log();
+    EXPECT_NE(kvmm.log().find(m_socket), std::string::npos) << kvmm.log();
+    EXPECT_NE(kvmm.log().find("in use"), std::string::npos) << kvmm.log();
+    ::close(other);
+}
+
+// The test guest has no balloon driver, so it never reports statistics: the statistics are
+// answered from the first moment, as Firecracker does, and a balloon larger than the guest's
+// memory is refused before and after boot instead of being asked of the guest.
+TEST_F(ApiTest, BalloonStaysWithinGuestMemoryAndAnswersStatisticsBeforeTheGuestReports) {
+    KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket }, m_directory);
+    ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; })) << kvmm.log();
+    EXPECT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64})").status, 204);
+    auto const too_large = http(m_socket, "PUT", "/balloon", R"({"amount_mib": 65, "deflate_on_oom": false})");
+    EXPECT_EQ(too_large.status, 400) << too_large.body;
+    EXPECT_EQ(http(m_socket, "PUT", "/balloon",
+                   R"({"amount_mib": 16, "deflate_on_oom": false, "stats_polling_interval_s": 1})")
+                  .status,
+              204);
+    EXPECT_EQ(http(m_socket, "PATCH", "/machine-config", R"({"mem_size_mib": 15})").status, 400);
+    EXPECT_EQ(http(m_socket, "PATCH", "/balloon", R"({"amount_mib": 8})").status, 400) << "pre-boot";
+    EXPECT_EQ(http(m_socket, "PATCH", "/balloon/statistics", R"({"stats_polling_interval_s": 2})").status, 400);
+    EXPECT_EQ(http(m_socket, "PUT", "/boot-source",
+                   R"({"kernel_image_path": ")" + test_guest() + R"(", "boot_args": "test=keyboard-wait"})")
+                  .status,
+              204);
+    auto const started = http(m_socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
+    ASSERT_EQ(started.status, 204) << started.body << kvmm.log();
+
+    auto const statistics = http(m_socket, "GET", "/balloon/statistics");
+    EXPECT_EQ(statistics.status, 200) << statistics.body;
+    EXPECT_NE(statistics.body.find("\"target_mib\":16"), std::string::npos) << statistics.body;
+    EXPECT_NE(statistics.body.find("\"actual_pages\""), std::string::npos) << statistics.body;
+    auto const past_memory = http(m_socket, "PATCH", "/balloon", R"({"amount_mib": 65})");
+    EXPECT_EQ(past_memory.status, 400) << past_memory.body;
+    EXPECT_NE(past_memory.body.find("larger than the guest memory"), std::string::npos) << past_memory.body;
+    EXPECT_EQ(http(m_socket, "PATCH", "/balloon", R"({"amount_mib": 32})").status, 204);
+    EXPECT_NE(http(m_socket, "GET", "/balloon").body.find("\"amount_mib\":32"), std::string::npos);
+    EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})").status, 204);
+    EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.log();
 }
 
 } // namespace

@@ -53,6 +53,12 @@ TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
         { { "--kernel", kernel, "--console", "file=/tmp/console\r.log" }, "--console file=" },
         { { "--api-sock", "/tmp/api\x7f.sock" }, "--api-sock" },
         { { "--api-sock", "/tmp/api.sock", "--config-file", "/tmp/config\n.json" }, "--config-file" },
+        // Firecracker's flags, checked as Firecracker checks them.
+        { { "--api-sock", "/tmp/api.sock", "--id", "a/b" }, "--id" },
+        { { "--api-sock", "/tmp/api.sock", "--id", std::string(65, 'a') }, "--id" },
+        { { "--api-sock", "/tmp/api.sock", "--level", "Loud" }, "Loud" },
+        { { "--api-sock", "/tmp/api.sock", "--http-api-max-payload-size", "0" }, "payload" },
+        { { "--kernel", kernel, "--log-path", "/tmp/kvmm.log" }, "--api-sock" },
     };
     for (auto const& input : cases)
         expect_configuration_error(input);

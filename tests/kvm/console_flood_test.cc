@@ -148,6 +148,7 @@ TEST_F(ConsoleFloodTest, SerialFloodIntoAnUnreadPipeNeitherStallsTheApiNorDelays
     auto const log = [&] { return read_text(m_directory / "kvmm.log"); };
     ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; }, 10s)) << log();
     auto const metrics_path = (m_directory / "metrics.json").string();
+    std::ofstream(metrics_path).close(); // as in Firecracker, the metrics file must exist
     ASSERT_EQ(http(m_socket, "PUT", "/metrics", R"({"metrics_path": ")" + metrics_path + R"("})").status, 204);
     ASSERT_EQ(http(m_socket, "PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 64})").status, 204);
     ASSERT_EQ(http(m_socket, "PUT", "/boot-source",

@@ -54,6 +54,29 @@ TEST(BuildCpuid, ExtendedTopologyDescribesOnePackageOfCores) {
     EXPECT_NE(find(entries, 0x1f, 1), nullptr);
 }
 
+// Firecracker's smt: true - pairs of consecutive vCPUs are the two threads of one core.
+TEST(BuildCpuid, TwoThreadsPerCoreMakeSiblingPairs) {
+    auto const entries = build_cpuid(supported(), 5, 6, 2);
+    auto const* smt = find(entries, 0xb, 0);
+    auto const* core = find(entries, 0xb, 1);
+    ASSERT_TRUE(smt && core);
+    EXPECT_EQ(smt->eax, 1u); // one APIC ID bit numbers the thread
+    EXPECT_EQ(smt->ebx, 2u);
+    EXPECT_EQ((smt->ecx >> 8) & 0xff, 1u);
+    EXPECT_EQ(core->eax, 3u); // thread bit plus 2 bits for 3 cores
+    EXPECT_EQ(core->ebx, 6u);
+    EXPECT_EQ(smt->edx, 5u);
+    auto const* l1 = find(entries, 4, 0);
+    auto const* l3 = find(entries, 4, 3);
+    ASSERT_TRUE(l1 && l3);
+    EXPECT_EQ(l1->eax >> 26, 3u);           // 3 cores need IDs 0..3
+    EXPECT_EQ((l1->eax >> 14) & 0xfff, 1u); // L1 shared by the core's 2 threads
+    EXPECT_EQ((l3->eax >> 14) & 0xfff, 7u); // L3 shared by the package
+    // One vCPU stays one thread.
+    auto const single = build_cpuid(supported(), 0, 1, 2);
+    EXPECT_EQ(find(single, 0xb, 0)->ebx, 1u);
+}
+
 TEST(BuildCpuid, CacheLeafReportsCoresPerPackage) {
     auto const entries = build_cpuid(supported(), 0, 4);
     auto const* l1 = find(entries, 4, 0);

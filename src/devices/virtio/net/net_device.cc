@@ -25,8 +25,8 @@ void put_le16(uint8_t* destination, uint16_t value) {
 } // namespace
 
 Expected<std::unique_ptr<NetDevice>> NetDevice::create(Tap tap, NetDeviceOptions options, EventLoop& event_loop) {
-    if (options.mac[0] & MAC_GROUP_BIT)
-        return Error::format("virtio-net MAC address {} is a group address", format_mac_address(options.mac));
+    // Any address is reported to the guest as configured, a group (multicast) one too, as
+    // Firecracker does; what the guest's driver makes of it is the guest's affair.
     std::unique_ptr<NetDevice> device(new NetDevice(std::move(tap), std::move(options), event_loop));
     // The timer fds stay registered for the device's lifetime: they are readable only after a
     // limiter refused something, so they cost nothing otherwise.
