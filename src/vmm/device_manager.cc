@@ -253,8 +253,15 @@ Expected<void> DeviceManager::update_net_rate_limits(std::string_view id,
 
 std::vector<DeviceMetrics> DeviceManager::metrics() const {
     std::vector<DeviceMetrics> devices;
-    for (auto const& transport : m_transports) {
-        DeviceMetrics device { transport->name(), {} };
+    for (size_t i = 0; i < m_transports.size(); ++i) {
+        auto const& transport = m_transports[i];
+        auto const& entry = m_virtio[i];
+        // Disks and interfaces are named by kind and id, as Firecracker's block_ID and net_ID
+        // metrics: ids are unique per kind only, so a drive and an interface may share one.
+        bool const per_id = entry.kind == DeviceKind::Block || entry.kind == DeviceKind::Net;
+        DeviceMetrics device { per_id ? fmt::format("{}_{}", device_kind_name(entry.kind), entry.id)
+                                      : transport->name(),
+                               {} };
         for (auto const& counter : transport->device().counters())
             device.counters.emplace_back(std::string(counter.name), counter.value);
         // Resets and activations a driver queued faster than they ran (see MmioTransport::post).

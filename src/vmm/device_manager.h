@@ -167,7 +167,8 @@ public:
     // PATCH /network-interfaces: both limits are checked before either changes.
     Expected<void> update_net_rate_limits(std::string_view id, std::optional<RateLimitConfig> const& rx_changes,
                                           std::optional<RateLimitConfig> const& tx_changes);
-    // Every virtio device's counters and its transport's command counters, in probe order.
+    // Every virtio device's counters and its transport's command counters, in probe order;
+    // disks and interfaces are called block_ID and net_ID, the others by their kind.
     std::vector<DeviceMetrics> metrics() const;
     std::vector<std::shared_ptr<virtio::MmioTransport>> const& transports() const { return m_transports; }
 
