@@ -1,5 +1,7 @@
 #include "base/unix_socket.h"
 
+#include "base/testing/temporary_directory.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -12,17 +14,10 @@ namespace kvmm {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::TemporaryDirectory;
 
 class UnixSocketTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char pattern[] = "/tmp/kvmm-unix-socket-XXXXXX";
-        ASSERT_NE(::mkdtemp(pattern), nullptr);
-        directory = pattern;
-        path = directory + "/s.sock";
-    }
-    void TearDown() override { std::filesystem::remove_all(directory); }
-
     // A socket file at `path` whose socket is closed: what a process that died leaves.
     void leave_stale_socket() {
         auto address = MUST(unix_socket_address(path));
@@ -35,8 +30,9 @@ protected:
         return ::lstat(file.c_str(), &status) == 0 ? status.st_ino : 0;
     }
 
-    std::string directory;
-    std::string path;
+    TemporaryDirectory temporary { "kvmm-unix-socket" };
+    std::string const& directory = temporary.path();
+    std::string const path = temporary / "s.sock";
 };
 
 TEST_F(UnixSocketTest, Listen_AcceptsConnectionsAndIsCloseOnExecAndNonBlocking) {

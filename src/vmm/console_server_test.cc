@@ -1,5 +1,7 @@
 #include "vmm/console_server.h"
 
+#include "base/testing/temporary_directory.h"
+
 #include "vmm/vm_config.h"
 
 #include <gtest/gtest.h>
@@ -19,14 +21,7 @@ namespace {
 
 class ConsoleServerTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char pattern[] = "/tmp/kvmm-console-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(pattern), nullptr);
-        m_directory = pattern;
-        m_socket_path = m_directory + "/console.sock";
-        m_loop.emplace(MUST(EventLoop::create()));
-    }
-    void TearDown() override { std::filesystem::remove_all(m_directory); }
+    void SetUp() override { m_loop.emplace(MUST(EventLoop::create())); }
 
     UniqueFd connect_client() {
         auto connected = connect_unix_socket(m_socket_path);
@@ -52,8 +47,8 @@ protected:
         return text;
     }
 
-    std::string m_directory;
-    std::string m_socket_path;
+    testing::TemporaryDirectory m_directory { "kvmm-console-test" };
+    std::string m_socket_path = m_directory / "console.sock";
     std::optional<EventLoop> m_loop;
 };
 

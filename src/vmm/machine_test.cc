@@ -4,6 +4,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/testing/kernel_images.h"
+#include "base/testing/temporary_directory.h"
 #include "devices/legacy/power_control.h"
 #include "hypervisor/fake/fake_hypervisor.h"
 
@@ -30,9 +31,6 @@ ScriptedExit wait_for_kick() { return ScriptedExit { ScriptedExit::Kind::WaitFor
 class MachineTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        char pattern[] = "/tmp/kvmm-machine-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(pattern), nullptr);
-        m_directory = pattern;
         auto const kernel = x86_64::testing::make_pvh_elf();
         std::ofstream(m_directory / "vmlinux", std::ios::binary)
             .write(reinterpret_cast<char const*>(kernel.data()), static_cast<std::streamsize>(kernel.size()));
@@ -42,8 +40,6 @@ protected:
         m_config.console = ConsoleConfig { ConsoleConfig::Kind::File, m_directory / "console.log" };
         m_config.rng = RngConfig {};
     }
-    void TearDown() override { std::filesystem::remove_all(m_directory); }
-
     std::string console_text() const {
         std::ifstream file(m_directory / "console.log");
         std::stringstream text;
@@ -55,7 +51,7 @@ protected:
         return std::async(std::launch::async, [&machine] { return machine.run(); });
     }
 
-    std::filesystem::path m_directory;
+    testing::TemporaryDirectory m_directory { "kvmm-machine-test" };
     VmConfig m_config;
     FakeHypervisor m_hypervisor;
 };
