@@ -1,7 +1,7 @@
-#include "api/microvm_config.h"
+#include "config/microvm_config.h"
 
-#include "api/json_fields.h"
-#include "api/resource_parsers.h"
+#include "config/json_fields.h"
+#include "config/resource_parsers.h"
 
 #include <algorithm>
 
@@ -27,22 +27,15 @@ Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive, std::string ca
 }
 
 Expected<void> put_network_interface(MicrovmConfig& config, NetConfig net) {
-    auto& nets = config.instance.vm.nets;
-    for (auto const& other : nets) {
-        if (other.id == net.id)
-            continue;
-        if (other.tap_name == net.tap_name)
-            return Error::format("network-interface '{}': host_dev_name '{}' is already used by '{}'", net.id,
-                                 net.tap_name, other.id);
-        if (net.mac && other.mac == net.mac)
-            return Error::format("network-interface '{}': guest_mac {} is already used by '{}'", net.id,
-                                 format_mac_address(*net.mac), other.id);
-    }
+    // The interfaces as they would be, checked by the one rule set every entry point uses.
+    auto nets = config.instance.vm.nets;
     auto existing = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == net.id; });
     if (existing != nets.end())
         *existing = std::move(net);
     else
         nets.push_back(std::move(net));
+    TRY(validate_network_interfaces(nets).with_context("network-interface"));
+    config.instance.vm.nets = std::move(nets);
     return {};
 }
 

@@ -1,7 +1,7 @@
-#include "api/resource_parsers.h"
+#include "config/resource_parsers.h"
 
-#include "api/json_fields.h"
 #include "base/path.h"
+#include "config/json_fields.h"
 
 #include <fmt/format.h>
 
@@ -14,8 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// Linux network interface names are at most IFNAMSIZ - 1 = 15 bytes.
-constexpr size_t MAX_TAP_NAME_LENGTH = 15;
 // VMADDR_CID_ANY (-1U) is not an address; CIDs 0..2 are reserved for the hypervisor and host.
 constexpr uint64_t MIN_GUEST_CID = 3;
 constexpr uint64_t MAX_GUEST_CID = 0xffff'fffeull;
@@ -335,13 +333,6 @@ Expected<BalloonConfig> parse_balloon(json const& body) {
         static_cast<uint32_t>(TRY(fields.unsigned_integer("stats_polling_interval_s", UINT32_MAX)).value_or(0));
     balloon.free_page_reporting = TRY(fields.boolean("free_page_reporting")).value_or(false);
     return balloon;
-}
-
-Expected<void> check_balloon_fits(uint64_t balloon_mib, uint64_t memory_mib) {
-    if (balloon_mib > memory_mib)
-        return Error::format("the balloon's amount_mib {} is larger than the guest memory ({} MiB)", balloon_mib,
-                             memory_mib);
-    return {};
 }
 
 Expected<uint64_t> parse_balloon_update(json const& body) {

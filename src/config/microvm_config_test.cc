@@ -1,6 +1,6 @@
-#include "api/microvm_config.h"
+#include "config/microvm_config.h"
 
-#include "api/resource_parsers.h"
+#include "config/resource_parsers.h"
 
 #include <gtest/gtest.h>
 
@@ -152,6 +152,31 @@ TEST(ParseMacAddress, RejectsMalformedText) {
     EXPECT_FALSE(parse_mac_address("00-11-22-33-44-55"));
     EXPECT_FALSE(parse_mac_address("00:11:22:33:44:5g"));
     EXPECT_FALSE(parse_mac_address("00:11:22:33:44:+5"));
+}
+
+TEST(LoadConfigFile, InterfacesSharingAMac_AreRefused) {
+    auto config = load_config_file(R"({"boot-source": {"kernel_image_path": "/k"},
+        "network-interfaces": [{"iface_id": "a", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"},
+                               {"iface_id": "b", "host_dev_name": "tap1", "guest_mac": "02:00:00:00:00:01"}]})");
+    ASSERT_FALSE(config);
+    EXPECT_NE(config.error().message().find("already used by 'a'"), std::string::npos) << config.error().message();
+}
+
+TEST(PutNetworkInterface, ReplacingAnInterfaceKeepsItsOwnTapAndMac) {
+    MicrovmConfig config;
+    NetConfig net;
+    net.id = "a";
+    net.tap_name = "tap0";
+    net.mac = MacAddress { 0x02, 0, 0, 0, 0, 1 };
+    ASSERT_TRUE(put_network_interface(config, net));
+    net.rx_rate_limit.bandwidth = TokenBucketConfig { 1000, 0, 1000 };
+    auto const replaced = put_network_interface(config, net);
+    EXPECT_TRUE(replaced) << replaced.error().message();
+    ASSERT_EQ(config.instance.vm.nets.size(), 1u);
+    EXPECT_EQ(config.instance.vm.nets[0], net);
+    net.id = "b";
+    EXPECT_FALSE(put_network_interface(config, net));
+    EXPECT_EQ(config.instance.vm.nets.size(), 1u);
 }
 
 } // namespace
