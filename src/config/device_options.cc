@@ -229,4 +229,59 @@ Expected<RngConfig> parse_rng_option(std::string_view text) {
     return rng;
 }
 
+namespace {
+
+void append(std::string& option, std::string_view key, std::string_view value) {
+    option += fmt::format("{}{}={}", option.empty() ? "" : ",", key, value);
+}
+
+// A per-second bucket as the flags write it: its size and optional burst.
+void append_bucket(std::string& option, std::string_view key, std::string_view burst_key,
+                   std::optional<TokenBucketConfig> const& bucket) {
+    if (!bucket)
+        return;
+    append(option, key, fmt::format("{}", bucket->size));
+    if (bucket->one_time_burst != 0 && !burst_key.empty())
+        append(option, burst_key, fmt::format("{}", bucket->one_time_burst));
+}
+
+} // namespace
+
+std::string format_disk_option(DiskConfig const& disk) {
+    std::string option;
+    append(option, "path", disk.path);
+    append(option, "id", disk.id);
+    if (disk.read_only)
+        append(option, "readonly", "on");
+    if (disk.cache == DiskConfig::CacheMode::WriteThrough)
+        append(option, "cache", "writethrough");
+    if (disk.engine == DiskConfig::Engine::Sync)
+        append(option, "engine", "sync");
+    if (disk.serial)
+        append(option, "serial", *disk.serial);
+    if (disk.is_root_device)
+        append(option, "root", "on");
+    append_bucket(option, "bw", "bw_burst", disk.rate_limit.bandwidth);
+    append_bucket(option, "iops", "iops_burst", disk.rate_limit.ops);
+    return option;
+}
+
+std::string format_net_option(NetConfig const& net) {
+    std::string option;
+    if (net.tap_fd)
+        append(option, "fd", fmt::format("{}", *net.tap_fd));
+    else
+        append(option, "tap", net.tap_name);
+    append(option, "id", net.id);
+    if (net.mac)
+        append(option, "mac", format_mac_address(*net.mac));
+    append_bucket(option, "rx_bw", "", net.rx_rate_limit.bandwidth);
+    append_bucket(option, "tx_bw", "", net.tx_rate_limit.bandwidth);
+    return option;
+}
+
+std::string format_vsock_option(VsockConfig const& vsock) {
+    return fmt::format("cid={},uds={}", vsock.guest_cid, vsock.uds_path);
+}
+
 } // namespace kvmm
