@@ -1,5 +1,7 @@
 #include "manager/state_store.h"
 
+#include "config/device_options.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -54,7 +56,7 @@ VmDefinition sample(std::string name) {
     definition.kernel = "/boot/vmlinux";
     definition.vcpus = 2;
     definition.memory_mib = 256;
-    definition.disks = { "path=/var/lib/root.img,readonly=on" };
+    definition.disks = { MUST(parse_disk_option("path=/var/lib/root.img,readonly=on", 0)) };
     definition.cpu_weight = 50;
     return definition;
 }

@@ -1,8 +1,9 @@
 #include "manager/vm_definition.h"
 
 #include "base/path.h"
-#include "vmm/device_options.h"
-#include "vmm/vm_config.h"
+#include "config/device_options.h"
+#include "config/mac_address.h"
+#include "config/vm_config.h"
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -188,18 +189,6 @@ Expected<std::string> table_to_option(toml::table const& table, std::string_view
     return option;
 }
 
-// Checks that an option string uses only keys that the TOML layout can express, so that
-// to_toml() loses nothing.
-template <size_t N>
-Expected<void> check_option_keys(std::string_view flag, std::string_view text, OptionKey const (&keys)[N]) {
-    for (auto const& [key, value] : TRY(parse_key_values(flag, text))) {
-        if (find_key(keys, key) == nullptr)
-            return Error::format("{} '{}': key '{}' cannot be stored in a definition (known: {})", flag, text, key,
-                                 key_list(keys));
-    }
-    return {};
-}
-
 Expected<std::vector<uint32_t>> parse_pins(toml::node const& node, std::string_view key) {
     auto const* array = node.as_array();
     if (array == nullptr)
@@ -256,17 +245,25 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
                 return Error::format("'{}' must be an array of tables ([[{}]]), got {}", key, key, type_name(node));
             size_t index = 0;
             for (auto const& element : *array) {
-                auto const table_name = fmt::format("{}[{}]", key, index++);
-                if (key == "disk")
-                    definition.disks.push_back(TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS)));
-                else
-                    definition.nics.push_back(TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS)));
+                size_t const position = index++;
+                auto const table_name = fmt::format("{}[{}]", key, position);
+                if (key == "disk") {
+                    auto const option = TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS));
+                    TRY(check_option_paths("--disk", option, table_name, { "path" }));
+                    definition.disks.push_back(TRY(parse_disk_option(option, position).with_context(table_name)));
+                } else {
+                    auto const option = TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS));
+                    TRY(check_option_paths("--net", option, table_name, { "tap" }));
+                    definition.nics.push_back(TRY(parse_net_option(option, position).with_context(table_name)));
+                }
             }
         } else if (key == "vsock") {
             auto const* table = node.as_table();
             if (table == nullptr)
                 return Error::format("'vsock' must be a table ([vsock]), got {}", type_name(node));
-            definition.vsock = TRY(table_to_option(*table, "vsock", VSOCK_KEYS));
+            auto const option = TRY(table_to_option(*table, "vsock", VSOCK_KEYS));
+            TRY(check_option_paths("--vsock", option, "vsock", { "uds" }));
+            definition.vsock = TRY(parse_vsock_option(option).with_context("vsock"));
         } else if (key == "resources") {
             auto const* table = node.as_table();
             if (table == nullptr)
@@ -328,40 +325,46 @@ std::string quote(std::string_view text) {
     return quoted + "\"";
 }
 
-bool is_all_digits(std::string_view text) {
-    return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+// One "key = value" line of a device table.
+std::string toml_line(std::string_view key, std::string_view value) {
+    return fmt::format("{} = {}\n", key, quote(value));
+}
+std::string toml_line(std::string_view key, uint64_t value) { return fmt::format("{} = {}\n", key, value); }
+std::string toml_line(std::string_view key, bool value) { return fmt::format("{} = {}\n", key, value); }
+
+// A per-second bucket as the table keys hold it (the flag parsers' rate-limit form).
+std::string bucket_lines(std::string_view key, std::string_view burst_key,
+                         std::optional<TokenBucketConfig> const& bucket) {
+    if (!bucket)
+        return {};
+    std::string lines = toml_line(key, bucket->size);
+    if (bucket->one_time_burst != 0 && !burst_key.empty())
+        lines += toml_line(burst_key, bucket->one_time_burst);
+    return lines;
 }
 
-// The inverse of table_to_option(): one "key = value" line per item of the option string.
-template <size_t N>
-std::string option_to_toml(std::string_view flag, std::string_view option, OptionKey const (&keys)[N]) {
-    std::string lines;
-    auto const pairs = parse_key_values(flag, option);
-    if (!pairs)
-        return lines;
-    for (auto const& [key, value] : *pairs) {
-        auto const* descriptor = find_key(keys, key);
-        if (descriptor == nullptr)
-            continue;
-        switch (descriptor->kind) {
-        case ValueKind::String:
-            lines += fmt::format("{} = {}\n", key, quote(value));
-            break;
-        case ValueKind::Switch: {
-            bool const on = value.empty() || value == "on" || value == "true" || value == "yes";
-            lines += fmt::format("{} = {}\n", key, on ? "true" : "false");
-            break;
-        }
-        case ValueKind::Number:
-            // Digits that fit a TOML integer stay an integer; sizes with suffixes stay strings.
-            if (is_all_digits(value) && value.size() < 19)
-                lines += fmt::format("{} = {}\n", key, value);
-            else
-                lines += fmt::format("{} = {}\n", key, quote(value));
-            break;
-        }
-    }
-    return lines;
+std::string disk_table(DiskConfig const& disk) {
+    std::string lines = toml_line("path", disk.path) + toml_line("id", disk.id);
+    if (disk.read_only)
+        lines += toml_line("readonly", true);
+    if (disk.cache == DiskConfig::CacheMode::WriteThrough)
+        lines += toml_line("cache", std::string_view("writethrough"));
+    if (disk.engine == DiskConfig::Engine::Sync)
+        lines += toml_line("engine", std::string_view("sync"));
+    if (disk.serial)
+        lines += toml_line("serial", *disk.serial);
+    if (disk.is_root_device)
+        lines += toml_line("root", true);
+    return lines + bucket_lines("bw", "bw_burst", disk.rate_limit.bandwidth) +
+           bucket_lines("iops", "iops_burst", disk.rate_limit.ops);
+}
+
+std::string nic_table(NetConfig const& nic) {
+    std::string lines = toml_line("tap", nic.tap_name) + toml_line("id", nic.id);
+    if (nic.mac)
+        lines += toml_line("mac", format_mac_address(*nic.mac));
+    return lines + bucket_lines("rx_bw", "", nic.rx_rate_limit.bandwidth) +
+           bucket_lines("tx_bw", "", nic.tx_rate_limit.bandwidth);
 }
 
 } // namespace
@@ -416,37 +419,21 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     TRY(check_path_characters(definition.kernel, "'kernel'"));
     if (definition.initrd)
         TRY(check_path_characters(*definition.initrd, "'initrd'"));
-    for (size_t i = 0; i < definition.disks.size(); ++i)
-        TRY(check_option_paths("--disk", definition.disks[i], fmt::format("disk[{}]", i), { "path" }));
-    for (size_t i = 0; i < definition.nics.size(); ++i)
-        TRY(check_option_paths("--net", definition.nics[i], fmt::format("nic[{}]", i), { "tap" }));
-    if (definition.vsock)
-        TRY(check_option_paths("--vsock", *definition.vsock, "vsock", { "uds" }));
+    for (size_t i = 0; i < definition.nics.size(); ++i) {
+        if (definition.nics[i].tap_name.empty())
+            return Error::format("nic[{}] '{}' needs 'tap' (a TAP device name)", i, definition.nics[i].id);
+    }
 
-    // The same values kvmm would get on its command line, checked by kvmm's own parsers.
+    // The machine kvmm will build, checked by the config library's one validate().
     VmConfig config;
     config.kernel_path = definition.kernel;
     config.initrd_path = definition.initrd;
     config.cmdline = definition.cmdline;
     config.vcpu_count = definition.vcpus;
     config.memory_size = definition.memory_mib << 20;
-    for (size_t i = 0; i < definition.disks.size(); ++i) {
-        auto const context = fmt::format("disk[{}]", i);
-        TRY(check_option_keys("--disk", definition.disks[i], DISK_KEYS).with_context(context));
-        config.disks.push_back(TRY(parse_disk_option(definition.disks[i], i).with_context(context)));
-    }
-    for (size_t i = 0; i < definition.nics.size(); ++i) {
-        auto const context = fmt::format("nic[{}]", i);
-        TRY(check_option_keys("--net", definition.nics[i], NIC_KEYS).with_context(context));
-        auto nic = TRY(parse_net_option(definition.nics[i], i).with_context(context));
-        if (nic.tap_name.empty())
-            return Error::format("nic[{}] '{}' needs 'tap' (a TAP device name)", i, definition.nics[i]);
-        config.nets.push_back(std::move(nic));
-    }
-    if (definition.vsock) {
-        TRY(check_option_keys("--vsock", *definition.vsock, VSOCK_KEYS).with_context("vsock"));
-        config.vsock = TRY(parse_vsock_option(*definition.vsock).with_context("vsock"));
-    }
+    config.disks = definition.disks;
+    config.nets = definition.nics;
+    config.vsock = definition.vsock;
     TRY(validate(config, MAX_DEFINITION_VCPUS).with_context(fmt::format("VM '{}'", definition.name)));
 
     if (definition.cpu_weight && (*definition.cpu_weight < MIN_CPU_WEIGHT || *definition.cpu_weight > MAX_CPU_WEIGHT))
@@ -512,11 +499,12 @@ std::string to_toml(VmDefinition const& definition) {
     text += fmt::format("restart = {}\n", quote(restart_policy_name(definition.restart)));
     text += fmt::format("rng = {}\n", definition.rng);
     for (auto const& disk : definition.disks)
-        text += fmt::format("\n[[disk]]\n{}", option_to_toml("--disk", disk, DISK_KEYS));
+        text += fmt::format("\n[[disk]]\n{}", disk_table(disk));
     for (auto const& nic : definition.nics)
-        text += fmt::format("\n[[nic]]\n{}", option_to_toml("--net", nic, NIC_KEYS));
+        text += fmt::format("\n[[nic]]\n{}", nic_table(nic));
     if (definition.vsock)
-        text += fmt::format("\n[vsock]\n{}", option_to_toml("--vsock", *definition.vsock, VSOCK_KEYS));
+        text += fmt::format("\n[vsock]\n{}{}", toml_line("cid", uint64_t { definition.vsock->guest_cid }),
+                            toml_line("uds", definition.vsock->uds_path));
     if (definition.cpu_weight || definition.cpu_quota_percent || definition.memory_limit_mib) {
         text += "\n[resources]\n";
         if (definition.cpu_weight)
@@ -555,15 +543,15 @@ std::vector<std::string> kvmm_arguments(VmDefinition const& definition, std::str
     arguments.push_back(fmt::format("{}M", definition.memory_mib));
     for (auto const& disk : definition.disks) {
         arguments.emplace_back("--disk");
-        arguments.push_back(disk);
+        arguments.push_back(format_disk_option(disk));
     }
     for (auto const& nic : definition.nics) {
         arguments.emplace_back("--net");
-        arguments.push_back(nic);
+        arguments.push_back(format_net_option(nic));
     }
     if (definition.vsock) {
         arguments.emplace_back("--vsock");
-        arguments.push_back(*definition.vsock);
+        arguments.push_back(format_vsock_option(*definition.vsock));
     }
     if (definition.rng) {
         // "--rng" takes an optional value; an explicit "on" keeps the next flag from being read as it.

@@ -1,5 +1,7 @@
 #include "manager/vm_definition.h"
 
+#include "config/device_options.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -74,11 +76,18 @@ TEST(ParseDefinition, FullDefinition_FillsEveryField) {
     EXPECT_TRUE(definition->rng);
     EXPECT_EQ(definition->restart, VmDefinition::RestartPolicy::OnFailure);
     ASSERT_EQ(definition->disks.size(), 2u);
-    EXPECT_EQ(definition->disks[0], "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on");
-    EXPECT_EQ(definition->disks[1], "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500");
+    EXPECT_EQ(definition->disks[0],
+              MUST(parse_disk_option("path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on", 0)));
+    EXPECT_EQ(definition->disks[0].cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(definition->disks[1],
+              MUST(parse_disk_option("path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500", 1)));
+    EXPECT_EQ(definition->disks[1].id, "disk1");
+    EXPECT_EQ(definition->disks[1].rate_limit.bandwidth->size, 10u << 20);
     ASSERT_EQ(definition->nics.size(), 1u);
-    EXPECT_EQ(definition->nics[0], "tap=tap0,mac=52:54:00:12:34:56");
-    EXPECT_EQ(definition->vsock, "cid=7,uds=/run/kvmm/web.vsock");
+    EXPECT_EQ(definition->nics[0], MUST(parse_net_option("tap=tap0,mac=52:54:00:12:34:56", 0)));
+    ASSERT_TRUE(definition->vsock);
+    EXPECT_EQ(definition->vsock->guest_cid, 7u);
+    EXPECT_EQ(definition->vsock->uds_path, "/run/kvmm/web.vsock");
     EXPECT_EQ(definition->cpu_weight, 200u);
     EXPECT_EQ(definition->cpu_quota_percent, 150u);
     EXPECT_EQ(definition->memory_limit_mib, 2048u);
@@ -257,14 +266,66 @@ TEST(ToToml, SpecialCharactersInStrings_RoundTrip) {
     EXPECT_EQ(*again, definition);
 }
 
-TEST(ValidateDefinition, OptionKeysOutsideTheLayout_AreRejected) {
+TEST(ValidateDefinition, InterfaceWithoutATapName_IsRejected) {
     VmDefinition definition;
     definition.name = "vm";
     definition.kernel = "/k";
-    definition.nics = { "fd=3" };
+    definition.nics = { MUST(parse_net_option("fd=3", 0)) };
     EXPECT_FALSE(validate_definition(definition));
-    definition.nics = { "tap=tap0" };
+    definition.nics = { MUST(parse_net_option("tap=tap0", 0)) };
     EXPECT_TRUE(validate_definition(definition));
+}
+
+// The rules the API alone checked before the config library, now through a kvmmd definition.
+TEST(ParseDefinition, InterfacesSharingATapOrMac_AreRejected) {
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap0\"\n[[nic]]\ntap = \"tap0\"\n")),
+                HasSubstr("TAP 'tap0' is already used by 'net0'"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap0\"\nmac = \"02:00:00:00:00:01\"\n"
+                                 "[[nic]]\ntap = \"tap1\"\nmac = \"02:00:00:00:00:01\"\n")),
+                HasSubstr("MAC 02:00:00:00:00:01 is already used by 'net0'"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap456789abcdef0\"\n")), HasSubstr("longer than 15 bytes"));
+    EXPECT_EQ(error_of(minimal("[[nic]]\ntap = \"tap0\"\n[[nic]]\ntap = \"tap1\"\n")), "(parsed)");
+}
+
+TEST(ParseDefinition, MemoryOutsideTheArchitecturesRange_IsRejected) {
+    EXPECT_THAT(error_of(minimal("memory = 8\n")), HasSubstr("outside the supported range"));
+    EXPECT_EQ(error_of(minimal("memory = 16\n")), "(parsed)");
+}
+
+// A state directory written by an older kvmmd holds the same TOML, with sizes as written
+// by the user ("10M") and default ids left out: it loads into the typed definition.
+TEST(ParseDefinition, DefinitionWrittenByAnOlderKvmmd_LoadsTyped) {
+    constexpr std::string_view OLDER = R"(name = "old"
+vcpus = 1
+memory = 256
+kernel = "/k"
+cmdline = ""
+autostart = false
+restart = "never"
+rng = false
+
+[[disk]]
+path = "/var/lib/root.img"
+readonly = true
+bw = "10M"
+bw_burst = "1M"
+
+[[nic]]
+tap = "tap0"
+rx_bw = "2M"
+)";
+    auto const definition = parse_definition(OLDER);
+    ASSERT_TRUE(definition) << definition.error().message();
+    ASSERT_EQ(definition->disks.size(), 1u);
+    EXPECT_EQ(definition->disks[0].id, "disk0");
+    EXPECT_TRUE(definition->disks[0].read_only);
+    ASSERT_TRUE(definition->disks[0].rate_limit.bandwidth);
+    EXPECT_EQ(definition->disks[0].rate_limit.bandwidth->size, 10u << 20);
+    EXPECT_EQ(definition->disks[0].rate_limit.bandwidth->one_time_burst, 1u << 20);
+    ASSERT_EQ(definition->nics.size(), 1u);
+    EXPECT_EQ(definition->nics[0].rx_rate_limit.bandwidth->size, 2u << 20);
+    // Written back in today's form, it reads as the same definition.
+    EXPECT_EQ(MUST(parse_definition(to_toml(*definition))), *definition);
 }
 
 TEST(RestartPolicy, Names_RoundTrip) {
@@ -287,8 +348,8 @@ TEST(KvmmArguments, FullDefinition_ProducesFlagModeCommandLine) {
         "--cpus", "2",
         "--memory", "1024M",
         "--disk", "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on",
-        "--disk", "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500",
-        "--net", "tap=tap0,mac=52:54:00:12:34:56",
+        "--disk", "path=/var/lib/kvmm/data.img,id=disk1,readonly=on,serial=DATA1,bw=10485760,iops=500",
+        "--net", "tap=tap0,id=net0,mac=52:54:00:12:34:56",
         "--vsock", "cid=7,uds=/run/kvmm/web.vsock",
         "--rng", "on",
         "--id", "web-1.example",
