@@ -8,6 +8,7 @@
 
 #include "base/expected.h"
 #include "config/instance_config.h"
+#include "config/resource_parsers.h"
 
 #include <nlohmann/json.hpp>
 
@@ -38,5 +39,13 @@ nlohmann::json microvm_config_to_json(MicrovmConfig const& config);
 // "machine-config", "drives" [...], "network-interfaces" [...], "vsock", "entropy", "balloon",
 // "logger" and "metrics", each in the API's body format. Errors name the section.
 Expected<MicrovmConfig> load_config_file(std::string const& json_text);
+// As above in the given dialect (config/resource_parsers.h): ConfigDialect::Kvmm reads the
+// machine files that machine_config_file() writes.
+Expected<MicrovmConfig> load_config_file(std::string const& json_text, ConfigDialect dialect);
+
+// The whole machine as a --config-file document in ConfigDialect::Kvmm, which kvmmd hands to
+// kvmm: load_config_file(text, Kvmm).instance.vm equals `vm` in every field the document holds
+// (all but the console, which stays a flag, and inherited TAP fds, which a file cannot carry).
+nlohmann::json machine_config_file(VmConfig const& vm);
 
 } // namespace kvmm

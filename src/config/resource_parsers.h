@@ -28,6 +28,13 @@ inline constexpr std::string_view DEFAULT_BOOT_ARGS =
 // Firecracker's bound on vCPUs (MachineConfiguration.vcpu_count maximum).
 inline constexpr uint32_t MAX_API_VCPUS = 32;
 
+// Which documents the parsers accept. Firecracker: exactly Firecracker's (the API and a user's
+// --config-file). Kvmm: the machine files kvmmd writes for `kvmm --control-sock --config-file`,
+// Firecracker's format widened to what kvmm's own configurations hold: ids of any characters but
+// control characters and ',', up to UINT32_MAX vCPUs (validate() applies the host's limit), and
+// the drive fields kvmm_cache ("writeback" or "writethrough") and kvmm_serial (load_config_file).
+enum class ConfigDialect { Firecracker, Kvmm };
+
 // Resource ids in paths and bodies: 1..64 characters, ASCII letters, digits and '_' (as Firecracker).
 Expected<void> validate_resource_id(std::string_view id, std::string_view what);
 
@@ -35,12 +42,14 @@ Expected<RateLimitConfig> parse_rate_limiter(nlohmann::json const& body, std::st
 
 // PUT replaces the whole machine configuration (absent optional fields take their defaults);
 // PATCH (`partial`) changes only the fields present.
-Expected<void> apply_machine_config(nlohmann::json const& body, bool partial, VmConfig& vm, MachineOptions& machine);
+Expected<void> apply_machine_config(nlohmann::json const& body, bool partial, VmConfig& vm, MachineOptions& machine,
+                                    ConfigDialect dialect = ConfigDialect::Firecracker);
 
 Expected<void> apply_boot_source(nlohmann::json const& body, VmConfig& vm);
 
 // `path_id`: the id from the URL, which drive_id must equal; empty for the config file.
-Expected<DiskConfig> parse_drive(nlohmann::json const& body, std::string_view path_id);
+Expected<DiskConfig> parse_drive(nlohmann::json const& body, std::string_view path_id,
+                                 ConfigDialect dialect = ConfigDialect::Firecracker);
 // The drive's cache_type as sent ("Unsafe" when absent), which GET /vm/config echoes: kvmm runs
 // both the same way (docs/api.md), but a client comparing its request with the echo sees no change.
 Expected<std::string> parse_drive_cache_type(nlohmann::json const& body);
@@ -52,7 +61,8 @@ struct DriveUpdate {
 };
 Expected<DriveUpdate> parse_drive_update(nlohmann::json const& body, std::string_view path_id);
 
-Expected<NetConfig> parse_network_interface(nlohmann::json const& body, std::string_view path_id);
+Expected<NetConfig> parse_network_interface(nlohmann::json const& body, std::string_view path_id,
+                                            ConfigDialect dialect = ConfigDialect::Firecracker);
 
 struct NetworkInterfaceUpdate {
     std::string iface_id;

@@ -3,6 +3,7 @@
 #include "base/path.h"
 #include "config/device_options.h"
 #include "config/mac_address.h"
+#include "config/microvm_config.h"
 #include "config/vm_config.h"
 
 #include <fmt/format.h>
@@ -425,16 +426,8 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     }
 
     // The machine kvmm will build, checked by the config library's one validate().
-    VmConfig config;
-    config.kernel_path = definition.kernel;
-    config.initrd_path = definition.initrd;
-    config.cmdline = definition.cmdline;
-    config.vcpu_count = definition.vcpus;
-    config.memory_size = definition.memory_mib << 20;
-    config.disks = definition.disks;
-    config.nets = definition.nics;
-    config.vsock = definition.vsock;
-    TRY(validate(config, MAX_DEFINITION_VCPUS).with_context(fmt::format("VM '{}'", definition.name)));
+    TRY(validate(machine_config_of(definition), MAX_DEFINITION_VCPUS)
+            .with_context(fmt::format("VM '{}'", definition.name)));
 
     if (definition.cpu_weight && (*definition.cpu_weight < MIN_CPU_WEIGHT || *definition.cpu_weight > MAX_CPU_WEIGHT))
         return Error::format("'resources.cpu_weight' = {} is out of range {}..{}", *definition.cpu_weight,
@@ -526,45 +519,31 @@ std::string to_toml(VmDefinition const& definition) {
     return text;
 }
 
+VmConfig machine_config_of(VmDefinition const& definition) {
+    VmConfig config;
+    config.kernel_path = definition.kernel;
+    config.initrd_path = definition.initrd;
+    config.cmdline = definition.cmdline;
+    config.vcpu_count = definition.vcpus;
+    config.memory_size = definition.memory_mib << 20;
+    config.disks = definition.disks;
+    config.nets = definition.nics;
+    config.vsock = definition.vsock;
+    if (definition.rng)
+        config.rng = RngConfig {};
+    return config;
+}
+
+std::string kvmm_machine_file(VmDefinition const& definition) {
+    return machine_config_file(machine_config_of(definition)).dump(2) + "\n";
+}
+
 std::vector<std::string> kvmm_arguments(VmDefinition const& definition, std::string const& kvmm_binary,
-                                        std::string const& api_socket, std::string const& console_socket) {
-    std::vector<std::string> arguments { kvmm_binary, "--kernel", definition.kernel };
-    if (definition.initrd) {
-        arguments.emplace_back("--initrd");
-        arguments.push_back(*definition.initrd);
-    }
-    if (!definition.cmdline.empty()) {
-        arguments.emplace_back("--cmdline");
-        arguments.push_back(definition.cmdline);
-    }
-    arguments.emplace_back("--cpus");
-    arguments.push_back(fmt::format("{}", definition.vcpus));
-    arguments.emplace_back("--memory");
-    arguments.push_back(fmt::format("{}M", definition.memory_mib));
-    for (auto const& disk : definition.disks) {
-        arguments.emplace_back("--disk");
-        arguments.push_back(format_disk_option(disk));
-    }
-    for (auto const& nic : definition.nics) {
-        arguments.emplace_back("--net");
-        arguments.push_back(format_net_option(nic));
-    }
-    if (definition.vsock) {
-        arguments.emplace_back("--vsock");
-        arguments.push_back(format_vsock_option(*definition.vsock));
-    }
-    if (definition.rng) {
-        // "--rng" takes an optional value; an explicit "on" keeps the next flag from being read as it.
-        arguments.emplace_back("--rng");
-        arguments.emplace_back("on");
-    }
-    arguments.emplace_back("--id");
-    arguments.push_back(definition.name);
-    arguments.emplace_back("--control-sock");
-    arguments.push_back(api_socket);
-    arguments.emplace_back("--console");
-    arguments.push_back(fmt::format("socket={}", console_socket));
-    return arguments;
+                                        std::string const& machine_file, std::string const& api_socket,
+                                        std::string const& console_socket) {
+    return { kvmm_binary, "--config-file", machine_file,
+             "--id",      definition.name, "--control-sock",
+             api_socket,  "--console",     fmt::format("socket={}", console_socket) };
 }
 
 } // namespace kvmm

@@ -89,10 +89,19 @@ Expected<VmDefinition> parse_definition(std::string_view toml_text);
 // valid d (sizes are written in bytes, default ids explicitly).
 std::string to_toml(VmDefinition const& definition);
 
-// The argv (argv[0] = kvmm_binary) for one kvmm process running the definition in flag mode,
-// with a control socket (--control-sock PATH) and the serial console on a Unix socket
-// (--console socket=PATH).
+// The machine kvmm builds for a definition, in the config library's type.
+VmConfig machine_config_of(VmDefinition const& definition);
+
+// The machine as the --config-file document kvmmd writes into the VM's state directory
+// (config/microvm_config.h, ConfigDialect::Kvmm): the whole machine, so kvmm parses no device
+// strings and every value keeps its type from the definition to kvmm.
+std::string kvmm_machine_file(VmDefinition const& definition);
+
+// The argv (argv[0] = kvmm_binary) for one kvmm process running the machine file written by
+// kvmm_machine_file(), with a control socket (--control-sock PATH) and the serial console on a
+// Unix socket (--console socket=PATH).
 std::vector<std::string> kvmm_arguments(VmDefinition const& definition, std::string const& kvmm_binary,
-                                        std::string const& api_socket, std::string const& console_socket);
+                                        std::string const& machine_file, std::string const& api_socket,
+                                        std::string const& console_socket);
 
 } // namespace kvmm

@@ -1,6 +1,7 @@
 #include "manager/vm_definition.h"
 
 #include "config/device_options.h"
+#include "config/microvm_config.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -335,37 +336,54 @@ TEST(RestartPolicy, Names_RoundTrip) {
     EXPECT_FALSE(parse_restart_policy("Always"));
 }
 
-TEST(KvmmArguments, FullDefinition_ProducesFlagModeCommandLine) {
+TEST(KvmmArguments, HandTheMachineFileAndTheControlSockets) {
     auto const definition = MUST(parse_definition(FULL_DEFINITION));
-    auto const arguments = kvmm_arguments(definition, "/usr/bin/kvmm", "/run/kvmm/web/api.sock", "/run/kvmm/web/con");
+    auto const arguments = kvmm_arguments(definition, "/usr/bin/kvmm", "/var/lib/kvmmd/runtime/web/machine.json",
+                                          "/run/kvmm/web/api.sock", "/run/kvmm/web/con");
     // clang-format off
-    // (one flag and its value per line)
     std::vector<std::string> const expected {
         "/usr/bin/kvmm",
-        "--kernel", "/var/lib/kvmm/vmlinux",
-        "--initrd", "/var/lib/kvmm/initrd.cpio",
-        "--cmdline", "console=ttyS0 reboot=k",
-        "--cpus", "2",
-        "--memory", "1024M",
-        "--disk", "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on",
-        "--disk", "path=/var/lib/kvmm/data.img,id=disk1,readonly=on,serial=DATA1,bw=10485760,iops=500",
-        "--net", "tap=tap0,id=net0,mac=52:54:00:12:34:56",
-        "--vsock", "cid=7,uds=/run/kvmm/web.vsock",
-        "--rng", "on",
+        "--config-file", "/var/lib/kvmmd/runtime/web/machine.json",
         "--id", "web-1.example",
         "--control-sock", "/run/kvmm/web/api.sock",
         "--console", "socket=/run/kvmm/web/con",
     };
     // clang-format on
     EXPECT_EQ(arguments, expected);
+    // No device travels as a flag string any more.
+    for (auto const* flag : { "--kernel", "--memory", "--disk", "--net", "--vsock", "--rng" })
+        EXPECT_EQ(std::count(arguments.begin(), arguments.end(), flag), 0) << flag;
 }
 
-TEST(KvmmArguments, MinimalDefinition_LeavesOutAbsentDevices) {
-    auto const definition = MUST(parse_definition(minimal("")));
-    auto const arguments = kvmm_arguments(definition, "kvmm", "a.sock", "c.sock");
-    for (auto const* flag : { "--initrd", "--cmdline", "--disk", "--net", "--vsock", "--rng" })
-        EXPECT_EQ(std::count(arguments.begin(), arguments.end(), flag), 0) << flag;
-    EXPECT_EQ(arguments.front(), "kvmm");
+TEST(KvmmMachineFile, HoldsTheWholeTypedMachine) {
+    auto const definition = MUST(parse_definition(FULL_DEFINITION));
+    auto const text = kvmm_machine_file(definition);
+    auto const loaded = load_config_file(text, ConfigDialect::Kvmm);
+    ASSERT_TRUE(loaded) << loaded.error().message() << "\n" << text;
+    auto const& vm = loaded->instance.vm;
+    auto const expected = machine_config_of(definition);
+    EXPECT_EQ(vm.kernel_path, "/var/lib/kvmm/vmlinux");
+    EXPECT_EQ(vm.initrd_path, expected.initrd_path);
+    EXPECT_EQ(vm.cmdline, "console=ttyS0 reboot=k");
+    EXPECT_EQ(vm.vcpu_count, 2u);
+    EXPECT_EQ(vm.memory_size, 1024ull << 20);
+    EXPECT_EQ(vm.disks, definition.disks);
+    EXPECT_EQ(vm.disks[0].cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(vm.disks[1].serial, "DATA1");
+    EXPECT_EQ(vm.nets, definition.nics);
+    EXPECT_EQ(vm.vsock, definition.vsock);
+    EXPECT_TRUE(vm.rng);
+}
+
+TEST(KvmmMachineFile, MinimalDefinition_HasNoDevices) {
+    auto const loaded = load_config_file(kvmm_machine_file(MUST(parse_definition(minimal("")))), ConfigDialect::Kvmm);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_TRUE(loaded->instance.vm.disks.empty());
+    EXPECT_TRUE(loaded->instance.vm.nets.empty());
+    EXPECT_FALSE(loaded->instance.vm.vsock);
+    EXPECT_FALSE(loaded->instance.vm.rng);
+    EXPECT_EQ(loaded->instance.vm.cmdline, "");
+    EXPECT_EQ(loaded->instance.vm.memory_size, 128ull << 20);
 }
 
 } // namespace
