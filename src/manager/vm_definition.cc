@@ -21,6 +21,7 @@ namespace {
 // How a key of a [[disk]] / [[nic]] table becomes part of kvmm's option string.
 enum class ValueKind {
     String, // copied verbatim
+    Path,   // copied verbatim; a host path or name, held to base's rule for paths (base/path.h)
     Switch, // TOML boolean; true becomes "key=on", false is left out
     Number, // TOML integer or string (a size such as "10M", or a count)
 };
@@ -32,18 +33,18 @@ struct OptionKey {
 
 // The order of these tables is the order of the keys in the generated option strings.
 constexpr OptionKey DISK_KEYS[] = {
-    { "path", ValueKind::String },  { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
+    { "path", ValueKind::Path },    { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
     { "cache", ValueKind::String }, { "engine", ValueKind::String },     { "serial", ValueKind::String },
     { "root", ValueKind::Switch },  { "bw", ValueKind::Number },         { "bw_burst", ValueKind::Number },
     { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number },
 };
 constexpr OptionKey NIC_KEYS[] = {
-    { "tap", ValueKind::String },   { "id", ValueKind::String },    { "mac", ValueKind::String },
+    { "tap", ValueKind::Path },     { "id", ValueKind::String },    { "mac", ValueKind::String },
     { "rx_bw", ValueKind::Number }, { "tx_bw", ValueKind::Number },
 };
 constexpr OptionKey VSOCK_KEYS[] = {
     { "cid", ValueKind::Number },
-    { "uds", ValueKind::String },
+    { "uds", ValueKind::Path },
 };
 
 template <size_t N>
@@ -139,17 +140,6 @@ Expected<void> check_option_value(std::string_view key, std::string_view value) 
     return {};
 }
 
-// The path fields of one option string (e.g. "path" of a disk), each held to base's one rule
-// for host paths (base/path.h).
-Expected<void> check_option_paths(std::string_view flag, std::string_view option, std::string_view table_name,
-                                  std::initializer_list<std::string_view> path_keys) {
-    for (auto const& [key, value] : TRY(parse_key_values(flag, option))) {
-        if (std::find(path_keys.begin(), path_keys.end(), key) != path_keys.end())
-            TRY(check_path_characters(value, fmt::format("'{}.{}'", table_name, key)));
-    }
-    return {};
-}
-
 // Turns one [[disk]] / [[nic]] / [vsock] table into kvmm's option string.
 template <size_t N>
 Expected<std::string> table_to_option(toml::table const& table, std::string_view table_name,
@@ -168,6 +158,10 @@ Expected<std::string> table_to_option(toml::table const& table, std::string_view
         switch (key.kind) {
         case ValueKind::String:
             value = TRY(get_string(*node, full_key));
+            break;
+        case ValueKind::Path:
+            value = TRY(get_string(*node, full_key));
+            TRY(check_path_characters(value, fmt::format("'{}'", full_key)));
             break;
         case ValueKind::Switch:
             if (!TRY(get_bool(*node, full_key)))
@@ -250,11 +244,9 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
                 auto const table_name = fmt::format("{}[{}]", key, position);
                 if (key == "disk") {
                     auto const option = TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS));
-                    TRY(check_option_paths("--disk", option, table_name, { "path" }));
                     definition.disks.push_back(TRY(parse_disk_option(option, position).with_context(table_name)));
                 } else {
                     auto const option = TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS));
-                    TRY(check_option_paths("--net", option, table_name, { "tap" }));
                     definition.nics.push_back(TRY(parse_net_option(option, position).with_context(table_name)));
                 }
             }
@@ -263,7 +255,6 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
             if (table == nullptr)
                 return Error::format("'vsock' must be a table ([vsock]), got {}", type_name(node));
             auto const option = TRY(table_to_option(*table, "vsock", VSOCK_KEYS));
-            TRY(check_option_paths("--vsock", option, "vsock", { "uds" }));
             definition.vsock = TRY(parse_vsock_option(option).with_context("vsock"));
         } else if (key == "resources") {
             auto const* table = node.as_table();
