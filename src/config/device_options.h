@@ -14,7 +14,6 @@
 #include "base/expected.h"
 #include "config/vm_config.h"
 
-#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -31,12 +30,5 @@ Expected<NetConfig> parse_net_option(std::string_view text, size_t index);
 Expected<VsockConfig> parse_vsock_option(std::string_view text);
 Expected<BalloonConfig> parse_balloon_option(std::string_view text);
 Expected<RngConfig> parse_rng_option(std::string_view text);
-
-// The inverse of the parsers, for kvmmd's kvmm command lines: parse_disk_option(
-// format_disk_option(d), i) == d for every disk the parser can produce (rate limits are
-// per-second buckets); defaults are left out.
-std::string format_disk_option(DiskConfig const& disk);
-std::string format_net_option(NetConfig const& net);
-std::string format_vsock_option(VsockConfig const& vsock);
 
 } // namespace kvmm

@@ -198,21 +198,5 @@ TEST(DeviceOptions, BalloonFlagLargerThanMemory_IsRefusedByValidate) {
     EXPECT_FALSE(validate(config, 8));
 }
 
-TEST(DeviceOptions, FormattedOptions_ParseBackToTheSameDevice) {
-    auto const disk = parse_disk_option("path=/d,id=data,readonly=on,cache=writethrough,engine=sync,serial=S1,root=on,"
-                                        "bw=10M,bw_burst=1M,iops=500,iops_burst=50",
-                                        0)
-                          .value();
-    EXPECT_EQ(parse_disk_option(format_disk_option(disk), 3).value(), disk) << format_disk_option(disk);
-    auto const plain = parse_disk_option("path=/p", 2).value();
-    EXPECT_EQ(format_disk_option(plain), "path=/p,id=disk2");
-    auto const net = parse_net_option("tap=tap0,mac=02:00:00:00:00:01,rx_bw=1M,tx_bw=2M", 0).value();
-    EXPECT_EQ(parse_net_option(format_net_option(net), 5).value(), net) << format_net_option(net);
-    auto const inherited = parse_net_option("fd=7,id=n", 0).value();
-    EXPECT_EQ(parse_net_option(format_net_option(inherited), 0).value(), inherited);
-    auto const vsock = parse_vsock_option("cid=9,uds=/run/v.sock").value();
-    EXPECT_EQ(parse_vsock_option(format_vsock_option(vsock)).value(), vsock);
-}
-
 } // namespace
 } // namespace kvmm
