@@ -55,7 +55,7 @@ VmDefinition sample(std::string name) {
     definition.name = std::move(name);
     definition.kernel = "/boot/vmlinux";
     definition.vcpus = 2;
-    definition.memory_mib = 256;
+    definition.memory_size = 256ull << 20;
     definition.disks = { MUST(parse_disk_option("path=/var/lib/root.img,readonly=on", 0)) };
     definition.cpu_weight = 50;
     return definition;
@@ -108,9 +108,9 @@ TEST(StateStore, SaveAgain_ReplacesDefinition) {
     auto store = MUST(StateStore::open(directory.path()));
     auto definition = sample("alpha");
     ASSERT_TRUE(store.save_definition(definition));
-    definition.memory_mib = 512;
+    definition.memory_size = 512ull << 20;
     ASSERT_TRUE(store.save_definition(definition));
-    EXPECT_EQ(MUST(store.load_definition("alpha")).memory_mib, 512u);
+    EXPECT_EQ(MUST(store.load_definition("alpha")).memory_size, 512ull << 20);
 }
 
 TEST(StateStore, List_IsSortedAndIgnoresStrayFiles) {

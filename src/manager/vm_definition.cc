@@ -118,19 +118,24 @@ Expected<uint64_t> get_unsigned(toml::node const& node, std::string_view key, ui
 
 // A size in MiB: an integer (MiB) or a string with a K/M/G/T suffix that kvmm's
 // parse_memory_size() accepts, which must be a whole number of MiB.
-Expected<uint64_t> get_mib(toml::node const& node, std::string_view key) {
+// Returned in bytes: the guest memory keeps this form (VmConfig's) from here to kvmm.
+Expected<uint64_t> get_mib_in_bytes(toml::node const& node, std::string_view key) {
     if (node.is_integer())
-        return get_unsigned(node, key, 1, std::numeric_limits<uint64_t>::max() >> 20);
+        return TRY(get_unsigned(node, key, 1, std::numeric_limits<uint64_t>::max() >> 20)) << 20;
     if (auto const* text = node.as_string()) {
         auto const bytes = parse_memory_size(text->get());
         if (!bytes)
             return Error::format("'{}' = \"{}\": {}", key, text->get(), bytes.error().message());
         if (*bytes == 0 || *bytes % (1ull << 20) != 0)
             return Error::format("'{}' = \"{}\" is not a positive whole number of MiB", key, text->get());
-        return *bytes >> 20;
+        return *bytes;
     }
     return Error::format("'{}' must be a size such as \"512M\" or an integer number of MiB, got {} ({})", key,
                          type_name(node), show(node));
+}
+
+Expected<uint64_t> get_mib(toml::node const& node, std::string_view key) {
+    return TRY(get_mib_in_bytes(node, key)) >> 20;
 }
 
 // Values end up inside a comma-separated key=value list, so a comma would split them.
@@ -220,7 +225,7 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
         else if (key == "vcpus")
             definition.vcpus = static_cast<uint32_t>(TRY(get_unsigned(node, key, 1, MAX_DEFINITION_VCPUS)));
         else if (key == "memory")
-            definition.memory_mib = TRY(get_mib(node, key));
+            definition.memory_size = TRY(get_mib_in_bytes(node, key));
         else if (key == "kernel")
             definition.kernel = TRY(get_string(node, key));
         else if (key == "initrd")
@@ -402,8 +407,8 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     TRY(validate_vm_name(definition.name));
     if (definition.vcpus == 0 || definition.vcpus > MAX_DEFINITION_VCPUS)
         return Error::format("'vcpus' = {} is out of range 1..{}", definition.vcpus, MAX_DEFINITION_VCPUS);
-    if (definition.memory_mib == 0 || definition.memory_mib > (std::numeric_limits<uint64_t>::max() >> 20))
-        return Error::format("'memory' = {} MiB is out of range", definition.memory_mib);
+    if (definition.memory_size == 0 || definition.memory_size % (1ull << 20) != 0)
+        return Error::format("'memory' = {} bytes is not a positive whole number of MiB", definition.memory_size);
     if (definition.kernel.empty())
         return Error("'kernel' is missing or empty: a definition needs a kernel image path");
     if (definition.initrd && definition.initrd->empty())
@@ -430,9 +435,9 @@ Expected<void> validate_definition(VmDefinition const& definition) {
         return Error::format("'resources.cpu_quota_percent' = {} is out of range 1..{} (100 per vCPU, {} vCPUs)",
                              *definition.cpu_quota_percent, max_quota, definition.vcpus);
     // The limit covers the whole kvmm process; below guest RAM the guest alone could get the VM killed.
-    if (definition.memory_limit_mib && *definition.memory_limit_mib < definition.memory_mib)
+    if (definition.memory_limit_mib && *definition.memory_limit_mib < (definition.memory_size >> 20))
         return Error::format("'resources.memory_limit' = {} MiB is below the guest's memory of {} MiB",
-                             *definition.memory_limit_mib, definition.memory_mib);
+                             *definition.memory_limit_mib, definition.memory_size >> 20);
 
     if (definition.vcpu_pins.size() > definition.vcpus) {
         // Only an error if a pinned entry lies beyond the last vCPU; trailing empty lists are harmless.
@@ -474,7 +479,7 @@ std::string to_toml(VmDefinition const& definition) {
     std::string text;
     text += fmt::format("name = {}\n", quote(definition.name));
     text += fmt::format("vcpus = {}\n", definition.vcpus);
-    text += fmt::format("memory = {}\n", definition.memory_mib);
+    text += fmt::format("memory = {}\n", definition.memory_size >> 20); // MiB, as the layout has it
     text += fmt::format("kernel = {}\n", quote(definition.kernel));
     if (definition.initrd)
         text += fmt::format("initrd = {}\n", quote(*definition.initrd));
@@ -516,7 +521,7 @@ VmConfig machine_config_of(VmDefinition const& definition) {
     config.initrd_path = definition.initrd;
     config.cmdline = definition.cmdline;
     config.vcpu_count = definition.vcpus;
-    config.memory_size = definition.memory_mib << 20;
+    config.memory_size = definition.memory_size;
     config.disks = definition.disks;
     config.nets = definition.nics;
     config.vsock = definition.vsock;

@@ -42,7 +42,7 @@ struct VmDefinition {
 
     std::string name;
     uint32_t vcpus { 1 };
-    uint64_t memory_mib { 128 };
+    uint64_t memory_size { 128ull << 20 }; // bytes, a whole number of MiB (TOML: "512M" or MiB)
     std::string kernel;
     std::optional<std::string> initrd;
     std::string cmdline;

@@ -69,7 +69,7 @@ TEST(ParseDefinition, FullDefinition_FillsEveryField) {
     ASSERT_TRUE(definition) << definition.error().message();
     EXPECT_EQ(definition->name, "web-1.example");
     EXPECT_EQ(definition->vcpus, 2u);
-    EXPECT_EQ(definition->memory_mib, 1024u);
+    EXPECT_EQ(definition->memory_size, 1024ull << 20);
     EXPECT_EQ(definition->kernel, "/var/lib/kvmm/vmlinux");
     EXPECT_EQ(definition->initrd, "/var/lib/kvmm/initrd.cpio");
     EXPECT_EQ(definition->cmdline, "console=ttyS0 reboot=k");
@@ -99,7 +99,7 @@ TEST(ParseDefinition, MinimalDefinition_UsesDefaults) {
     auto const definition = parse_definition(minimal(""));
     ASSERT_TRUE(definition) << definition.error().message();
     EXPECT_EQ(definition->vcpus, 1u);
-    EXPECT_EQ(definition->memory_mib, 128u);
+    EXPECT_EQ(definition->memory_size, 128ull << 20);
     EXPECT_FALSE(definition->initrd);
     EXPECT_FALSE(definition->rng);
     EXPECT_FALSE(definition->autostart);
@@ -112,7 +112,7 @@ TEST(ParseDefinition, MinimalDefinition_UsesDefaults) {
 TEST(ParseDefinition, IntegerMemory_IsMiB) {
     auto const definition = parse_definition(minimal("memory = 512\n"));
     ASSERT_TRUE(definition) << definition.error().message();
-    EXPECT_EQ(definition->memory_mib, 512u);
+    EXPECT_EQ(definition->memory_size, 512ull << 20);
 }
 
 TEST(ParseDefinition, MalformedToml_ReportsLine) {
@@ -274,6 +274,18 @@ TEST(ValidateDefinition, InterfaceWithoutATapName_IsRejected) {
     definition.nics = { MUST(parse_net_option("fd=3", 0)) };
     EXPECT_FALSE(validate_definition(definition));
     definition.nics = { MUST(parse_net_option("tap=tap0", 0)) };
+    EXPECT_TRUE(validate_definition(definition));
+}
+
+TEST(ValidateDefinition, MemoryThatIsNoWholeNumberOfMib_IsRejected) {
+    VmDefinition definition;
+    definition.name = "vm";
+    definition.kernel = "/k";
+    definition.memory_size = (64ull << 20) + 4096;
+    EXPECT_FALSE(validate_definition(definition));
+    definition.memory_size = 0;
+    EXPECT_FALSE(validate_definition(definition));
+    definition.memory_size = 64ull << 20;
     EXPECT_TRUE(validate_definition(definition));
 }
 
