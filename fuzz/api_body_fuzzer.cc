@@ -40,5 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size) {
     if (!response.body.empty() && !nlohmann::json::accept(response.body))
         std::abort();
     (void)kvmm::load_config_file(input); // parses only; opens nothing
+    // kvmm's dialect (the machine files kvmmd writes) must hold whatever it is given as well.
+    (void)kvmm::load_config_file(input, kvmm::ConfigDialect::Kvmm);
     return 0;
 }

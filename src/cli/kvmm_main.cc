@@ -113,6 +113,20 @@ kvmm::Expected<void> check_flag_paths(std::initializer_list<std::pair<char const
     return {};
 }
 
+// The machine of `kvmm --control-sock S --config-file F` (kvmmd's form): everything but the
+// console from the file; the console and console device from the flags, as for flag mode.
+kvmm::Expected<kvmm::VmConfig> load_machine_file(std::string const& path, kvmm::VmConfig const& flag_config) {
+    auto const text = TRY(kvmm::read_file(path, MAX_CONFIG_FILE_SIZE));
+    auto loaded = TRY(kvmm::load_config_file(std::string(reinterpret_cast<char const*>(text.data()), text.size()),
+                                             kvmm::ConfigDialect::Kvmm));
+    kvmm::VmConfig config = std::move(loaded.instance.vm);
+    config.threads_per_core = loaded.instance.machine.smt ? 2 : 1;
+    config.transparent_huge_pages = config.transparent_huge_pages || flag_config.transparent_huge_pages;
+    config.console = flag_config.console;
+    config.virtio_console = flag_config.virtio_console;
+    return config;
+}
+
 int run_machine(kvmm::Machine& machine, kvmm::VmConfig const& config) {
     spdlog::info("VM started: {} vCPUs, {} MiB", config.vcpu_count, config.memory_size >> 20);
     auto const reason = machine.run();
@@ -394,7 +408,8 @@ int main(int argc, char** argv) {
     std::string control_socket;
     std::string metrics_path;
     app.add_option("--control-sock", control_socket,
-                   "With --kernel: also serve the Firecracker-compatible API on this Unix socket while the VM runs");
+                   "With --kernel, or with --config-file for kvmmd's machine files: also serve the "
+                   "Firecracker-compatible API on this Unix socket while the VM runs");
     app.add_option("--metrics", metrics_path,
                    "With --control-sock: metrics destination (file or FIFO), as PUT /metrics would set");
 
@@ -452,7 +467,12 @@ int main(int argc, char** argv) {
         return fail(checked.error().message());
     raise_open_file_limit();
 
-    bool const firecracker_mode = !api_mode.socket_path.empty() || !api_mode.config_file.empty();
+    // kvmmd's form: the whole machine from a file in kvmm's dialect of the config-file format
+    // (config/microvm_config.h), the control API and the console as flags.
+    bool const machine_file_mode =
+        !control_socket.empty() && !api_mode.config_file.empty() && api_mode.socket_path.empty();
+    bool const firecracker_mode =
+        (!api_mode.socket_path.empty() || !api_mode.config_file.empty()) && !machine_file_mode;
     if (firecracker_mode) {
         if (!flags.config.kernel_path.empty() || !flags.disks.empty() || !flags.nets.empty())
             return fail("--kernel, --disk and --net cannot be combined with --api-sock or --config-file: the VM "
@@ -471,6 +491,21 @@ int main(int argc, char** argv) {
         return fail("--log-path, --level, --show-level, --show-log-origin, --module and --metrics-path are "
                     "Firecracker's flags: use them with --api-sock or --config-file (with --kernel, use "
                     "--log-level, and --metrics with --control-sock)");
+    if (machine_file_mode) {
+        for (char const* flag : { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--disk", "--net",
+                                  "--vsock", "--balloon", "--rng" }) {
+            if (app.count(flag))
+                return fail(fmt::format("{} cannot be combined with --config-file and --control-sock: the file "
+                                        "describes the whole machine",
+                                        flag));
+        }
+        if (auto applied = apply_flags(app, flags); !applied)
+            return fail(applied.error().message());
+        auto machine = load_machine_file(api_mode.config_file, flags.config);
+        if (!machine)
+            return fail(fmt::format("--config-file {}: {}", api_mode.config_file, machine.error().message()));
+        return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id);
+    }
     if (flags.config.kernel_path.empty())
         return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
     if (auto applied = apply_flags(app, flags); !applied)

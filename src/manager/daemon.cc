@@ -402,7 +402,7 @@ json Daemon::info(Vm& vm) {
     json result { { "name", vm.name },
                   { "state", vm.state },
                   { "vcpus", vm.definition.vcpus },
-                  { "memory_mib", vm.definition.memory_mib },
+                  { "memory_mib", vm.definition.memory_size >> 20 },
                   { "autostart", vm.definition.autostart },
                   { "restart", restart_policy_name(vm.definition.restart) },
                   { "restarts", vm.restart_count },

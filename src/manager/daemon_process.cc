@@ -104,6 +104,7 @@ Expected<void> Daemon::start(Vm& vm) {
     std::string const control_socket = (runtime / "control.sock").string();
     std::string const console_socket = (runtime / "console.sock").string();
     std::string const metrics_path = (runtime / "metrics.json").string();
+    std::string const machine_file = (runtime / "machine.json").string();
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
 
     // The start is a transaction: the intent is on disk before anything exists that a crash
@@ -123,6 +124,8 @@ Expected<void> Daemon::start(Vm& vm) {
     } journal { *this, vm.name };
 
     TRY(atomic_write_file(metrics_path, "", 0600));
+    // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
+    TRY(atomic_write_file(machine_file, kvmm_machine_file(definition), 0600));
     UniqueFd output(::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
     if (!output.is_valid())
         return Error::from_errno(fmt::format("cannot open '{}'", stderr_path));
@@ -140,7 +143,7 @@ Expected<void> Daemon::start(Vm& vm) {
                        : members.error().with_context(fmt::format("VM '{}': cgroup", vm.name));
     crash_point("start:cgroup");
 
-    auto arguments = kvmm_arguments(definition, m_options.kvmm_binary, control_socket, console_socket);
+    auto arguments = kvmm_arguments(definition, m_options.kvmm_binary, machine_file, control_socket, console_socket);
     // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
     // for every exit, which is how an exit is explained when kvmm is not our child.
     for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })

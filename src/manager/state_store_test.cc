@@ -1,5 +1,7 @@
 #include "manager/state_store.h"
 
+#include "config/device_options.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -53,8 +55,8 @@ VmDefinition sample(std::string name) {
     definition.name = std::move(name);
     definition.kernel = "/boot/vmlinux";
     definition.vcpus = 2;
-    definition.memory_mib = 256;
-    definition.disks = { "path=/var/lib/root.img,readonly=on" };
+    definition.memory_size = 256ull << 20;
+    definition.disks = { MUST(parse_disk_option("path=/var/lib/root.img,readonly=on", 0)) };
     definition.cpu_weight = 50;
     return definition;
 }
@@ -106,9 +108,9 @@ TEST(StateStore, SaveAgain_ReplacesDefinition) {
     auto store = MUST(StateStore::open(directory.path()));
     auto definition = sample("alpha");
     ASSERT_TRUE(store.save_definition(definition));
-    definition.memory_mib = 512;
+    definition.memory_size = 512ull << 20;
     ASSERT_TRUE(store.save_definition(definition));
-    EXPECT_EQ(MUST(store.load_definition("alpha")).memory_mib, 512u);
+    EXPECT_EQ(MUST(store.load_definition("alpha")).memory_size, 512ull << 20);
 }
 
 TEST(StateStore, List_IsSortedAndIgnoresStrayFiles) {
@@ -141,6 +143,58 @@ TEST(StateStore, LoadWithInvalidName_IsRejectedBeforeTouchingFiles) {
     TemporaryDirectory directory;
     auto const store = MUST(StateStore::open(directory.path()));
     EXPECT_FALSE(store.load_definition("../../etc/passwd"));
+}
+
+// A state directory written by an older kvmmd, whose definitions held device option strings:
+// the file (as that kvmmd's to_toml() wrote it, sizes as the user gave them) loads into the
+// typed definition, and saving it again keeps what it said.
+TEST(StateStore, DefinitionFromAnOlderKvmmd_LoadsTypedAndSavesBackTheSame) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    {
+        std::ofstream old(directory.path() / "definitions" / "old.toml");
+        old << R"(name = "old"
+vcpus = 2
+memory = 256
+kernel = "/boot/vmlinux"
+cmdline = "console=ttyS0"
+autostart = true
+restart = "on-failure"
+rng = true
+
+[[disk]]
+path = "/var/lib/root.img"
+readonly = true
+cache = "writethrough"
+root = true
+bw = "10M"
+
+[[nic]]
+tap = "tap0"
+mac = "52:54:00:12:34:56"
+tx_bw = 1000000
+
+[vsock]
+cid = 9
+uds = "/run/old.vsock"
+)";
+    }
+    auto const loaded = store.load_definition("old");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    ASSERT_EQ(loaded->disks.size(), 1u);
+    EXPECT_EQ(loaded->disks[0].path, "/var/lib/root.img");
+    EXPECT_EQ(loaded->disks[0].id, "disk0");
+    EXPECT_TRUE(loaded->disks[0].read_only);
+    EXPECT_TRUE(loaded->disks[0].is_root_device);
+    EXPECT_EQ(loaded->disks[0].cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(loaded->disks[0].rate_limit.bandwidth->size, 10u << 20);
+    ASSERT_EQ(loaded->nics.size(), 1u);
+    EXPECT_EQ(loaded->nics[0].tap_name, "tap0");
+    EXPECT_EQ(loaded->nics[0].tx_rate_limit.bandwidth->size, 1000000u);
+    ASSERT_TRUE(loaded->vsock);
+    EXPECT_EQ(loaded->vsock->guest_cid, 9u);
+    ASSERT_TRUE(store.save_definition(*loaded));
+    EXPECT_EQ(MUST(store.load_definition("old")), *loaded);
 }
 
 TEST(StateStore, DefinitionFileNamingAnotherVm_IsRejected) {

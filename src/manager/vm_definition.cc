@@ -1,8 +1,10 @@
 #include "manager/vm_definition.h"
 
 #include "base/path.h"
-#include "vmm/device_options.h"
-#include "vmm/vm_config.h"
+#include "config/device_options.h"
+#include "config/mac_address.h"
+#include "config/microvm_config.h"
+#include "config/vm_config.h"
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -19,6 +21,7 @@ namespace {
 // How a key of a [[disk]] / [[nic]] table becomes part of kvmm's option string.
 enum class ValueKind {
     String, // copied verbatim
+    Path,   // copied verbatim; a host path or name, held to base's rule for paths (base/path.h)
     Switch, // TOML boolean; true becomes "key=on", false is left out
     Number, // TOML integer or string (a size such as "10M", or a count)
 };
@@ -30,18 +33,18 @@ struct OptionKey {
 
 // The order of these tables is the order of the keys in the generated option strings.
 constexpr OptionKey DISK_KEYS[] = {
-    { "path", ValueKind::String },  { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
+    { "path", ValueKind::Path },    { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
     { "cache", ValueKind::String }, { "engine", ValueKind::String },     { "serial", ValueKind::String },
     { "root", ValueKind::Switch },  { "bw", ValueKind::Number },         { "bw_burst", ValueKind::Number },
     { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number },
 };
 constexpr OptionKey NIC_KEYS[] = {
-    { "tap", ValueKind::String },   { "id", ValueKind::String },    { "mac", ValueKind::String },
+    { "tap", ValueKind::Path },     { "id", ValueKind::String },    { "mac", ValueKind::String },
     { "rx_bw", ValueKind::Number }, { "tx_bw", ValueKind::Number },
 };
 constexpr OptionKey VSOCK_KEYS[] = {
     { "cid", ValueKind::Number },
-    { "uds", ValueKind::String },
+    { "uds", ValueKind::Path },
 };
 
 template <size_t N>
@@ -115,36 +118,30 @@ Expected<uint64_t> get_unsigned(toml::node const& node, std::string_view key, ui
 
 // A size in MiB: an integer (MiB) or a string with a K/M/G/T suffix that kvmm's
 // parse_memory_size() accepts, which must be a whole number of MiB.
-Expected<uint64_t> get_mib(toml::node const& node, std::string_view key) {
+// Returned in bytes: the guest memory keeps this form (VmConfig's) from here to kvmm.
+Expected<uint64_t> get_mib_in_bytes(toml::node const& node, std::string_view key) {
     if (node.is_integer())
-        return get_unsigned(node, key, 1, std::numeric_limits<uint64_t>::max() >> 20);
+        return TRY(get_unsigned(node, key, 1, std::numeric_limits<uint64_t>::max() >> 20)) << 20;
     if (auto const* text = node.as_string()) {
         auto const bytes = parse_memory_size(text->get());
         if (!bytes)
             return Error::format("'{}' = \"{}\": {}", key, text->get(), bytes.error().message());
         if (*bytes == 0 || *bytes % (1ull << 20) != 0)
             return Error::format("'{}' = \"{}\" is not a positive whole number of MiB", key, text->get());
-        return *bytes >> 20;
+        return *bytes;
     }
     return Error::format("'{}' must be a size such as \"512M\" or an integer number of MiB, got {} ({})", key,
                          type_name(node), show(node));
+}
+
+Expected<uint64_t> get_mib(toml::node const& node, std::string_view key) {
+    return TRY(get_mib_in_bytes(node, key)) >> 20;
 }
 
 // Values end up inside a comma-separated key=value list, so a comma would split them.
 Expected<void> check_option_value(std::string_view key, std::string_view value) {
     if (value.find(',') != std::string_view::npos)
         return Error::format("'{}' = \"{}\" contains a ',', which kvmm's option syntax cannot carry", key, value);
-    return {};
-}
-
-// The path fields of one option string (e.g. "path" of a disk), each held to base's one rule
-// for host paths (base/path.h).
-Expected<void> check_option_paths(std::string_view flag, std::string_view option, std::string_view table_name,
-                                  std::initializer_list<std::string_view> path_keys) {
-    for (auto const& [key, value] : TRY(parse_key_values(flag, option))) {
-        if (std::find(path_keys.begin(), path_keys.end(), key) != path_keys.end())
-            TRY(check_path_characters(value, fmt::format("'{}.{}'", table_name, key)));
-    }
     return {};
 }
 
@@ -167,6 +164,10 @@ Expected<std::string> table_to_option(toml::table const& table, std::string_view
         case ValueKind::String:
             value = TRY(get_string(*node, full_key));
             break;
+        case ValueKind::Path:
+            value = TRY(get_string(*node, full_key));
+            TRY(check_path_characters(value, fmt::format("'{}'", full_key)));
+            break;
         case ValueKind::Switch:
             if (!TRY(get_bool(*node, full_key)))
                 continue;
@@ -186,18 +187,6 @@ Expected<std::string> table_to_option(toml::table const& table, std::string_view
         option += fmt::format("{}{}={}", option.empty() ? "" : ",", key.name, value);
     }
     return option;
-}
-
-// Checks that an option string uses only keys that the TOML layout can express, so that
-// to_toml() loses nothing.
-template <size_t N>
-Expected<void> check_option_keys(std::string_view flag, std::string_view text, OptionKey const (&keys)[N]) {
-    for (auto const& [key, value] : TRY(parse_key_values(flag, text))) {
-        if (find_key(keys, key) == nullptr)
-            return Error::format("{} '{}': key '{}' cannot be stored in a definition (known: {})", flag, text, key,
-                                 key_list(keys));
-    }
-    return {};
 }
 
 Expected<std::vector<uint32_t>> parse_pins(toml::node const& node, std::string_view key) {
@@ -236,7 +225,7 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
         else if (key == "vcpus")
             definition.vcpus = static_cast<uint32_t>(TRY(get_unsigned(node, key, 1, MAX_DEFINITION_VCPUS)));
         else if (key == "memory")
-            definition.memory_mib = TRY(get_mib(node, key));
+            definition.memory_size = TRY(get_mib_in_bytes(node, key));
         else if (key == "kernel")
             definition.kernel = TRY(get_string(node, key));
         else if (key == "initrd")
@@ -256,17 +245,22 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
                 return Error::format("'{}' must be an array of tables ([[{}]]), got {}", key, key, type_name(node));
             size_t index = 0;
             for (auto const& element : *array) {
-                auto const table_name = fmt::format("{}[{}]", key, index++);
-                if (key == "disk")
-                    definition.disks.push_back(TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS)));
-                else
-                    definition.nics.push_back(TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS)));
+                size_t const position = index++;
+                auto const table_name = fmt::format("{}[{}]", key, position);
+                if (key == "disk") {
+                    auto const option = TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS));
+                    definition.disks.push_back(TRY(parse_disk_option(option, position).with_context(table_name)));
+                } else {
+                    auto const option = TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS));
+                    definition.nics.push_back(TRY(parse_net_option(option, position).with_context(table_name)));
+                }
             }
         } else if (key == "vsock") {
             auto const* table = node.as_table();
             if (table == nullptr)
                 return Error::format("'vsock' must be a table ([vsock]), got {}", type_name(node));
-            definition.vsock = TRY(table_to_option(*table, "vsock", VSOCK_KEYS));
+            auto const option = TRY(table_to_option(*table, "vsock", VSOCK_KEYS));
+            definition.vsock = TRY(parse_vsock_option(option).with_context("vsock"));
         } else if (key == "resources") {
             auto const* table = node.as_table();
             if (table == nullptr)
@@ -328,40 +322,46 @@ std::string quote(std::string_view text) {
     return quoted + "\"";
 }
 
-bool is_all_digits(std::string_view text) {
-    return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+// One "key = value" line of a device table.
+std::string toml_line(std::string_view key, std::string_view value) {
+    return fmt::format("{} = {}\n", key, quote(value));
+}
+std::string toml_line(std::string_view key, uint64_t value) { return fmt::format("{} = {}\n", key, value); }
+std::string toml_line(std::string_view key, bool value) { return fmt::format("{} = {}\n", key, value); }
+
+// A per-second bucket as the table keys hold it (the flag parsers' rate-limit form).
+std::string bucket_lines(std::string_view key, std::string_view burst_key,
+                         std::optional<TokenBucketConfig> const& bucket) {
+    if (!bucket)
+        return {};
+    std::string lines = toml_line(key, bucket->size);
+    if (bucket->one_time_burst != 0 && !burst_key.empty())
+        lines += toml_line(burst_key, bucket->one_time_burst);
+    return lines;
 }
 
-// The inverse of table_to_option(): one "key = value" line per item of the option string.
-template <size_t N>
-std::string option_to_toml(std::string_view flag, std::string_view option, OptionKey const (&keys)[N]) {
-    std::string lines;
-    auto const pairs = parse_key_values(flag, option);
-    if (!pairs)
-        return lines;
-    for (auto const& [key, value] : *pairs) {
-        auto const* descriptor = find_key(keys, key);
-        if (descriptor == nullptr)
-            continue;
-        switch (descriptor->kind) {
-        case ValueKind::String:
-            lines += fmt::format("{} = {}\n", key, quote(value));
-            break;
-        case ValueKind::Switch: {
-            bool const on = value.empty() || value == "on" || value == "true" || value == "yes";
-            lines += fmt::format("{} = {}\n", key, on ? "true" : "false");
-            break;
-        }
-        case ValueKind::Number:
-            // Digits that fit a TOML integer stay an integer; sizes with suffixes stay strings.
-            if (is_all_digits(value) && value.size() < 19)
-                lines += fmt::format("{} = {}\n", key, value);
-            else
-                lines += fmt::format("{} = {}\n", key, quote(value));
-            break;
-        }
-    }
-    return lines;
+std::string disk_table(DiskConfig const& disk) {
+    std::string lines = toml_line("path", disk.path) + toml_line("id", disk.id);
+    if (disk.read_only)
+        lines += toml_line("readonly", true);
+    if (disk.cache == DiskConfig::CacheMode::WriteThrough)
+        lines += toml_line("cache", std::string_view("writethrough"));
+    if (disk.engine == DiskConfig::Engine::Sync)
+        lines += toml_line("engine", std::string_view("sync"));
+    if (disk.serial)
+        lines += toml_line("serial", *disk.serial);
+    if (disk.is_root_device)
+        lines += toml_line("root", true);
+    return lines + bucket_lines("bw", "bw_burst", disk.rate_limit.bandwidth) +
+           bucket_lines("iops", "iops_burst", disk.rate_limit.ops);
+}
+
+std::string nic_table(NetConfig const& nic) {
+    std::string lines = toml_line("tap", nic.tap_name) + toml_line("id", nic.id);
+    if (nic.mac)
+        lines += toml_line("mac", format_mac_address(*nic.mac));
+    return lines + bucket_lines("rx_bw", "", nic.rx_rate_limit.bandwidth) +
+           bucket_lines("tx_bw", "", nic.tx_rate_limit.bandwidth);
 }
 
 } // namespace
@@ -407,8 +407,8 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     TRY(validate_vm_name(definition.name));
     if (definition.vcpus == 0 || definition.vcpus > MAX_DEFINITION_VCPUS)
         return Error::format("'vcpus' = {} is out of range 1..{}", definition.vcpus, MAX_DEFINITION_VCPUS);
-    if (definition.memory_mib == 0 || definition.memory_mib > (std::numeric_limits<uint64_t>::max() >> 20))
-        return Error::format("'memory' = {} MiB is out of range", definition.memory_mib);
+    if (definition.memory_size == 0 || definition.memory_size % (1ull << 20) != 0)
+        return Error::format("'memory' = {} bytes is not a positive whole number of MiB", definition.memory_size);
     if (definition.kernel.empty())
         return Error("'kernel' is missing or empty: a definition needs a kernel image path");
     if (definition.initrd && definition.initrd->empty())
@@ -416,38 +416,14 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     TRY(check_path_characters(definition.kernel, "'kernel'"));
     if (definition.initrd)
         TRY(check_path_characters(*definition.initrd, "'initrd'"));
-    for (size_t i = 0; i < definition.disks.size(); ++i)
-        TRY(check_option_paths("--disk", definition.disks[i], fmt::format("disk[{}]", i), { "path" }));
-    for (size_t i = 0; i < definition.nics.size(); ++i)
-        TRY(check_option_paths("--net", definition.nics[i], fmt::format("nic[{}]", i), { "tap" }));
-    if (definition.vsock)
-        TRY(check_option_paths("--vsock", *definition.vsock, "vsock", { "uds" }));
-
-    // The same values kvmm would get on its command line, checked by kvmm's own parsers.
-    VmConfig config;
-    config.kernel_path = definition.kernel;
-    config.initrd_path = definition.initrd;
-    config.cmdline = definition.cmdline;
-    config.vcpu_count = definition.vcpus;
-    config.memory_size = definition.memory_mib << 20;
-    for (size_t i = 0; i < definition.disks.size(); ++i) {
-        auto const context = fmt::format("disk[{}]", i);
-        TRY(check_option_keys("--disk", definition.disks[i], DISK_KEYS).with_context(context));
-        config.disks.push_back(TRY(parse_disk_option(definition.disks[i], i).with_context(context)));
-    }
     for (size_t i = 0; i < definition.nics.size(); ++i) {
-        auto const context = fmt::format("nic[{}]", i);
-        TRY(check_option_keys("--net", definition.nics[i], NIC_KEYS).with_context(context));
-        auto nic = TRY(parse_net_option(definition.nics[i], i).with_context(context));
-        if (nic.tap_name.empty())
-            return Error::format("nic[{}] '{}' needs 'tap' (a TAP device name)", i, definition.nics[i]);
-        config.nets.push_back(std::move(nic));
+        if (definition.nics[i].tap_name.empty())
+            return Error::format("nic[{}] '{}' needs 'tap' (a TAP device name)", i, definition.nics[i].id);
     }
-    if (definition.vsock) {
-        TRY(check_option_keys("--vsock", *definition.vsock, VSOCK_KEYS).with_context("vsock"));
-        config.vsock = TRY(parse_vsock_option(*definition.vsock).with_context("vsock"));
-    }
-    TRY(validate(config, MAX_DEFINITION_VCPUS).with_context(fmt::format("VM '{}'", definition.name)));
+
+    // The machine kvmm will build, checked by the config library's one validate().
+    TRY(validate(machine_config_of(definition), MAX_DEFINITION_VCPUS)
+            .with_context(fmt::format("VM '{}'", definition.name)));
 
     if (definition.cpu_weight && (*definition.cpu_weight < MIN_CPU_WEIGHT || *definition.cpu_weight > MAX_CPU_WEIGHT))
         return Error::format("'resources.cpu_weight' = {} is out of range {}..{}", *definition.cpu_weight,
@@ -459,9 +435,9 @@ Expected<void> validate_definition(VmDefinition const& definition) {
         return Error::format("'resources.cpu_quota_percent' = {} is out of range 1..{} (100 per vCPU, {} vCPUs)",
                              *definition.cpu_quota_percent, max_quota, definition.vcpus);
     // The limit covers the whole kvmm process; below guest RAM the guest alone could get the VM killed.
-    if (definition.memory_limit_mib && *definition.memory_limit_mib < definition.memory_mib)
+    if (definition.memory_limit_mib && *definition.memory_limit_mib < (definition.memory_size >> 20))
         return Error::format("'resources.memory_limit' = {} MiB is below the guest's memory of {} MiB",
-                             *definition.memory_limit_mib, definition.memory_mib);
+                             *definition.memory_limit_mib, definition.memory_size >> 20);
 
     if (definition.vcpu_pins.size() > definition.vcpus) {
         // Only an error if a pinned entry lies beyond the last vCPU; trailing empty lists are harmless.
@@ -503,7 +479,7 @@ std::string to_toml(VmDefinition const& definition) {
     std::string text;
     text += fmt::format("name = {}\n", quote(definition.name));
     text += fmt::format("vcpus = {}\n", definition.vcpus);
-    text += fmt::format("memory = {}\n", definition.memory_mib);
+    text += fmt::format("memory = {}\n", definition.memory_size >> 20); // MiB, as the layout has it
     text += fmt::format("kernel = {}\n", quote(definition.kernel));
     if (definition.initrd)
         text += fmt::format("initrd = {}\n", quote(*definition.initrd));
@@ -512,11 +488,12 @@ std::string to_toml(VmDefinition const& definition) {
     text += fmt::format("restart = {}\n", quote(restart_policy_name(definition.restart)));
     text += fmt::format("rng = {}\n", definition.rng);
     for (auto const& disk : definition.disks)
-        text += fmt::format("\n[[disk]]\n{}", option_to_toml("--disk", disk, DISK_KEYS));
+        text += fmt::format("\n[[disk]]\n{}", disk_table(disk));
     for (auto const& nic : definition.nics)
-        text += fmt::format("\n[[nic]]\n{}", option_to_toml("--net", nic, NIC_KEYS));
+        text += fmt::format("\n[[nic]]\n{}", nic_table(nic));
     if (definition.vsock)
-        text += fmt::format("\n[vsock]\n{}", option_to_toml("--vsock", *definition.vsock, VSOCK_KEYS));
+        text += fmt::format("\n[vsock]\n{}{}", toml_line("cid", uint64_t { definition.vsock->guest_cid }),
+                            toml_line("uds", definition.vsock->uds_path));
     if (definition.cpu_weight || definition.cpu_quota_percent || definition.memory_limit_mib) {
         text += "\n[resources]\n";
         if (definition.cpu_weight)
@@ -538,45 +515,31 @@ std::string to_toml(VmDefinition const& definition) {
     return text;
 }
 
+VmConfig machine_config_of(VmDefinition const& definition) {
+    VmConfig config;
+    config.kernel_path = definition.kernel;
+    config.initrd_path = definition.initrd;
+    config.cmdline = definition.cmdline;
+    config.vcpu_count = definition.vcpus;
+    config.memory_size = definition.memory_size;
+    config.disks = definition.disks;
+    config.nets = definition.nics;
+    config.vsock = definition.vsock;
+    if (definition.rng)
+        config.rng = RngConfig {};
+    return config;
+}
+
+std::string kvmm_machine_file(VmDefinition const& definition) {
+    return machine_config_file(machine_config_of(definition)).dump(2) + "\n";
+}
+
 std::vector<std::string> kvmm_arguments(VmDefinition const& definition, std::string const& kvmm_binary,
-                                        std::string const& api_socket, std::string const& console_socket) {
-    std::vector<std::string> arguments { kvmm_binary, "--kernel", definition.kernel };
-    if (definition.initrd) {
-        arguments.emplace_back("--initrd");
-        arguments.push_back(*definition.initrd);
-    }
-    if (!definition.cmdline.empty()) {
-        arguments.emplace_back("--cmdline");
-        arguments.push_back(definition.cmdline);
-    }
-    arguments.emplace_back("--cpus");
-    arguments.push_back(fmt::format("{}", definition.vcpus));
-    arguments.emplace_back("--memory");
-    arguments.push_back(fmt::format("{}M", definition.memory_mib));
-    for (auto const& disk : definition.disks) {
-        arguments.emplace_back("--disk");
-        arguments.push_back(disk);
-    }
-    for (auto const& nic : definition.nics) {
-        arguments.emplace_back("--net");
-        arguments.push_back(nic);
-    }
-    if (definition.vsock) {
-        arguments.emplace_back("--vsock");
-        arguments.push_back(*definition.vsock);
-    }
-    if (definition.rng) {
-        // "--rng" takes an optional value; an explicit "on" keeps the next flag from being read as it.
-        arguments.emplace_back("--rng");
-        arguments.emplace_back("on");
-    }
-    arguments.emplace_back("--id");
-    arguments.push_back(definition.name);
-    arguments.emplace_back("--control-sock");
-    arguments.push_back(api_socket);
-    arguments.emplace_back("--console");
-    arguments.push_back(fmt::format("socket={}", console_socket));
-    return arguments;
+                                        std::string const& machine_file, std::string const& api_socket,
+                                        std::string const& console_socket) {
+    return { kvmm_binary, "--config-file", machine_file,
+             "--id",      definition.name, "--control-sock",
+             api_socket,  "--console",     fmt::format("socket={}", console_socket) };
 }
 
 } // namespace kvmm

@@ -16,14 +16,18 @@
 //   [vsock]   cid, uds
 //   [resources] cpu_weight, cpu_quota_percent, memory_limit  (string or integer MiB)
 //   [pinning] vcpu0 = [0, 1], vcpu1 = [2]
-// Device values are checked with kvmm's own option parsers (vmm/device_options.h), so a
-// definition that kvmm would reject at start is rejected when it is defined. Unknown keys are
-// errors that name the key and its table.
+// Each device table is parsed once, by kvmm's own option parser (config/device_options.h),
+// into the config library's types, and the whole definition is checked by the config
+// library's validate(), so a definition that kvmm would reject at start is rejected when it is
+// defined. The TOML layout is unchanged from the string-holding definitions of older kvmmd
+// versions, so their state directories load as they are. Unknown keys are errors that name
+// the key and its table.
 //
 // Threading: plain values and pure functions; no shared state.
 #pragma once
 
 #include "base/expected.h"
+#include "config/vm_config.h"
 
 #include <cstdint>
 #include <optional>
@@ -38,13 +42,14 @@ struct VmDefinition {
 
     std::string name;
     uint32_t vcpus { 1 };
-    uint64_t memory_mib { 128 };
+    uint64_t memory_size { 128ull << 20 }; // bytes, a whole number of MiB (TOML: "512M" or MiB)
     std::string kernel;
     std::optional<std::string> initrd;
     std::string cmdline;
-    std::vector<std::string> disks;   // each in kvmm's --disk syntax, e.g. "path=/var/lib/x.img,readonly=on"
-    std::vector<std::string> nics;    // kvmm --net syntax
-    std::optional<std::string> vsock; // kvmm --vsock syntax
+    // Typed, as kvmm builds them; an interface always names its TAP (no inherited fd).
+    std::vector<DiskConfig> disks;
+    std::vector<NetConfig> nics;
+    std::optional<VsockConfig> vsock;
     bool rng { false };
     bool autostart { false };
     RestartPolicy restart { RestartPolicy::Never };
@@ -81,13 +86,22 @@ Expected<void> validate_definition(VmDefinition const& definition);
 Expected<VmDefinition> parse_definition(std::string_view toml_text);
 
 // Writes a definition in the TOML layout above; parse_definition(to_toml(d)) == d for every
-// valid d (device option strings are normalised to the TOML keys they came from).
+// valid d (sizes are written in bytes, default ids explicitly).
 std::string to_toml(VmDefinition const& definition);
 
-// The argv (argv[0] = kvmm_binary) for one kvmm process running the definition in flag mode,
-// with a control socket (--control-sock PATH) and the serial console on a Unix socket
-// (--console socket=PATH).
+// The machine kvmm builds for a definition, in the config library's type.
+VmConfig machine_config_of(VmDefinition const& definition);
+
+// The machine as the --config-file document kvmmd writes into the VM's state directory
+// (config/microvm_config.h, ConfigDialect::Kvmm): the whole machine, so kvmm parses no device
+// strings and every value keeps its type from the definition to kvmm.
+std::string kvmm_machine_file(VmDefinition const& definition);
+
+// The argv (argv[0] = kvmm_binary) for one kvmm process running the machine file written by
+// kvmm_machine_file(), with a control socket (--control-sock PATH) and the serial console on a
+// Unix socket (--console socket=PATH).
 std::vector<std::string> kvmm_arguments(VmDefinition const& definition, std::string const& kvmm_binary,
-                                        std::string const& api_socket, std::string const& console_socket);
+                                        std::string const& machine_file, std::string const& api_socket,
+                                        std::string const& console_socket);
 
 } // namespace kvmm

@@ -1,5 +1,8 @@
 #include "manager/vm_definition.h"
 
+#include "config/device_options.h"
+#include "config/microvm_config.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -66,7 +69,7 @@ TEST(ParseDefinition, FullDefinition_FillsEveryField) {
     ASSERT_TRUE(definition) << definition.error().message();
     EXPECT_EQ(definition->name, "web-1.example");
     EXPECT_EQ(definition->vcpus, 2u);
-    EXPECT_EQ(definition->memory_mib, 1024u);
+    EXPECT_EQ(definition->memory_size, 1024ull << 20);
     EXPECT_EQ(definition->kernel, "/var/lib/kvmm/vmlinux");
     EXPECT_EQ(definition->initrd, "/var/lib/kvmm/initrd.cpio");
     EXPECT_EQ(definition->cmdline, "console=ttyS0 reboot=k");
@@ -74,11 +77,18 @@ TEST(ParseDefinition, FullDefinition_FillsEveryField) {
     EXPECT_TRUE(definition->rng);
     EXPECT_EQ(definition->restart, VmDefinition::RestartPolicy::OnFailure);
     ASSERT_EQ(definition->disks.size(), 2u);
-    EXPECT_EQ(definition->disks[0], "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on");
-    EXPECT_EQ(definition->disks[1], "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500");
+    EXPECT_EQ(definition->disks[0],
+              MUST(parse_disk_option("path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on", 0)));
+    EXPECT_EQ(definition->disks[0].cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(definition->disks[1],
+              MUST(parse_disk_option("path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500", 1)));
+    EXPECT_EQ(definition->disks[1].id, "disk1");
+    EXPECT_EQ(definition->disks[1].rate_limit.bandwidth->size, 10u << 20);
     ASSERT_EQ(definition->nics.size(), 1u);
-    EXPECT_EQ(definition->nics[0], "tap=tap0,mac=52:54:00:12:34:56");
-    EXPECT_EQ(definition->vsock, "cid=7,uds=/run/kvmm/web.vsock");
+    EXPECT_EQ(definition->nics[0], MUST(parse_net_option("tap=tap0,mac=52:54:00:12:34:56", 0)));
+    ASSERT_TRUE(definition->vsock);
+    EXPECT_EQ(definition->vsock->guest_cid, 7u);
+    EXPECT_EQ(definition->vsock->uds_path, "/run/kvmm/web.vsock");
     EXPECT_EQ(definition->cpu_weight, 200u);
     EXPECT_EQ(definition->cpu_quota_percent, 150u);
     EXPECT_EQ(definition->memory_limit_mib, 2048u);
@@ -89,7 +99,7 @@ TEST(ParseDefinition, MinimalDefinition_UsesDefaults) {
     auto const definition = parse_definition(minimal(""));
     ASSERT_TRUE(definition) << definition.error().message();
     EXPECT_EQ(definition->vcpus, 1u);
-    EXPECT_EQ(definition->memory_mib, 128u);
+    EXPECT_EQ(definition->memory_size, 128ull << 20);
     EXPECT_FALSE(definition->initrd);
     EXPECT_FALSE(definition->rng);
     EXPECT_FALSE(definition->autostart);
@@ -102,7 +112,7 @@ TEST(ParseDefinition, MinimalDefinition_UsesDefaults) {
 TEST(ParseDefinition, IntegerMemory_IsMiB) {
     auto const definition = parse_definition(minimal("memory = 512\n"));
     ASSERT_TRUE(definition) << definition.error().message();
-    EXPECT_EQ(definition->memory_mib, 512u);
+    EXPECT_EQ(definition->memory_size, 512ull << 20);
 }
 
 TEST(ParseDefinition, MalformedToml_ReportsLine) {
@@ -257,14 +267,78 @@ TEST(ToToml, SpecialCharactersInStrings_RoundTrip) {
     EXPECT_EQ(*again, definition);
 }
 
-TEST(ValidateDefinition, OptionKeysOutsideTheLayout_AreRejected) {
+TEST(ValidateDefinition, InterfaceWithoutATapName_IsRejected) {
     VmDefinition definition;
     definition.name = "vm";
     definition.kernel = "/k";
-    definition.nics = { "fd=3" };
+    definition.nics = { MUST(parse_net_option("fd=3", 0)) };
     EXPECT_FALSE(validate_definition(definition));
-    definition.nics = { "tap=tap0" };
+    definition.nics = { MUST(parse_net_option("tap=tap0", 0)) };
     EXPECT_TRUE(validate_definition(definition));
+}
+
+TEST(ValidateDefinition, MemoryThatIsNoWholeNumberOfMib_IsRejected) {
+    VmDefinition definition;
+    definition.name = "vm";
+    definition.kernel = "/k";
+    definition.memory_size = (64ull << 20) + 4096;
+    EXPECT_FALSE(validate_definition(definition));
+    definition.memory_size = 0;
+    EXPECT_FALSE(validate_definition(definition));
+    definition.memory_size = 64ull << 20;
+    EXPECT_TRUE(validate_definition(definition));
+}
+
+// The rules the API alone checked before the config library, now through a kvmmd definition.
+TEST(ParseDefinition, InterfacesSharingATapOrMac_AreRejected) {
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap0\"\n[[nic]]\ntap = \"tap0\"\n")),
+                HasSubstr("TAP 'tap0' is already used by 'net0'"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap0\"\nmac = \"02:00:00:00:00:01\"\n"
+                                 "[[nic]]\ntap = \"tap1\"\nmac = \"02:00:00:00:00:01\"\n")),
+                HasSubstr("MAC 02:00:00:00:00:01 is already used by 'net0'"));
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap456789abcdef0\"\n")), HasSubstr("longer than 15 bytes"));
+    EXPECT_EQ(error_of(minimal("[[nic]]\ntap = \"tap0\"\n[[nic]]\ntap = \"tap1\"\n")), "(parsed)");
+}
+
+TEST(ParseDefinition, MemoryOutsideTheArchitecturesRange_IsRejected) {
+    EXPECT_THAT(error_of(minimal("memory = 8\n")), HasSubstr("outside the supported range"));
+    EXPECT_EQ(error_of(minimal("memory = 16\n")), "(parsed)");
+}
+
+// A state directory written by an older kvmmd holds the same TOML, with sizes as written
+// by the user ("10M") and default ids left out: it loads into the typed definition.
+TEST(ParseDefinition, DefinitionWrittenByAnOlderKvmmd_LoadsTyped) {
+    constexpr std::string_view OLDER = R"(name = "old"
+vcpus = 1
+memory = 256
+kernel = "/k"
+cmdline = ""
+autostart = false
+restart = "never"
+rng = false
+
+[[disk]]
+path = "/var/lib/root.img"
+readonly = true
+bw = "10M"
+bw_burst = "1M"
+
+[[nic]]
+tap = "tap0"
+rx_bw = "2M"
+)";
+    auto const definition = parse_definition(OLDER);
+    ASSERT_TRUE(definition) << definition.error().message();
+    ASSERT_EQ(definition->disks.size(), 1u);
+    EXPECT_EQ(definition->disks[0].id, "disk0");
+    EXPECT_TRUE(definition->disks[0].read_only);
+    ASSERT_TRUE(definition->disks[0].rate_limit.bandwidth);
+    EXPECT_EQ(definition->disks[0].rate_limit.bandwidth->size, 10u << 20);
+    EXPECT_EQ(definition->disks[0].rate_limit.bandwidth->one_time_burst, 1u << 20);
+    ASSERT_EQ(definition->nics.size(), 1u);
+    EXPECT_EQ(definition->nics[0].rx_rate_limit.bandwidth->size, 2u << 20);
+    // Written back in today's form, it reads as the same definition.
+    EXPECT_EQ(MUST(parse_definition(to_toml(*definition))), *definition);
 }
 
 TEST(RestartPolicy, Names_RoundTrip) {
@@ -274,37 +348,54 @@ TEST(RestartPolicy, Names_RoundTrip) {
     EXPECT_FALSE(parse_restart_policy("Always"));
 }
 
-TEST(KvmmArguments, FullDefinition_ProducesFlagModeCommandLine) {
+TEST(KvmmArguments, HandTheMachineFileAndTheControlSockets) {
     auto const definition = MUST(parse_definition(FULL_DEFINITION));
-    auto const arguments = kvmm_arguments(definition, "/usr/bin/kvmm", "/run/kvmm/web/api.sock", "/run/kvmm/web/con");
+    auto const arguments = kvmm_arguments(definition, "/usr/bin/kvmm", "/var/lib/kvmmd/runtime/web/machine.json",
+                                          "/run/kvmm/web/api.sock", "/run/kvmm/web/con");
     // clang-format off
-    // (one flag and its value per line)
     std::vector<std::string> const expected {
         "/usr/bin/kvmm",
-        "--kernel", "/var/lib/kvmm/vmlinux",
-        "--initrd", "/var/lib/kvmm/initrd.cpio",
-        "--cmdline", "console=ttyS0 reboot=k",
-        "--cpus", "2",
-        "--memory", "1024M",
-        "--disk", "path=/var/lib/kvmm/root.img,id=rootfs,cache=writethrough,root=on",
-        "--disk", "path=/var/lib/kvmm/data.img,readonly=on,serial=DATA1,bw=10M,iops=500",
-        "--net", "tap=tap0,mac=52:54:00:12:34:56",
-        "--vsock", "cid=7,uds=/run/kvmm/web.vsock",
-        "--rng", "on",
+        "--config-file", "/var/lib/kvmmd/runtime/web/machine.json",
         "--id", "web-1.example",
         "--control-sock", "/run/kvmm/web/api.sock",
         "--console", "socket=/run/kvmm/web/con",
     };
     // clang-format on
     EXPECT_EQ(arguments, expected);
+    // No device travels as a flag string any more.
+    for (auto const* flag : { "--kernel", "--memory", "--disk", "--net", "--vsock", "--rng" })
+        EXPECT_EQ(std::count(arguments.begin(), arguments.end(), flag), 0) << flag;
 }
 
-TEST(KvmmArguments, MinimalDefinition_LeavesOutAbsentDevices) {
-    auto const definition = MUST(parse_definition(minimal("")));
-    auto const arguments = kvmm_arguments(definition, "kvmm", "a.sock", "c.sock");
-    for (auto const* flag : { "--initrd", "--cmdline", "--disk", "--net", "--vsock", "--rng" })
-        EXPECT_EQ(std::count(arguments.begin(), arguments.end(), flag), 0) << flag;
-    EXPECT_EQ(arguments.front(), "kvmm");
+TEST(KvmmMachineFile, HoldsTheWholeTypedMachine) {
+    auto const definition = MUST(parse_definition(FULL_DEFINITION));
+    auto const text = kvmm_machine_file(definition);
+    auto const loaded = load_config_file(text, ConfigDialect::Kvmm);
+    ASSERT_TRUE(loaded) << loaded.error().message() << "\n" << text;
+    auto const& vm = loaded->instance.vm;
+    auto const expected = machine_config_of(definition);
+    EXPECT_EQ(vm.kernel_path, "/var/lib/kvmm/vmlinux");
+    EXPECT_EQ(vm.initrd_path, expected.initrd_path);
+    EXPECT_EQ(vm.cmdline, "console=ttyS0 reboot=k");
+    EXPECT_EQ(vm.vcpu_count, 2u);
+    EXPECT_EQ(vm.memory_size, 1024ull << 20);
+    EXPECT_EQ(vm.disks, definition.disks);
+    EXPECT_EQ(vm.disks[0].cache, DiskConfig::CacheMode::WriteThrough);
+    EXPECT_EQ(vm.disks[1].serial, "DATA1");
+    EXPECT_EQ(vm.nets, definition.nics);
+    EXPECT_EQ(vm.vsock, definition.vsock);
+    EXPECT_TRUE(vm.rng);
+}
+
+TEST(KvmmMachineFile, MinimalDefinition_HasNoDevices) {
+    auto const loaded = load_config_file(kvmm_machine_file(MUST(parse_definition(minimal("")))), ConfigDialect::Kvmm);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_TRUE(loaded->instance.vm.disks.empty());
+    EXPECT_TRUE(loaded->instance.vm.nets.empty());
+    EXPECT_FALSE(loaded->instance.vm.vsock);
+    EXPECT_FALSE(loaded->instance.vm.rng);
+    EXPECT_EQ(loaded->instance.vm.cmdline, "");
+    EXPECT_EQ(loaded->instance.vm.memory_size, 128ull << 20);
 }
 
 } // namespace

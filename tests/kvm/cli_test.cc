@@ -59,6 +59,18 @@ TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
         { { "--api-sock", "/tmp/api.sock", "--level", "Loud" }, "Loud" },
         { { "--api-sock", "/tmp/api.sock", "--http-api-max-payload-size", "0" }, "payload" },
         { { "--kernel", kernel, "--log-path", "/tmp/kvmm.log" }, "--api-sock" },
+        // The config library's validate() holds for flags as for the API: one TAP and one MAC
+        // per interface, a balloon within guest memory.
+        { { "--kernel", kernel, "--net", "tap=kvmmclitap0", "--net", "tap=kvmmclitap0" }, "already used" },
+        { { "--kernel", kernel, "--net", "tap=kvmmclitap0,mac=02:00:00:00:00:01", "--net",
+            "tap=kvmmclitap1,mac=02:00:00:00:00:01" },
+          "already used" },
+        { { "--kernel", kernel, "--net", "tap=kvmmclitap0123456" }, "longer than 15 bytes" },
+        { { "--kernel", kernel, "--memory", "128M", "--balloon", "size=129M" }, "larger than the guest memory" },
+        // kvmmd's form: the machine file describes the whole machine.
+        { { "--control-sock", "/tmp/c.sock", "--config-file", "/tmp/machine.json", "--disk", "path=/d" },
+          "--disk cannot be combined" },
+        { { "--control-sock", "/tmp/c.sock", "--config-file", "/nonexistent/machine.json" }, "--config-file" },
     };
     for (auto const& input : cases)
         expect_configuration_error(input);

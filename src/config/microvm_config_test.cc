@@ -1,6 +1,6 @@
-#include "api/microvm_config.h"
+#include "config/microvm_config.h"
 
-#include "api/resource_parsers.h"
+#include "config/resource_parsers.h"
 
 #include <gtest/gtest.h>
 
@@ -152,6 +152,118 @@ TEST(ParseMacAddress, RejectsMalformedText) {
     EXPECT_FALSE(parse_mac_address("00-11-22-33-44-55"));
     EXPECT_FALSE(parse_mac_address("00:11:22:33:44:5g"));
     EXPECT_FALSE(parse_mac_address("00:11:22:33:44:+5"));
+}
+
+TEST(LoadConfigFile, InterfacesSharingAMac_AreRefused) {
+    auto config = load_config_file(R"({"boot-source": {"kernel_image_path": "/k"},
+        "network-interfaces": [{"iface_id": "a", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"},
+                               {"iface_id": "b", "host_dev_name": "tap1", "guest_mac": "02:00:00:00:00:01"}]})");
+    ASSERT_FALSE(config);
+    EXPECT_NE(config.error().message().find("already used by 'a'"), std::string::npos) << config.error().message();
+}
+
+TEST(PutNetworkInterface, ReplacingAnInterfaceKeepsItsOwnTapAndMac) {
+    MicrovmConfig config;
+    NetConfig net;
+    net.id = "a";
+    net.tap_name = "tap0";
+    net.mac = MacAddress { 0x02, 0, 0, 0, 0, 1 };
+    ASSERT_TRUE(put_network_interface(config, net));
+    net.rx_rate_limit.bandwidth = TokenBucketConfig { 1000, 0, 1000 };
+    auto const replaced = put_network_interface(config, net);
+    EXPECT_TRUE(replaced) << replaced.error().message();
+    ASSERT_EQ(config.instance.vm.nets.size(), 1u);
+    EXPECT_EQ(config.instance.vm.nets[0], net);
+    net.id = "b";
+    EXPECT_FALSE(put_network_interface(config, net));
+    EXPECT_EQ(config.instance.vm.nets.size(), 1u);
+}
+
+VmConfig machine_with_every_device() {
+    VmConfig vm;
+    vm.kernel_path = "/boot/vmlinux";
+    vm.initrd_path = "/boot/initrd";
+    vm.cmdline = "";
+    vm.vcpu_count = 40; // above Firecracker's 32: kvmm's own machines may have more
+    vm.memory_size = 512ull << 20;
+    DiskConfig root;
+    root.id = "root-disk.1";
+    root.path = "/var/lib/root.img";
+    root.is_root_device = true;
+    root.cache = DiskConfig::CacheMode::WriteThrough;
+    root.serial = "ROOT1";
+    root.rate_limit.bandwidth = TokenBucketConfig { 10 << 20, 1 << 20, 1000 };
+    root.rate_limit.ops = TokenBucketConfig { 500, 0, 1000 };
+    DiskConfig data;
+    data.id = "disk1";
+    data.path = "/var/lib/data.img";
+    data.read_only = true;
+    data.engine = DiskConfig::Engine::Sync;
+    vm.disks = { root, data };
+    NetConfig net;
+    net.id = "net0";
+    net.tap_name = "tap0";
+    net.mac = MacAddress { 0x52, 0x54, 0, 0x12, 0x34, 0x56 };
+    net.tx_rate_limit.bandwidth = TokenBucketConfig { 1 << 20, 0, 1000 };
+    vm.nets = { net };
+    vm.vsock = VsockConfig { 7, "/run/v.sock" };
+    vm.rng = RngConfig {};
+    vm.balloon = BalloonConfig { .target_mib = 64, .deflate_on_oom = true };
+    return vm;
+}
+
+TEST(MachineConfigFile, ReadsBackAsTheSameMachine) {
+    auto const vm = machine_with_every_device();
+    auto const text = machine_config_file(vm).dump();
+    auto const loaded = load_config_file(text, ConfigDialect::Kvmm);
+    ASSERT_TRUE(loaded) << loaded.error().message() << "\n" << text;
+    auto const& again = loaded->instance.vm;
+    EXPECT_EQ(again.kernel_path, vm.kernel_path);
+    EXPECT_EQ(again.initrd_path, vm.initrd_path);
+    EXPECT_EQ(again.cmdline, vm.cmdline);
+    EXPECT_EQ(again.vcpu_count, vm.vcpu_count);
+    EXPECT_EQ(again.memory_size, vm.memory_size);
+    EXPECT_EQ(again.disks, vm.disks);
+    EXPECT_EQ(again.nets, vm.nets);
+    EXPECT_EQ(again.vsock, vm.vsock);
+    EXPECT_EQ(again.rng, vm.rng);
+    EXPECT_EQ(again.balloon, vm.balloon);
+}
+
+TEST(MachineConfigFile, KvmmFieldsAreRefusedInFirecrackersDialect) {
+    auto vm = machine_with_every_device();
+    vm.vcpu_count = 2;
+    auto document = machine_config_file(vm);
+    auto const extension = load_config_file(document.dump());
+    ASSERT_FALSE(extension);
+    EXPECT_NE(extension.error().message().find("kvmm_cache"), std::string::npos) << extension.error().message();
+    // Without kvmm's fields, the first drive's id still has '-' and '.', which Firecracker's
+    // ids do not allow.
+    for (auto& drive : document["drives"]) {
+        drive.erase("kvmm_cache");
+        drive.erase("kvmm_serial");
+    }
+    auto const refused = load_config_file(document.dump());
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("root-disk.1"), std::string::npos) << refused.error().message();
+    document["drives"][0]["drive_id"] = "root";
+    auto const accepted = load_config_file(document.dump());
+    EXPECT_TRUE(accepted) << accepted.error().message();
+    // 40 vCPUs are kvmm's own, not Firecracker's.
+    document["machine-config"]["vcpu_count"] = 40;
+    EXPECT_FALSE(load_config_file(document.dump()));
+    EXPECT_TRUE(load_config_file(document.dump(), ConfigDialect::Kvmm));
+}
+
+TEST(MachineConfigFile, BadKvmmFields_AreRefusedNamingTheField) {
+    auto document = machine_config_file(machine_with_every_device());
+    document["drives"][0]["kvmm_cache"] = "sometimes";
+    auto const refused = load_config_file(document.dump(), ConfigDialect::Kvmm);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("kvmm_cache"), std::string::npos) << refused.error().message();
+    document["drives"][0]["kvmm_cache"] = "writeback";
+    document["drives"][0]["drive_id"] = "a,b";
+    EXPECT_FALSE(load_config_file(document.dump(), ConfigDialect::Kvmm));
 }
 
 } // namespace

@@ -1,4 +1,4 @@
-#include "vmm/device_options.h"
+#include "config/device_options.h"
 
 #include <gtest/gtest.h>
 
@@ -172,6 +172,30 @@ TEST(DeviceOptions, ValidationRejectsControlCharactersInAnyPathOfTheConfig) {
     config.disks.clear();
     config.vsock = VsockConfig { 3, "/run/v\n" };
     EXPECT_FALSE(validate_devices(config));
+}
+
+// Flag parsing: each --net is parsed alone, so the cross-interface rules come from validate(),
+// which kvmm runs on the flags' result as on every other entry point's.
+TEST(DeviceOptions, NetFlagsSharingATapOrMac_AreRefusedByValidate) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    config.nets.push_back(parse_net_option("tap=tap0,mac=02:00:00:00:00:01", 0).value());
+    config.nets.push_back(parse_net_option("tap=tap1,mac=02:00:00:00:00:02", 1).value());
+    EXPECT_TRUE(validate(config, 8));
+    config.nets[1] = parse_net_option("tap=tap0,mac=02:00:00:00:00:02", 1).value();
+    EXPECT_FALSE(validate(config, 8));
+    config.nets[1] = parse_net_option("tap=tap1,mac=02:00:00:00:00:01", 1).value();
+    EXPECT_FALSE(validate(config, 8));
+}
+
+TEST(DeviceOptions, BalloonFlagLargerThanMemory_IsRefusedByValidate) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    config.memory_size = 128ull << 20;
+    config.balloon = parse_balloon_option("size=128M").value();
+    EXPECT_TRUE(validate(config, 8));
+    config.balloon = parse_balloon_option("size=129M").value();
+    EXPECT_FALSE(validate(config, 8));
 }
 
 } // namespace

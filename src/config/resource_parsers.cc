@@ -1,7 +1,7 @@
-#include "api/resource_parsers.h"
+#include "config/resource_parsers.h"
 
-#include "api/json_fields.h"
 #include "base/path.h"
+#include "config/json_fields.h"
 
 #include <fmt/format.h>
 
@@ -14,8 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// Linux network interface names are at most IFNAMSIZ - 1 = 15 bytes.
-constexpr size_t MAX_TAP_NAME_LENGTH = 15;
 // VMADDR_CID_ANY (-1U) is not an address; CIDs 0..2 are reserved for the hypervisor and host.
 constexpr uint64_t MIN_GUEST_CID = 3;
 constexpr uint64_t MAX_GUEST_CID = 0xffff'fffeull;
@@ -75,9 +73,17 @@ Expected<std::optional<std::string>> optional_path_field(JsonFields const& field
 }
 
 // The id in the body must match the id in the URL (Firecracker checks the same).
-Expected<std::string> checked_body_id(JsonFields const& fields, std::string_view key, std::string_view path_id) {
+Expected<std::string> checked_body_id(JsonFields const& fields, std::string_view key, std::string_view path_id,
+                                      ConfigDialect dialect = ConfigDialect::Firecracker) {
     std::string id = TRY(fields.required_string(key));
-    TRY(validate_resource_id(id, fmt::format("{}.{}", fields.what(), key)));
+    if (dialect == ConfigDialect::Firecracker) {
+        TRY(validate_resource_id(id, fmt::format("{}.{}", fields.what(), key)));
+    } else {
+        // The ids kvmm's flags accept (config/device_options.h): anything a ',' does not split.
+        if (id.empty() || id.find(',') != std::string::npos)
+            return Error::format("{}: {} '{}' must be non-empty and without ','", fields.what(), key, id);
+        TRY(check_path_characters(id, fmt::format("{}: field '{}'", fields.what(), key)));
+    }
     if (!path_id.empty() && id != path_id)
         return Error::format("{}: {} '{}' in the body does not match '{}' in the path", fields.what(), key, id,
                              path_id);
@@ -149,7 +155,9 @@ Expected<RateLimitConfig> parse_rate_limiter(json const& body, std::string_view 
     return limit;
 }
 
-Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm, MachineOptions& machine) {
+Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm, MachineOptions& machine,
+                                    ConfigDialect dialect) {
+    uint64_t const max_vcpus = dialect == ConfigDialect::Firecracker ? MAX_API_VCPUS : UINT32_MAX;
     auto fields = TRY(
         JsonFields::create(body, "machine-config",
                            { "vcpu_count", "mem_size_mib", "smt", "track_dirty_pages", "cpu_template", "huge_pages" }));
@@ -160,10 +168,10 @@ Expected<void> apply_machine_config(json const& body, bool partial, VmConfig& vm
     uint64_t memory_mib = vm.memory_size >> 20;
     MachineOptions options = partial ? machine : MachineOptions {};
     if (!partial) {
-        vcpus = TRY(fields.required_unsigned_integer("vcpu_count", MAX_API_VCPUS));
+        vcpus = TRY(fields.required_unsigned_integer("vcpu_count", max_vcpus));
         memory_mib = TRY(fields.required_unsigned_integer("mem_size_mib", UINT64_MAX >> 20));
     } else {
-        vcpus = TRY(fields.unsigned_integer("vcpu_count", MAX_API_VCPUS)).value_or(vcpus);
+        vcpus = TRY(fields.unsigned_integer("vcpu_count", max_vcpus)).value_or(vcpus);
         memory_mib = TRY(fields.unsigned_integer("mem_size_mib", UINT64_MAX >> 20)).value_or(memory_mib);
     }
     if (vcpus == 0)
@@ -222,14 +230,14 @@ Expected<void> apply_boot_source(json const& body, VmConfig& vm) {
     return {};
 }
 
-Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id) {
+Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id, ConfigDialect dialect) {
     auto fields = TRY(drive_fields(body));
     if (fields.has("partuuid"))
         return Error("drive: partuuid is not supported by kvmm; the root device is passed as root=/dev/vdX");
     if (fields.has("socket"))
         return Error("drive: vhost-user block devices (socket) are not supported by kvmm");
     DiskConfig disk;
-    disk.id = TRY(checked_body_id(fields, "drive_id", path_id));
+    disk.id = TRY(checked_body_id(fields, "drive_id", path_id, dialect));
     disk.path = TRY(path_field(fields, "path_on_host"));
     disk.is_root_device = TRY(fields.required_boolean("is_root_device"));
     disk.read_only = TRY(fields.boolean("is_read_only")).value_or(false);
@@ -271,14 +279,14 @@ Expected<DriveUpdate> parse_drive_update(json const& body, std::string_view path
     return update;
 }
 
-Expected<NetConfig> parse_network_interface(json const& body, std::string_view path_id) {
+Expected<NetConfig> parse_network_interface(json const& body, std::string_view path_id, ConfigDialect dialect) {
     auto fields = TRY(
         JsonFields::create(body, "network-interface",
                            { "iface_id", "host_dev_name", "guest_mac", "rx_rate_limiter", "tx_rate_limiter", "mtu" }));
     if (fields.has("mtu"))
         return Error("network-interface: mtu is not supported by kvmm (VIRTIO_NET_F_MTU is not offered)");
     NetConfig net;
-    net.id = TRY(checked_body_id(fields, "iface_id", path_id));
+    net.id = TRY(checked_body_id(fields, "iface_id", path_id, dialect));
     net.tap_name = TRY(path_field(fields, "host_dev_name"));
     if (net.tap_name.size() > MAX_TAP_NAME_LENGTH)
         return Error::format("network-interface: host_dev_name '{}' is longer than {} bytes", net.tap_name,
@@ -335,13 +343,6 @@ Expected<BalloonConfig> parse_balloon(json const& body) {
         static_cast<uint32_t>(TRY(fields.unsigned_integer("stats_polling_interval_s", UINT32_MAX)).value_or(0));
     balloon.free_page_reporting = TRY(fields.boolean("free_page_reporting")).value_or(false);
     return balloon;
-}
-
-Expected<void> check_balloon_fits(uint64_t balloon_mib, uint64_t memory_mib) {
-    if (balloon_mib > memory_mib)
-        return Error::format("the balloon's amount_mib {} is larger than the guest memory ({} MiB)", balloon_mib,
-                             memory_mib);
-    return {};
 }
 
 Expected<uint64_t> parse_balloon_update(json const& body) {

@@ -1,4 +1,4 @@
-#include "backends/net/mac_address.h"
+#include "config/mac_address.h"
 
 #include <gtest/gtest.h>
 

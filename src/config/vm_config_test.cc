@@ -1,4 +1,4 @@
-#include "vmm/vm_config.h"
+#include "config/vm_config.h"
 
 #include <gtest/gtest.h>
 
@@ -99,6 +99,90 @@ TEST(ValidateConfig, TwoThreadsPerCoreNeedOneOrAnEvenVcpuCount) {
     config.vcpu_count = 2;
     config.threads_per_core = 3;
     EXPECT_FALSE(validate(config, 8));
+}
+
+// The rules that only the API checked before the config library: every entry point now gets
+// them through validate().
+VmConfig machine_with_two_interfaces() {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    NetConfig first;
+    first.id = "eth0";
+    first.tap_name = "tap0";
+    first.mac = MacAddress { 0x02, 0, 0, 0, 0, 1 };
+    NetConfig second = first;
+    second.id = "eth1";
+    second.tap_name = "tap1";
+    second.mac = MacAddress { 0x02, 0, 0, 0, 0, 2 };
+    config.nets = { first, second };
+    return config;
+}
+
+TEST(ValidateConfig, DistinctTapsAndMacsAreAccepted) {
+    auto const accepted = validate(machine_with_two_interfaces(), 8);
+    EXPECT_TRUE(accepted) << accepted.error().message();
+}
+
+TEST(ValidateConfig, TwoInterfacesOnOneTap_AreRefusedNamingBoth) {
+    auto config = machine_with_two_interfaces();
+    config.nets[1].tap_name = "tap0";
+    auto const refused = validate(config, 8);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("TAP 'tap0' is already used by 'eth0'"), std::string::npos)
+        << refused.error().message();
+}
+
+TEST(ValidateConfig, TwoInterfacesOnOneInheritedTapFd_AreRefused) {
+    auto config = machine_with_two_interfaces();
+    config.nets[0].tap_name.clear();
+    config.nets[0].tap_fd = 5;
+    config.nets[1].tap_name.clear();
+    config.nets[1].tap_fd = 5;
+    EXPECT_FALSE(validate(config, 8));
+    config.nets[1].tap_fd = 6;
+    EXPECT_TRUE(validate(config, 8));
+}
+
+TEST(ValidateConfig, TwoInterfacesWithOneMac_AreRefusedNamingTheMac) {
+    auto config = machine_with_two_interfaces();
+    config.nets[1].mac = config.nets[0].mac;
+    auto const refused = validate(config, 8);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("MAC 02:00:00:00:00:01 is already used by 'eth0'"), std::string::npos)
+        << refused.error().message();
+}
+
+TEST(ValidateConfig, TapNameLongerThanIfnamsiz_IsRefused) {
+    auto config = machine_with_two_interfaces();
+    config.nets[1].tap_name = std::string(MAX_TAP_NAME_LENGTH, 't');
+    EXPECT_TRUE(validate(config, 8));
+    config.nets[1].tap_name += 't';
+    auto const refused = validate(config, 8);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("longer than 15 bytes"), std::string::npos) << refused.error().message();
+}
+
+TEST(ValidateConfig, BalloonLargerThanMemory_IsRefusedNamingTheBalloon) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    config.memory_size = 256ull << 20;
+    config.balloon = BalloonConfig { .target_mib = 256 };
+    EXPECT_TRUE(validate(config, 8));
+    config.balloon->target_mib = 257;
+    auto const refused = validate(config, 8);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("balloon"), std::string::npos) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("larger than the guest memory"), std::string::npos);
+}
+
+TEST(ValidateConfig, MemoryBoundsAreTheArchitecturesRange) {
+    VmConfig config;
+    config.kernel_path = "/boot/vmlinuz";
+    for (uint64_t size : { MIN_GUEST_MEMORY_SIZE, MAX_GUEST_MEMORY_SIZE })
+        EXPECT_TRUE(validate((config.memory_size = size, config), 8)) << size;
+    for (uint64_t size :
+         { uint64_t { MIN_GUEST_MEMORY_SIZE - 4096 }, MAX_GUEST_MEMORY_SIZE + 4096, uint64_t { (64ull << 20) + 512 } })
+        EXPECT_FALSE(validate((config.memory_size = size, config), 8)) << size;
 }
 
 } // namespace

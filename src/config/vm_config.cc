@@ -1,8 +1,8 @@
-#include "vmm/vm_config.h"
+#include "config/vm_config.h"
 
-#include "arch/x86_64/layout.h"
 #include "base/checked_math.h"
 #include "base/path.h"
+#include "config/mac_address.h"
 
 #include <cctype>
 #include <charconv>
@@ -85,8 +85,11 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
     if (config.cmdline.size() > MAX_CMDLINE_LENGTH)
         return Error::format("kernel command line is {} bytes, longer than the limit of {} bytes",
                              config.cmdline.size(), MAX_CMDLINE_LENGTH);
-    // The architecture's memory layout owns the size rules (range, alignment) and their messages.
-    TRY(x86_64::ram_regions(config.memory_size));
+    if (config.memory_size < MIN_GUEST_MEMORY_SIZE || config.memory_size > MAX_GUEST_MEMORY_SIZE)
+        return Error::format("memory size {} MiB is outside the supported range {} MiB to {} MiB",
+                             config.memory_size >> 20, MIN_GUEST_MEMORY_SIZE >> 20, MAX_GUEST_MEMORY_SIZE >> 20);
+    if (config.memory_size % 4096 != 0)
+        return Error::format("memory size {} bytes is not a multiple of 4 KiB", config.memory_size);
     TRY(validate_devices(config));
     return {};
 }
@@ -129,12 +132,51 @@ Expected<void> validate_paths(VmConfig const& config) {
 
 } // namespace
 
+Expected<void> validate_network_interfaces(std::vector<NetConfig> const& nets) {
+    std::set<std::string> net_ids;
+    for (auto const& net : nets) {
+        if (net.id.empty())
+            return Error("a network interface has an empty id");
+        if (!net_ids.insert(net.id).second)
+            return Error::format("network interface id '{}' is used twice", net.id);
+        if (net.tap_name.empty() == !net.tap_fd)
+            return Error::format("network interface '{}' needs exactly one of a TAP name or a TAP fd", net.id);
+        if (net.tap_name.size() > MAX_TAP_NAME_LENGTH)
+            return Error::format("network interface '{}': TAP name '{}' is longer than {} bytes", net.id, net.tap_name,
+                                 MAX_TAP_NAME_LENGTH);
+    }
+    // Two interfaces on one TAP would share (and steal) each other's frames, and two with one
+    // MAC confuse every switch; Firecracker refuses both, and so does every kvmm entry point.
+    for (size_t i = 0; i < nets.size(); ++i) {
+        for (size_t j = 0; j < i; ++j) {
+            auto const& net = nets[i];
+            auto const& other = nets[j];
+            if (!net.tap_name.empty() && net.tap_name == other.tap_name)
+                return Error::format("network interface '{}': TAP '{}' is already used by '{}'", net.id, net.tap_name,
+                                     other.id);
+            if (net.tap_fd && net.tap_fd == other.tap_fd)
+                return Error::format("network interface '{}': TAP fd {} is already used by '{}'", net.id, *net.tap_fd,
+                                     other.id);
+            if (net.mac && net.mac == other.mac)
+                return Error::format("network interface '{}': MAC {} is already used by '{}'", net.id,
+                                     format_mac_address(*net.mac), other.id);
+        }
+    }
+    return {};
+}
+
+Expected<void> check_balloon_fits(uint64_t balloon_mib, uint64_t memory_mib) {
+    if (balloon_mib > memory_mib)
+        return Error::format("the balloon's amount_mib {} is larger than the guest memory ({} MiB)", balloon_mib,
+                             memory_mib);
+    return {};
+}
+
 Expected<void> validate_devices(VmConfig const& config) {
     TRY(validate_paths(config));
     // Ids are unique per device kind, as in Firecracker: a disk and a network interface may
     // share one (firectl names its root drive "1"; the Go SDK numbers interfaces from "1").
     std::set<std::string> disk_ids;
-    std::set<std::string> net_ids;
     size_t root_devices = 0;
     for (auto const& disk : config.disks) {
         if (disk.id.empty())
@@ -147,21 +189,13 @@ Expected<void> validate_devices(VmConfig const& config) {
     }
     if (root_devices > 1)
         return Error::format("{} disks are marked as the root device; at most one may be", root_devices);
-    for (auto const& net : config.nets) {
-        if (net.id.empty())
-            return Error("a network interface has an empty id");
-        if (!net_ids.insert(net.id).second)
-            return Error::format("network interface id '{}' is used twice", net.id);
-        if (net.tap_name.empty() == !net.tap_fd)
-            return Error::format("network interface '{}' needs exactly one of a TAP name or a TAP fd", net.id);
-    }
+    TRY(validate_network_interfaces(config.nets));
     if (config.vsock && config.vsock->guest_cid < 3)
         return Error::format("vsock guest CID {} is reserved (guest CIDs start at 3)", config.vsock->guest_cid);
     if (config.vsock && config.vsock->uds_path.empty())
         return Error("vsock needs a Unix socket path");
-    if (config.balloon && config.balloon->target_mib > (config.memory_size >> 20))
-        return Error::format("balloon target {} MiB is larger than guest RAM ({} MiB)", config.balloon->target_mib,
-                             config.memory_size >> 20);
+    if (config.balloon)
+        TRY(check_balloon_fits(config.balloon->target_mib, config.memory_size >> 20).with_context("balloon"));
     return {};
 }
 

@@ -1,7 +1,7 @@
-#include "api/microvm_config.h"
+#include "config/microvm_config.h"
 
-#include "api/json_fields.h"
-#include "api/resource_parsers.h"
+#include "config/json_fields.h"
+#include "config/resource_parsers.h"
 
 #include <algorithm>
 
@@ -27,22 +27,15 @@ Expected<void> put_drive(MicrovmConfig& config, DiskConfig drive, std::string ca
 }
 
 Expected<void> put_network_interface(MicrovmConfig& config, NetConfig net) {
-    auto& nets = config.instance.vm.nets;
-    for (auto const& other : nets) {
-        if (other.id == net.id)
-            continue;
-        if (other.tap_name == net.tap_name)
-            return Error::format("network-interface '{}': host_dev_name '{}' is already used by '{}'", net.id,
-                                 net.tap_name, other.id);
-        if (net.mac && other.mac == net.mac)
-            return Error::format("network-interface '{}': guest_mac {} is already used by '{}'", net.id,
-                                 format_mac_address(*net.mac), other.id);
-    }
+    // The interfaces as they would be, checked by the one rule set every entry point uses.
+    auto nets = config.instance.vm.nets;
     auto existing = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == net.id; });
     if (existing != nets.end())
         *existing = std::move(net);
     else
         nets.push_back(std::move(net));
+    TRY(validate_network_interfaces(nets).with_context("network-interface"));
+    config.instance.vm.nets = std::move(nets);
     return {};
 }
 
@@ -70,7 +63,56 @@ json microvm_config_to_json(MicrovmConfig const& config) {
     return out;
 }
 
+namespace {
+
+// kvmm's own drive fields (ConfigDialect::Kvmm), which Firecracker's Drive has no place for.
+constexpr std::string_view KVMM_CACHE_FIELD = "kvmm_cache";
+constexpr std::string_view KVMM_SERIAL_FIELD = "kvmm_serial";
+
+// Takes kvmm's own fields out of a drive object (so that the Firecracker parser sees only its
+// own) and applies them to the parsed drive afterwards.
+struct DriveExtensions {
+    std::optional<DiskConfig::CacheMode> cache;
+    std::optional<std::string> serial;
+
+    static Expected<DriveExtensions> take(json& drive) {
+        DriveExtensions extensions;
+        if (!drive.is_object())
+            return extensions;
+        if (auto found = drive.find(KVMM_CACHE_FIELD); found != drive.end()) {
+            if (*found == "writeback")
+                extensions.cache = DiskConfig::CacheMode::WriteBack;
+            else if (*found == "writethrough")
+                extensions.cache = DiskConfig::CacheMode::WriteThrough;
+            else
+                return Error::format("drive: {} must be \"writeback\" or \"writethrough\", got {}", KVMM_CACHE_FIELD,
+                                     found->dump());
+            drive.erase(found);
+        }
+        if (auto found = drive.find(KVMM_SERIAL_FIELD); found != drive.end()) {
+            if (!found->is_string())
+                return Error::format("drive: {} must be a string, got {}", KVMM_SERIAL_FIELD, found->type_name());
+            extensions.serial = found->get<std::string>();
+            drive.erase(found);
+        }
+        return extensions;
+    }
+
+    void apply(DiskConfig& disk) const {
+        if (cache)
+            disk.cache = *cache;
+        if (serial)
+            disk.serial = serial;
+    }
+};
+
+} // namespace
+
 Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
+    return load_config_file(json_text, ConfigDialect::Firecracker);
+}
+
+Expected<MicrovmConfig> load_config_file(std::string const& json_text, ConfigDialect dialect) {
     json document = TRY(parse_json_text(json_text).with_context("config file"));
     auto fields = TRY(JsonFields::create(document, "config file",
                                          { "boot-source", "machine-config", "drives", "network-interfaces", "vsock",
@@ -86,13 +128,17 @@ Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
         return Error("config file: missing required section 'boot-source'");
     TRY(apply_boot_source(*boot_source, config.instance.vm));
     if (auto const* machine = fields.get("machine-config"))
-        TRY(apply_machine_config(*machine, false, config.instance.vm, config.instance.machine));
+        TRY(apply_machine_config(*machine, false, config.instance.vm, config.instance.machine, dialect));
 
     auto const* drives = fields.get("drives");
     if (drives && !drives->is_array())
         return Error::format("config file: 'drives' must be an array, got {}", drives->type_name());
-    for (auto const& item : drives ? *drives : json::array()) {
-        DiskConfig disk = TRY(parse_drive(item, ""));
+    for (auto item : drives ? *drives : json::array()) {
+        DriveExtensions extensions;
+        if (dialect == ConfigDialect::Kvmm)
+            extensions = TRY(DriveExtensions::take(item));
+        DiskConfig disk = TRY(parse_drive(item, "", dialect));
+        extensions.apply(disk);
         std::string cache_type = TRY(parse_drive_cache_type(item));
         TRY(put_drive(config, std::move(disk), std::move(cache_type)));
     }
@@ -100,7 +146,7 @@ Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
     if (nets && !nets->is_array())
         return Error::format("config file: 'network-interfaces' must be an array, got {}", nets->type_name());
     for (auto const& item : nets ? *nets : json::array()) {
-        NetConfig net = TRY(parse_network_interface(item, ""));
+        NetConfig net = TRY(parse_network_interface(item, "", dialect));
         TRY(put_network_interface(config, std::move(net)));
     }
     if (auto const* vsock = fields.get("vsock"))
@@ -117,6 +163,27 @@ Expected<MicrovmConfig> load_config_file(std::string const& json_text) {
     if (auto const* metrics = fields.get("metrics"))
         config.metrics = TRY(parse_metrics(*metrics));
     return config;
+}
+
+json machine_config_file(VmConfig const& vm) {
+    MicrovmConfig config;
+    config.instance.vm = vm;
+    config.instance.machine.smt = vm.threads_per_core == 2;
+    if (vm.transparent_huge_pages)
+        config.instance.machine.huge_pages = MachineOptions::HugePages::Transparent;
+    json document = microvm_config_to_json(config);
+    // Firecracker's boot_args absent means its default command line; kvmm's is the one given.
+    document["boot-source"]["boot_args"] = vm.cmdline;
+    for (size_t i = 0; i < vm.disks.size(); ++i) {
+        auto& drive = document["drives"][i];
+        drive[KVMM_CACHE_FIELD] =
+            vm.disks[i].cache == DiskConfig::CacheMode::WriteThrough ? "writethrough" : "writeback";
+        if (vm.disks[i].serial)
+            drive[KVMM_SERIAL_FIELD] = *vm.disks[i].serial;
+    }
+    document.erase("logger");
+    document.erase("metrics");
+    return document;
 }
 
 } // namespace kvmm

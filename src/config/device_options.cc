@@ -1,7 +1,7 @@
-#include "vmm/device_options.h"
+#include "config/device_options.h"
 
-#include "backends/net/mac_address.h"
 #include "base/path.h"
+#include "config/mac_address.h"
 
 #include <cctype>
 #include <charconv>

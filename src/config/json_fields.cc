@@ -1,4 +1,4 @@
-#include "api/json_fields.h"
+#include "config/json_fields.h"
 
 #include <algorithm>
 
