@@ -33,7 +33,7 @@ constexpr OptionKey DISK_KEYS[] = {
     { "path", ValueKind::String },  { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
     { "cache", ValueKind::String }, { "engine", ValueKind::String },     { "serial", ValueKind::String },
     { "root", ValueKind::Switch },  { "bw", ValueKind::Number },         { "bw_burst", ValueKind::Number },
-    { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number },
+    { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number }, { "format", ValueKind::String },
 };
 constexpr OptionKey NIC_KEYS[] = {
     { "tap", ValueKind::String },   { "id", ValueKind::String },    { "mac", ValueKind::String },
