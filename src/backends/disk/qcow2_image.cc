@@ -780,7 +780,9 @@ int32_t Image::write_zeroes(uint64_t offset, uint64_t length) {
             auto entry = l2_entry(guest);
             if (!entry)
                 return to_result(entry.error());
-            bool const reads_zero = (*entry & ENTRY_ZERO) || (*entry == 0 && !m_backing);
+            // Bit 0 of a compressed entry belongs to its offset, not the zero flag.
+            bool const reads_zero =
+                (!(*entry & ENTRY_COMPRESSED) && (*entry & ENTRY_ZERO)) || (*entry == 0 && !m_backing);
             if (!reads_zero)
                 if (auto set = set_l2_entry(guest, ENTRY_ZERO); !set)
                     return to_result(set.error());
