@@ -4,7 +4,7 @@
 #include "backends/disk/qcow2_image.h"
 
 #include <poll.h>
-#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -23,26 +23,12 @@ Expected<std::unique_ptr<Qcow2Engine>> Qcow2Engine::create(std::unique_ptr<DiskE
                                                            bool write_through, unsigned queue_depth) {
     if (image.qcow2() == nullptr)
         return Error::format("disk '{}' is not a qcow2 image", image.path());
-    auto event = TRY(EventFd::create().with_context("qcow2 completion eventfd"));
-    UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
-    if (!epoll.is_valid())
-        return Error::from_errno("epoll_create1 for the qcow2 engine");
-    for (int fd : { inner->completion_fd(), event.fd() }) {
-        epoll_event watch {};
-        watch.events = EPOLLIN;
-        watch.data.fd = fd;
-        if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &watch) != 0)
-            return Error::from_errno("epoll_ctl for the qcow2 engine");
-    }
-    return std::unique_ptr<Qcow2Engine>(
-        new Qcow2Engine(std::move(inner), image, write_through, queue_depth, std::move(event), std::move(epoll)));
+    return std::unique_ptr<Qcow2Engine>(new Qcow2Engine(std::move(inner), image, write_through, queue_depth));
 }
 
-Qcow2Engine::Qcow2Engine(std::unique_ptr<DiskEngine> inner, DiskImage& image, bool write_through, unsigned queue_depth,
-                         EventFd event, UniqueFd epoll)
+Qcow2Engine::Qcow2Engine(std::unique_ptr<DiskEngine> inner, DiskImage& image, bool write_through, unsigned queue_depth)
     : m_inner(std::move(inner)), m_image(image), m_layer(*image.qcow2()), m_write_through(write_through),
-      m_capacity(queue_depth), m_event(std::move(event)), m_epoll(std::move(epoll)), m_parents(queue_depth),
-      m_local_completions(queue_depth) {
+      m_capacity(queue_depth), m_parents(queue_depth), m_local_completions(queue_depth) {
     m_free_parents.reserve(queue_depth);
     for (uint32_t slot = queue_depth; slot > 0; --slot)
         m_free_parents.push_back(slot - 1);
@@ -58,10 +44,14 @@ Expected<void> Qcow2Engine::reserve() {
 }
 
 void Qcow2Engine::complete_locally(uint64_t tag, int32_t result) {
-    bool const was_empty = m_local_completions.empty();
     m_local_completions.push({ tag, result }); // reserve() made room
-    if (was_empty)
-        (void)m_event.signal();
+    signal_local();
+}
+
+void Qcow2Engine::signal_local() {
+    uint64_t const one = 1;
+    // Fails only when the counter would overflow, i.e. when the fd is readable anyway.
+    (void)!::write(m_inner->completion_fd(), &one, sizeof(one));
 }
 
 Expected<void> Qcow2Engine::transfer(bool is_write, uint64_t tag, uint64_t offset, std::span<iovec const> buffers) {
@@ -220,7 +210,7 @@ Expected<void> Qcow2Engine::wait_for_inner() {
         take_inner({}, SIZE_MAX);
     }
     if (!m_local_completions.empty())
-        (void)m_event.signal();
+        signal_local();
     return {};
 }
 
@@ -229,9 +219,8 @@ size_t Qcow2Engine::take_inner(std::span<DiskCompletion> out, size_t limit) {
     size_t produced = 0;
     size_t taken = 0;
     while (taken < limit) {
-        size_t const count = m_inner->reap(std::span(batch).first(std::min<size_t>(batch.size(), limit - taken)));
-        if (count == 0)
-            break;
+        size_t const wanted = std::min<size_t>(batch.size(), limit - taken);
+        size_t const count = m_inner->reap(std::span(batch).first(wanted));
         taken += count;
         for (auto const& completion : std::span(batch).first(count)) {
             auto const slot = static_cast<uint32_t>(completion.tag);
@@ -255,12 +244,15 @@ size_t Qcow2Engine::take_inner(std::span<DiskCompletion> out, size_t limit) {
                 m_local_completions.push({ parent.tag, result });
             }
         }
+        // Fewer than asked for: nothing else is ready (each reap of the inner engine costs a
+        // system call, so do not ask again just to hear that).
+        if (count < wanted)
+            break;
     }
     return produced;
 }
 
 size_t Qcow2Engine::reap(std::span<DiskCompletion> out) {
-    (void)m_event.consume(); // EAGAIN when already clear
     size_t count = 0;
     while (count < out.size() && m_local_completions.pop(out[count])) {
         ++count;
@@ -269,7 +261,7 @@ size_t Qcow2Engine::reap(std::span<DiskCompletion> out) {
     if (count < out.size())
         count += take_inner(out.subspan(count), out.size() - count);
     if (!m_local_completions.empty())
-        (void)m_event.signal();
+        signal_local();
     return count;
 }
 

@@ -16,16 +16,17 @@
 // still target: they first wait for the inner engine to go idle, so a freed
 // cluster is never reused under a write that is still landing.
 //
-// completion_fd() is an epoll fd watching the inner engine's completion fd and
-// this engine's own eventfd (for requests finished synchronously).
+// completion_fd() is the inner engine's eventfd: requests finished here are
+// announced by signalling that same eventfd (one more wake-up source would
+// cost a nested epoll or a second registration per request). The inner
+// engine's reap() may consume such a signal, so reap() and wait_for_inner()
+// signal again while local completions are left.
 //
 // Threading: one thread, as every DiskEngine.
 #pragma once
 
 #include "backends/disk/completion_queue.h"
 #include "backends/disk/disk_engine.h"
-#include "base/event_fd.h"
-#include "base/unique_fd.h"
 
 #include <vector>
 
@@ -47,7 +48,7 @@ public:
     Expected<void> write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool may_unmap) override;
     Expected<void> flush_submissions() override { return m_inner->flush_submissions(); }
 
-    int completion_fd() const override { return m_epoll.get(); }
+    int completion_fd() const override { return m_inner->completion_fd(); }
     size_t reap(std::span<DiskCompletion> out) override;
 
     unsigned capacity() const override { return m_capacity; }
@@ -68,11 +69,11 @@ private:
         uint64_t length { 0 };
     };
 
-    Qcow2Engine(std::unique_ptr<DiskEngine> inner, DiskImage& image, bool write_through, unsigned queue_depth,
-                EventFd event, UniqueFd epoll);
+    Qcow2Engine(std::unique_ptr<DiskEngine> inner, DiskImage& image, bool write_through, unsigned queue_depth);
 
     Expected<void> reserve();
     void complete_locally(uint64_t tag, int32_t result);
+    void signal_local();
     Expected<void> transfer(bool is_write, uint64_t tag, uint64_t offset, std::span<iovec const> buffers);
     // Reaps inner completions into their parents until the inner engine is idle.
     Expected<void> wait_for_inner();
@@ -86,8 +87,6 @@ private:
     bool m_write_through { false };
     unsigned m_capacity { 0 };
     unsigned m_in_flight { 0 };
-    EventFd m_event;
-    UniqueFd m_epoll;
     std::vector<Parent> m_parents;
     std::vector<uint32_t> m_free_parents;
     CompletionQueue m_local_completions;
