@@ -12,6 +12,13 @@
 //
 // The image is $KVMM_BLOCK_BENCH_IMAGE when set (and at least 1 GiB), else a
 // temporary file that is written once and removed at exit.
+//
+// Each workload runs on the raw image (argument 0) and on a qcow2 image with
+// the same content, every cluster allocated (argument 1), so the ratio is the
+// qcow2 layer's cost; BM_RandomWrite4KiBEmptyOverlay fills an empty qcow2
+// overlay of the raw image (every first write to a cluster allocates it and
+// copies the rest of the cluster from the backing file).
+#include "backends/disk/qcow2_image.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/block/block_device.h"
 #include "devices/virtio/testing/mmio_driver.h"
@@ -85,11 +92,63 @@ private:
     bool m_remove { false };
 };
 
+// A qcow2 image (64 KiB clusters) with the raw image's content, every cluster allocated and in
+// order, written once through the qcow2 layer; or an empty overlay of the raw image.
+class Qcow2BenchImage {
+public:
+    static Qcow2BenchImage& allocated() {
+        static Qcow2BenchImage image(false);
+        return image;
+    }
+    // One overlay, empty at first and filled as the benchmark runs (its repetitions included).
+    static std::string new_overlay() {
+        static Qcow2BenchImage image(true);
+        return image.m_path;
+    }
+    std::string const& path() const { return m_path; }
+    ~Qcow2BenchImage() { ::unlink(m_path.c_str()); }
+
+private:
+    explicit Qcow2BenchImage(bool overlay) {
+        char name[] = "/var/tmp/kvmm-block-bench-qcow2-XXXXXX";
+        int const fd = ::mkstemp(name);
+        if (fd < 0)
+            throw std::runtime_error("mkstemp failed");
+        ::close(fd);
+        ::unlink(name);
+        m_path = name;
+        qcow2::CreateOptions options;
+        if (overlay) {
+            options.backing_file = BenchImage::get().path();
+            options.backing_format = qcow2::BackingFormat::Raw;
+        }
+        if (auto created = qcow2::Image::create(m_path, IMAGE_SIZE, options); !created)
+            throw std::runtime_error(created.error().message());
+        if (overlay)
+            return;
+        auto image = DiskImage::open(m_path, false, DiskFormat::Qcow2);
+        if (!image)
+            throw std::runtime_error(image.error().message());
+        std::vector<uint8_t> chunk(MAX_REQUEST);
+        for (size_t i = 0; i < chunk.size(); ++i)
+            chunk[i] = static_cast<uint8_t>(i * 31 + 7);
+        iovec const buffer { chunk.data(), chunk.size() };
+        for (uint64_t offset = 0; offset < IMAGE_SIZE; offset += chunk.size())
+            if (image->qcow2()->write(offset, std::span(&buffer, 1)) != static_cast<int32_t>(chunk.size()))
+                throw std::runtime_error("writing the qcow2 benchmark image failed");
+        if (image->qcow2()->flush() != 0)
+            throw std::runtime_error("flushing the qcow2 benchmark image failed");
+    }
+
+    std::string m_path;
+};
+
 // 32 request slots with fixed descriptors (slot s: descriptors 3s, 3s+1, 3s+2) and buffers.
 class BlockHarness {
 public:
-    explicit BlockHarness(uint32_t request_bytes) : m_request_bytes(request_bytes) {
-        auto image = DiskImage::open(BenchImage::get().path(), true);
+    BlockHarness(uint32_t request_bytes, std::string const& path, DiskFormat format, uint32_t type)
+        : m_request_bytes(request_bytes), m_type(type) {
+        auto image = DiskImage::open(path, type == BLOCK_REQUEST_IN, format);
         if (!image)
             throw std::runtime_error(image.error().message());
         BlockOptions options;
@@ -109,13 +168,14 @@ public:
     }
 
     void post(unsigned slot, uint64_t sector) {
-        BlockRequestHeader const header { BLOCK_REQUEST_IN, 0, sector };
+        BlockRequestHeader const header { m_type, 0, sector };
         (void)m_memory.write_obj(m_headers[slot], header);
         auto const first = static_cast<uint16_t>(3 * slot);
         m_queue.write_descriptor(first, Descriptor { m_headers[slot].value(), 16, DESCRIPTOR_F_NEXT,
                                                      static_cast<uint16_t>(first + 1) });
+        uint16_t const direction = m_type == BLOCK_REQUEST_IN ? DESCRIPTOR_F_WRITE : 0;
         m_queue.write_descriptor(first + 1, Descriptor { m_data[slot].value(), m_request_bytes,
-                                                         DESCRIPTOR_F_NEXT | DESCRIPTOR_F_WRITE,
+                                                         static_cast<uint16_t>(DESCRIPTOR_F_NEXT | direction),
                                                          static_cast<uint16_t>(first + 2) });
         m_queue.write_descriptor(first + 2, Descriptor { m_status[slot].value(), 1, DESCRIPTOR_F_WRITE, 0 });
         m_queue.offer(first);
@@ -126,7 +186,8 @@ public:
         while (done.empty()) {
             (void)m_loop.run_once(std::chrono::milliseconds(1000));
             while (auto used = m_queue.pop_used()) {
-                if (used->length != m_request_bytes + 1)
+                uint32_t const expected = m_type == BLOCK_REQUEST_IN ? m_request_bytes + 1 : 1;
+                if (used->length != expected)
                     throw std::runtime_error("a benchmark request failed");
                 done.push_back(used->id / 3);
             }
@@ -137,6 +198,7 @@ public:
 
 private:
     uint32_t m_request_bytes;
+    uint32_t m_type;
     GuestMemory m_memory = *GuestMemory::create({ { GuestAddress(0), 64 << 20 } });
     EventLoop m_loop = *EventLoop::create();
     InterruptCounter m_line;
@@ -147,9 +209,14 @@ private:
     std::vector<GuestAddress> m_headers, m_data, m_status;
 };
 
+enum class Target { Raw, Qcow2, EmptyOverlay };
+
 template <bool RANDOM>
-void run_reads(benchmark::State& state, uint32_t request_bytes) {
-    BlockHarness harness(request_bytes);
+void run_requests(benchmark::State& state, uint32_t request_bytes, Target target, uint32_t type) {
+    std::string const path = target == Target::Raw     ? BenchImage::get().path()
+                             : target == Target::Qcow2 ? Qcow2BenchImage::allocated().path()
+                                                       : Qcow2BenchImage::new_overlay();
+    BlockHarness harness(request_bytes, path, target == Target::Raw ? DiskFormat::Raw : DiskFormat::Qcow2, type);
     uint64_t const sectors_per_request = request_bytes / BlockDevice::SECTOR_SIZE;
     uint64_t const slots_in_image = IMAGE_SIZE / request_bytes;
     std::mt19937_64 random(42);
@@ -175,14 +242,32 @@ void run_reads(benchmark::State& state, uint32_t request_bytes) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * request_bytes));
     state.counters["errors"] = static_cast<double>(harness.device().errors());
     // create_engine() falls back to synchronous I/O where io_uring is unavailable; say which ran.
-    state.SetLabel(harness.device().engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync");
+    std::string const engine = harness.device().engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync";
+    state.SetLabel(engine + (target == Target::Raw ? " raw" : " qcow2"));
 }
 
-void BM_RandomRead4KiB(benchmark::State& state) { run_reads<true>(state, 4096); }
-void BM_SequentialRead1MiB(benchmark::State& state) { run_reads<false>(state, 1 << 20); }
+Target target_of(benchmark::State const& state) { return state.range(0) == 0 ? Target::Raw : Target::Qcow2; }
 
-BENCHMARK(BM_RandomRead4KiB)->MinTime(5)->UseRealTime();
-BENCHMARK(BM_SequentialRead1MiB)->MinTime(5)->UseRealTime();
+void BM_RandomRead4KiB(benchmark::State& state) { run_requests<true>(state, 4096, target_of(state), BLOCK_REQUEST_IN); }
+void BM_SequentialRead1MiB(benchmark::State& state) {
+    run_requests<false>(state, 1 << 20, target_of(state), BLOCK_REQUEST_IN);
+}
+void BM_RandomWrite4KiB(benchmark::State& state) {
+    run_requests<true>(state, 4096, target_of(state), BLOCK_REQUEST_OUT);
+}
+void BM_SequentialWrite1MiB(benchmark::State& state) {
+    run_requests<false>(state, 1 << 20, target_of(state), BLOCK_REQUEST_OUT);
+}
+void BM_RandomWrite4KiBEmptyOverlay(benchmark::State& state) {
+    run_requests<true>(state, 4096, Target::EmptyOverlay, BLOCK_REQUEST_OUT);
+}
+
+// Argument: 0 raw, 1 qcow2.
+BENCHMARK(BM_RandomRead4KiB)->Arg(0)->Arg(1)->MinTime(5)->UseRealTime();
+BENCHMARK(BM_SequentialRead1MiB)->Arg(0)->Arg(1)->MinTime(5)->UseRealTime();
+BENCHMARK(BM_RandomWrite4KiB)->Arg(0)->Arg(1)->MinTime(5)->UseRealTime();
+BENCHMARK(BM_SequentialWrite1MiB)->Arg(0)->Arg(1)->MinTime(5)->UseRealTime();
+BENCHMARK(BM_RandomWrite4KiBEmptyOverlay)->MinTime(5)->UseRealTime();
 
 } // namespace
 

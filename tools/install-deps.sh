@@ -19,6 +19,8 @@ PACKAGES=(
   python3
   # Peer VMM for the start-up benchmark, and the L1 test host of the Linux tier.
   qemu-system-x86
+  # qcow2 interoperability tests (qemu-img create, check, compare, convert).
+  qemu-utils
   # Linux guest assets: busybox initramfs (cpio newc), ext4 images, LZ4 kernels, module lists.
   busybox-static cpio e2fsprogs lz4 kmod
 )

@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
     app.add_flag("--huge-pages", flags.huge_pages, "Back guest RAM with transparent huge pages");
     app.add_option("--disk", flags.disks,
                    "virtio-blk disk: path=FILE[,id=ID][,readonly=on][,cache=writeback|writethrough]"
-                   "[,engine=io_uring|sync][,serial=S][,root=on][,bw=SIZE][,iops=N] (repeatable)");
+                   "[,engine=io_uring|sync][,format=raw|qcow2][,serial=S][,root=on][,bw=SIZE][,iops=N] (repeatable)");
     app.add_option("--net", flags.nets,
                    "virtio-net interface: tap=NAME|fd=N[,id=ID][,mac=MAC][,rx_bw=SIZE][,tx_bw=SIZE] (repeatable)");
     app.add_option("--vsock", flags.vsock, "virtio-vsock: cid=N,uds=PATH (Firecracker's hybrid Unix socket)");

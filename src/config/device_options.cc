@@ -107,6 +107,13 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
                 disk.engine = DiskConfig::Engine::Sync;
             else
                 return Error::format("{}: engine={} is not io_uring or sync", flag, value);
+        } else if (key == "format") {
+            if (value == "raw")
+                disk.format = DiskConfig::Format::Raw;
+            else if (value == "qcow2")
+                disk.format = DiskConfig::Format::Qcow2;
+            else
+                return Error::format("{}: format={} is not raw or qcow2", flag, value);
         } else if (key == "bw")
             bandwidth = TRY(parse_bytes(flag, key, value));
         else if (key == "bw_burst")
@@ -116,8 +123,8 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
         else if (key == "iops_burst")
             iops_burst = TRY(parse_number(flag, key, value));
         else
-            return unknown_key(flag, key,
-                               "path, id, readonly, root, serial, cache, engine, bw, bw_burst, iops, iops_burst");
+            return unknown_key(
+                flag, key, "path, id, readonly, root, serial, cache, engine, format, bw, bw_burst, iops, iops_burst");
     }
     if (disk.path.empty())
         return Error::format("{} '{}' needs path=FILE", flag, text);

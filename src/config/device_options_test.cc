@@ -19,7 +19,8 @@ TEST(DeviceOptions, KeyValueListsKeepOrderAndRejectDuplicates) {
 
 TEST(DeviceOptions, DiskWithEveryKey) {
     auto const disk = *parse_disk_option(
-        "path=/tmp/a.img,id=root,readonly=on,cache=writethrough,engine=sync,serial=S1,root=on,bw=10M,bw_burst=1M,"
+        "path=/tmp/a.img,id=root,readonly=on,cache=writethrough,engine=sync,format=qcow2,serial=S1,root=on,"
+        "bw=10M,bw_burst=1M,"
         "iops=1000,iops_burst=50",
         0);
     EXPECT_EQ(disk.path, "/tmp/a.img");
@@ -28,6 +29,7 @@ TEST(DeviceOptions, DiskWithEveryKey) {
     EXPECT_TRUE(disk.is_root_device);
     EXPECT_EQ(disk.cache, DiskConfig::CacheMode::WriteThrough);
     EXPECT_EQ(disk.engine, DiskConfig::Engine::Sync);
+    EXPECT_EQ(disk.format, DiskConfig::Format::Qcow2);
     EXPECT_EQ(disk.serial, "S1");
     ASSERT_TRUE(disk.rate_limit.bandwidth);
     EXPECT_EQ(disk.rate_limit.bandwidth->size, 10u << 20);
@@ -43,6 +45,7 @@ TEST(DeviceOptions, DiskDefaults) {
     EXPECT_FALSE(disk.read_only);
     EXPECT_EQ(disk.cache, DiskConfig::CacheMode::WriteBack);
     EXPECT_EQ(disk.engine, DiskConfig::Engine::IoUring);
+    EXPECT_EQ(disk.format, DiskConfig::Format::Raw); // never probed
     EXPECT_TRUE(disk.rate_limit.empty());
 }
 
@@ -56,6 +59,7 @@ TEST(DeviceOptions, BadDiskOptionsNameTheProblem) {
         { "path=a,readonly=maybe", "readonly=maybe" },
         { "path=a,cache=none", "cache=none" },
         { "path=a,engine=aio", "engine=aio" },
+        { "path=a,format=vmdk", "format=vmdk" },
         { "path=a,iops=-1", "iops=-1" },
         { "path=a,bw_burst=1M", "bw_burst needs bw" },
         { "path=a,bw=lots", "bw=lots" },

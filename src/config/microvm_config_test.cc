@@ -96,7 +96,8 @@ TEST(MicrovmConfigJson, RoundTripsThroughTheConfigFileLoader) {
     auto original = load_config_file(R"({
         "boot-source": {"kernel_image_path": "/vmlinux", "initrd_path": "/initrd", "boot_args": "quiet"},
         "drives": [{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true, "io_engine": "Async",
-                    "rate_limiter": {"bandwidth": {"size": 1, "one_time_burst": 2, "refill_time": 3}}}],
+                    "rate_limiter": {"bandwidth": {"size": 1, "one_time_burst": 2, "refill_time": 3}}},
+                   {"drive_id": "data", "path_on_host": "/d", "is_root_device": false, "format": "qcow2"}],
         "machine-config": {"vcpu_count": 3, "mem_size_mib": 300, "track_dirty_pages": true},
         "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
                                 "rx_rate_limiter": {"ops": {"size": 4, "refill_time": 5}}}],
@@ -199,6 +200,7 @@ VmConfig machine_with_every_device() {
     data.path = "/var/lib/data.img";
     data.read_only = true;
     data.engine = DiskConfig::Engine::Sync;
+    data.format = DiskConfig::Format::Qcow2;
     vm.disks = { root, data };
     NetConfig net;
     net.id = "net0";
@@ -264,6 +266,23 @@ TEST(MachineConfigFile, BadKvmmFields_AreRefusedNamingTheField) {
     document["drives"][0]["kvmm_cache"] = "writeback";
     document["drives"][0]["drive_id"] = "a,b";
     EXPECT_FALSE(load_config_file(document.dump(), ConfigDialect::Kvmm));
+}
+
+TEST(MicrovmConfigJson, DriveFormatIsRawUnlessGivenAndOnlyRawOrQcow2) {
+    auto loaded = load_config_file(R"({
+        "boot-source": {"kernel_image_path": "/vmlinux"},
+        "drives": [{"drive_id": "a", "path_on_host": "/a", "is_root_device": false},
+                   {"drive_id": "b", "path_on_host": "/b", "is_root_device": false, "format": "qcow2"}]
+    })");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_EQ(loaded->instance.vm.disks[0].format, DiskConfig::Format::Raw);
+    EXPECT_EQ(loaded->instance.vm.disks[1].format, DiskConfig::Format::Qcow2);
+    auto refused = load_config_file(R"({
+        "boot-source": {"kernel_image_path": "/vmlinux"},
+        "drives": [{"drive_id": "a", "path_on_host": "/a", "is_root_device": false, "format": "vmdk"}]
+    })");
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("format"), std::string::npos) << refused.error().message();
 }
 
 } // namespace

@@ -118,7 +118,7 @@ Expected<MacAddress> parse_guest_mac(std::string_view text) {
 Expected<JsonFields> drive_fields(json const& body) {
     return JsonFields::create(body, "drive",
                               { "drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid", "cache_type",
-                                "io_engine", "rate_limiter", "socket" });
+                                "io_engine", "rate_limiter", "socket", "format" });
 }
 
 Expected<std::string> canonical_level(std::string_view level) {
@@ -252,6 +252,14 @@ Expected<DiskConfig> parse_drive(json const& body, std::string_view path_id, Con
         disk.engine = DiskConfig::Engine::IoUring;
     else
         return Error::format("drive: io_engine must be \"Sync\" or \"Async\", got '{}'", engine);
+    // kvmm extension: the image format, raw unless given (never probed).
+    auto format = TRY(fields.string("format")).value_or("raw");
+    if (format == "raw")
+        disk.format = DiskConfig::Format::Raw;
+    else if (format == "qcow2")
+        disk.format = DiskConfig::Format::Qcow2;
+    else
+        return Error::format("drive: format must be \"raw\" or \"qcow2\", got '{}'", format);
     if (auto limit = TRY(optional_rate_limiter(fields, "rate_limiter")))
         disk.rate_limit = *limit;
     return disk;
@@ -434,6 +442,8 @@ json drive_to_json(DiskConfig const& disk, std::string_view cache_type) {
                { "is_read_only", disk.read_only },
                { "cache_type", cache_type },
                { "io_engine", disk.engine == DiskConfig::Engine::Sync ? "Sync" : "Async" } };
+    if (disk.format == DiskConfig::Format::Qcow2)
+        out["format"] = "qcow2"; // a kvmm extension: absent for raw, as Firecracker's clients expect
     if (!disk.rate_limit.empty())
         out["rate_limiter"] = rate_limiter_to_json(disk.rate_limit);
     return out;

@@ -32,12 +32,15 @@ struct DiskConfig {
     // How requests are executed: io_uring (the default) or synchronous preadv/pwritev on the
     // event-loop thread (the fallback when io_uring is unavailable).
     enum class Engine { IoUring, Sync };
+    // The image format, always as configured: a guest-writable image's format is never probed.
+    enum class Format { Raw, Qcow2 };
 
     std::string id;
     std::string path;
     bool read_only { false };
     CacheMode cache { CacheMode::WriteBack };
     Engine engine { Engine::IoUring };
+    Format format { Format::Raw };
     std::optional<std::string> serial; // VIRTIO_BLK_T_GET_ID; defaults to the id
     RateLimitConfig rate_limit;
     bool is_root_device { false }; // Firecracker's is_root_device: adds root=/dev/vdX to the cmdline

@@ -36,7 +36,7 @@ constexpr OptionKey DISK_KEYS[] = {
     { "path", ValueKind::Path },    { "id", ValueKind::String },         { "readonly", ValueKind::Switch },
     { "cache", ValueKind::String }, { "engine", ValueKind::String },     { "serial", ValueKind::String },
     { "root", ValueKind::Switch },  { "bw", ValueKind::Number },         { "bw_burst", ValueKind::Number },
-    { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number },
+    { "iops", ValueKind::Number },  { "iops_burst", ValueKind::Number }, { "format", ValueKind::String },
 };
 constexpr OptionKey NIC_KEYS[] = {
     { "tap", ValueKind::Path },     { "id", ValueKind::String },    { "mac", ValueKind::String },
@@ -348,6 +348,8 @@ std::string disk_table(DiskConfig const& disk) {
         lines += toml_line("cache", std::string_view("writethrough"));
     if (disk.engine == DiskConfig::Engine::Sync)
         lines += toml_line("engine", std::string_view("sync"));
+    if (disk.format == DiskConfig::Format::Qcow2)
+        lines += toml_line("format", std::string_view("qcow2"));
     if (disk.serial)
         lines += toml_line("serial", *disk.serial);
     if (disk.is_root_device)

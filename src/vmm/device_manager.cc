@@ -229,7 +229,7 @@ Expected<void> DeviceManager::replace_disk_image(std::string_view id, std::strin
     if (device->uses_image(path))
         return device->refresh_capacity().with_context(context);
     bool const read_only = (device->features() & virtio::feature_bit(virtio::BLOCK_FEATURE_RO)) != 0;
-    auto image = TRY(DiskImage::open(path, read_only).with_context(context));
+    auto image = TRY(DiskImage::open(path, read_only, device->image_format()).with_context(context));
     return device->replace_image(std::move(image)).with_context(context);
 }
 

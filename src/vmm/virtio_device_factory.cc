@@ -18,7 +18,8 @@ namespace {
 
 Expected<void> acquire_disk(DiskConfig const& disk, DeviceManager& devices, EventLoop& event_loop) {
     auto context = fmt::format("disk '{}' ({})", disk.id, disk.path);
-    auto image = TRY(DiskImage::open(disk.path, disk.read_only).with_context(context));
+    auto const format = disk.format == DiskConfig::Format::Qcow2 ? DiskFormat::Qcow2 : DiskFormat::Raw;
+    auto image = TRY(DiskImage::open(disk.path, disk.read_only, format).with_context(context));
     virtio::BlockOptions options;
     options.engine = disk.engine == DiskConfig::Engine::IoUring ? DiskEngineKind::IoUring : DiskEngineKind::Sync;
     options.write_through = disk.cache == DiskConfig::CacheMode::WriteThrough;

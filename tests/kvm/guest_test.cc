@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -138,6 +139,29 @@ TEST_F(DiskGuestTest, ReadOnlyDiskRefusesTheGuestsWriteAndKeepsTheFile) {
     auto const result = boot("test=virtio-blk readonly=1", { "--disk", "path=" + m_path + ",readonly=on,engine=sync" });
     expect_clean_power_off(result, "kvmm-test: virtio-blk ok");
     EXPECT_EQ(sector(1), before);
+}
+
+// The block scenario on a qcow2 overlay of the raw image: the guest reads the base's first
+// sector through the overlay, its write lands in the overlay, and the base is unchanged.
+TEST_F(DiskGuestTest, GuestUsesAQcow2OverlayOfARawBase) {
+    if (std::system("qemu-img --version >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "qemu-img is not installed (Debian package qemu-utils; tools/install-deps.sh installs it)";
+    std::string const overlay = m_path + ".qcow2";
+    std::string const flattened = m_path + ".flat";
+    ASSERT_EQ(std::system(("qemu-img create -q -f qcow2 -F raw -b '" + m_path + "' '" + overlay + "'").c_str()), 0);
+    auto const base_before = sector(1);
+    auto const result = boot("test=virtio-blk", { "--disk", "path=" + overlay + ",format=qcow2" });
+    expect_clean_power_off(result, "kvmm-test: virtio-blk ok");
+    EXPECT_EQ(sector(1), base_before) << "the base image must not change";
+    EXPECT_EQ(std::system(("qemu-img check -q -f qcow2 '" + overlay + "'").c_str()), 0);
+    ASSERT_EQ(std::system(("qemu-img convert -f qcow2 -O raw '" + overlay + "' '" + flattened + "'").c_str()), 0);
+    std::ifstream file(flattened, std::ios::binary);
+    std::string bytes(1024, '\0');
+    file.read(bytes.data(), 1024);
+    EXPECT_EQ(bytes.rfind("KVMM-DISK-TEST", 0), 0u);
+    EXPECT_EQ(bytes.substr(512).rfind("written by the guest", 0), 0u) << "the guest's write is in the overlay";
+    ::unlink(overlay.c_str());
+    ::unlink(flattened.c_str());
 }
 
 TEST_F(DiskGuestTest, MissingDiskImageIsAConfigurationError) {

@@ -1,5 +1,7 @@
 #include "backends/disk/disk_image.h"
 
+#include "backends/disk/qcow2_image.h"
+
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/file.h>
@@ -30,7 +32,34 @@ Expected<uint64_t> size_of(int fd, struct stat const& status, std::string const&
 
 } // namespace
 
-Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only) {
+DiskImage::DiskImage(UniqueFd fd, std::string path, uint64_t size_bytes, bool read_only, bool block_device,
+                     std::string device_id)
+    : m_fd(std::move(fd)), m_path(std::move(path)), m_size_bytes(size_bytes), m_read_only(read_only),
+      m_block_device(block_device), m_device_id(std::move(device_id)) {}
+DiskImage::DiskImage(DiskImage&&) noexcept = default;
+DiskImage& DiskImage::operator=(DiskImage&& other) noexcept {
+    if (this == &other)
+        return *this;
+    m_qcow2.reset(); // before its fd closes
+    m_fd = std::move(other.m_fd);
+    m_path = std::move(other.m_path);
+    m_size_bytes = other.m_size_bytes;
+    m_read_only = other.m_read_only;
+    m_block_device = other.m_block_device;
+    m_device_id = std::move(other.m_device_id);
+    m_qcow2 = std::move(other.m_qcow2);
+    return *this;
+}
+// The qcow2 layer goes first: it writes its dirty metadata back through the fd.
+DiskImage::~DiskImage() { m_qcow2.reset(); }
+
+Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only, DiskFormat format) {
+    qcow2::ChainContext chain;
+    return open_in_chain(path, read_only, format, chain);
+}
+
+Expected<DiskImage> DiskImage::open_in_chain(std::string const& path, bool read_only, DiskFormat format,
+                                             qcow2::ChainContext& chain) {
     int const flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
     UniqueFd fd(::open(path.c_str(), flags));
     if (!fd.is_valid())
@@ -44,6 +73,8 @@ Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only) {
     if (!block_device && !S_ISREG(status.st_mode))
         return Error::format("disk image '{}' is neither a regular file nor a block device (mode {:o})", path,
                              status.st_mode & S_IFMT);
+    if (!chain.files.insert({ status.st_dev, status.st_ino }).second)
+        return Error::format("disk image '{}' is already in its own backing chain (a loop)", path);
 
     if (::flock(fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
@@ -54,10 +85,18 @@ Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only) {
     }
 
     uint64_t const size_bytes = TRY(size_of(fd.get(), status, path));
-    return DiskImage(std::move(fd), path, size_bytes, read_only, block_device, make_device_id(status));
+    if (format == DiskFormat::Raw)
+        return DiskImage(std::move(fd), path, size_bytes, read_only, block_device, make_device_id(status));
+    auto layer = TRY(qcow2::Image::open(fd.get(), path, read_only, size_bytes, chain));
+    uint64_t const virtual_size = layer->virtual_size();
+    DiskImage image(std::move(fd), path, virtual_size, read_only, block_device, make_device_id(status));
+    image.m_qcow2 = std::move(layer);
+    return image;
 }
 
 Expected<uint64_t> DiskImage::current_size() const {
+    if (m_qcow2)
+        return m_qcow2->virtual_size();
     struct stat status {};
     if (::fstat(m_fd.get(), &status) != 0)
         return Error::from_errno(fmt::format("cannot stat disk image '{}'", m_path));

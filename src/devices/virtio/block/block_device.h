@@ -173,6 +173,8 @@ public:
     // Event-loop thread (and the creating thread before that).
     uint64_t capacity_sectors() const { return m_capacity_sectors; }
     std::string const& image_path() const { return m_image->path(); }
+    // The configured format of the image (a replacement image is opened in the same one).
+    DiskFormat image_format() const { return m_image->format(); }
     // The request limiter given in BlockOptions, if any; its update() changes the limits of a
     // running device (the limiter's timer resumes the queue). Event-loop thread only.
     RateLimiter* rate_limiter() { return m_options.rate_limiter ? &*m_options.rate_limiter : nullptr; }

@@ -1,5 +1,6 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "backends/disk/qcow2_image.h"
 #include "base/testing/manual_clock.h"
 #include "devices/legacy/recording_interrupt_line.h"
 #include "devices/virtio/testing/mmio_driver.h"
@@ -68,7 +69,8 @@ class BlockDeviceTest : public ::testing::Test {
 protected:
     void create(BlockOptions options = {}, bool read_only = false,
                 uint64_t features = feature_bit(FEATURE_RING_EVENT_IDX)) {
-        auto image = MUST(DiskImage::open(image_file.path(), read_only));
+        auto image = MUST(DiskImage::open(qcow2_path.empty() ? image_file.path() : qcow2_path, read_only,
+                                          qcow2_path.empty() ? DiskFormat::Raw : DiskFormat::Qcow2));
         auto device = MUST(BlockDevice::create(std::move(image), loop, std::move(options)));
         block = device.get();
         transport = MUST(MmioTransport::create("blk", std::move(device), memory, line, loop));
@@ -114,6 +116,7 @@ protected:
     uint32_t config32(uint64_t offset) { return driver->read32(CONFIG + offset); }
 
     TempImage image_file { DISK_SIZE };
+    std::string qcow2_path; // when set, the device serves this qcow2 image instead
     GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), 16 << 20 } });
     EventLoop loop = *EventLoop::create();
     RecordingInterruptLine line;
@@ -488,6 +491,31 @@ TEST_F(BlockDeviceTest, ReplaceImage_CompletesOldRequestsThenServesTheNewImageWi
     EXPECT_EQ(status(beyond_old_end), BLOCK_STATUS_OK);
     // The old image is closed and its lock released.
     EXPECT_TRUE(DiskImage::open(image_file.path(), false).has_value());
+}
+
+TEST_F(BlockDeviceTest, Qcow2OverlayOfTheImage_ServesTheBaseAndKeepsWritesInTheOverlay) {
+    qcow2_path = image_file.path() + ".qcow2";
+    MUST(qcow2::Image::create(qcow2_path, DISK_SIZE,
+                              { .cluster_bits = 16, .backing_file = image_file.path(), .backing_format = {} }));
+    create();
+    EXPECT_EQ(config32(0), DISK_SIZE / SECTOR);
+    EXPECT_EQ(block->image_format(), DiskFormat::Qcow2);
+    auto const base_before = image_file.read(0, DISK_SIZE);
+    auto const written = filled(4096, 5);
+    auto const write = request(BLOCK_REQUEST_OUT, 9, { data(written) });
+    auto const flush = request(BLOCK_REQUEST_FLUSH, 0);
+    ASSERT_EQ(complete(2).size(), 2u);
+    EXPECT_EQ(status(write), BLOCK_STATUS_OK);
+    EXPECT_EQ(status(flush), BLOCK_STATUS_OK);
+    auto const buffer = queue->writable_buffer(8192);
+    auto const read = request(BLOCK_REQUEST_IN, 1, { buffer });
+    ASSERT_EQ(complete(1).size(), 1u);
+    EXPECT_EQ(status(read), BLOCK_STATUS_OK);
+    auto expected = image_file.read(SECTOR, 8192);
+    std::copy(written.begin(), written.end(), expected.begin() + 8 * SECTOR);
+    EXPECT_EQ(guest_bytes(buffer.address, 8192), expected);
+    EXPECT_EQ(image_file.read(0, DISK_SIZE), base_before);
+    ::unlink(qcow2_path.c_str()); // the open image stays usable until the fixture closes it
 }
 
 TEST_F(BlockDeviceTest, ReplaceImageWithAnotherReadOnlyMode_IsRefusedAndTheOldImageStays) {
