@@ -439,6 +439,17 @@ static volatile uint64_t counter;
 static void scenario_counter(char const* cmdline) {
     char const* period_text = parameter(cmdline, "period_us");
     uint64_t const period_ns = (period_text ? value_number(period_text) : 20000) * 1000;
+    /* fill_mib=N: first writes N MiB from 16 MiB on with data, so that a snapshot has that much
+     * memory that is not zeros (for benchmarks of snapshot creation). */
+    uint64_t const fill_bytes = value_number(parameter(cmdline, "fill_mib")) << 20;
+    if (fill_bytes) {
+        void* destination = (void*)(uintptr_t)0x1000000u;
+        uint64_t words = fill_bytes / 8;
+        __asm__ volatile("rep stosq" : "+D"(destination), "+c"(words) : "a"(0x6b766d6d6b766d6dull) : "memory");
+        put_string("kvmm-test: filled ");
+        put_decimal(fill_bytes >> 20);
+        put_string(" MiB\n");
+    }
     int const clock = kvmclock_enable();
     put_string(clock ? "kvmm-test: counter with kvmclock\n" : "kvmm-test: counter without kvmclock\n");
     uint64_t next = clock ? kvmclock_ns() : 0;
