@@ -602,28 +602,32 @@ Expected<SnapshotReport> Machine::write_snapshot(std::string const& snapshot_pat
     // device while paused, so nothing writes it meanwhile.
     if (!m_paused)
         return Error("the microVM must be paused to save its state");
-    auto write_memory = [&](int fd) -> Expected<void> {
-        auto const stats = TRY(m_memory.write_to_file(fd));
-        report.memory_bytes_written = stats.bytes_written;
-        return {};
-    };
-    TRY(write_file_atomically(memory_path, write_memory));
+    // Both files are written in full under temporary names, and only then renamed (memory file
+    // first), so a failure while writing either leaves neither a new memory file beside an old
+    // snapshot file nor the reverse.
+    auto memory_file = TRY(PendingFile::create(memory_path).with_context(fmt::format("writing '{}'", memory_path)));
+    auto const stats =
+        TRY(m_memory.write_to_file(memory_file.fd()).with_context(fmt::format("writing '{}'", memory_path)));
+    report.memory_bytes_written = stats.bytes_written;
+    // Synced now, so that the memory's cost is counted as such (commit's fsync is then cheap).
+    if (::fdatasync(memory_file.fd()) != 0)
+        return Error::from_errno(fmt::format("syncing the memory file for '{}'", memory_path));
     report.memory_bytes = m_memory.total_size();
     auto const memory_written = std::chrono::steady_clock::now();
     auto const encoded = file.encode();
-    auto write_state = [&](int fd) -> Expected<void> {
-        size_t done = 0;
-        while (done < encoded.size()) {
-            ssize_t const written = ::write(fd, encoded.data() + done, encoded.size() - done);
-            if (written < 0 && errno == EINTR)
-                continue;
-            if (written <= 0)
-                return Error::from_errno("writing the snapshot file");
-            done += static_cast<size_t>(written);
-        }
-        return {};
-    };
-    TRY(write_file_atomically(snapshot_path, write_state));
+    auto snapshot_file =
+        TRY(PendingFile::create(snapshot_path).with_context(fmt::format("writing '{}'", snapshot_path)));
+    size_t done = 0;
+    while (done < encoded.size()) {
+        ssize_t const written = ::write(snapshot_file.fd(), encoded.data() + done, encoded.size() - done);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return Error::from_errno(fmt::format("writing '{}'", snapshot_path));
+        done += static_cast<size_t>(written);
+    }
+    TRY(memory_file.commit());
+    TRY(snapshot_file.commit());
     report.state_bytes = encoded.size();
     report.memory_time = std::chrono::duration_cast<std::chrono::microseconds>(memory_written - state_saved);
     report.state_time = std::chrono::duration_cast<std::chrono::microseconds>(

@@ -347,6 +347,28 @@ TEST_F(SnapshotMachineTest, ASnapshotOfAnotherConfigurationIsRefusedNamingTheDif
     EXPECT_NE(more_memory.error().message().find("memory layout"), std::string::npos) << more_memory.error().message();
 }
 
+TEST_F(SnapshotMachineTest, ASnapshotThatCannotBeWrittenLeavesTheOldFilesAndNoPartialOnes) {
+    snapshot_running_machine();
+    auto const old_snapshot = MUST(SnapshotFile::read(snapshot_path()));
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    ASSERT_TRUE(machine->pause());
+    // The snapshot file's directory does not exist: the memory file, written first, must not
+    // replace the old one either.
+    auto const missing = (m_directory / "missing" / "vm.snap").string();
+    auto const failed = machine->write_snapshot(missing, memory_path(), "{\"config\":2}");
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message().find(missing), std::string::npos) << failed.error().message();
+    for (auto const& entry : std::filesystem::directory_iterator(m_directory))
+        EXPECT_EQ(entry.path().filename().string().find(".partial"), std::string::npos) << entry.path();
+    auto const old_memory = std::filesystem::last_write_time(memory_path());
+    EXPECT_EQ(MUST(SnapshotFile::read(snapshot_path())).config_json, old_snapshot.config_json);
+    EXPECT_EQ(std::filesystem::last_write_time(memory_path()), old_memory);
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+}
+
 TEST_F(SnapshotMachineTest, CreatingASnapshotOfARunningMachineIsRefusedAndWritesNothing) {
     m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
     auto machine = MUST(Machine::create(m_config, m_hypervisor));

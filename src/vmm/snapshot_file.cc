@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <random>
+#include <utility>
 
 namespace kvmm {
 
@@ -74,25 +75,43 @@ Expected<SnapshotFile> SnapshotFile::read(std::string const& path) {
     return decode(bytes, what);
 }
 
-Expected<void> write_file_atomically(std::string const& path, std::function<Expected<void>(int fd)> const& write) {
+Expected<PendingFile> PendingFile::create(std::string path) {
     // Random, so that two writers of the same path never share a temporary file.
     std::random_device random;
-    auto const temporary = fmt::format("{}.partial-{:08x}", path, random());
+    auto temporary = fmt::format("{}.partial-{:08x}", path, random());
     UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd.is_valid())
         return Error::from_errno(fmt::format("cannot create '{}'", temporary));
+    return PendingFile(std::move(path), std::move(temporary), std::move(fd));
+}
+
+PendingFile::PendingFile(PendingFile&& other) noexcept
+    : m_path(std::move(other.m_path)), m_temporary(std::exchange(other.m_temporary, {})), m_fd(std::move(other.m_fd)) {}
+
+PendingFile::~PendingFile() {
+    if (!m_temporary.empty())
+        ::unlink(m_temporary.c_str());
+}
+
+Expected<void> PendingFile::commit() {
+    if (m_temporary.empty())
+        return Error::format("'{}' was already committed", m_path);
+    if (::fsync(m_fd.get()) != 0)
+        return Error::from_errno(fmt::format("syncing '{}'", m_temporary));
+    if (::rename(m_temporary.c_str(), m_path.c_str()) != 0)
+        return Error::from_errno(fmt::format("renaming '{}' to '{}'", m_temporary, m_path));
+    m_temporary.clear();
+    return {};
+}
+
+Expected<void> write_file_atomically(std::string const& path, std::function<Expected<void>(int fd)> const& write) {
     auto written = [&]() -> Expected<void> {
-        TRY(write(fd.get()));
-        if (::fsync(fd.get()) != 0)
-            return Error::from_errno(fmt::format("syncing '{}'", temporary));
-        if (::rename(temporary.c_str(), path.c_str()) != 0)
-            return Error::from_errno(fmt::format("renaming '{}' to '{}'", temporary, path));
-        return {};
+        auto file = TRY(PendingFile::create(path));
+        TRY(write(file.fd()));
+        return file.commit();
     }();
-    if (!written) {
-        ::unlink(temporary.c_str());
+    if (!written)
         return written.error().with_context(fmt::format("writing '{}'", path));
-    }
     return {};
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "base/expected.h"
+#include "base/unique_fd.h"
 #include "memory/guest_memory.h"
 
 #include <cstddef>
@@ -48,9 +49,31 @@ struct SnapshotFile {
     static Expected<SnapshotFile> read(std::string const& path);
 };
 
-// Creates `path` through a temporary file beside it: `write` fills the file (given its fd),
-// which is then synced and renamed to `path`. On any failure the temporary file is removed and
-// an existing file at `path` is left as it was.
+// A file being written under a temporary name beside `path` (PATH.partial-XXXXXXXX):
+// commit() syncs it and renames it to `path`; destroyed uncommitted, it is removed, and an
+// existing file at `path` stays as it was. Several files that belong together (a snapshot and
+// its memory file) are all written first and committed last, so a failure while writing
+// leaves no new file next to an old one it does not belong with.
+class PendingFile {
+public:
+    static Expected<PendingFile> create(std::string path);
+    PendingFile(PendingFile&& other) noexcept;
+    PendingFile& operator=(PendingFile&&) = delete;
+    ~PendingFile();
+
+    int fd() const { return m_fd.get(); }
+    Expected<void> commit();
+
+private:
+    PendingFile(std::string path, std::string temporary, UniqueFd fd)
+        : m_path(std::move(path)), m_temporary(std::move(temporary)), m_fd(std::move(fd)) {}
+
+    std::string m_path;
+    std::string m_temporary; // empty once committed or moved from
+    UniqueFd m_fd;
+};
+
+// Creates `path` through a PendingFile that `write` fills (given its fd), then commits it.
 Expected<void> write_file_atomically(std::string const& path, std::function<Expected<void>(int fd)> const& write);
 
 } // namespace kvmm
