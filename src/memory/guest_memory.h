@@ -35,6 +35,8 @@ public:
         GuestAddress start;
         uint64_t size;
         MemoryMapping mapping;
+        // Mapped from a memory file (create_from_file) rather than anonymous memory.
+        bool from_file { false };
 
         GuestAddress end() const { return start.offset(size); } // one past the last byte
     };
@@ -61,7 +63,9 @@ public:
     };
     // Writes every region, in order, to `fd` from offset 0 in the layout create_from_file()
     // reads, and sets the file's length to total_size(). All-zero pages are not written: they
-    // stay holes, which read back as zeros. The caller keeps the guest from running meanwhile.
+    // stay holes, which read back as zeros. Anonymous pages the guest never touched are
+    // skipped without being read (mincore), so a large idle guest costs little more than
+    // what it used. The caller keeps the guest from running meanwhile.
     Expected<FileWriteStats> write_to_file(int fd) const;
 
     GuestMemory(GuestMemory&&) = default;

@@ -2,6 +2,7 @@
 // and length are checked against the layout before anything is mapped.
 #include "memory/guest_memory.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,7 +75,7 @@ Expected<GuestMemory> GuestMemory::create_from_file(std::vector<GuestRegionSpec>
                                  spec.start.value(), regions.back().end().value());
         auto mapping = TRY(MemoryMapping::create_file_private(fd, offset, spec.size)
                                .with_context(fmt::format("memory file {}", what)));
-        regions.push_back(Region { spec.start, spec.size, std::move(mapping) });
+        regions.push_back(Region { spec.start, spec.size, std::move(mapping), true });
         offset += spec.size;
     }
     return GuestMemory(std::move(regions));
@@ -88,6 +89,15 @@ Expected<GuestMemory::FileWriteStats> GuestMemory::write_to_file(int fd) const {
     uint64_t file_offset = 0;
     for (auto const& region : m_regions) {
         std::byte const* const base = region.mapping.data();
+        // Which anonymous pages exist at all: one that was never touched reads as zeros and is
+        // not read here (reading would map a page for it). A file-backed page that is not
+        // resident may still hold data in the file, so those are all read.
+        std::vector<unsigned char> resident;
+        if (!region.from_file) {
+            resident.resize(region.size / PAGE_SIZE);
+            if (::mincore(region.mapping.data(), region.size, resident.data()) != 0)
+                resident.clear(); // read every page instead
+        }
         // Runs of pages with data are written with one call each.
         uint64_t run_start = 0, position = 0;
         auto flush_run = [&]() -> Expected<void> {
@@ -98,7 +108,8 @@ Expected<GuestMemory::FileWriteStats> GuestMemory::write_to_file(int fd) const {
             return {};
         };
         for (; position < region.size; position += PAGE_SIZE) {
-            if (is_zero_page(base + position)) {
+            bool const untouched = !resident.empty() && !(resident[position / PAGE_SIZE] & 1);
+            if (untouched || is_zero_page(base + position)) {
                 TRY(flush_run());
                 run_start = position + PAGE_SIZE;
                 ++stats.zero_pages_skipped;

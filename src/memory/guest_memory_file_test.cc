@@ -80,6 +80,20 @@ TEST(GuestMemoryFile, ZeroPagesAreLeftAsHoles) {
     EXPECT_LE(file.allocated(), 2 * PAGE);
 }
 
+TEST(GuestMemoryFile, ALargeUntouchedRegionIsSkippedWithoutBeingRead) {
+    auto memory = MUST(GuestMemory::create({ { GuestAddress(0), 256 << 20 } }));
+    ASSERT_TRUE(memory.write_obj<uint64_t>(GuestAddress(100 << 20), 5).has_value());
+    TemporaryFile file;
+    auto const stats = MUST(memory.write_to_file(file.fd()));
+    EXPECT_EQ(stats.bytes_written, PAGE);
+    EXPECT_EQ(file.size(), 256u << 20);
+    auto restored = MUST(GuestMemory::create_from_file({ { GuestAddress(0), 256 << 20 } }, file.fd(), "test"));
+    EXPECT_EQ(restored.read_obj<uint64_t>(GuestAddress(100 << 20)).value(), 5u);
+    // Snapshotting the restored memory again reads its file-backed pages: the data survives.
+    TemporaryFile again;
+    EXPECT_EQ(MUST(restored.write_to_file(again.fd())).bytes_written, PAGE);
+}
+
 TEST(GuestMemoryFile, GuestWritesNeverReachTheFile) {
     auto memory = MUST(GuestMemory::create(two_regions()));
     ASSERT_TRUE(memory.write_obj<uint64_t>(GuestAddress(0), 42).has_value());
