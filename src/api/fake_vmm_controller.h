@@ -57,7 +57,27 @@ public:
         return record("update_network_rate_limits " + id, m_state);
     }
 
+    Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
+                                   std::string const& config_json) override {
+        snapshot_paths = { snapshot_path, memory_file_path };
+        snapshot_config_json = config_json;
+        return record("create_snapshot", m_state);
+    }
+    // Configures from `snapshot_config_json` as if the snapshot file had carried it.
+    Expected<void> load_snapshot(SnapshotLoadRequest const& request, SnapshotConfigurator const& configure) override {
+        calls.push_back("load_snapshot");
+        if (fail_next)
+            return take_failure();
+        loaded = request;
+        started_with = TRY(configure(snapshot_config_json));
+        m_state = request.resume_vm ? InstanceState::Running : InstanceState::Paused;
+        return {};
+    }
+
     std::vector<std::string> calls;
+    std::pair<std::string, std::string> snapshot_paths; // the last create_snapshot's
+    std::string snapshot_config_json;
+    std::optional<SnapshotLoadRequest> loaded;
     std::optional<RateLimitConfig> drive_rate_limit; // as the last successful update_drive got it
     std::optional<InstanceConfig> started_with;
     std::optional<LoggerConfig> logger;

@@ -3,6 +3,7 @@
 #include "api/host_checks.h"
 #include "api/json_fields.h"
 #include "api/resource_parsers.h"
+#include "base/path.h"
 
 #include <spdlog/spdlog.h>
 
@@ -23,7 +24,6 @@ struct UnsupportedEndpoint {
     std::string_view reason;
 };
 constexpr UnsupportedEndpoint UNSUPPORTED_ENDPOINTS[] = {
-    { "/snapshot", "snapshots are not supported by kvmm" },
     { "/mmds", "the microVM metadata service (MMDS) is not supported by kvmm" },
     { "/cpu-config", "CPU templates and custom CPU configuration are not supported by kvmm" },
     { "/hotplug", "hot-plugging is not supported by kvmm" },
@@ -39,6 +39,101 @@ HttpResponse ok_json(json const& body) {
 
 Error invalid_path(std::string_view method, std::string_view path) {
     return Error::format("Invalid request method and/or path: {} {}", method, path);
+}
+
+// The resources that configure the microVM before it starts; once one of them is set, a snapshot
+// can no longer be loaded (Firecracker: only logger and metrics may come before a load).
+bool configures_boot_resource(std::string_view path) {
+    for (std::string_view prefix :
+         { "/boot-source", "/machine-config", "/drives/", "/network-interfaces/", "/vsock", "/entropy", "/balloon" }) {
+        if (path.substr(0, prefix.size()) == prefix)
+            return true;
+    }
+    return false;
+}
+
+Expected<std::string> snapshot_path_field(JsonFields const& fields, std::string_view key) {
+    auto value = TRY(fields.required_string(key));
+    if (value.empty())
+        return Error::format("{}: {} must not be empty", fields.what(), key);
+    TRY(check_path_characters(value, fmt::format("{}.{}", fields.what(), key)));
+    return value;
+}
+
+struct SnapshotCreateBody {
+    std::string snapshot_path;
+    std::string mem_file_path;
+};
+
+// Firecracker's SnapshotCreateParams (v1.12: snapshot_type Full by default, or Diff).
+Expected<SnapshotCreateBody> parse_snapshot_create(json const& body) {
+    auto fields =
+        TRY(JsonFields::create(body, "snapshot/create", { "snapshot_type", "snapshot_path", "mem_file_path" }));
+    auto const type = TRY(fields.string("snapshot_type")).value_or("Full");
+    if (type == "Diff")
+        return Error("snapshot/create: snapshot_type Diff is not supported yet; kvmm creates Full snapshots");
+    if (type != "Full")
+        return Error::format("snapshot/create: snapshot_type must be \"Full\" or \"Diff\", got '{}'", type);
+    SnapshotCreateBody parsed;
+    parsed.snapshot_path = TRY(snapshot_path_field(fields, "snapshot_path"));
+    parsed.mem_file_path = TRY(snapshot_path_field(fields, "mem_file_path"));
+    if (parsed.snapshot_path == parsed.mem_file_path)
+        return Error("snapshot/create: snapshot_path and mem_file_path must be different files");
+    return parsed;
+}
+
+struct SnapshotLoadBody {
+    SnapshotLoadRequest request;
+    std::vector<std::pair<std::string, std::string>> network_overrides; // iface_id, host_dev_name
+    bool deprecated_mem_file_path { false };
+};
+
+// Firecracker's SnapshotLoadParams (v1.12): exactly one of mem_backend and the deprecated
+// mem_file_path; dirty page tracking (enable_diff_snapshots, later versions' track_dirty_pages)
+// only off, since kvmm has no diff snapshots yet.
+Expected<SnapshotLoadBody> parse_snapshot_load(json const& body) {
+    auto fields = TRY(JsonFields::create(body, "snapshot/load",
+                                         { "snapshot_path", "mem_file_path", "mem_backend", "enable_diff_snapshots",
+                                           "track_dirty_pages", "resume_vm", "network_overrides" }));
+    SnapshotLoadBody parsed;
+    parsed.request.snapshot_path = TRY(snapshot_path_field(fields, "snapshot_path"));
+    auto const* backend = fields.get("mem_backend");
+    bool const has_file_path = fields.get("mem_file_path") != nullptr;
+    if (backend && has_file_path)
+        return Error("snapshot/load: too many fields: either `mem_backend` or `mem_file_path` exclusively is required");
+    if (!backend && !has_file_path)
+        return Error("snapshot/load: missing field: either `mem_backend` or `mem_file_path` is required");
+    if (backend) {
+        auto backend_fields =
+            TRY(JsonFields::create(*backend, "snapshot/load.mem_backend", { "backend_type", "backend_path" }));
+        auto const type = TRY(backend_fields.required_string("backend_type"));
+        if (type == "Uffd")
+            return Error("snapshot/load: mem_backend backend_type Uffd is not supported yet; use File");
+        if (type != "File")
+            return Error::format("snapshot/load: mem_backend backend_type must be \"File\" or \"Uffd\", got '{}'",
+                                 type);
+        parsed.request.memory_file_path = TRY(snapshot_path_field(backend_fields, "backend_path"));
+    } else {
+        parsed.request.memory_file_path = TRY(snapshot_path_field(fields, "mem_file_path"));
+        parsed.deprecated_mem_file_path = true;
+    }
+    for (std::string_view key : { "enable_diff_snapshots", "track_dirty_pages" }) {
+        if (TRY(fields.boolean(key)).value_or(false))
+            return Error::format("snapshot/load: {} true is not supported yet (kvmm has no diff snapshots)", key);
+    }
+    parsed.request.resume_vm = TRY(fields.boolean("resume_vm")).value_or(false);
+    if (auto const* overrides = fields.get("network_overrides")) {
+        if (!overrides->is_array())
+            return Error::format("snapshot/load: network_overrides must be an array, got {}", overrides->type_name());
+        for (auto const& item : *overrides) {
+            auto override_fields =
+                TRY(JsonFields::create(item, "snapshot/load.network_overrides", { "iface_id", "host_dev_name" }));
+            auto iface = TRY(override_fields.required_string("iface_id"));
+            auto device = TRY(snapshot_path_field(override_fields, "host_dev_name"));
+            parsed.network_overrides.emplace_back(std::move(iface), std::move(device));
+        }
+    }
+    return parsed;
 }
 
 // Splits "/drives/rootfs" into "drives" and "rootfs".
@@ -76,6 +171,8 @@ FirecrackerApi::FirecrackerApi(VmmController& controller, ApiIdentity identity, 
 HttpResponse FirecrackerApi::handle(HttpRequest const& request) {
     m_deprecation.reset();
     auto result = route(request.method, request.path(), request.body);
+    if (result && !m_started && request.method != "GET" && configures_boot_resource(request.path()))
+        m_configured = true;
     HttpResponse response = result ? std::move(result.value()) : HttpResponse::fault(400, result.error().message());
     // As Firecracker: the header goes with whatever the request's outcome was.
     if (m_deprecation) {
@@ -175,6 +272,10 @@ Expected<HttpResponse> FirecrackerApi::route(std::string_view method, std::strin
     }
     if (path == "/actions" && put)
         return handle_action(body);
+    if (path == "/snapshot/create" && put)
+        return create_snapshot(body);
+    if (path == "/snapshot/load" && put)
+        return load_snapshot(body);
     return invalid_path(method, path);
 }
 
@@ -322,6 +423,58 @@ Expected<HttpResponse> FirecrackerApi::handle_action(std::string_view body) {
         TRY(m_controller.flush_metrics());
         break;
     }
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::create_snapshot(std::string_view body) {
+    TRY(require_started("PUT /snapshot/create"));
+    json const document = TRY(parse_json_text(body));
+    auto const parsed = TRY(parse_snapshot_create(document));
+    if (m_controller.state() != InstanceState::Paused)
+        return Error("snapshot/create: the microVM must be paused first (PATCH /vm {\"state\": \"Paused\"})");
+    // The configuration a load needs to build the same machine; the logger and metrics belong
+    // to this process, not to the machine.
+    MicrovmConfig machine = m_config;
+    machine.logger.reset();
+    machine.metrics.reset();
+    TRY(m_controller.create_snapshot(parsed.snapshot_path, parsed.mem_file_path,
+                                     microvm_config_to_json(machine).dump()));
+    return HttpResponse::no_content();
+}
+
+Expected<HttpResponse> FirecrackerApi::load_snapshot(std::string_view body) {
+    if (m_started)
+        return Error("snapshot/load: the microVM has already started; load a snapshot in a fresh kvmm");
+    if (m_configured)
+        return Error("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
+    json const document = TRY(parse_json_text(body));
+    auto const parsed = TRY(parse_snapshot_load(document));
+    if (parsed.deprecated_mem_file_path)
+        note_deprecation("PUT /snapshot/load: mem_file_path field is deprecated.");
+    // The snapshot's own configuration becomes this API's, with the TAPs the request names.
+    std::optional<MicrovmConfig> loaded;
+    auto configure = [&](std::string const& config_json) -> Expected<InstanceConfig> {
+        auto config = TRY(load_config_file(config_json).with_context("the snapshot's configuration"));
+        config.logger.reset();
+        config.metrics.reset();
+        for (auto const& [iface_id, host_dev_name] : parsed.network_overrides) {
+            auto& nets = config.instance.vm.nets;
+            auto net = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == iface_id; });
+            if (net == nets.end())
+                return Error::format("snapshot/load: network_overrides: the snapshot has no network interface '{}'",
+                                     iface_id);
+            net->tap_name = host_dev_name;
+            net->tap_fd.reset();
+        }
+        loaded = config;
+        return config.instance;
+    };
+    TRY(m_controller.load_snapshot(parsed.request, configure));
+    // The logger and metrics set before the load stay this process's.
+    loaded->logger = m_config.logger;
+    loaded->metrics = m_config.metrics;
+    m_config = std::move(*loaded);
+    m_started = true;
     return HttpResponse::no_content();
 }
 

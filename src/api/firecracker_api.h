@@ -65,6 +65,8 @@ private:
     Expected<HttpResponse> handle_action(std::string_view body);
     Expected<HttpResponse> put_boot_source(std::string_view body);
     Expected<HttpResponse> put_vsock(std::string_view body);
+    Expected<HttpResponse> create_snapshot(std::string_view body);
+    Expected<HttpResponse> load_snapshot(std::string_view body);
     void note_deprecation(std::string message);
     Expected<void> start();
     Expected<void> require_not_started(std::string_view resource) const;
@@ -75,6 +77,9 @@ private:
     HostChecks m_host_checks;
     MicrovmConfig m_config;
     bool m_started { false };
+    // A boot resource (boot source, machine, devices) was configured: a snapshot can no longer
+    // be loaded, as in Firecracker.
+    bool m_configured { false };
     // Set while a request uses a field Firecracker deprecates; the response then carries
     // "Deprecation: true" as Firecracker's does (api_server/mod.rs, set_deprecation).
     std::optional<std::string> m_deprecation;

@@ -253,8 +253,6 @@ TEST_F(FirecrackerApiTest, UnknownPathsAndMethods_AreInvalidRequest) {
 }
 
 TEST_F(FirecrackerApiTest, FeaturesKvmmLacks_SaySo) {
-    expect_fault(call("PUT", "/snapshot/create", "{}"), "snapshots are not supported");
-    expect_fault(call("PUT", "/snapshot/load", "{}"), "snapshots are not supported");
     expect_fault(call("PUT", "/mmds", "{}"), "MMDS");
     expect_fault(call("PUT", "/mmds/config", "{}"), "MMDS");
     expect_fault(call("PUT", "/cpu-config", "{}"), "CPU");
@@ -604,6 +602,130 @@ TEST_F(FirecrackerApiTest, MarkStarted_ServesPostBootRequestsAndRefusesPreBootOn
     expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "k"})"), "after the microVM has started");
     expect_fault(call("PUT", "/actions", R"({"action_type": "InstanceStart"})"), "already started");
     expect_ok(call("PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})"));
+}
+
+TEST_F(FirecrackerApiTest, SnapshotCreate_OnlyWhilePausedAndCarriesTheConfiguration) {
+    expect_fault(call("PUT", "/snapshot/create", R"({"snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
+                 "only available after the microVM has started");
+    create_file("m.log");
+    expect_ok(call("PUT", "/metrics", R"({"metrics_path": "m.log"})"));
+    expect_ok(call("PUT", "/machine-config", R"({"vcpu_count": 2, "mem_size_mib": 256})"));
+    boot();
+    expect_fault(call("PUT", "/snapshot/create", R"({"snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
+                 "must be paused");
+    EXPECT_TRUE(std::find(controller.calls.begin(), controller.calls.end(), "create_snapshot") ==
+                controller.calls.end());
+    expect_ok(call("PATCH", "/vm", R"({"state": "Paused"})"));
+    expect_ok(call("PUT", "/snapshot/create",
+                   R"({"snapshot_type": "Full", "snapshot_path": "s.snap", "mem_file_path": "s.mem"})"));
+    EXPECT_EQ(controller.snapshot_paths, (std::pair<std::string, std::string> { "s.snap", "s.mem" }));
+    auto const carried = json::parse(controller.snapshot_config_json);
+    EXPECT_EQ(carried["machine-config"]["vcpu_count"], 2);
+    EXPECT_EQ(carried["machine-config"]["mem_size_mib"], 256);
+    EXPECT_EQ(carried["boot-source"]["kernel_image_path"], "k");
+    EXPECT_TRUE(carried["metrics"].is_null()) << "the metrics sink is this process's, not the machine's";
+}
+
+TEST_F(FirecrackerApiTest, SnapshotCreate_BadBodiesAreRefusedNamingTheField) {
+    boot();
+    expect_ok(call("PATCH", "/vm", R"({"state": "Paused"})"));
+    expect_fault(call("PUT", "/snapshot/create",
+                      R"({"snapshot_type": "Diff", "snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
+                 "Diff is not supported yet");
+    expect_fault(call("PUT", "/snapshot/create",
+                      R"({"snapshot_type": "Half", "snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
+                 "snapshot_type");
+    expect_fault(call("PUT", "/snapshot/create", R"({"snapshot_path": "s.snap"})"), "mem_file_path");
+    expect_fault(call("PUT", "/snapshot/create", R"({"snapshot_path": "s", "mem_file_path": "s"})"), "different");
+    expect_fault(call("PUT", "/snapshot/create", R"({"snapshot_path": "s", "mem_file_path": "m", "version": "1"})"),
+                 "version");
+    expect_fault(call("PUT", "/snapshot/create",
+                      json { { "snapshot_path", std::string("a\nb") }, { "mem_file_path", "m" } }.dump()),
+                 "snapshot_path");
+    expect_fault(call("PUT", "/snapshot/other", "{}"), "Invalid request method and/or path");
+}
+
+TEST_F(FirecrackerApiTest, SnapshotLoad_TakesTheSnapshotsConfigurationWithNetworkOverrides) {
+    controller.snapshot_config_json =
+        R"({"boot-source": {"kernel_image_path": "/gone/vmlinux"}, "machine-config": {"vcpu_count": 2, "mem_size_mib": 128},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap-old"}]})";
+    create_file("k.log");
+    expect_ok(call("PUT", "/logger", R"({"log_path": "k.log"})")); // allowed before a load
+    auto const response =
+        call("PUT", "/snapshot/load",
+             R"({"snapshot_path": "s.snap", "mem_backend": {"backend_type": "File", "backend_path": "s.mem"},
+                                   "resume_vm": true, "enable_diff_snapshots": false,
+                                   "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap-new"}]})");
+    expect_ok(response);
+    ASSERT_TRUE(controller.loaded);
+    EXPECT_EQ(controller.loaded->snapshot_path, "s.snap");
+    EXPECT_EQ(controller.loaded->memory_file_path, "s.mem");
+    EXPECT_TRUE(controller.loaded->resume_vm);
+    ASSERT_TRUE(controller.started_with);
+    EXPECT_EQ(controller.started_with->vm.vcpu_count, 2u);
+    ASSERT_EQ(controller.started_with->vm.nets.size(), 1u);
+    EXPECT_EQ(controller.started_with->vm.nets[0].tap_name, "tap-new");
+    EXPECT_EQ(state(), "Running");
+    auto const config = json::parse(call("GET", "/vm/config").body);
+    EXPECT_EQ(config["machine-config"]["vcpu_count"], 2);
+    EXPECT_EQ(config["logger"]["log_path"], "k.log");
+    // The loaded microVM is started: no second load, no pre-boot configuration.
+    expect_fault(call("PUT", "/snapshot/load", R"({"snapshot_path": "s", "mem_file_path": "m"})"), "already started");
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "k"})"), "after the microVM has started");
+}
+
+TEST_F(FirecrackerApiTest, SnapshotLoad_DeprecatedMemFilePathLoadsPausedWithTheHeader) {
+    controller.snapshot_config_json = R"({"boot-source": {"kernel_image_path": "k"}})";
+    auto const response = call("PUT", "/snapshot/load", R"({"snapshot_path": "s.snap", "mem_file_path": "s.mem"})");
+    expect_ok(response);
+    EXPECT_TRUE(std::find(response.headers.begin(), response.headers.end(),
+                          std::pair<std::string, std::string> { "Deprecation", "true" }) != response.headers.end());
+    EXPECT_EQ(controller.loaded->memory_file_path, "s.mem");
+    EXPECT_EQ(state(), "Paused");
+}
+
+TEST_F(FirecrackerApiTest, SnapshotLoad_AfterConfigurationIsRefused) {
+    expect_ok(call("PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128})"));
+    expect_fault(call("PUT", "/snapshot/load", R"({"snapshot_path": "s", "mem_file_path": "m"})"),
+                 "Loading a microVM snapshot not allowed after configuring boot-specific resources.");
+    EXPECT_FALSE(controller.loaded);
+}
+
+TEST_F(FirecrackerApiTest, SnapshotLoad_AFailedConfigurationRequestStillAllowsALoad) {
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "missing"})"), "missing");
+    controller.snapshot_config_json = R"({"boot-source": {"kernel_image_path": "k"}})";
+    expect_ok(call("PUT", "/snapshot/load", R"({"snapshot_path": "s", "mem_file_path": "m"})"));
+}
+
+TEST_F(FirecrackerApiTest, SnapshotLoad_BadBodiesAreRefusedNamingTheProblem) {
+    auto const load = [&](std::string const& body) { return call("PUT", "/snapshot/load", body); };
+    expect_fault(load(R"({"snapshot_path": "s"})"), "either `mem_backend` or `mem_file_path` is required");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m",
+                          "mem_backend": {"backend_type": "File", "backend_path": "m"}})"),
+                 "too many fields");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_backend": {"backend_type": "Uffd", "backend_path": "u.sock"}})"),
+                 "Uffd is not supported yet");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_backend": {"backend_type": "Ram", "backend_path": "m"}})"),
+                 "backend_type");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "enable_diff_snapshots": true})"),
+                 "enable_diff_snapshots true is not supported yet");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "track_dirty_pages": true})"),
+                 "track_dirty_pages");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "network_overrides": {}})"),
+                 "network_overrides must be an array");
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "surprise": 1})"), "surprise");
+    expect_fault(load(R"({"mem_file_path": "m"})"), "snapshot_path");
+    EXPECT_FALSE(controller.loaded);
+    // An override naming an interface the snapshot lacks, and a failing load, leave the API
+    // where it was: not started, still able to load.
+    controller.snapshot_config_json = R"({"boot-source": {"kernel_image_path": "k"}})";
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m",
+                          "network_overrides": [{"iface_id": "eth9", "host_dev_name": "tap0"}]})"),
+                 "no network interface 'eth9'");
+    controller.fail_next = true;
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m"})"), "controller refused");
+    EXPECT_EQ(state(), "Not started");
+    expect_ok(load(R"({"snapshot_path": "s", "mem_file_path": "m"})"));
 }
 
 } // namespace

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,6 +44,16 @@ struct InstanceInfo {
     std::string app_name { "kvmm" };
 };
 
+// PUT /snapshot/load, parsed (File backend, full snapshot).
+struct SnapshotLoadRequest {
+    std::string snapshot_path;
+    std::string memory_file_path;
+    bool resume_vm { false };
+};
+// Turns the configuration a snapshot file carries (Firecracker's JSON configuration document)
+// into the configuration to build, applying the request's overrides; the API supplies it.
+using SnapshotConfigurator = std::function<Expected<InstanceConfig>(std::string const& config_json)>;
+
 class VmmController {
 public:
     virtual ~VmmController() = default;
@@ -70,6 +81,15 @@ public:
     virtual Expected<void> update_network_rate_limits(std::string const& iface_id,
                                                       std::optional<RateLimitConfig> const& rx,
                                                       std::optional<RateLimitConfig> const& tx) = 0;
+
+    // PUT /snapshot/create: the paused microVM's state and configuration (`config_json`) to
+    // snapshot_path, its memory to memory_file_path.
+    virtual Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
+                                           std::string const& config_json) = 0;
+    // PUT /snapshot/load, in place of start_instance: reads the snapshot file, has `configure`
+    // make the configuration from the one it carries, and builds the microVM from the
+    // snapshot, left Paused or Running (resume_vm). Called at most once successfully.
+    virtual Expected<void> load_snapshot(SnapshotLoadRequest const& request, SnapshotConfigurator const& configure) = 0;
 };
 
 } // namespace kvmm

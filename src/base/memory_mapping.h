@@ -17,6 +17,11 @@ public:
     // Anonymous, private, read-write memory of `size` bytes (a multiple of the page size),
     // reserved without swap accounting so that a large guest costs only what it touches.
     static Expected<MemoryMapping> create_anonymous(uint64_t size, HugePages huge_pages);
+    // A private, read-write mapping of `size` bytes of the file `fd` from `offset` (both
+    // page-aligned): pages are read from the file on first touch and a write copies the page,
+    // so the file never changes. The caller checks that the file is long enough (an access
+    // past its end would raise SIGBUS). The mapping keeps the file alive; `fd` may be closed.
+    static Expected<MemoryMapping> create_file_private(int fd, uint64_t offset, uint64_t size);
 
     MemoryMapping() = default;
     ~MemoryMapping();

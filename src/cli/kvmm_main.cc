@@ -275,13 +275,15 @@ int run_api_mode(ApiMode const& mode) {
                 config_boot.join();
             return 128 + received_signal;
         }
-        config = std::move(*request);
-        auto built = kvmm::Machine::create(config, hypervisor);
+        config = std::move(request->config);
+        auto built = request->restore ? kvmm::Machine::create_restored(config, hypervisor, std::move(*request->restore))
+                                      : kvmm::Machine::create(config, hypervisor);
         control.machine_built(built);
         if (built)
             machine = std::move(*built);
         else
-            spdlog::error("InstanceStart failed: {}", built.error().message());
+            spdlog::error("{} failed: {}", request->restore ? "snapshot load" : "InstanceStart",
+                          built.error().message());
         if (config_boot.joinable()) {
             config_boot.join();
             if (!config_result)

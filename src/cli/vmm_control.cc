@@ -1,5 +1,7 @@
 #include "cli/vmm_control.h"
 
+#include "vmm/snapshot_file.h"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -63,16 +65,55 @@ VmmControl::~VmmControl() {
     m_changed.notify_all();
 }
 
-Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
+namespace {
+
+// The machine an InstanceConfig describes, or why kvmm cannot build it.
+Expected<VmConfig> machine_config(InstanceConfig const& config) {
     if (config.machine.huge_pages == MachineOptions::HugePages::Hugetlbfs2M)
         return Error("huge_pages \"2M\" (hugetlbfs) is not supported by kvmm; it backs RAM with transparent huge "
                      "pages when --huge-pages is given");
     if (config.machine.track_dirty_pages)
-        return Error("track_dirty_pages: kvmm has no snapshots, so dirty page tracking is not supported");
+        return Error("track_dirty_pages: kvmm has no diff snapshots yet, so dirty page tracking is not supported");
     VmConfig vm = config.vm;
     vm.threads_per_core = config.machine.smt ? 2 : 1;
     if (config.machine.huge_pages == MachineOptions::HugePages::Transparent)
         vm.transparent_huge_pages = true;
+    return vm;
+}
+
+} // namespace
+
+Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
+    return request_start(StartRequest { TRY(machine_config(config)), std::nullopt });
+}
+
+Expected<void> VmmControl::load_snapshot(SnapshotLoadRequest const& request, SnapshotConfigurator const& configure) {
+    auto file = TRY(SnapshotFile::read(request.snapshot_path));
+    auto const instance = TRY(configure(file.config_json));
+    auto vm = TRY(machine_config(instance).with_context("the snapshot's configuration"));
+    RestoreSource source { std::move(file.machine_state), std::move(file.memory_layout), request.memory_file_path,
+                           !request.resume_vm };
+    auto const started = std::chrono::steady_clock::now();
+    TRY(request_start(StartRequest { std::move(vm), std::move(source) }));
+    spdlog::info(
+        "snapshot {} loaded in {} us ({})", request.snapshot_path,
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count(),
+        request.resume_vm ? "running" : "paused");
+    return {};
+}
+
+Expected<void> VmmControl::create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
+                                           std::string const& config_json) {
+    return with_machine([&](Machine& machine) -> Expected<void> {
+        auto const report = TRY(machine.write_snapshot(snapshot_path, memory_file_path, config_json));
+        spdlog::info("snapshot {} ({} bytes of state, {} us) and memory {} ({} of {} bytes with data, {} us)",
+                     snapshot_path, report.state_bytes, report.state_time.count(), memory_file_path,
+                     report.memory_bytes_written, report.memory_bytes, report.memory_time.count());
+        return {};
+    });
+}
+
+Expected<void> VmmControl::request_start(StartRequest request) {
     {
         std::lock_guard machine_guard(m_machine_lock);
         if (m_machine)
@@ -82,7 +123,7 @@ Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
     if (m_start_request)
         return Error("the microVM is already starting");
     m_start_result.reset();
-    m_start_request = std::move(vm);
+    m_start_request = std::move(request);
     m_changed.notify_all();
     m_changed.wait(guard, [this] { return m_start_result.has_value() || m_stopping; });
     if (!m_start_result)
@@ -92,7 +133,7 @@ Expected<void> VmmControl::start_instance(InstanceConfig const& config) {
     return result;
 }
 
-std::optional<VmConfig> VmmControl::wait_for_start(std::function<bool()> const& should_stop) {
+std::optional<StartRequest> VmmControl::wait_for_start(std::function<bool()> const& should_stop) {
     std::unique_lock guard(m_lock);
     while (!m_start_request) {
         guard.unlock();
@@ -101,7 +142,11 @@ std::optional<VmConfig> VmmControl::wait_for_start(std::function<bool()> const& 
         guard.lock();
         m_changed.wait_for(guard, std::chrono::milliseconds(100));
     }
-    return m_start_request;
+    // The restore source's state is moved out, once: the request stays until machine_built().
+    StartRequest request { m_start_request->config, std::nullopt };
+    if (m_start_request->restore)
+        request.restore = std::move(m_start_request->restore);
+    return request;
 }
 
 void VmmControl::machine_built(Expected<std::unique_ptr<Machine>>& machine) {
@@ -113,7 +158,7 @@ void VmmControl::machine_built(Expected<std::unique_ptr<Machine>>& machine) {
         std::lock_guard guard(m_lock);
         m_start_request.reset();
         if (machine) {
-            m_state = InstanceState::Running;
+            m_state = (*machine)->paused() ? InstanceState::Paused : InstanceState::Running;
             m_start_result = Expected<void> {};
         } else {
             m_start_result = Expected<void>(machine.error());

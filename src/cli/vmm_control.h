@@ -10,6 +10,10 @@
 // API server's event loop (api_server_options() attaches it), so there is no
 // metrics thread.
 //
+// PUT /snapshot/load goes the same way as InstanceStart, with the snapshot's machine state and
+// memory file in the request, so the main thread builds a restored machine instead; snapshot
+// creation runs on the API thread against the paused machine (Machine::write_snapshot).
+//
 // Threading: VmmController methods on the API thread (set_metrics also before the
 // API server starts, as --metrics and --config-file do); wait_for_start(),
 // machine_built() and machine_stopped() on the main thread; attach_to_loop() and
@@ -32,6 +36,12 @@
 #include <optional>
 
 namespace kvmm {
+
+// What the main thread is asked to build: a machine that boots, or one restored.
+struct StartRequest {
+    VmConfig config;
+    std::optional<RestoreSource> restore;
+};
 
 class VmmControl final : public VmmController {
 public:
@@ -56,9 +66,13 @@ public:
                                 std::optional<RateLimitConfig> const& rate_limit) override;
     Expected<void> update_network_rate_limits(std::string const& iface_id, std::optional<RateLimitConfig> const& rx,
                                               std::optional<RateLimitConfig> const& tx) override;
+    Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
+                                   std::string const& config_json) override;
+    Expected<void> load_snapshot(SnapshotLoadRequest const& request, SnapshotConfigurator const& configure) override;
 
-    // Main thread: waits for InstanceStart, or until should_stop() (asked every 100 ms) says true.
-    std::optional<VmConfig> wait_for_start(std::function<bool()> const& should_stop);
+    // Main thread: waits for InstanceStart or a snapshot load, or until should_stop() (asked
+    // every 100 ms) says true.
+    std::optional<StartRequest> wait_for_start(std::function<bool()> const& should_stop);
     // Main thread: reports the build's outcome to the waiting API call; on success the machine
     // is then controllable until machine_stopped().
     void machine_built(Expected<std::unique_ptr<Machine>>& machine);
@@ -82,12 +96,14 @@ private:
     void write_metrics_line();
     // With m_lock held: starts the periodic metrics on m_api_loop.
     Expected<void> start_metrics_timer();
+    // Hands `request` to the main thread and waits for the build's outcome.
+    Expected<void> request_start(StartRequest request);
 
     std::atomic<InstanceState> m_state { InstanceState::NotStarted };
 
     std::mutex m_lock; // guards everything below
     std::condition_variable m_changed;
-    std::optional<VmConfig> m_start_request;
+    std::optional<StartRequest> m_start_request;
     std::optional<Expected<void>> m_start_result;
     std::mutex m_machine_lock; // guards m_machine; never taken while holding m_lock
     Machine* m_machine { nullptr };

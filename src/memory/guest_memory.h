@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <sys/uio.h>
 #include <type_traits>
 #include <vector>
@@ -34,6 +35,8 @@ public:
         GuestAddress start;
         uint64_t size;
         MemoryMapping mapping;
+        // Mapped from a memory file (create_from_file) rather than anonymous memory.
+        bool from_file { false };
 
         GuestAddress end() const { return start.offset(size); } // one past the last byte
     };
@@ -42,6 +45,28 @@ public:
     // naming the offending region.
     static Expected<GuestMemory> create(std::vector<GuestRegionSpec> const& regions,
                                         MemoryMapping::HugePages huge_pages = MemoryMapping::HugePages::No);
+
+    // Guest memory over a memory file (guest_memory_file.cc): the regions lie back to back in
+    // the file in guest-physical order (region i at the sum of the sizes before it), and each
+    // is mapped privately, so a page is read on the guest's first touch and the guest's writes
+    // never reach the file; the cost does not grow with the guest's size. The file must be a
+    // regular file exactly as long as the regions together: a shorter one is refused (its
+    // missing pages would fault), and so is a longer one (it is not this layout's file).
+    // `what` names the file in errors.
+    static Expected<GuestMemory> create_from_file(std::vector<GuestRegionSpec> const& regions, int fd,
+                                                  std::string_view what);
+
+    // What write_to_file() did.
+    struct FileWriteStats {
+        uint64_t bytes_written { 0 };
+        uint64_t zero_pages_skipped { 0 };
+    };
+    // Writes every region, in order, to `fd` from offset 0 in the layout create_from_file()
+    // reads, and sets the file's length to total_size(). All-zero pages are not written: they
+    // stay holes, which read back as zeros. Anonymous pages the guest never touched are
+    // skipped without being read (mincore), so a large idle guest costs little more than
+    // what it used. The caller keeps the guest from running meanwhile.
+    Expected<FileWriteStats> write_to_file(int fd) const;
 
     GuestMemory(GuestMemory&&) = default;
     GuestMemory& operator=(GuestMemory&&) = default;

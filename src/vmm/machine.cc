@@ -16,15 +16,18 @@
 #include "devices/legacy/pvpanic.h"
 #include "devices/legacy/serial_16550.h"
 #include "devices/virtio/balloon/balloon_device.h"
+#include "devices/virtio/block/block_device.h"
 #include "devices/virtio/console/console_device.h"
 #include "vmm/console_input.h"
 #include "vmm/console_server.h"
 #include "vmm/gsi_interrupt_line.h"
+#include "vmm/snapshot_file.h"
 #include "vmm/virtio_device_factory.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <pthread.h>
 #include <sys/signalfd.h>
@@ -80,6 +83,37 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
     TRY(machine->attach_devices());
     TRY(machine->boot());
+    return machine;
+}
+
+Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& config, Hypervisor& hypervisor,
+                                                            RestoreSource source, MachineHooks hooks) {
+    TRY(validate(config, UINT32_MAX));
+    auto const regions = TRY(x86_64::ram_regions(config.memory_size));
+    bool same_layout = regions.size() == source.memory_layout.size();
+    for (size_t i = 0; same_layout && i < regions.size(); ++i)
+        same_layout =
+            regions[i].start == source.memory_layout[i].start && regions[i].size == source.memory_layout[i].size;
+    if (!same_layout)
+        return Error::format("the snapshot's memory layout ({} regions) is not the one of its configuration's {} MiB",
+                             source.memory_layout.size(), config.memory_size >> 20);
+    auto vm = TRY(hypervisor.create_vm());
+    TRY(validate(config, vm->max_vcpus()));
+    // Acquire: the memory file is a host resource like the disks; the mapping keeps it open.
+    auto memory_file = TRY(open_read_only(source.memory_file_path).with_context("memory file"));
+    auto memory =
+        TRY(GuestMemory::create_from_file(regions, memory_file.get(), fmt::format("'{}'", source.memory_file_path)));
+    memory_file.reset();
+    auto lifecycle = TRY(VmLifecycle::create());
+
+    std::unique_ptr<Machine> machine(
+        new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle), nullptr));
+    TRY(machine->acquire());
+    if (hooks.enter_sandbox)
+        TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
+    TRY(machine->attach_devices());
+    TRY(machine->restore(source.machine_state));
+    machine->m_paused = source.start_paused;
     return machine;
 }
 
@@ -229,12 +263,25 @@ Expected<void> Machine::boot() {
             TRY(vcpu->set_registers(state.registers));
         }
     }
+    wrap_vcpus();
+    return {};
+}
+
+// The vCPUs, configured, go to their threads (not started before run()).
+void Machine::wrap_vcpus() {
     for (auto& vcpu : m_unconfigured_vcpus)
         m_vcpus.push_back(std::make_unique<VcpuThread>(std::move(vcpu),
                                                        IoBuses { m_devices->pio_bus(), m_devices->mmio_bus() },
                                                        *m_lifecycle));
     m_unconfigured_vcpus.clear();
-    return {};
+}
+
+// Phase 4 of a restored machine: the saved state in place of the boot state. Guest memory
+// already holds the ACPI tables and whatever the guest loaded; restore_state sets each vCPU's
+// CPUID, MSRs, LAPIC and registers from the state.
+Expected<void> Machine::restore(std::span<std::byte const> machine_state) {
+    wrap_vcpus();
+    return restore_state(machine_state);
 }
 
 StopReason Machine::run() {
@@ -245,8 +292,11 @@ StopReason Machine::run() {
     VcpuThread::install_kick_signal_handler();
 
     m_started = true;
-    for (auto& vcpu : m_vcpus)
-        vcpu->start();
+    // A machine restored paused starts its vCPUs on the first resume().
+    if (!m_paused) {
+        for (auto& vcpu : m_vcpus)
+            vcpu->start();
+    }
     auto served = serve_events();
     fail_posted_work();
     if (!served)
@@ -366,8 +416,10 @@ Expected<void> Machine::resume() {
         if (!m_paused)
             return {};
         m_paused = false;
-        for (auto& vcpu : m_vcpus)
+        for (auto& vcpu : m_vcpus) {
+            vcpu->start(); // only a vCPU that never ran (restored paused) starts here
             vcpu->resume();
+        }
         spdlog::info("VM resumed");
         return {};
     });
@@ -475,6 +527,13 @@ Expected<std::vector<std::byte>> Machine::save_state() {
     auto saved = call_on_loop([&]() -> Expected<void> {
         if (!m_paused)
             return Error("the microVM must be paused to save its state");
+        // Disk requests still on the host are answered first (they write guest memory and
+        // raise interrupts), and their data made durable: the state then describes a disk
+        // with nothing in flight, which is what a restored device can go on from.
+        for (auto const& disk : m_config.disks) {
+            auto* device = TRY(m_devices->disk(disk.id));
+            TRY(device->complete_and_flush().with_context(fmt::format("drive '{}'", disk.id)));
+        }
         writer.begin_section(MACHINE_SECTION, MACHINE_VERSION);
         writer.u32(m_config.vcpu_count);
         writer.u64(m_config.memory_size);
@@ -521,6 +580,59 @@ Expected<void> Machine::restore_state(std::span<std::byte const> blob) {
     if (!reader.at_end())
         return Error("machine state: data after the last section");
     return {};
+}
+
+std::vector<GuestRegionSpec> Machine::memory_layout() const {
+    std::vector<GuestRegionSpec> layout;
+    for (auto const& region : m_memory.regions())
+        layout.push_back(GuestRegionSpec { region.start, region.size });
+    return layout;
+}
+
+Expected<SnapshotReport> Machine::write_snapshot(std::string const& snapshot_path, std::string const& memory_path,
+                                                 std::string const& config_json) {
+    SnapshotReport report;
+    auto const started = std::chrono::steady_clock::now();
+    SnapshotFile file;
+    file.config_json = config_json;
+    file.memory_layout = memory_layout();
+    file.machine_state = TRY(save_state());
+    auto const state_saved = std::chrono::steady_clock::now();
+    // Guest memory is read on this thread: the vCPUs are paused and the event loop serves no
+    // device while paused, so nothing writes it meanwhile.
+    if (!m_paused)
+        return Error("the microVM must be paused to save its state");
+    // Both files are written in full under temporary names, and only then renamed (memory file
+    // first), so a failure while writing either leaves neither a new memory file beside an old
+    // snapshot file nor the reverse.
+    auto memory_file = TRY(PendingFile::create(memory_path).with_context(fmt::format("writing '{}'", memory_path)));
+    auto const stats =
+        TRY(m_memory.write_to_file(memory_file.fd()).with_context(fmt::format("writing '{}'", memory_path)));
+    report.memory_bytes_written = stats.bytes_written;
+    // Synced now, so that the memory's cost is counted as such (commit's fsync is then cheap).
+    if (::fdatasync(memory_file.fd()) != 0)
+        return Error::from_errno(fmt::format("syncing the memory file for '{}'", memory_path));
+    report.memory_bytes = m_memory.total_size();
+    auto const memory_written = std::chrono::steady_clock::now();
+    auto const encoded = file.encode();
+    auto snapshot_file =
+        TRY(PendingFile::create(snapshot_path).with_context(fmt::format("writing '{}'", snapshot_path)));
+    size_t done = 0;
+    while (done < encoded.size()) {
+        ssize_t const written = ::write(snapshot_file.fd(), encoded.data() + done, encoded.size() - done);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return Error::from_errno(fmt::format("writing '{}'", snapshot_path));
+        done += static_cast<size_t>(written);
+    }
+    TRY(memory_file.commit());
+    TRY(snapshot_file.commit());
+    report.state_bytes = encoded.size();
+    report.memory_time = std::chrono::duration_cast<std::chrono::microseconds>(memory_written - state_saved);
+    report.state_time = std::chrono::duration_cast<std::chrono::microseconds>(
+        (state_saved - started) + (std::chrono::steady_clock::now() - memory_written));
+    return report;
 }
 
 void Machine::request_stop(StopReason reason) { m_lifecycle->request_stop(std::move(reason)); }

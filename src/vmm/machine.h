@@ -10,6 +10,9 @@
 //               and interrupt lines, with their ioeventfds and irqfds;
 //   boot      - ACPI tables describing what was attached, then the BootLoader (the Linux
 //               loader: PVH or bzImage) and the vCPUs' boot state;
+//   or restore - create_restored(): in place of boot, the vCPUs, the VM and the devices take
+//               a saved state; guest RAM was mapped from the memory file in acquire, and
+//               neither a kernel nor ACPI tables are written;
 //   run       - run(): vCPU threads start, the calling thread becomes the event loop.
 //
 // Threading: create() and run() on the main thread, which becomes the event
@@ -57,6 +60,25 @@ struct MachineHooks {
     std::function<Expected<void>()> enter_sandbox;
 };
 
+// Where a restored machine comes from (PUT /snapshot/load): the machine state and memory
+// layout of a SnapshotFile and the memory file to map.
+struct RestoreSource {
+    std::vector<std::byte> machine_state;
+    std::vector<GuestRegionSpec> memory_layout;
+    std::string memory_file_path;
+    // Paused: run() serves events but starts no vCPU until resume().
+    bool start_paused { false };
+};
+
+// What write_snapshot() wrote and how long it took.
+struct SnapshotReport {
+    uint64_t memory_bytes { 0 };         // the memory file's length
+    uint64_t memory_bytes_written { 0 }; // pages with data (all-zero pages are holes)
+    uint64_t state_bytes { 0 };          // the snapshot file's length
+    std::chrono::microseconds state_time { 0 };
+    std::chrono::microseconds memory_time { 0 };
+};
+
 // The balloon as GET /balloon/statistics reports it.
 struct BalloonReport {
     uint64_t target_mib { 0 };
@@ -72,6 +94,13 @@ public:
     // checked first, so bad input fails fast and the same way on hosts without one.
     static Expected<std::unique_ptr<Machine>> create(VmConfig const& config, Hypervisor& hypervisor,
                                                      MachineHooks hooks = {});
+    // Builds the machine `config` describes with guest RAM mapped privately from the memory
+    // file (pages load on first touch) and the vCPUs, VM and devices restored from the state,
+    // instead of booting: the kernel and initrd are not read. The memory layout must be the
+    // one `config` gives and the memory file exactly that long; a state of another machine
+    // shape is refused naming the difference (restore_state).
+    static Expected<std::unique_ptr<Machine>> create_restored(VmConfig const& config, Hypervisor& hypervisor,
+                                                              RestoreSource source, MachineHooks hooks = {});
     ~Machine();
 
     // The signals that stop kvmm (SIGINT, SIGTERM, SIGHUP): blocked in every thread and read
@@ -114,6 +143,17 @@ public:
     Expected<std::vector<std::byte>> save_state();
     Expected<void> restore_state(std::span<std::byte const> blob);
 
+    // PUT /snapshot/create (Full): with the machine paused, saves its state (disks' in-flight
+    // requests completed and flushed first), writes guest RAM to `memory_path` and a
+    // SnapshotFile with `config_json` to `snapshot_path`, each through a temporary file that
+    // is renamed only once complete, the memory file first. Any thread but the event loop's;
+    // the caller keeps the machine paused throughout (the API thread serves one request at a
+    // time). On failure neither target is touched.
+    Expected<SnapshotReport> write_snapshot(std::string const& snapshot_path, std::string const& memory_path,
+                                            std::string const& config_json);
+    // The guest memory layout (for snapshots), fixed at create.
+    std::vector<GuestRegionSpec> memory_layout() const;
+
     // The devices as attached (id, kind, ports or window, line), for inspection and tests.
     // Any thread once built: the registry does not change after create().
     std::vector<DeviceEntry> const& devices() const { return m_devices->entries(); }
@@ -137,6 +177,8 @@ private:
     Expected<void> attach_devices();
     Expected<void> attach_legacy_devices();
     Expected<void> boot();
+    Expected<void> restore(std::span<std::byte const> machine_state);
+    void wrap_vcpus();
     Expected<virtio::BalloonDevice*> balloon() const;
     // Input from the host console goes to the device that is the console.
     std::function<size_t(std::span<uint8_t const>)> console_receiver();

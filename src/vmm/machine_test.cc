@@ -7,6 +7,7 @@
 #include "base/testing/temporary_directory.h"
 #include "devices/legacy/power_control.h"
 #include "hypervisor/fake/fake_hypervisor.h"
+#include "vmm/snapshot_file.h"
 
 #include <gtest/gtest.h>
 
@@ -259,6 +260,121 @@ TEST_F(MachineTest, ADamagedStateOrOneOfAnotherMachineIsRefusedNamingWhy) {
     ASSERT_FALSE(devices);
     EXPECT_NE(devices.error().message().find("the state has 7 devices, this machine has 6"), std::string::npos)
         << devices.error().message();
+}
+
+// A snapshot of a paused machine, through the files: the memory file and the SnapshotFile.
+class SnapshotMachineTest : public MachineTest {
+protected:
+    std::string snapshot_path() const { return (m_directory / "vm.snap").string(); }
+    std::string memory_path() const { return (m_directory / "vm.mem").string(); }
+
+    // Runs a one-vCPU machine that writes a byte to guest RAM's first page, then snapshots it.
+    void snapshot_running_machine() {
+        m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+        auto machine = MUST(Machine::create(m_config, m_hypervisor));
+        auto stopped = run(*machine);
+        ASSERT_TRUE(machine->pause());
+        auto const report = machine->write_snapshot(snapshot_path(), memory_path(), "{\"config\":1}");
+        ASSERT_TRUE(report) << report.error().message();
+        EXPECT_EQ(report->memory_bytes, m_config.memory_size);
+        EXPECT_LT(report->memory_bytes_written, m_config.memory_size) << "untouched RAM is left as holes";
+        m_saved = MUST(machine->save_state());
+        machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+        ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    }
+
+    RestoreSource source(SnapshotFile const& file, bool paused = false) const {
+        return RestoreSource { file.machine_state, file.memory_layout, memory_path(), paused };
+    }
+
+    std::vector<std::byte> m_saved;
+};
+
+TEST_F(SnapshotMachineTest, ARestoredMachineHasTheSavedStateAndNeverReadsTheKernel) {
+    snapshot_running_machine();
+    auto const file = MUST(SnapshotFile::read(snapshot_path()));
+    EXPECT_EQ(file.config_json, "{\"config\":1}");
+    EXPECT_EQ(file.memory_size(), m_config.memory_size);
+
+    std::filesystem::remove(m_config.kernel_path); // the restore must not need it
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto restored = Machine::create_restored(m_config, m_hypervisor, source(file));
+    ASSERT_TRUE(restored) << restored.error().message();
+    auto stopped = run(**restored);
+    EXPECT_EQ(save_waiting_machine(**restored, stopped), m_saved);
+}
+
+TEST_F(SnapshotMachineTest, ARestoredPausedMachineRunsNoVcpuUntilResumed) {
+    snapshot_running_machine();
+    auto const file = MUST(SnapshotFile::read(snapshot_path()));
+    m_hypervisor.add_vcpu_script(0, { out(COM1, 'r'), out(POWER_CONTROL_PORT, POWER_OFF) });
+    auto restored = MUST(Machine::create_restored(m_config, m_hypervisor, source(file, true)));
+    EXPECT_TRUE(restored->paused());
+    auto stopped = run(*restored);
+    EXPECT_EQ(stopped.wait_for(200ms), std::future_status::timeout) << "a paused machine ran its guest";
+    EXPECT_EQ(MUST(restored->metrics()).vcpus.at(0).io, 0u);
+    ASSERT_TRUE(restored->resume());
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(stopped.get().cause, StopReason::Cause::PowerOff);
+}
+
+TEST_F(SnapshotMachineTest, AShortMemoryFileIsRefusedNamingIt) {
+    snapshot_running_machine();
+    auto const file = MUST(SnapshotFile::read(snapshot_path()));
+    std::filesystem::resize_file(memory_path(), m_config.memory_size - 4096);
+    auto restored = Machine::create_restored(m_config, m_hypervisor, source(file));
+    ASSERT_FALSE(restored);
+    EXPECT_NE(restored.error().message().find("too short"), std::string::npos) << restored.error().message();
+    EXPECT_NE(restored.error().message().find(memory_path()), std::string::npos) << restored.error().message();
+}
+
+TEST_F(SnapshotMachineTest, ASnapshotOfAnotherConfigurationIsRefusedNamingTheDifference) {
+    snapshot_running_machine();
+    auto const file = MUST(SnapshotFile::read(snapshot_path()));
+    m_config.vcpu_count = 2;
+    auto more_vcpus = Machine::create_restored(m_config, m_hypervisor, source(file));
+    ASSERT_FALSE(more_vcpus);
+    EXPECT_EQ(more_vcpus.error().message(), "machine state: vcpu_count 1 is not this machine's 2");
+
+    m_config.vcpu_count = 1;
+    m_config.memory_size = 128 << 20;
+    auto more_memory = Machine::create_restored(m_config, m_hypervisor, source(file));
+    ASSERT_FALSE(more_memory);
+    EXPECT_NE(more_memory.error().message().find("memory layout"), std::string::npos) << more_memory.error().message();
+}
+
+TEST_F(SnapshotMachineTest, ASnapshotThatCannotBeWrittenLeavesTheOldFilesAndNoPartialOnes) {
+    snapshot_running_machine();
+    auto const old_snapshot = MUST(SnapshotFile::read(snapshot_path()));
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    ASSERT_TRUE(machine->pause());
+    // The snapshot file's directory does not exist: the memory file, written first, must not
+    // replace the old one either.
+    auto const missing = (m_directory / "missing" / "vm.snap").string();
+    auto const failed = machine->write_snapshot(missing, memory_path(), "{\"config\":2}");
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message().find(missing), std::string::npos) << failed.error().message();
+    for (auto const& entry : std::filesystem::directory_iterator(m_directory))
+        EXPECT_EQ(entry.path().filename().string().find(".partial"), std::string::npos) << entry.path();
+    auto const old_memory = std::filesystem::last_write_time(memory_path());
+    EXPECT_EQ(MUST(SnapshotFile::read(snapshot_path())).config_json, old_snapshot.config_json);
+    EXPECT_EQ(std::filesystem::last_write_time(memory_path()), old_memory);
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(SnapshotMachineTest, CreatingASnapshotOfARunningMachineIsRefusedAndWritesNothing) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto stopped = run(*machine);
+    auto const refused = machine->write_snapshot(snapshot_path(), memory_path(), "{}");
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("paused"), std::string::npos);
+    EXPECT_FALSE(std::filesystem::exists(snapshot_path()));
+    EXPECT_FALSE(std::filesystem::exists(memory_path()));
+    save_waiting_machine(*machine, stopped);
 }
 
 } // namespace

@@ -376,6 +376,116 @@ static void scenario_memory(struct start_info const* info) {
     put_string(" MiB in the memory map\nkvmm-test: memory ok\n");
 }
 
+/* kvmclock (KVM's paravirtual clock): the host keeps this structure current for the vCPU. */
+struct pvclock_time_info {
+    uint32_t version, pad0;
+    uint64_t tsc_timestamp, system_time;
+    uint32_t tsc_to_system_mul;
+    int8_t tsc_shift;
+    uint8_t flags, pad[2];
+} __attribute__((packed));
+static volatile struct pvclock_time_info kvmclock __attribute__((aligned(32)));
+
+static inline uint64_t rdtsc(void) {
+    uint32_t low, high;
+    __asm__ volatile("rdtsc" : "=a"(low), "=d"(high));
+    return ((uint64_t)high << 32) | low;
+}
+static inline void wrmsr(uint32_t index, uint64_t value) {
+    __asm__ volatile("wrmsr" ::"c"(index), "a"((uint32_t)value), "d"((uint32_t)(value >> 32)));
+}
+
+/* Turns kvmclock on where the hypervisor offers it (CPUID 0x40000000 "KVMKVMKVM", feature
+ * CLOCKSOURCE2); returns 0 without it. */
+static int kvmclock_enable(void) {
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+    if (b != 0x4b4d564b || c != 0x564b4d56 || d != 0x4d)
+        return 0;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000001), "c"(0));
+    if (!(a & (1u << 3)))
+        return 0;
+    wrmsr(0x4b564d01, (uint64_t)(uintptr_t)&kvmclock | 1); /* MSR_KVM_SYSTEM_TIME_NEW, enabled */
+    return 1;
+}
+
+/* Guest time in ns since the VM was created, as Linux's kvm-clock computes it. */
+static uint64_t kvmclock_ns(void) {
+    uint32_t version;
+    uint64_t ns;
+    do {
+        version = kvmclock.version;
+        __asm__ volatile("" ::: "memory");
+        uint64_t delta = rdtsc() - kvmclock.tsc_timestamp;
+        if (kvmclock.tsc_shift >= 0)
+            delta <<= kvmclock.tsc_shift;
+        else
+            delta >>= -kvmclock.tsc_shift;
+        ns = kvmclock.system_time + (uint64_t)(((unsigned __int128)delta * kvmclock.tsc_to_system_mul) >> 32);
+        __asm__ volatile("" ::: "memory");
+    } while ((version & 1) || version != kvmclock.version);
+    return ns;
+}
+
+/* Counts for ever, printing "counter N clock_ns T" every period_us (kvmclock time; default 20 ms,
+ * 0: as fast as the serial port goes), so that a snapshot taken at any moment and restored any
+ * number of times shows where the guest goes on from. Each tick also writes the counter into one
+ * page of a 1 MiB pattern at 8 MiB and first checks what that page held: the value written one
+ * round (256 ticks) earlier, so RAM that a restore lost or mixed up is reported. Only the host
+ * ends it. */
+#define PATTERN_BASE 0x800000u
+#define PATTERN_PAGES 256u
+static volatile uint64_t counter;
+static void scenario_counter(char const* cmdline) {
+    char const* period_text = parameter(cmdline, "period_us");
+    uint64_t const period_ns = (period_text ? value_number(period_text) : 20000) * 1000;
+    /* fill_mib=N: first writes N MiB from 16 MiB on with data, so that a snapshot has that much
+     * memory that is not zeros (for benchmarks of snapshot creation). */
+    uint64_t const fill_bytes = value_number(parameter(cmdline, "fill_mib")) << 20;
+    if (fill_bytes) {
+        void* destination = (void*)(uintptr_t)0x1000000u;
+        uint64_t words = fill_bytes / 8;
+        __asm__ volatile("rep stosq" : "+D"(destination), "+c"(words) : "a"(0x6b766d6d6b766d6dull) : "memory");
+        put_string("kvmm-test: filled ");
+        put_decimal(fill_bytes >> 20);
+        put_string(" MiB\n");
+    }
+    int const clock = kvmclock_enable();
+    put_string(clock ? "kvmm-test: counter with kvmclock\n" : "kvmm-test: counter without kvmclock\n");
+    uint64_t next = clock ? kvmclock_ns() : 0;
+    for (;;) {
+        uint64_t const value = counter;
+        volatile uint64_t* page = (volatile uint64_t*)(uintptr_t)(PATTERN_BASE + (value % PATTERN_PAGES) * 4096);
+        /* The first round finds the pages as RAM starts: zeros. */
+        uint64_t const expected = value >= PATTERN_PAGES ? value - PATTERN_PAGES : 0;
+        uint64_t const expected_end = value >= PATTERN_PAGES ? ~expected : 0;
+        if (page[0] != expected || page[511] != expected_end) {
+            put_string("kvmm-test: FAIL pattern page holds ");
+            put_decimal(page[0]);
+            put_string(" at counter ");
+            put_decimal(value);
+            put_string("\n");
+            halt_forever();
+        }
+        page[0] = value;
+        page[511] = ~value;
+        uint64_t const now = clock ? kvmclock_ns() : 0;
+        put_string("kvmm-test: counter ");
+        put_decimal(value);
+        put_string(" clock_ns ");
+        put_decimal(now);
+        put_string("\n");
+        counter = value + 1;
+        if (clock) {
+            next += period_ns;
+            if (next < now) /* the guest fell behind (or time jumped): no burst of catch-up ticks */
+                next = now;
+            while (kvmclock_ns() < next)
+                __asm__ volatile("pause");
+        }
+    }
+}
+
 #include "virtio_driver.h"
 
 /* After the driver it builds on. */
@@ -400,6 +510,8 @@ void guest_main(struct start_info const* info) {
         scenario_memory(info);
     else if (value_is(test, "keyboard-wait"))
         scenario_keyboard_wait();
+    else if (value_is(test, "counter"))
+        scenario_counter(cmdline);
     else if (value_is(test, "serial-flood"))
         scenario_serial_flood();
     else if (value_is(test, "virtio-rng"))

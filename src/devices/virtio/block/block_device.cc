@@ -391,6 +391,13 @@ Expected<void> BlockDevice::complete_in_flight() {
     return finish_signalling();
 }
 
+Expected<void> BlockDevice::complete_and_flush() {
+    TRY(complete_in_flight());
+    if (!m_image->read_only() && disk_io::flush(m_image->fd()) < 0)
+        return Error::format("virtio-blk {}: flushing the image failed", m_image->path());
+    return {};
+}
+
 Expected<void> BlockDevice::wait_until_engine_idle(Expected<void> (BlockDevice::*take_completions)()) {
     auto const deadline = std::chrono::steady_clock::now() + RESET_DRAIN_TIMEOUT;
     while (m_engine->in_flight() > 0) {

@@ -154,6 +154,9 @@ public:
     // it, so that the device can be saved. Event-loop thread, also while the VM is paused: the
     // answers go to guest memory and the interrupt, as a completion would anyway.
     Expected<void> complete_in_flight();
+    // complete_in_flight(), then makes what the guest wrote durable (fdatasync of a writable
+    // image), as a snapshot needs: the snapshot's disk state is the image as it is now.
+    Expected<void> complete_and_flush();
 
     // Moves the drive to another image (PATCH /drives path_on_host), as Firecracker does:
     // requests in flight on the old image complete first (waiting at most
