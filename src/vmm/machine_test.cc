@@ -265,8 +265,8 @@ TEST_F(MachineTest, ADamagedStateOrOneOfAnotherMachineIsRefusedNamingWhy) {
 // A snapshot of a paused machine, through the files: the memory file and the SnapshotFile.
 class SnapshotMachineTest : public MachineTest {
 protected:
-    std::string snapshot_path() const { return (m_directory / "vm.snap").string(); }
-    std::string memory_path() const { return (m_directory / "vm.mem").string(); }
+    std::string snapshot_path() const { return m_directory / "vm.snap"; }
+    std::string memory_path() const { return m_directory / "vm.mem"; }
 
     // Runs a one-vCPU machine that writes a byte to guest RAM's first page, then snapshots it.
     void snapshot_running_machine() {
@@ -352,11 +352,11 @@ TEST_F(SnapshotMachineTest, ASnapshotThatCannotBeWrittenLeavesTheOldFilesAndNoPa
     ASSERT_TRUE(machine->pause());
     // The snapshot file's directory does not exist: the memory file, written first, must not
     // replace the old one either.
-    auto const missing = (m_directory / "missing" / "vm.snap").string();
+    auto const missing = m_directory / "missing/vm.snap";
     auto const failed = machine->write_snapshot(missing, memory_path(), "{\"config\":2}");
     ASSERT_FALSE(failed);
     EXPECT_NE(failed.error().message().find(missing), std::string::npos) << failed.error().message();
-    for (auto const& entry : std::filesystem::directory_iterator(m_directory))
+    for (auto const& entry : std::filesystem::directory_iterator(m_directory.path()))
         EXPECT_EQ(entry.path().filename().string().find(".partial"), std::string::npos) << entry.path();
     auto const old_memory = std::filesystem::last_write_time(memory_path());
     EXPECT_EQ(MUST(SnapshotFile::read(snapshot_path())).config_json, old_snapshot.config_json);
