@@ -161,7 +161,7 @@ BlockDevice::~BlockDevice() {
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     std::fill(data.begin(), data.end(), uint8_t { 0 });
-    std::lock_guard guard(m_config_lock);
+    MutexLock guard(m_config_lock);
     if (offset >= m_config.size())
         return;
     size_t const count = std::min<uint64_t>(data.size(), m_config.size() - offset);
@@ -492,7 +492,7 @@ void BlockDevice::set_capacity(uint64_t size_bytes) {
     // shrunken end fails in the engine and is answered IOERR.
     m_capacity_sectors = size_bytes / SECTOR_SIZE;
     {
-        std::lock_guard guard(m_config_lock);
+        MutexLock guard(m_config_lock);
         put(m_config, CONFIG_CAPACITY, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }

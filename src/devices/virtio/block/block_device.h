@@ -36,6 +36,7 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "base/thread_annotations.h"
 #include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device.h"
 
@@ -265,8 +266,8 @@ private:
     uint64_t m_capacity_sectors { 0 };
     uint64_t m_features { 0 };
     // Read by vCPU threads (read_config), changed by replace_image on the event-loop thread.
-    mutable std::mutex m_config_lock;
-    std::array<uint8_t, CONFIG_SIZE> m_config {};
+    mutable Mutex m_config_lock;
+    std::array<uint8_t, CONFIG_SIZE> m_config GUARDED_BY(m_config_lock) {};
     std::atomic<uint32_t> m_config_generation { 0 };
     uint16_t m_queue_sizes[1] { QUEUE_SIZE };
     bool m_completion_registered { false };
