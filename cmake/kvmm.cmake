@@ -3,6 +3,11 @@
 # -Wnull-dereference is left out: g++ 12 reports false positives inside std::vector at -O2.
 set(KVMM_WARNINGS -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
     -Wformat=2 -Wimplicit-fallthrough)
+# Implicit conversions that may change a value or its sign are errors with GCC (the release,
+# debug and asan-ubsan presets); clang's -Wconversion family is wider and not enabled yet.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  list(APPEND KVMM_WARNINGS -Wconversion -Wsign-conversion)
+endif()
 # Clang checks the GUARDED_BY/REQUIRES annotations (src/base/thread_annotations.h) in every build.
 if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   list(APPEND KVMM_WARNINGS -Wthread-safety)
