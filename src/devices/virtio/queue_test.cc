@@ -24,9 +24,9 @@ std::vector<std::byte> bytes_of(std::string_view text) {
 class QueueTest : public ::testing::Test {
 protected:
     // The tests' own vocabulary, used in every TEST_F body, hence no m_ prefix.
-    GuestMemory memory =
-        *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } }); // NOLINT(readability-identifier-naming)
-    DriverQueue driver { memory, GuestAddress(0x1000), 16 };        // NOLINT(readability-identifier-naming)
+    // NOLINTNEXTLINE(readability-identifier-naming)
+    GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
+    DriverQueue driver { memory, GuestAddress(0x1000), 16 }; // NOLINT(readability-identifier-naming)
 
     Queue make_queue(uint64_t features = ALL_RING_FEATURES) {
         return *Queue::create(memory, driver.config(), features);
