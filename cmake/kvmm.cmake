@@ -3,6 +3,17 @@
 # -Wnull-dereference is left out: g++ 12 reports false positives inside std::vector at -O2.
 set(KVMM_WARNINGS -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
     -Wformat=2 -Wimplicit-fallthrough)
+# -Wconversion -Wsign-conversion: the code merged before them (config, API host checks, qcow2,
+# snapshots) is not clean under them yet, so they are off by default; a build with
+# KVMM_CONVERSION_WARNINGS=ON shows what is left.
+option(KVMM_CONVERSION_WARNINGS "GCC: -Wconversion -Wsign-conversion as errors" OFF)
+if(KVMM_CONVERSION_WARNINGS AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  list(APPEND KVMM_WARNINGS -Wconversion -Wsign-conversion)
+endif()
+# Clang checks the GUARDED_BY/REQUIRES annotations (src/base/thread_annotations.h) in every build.
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  list(APPEND KVMM_WARNINGS -Wthread-safety)
+endif()
 if(KVMM_WERROR)
   list(APPEND KVMM_WARNINGS -Werror)
 endif()
@@ -14,6 +25,8 @@ if(KVMM_FUZZ)
       -fno-omit-frame-pointer)
 elseif(KVMM_SANITIZE)
   set(KVMM_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(KVMM_TSAN)
+  set(KVMM_SANITIZER_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
 endif()
 
 # kvmm_library(NAME SOURCES a.cc b.cc DEPS other_lib ...)

@@ -5,6 +5,7 @@
 
 #include "base/loop_timer.h"
 #include "base/testing/sanitizers.h"
+#include "base/thread_annotations.h"
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -535,26 +536,26 @@ public:
     HttpResponse handle(HttpRequest const& request) override {
         if (request.path() != "/hold")
             return m_inner.handle(request);
-        std::unique_lock lock(m_mutex);
+        MutexLock lock(m_mutex);
         int const hold = ++m_holds;
         m_changed.notify_all();
-        m_changed.wait_for(lock, 5s, [&] { return m_released >= hold; });
+        lock.wait_for(m_changed, 5s, [&]() REQUIRES(m_mutex) { return m_released >= hold; });
         return HttpResponse::no_content();
     }
     // True once the server thread is in its `count`th hold (at most 5 s).
     bool wait_for_hold(int count) {
-        std::unique_lock lock(m_mutex);
-        return m_changed.wait_for(lock, 5s, [&] { return m_holds >= count; });
+        MutexLock lock(m_mutex);
+        return lock.wait_for(m_changed, 5s, [&]() REQUIRES(m_mutex) { return m_holds >= count; });
     }
     void release() {
-        std::lock_guard lock(m_mutex);
+        MutexLock lock(m_mutex);
         ++m_released;
         m_changed.notify_all();
     }
 
 private:
     ApiHandler& m_inner;
-    std::mutex m_mutex;
+    Mutex m_mutex;
     std::condition_variable m_changed;
     int m_holds { 0 };
     int m_released { 0 };

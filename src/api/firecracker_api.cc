@@ -459,7 +459,9 @@ Expected<HttpResponse> FirecrackerApi::load_snapshot(std::string_view body) {
         config.metrics.reset();
         for (auto const& [iface_id, host_dev_name] : parsed.network_overrides) {
             auto& nets = config.instance.vm.nets;
-            auto net = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == iface_id; });
+            // Named again: clang before 16 cannot capture a structured binding in a lambda.
+            std::string const& wanted = iface_id;
+            auto net = std::find_if(nets.begin(), nets.end(), [&](NetConfig const& n) { return n.id == wanted; });
             if (net == nets.end())
                 return Error::format("snapshot/load: network_overrides: the snapshot has no network interface '{}'",
                                      iface_id);

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "base/expected.h"
-#include "vmm/vm_config.h"
+#include "config/vm_config.h"
 
 #include <string>
 

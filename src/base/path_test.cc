@@ -10,7 +10,7 @@ namespace {
 using namespace std::string_literals;
 
 TEST(CheckPathCharacters, OrdinaryPaths_AreAccepted) {
-    for (std::string path :
+    for (std::string const& path :
          { "/var/lib/kvmm/disk.img"s, "relative/path with spaces"s, "/tmp/ünïcode-é.img"s, "~user/a,b=c;d"s, ""s }) {
         EXPECT_TRUE(check_path_characters(path, "--disk")) << path;
     }

@@ -9,7 +9,7 @@ RateLimitedLog::RateLimitedLog(std::chrono::nanoseconds interval, Clock const& c
 
 std::optional<uint64_t> RateLimitedLog::admit() {
     auto const now = m_clock.now();
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_last_written && now - *m_last_written < m_interval) {
         ++m_suppressed;
         return std::nullopt;
@@ -19,7 +19,7 @@ std::optional<uint64_t> RateLimitedLog::admit() {
 }
 
 uint64_t RateLimitedLog::suppressed() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_suppressed;
 }
 

@@ -10,6 +10,7 @@
 // lock is held only for the check, never while writing the line. The Clock must outlive it.
 #pragma once
 
+#include "base/thread_annotations.h"
 #include "base/token_bucket.h"
 
 #include <fmt/format.h>
@@ -52,9 +53,9 @@ private:
 
     std::chrono::nanoseconds const m_interval;
     Clock const& m_clock;
-    mutable std::mutex m_lock; // guards the two fields below
-    std::optional<std::chrono::nanoseconds> m_last_written;
-    uint64_t m_suppressed { 0 };
+    mutable Mutex m_lock; // guards the two fields below
+    std::optional<std::chrono::nanoseconds> m_last_written GUARDED_BY(m_lock);
+    uint64_t m_suppressed GUARDED_BY(m_lock) { 0 };
 };
 
 } // namespace kvmm

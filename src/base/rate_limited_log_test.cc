@@ -93,6 +93,7 @@ TEST(RateLimitedLog, ConcurrentWriters_EveryMessageIsWrittenOrCounted) {
     constexpr int THREADS = 4;
     constexpr int MESSAGES = 1000;
     std::vector<std::thread> threads;
+    threads.reserve(THREADS);
     for (int t = 0; t < THREADS; ++t)
         threads.emplace_back([&log, t] {
             for (int i = 0; i < MESSAGES; ++i)

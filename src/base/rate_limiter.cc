@@ -21,7 +21,7 @@ Expected<std::optional<TokenBucket>> make_bucket(std::optional<TokenBucketConfig
     if (!config || !limits_anything(*config))
         return std::optional<TokenBucket> {};
     auto bucket = TRY(TokenBucket::create(*config, clock).with_context(name));
-    return std::optional<TokenBucket>(std::move(bucket));
+    return std::optional<TokenBucket>(bucket);
 }
 
 // A timer armed with zero would be disarmed instead; never wait less than this.
@@ -49,7 +49,7 @@ Expected<RateLimiter> RateLimiter::create(RateLimitConfig const& config, Clock c
     int timer = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (timer < 0)
         return Error::from_errno("rate limiter: timerfd_create");
-    return RateLimiter(std::move(bandwidth), std::move(ops), UniqueFd(timer), clock);
+    return RateLimiter(bandwidth, ops, UniqueFd(timer), clock);
 }
 
 Expected<void> RateLimiter::validate(RateLimitConfig const& config) {
@@ -67,9 +67,9 @@ Expected<void> RateLimiter::update(RateLimitConfig const& changes) {
     if (changes.ops)
         ops = TRY(make_bucket(changes.ops, "ops bucket", *m_clock));
     if (bandwidth)
-        m_bandwidth = std::move(*bandwidth);
+        m_bandwidth = *bandwidth;
     if (ops)
-        m_ops = std::move(*ops);
+        m_ops = *ops;
     if (m_blocked && !arm_timer(MINIMUM_TIMER_DELAY)) {
         // Without the timer nothing would wake the device up; unblocked, it retries on its
         // next event instead.
@@ -192,8 +192,8 @@ Expected<void> RateLimiter::restore(RateLimiterState const& state) {
     auto ops = TRY(restored_bucket(m_ops, state.ops, "ops"));
     if (state.blocked && !bandwidth && !ops)
         return Error("rate limiter state: blocked: a limiter without buckets never blocks");
-    m_bandwidth = std::move(bandwidth);
-    m_ops = std::move(ops);
+    m_bandwidth = bandwidth;
+    m_ops = ops;
     if (state.blocked) {
         // Without the timer nothing would wake the device up; unblocked, it retries on its
         // next event instead (as in update()).

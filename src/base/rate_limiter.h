@@ -103,7 +103,7 @@ public:
 private:
     RateLimiter(std::optional<TokenBucket> bandwidth, std::optional<TokenBucket> ops, UniqueFd timer,
                 Clock const& clock)
-        : m_bandwidth(std::move(bandwidth)), m_ops(std::move(ops)), m_timer(std::move(timer)), m_clock(&clock) {}
+        : m_bandwidth(bandwidth), m_ops(ops), m_timer(std::move(timer)), m_clock(&clock) {}
 
     void block(uint64_t bytes);
     bool arm_timer(std::chrono::nanoseconds delay);

@@ -27,8 +27,8 @@ using SignedWide = __int128;
 } // namespace
 
 Clock const& monotonic_clock() {
-    static MonotonicClock const clock;
-    return clock;
+    static MonotonicClock const CLOCK;
+    return CLOCK;
 }
 
 Expected<TokenBucket> TokenBucket::create(TokenBucketConfig const& config, Clock const& clock) {

@@ -59,7 +59,7 @@ Expected<spdlog::level::level_enum> firecracker_level(std::string const& level) 
 
 VmmControl::~VmmControl() {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_stopping = true;
     }
     m_changed.notify_all();
@@ -115,17 +115,17 @@ Expected<void> VmmControl::create_snapshot(std::string const& snapshot_path, std
 
 Expected<void> VmmControl::request_start(StartRequest request) {
     {
-        std::lock_guard machine_guard(m_machine_lock);
+        MutexLock machine_guard(m_machine_lock);
         if (m_machine)
             return Error("the microVM is already running");
     }
-    std::unique_lock guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_start_request)
         return Error("the microVM is already starting");
     m_start_result.reset();
     m_start_request = std::move(request);
     m_changed.notify_all();
-    m_changed.wait(guard, [this] { return m_start_result.has_value() || m_stopping; });
+    guard.wait(m_changed, [this]() REQUIRES(m_lock) { return m_start_result.has_value() || m_stopping; });
     if (!m_start_result)
         return Error("kvmm is shutting down");
     auto result = std::move(*m_start_result);
@@ -134,13 +134,13 @@ Expected<void> VmmControl::request_start(StartRequest request) {
 }
 
 std::optional<StartRequest> VmmControl::wait_for_start(std::function<bool()> const& should_stop) {
-    std::unique_lock guard(m_lock);
+    MutexLock guard(m_lock);
     while (!m_start_request) {
         guard.unlock();
         if (should_stop())
             return std::nullopt;
         guard.lock();
-        m_changed.wait_for(guard, std::chrono::milliseconds(100));
+        guard.wait_for(m_changed, std::chrono::milliseconds(100));
     }
     // The restore source's state is moved out, once: the request stays until machine_built().
     StartRequest request { m_start_request->config, std::nullopt };
@@ -151,11 +151,11 @@ std::optional<StartRequest> VmmControl::wait_for_start(std::function<bool()> con
 
 void VmmControl::machine_built(Expected<std::unique_ptr<Machine>>& machine) {
     if (machine) {
-        std::lock_guard machine_guard(m_machine_lock);
+        MutexLock machine_guard(m_machine_lock);
         m_machine = machine->get();
     }
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_start_request.reset();
         if (machine) {
             m_state = (*machine)->paused() ? InstanceState::Paused : InstanceState::Running;
@@ -170,12 +170,12 @@ void VmmControl::machine_built(Expected<std::unique_ptr<Machine>>& machine) {
 // Called after Machine::run() returned: its loop has answered every posted call, so a caller
 // holding m_machine_lock finishes promptly and the machine can then be destroyed.
 void VmmControl::machine_stopped() {
-    std::lock_guard machine_guard(m_machine_lock);
+    MutexLock machine_guard(m_machine_lock);
     m_machine = nullptr;
 }
 
 Expected<void> VmmControl::with_machine(std::function<Expected<void>(Machine&)> const& use) {
-    std::lock_guard machine_guard(m_machine_lock);
+    MutexLock machine_guard(m_machine_lock);
     if (!m_machine)
         return Error("the microVM is not running");
     return use(*m_machine);
@@ -235,7 +235,7 @@ Expected<void> VmmControl::set_logger(LoggerConfig const& config, UniqueFd sink)
 }
 
 Expected<void> VmmControl::set_metrics(MetricsConfig const&, UniqueFd sink) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_metrics_sink.is_valid())
         return Error("metrics are already configured");
     m_metrics_sink = std::move(sink);
@@ -255,7 +255,7 @@ ApiServerOptions VmmControl::api_server_options(ApiServerOptions options) {
 }
 
 Expected<void> VmmControl::attach_to_loop(EventLoop& loop) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_api_loop)
         return Error("the periodic metrics are already attached to an API server");
     m_api_loop = &loop;
@@ -285,7 +285,7 @@ Expected<void> VmmControl::start_metrics_timer() {
 
 Expected<void> VmmControl::flush_metrics() {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (!m_metrics_sink.is_valid())
             return Error("metrics are not configured: PUT /metrics first");
     }
@@ -294,7 +294,7 @@ Expected<void> VmmControl::flush_metrics() {
 }
 
 void VmmControl::count_request(std::string_view method) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (method == "GET")
         ++m_get_requests;
     else if (method == "PUT")
@@ -312,7 +312,7 @@ void VmmControl::write_metrics_line() {
     line["utc_timestamp_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
     line["vmm"] = { { "state", instance_state_name(m_state.load()) } };
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         line["api_server"] = { { "get_requests", m_get_requests },
                                { "put_requests", m_put_requests },
                                { "patch_requests", m_patch_requests },
@@ -339,7 +339,7 @@ void VmmControl::write_metrics_line() {
         return {};
     });
     auto text = line.dump() + "\n";
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_metrics_sink.is_valid())
         (void)!::write(m_metrics_sink.get(), text.data(), text.size());
 }

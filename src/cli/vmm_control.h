@@ -25,6 +25,7 @@
 #include "api/vmm_controller.h"
 #include "base/event_loop.h"
 #include "base/loop_timer.h"
+#include "base/thread_annotations.h"
 #include "vmm/machine.h"
 
 #include <atomic>
@@ -101,19 +102,19 @@ private:
 
     std::atomic<InstanceState> m_state { InstanceState::NotStarted };
 
-    std::mutex m_lock; // guards everything below
+    Mutex m_lock; // guards everything below
     std::condition_variable m_changed;
-    std::optional<StartRequest> m_start_request;
-    std::optional<Expected<void>> m_start_result;
-    std::mutex m_machine_lock; // guards m_machine; never taken while holding m_lock
-    Machine* m_machine { nullptr };
-    UniqueFd m_metrics_sink;
-    uint64_t m_metrics_flushes { 0 };
-    uint64_t m_get_requests { 0 };
-    uint64_t m_put_requests { 0 };
-    uint64_t m_patch_requests { 0 };
-    uint64_t m_other_requests { 0 };
-    bool m_stopping { false };
+    std::optional<StartRequest> m_start_request GUARDED_BY(m_lock);
+    std::optional<Expected<void>> m_start_result GUARDED_BY(m_lock);
+    Mutex m_machine_lock; // guards m_machine; never taken while holding m_lock
+    Machine* m_machine GUARDED_BY(m_machine_lock) { nullptr };
+    UniqueFd m_metrics_sink GUARDED_BY(m_lock);
+    uint64_t m_metrics_flushes GUARDED_BY(m_lock) { 0 };
+    uint64_t m_get_requests GUARDED_BY(m_lock) { 0 };
+    uint64_t m_put_requests GUARDED_BY(m_lock) { 0 };
+    uint64_t m_patch_requests GUARDED_BY(m_lock) { 0 };
+    uint64_t m_other_requests GUARDED_BY(m_lock) { 0 };
+    bool m_stopping GUARDED_BY(m_lock) { false };
     std::chrono::milliseconds const m_metrics_period;
     EventLoop* m_api_loop { nullptr };
     // Lives on m_api_loop: created there by attach_to_loop() or set_metrics(), and ended by

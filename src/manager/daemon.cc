@@ -132,7 +132,7 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
         auto vm = std::make_shared<Vm>(std::move(*definition), daemon->m_options.max_restarts,
                                        daemon->m_options.restart_window);
         {
-            std::lock_guard guard(daemon->m_lock);
+            MutexLock guard(daemon->m_lock);
             daemon->m_vms[name] = vm;
         }
         daemon->recover(*vm);
@@ -147,7 +147,7 @@ Daemon::Daemon(DaemonOptions options, UniqueFd state_lock, StateStore store)
 Daemon::~Daemon() {
     std::vector<std::thread> helpers;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_stopping = true;
     }
     if (m_wake)
@@ -156,7 +156,7 @@ Daemon::~Daemon() {
         m_monitor.join();
     // Helpers may add more helpers only while not stopping; take them all now.
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         helpers.swap(m_helpers);
     }
     for (auto& helper : helpers)
@@ -166,14 +166,14 @@ Daemon::~Daemon() {
 void Daemon::start_autostart_vms() {
     std::vector<std::shared_ptr<Vm>> candidates;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         for (auto const& [name, vm] : m_vms) {
             if (vm->definition.autostart && !vm->active())
                 candidates.push_back(vm);
         }
     }
     for (auto const& vm : candidates) {
-        std::lock_guard operation(vm->operation);
+        MutexLock operation(vm->operation);
         if (auto started = start(*vm); !started)
             spdlog::error("autostart of VM '{}' failed: {}", vm->name, started.error().message());
     }
@@ -191,7 +191,7 @@ json Daemon::handle(json const& request) {
 
 Expected<std::shared_ptr<Daemon::Vm>> Daemon::find(std::string const& name) {
     TRY(validate_vm_name(name));
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     auto found = m_vms.find(name);
     if (found == m_vms.end())
         return Error::format("VM '{}' is not defined", name);
@@ -215,13 +215,13 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
     auto const name = TRY(required_string(request, "name"));
     auto vm = TRY(find(name));
     if (verb == "info") {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         return info(*vm);
     }
     if (verb == "console")
         return console(*vm);
     if (verb == "dump") {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         return json { { "name", vm->name }, { "toml", to_toml(vm->definition) } };
     }
     if (verb == "logs") {
@@ -229,7 +229,7 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
         return logs(*vm, lines.value_or(50));
     }
     // The verbs that change the VM: one at a time per VM.
-    std::lock_guard operation(vm->operation);
+    MutexLock operation(vm->operation);
     if (verb == "undefine")
         return undefine(*vm);
     if (verb == "autostart")
@@ -248,7 +248,7 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
         TRY(set_paused(*vm, true));
     else if (verb == "resume")
         TRY(set_paused(*vm, false));
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return info(*vm);
 }
 
@@ -265,7 +265,7 @@ Expected<VmDefinition> Daemon::checked_definition(std::string const& toml_text) 
 Expected<json> Daemon::define(json const& request) {
     auto const text = TRY(required_string(request, "toml"));
     auto definition = TRY(checked_definition(text));
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_vms.contains(definition.name))
         return Error::format("VM '{}' is already defined (use edit to change it, or undefine it first)",
                              definition.name);
@@ -283,8 +283,8 @@ Expected<json> Daemon::edit(json const& request) {
     if (definition.name != name)
         return Error::format("name = \"{}\" in the edited definition: renaming VM '{}' is not supported",
                              definition.name, name);
-    std::lock_guard operation(vm->operation);
-    std::lock_guard guard(m_lock);
+    MutexLock operation(vm->operation);
+    MutexLock guard(m_lock);
     if (vm->removed)
         return Error::format("VM '{}' is not defined", name);
     TRY(m_store.save_definition(definition));
@@ -294,7 +294,7 @@ Expected<json> Daemon::edit(json const& request) {
 }
 
 Expected<json> Daemon::undefine(Vm& vm) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (vm.active())
         return Error::format("VM '{}' is {}: destroy or shut it down before undefining it", vm.name, vm.state);
     // The kernel's view too: a process in the VM's cgroup is a kvmm that must not lose its VM.
@@ -318,7 +318,7 @@ Expected<json> Daemon::set_autostart(Vm& vm, json const& request) {
     auto const enabled = TRY(optional_bool(request, "enabled"));
     if (!enabled)
         return Error("autostart needs \"enabled\": true or false");
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     VmDefinition changed = vm.definition;
     changed.autostart = *enabled;
     TRY(m_store.save_definition(changed));
@@ -330,7 +330,7 @@ Expected<void> Daemon::shutdown(Vm& vm, std::chrono::seconds timeout) {
     std::string control_socket;
     bool paused = false;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (!vm.active())
             return Error::format("VM '{}' is not running (state: {})", vm.name, vm.state);
         vm.stop_requested = true;
@@ -353,7 +353,7 @@ Expected<void> Daemon::shutdown(Vm& vm, std::chrono::seconds timeout) {
 
 Expected<void> Daemon::destroy(Vm& vm) {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (!vm.active())
             return Error::format("VM '{}' is not running (state: {})", vm.name, vm.state);
     }
@@ -363,7 +363,7 @@ Expected<void> Daemon::destroy(Vm& vm) {
 Expected<void> Daemon::set_paused(Vm& vm, bool paused) {
     std::string control_socket;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         char const* const expected = paused ? STATE_RUNNING : STATE_PAUSED;
         if (vm.state != expected)
             return Error::format("VM '{}' is {}, not {}", vm.name, vm.state, expected);
@@ -371,7 +371,7 @@ Expected<void> Daemon::set_paused(Vm& vm, bool paused) {
     }
     KvmmClient client(control_socket);
     TRY(paused ? client.pause() : client.resume());
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (vm.pid == 0)
         return Error::format("VM '{}' stopped meanwhile", vm.name);
     vm.state = paused ? STATE_PAUSED : STATE_RUNNING;
@@ -384,7 +384,7 @@ Expected<void> Daemon::set_paused(Vm& vm, bool paused) {
 }
 
 json Daemon::list(bool all) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     json vms = json::array();
     for (auto const& [name, vm] : m_vms) {
         if (!all && !vm->active())
@@ -473,7 +473,7 @@ Expected<json> Daemon::logs(Vm& vm, size_t lines) {
 }
 
 Expected<json> Daemon::console(Vm& vm) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (!vm.active())
         return Error::format("VM '{}' is not running (state: {}): it has no console", vm.name, vm.state);
     return json { { "name", vm.name },
@@ -490,7 +490,7 @@ std::string Daemon::metrics() {
     };
     std::vector<Sample> samples;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         for (auto const& [name, vm] : m_vms) {
             Sample sample { name, vm->state, vm->control_socket, vm->metrics_path, std::nullopt };
             if (vm->active() && vm->cgroup) {

@@ -36,6 +36,7 @@
 
 #include "base/event_fd.h"
 #include "base/expected.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "manager/cgroup.h"
 #include "manager/state_store.h"
@@ -106,15 +107,15 @@ private:
     void reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std::optional<Cgroup> cgroup);
     Expected<void> stop_process(Vm& vm, std::chrono::milliseconds grace);
     bool wait_for_exit(Vm& vm, std::chrono::milliseconds timeout);
-    void watch(Vm& vm, int fd, bool is_console);
+    void watch(Vm& vm, int fd, bool is_console) REQUIRES(m_lock);
     void monitor_main();
     void on_process_exit(std::shared_ptr<Vm> const& vm);
     void on_console_readable(std::shared_ptr<Vm> const& vm);
     // Console output into the VM's scrollback and log; with m_lock held.
-    void record_console_output(Vm& vm, std::span<char const> data);
+    void record_console_output(Vm& vm, std::span<char const> data) REQUIRES(m_lock);
     // Stops watching and closes kvmmd's console connection; with m_lock held.
-    void close_console(Vm& vm);
-    void schedule_restart(std::string const& name);
+    void close_console(Vm& vm) REQUIRES(m_lock);
+    void schedule_restart(std::string const& name) REQUIRES(m_lock);
 
     DaemonOptions m_options;
     // STATE_DIR/kvmmd.lock, flock()ed exclusively for the daemon's whole life (declared first,
@@ -122,17 +123,17 @@ private:
     UniqueFd m_state_lock;
     StateStore m_store;
 
-    std::mutex m_lock;                 // guards the map, every Vm's fields (but not Vm::operation) and below
+    Mutex m_lock;                      // guards the map, every Vm's fields (but not Vm::operation) and below
     std::condition_variable m_changed; // a VM's process exited or its state changed
-    std::map<std::string, std::shared_ptr<Vm>> m_vms;
+    std::map<std::string, std::shared_ptr<Vm>> m_vms GUARDED_BY(m_lock);
     struct Watch {
         std::weak_ptr<Vm> vm;
         bool is_console { false };
     };
-    std::map<uint64_t, Watch> m_watches;
-    uint64_t m_next_token { 1 };
-    std::vector<std::thread> m_helpers; // restarts; joined by the destructor
-    bool m_stopping { false };
+    std::map<uint64_t, Watch> m_watches GUARDED_BY(m_lock);
+    uint64_t m_next_token GUARDED_BY(m_lock) { 1 };
+    std::vector<std::thread> m_helpers GUARDED_BY(m_lock); // restarts; joined by the destructor
+    bool m_stopping GUARDED_BY(m_lock) { false };
 
     UniqueFd m_epoll;              // the monitor's: pidfds and console sockets
     std::optional<EventFd> m_wake; // tells the monitor to stop

@@ -82,7 +82,7 @@ void Daemon::watch(Vm& vm, int fd, bool is_console) {
 Expected<void> Daemon::start(Vm& vm) {
     VmDefinition definition;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (vm.removed)
             return Error::format("VM '{}' is not defined", vm.name);
         if (vm.active())
@@ -95,7 +95,7 @@ Expected<void> Daemon::start(Vm& vm) {
         Daemon& daemon;
         Vm& vm;
         ~ClearStarting() {
-            std::lock_guard guard(daemon.m_lock);
+            MutexLock guard(daemon.m_lock);
             vm.starting = false;
         }
     } clear_starting { *this, vm };
@@ -170,7 +170,7 @@ Expected<void> Daemon::start(Vm& vm) {
     journal.committed = true;
     crash_point("start:committed");
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         vm.pid = pid;
         vm.is_child = true;
         vm.pidfd = std::move(spawned->pidfd);
@@ -195,8 +195,8 @@ Expected<void> Daemon::start(Vm& vm) {
     while (true) {
         if (connect_unix_socket(control_socket))
             break;
-        std::unique_lock guard(m_lock);
-        if (m_changed.wait_for(guard, std::chrono::milliseconds(5), [&] { return vm.pid != pid; }))
+        MutexLock guard(m_lock);
+        if (guard.wait_for(m_changed, std::chrono::milliseconds(5), [&] { return vm.pid != pid; }))
             return Error::format("VM '{}' did not start: kvmm {}", vm.name, vm.last_exit_reason);
         if (std::chrono::steady_clock::now() > deadline) {
             guard.unlock();
@@ -206,7 +206,7 @@ Expected<void> Daemon::start(Vm& vm) {
         }
     }
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         vm.starting = false;
         auto console = connect_unix_socket(console_socket);
         if (console && vm.pid == pid) {
@@ -236,14 +236,14 @@ Expected<void> Daemon::start(Vm& vm) {
 }
 
 bool Daemon::wait_for_exit(Vm& vm, std::chrono::milliseconds timeout) {
-    std::unique_lock guard(m_lock);
-    return m_changed.wait_for(guard, timeout, [&] { return vm.pid == 0; });
+    MutexLock guard(m_lock);
+    return guard.wait_for(m_changed, timeout, [&] { return vm.pid == 0; });
 }
 
 // SIGTERM (kvmm stops the VM and exits), then SIGKILL after `grace`.
 Expected<void> Daemon::stop_process(Vm& vm, std::chrono::milliseconds grace) {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (vm.pid == 0)
             return {};
         vm.stop_requested = true;
@@ -252,7 +252,7 @@ Expected<void> Daemon::stop_process(Vm& vm, std::chrono::milliseconds grace) {
     if (wait_for_exit(vm, grace))
         return {};
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (vm.pid != 0) {
             spdlog::warn("VM '{}': kvmm pid {} ignored SIGTERM for {} ms, sending SIGKILL", vm.name, vm.pid,
                          grace.count());
@@ -327,7 +327,7 @@ void Daemon::recover(Vm& vm) {
         spdlog::error("VM '{}': its cgroup's processes cannot be listed; leaving its cgroup and runtime state "
                       "as they are",
                       vm.name);
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         vm.last_exit_reason = "kvmmd could not list the processes in the VM's cgroup when it started; its "
                               "runtime state was left as it was";
         return;
@@ -363,7 +363,7 @@ void Daemon::recover(Vm& vm) {
     }
 
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     vm.stderr_path = stderr_path;
     if (runtime) {
         auto logged = exit_from_log(stderr_path);
@@ -405,7 +405,7 @@ void Daemon::recover(Vm& vm) {
 void Daemon::reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std::optional<Cgroup> cgroup) {
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
     auto described = KvmmClient(runtime.api_socket).describe();
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     vm.stderr_path = stderr_path;
     vm.pid = runtime.pid;
     vm.is_child = false;
@@ -446,7 +446,7 @@ void Daemon::monitor_main() {
             std::shared_ptr<Vm> vm;
             bool is_console = false;
             {
-                std::lock_guard guard(m_lock);
+                MutexLock guard(m_lock);
                 auto found = m_watches.find(token);
                 if (found == m_watches.end())
                     continue;
@@ -461,7 +461,7 @@ void Daemon::monitor_main() {
                 on_console_readable(vm);
             else
                 on_process_exit(vm);
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             // A watch whose fd was closed is forgotten (its token is no longer in use).
             if (is_console ? !vm->console.is_valid() : !vm->pidfd.is_valid())
                 m_watches.erase(token);
@@ -471,7 +471,7 @@ void Daemon::monitor_main() {
 
 void Daemon::on_console_readable(std::shared_ptr<Vm> const& vm) {
     char buffer[16384];
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (!vm->console.is_valid())
         return;
     if (vm->console_resume_tail) {
@@ -516,7 +516,7 @@ void Daemon::close_console(Vm& vm) {
 }
 
 void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
-    std::unique_lock guard(m_lock);
+    MutexLock guard(m_lock);
     if (!vm->pidfd.is_valid())
         return;
     std::optional<ExitStatus> status;
@@ -549,7 +549,7 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
         guard.unlock();
         for (int i = 0; i < 64; ++i) {
             {
-                std::lock_guard console_guard(m_lock);
+                MutexLock console_guard(m_lock);
                 if (!vm->console.is_valid())
                     break;
             }
@@ -605,15 +605,15 @@ void Daemon::schedule_restart(std::string const& name) {
     m_helpers.emplace_back([this, name] {
         std::shared_ptr<Vm> vm;
         {
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             auto found = m_vms.find(name);
             if (found == m_vms.end() || m_stopping)
                 return;
             vm = found->second;
         }
-        std::lock_guard operation(vm->operation);
+        MutexLock operation(vm->operation);
         {
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             if (vm->active() || vm->removed || m_stopping)
                 return;
             ++vm->restart_count;

@@ -114,7 +114,7 @@ DaemonServer::~DaemonServer() { stop(); }
 
 void DaemonServer::stop() {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (m_stopped)
             return;
         m_stopped = true;
@@ -126,7 +126,7 @@ void DaemonServer::stop() {
         m_accept_thread.join();
     std::list<Client> clients;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         clients.swap(m_clients);
     }
     for (auto& client : clients) {
@@ -141,7 +141,7 @@ void DaemonServer::stop() {
 void DaemonServer::join_finished_clients() {
     std::list<Client> finished;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         for (auto it = m_clients.begin(); it != m_clients.end();) {
             auto next = std::next(it);
             if (it->finished)
@@ -229,7 +229,7 @@ void DaemonServer::accept_clients() {
             pause_accepting();
             return;
         }
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (m_stopped)
             return;
         if (!make_room()) {
@@ -260,7 +260,7 @@ void DaemonServer::serve(Client& client) {
         }
         if (*line) {
             {
-                std::lock_guard guard(m_lock);
+                MutexLock guard(m_lock);
                 // Evicted between reading the line and here (make_room saw no request yet): the
                 // client was told to go, so its request is not run.
                 if (client.evicted)
@@ -272,7 +272,7 @@ void DaemonServer::serve(Client& client) {
             auto answer = request ? m_daemon.handle(*request) : error_response(request.error().message());
             auto const answered = Clock::now();
             {
-                std::lock_guard guard(m_lock);
+                MutexLock guard(m_lock);
                 client.running_verb = false;
                 client.request_buffered = lines.has_complete_line();
                 client.waiting_since = answered;
@@ -284,7 +284,7 @@ void DaemonServer::serve(Client& client) {
         }
         Clock::time_point deadline;
         {
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             deadline = request_started ? *request_started + m_options.request_timeout
                                        : client.waiting_since + m_options.idle_timeout;
         }
@@ -310,7 +310,7 @@ void DaemonServer::serve(Client& client) {
         {
             // Under the lock (the read never blocks), so that make_room sees a request either
             // in the socket or in `lines`, never in between.
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             received = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
             receive_error = errno;
             if (received > 0) {
@@ -325,7 +325,7 @@ void DaemonServer::serve(Client& client) {
         if (!request_started)
             request_started = Clock::now();
     }
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     client.finished = true;
 }
 

@@ -26,6 +26,7 @@
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "base/unix_socket.h"
 #include "manager/daemon.h"
@@ -78,7 +79,7 @@ private:
     // With m_lock held: makes room for one more client if the cap is reached; false if it cannot.
     // A connection with a complete request waiting (in its socket or read) is never chosen: its
     // verb would run for a client that has been told to go.
-    bool make_room();
+    bool make_room() REQUIRES(m_lock);
     void serve(Client& client);
     void join_finished_clients();
 
@@ -94,9 +95,9 @@ private:
     bool m_loop_stopping { false };
     std::optional<Clock::time_point> m_accept_paused_until;
     Clock::time_point m_last_accept_error {};
-    std::mutex m_lock; // guards m_clients (and each Client's flags and times) and m_stopped
-    std::list<Client> m_clients;
-    bool m_stopped { false };
+    Mutex m_lock; // guards m_clients (and each Client's flags and times) and m_stopped
+    std::list<Client> m_clients GUARDED_BY(m_lock);
+    bool m_stopped GUARDED_BY(m_lock) { false };
     std::thread m_accept_thread;
 };
 

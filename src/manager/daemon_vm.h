@@ -5,6 +5,7 @@
 // the daemon's m_lock.
 #pragma once
 
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "manager/cgroup.h"
 #include "manager/daemon.h"
@@ -30,8 +31,10 @@ struct Daemon::Vm {
     bool active() const { return state == STATE_RUNNING || state == STATE_PAUSED; }
 
     std::string const name;
-    std::mutex operation;
+    Mutex operation; // serialises start/stop/undefine of this VM; guards no field by itself
 
+    // Everything below is guarded by the daemon's m_lock, which lives in another object, so
+    // GUARDED_BY cannot name it here.
     VmDefinition definition;
     std::string state { STATE_SHUT_OFF };
     pid_t pid { 0 };               // the running kvmm, 0 when none

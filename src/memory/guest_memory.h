@@ -26,7 +26,7 @@ namespace kvmm {
 
 struct GuestRegionSpec {
     GuestAddress start;
-    uint64_t size;
+    uint64_t size {};
 };
 
 class GuestMemory {

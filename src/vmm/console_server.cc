@@ -1,4 +1,5 @@
 #include "vmm/console_server.h"
+#include "base/thread_annotations.h"
 
 #include <spdlog/spdlog.h>
 
@@ -23,15 +24,15 @@ struct ConsoleServer::Shared {
 
     explicit Shared(EventFd event) : wake(std::move(event)) {}
 
-    EventFd wake;            // the sink's "there is output" signal to the loop
-    mutable std::mutex lock; // guards everything below
-    std::map<int, Client> clients;
+    EventFd wake;       // the sink's "there is output" signal to the loop
+    mutable Mutex lock; // guards everything below
+    std::map<int, Client> clients GUARDED_BY(lock);
     // The most recent output, at most HISTORY_CAPACITY bytes, given to each client as it
     // attaches; kept under the same lock as the fan-out, so a client's stream is the history
     // followed by everything after it, with no gap and no repeat.
-    std::deque<char> history;
-    uint64_t dropped { 0 };
-    bool closed { false };
+    std::deque<char> history GUARDED_BY(lock);
+    uint64_t dropped GUARDED_BY(lock) { 0 };
+    bool closed GUARDED_BY(lock) { false };
 };
 
 namespace {
@@ -65,7 +66,7 @@ public:
     void write(std::span<uint8_t const> bytes) override {
         bool wake = false;
         {
-            std::lock_guard guard(m_shared->lock);
+            MutexLock guard(m_shared->lock);
             if (m_shared->closed)
                 return;
             auto& history = m_shared->history;
@@ -118,7 +119,7 @@ ConsoleServer::~ConsoleServer() {
     m_listener_registration.reset();
     m_wake_registration.reset();
     {
-        std::lock_guard guard(m_shared->lock);
+        MutexLock guard(m_shared->lock);
         // What the guest wrote last is often why it stopped: clients get it before the close,
         // within FINAL_FLUSH_TIMEOUT for all of them together.
         auto const deadline = std::chrono::steady_clock::now() + FINAL_FLUSH_TIMEOUT;
@@ -143,12 +144,12 @@ ConsoleServer::~ConsoleServer() {
 std::unique_ptr<ByteSink> ConsoleServer::make_sink() { return std::make_unique<FanOutSink>(m_shared); }
 
 size_t ConsoleServer::client_count() const {
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     return m_shared->clients.size();
 }
 
 uint64_t ConsoleServer::dropped_bytes() const {
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     return m_shared->dropped;
 }
 
@@ -162,7 +163,7 @@ void ConsoleServer::accept_clients() {
         }
         int const fd = client.get();
         {
-            std::lock_guard guard(m_shared->lock);
+            MutexLock guard(m_shared->lock);
             if (m_shared->clients.size() >= MAX_CLIENTS) {
                 spdlog::warn("console socket: refusing a client, {} are connected already", MAX_CLIENTS);
                 continue; // closed by `client` going out of scope
@@ -175,7 +176,7 @@ void ConsoleServer::accept_clients() {
             continue;
         }
         m_client_registrations.insert_or_assign(fd, std::move(*registration));
-        std::lock_guard guard(m_shared->lock);
+        MutexLock guard(m_shared->lock);
         std::string first_output(m_shared->history.begin(), m_shared->history.end());
         if (!first_output.empty())
             (void)m_shared->wake.signal();
@@ -193,7 +194,7 @@ void ConsoleServer::on_client_ready(int fd, uint32_t ready) {
 // Writes what each client can take now; a client with output left waits for writability.
 void ConsoleServer::flush_output() {
     std::vector<int> broken;
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     for (auto& [fd, client] : m_shared->clients) {
         if (send_queued(fd, client.output) == Sent::Broken)
             broken.push_back(fd);
@@ -233,7 +234,7 @@ void ConsoleServer::set_reading(bool reading) {
     if (reading == m_reading)
         return;
     m_reading = reading;
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     for (auto& [fd, client] : m_shared->clients)
         set_interest(fd, (reading ? EventLoop::READABLE : 0u) | (client.output.empty() ? 0u : EventLoop::WRITABLE));
 }
@@ -245,7 +246,7 @@ void ConsoleServer::set_interest(int fd, uint32_t interest) {
 
 void ConsoleServer::drop_client(int fd) {
     m_client_registrations.erase(fd);
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     m_shared->clients.erase(fd);
 }
 

@@ -364,7 +364,7 @@ Expected<void> Machine::serve_events() {
 Expected<void> Machine::call_on_loop(std::function<Expected<void>()> work) {
     std::future<Expected<void>> result;
     {
-        std::lock_guard guard(m_work_lock);
+        MutexLock guard(m_work_lock);
         if (m_loop_finished)
             return Error("the VM has stopped");
         PostedWork posted { std::move(work), {} };
@@ -380,7 +380,7 @@ void Machine::run_posted_work() {
     while (true) {
         std::optional<PostedWork> posted;
         {
-            std::lock_guard guard(m_work_lock);
+            MutexLock guard(m_work_lock);
             if (m_posted_work.empty())
                 return;
             posted.emplace(std::move(m_posted_work.front()));
@@ -392,7 +392,7 @@ void Machine::run_posted_work() {
 
 // Called when the loop ends: whoever still waits gets an answer, and nothing new is queued.
 void Machine::fail_posted_work() {
-    std::lock_guard guard(m_work_lock);
+    MutexLock guard(m_work_lock);
     m_loop_finished = true;
     for (auto& posted : m_posted_work)
         posted.done.set_value(Error("the VM stopped before the request ran"));

@@ -23,6 +23,7 @@
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
+#include "base/thread_annotations.h"
 #include "devices/virtio/balloon/balloon_statistics.h"
 #include "hypervisor/hypervisor.h"
 #include "hypervisor/vm.h"
@@ -207,9 +208,9 @@ private:
         std::promise<Expected<void>> done;
     };
     std::optional<EventFd> m_work_event;
-    std::mutex m_work_lock; // guards m_posted_work and m_loop_finished
-    std::deque<PostedWork> m_posted_work;
-    bool m_loop_finished { false };
+    Mutex m_work_lock;
+    std::deque<PostedWork> m_posted_work GUARDED_BY(m_work_lock);
+    bool m_loop_finished GUARDED_BY(m_work_lock) { false };
     std::atomic<bool> m_paused { false };
     bool m_started { false }; // run() was called (builder/main thread only)
     std::unique_ptr<BootLoader> m_boot_loader;

@@ -69,7 +69,7 @@ void VcpuThread::install_kick_signal_handler() {
 }
 
 void VcpuThread::start() {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_state != VcpuState::Created)
         return;
     m_state = VcpuState::Running;
@@ -83,23 +83,23 @@ void VcpuThread::kick() {
 }
 
 void VcpuThread::pause() {
-    std::unique_lock guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_state != VcpuState::Running)
         return;
     m_command = Command::Pause;
     kick();
-    m_changed.wait(guard, [this] { return m_state != VcpuState::Running; });
+    guard.wait(m_changed, [this]() REQUIRES(m_lock) { return m_state != VcpuState::Running; });
 }
 
 void VcpuThread::resume() {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_command == Command::Pause)
         m_command = Command::Run;
     m_changed.notify_all();
 }
 
 void VcpuThread::request_stop() {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_command = Command::Stop;
     if (m_state == VcpuState::Created)
         m_state = VcpuState::Stopped;
@@ -114,14 +114,14 @@ void VcpuThread::join() {
 }
 
 Expected<X86VcpuState> VcpuThread::save_state() {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_state != VcpuState::Paused && m_state != VcpuState::Created)
         return Error::format("vCPU {} is {}: its state is saved only while it is paused", m_index, to_string(m_state));
     return m_vcpu->save_state();
 }
 
 Expected<void> VcpuThread::restore_state(X86VcpuState const& state) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_state != VcpuState::Paused && m_state != VcpuState::Created)
         return Error::format("vCPU {} is {}: its state is restored only while it is paused", m_index,
                              to_string(m_state));
@@ -129,16 +129,16 @@ Expected<void> VcpuThread::restore_state(X86VcpuState const& state) {
 }
 
 VcpuState VcpuThread::state() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_state;
 }
 
 bool VcpuThread::obey_command() {
-    std::unique_lock guard(m_lock);
+    MutexLock guard(m_lock);
     if (m_command == Command::Pause) {
         m_state = VcpuState::Paused;
         m_changed.notify_all();
-        m_changed.wait(guard, [this] { return m_command != Command::Pause; });
+        guard.wait(m_changed, [this]() REQUIRES(m_lock) { return m_command != Command::Pause; });
     }
     if (m_command == Command::Stop)
         return false;
@@ -203,7 +203,7 @@ void VcpuThread::thread_main() {
             continue;
         }
     }
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_state = VcpuState::Stopped;
     m_changed.notify_all();
 }

@@ -14,6 +14,7 @@
 
 #include <atomic>
 
+#include "base/thread_annotations.h"
 #include "hypervisor/vcpu.h"
 #include "vmm/exit_handler.h"
 #include "vmm/vm_lifecycle.h"
@@ -79,14 +80,14 @@ private:
     VmLifecycle& m_lifecycle;
     std::thread m_thread;
 
-    mutable std::mutex m_lock; // guards m_command and m_state
+    mutable Mutex m_lock; // guards m_command and m_state
     std::condition_variable m_changed;
-    Command m_command { Command::Run };
+    Command m_command GUARDED_BY(m_lock) { Command::Run };
     std::atomic<uint64_t> m_io_exits { 0 };
     std::atomic<uint64_t> m_mmio_exits { 0 };
     std::atomic<uint64_t> m_halt_exits { 0 };
     std::atomic<uint64_t> m_other_exits { 0 };
-    VcpuState m_state { VcpuState::Created };
+    VcpuState m_state GUARDED_BY(m_lock) { VcpuState::Created };
 };
 
 } // namespace kvmm

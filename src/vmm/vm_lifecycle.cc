@@ -38,7 +38,7 @@ Expected<std::unique_ptr<VmLifecycle>> VmLifecycle::create() {
 
 void VmLifecycle::request_stop(StopReason reason) {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (m_reason)
             return;
         m_reason = std::move(reason);
@@ -48,12 +48,12 @@ void VmLifecycle::request_stop(StopReason reason) {
 }
 
 std::optional<StopReason> VmLifecycle::reason() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_reason;
 }
 
 bool VmLifecycle::stop_requested() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_reason.has_value();
 }
 

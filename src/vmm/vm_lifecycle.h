@@ -7,6 +7,7 @@
 
 #include "base/event_fd.h"
 #include "base/expected.h"
+#include "base/thread_annotations.h"
 
 #include <memory>
 #include <mutex>
@@ -46,8 +47,8 @@ private:
     explicit VmLifecycle(EventFd wakeup) : m_wakeup(std::move(wakeup)) {}
 
     EventFd m_wakeup;
-    mutable std::mutex m_lock; // guards m_reason
-    std::optional<StopReason> m_reason;
+    mutable Mutex m_lock; // guards m_reason
+    std::optional<StopReason> m_reason GUARDED_BY(m_lock);
 };
 
 } // namespace kvmm

@@ -1,6 +1,7 @@
 // kvmmd and kvmmctl with real VMs: a kvmmd started by the test in a temporary state directory,
 // driven through kvmmctl (the administrator's view) and through the protocol client (for the
 // concurrent cases), running the project's test guest.
+#include "base/thread_annotations.h"
 #include "child_process.h"
 #include "manager/cgroup.h"
 #include "manager/crash_point.h"
@@ -454,13 +455,13 @@ TEST_F(ManagerTest, FiftyVms_ConcurrentLifecycle_LeavesNothingBehind) {
         std::atomic<int> failures { 0 };
         std::vector<std::thread> threads;
         std::string first_error;
-        std::mutex lock;
+        Mutex lock;
         for (int i = 0; i < COUNT; ++i) {
             threads.emplace_back([&, i] {
                 auto result = work(i);
                 if (!result) {
                     ++failures;
-                    std::lock_guard guard(lock);
+                    MutexLock guard(lock);
                     first_error = result.error().message();
                 }
             });
@@ -493,7 +494,7 @@ TEST_F(ManagerTest, FiftyVms_ConcurrentLifecycle_LeavesNothingBehind) {
     }
     size_t sockets = 0;
     for (auto const& entry : fs::recursive_directory_iterator(m_state_dir + "/runtime"))
-        sockets += entry.is_socket() ? 1 : 0;
+        sockets += entry.is_socket() ? 1U : 0U;
     EXPECT_EQ(sockets, 0u);
     std::this_thread::sleep_for(1100ms); // finished client threads are joined within a second
     EXPECT_EQ(daemon_fd_count(), fds_before);

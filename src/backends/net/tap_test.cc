@@ -198,7 +198,7 @@ TEST(TapRead, ArpRequestForHostAddress_ReturnsArpReplyBehindVnetHeader) {
         Frame request { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
         request.insert(request.end(), guest_mac.begin(), guest_mac.end());
         // ARP (RFC 826) for Ethernet/IPv4: htype 1, ptype 0x0800, hlen 6, plen 4, opcode 1 (request).
-        for (uint8_t byte : { 0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01 })
+        for (uint8_t byte : std::array<uint8_t, 10> { 0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01 })
             request.push_back(byte);
         request.insert(request.end(), guest_mac.begin(), guest_mac.end());
         request.insert(request.end(), guest_ip.begin(), guest_ip.end());

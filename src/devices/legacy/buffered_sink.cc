@@ -1,6 +1,7 @@
 #include "devices/legacy/buffered_sink.h"
 
 #include "base/event_fd.h"
+#include "base/thread_annotations.h"
 
 #include <spdlog/spdlog.h>
 
@@ -29,7 +30,7 @@ struct BufferedSink::Shared {
             return;
         bool signal = false;
         {
-            std::lock_guard guard(lock);
+            MutexLock guard(lock);
             if (closed) {
                 dropped += bytes.size();
                 return;
@@ -57,7 +58,7 @@ struct BufferedSink::Shared {
     // Drops everything queued (counted) and, with `close`, all later output too; returns how
     // many bytes were dropped. Any thread.
     uint64_t discard_queued(bool close) {
-        std::lock_guard guard(lock);
+        MutexLock guard(lock);
         uint64_t const discarded = size;
         dropped += discarded;
         head = 0;
@@ -72,14 +73,14 @@ struct BufferedSink::Shared {
     // part and the drain only reads the queued part, so the drain writes from the ring to the
     // host without holding the lock.
     std::unique_ptr<uint8_t[]> const ring;
-    mutable std::mutex lock; // guards everything below
-    size_t head { 0 };
-    size_t size { 0 };
-    uint64_t written { 0 };
-    uint64_t dropped { 0 };
-    bool dropping { false };     // output was dropped and the host has taken nothing since
-    bool drop_started { false }; // a drop episode began and the loop has not logged it yet
-    bool closed { false };       // no more output is taken (the reader went away, or exit)
+    mutable Mutex lock; // guards everything below
+    size_t head GUARDED_BY(lock) { 0 };
+    size_t size GUARDED_BY(lock) { 0 };
+    uint64_t written GUARDED_BY(lock) { 0 };
+    uint64_t dropped GUARDED_BY(lock) { 0 };
+    bool dropping GUARDED_BY(lock) { false };     // output was dropped and the host has taken nothing since
+    bool drop_started GUARDED_BY(lock) { false }; // a drop episode began and the loop has not logged it yet
+    bool closed GUARDED_BY(lock) { false };       // no more output is taken (the reader went away, or exit)
 };
 
 namespace {
@@ -130,11 +131,12 @@ Expected<std::unique_ptr<BufferedSink>> BufferedSink::create(EventLoop& loop, in
     auto shared = std::make_shared<Shared>(TRY(EventFd::create()), capacity);
     Kind kind = Kind::File;
     int write_fd = fd;
+    bool discarded = false;
     struct stat status {};
     if (::fstat(fd, &status) != 0) {
         // A closed stdout: there is nowhere to write, which must not stop the VM.
         spdlog::warn("console output to {} is discarded: {}", name, std::strerror(errno));
-        shared->closed = true;
+        discarded = true;
     } else if (S_ISSOCK(status.st_mode)) {
         kind = Kind::Socket;
     } else if (S_ISFIFO(status.st_mode) || S_ISCHR(status.st_mode)) {
@@ -147,7 +149,7 @@ Expected<std::unique_ptr<BufferedSink>> BufferedSink::create(EventLoop& loop, in
                 // E.g. ENXIO, a FIFO whose reader has gone already. There is no other safe way to
                 // write: the shared description must not become non-blocking.
                 spdlog::warn("console output to {} is discarded: re-opening it: {}", name, std::strerror(errno));
-                shared->closed = true;
+                discarded = true;
             }
         } else {
             int const flags = ::fcntl(fd, F_GETFL);
@@ -156,9 +158,13 @@ Expected<std::unique_ptr<BufferedSink>> BufferedSink::create(EventLoop& loop, in
         }
         write_fd = owned.is_valid() ? owned.get() : fd;
     }
+    if (discarded) {
+        MutexLock guard(shared->lock); // no other thread has the buffer yet; taken for the analysis
+        shared->closed = true;
+    }
     std::unique_ptr<BufferedSink> sink(
         new BufferedSink(loop, kind, write_fd, std::move(owned), std::move(name), std::move(shared)));
-    if (sink->m_shared->closed)
+    if (discarded)
         return sink; // nothing will ever be written: stay out of the loop
     auto* self = sink.get();
     if (kind != Kind::File) {
@@ -198,7 +204,7 @@ BufferedSink::~BufferedSink() {
 std::unique_ptr<ByteSink> BufferedSink::make_writer() { return std::make_unique<Writer>(m_shared); }
 
 BufferedSink::Counters BufferedSink::counters() const {
-    std::lock_guard guard(m_shared->lock);
+    MutexLock guard(m_shared->lock);
     return Counters { m_shared->written, m_shared->dropped };
 }
 
@@ -207,7 +213,7 @@ void BufferedSink::on_wake() {
     bool report = false;
     uint64_t dropped = 0;
     {
-        std::lock_guard guard(m_shared->lock);
+        MutexLock guard(m_shared->lock);
         report = std::exchange(m_shared->drop_started, false);
         dropped = m_shared->dropped;
     }
@@ -233,7 +239,7 @@ BufferedSink::Drained BufferedSink::drain(size_t budget) {
         uint8_t const* start = nullptr;
         size_t length = 0;
         {
-            std::lock_guard guard(m_shared->lock);
+            MutexLock guard(m_shared->lock);
             if (m_shared->closed)
                 return Drained::Closed;
             if (m_shared->size == 0)
@@ -244,7 +250,7 @@ BufferedSink::Drained BufferedSink::drain(size_t budget) {
         ssize_t const written = write_host(start, length);
         if (written > 0) {
             auto const count = static_cast<size_t>(written);
-            std::lock_guard guard(m_shared->lock);
+            MutexLock guard(m_shared->lock);
             m_shared->head = (m_shared->head + count) % m_shared->capacity;
             m_shared->size -= count;
             m_shared->written += count;

@@ -50,7 +50,7 @@ CmosRtc::CmosRtc(std::function<std::time_t()> now) : m_now(std::move(now)) {
 }
 
 void CmosRtc::read(uint64_t offset, std::span<uint8_t> data) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     for (auto& byte : data)
         byte = 0;
     if (data.empty())
@@ -61,7 +61,7 @@ void CmosRtc::read(uint64_t offset, std::span<uint8_t> data) {
 void CmosRtc::write(uint64_t offset, std::span<uint8_t const> data) {
     if (data.empty())
         return;
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (offset == 0) {
         m_index = data[0] & 0x7f; // bit 7 is the NMI mask, not part of the index
         return;
@@ -160,7 +160,7 @@ Expected<CmosRtcState> CmosRtcState::decode(StateReader& reader) {
 }
 
 CmosRtcState CmosRtc::save() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return CmosRtcState { m_index, m_ram };
 }
 
@@ -178,7 +178,7 @@ Expected<void> CmosRtc::restore(CmosRtcState const& state) {
         return Error::format("cmos-rtc state: ram[{:#04x}] (register A) {:#04x} has the read-only update-in-progress "
                              "bit set",
                              REGISTER_A, state.ram[REGISTER_A]);
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_index = state.index;
     m_ram = state.ram;
     return {};

@@ -16,6 +16,7 @@
 
 #include "base/expected.h"
 #include "base/state_io.h"
+#include "base/thread_annotations.h"
 #include "devices/bus/bus_device.h"
 
 #include <array>
@@ -62,14 +63,14 @@ public:
     Expected<void> restore(CmosRtcState const& state);
 
 private:
-    uint8_t read_register(uint8_t index) const;
-    uint8_t read_time_register(uint8_t index) const;
-    uint8_t encode(int value) const;
+    uint8_t read_register(uint8_t index) const REQUIRES(m_lock);
+    uint8_t read_time_register(uint8_t index) const REQUIRES(m_lock);
+    uint8_t encode(int value) const REQUIRES(m_lock);
 
     std::function<std::time_t()> m_now;
-    mutable std::mutex m_lock;
-    std::array<uint8_t, CMOS_RAM_SIZE> m_ram {};
-    uint8_t m_index { 0 };
+    mutable Mutex m_lock;
+    std::array<uint8_t, CMOS_RAM_SIZE> m_ram GUARDED_BY(m_lock) {};
+    uint8_t m_index GUARDED_BY(m_lock) { 0 };
 };
 
 } // namespace kvmm

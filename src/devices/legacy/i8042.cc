@@ -1,5 +1,7 @@
 #include "devices/legacy/i8042.h"
 
+#include <array>
+
 namespace kvmm {
 
 namespace {
@@ -45,7 +47,7 @@ I8042::I8042(std::shared_ptr<InterruptLine> keyboard_irq, std::function<void()> 
                                                     COMMAND_BYTE_TRANSLATE | COMMAND_BYTE_AUX_DISABLED) {}
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     for (auto& byte : data)
         byte = 0;
     if (data.empty())
@@ -80,7 +82,7 @@ void I8042::write(uint64_t offset, std::span<uint8_t const> data) {
         return;
     bool reset = false;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (offset == STATUS_PORT_OFFSET) {
             m_last_write_was_command = true;
             reset = handle_command(data[0]);
@@ -95,9 +97,9 @@ void I8042::write(uint64_t offset, std::span<uint8_t const> data) {
 }
 
 void I8042::send_ctrl_alt_del() {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     // Set 1 make codes: Ctrl 1D, Alt 38, Del E0 53; break codes add 0x80.
-    for (uint8_t byte : { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d })
+    for (uint8_t byte : std::array<uint8_t, 8> { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d })
         queue_output(byte);
     update_interrupt();
 }
@@ -264,7 +266,7 @@ Expected<I8042State> I8042State::decode(StateReader& reader) {
 }
 
 I8042State I8042::save() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     I8042State state;
     state.output.reserve(m_output.size());
     for (auto const& byte : m_output)
@@ -284,7 +286,7 @@ Expected<void> I8042::restore(I8042State const& state) {
         return Error::format("i8042 state: pending_command {:#04x} is not a command that takes a data byte",
                              *state.pending_command);
 
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_output.clear();
     for (auto const& byte : state.output)
         m_output.push_back(OutputByte { byte.value, byte.from_aux });

@@ -25,6 +25,7 @@
 
 #include "base/expected.h"
 #include "base/state_io.h"
+#include "base/thread_annotations.h"
 #include "devices/bus/bus_device.h"
 
 #include <cstdint>
@@ -96,28 +97,28 @@ private:
         bool from_aux;
     };
 
-    void queue_output(uint8_t byte, bool from_aux = false);
+    void queue_output(uint8_t byte, bool from_aux = false) REQUIRES(m_lock);
     // Returns true when the reset line was pulsed.
-    bool handle_command(uint8_t command);
-    bool handle_data(uint8_t value);
-    void lower_interrupts();
-    void update_interrupt();
+    bool handle_command(uint8_t command) REQUIRES(m_lock);
+    bool handle_data(uint8_t value) REQUIRES(m_lock);
+    void lower_interrupts() REQUIRES(m_lock);
+    void update_interrupt() REQUIRES(m_lock);
     // The levels the output buffer and the command byte imply for IRQ 1 and IRQ 12.
-    bool keyboard_interrupt_level() const;
-    bool aux_interrupt_level() const;
+    bool keyboard_interrupt_level() const REQUIRES(m_lock);
+    bool aux_interrupt_level() const REQUIRES(m_lock);
 
     std::shared_ptr<InterruptLine> m_keyboard_irq;
     std::function<void()> m_reset_requested;
     std::shared_ptr<InterruptLine> m_aux_irq;
 
-    mutable std::mutex m_lock;
-    std::deque<OutputByte> m_output;
-    uint8_t m_command_byte;
-    uint8_t m_output_port { 0x01 };           // bit 0: CPU reset line, inactive high
-    std::optional<uint8_t> m_pending_command; // a command waiting for its data byte
-    bool m_last_write_was_command { false };
-    bool m_keyboard_irq_level { false };
-    bool m_aux_irq_level { false };
+    mutable Mutex m_lock;
+    std::deque<OutputByte> m_output GUARDED_BY(m_lock);
+    uint8_t m_command_byte GUARDED_BY(m_lock);
+    uint8_t m_output_port GUARDED_BY(m_lock) { 0x01 };           // bit 0: CPU reset line, inactive high
+    std::optional<uint8_t> m_pending_command GUARDED_BY(m_lock); // a command waiting for its data byte
+    bool m_last_write_was_command GUARDED_BY(m_lock) { false };
+    bool m_keyboard_irq_level GUARDED_BY(m_lock) { false };
+    bool m_aux_irq_level GUARDED_BY(m_lock) { false };
 };
 
 } // namespace kvmm

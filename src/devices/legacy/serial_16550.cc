@@ -61,7 +61,7 @@ Serial16550::Serial16550(std::shared_ptr<InterruptLine> irq, std::unique_ptr<Byt
     : m_irq(std::move(irq)), m_output(std::move(output)) {}
 
 void Serial16550::read(uint64_t offset, std::span<uint8_t> data) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     // The UART's registers are 8 bits wide; a wider access reads the first and zero-fills.
     for (auto& byte : data)
         byte = 0;
@@ -75,7 +75,7 @@ void Serial16550::write(uint64_t offset, std::span<uint8_t const> data) {
         return;
     std::optional<uint8_t> transmitted;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         transmitted = write_register(offset, data[0]);
         update_interrupt();
     }
@@ -84,7 +84,7 @@ void Serial16550::write(uint64_t offset, std::span<uint8_t const> data) {
 }
 
 size_t Serial16550::receive(std::span<uint8_t const> bytes) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     // In loopback mode the receiver is disconnected from the outside world (PC16550D 8.6).
     if (m_modem_control & MCR_LOOPBACK)
         return 0;
@@ -287,7 +287,7 @@ Expected<Serial16550State> Serial16550State::decode(StateReader& reader) {
 }
 
 Serial16550State Serial16550::save() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return Serial16550State {
         .receive_buffer = std::vector<uint8_t>(m_receive_buffer.begin(), m_receive_buffer.end()),
         .interrupt_enable = m_interrupt_enable,
@@ -316,7 +316,7 @@ Expected<void> Serial16550::restore(Serial16550State const& state) {
     TRY(check_bits("modem_control", state.modem_control, MCR_WRITABLE));
     TRY(check_bits("modem_status_delta", state.modem_status_delta, MSR_DELTA_BITS));
 
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_receive_buffer.assign(state.receive_buffer.begin(), state.receive_buffer.end());
     m_interrupt_enable = state.interrupt_enable;
     m_line_control = state.line_control;

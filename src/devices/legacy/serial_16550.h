@@ -28,6 +28,7 @@
 
 #include "base/expected.h"
 #include "base/state_io.h"
+#include "base/thread_annotations.h"
 #include "devices/bus/bus_device.h"
 #include "devices/legacy/byte_sink.h"
 
@@ -91,31 +92,31 @@ public:
     Expected<void> restore(Serial16550State const& state);
 
 private:
-    uint8_t read_register(uint64_t offset);
+    uint8_t read_register(uint64_t offset) REQUIRES(m_lock);
     // Returns the byte to transmit to the sink, if the write put one in THR.
-    std::optional<uint8_t> write_register(uint64_t offset, uint8_t value);
-    uint8_t interrupt_identification() const;
-    uint8_t modem_status() const;
+    std::optional<uint8_t> write_register(uint64_t offset, uint8_t value) REQUIRES(m_lock);
+    uint8_t interrupt_identification() const REQUIRES(m_lock);
+    uint8_t modem_status() const REQUIRES(m_lock);
     // The level the registers imply; update_interrupt() drives the line when it changes.
-    bool interrupt_level() const;
-    void update_interrupt();
+    bool interrupt_level() const REQUIRES(m_lock);
+    void update_interrupt() REQUIRES(m_lock);
 
     std::shared_ptr<InterruptLine> m_irq;
     std::unique_ptr<ByteSink> m_output;
 
-    mutable std::mutex m_lock;
-    std::deque<uint8_t> m_receive_buffer;
-    uint8_t m_interrupt_enable { 0 };
-    uint8_t m_line_control { 0x03 }; // 8N1 after reset
-    uint8_t m_modem_control { 0 };
-    uint8_t m_scratch { 0 };
-    uint8_t m_divisor_low { 0x0c }; // 9600 baud
-    uint8_t m_divisor_high { 0 };
-    uint8_t m_modem_status_delta { 0 };
-    bool m_fifo_enabled { false };
-    bool m_transmit_interrupt_pending { false };
-    bool m_overrun { false };
-    bool m_irq_level { false };
+    mutable Mutex m_lock;
+    std::deque<uint8_t> m_receive_buffer GUARDED_BY(m_lock);
+    uint8_t m_interrupt_enable GUARDED_BY(m_lock) { 0 };
+    uint8_t m_line_control GUARDED_BY(m_lock) { 0x03 }; // 8N1 after reset
+    uint8_t m_modem_control GUARDED_BY(m_lock) { 0 };
+    uint8_t m_scratch GUARDED_BY(m_lock) { 0 };
+    uint8_t m_divisor_low GUARDED_BY(m_lock) { 0x0c }; // 9600 baud
+    uint8_t m_divisor_high GUARDED_BY(m_lock) { 0 };
+    uint8_t m_modem_status_delta GUARDED_BY(m_lock) { 0 };
+    bool m_fifo_enabled GUARDED_BY(m_lock) { false };
+    bool m_transmit_interrupt_pending GUARDED_BY(m_lock) { false };
+    bool m_overrun GUARDED_BY(m_lock) { false };
+    bool m_irq_level GUARDED_BY(m_lock) { false };
 };
 
 } // namespace kvmm

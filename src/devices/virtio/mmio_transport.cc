@@ -87,22 +87,22 @@ MmioTransport::~MmioTransport() {
 }
 
 uint32_t MmioTransport::status() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_status;
 }
 
 uint64_t MmioTransport::commands_coalesced() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_commands_coalesced;
 }
 
 uint64_t MmioTransport::commands_posted() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_commands_posted;
 }
 
 size_t MmioTransport::pending_commands() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_commands.size();
 }
 
@@ -157,7 +157,7 @@ uint32_t MmioTransport::read_register(uint64_t offset) {
     default:
         break;
     }
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     switch (offset) {
     case DEVICE_FEATURES:
         if (m_device_features_select > 1)
@@ -189,7 +189,7 @@ void MmioTransport::write_register(uint64_t offset, uint32_t value) {
     default:
         break;
     }
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (offset == STATUS) {
         write_status(value);
         return;
@@ -377,7 +377,7 @@ void MmioTransport::run_commands() {
         std::optional<Command> command;
         bool stale = false;
         {
-            std::lock_guard guard(m_lock);
+            MutexLock guard(m_lock);
             if (m_commands.empty())
                 return;
             command.emplace(std::move(m_commands.front()));
@@ -422,7 +422,7 @@ void MmioTransport::on_notify(size_t index) {
 
 void MmioTransport::fail(uint64_t epoch, Error const& error) {
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (epoch != m_epoch)
             return; // the driver has reset the device since
         m_status |= STATUS_DEVICE_NEEDS_RESET;
@@ -489,7 +489,7 @@ MmioTransportState MmioTransport::save() const {
     state.interrupt_status = m_interrupt.status();
     state.active = m_active;
     state.failed = m_failed;
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     state.status = m_status;
     state.device_features_select = m_device_features_select;
     state.driver_features_select = m_driver_features_select;
@@ -582,7 +582,7 @@ Expected<void> MmioTransport::check_state(MmioTransportState const& state) const
 Expected<void> MmioTransport::restore_state(StateReader& reader) {
     uint64_t epoch = 0;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         if (!m_commands.empty() || m_active)
             return Error::format("virtio {}: restore into a transport whose device is in use (active or with "
                                  "commands queued); restore into one just created or reset",
@@ -603,7 +603,7 @@ Expected<void> MmioTransport::restore_state(StateReader& reader) {
     // registers follow and nothing below can fail.
     TRY(m_device->restore_state(reader, std::move(context)));
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_status = state.status;
         m_device_features_select = state.device_features_select;
         m_driver_features_select = state.driver_features_select;

@@ -30,6 +30,7 @@
 #include "base/event_loop.h"
 #include "base/expected.h"
 #include "base/rate_limited_log.h"
+#include "base/thread_annotations.h"
 #include "devices/bus/bus_device.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/virtio/virtio_interrupt.h"
@@ -101,7 +102,8 @@ public:
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<uint8_t const> data) override;
 
-    size_t queue_count() const { return m_queue_registers.size(); }
+    // One notification eventfd per queue, fixed at creation (m_queue_registers needs m_lock).
+    size_t queue_count() const { return m_notify.size(); }
     // The eventfd a notification of queue `index` signals (for KVM_IOEVENTFD with datamatch index).
     int queue_notify_fd(size_t index) const { return m_notify[index].fd(); }
     std::string const& name() const { return m_name; }
@@ -152,15 +154,18 @@ private:
 
     uint32_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint32_t value);
-    void write_status(uint32_t value);
+    void write_status(uint32_t value) REQUIRES(m_lock);
     // What the device gets at DRIVER_OK (write_status) or on restore: the queues re-created
     // from `queues` (an Error names the first one Queue::create refuses), and fail/reschedule
     // bound to `epoch`. Reads only its arguments and members that never change.
     Expected<ActivationContext> make_activation_context(std::span<QueueRegisters const> queues, uint64_t features,
                                                         uint64_t epoch);
-    Expected<void> check_state(MmioTransportState const& state) const;
-    void reset_registers();
-    void post(Command command);
+    // Reads m_queue_registers without m_lock: only the queue count and each queue's max_size,
+    // which nothing changes (restore, the only writer besides the constructor, runs on this same
+    // event-loop thread and writes back the values checked here).
+    Expected<void> check_state(MmioTransportState const& state) const NO_THREAD_SAFETY_ANALYSIS;
+    void reset_registers() REQUIRES(m_lock);
+    void post(Command command) REQUIRES(m_lock);
     void guest_error(std::string const& message);
 
     // Event-loop thread.
@@ -177,17 +182,17 @@ private:
     std::vector<EventFd> m_notify;
     uint64_t m_offered_features;
 
-    mutable std::mutex m_lock; // guards everything below up to the event-loop-only section
-    uint32_t m_status { 0 };
-    uint32_t m_device_features_select { 0 };
-    uint32_t m_driver_features_select { 0 };
-    uint64_t m_driver_features { 0 };
-    uint32_t m_queue_select { 0 };
-    std::vector<QueueRegisters> m_queue_registers;
-    std::deque<Command> m_commands; // at most two: see post()
-    uint64_t m_commands_coalesced { 0 };
-    uint64_t m_commands_posted { 0 };
-    uint64_t m_epoch { 0 }; // bumped at every reset; stale fail() calls are ignored
+    mutable Mutex m_lock; // guards everything below up to the event-loop-only section
+    uint32_t m_status GUARDED_BY(m_lock) { 0 };
+    uint32_t m_device_features_select GUARDED_BY(m_lock) { 0 };
+    uint32_t m_driver_features_select GUARDED_BY(m_lock) { 0 };
+    uint64_t m_driver_features GUARDED_BY(m_lock) { 0 };
+    uint32_t m_queue_select GUARDED_BY(m_lock) { 0 };
+    std::vector<QueueRegisters> m_queue_registers GUARDED_BY(m_lock);
+    std::deque<Command> m_commands GUARDED_BY(m_lock); // at most two: see post()
+    uint64_t m_commands_coalesced GUARDED_BY(m_lock) { 0 };
+    uint64_t m_commands_posted GUARDED_BY(m_lock) { 0 };
+    uint64_t m_epoch GUARDED_BY(m_lock) { 0 }; // bumped at every reset; stale fail() calls are ignored
 
     RateLimitedLog m_guest_log; // thread-safe; may be used with m_lock held
 

@@ -70,10 +70,10 @@ Expected<Queue> Queue::create(GuestMemory const& memory, QueueConfig const& conf
     if (config.size == 0 || config.size > MAX_QUEUE_SIZE || !std::has_single_bit(config.size))
         return Error::format("queue size {} is not a power of two between 1 and {}", config.size, MAX_QUEUE_SIZE);
     struct Part {
-        char const* name;
+        char const* name {};
         GuestAddress address;
-        uint64_t alignment;
-        uint64_t length;
+        uint64_t alignment {};
+        uint64_t length {};
     };
     Part const parts[] = {
         { "descriptor table", config.descriptor_table, 16, 16ull * config.size },
@@ -101,7 +101,7 @@ Expected<uint16_t> Queue::read_available_index() const {
 Expected<bool> Queue::pop(DescriptorChain& chain) {
     chain.clear();
     uint16_t const available = TRY(read_available_index());
-    uint16_t const pending = static_cast<uint16_t>(available - m_next_available);
+    auto const pending = static_cast<uint16_t>(available - m_next_available);
     if (pending == 0)
         return false;
     if (pending > m_config.size)

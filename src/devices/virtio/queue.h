@@ -45,7 +45,7 @@ struct QueueConfig {
 
 struct ChainSegment {
     GuestAddress address;
-    uint32_t length;
+    uint32_t length {};
 };
 
 // One validated descriptor chain: readable segments first, then writable ones.

@@ -27,8 +27,10 @@ std::vector<std::byte> bytes_of(std::string_view text) {
 
 class QueueTest : public ::testing::Test {
 protected:
+    // The tests' own vocabulary, used in every TEST_F body, hence no m_ prefix.
+    // NOLINTNEXTLINE(readability-identifier-naming)
     GuestMemory memory = *GuestMemory::create({ { GuestAddress(0), MEMORY_SIZE } });
-    DriverQueue driver { memory, GuestAddress(0x1000), 16 };
+    DriverQueue driver { memory, GuestAddress(0x1000), 16 }; // NOLINT(readability-identifier-naming)
 
     Queue make_queue(uint64_t features = ALL_RING_FEATURES) {
         return *Queue::create(memory, driver.config(), features);
@@ -230,7 +232,7 @@ TEST_F(QueueTest, NestedIndirectTableIsRejected) {
 }
 
 TEST_F(QueueTest, MalformedIndirectDescriptorsAreRejected) {
-    auto const table = driver.allocate(16 * 32);
+    auto const table = driver.allocate(uint64_t { 16 } * 32);
     struct Case {
         char const* name;
         Descriptor descriptor;

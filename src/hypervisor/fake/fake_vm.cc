@@ -104,7 +104,7 @@ Expected<void> FakeVm::create_irqchip_and_pit() {
 Expected<void> FakeVm::set_irq_line(uint32_t gsi, bool level) {
     if (!m_has_irqchip)
         return Error::format("interrupt line {} raised before the irqchip exists", gsi);
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_irq_events.push_back(IrqEvent { gsi, level });
     return {};
 }
@@ -123,7 +123,7 @@ Expected<void> FakeVm::restore_state(X86VmState const& state) {
 }
 
 std::vector<FakeVm::IrqEvent> FakeVm::irq_events() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_irq_events;
 }
 
@@ -148,7 +148,7 @@ void FakeVm::add_vcpu_script(uint32_t index, std::deque<ScriptedExit> script) {
 }
 
 Expected<void> FakeVm::register_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     IoEventFd const entry { address, length, datamatch, event_fd };
     if (std::find(m_ioeventfds.begin(), m_ioeventfds.end(), entry) != m_ioeventfds.end())
         return Error::format("ioeventfd at {:#x} value {} registered twice", address, datamatch);
@@ -157,7 +157,7 @@ Expected<void> FakeVm::register_ioeventfd(uint64_t address, uint32_t length, uin
 }
 
 Expected<void> FakeVm::unregister_ioeventfd(uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     auto found =
         std::find(m_ioeventfds.begin(), m_ioeventfds.end(), IoEventFd { address, length, datamatch, event_fd });
     if (found == m_ioeventfds.end())
@@ -167,18 +167,18 @@ Expected<void> FakeVm::unregister_ioeventfd(uint64_t address, uint32_t length, u
 }
 
 Expected<void> FakeVm::register_irqfd(int event_fd, uint32_t gsi) {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_irqfds.emplace_back(event_fd, gsi);
     return {};
 }
 
 std::vector<FakeVm::IoEventFd> FakeVm::ioeventfds() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_ioeventfds;
 }
 
 std::vector<std::pair<int, uint32_t>> FakeVm::irqfds() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_irqfds;
 }
 

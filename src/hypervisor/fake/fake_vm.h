@@ -7,6 +7,7 @@
 // thread (locked); everything else from one thread.
 #pragma once
 
+#include "base/thread_annotations.h"
 #include "hypervisor/vm.h"
 
 #include <condition_variable>
@@ -110,8 +111,8 @@ public:
     bool has_irqchip() const { return m_has_irqchip; }
 
 private:
-    mutable std::mutex m_lock; // guards m_irq_events
-    std::vector<IrqEvent> m_irq_events;
+    mutable Mutex m_lock; // guards m_irq_events
+    std::vector<IrqEvent> m_irq_events GUARDED_BY(m_lock);
     std::vector<IoEventFd> m_ioeventfds;
     std::vector<std::pair<int, uint32_t>> m_irqfds;
     std::vector<std::pair<uint32_t, std::deque<ScriptedExit>>> m_scripts;

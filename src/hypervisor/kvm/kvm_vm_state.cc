@@ -110,7 +110,8 @@ Expected<X86VmState> KvmVm::save_state() {
     if (!m_has_irqchip)
         return Error("VM state: no in-kernel irqchip to save (create_irqchip_and_pit first)");
     X86VmState state;
-    for (uint32_t chip : { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC }) {
+    for (uint32_t chip :
+         { uint32_t { KVM_IRQCHIP_PIC_MASTER }, uint32_t { KVM_IRQCHIP_PIC_SLAVE }, uint32_t { KVM_IRQCHIP_IOAPIC } }) {
         kvm_irqchip irqchip {};
         irqchip.chip_id = chip;
         if (::ioctl(m_vm_fd.get(), KVM_GET_IRQCHIP, &irqchip) != 0)
@@ -161,7 +162,8 @@ Expected<void> KvmVm::restore_state(X86VmState const& state) {
 }
 
 Expected<void> KvmVm::apply_state(X86VmState const& state) {
-    for (uint32_t chip : { KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC }) {
+    for (uint32_t chip :
+         { uint32_t { KVM_IRQCHIP_PIC_MASTER }, uint32_t { KVM_IRQCHIP_PIC_SLAVE }, uint32_t { KVM_IRQCHIP_IOAPIC } }) {
         kvm_irqchip irqchip {};
         irqchip.chip_id = chip;
         if (chip == KVM_IRQCHIP_PIC_MASTER)

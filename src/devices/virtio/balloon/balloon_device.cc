@@ -61,7 +61,7 @@ void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
     // FREE_PAGE_HINT and PAGE_POISON are not offered).
     std::array<uint8_t, CONFIG_SIZE> image {};
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         put_config<CONFIG_NUM_PAGES>(image, m_num_pages);
         put_config<CONFIG_ACTUAL>(image, m_actual_pages);
     }
@@ -73,7 +73,7 @@ void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
     // given); num_pages is the host's, and the other fields need features not offered.
     size_t ignored = 0;
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         std::array<uint8_t, sizeof(m_actual_pages)> actual {};
         put_config<0>(actual, m_actual_pages);
         ignored = write_config_field(actual, CONFIG_ACTUAL, offset, data);
@@ -85,7 +85,7 @@ void BalloonDevice::write_config(uint64_t offset, std::span<uint8_t const> data)
 }
 
 uint32_t BalloonDevice::config_generation() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_generation;
 }
 
@@ -95,7 +95,7 @@ Expected<void> BalloonDevice::set_target_mib(uint64_t mib) {
         return Error::format("balloon target of {} MiB does not fit the 32-bit page count (at most {} MiB)", mib,
                              max_mib);
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_num_pages = static_cast<uint32_t>(mib * PAGES_PER_MIB);
         ++m_generation;
     }
@@ -104,19 +104,19 @@ Expected<void> BalloonDevice::set_target_mib(uint64_t mib) {
 }
 
 uint64_t BalloonDevice::target_mib() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_num_pages / PAGES_PER_MIB;
 }
 
 uint64_t BalloonDevice::actual_mib() const { return actual_pages() / PAGES_PER_MIB; }
 
 uint32_t BalloonDevice::actual_pages() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_actual_pages;
 }
 
 BalloonStatistics BalloonDevice::statistics() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_statistics;
 }
 
@@ -129,7 +129,7 @@ Expected<void> BalloonDevice::set_stats_interval(std::chrono::milliseconds inter
     period.tv_nsec = static_cast<long>(std::chrono::nanoseconds(interval - seconds).count());
     itimerspec const setting { period, period }; // an all-zero value disarms the timer
     // Under the lock, so that concurrent callers leave the timer and the saved interval agreeing.
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     if (::timerfd_settime(m_timer.get(), 0, &setting, nullptr) != 0)
         return Error::from_errno(fmt::format("timerfd_settime to {} ms for the balloon statistics", interval.count()));
     m_stats_interval = interval;
@@ -137,7 +137,7 @@ Expected<void> BalloonDevice::set_stats_interval(std::chrono::milliseconds inter
 }
 
 std::chrono::milliseconds BalloonDevice::stats_interval() const {
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     return m_stats_interval;
 }
 
@@ -191,7 +191,7 @@ void BalloonDevice::reset() {
     m_stats_queue.reset();
     m_held_stats_head.reset();
     // A rebooted guest owns all its memory again; the host target stays.
-    std::lock_guard guard(m_lock);
+    MutexLock guard(m_lock);
     m_actual_pages = 0;
 }
 
@@ -345,7 +345,7 @@ Expected<void> BalloonDevice::receive_statistics(DescriptorChain const& chain) {
             chain.readable_length(), BalloonStatistics::MAX_ENTRIES));
     }
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_statistics.parse(std::span(m_scratch).first(got));
     }
     m_stats_updates.fetch_add(1, std::memory_order_relaxed);

@@ -32,6 +32,7 @@
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/balloon/balloon_statistics.h"
 #include "devices/virtio/balloon/page_release.h"
@@ -196,12 +197,12 @@ private:
     bool m_free_page_reporting;
     std::array<uint16_t, QUEUE_COUNT> m_queue_sizes { QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE };
 
-    mutable std::mutex m_lock; // guards the configuration space, the statistics and their interval
-    uint32_t m_num_pages { 0 };
-    uint32_t m_actual_pages { 0 };
-    uint32_t m_generation { 0 };
-    BalloonStatistics m_statistics;
-    std::chrono::milliseconds m_stats_interval { 0 };
+    mutable Mutex m_lock; // guards the configuration space, the statistics and their interval
+    uint32_t m_num_pages GUARDED_BY(m_lock) { 0 };
+    uint32_t m_actual_pages GUARDED_BY(m_lock) { 0 };
+    uint32_t m_generation GUARDED_BY(m_lock) { 0 };
+    BalloonStatistics m_statistics GUARDED_BY(m_lock);
+    std::chrono::milliseconds m_stats_interval GUARDED_BY(m_lock) { 0 };
 
     // Event-loop thread only.
     std::array<Role, QUEUE_COUNT> m_roles {};

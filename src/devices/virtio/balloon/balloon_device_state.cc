@@ -56,7 +56,7 @@ BalloonState BalloonDevice::save() const {
     BalloonState state;
     state.offered_features = features();
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         state.target_pages = m_num_pages;
         state.actual_pages = m_actual_pages;
         state.config_generation = m_generation;
@@ -98,7 +98,7 @@ Expected<void> BalloonDevice::restore(BalloonState const& state, std::optional<A
     // The timer is the only step that can fail; everything after it cannot.
     TRY(set_stats_interval(std::chrono::milliseconds(static_cast<int64_t>(state.stats_interval_ms))));
     {
-        std::lock_guard guard(m_lock);
+        MutexLock guard(m_lock);
         m_num_pages = state.target_pages;
         m_actual_pages = state.actual_pages;
         m_generation = state.config_generation;

@@ -125,7 +125,7 @@ BlockDevice::~BlockDevice() {
 }
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) {
-    std::lock_guard guard(m_config_lock);
+    MutexLock guard(m_config_lock);
     read_config_window(m_config, offset, data);
 }
 
@@ -374,7 +374,7 @@ void BlockDevice::set_capacity(uint64_t size_bytes) {
     // shrunken end fails in the engine and is answered IOERR.
     m_capacity_sectors = size_bytes / SECTOR_SIZE;
     {
-        std::lock_guard guard(m_config_lock);
+        MutexLock guard(m_config_lock);
         put_config<CONFIG_CAPACITY>(m_config, m_capacity_sectors);
         m_config_generation.fetch_add(1, std::memory_order_acq_rel);
     }

@@ -37,6 +37,7 @@
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
+#include "base/thread_annotations.h"
 #include "devices/virtio/block/block_request.h"
 #include "devices/virtio/device_state.h"
 #include "devices/virtio/virtio_device_base.h"
@@ -241,8 +242,8 @@ private:
     uint64_t m_capacity_sectors { 0 };
     uint64_t m_features { 0 };
     // Read by vCPU threads (read_config), changed by replace_image on the event-loop thread.
-    mutable std::mutex m_config_lock;
-    std::array<uint8_t, CONFIG_SIZE> m_config {};
+    mutable Mutex m_config_lock;
+    std::array<uint8_t, CONFIG_SIZE> m_config GUARDED_BY(m_config_lock) {};
     std::atomic<uint32_t> m_config_generation { 0 };
     uint16_t m_queue_sizes[1] { QUEUE_SIZE };
     bool m_completion_registered { false };
