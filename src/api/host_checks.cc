@@ -15,8 +15,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <span>
 
 namespace kvmm {
 namespace {
@@ -52,6 +54,9 @@ bool same_device(uint32_t kernel_device, dev_t user_device) {
     return (kernel_device >> 20) == ::major(user_device) && (kernel_device & 0xfffff) == ::minor(user_device);
 }
 
+// Netlink messages and their attributes start on 4-byte boundaries (netlink(7)).
+constexpr size_t netlink_align(size_t length) { return (length + 3) & ~size_t { 3 }; }
+
 // One dump of every Unix socket with its bound file's inode; true when one is bound to `status`.
 Expected<bool> unix_socket_bound_to(struct stat const& status) {
     UniqueFd netlink(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
@@ -80,28 +85,44 @@ Expected<bool> unix_socket_bound_to(struct stat const& status) {
         }
         if (received == 0)
             return Error("unix_diag: the reply ended early");
-        int remaining = static_cast<int>(received);
-        for (auto* header = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(header, remaining);
-             header = NLMSG_NEXT(header, remaining)) {
-            if (header->nlmsg_type == NLMSG_DONE)
+        // The reply is walked by offset, each header and attribute copied out (the netlink
+        // macros cast unaligned char pointers and mix signed and unsigned lengths).
+        std::span<char const> const reply(buffer, static_cast<size_t>(received));
+        size_t offset = 0;
+        while (reply.size() - offset >= sizeof(nlmsghdr)) {
+            nlmsghdr header {};
+            std::memcpy(&header, reply.data() + offset, sizeof(header));
+            if (header.nlmsg_len < sizeof(nlmsghdr) || header.nlmsg_len > reply.size() - offset)
+                return Error::format("unix_diag: a reply message of {} bytes does not fit", header.nlmsg_len);
+            auto const payload = reply.subspan(offset + netlink_align(sizeof(nlmsghdr)),
+                                               header.nlmsg_len - netlink_align(sizeof(nlmsghdr)));
+            offset = std::min(reply.size(), offset + netlink_align(header.nlmsg_len));
+            if (header.nlmsg_type == NLMSG_DONE)
                 return false;
-            if (header->nlmsg_type == NLMSG_ERROR) {
-                auto const* error = static_cast<nlmsgerr const*>(NLMSG_DATA(header));
-                return Error::format("unix_diag: {}", std::strerror(-error->error));
+            if (header.nlmsg_type == NLMSG_ERROR) {
+                int error = 0;
+                if (payload.size() >= sizeof(error))
+                    std::memcpy(&error, payload.data(), sizeof(error));
+                return Error::format("unix_diag: {}", std::strerror(-error));
             }
-            if (header->nlmsg_type != SOCK_DIAG_BY_FAMILY)
+            if (header.nlmsg_type != SOCK_DIAG_BY_FAMILY || payload.size() < sizeof(unix_diag_msg))
                 continue;
-            auto const* socket = static_cast<unix_diag_msg const*>(NLMSG_DATA(header));
-            int attributes_length = static_cast<int>(header->nlmsg_len - NLMSG_LENGTH(sizeof(*socket)));
-            for (auto* attribute = reinterpret_cast<rtattr*>(const_cast<unix_diag_msg*>(socket) + 1);
-                 RTA_OK(attribute, attributes_length); attribute = RTA_NEXT(attribute, attributes_length)) {
-                if (attribute->rta_type != UNIX_DIAG_VFS || RTA_PAYLOAD(attribute) < sizeof(unix_diag_vfs))
-                    continue;
-                unix_diag_vfs vfs {};
-                std::memcpy(&vfs, RTA_DATA(attribute), sizeof(vfs));
-                if (vfs.udiag_vfs_ino == static_cast<uint32_t>(status.st_ino) &&
-                    same_device(vfs.udiag_vfs_dev, status.st_dev))
-                    return true;
+            size_t attribute = netlink_align(sizeof(unix_diag_msg));
+            while (attribute < payload.size() && payload.size() - attribute >= sizeof(rtattr)) {
+                rtattr header_of_attribute {};
+                std::memcpy(&header_of_attribute, payload.data() + attribute, sizeof(header_of_attribute));
+                size_t const attribute_length = header_of_attribute.rta_len;
+                if (attribute_length < sizeof(rtattr) || attribute_length > payload.size() - attribute)
+                    break;
+                size_t const data = netlink_align(sizeof(rtattr));
+                if (header_of_attribute.rta_type == UNIX_DIAG_VFS && attribute_length >= data + sizeof(unix_diag_vfs)) {
+                    unix_diag_vfs vfs {};
+                    std::memcpy(&vfs, payload.data() + attribute + data, sizeof(vfs));
+                    if (vfs.udiag_vfs_ino == static_cast<uint32_t>(status.st_ino) &&
+                        same_device(vfs.udiag_vfs_dev, status.st_dev))
+                        return true;
+                }
+                attribute += netlink_align(attribute_length);
             }
         }
     }
