@@ -2,6 +2,7 @@
 
 #include "backends/disk/io_uring_engine.h"
 #include "backends/disk/test_files.h"
+#include "base/testing/temporary_directory.h"
 
 #include <gtest/gtest.h>
 
@@ -46,7 +47,7 @@ std::string kind_name(::testing::TestParamInfo<DiskEngineKind> const& info) {
 class DiskEngineTest : public ::testing::TestWithParam<DiskEngineKind> {
 protected:
     void SetUp() override {
-        m_path = m_directory.file("disk.img");
+        m_path = (m_directory / "disk.img");
         m_original = testing::make_pattern(1024 * 1024, 9);
         testing::write_file(m_path, m_original);
     }
@@ -267,7 +268,7 @@ INSTANTIATE_TEST_SUITE_P(Engines, DiskEngineTest, ::testing::Values(DiskEngineKi
 
 TEST(DiskEngine, IoUringSetupFailure_FallsBackToTheSyncEngine) {
     TemporaryDirectory directory;
-    auto const path = directory.file("fallback.img");
+    auto const path = (directory / "fallback.img");
     testing::write_file(path, testing::make_pattern(8192, 13));
     auto image = MUST(DiskImage::open(path, false));
     fail_io_uring_setup_for_testing(EPERM);
@@ -286,7 +287,7 @@ TEST(DiskEngine, IoUringSetupFailure_FallsBackToTheSyncEngine) {
 
 TEST(DiskEngine, QueueDepthOutOfRange_IsRejected) {
     TemporaryDirectory directory;
-    auto const path = directory.file("depth.img");
+    auto const path = (directory / "depth.img");
     testing::write_file(path, testing::make_pattern(512, 14));
     auto image = MUST(DiskImage::open(path, false));
     for (unsigned depth : { 0u, 4097u }) {

@@ -1,6 +1,7 @@
 #include "backends/disk/disk_image.h"
 
 #include "backends/disk/test_files.h"
+#include "base/testing/temporary_directory.h"
 
 #include <gtest/gtest.h>
 
@@ -17,7 +18,7 @@ bool contains(std::string const& text, std::string const& part) { return text.fi
 
 TEST(DiskImage, RegularFile_OpensWithItsSizeAndMode) {
     TemporaryDirectory directory;
-    auto const path = directory.file("disk.img");
+    auto const path = (directory / "disk.img");
     testing::write_file(path, testing::make_pattern(12345, 1));
     {
         auto image = MUST(DiskImage::open(path, false));
@@ -29,14 +30,14 @@ TEST(DiskImage, RegularFile_OpensWithItsSizeAndMode) {
         EXPECT_TRUE(::fcntl(image.fd(), F_GETFD) & FD_CLOEXEC);
         EXPECT_EQ(::fcntl(image.fd(), F_GETFL) & O_ACCMODE, O_RDWR);
     }
-    auto read_only = MUST(DiskImage::open(directory.file("disk.img"), true));
+    auto read_only = MUST(DiskImage::open((directory / "disk.img"), true));
     EXPECT_TRUE(read_only.read_only());
     EXPECT_EQ(::fcntl(read_only.fd(), F_GETFL) & O_ACCMODE, O_RDONLY);
 }
 
 TEST(DiskImage, ResizedOnTheHost_CurrentSizeSeesItAndSizeBytesKeepsTheOpenSize) {
     TemporaryDirectory directory;
-    auto const path = directory.file("disk.img");
+    auto const path = (directory / "disk.img");
     testing::write_file(path, testing::make_pattern(4096, 1));
     auto image = MUST(DiskImage::open(path, false));
     ASSERT_EQ(::truncate(path.c_str(), 1 << 20), 0);
@@ -46,20 +47,20 @@ TEST(DiskImage, ResizedOnTheHost_CurrentSizeSeesItAndSizeBytesKeepsTheOpenSize) 
 
 TEST(DiskImage, IsSameFile_ComparesTheFileNotTheName) {
     TemporaryDirectory directory;
-    auto const path = directory.file("disk.img");
+    auto const path = (directory / "disk.img");
     testing::write_file(path, testing::make_pattern(4096, 1));
-    testing::write_file(directory.file("other.img"), testing::make_pattern(4096, 2));
-    ASSERT_EQ(::symlink(path.c_str(), directory.file("link.img").c_str()), 0);
+    testing::write_file((directory / "other.img"), testing::make_pattern(4096, 2));
+    ASSERT_EQ(::symlink(path.c_str(), (directory / "link.img").c_str()), 0);
     auto image = MUST(DiskImage::open(path, false));
     EXPECT_TRUE(image.is_same_file(path));
-    EXPECT_TRUE(image.is_same_file(directory.file("link.img")));
-    EXPECT_FALSE(image.is_same_file(directory.file("other.img")));
-    EXPECT_FALSE(image.is_same_file(directory.file("absent.img")));
+    EXPECT_TRUE(image.is_same_file((directory / "link.img")));
+    EXPECT_FALSE(image.is_same_file((directory / "other.img")));
+    EXPECT_FALSE(image.is_same_file((directory / "absent.img")));
 }
 
 TEST(DiskImage, MissingFile_ErrorNamesPathAndReason) {
     TemporaryDirectory directory;
-    auto const path = directory.file("absent.img");
+    auto const path = (directory / "absent.img");
     auto image = DiskImage::open(path, false);
     ASSERT_FALSE(image.has_value());
     EXPECT_TRUE(contains(image.error().message(), path)) << image.error().message();
@@ -81,7 +82,7 @@ TEST(DiskImage, Directory_IsRejected) {
 
 TEST(DiskImage, ReadOnlyFileOpenedForWriting_FailsAndOpensReadOnly) {
     TemporaryDirectory directory;
-    auto const path = directory.file("sealed.img");
+    auto const path = (directory / "sealed.img");
     testing::write_file(path, testing::make_pattern(4096, 2));
     ASSERT_EQ(::chmod(path.c_str(), 0444), 0);
     // root ignores file modes; the immutable attribute stops root too.
@@ -116,7 +117,7 @@ TEST(DiskImage, ReadOnlyFileOpenedForWriting_FailsAndOpensReadOnly) {
 
 TEST(DiskImage, WriterLock_ExcludesOtherWritersAndReadersUntilClosed) {
     TemporaryDirectory directory;
-    auto const path = directory.file("locked.img");
+    auto const path = (directory / "locked.img");
     testing::write_file(path, testing::make_pattern(4096, 3));
     {
         auto writer = MUST(DiskImage::open(path, false));
@@ -135,7 +136,7 @@ TEST(DiskImage, WriterLock_ExcludesOtherWritersAndReadersUntilClosed) {
 
 TEST(DiskImage, ReaderLock_IsSharedButExcludesWriters) {
     TemporaryDirectory directory;
-    auto const path = directory.file("shared.img");
+    auto const path = (directory / "shared.img");
     testing::write_file(path, testing::make_pattern(4096, 4));
     auto first = MUST(DiskImage::open(path, true));
     auto second = DiskImage::open(path, true);
@@ -147,15 +148,15 @@ TEST(DiskImage, ReaderLock_IsSharedButExcludesWriters) {
 
 TEST(DiskImage, DeviceId_IsStablePerFileAndFitsVirtioBlkId) {
     TemporaryDirectory directory;
-    testing::write_file(directory.file("a.img"), testing::make_pattern(512, 5));
-    testing::write_file(directory.file("b.img"), testing::make_pattern(512, 6));
+    testing::write_file((directory / "a.img"), testing::make_pattern(512, 5));
+    testing::write_file((directory / "b.img"), testing::make_pattern(512, 6));
     std::string first_id;
     {
-        auto image = MUST(DiskImage::open(directory.file("a.img"), true));
+        auto image = MUST(DiskImage::open((directory / "a.img"), true));
         first_id = image.device_id();
     }
-    auto again = MUST(DiskImage::open(directory.file("a.img"), true));
-    auto other = MUST(DiskImage::open(directory.file("b.img"), true));
+    auto again = MUST(DiskImage::open((directory / "a.img"), true));
+    auto other = MUST(DiskImage::open((directory / "b.img"), true));
     EXPECT_EQ(again.device_id(), first_id);
     EXPECT_NE(other.device_id(), first_id);
     EXPECT_LE(first_id.size(), 20u);

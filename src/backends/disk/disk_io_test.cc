@@ -1,6 +1,7 @@
 #include "backends/disk/disk_io.h"
 
 #include "backends/disk/test_files.h"
+#include "base/testing/temporary_directory.h"
 
 #include <gtest/gtest.h>
 
@@ -32,7 +33,7 @@ TEST(DiskIo, CheckedTransferLength_RejectsTooManySegmentsAndOversizedTotals) {
 
 TEST(DiskIo, WriteZeroesByWriting_ZerosExactlyTheRange) {
     TemporaryDirectory directory;
-    auto const path = directory.file("zeros.img");
+    auto const path = (directory / "zeros.img");
     auto const original = testing::make_pattern(300 * 1024, 7);
     testing::write_file(path, original);
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
@@ -51,7 +52,7 @@ TEST(DiskIo, WriteZeroesByWriting_ZerosExactlyTheRange) {
 
 TEST(DiskIo, Read_OnAWriteOnlyFd_ReturnsMinusErrno) {
     TemporaryDirectory directory;
-    auto const path = directory.file("write-only.img");
+    auto const path = (directory / "write-only.img");
     testing::write_file(path, testing::make_pattern(4096, 8));
     int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     ASSERT_GE(fd, 0);

@@ -162,7 +162,8 @@ Expected<void> Qcow2Engine::flush(uint64_t tag) {
     return {};
 }
 
-Expected<void> Qcow2Engine::discard(uint64_t tag, uint64_t offset, uint64_t length) {
+template <typename Change>
+Expected<void> Qcow2Engine::change_clusters(uint64_t tag, Change change) {
     TRY(reserve());
     if (m_image.read_only()) {
         complete_locally(tag, -EROFS);
@@ -172,30 +173,21 @@ Expected<void> Qcow2Engine::discard(uint64_t tag, uint64_t offset, uint64_t leng
         complete_locally(tag, -EIO);
         return {};
     }
-    int32_t result = m_layer.discard(offset, length);
+    int32_t result = change();
     if (result == 0 && m_write_through)
         result = m_layer.flush();
     complete_locally(tag, result);
     return {};
 }
 
+Expected<void> Qcow2Engine::discard(uint64_t tag, uint64_t offset, uint64_t length) {
+    return change_clusters(tag, [&] { return m_layer.discard(offset, length); });
+}
+
 Expected<void> Qcow2Engine::write_zeroes(uint64_t tag, uint64_t offset, uint64_t length, bool) {
-    TRY(reserve());
-    if (m_image.read_only()) {
-        complete_locally(tag, -EROFS);
-        return {};
-    }
-    if (auto idle = wait_for_inner(); !idle) {
-        complete_locally(tag, -EIO);
-        return {};
-    }
     // Whole clusters become zero clusters whether or not the driver allows unmapping: that is
     // both the cheapest and the smallest image.
-    int32_t result = m_layer.write_zeroes(offset, length);
-    if (result == 0 && m_write_through)
-        result = m_layer.flush();
-    complete_locally(tag, result);
-    return {};
+    return change_clusters(tag, [&] { return m_layer.write_zeroes(offset, length); });
 }
 
 Expected<void> Qcow2Engine::wait_for_inner() {

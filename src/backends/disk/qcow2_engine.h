@@ -73,6 +73,11 @@ private:
 
     Expected<void> reserve();
     void complete_locally(uint64_t tag, int32_t result);
+    // Discard and write-zeroes: a change of metadata only, made synchronously once the inner
+    // engine is idle (refused on a read-only image), flushed under write-through, completed
+    // locally with `change`'s result.
+    template <typename Change>
+    Expected<void> change_clusters(uint64_t tag, Change change);
     void signal_local();
     Expected<void> transfer(bool is_write, uint64_t tag, uint64_t offset, std::span<iovec const> buffers);
     // Reaps inner completions into their parents until the inner engine is idle.

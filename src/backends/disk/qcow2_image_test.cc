@@ -5,6 +5,7 @@
 #include "backends/disk/disk_image.h"
 #include "backends/disk/qcow2_image.h"
 #include "backends/disk/test_files.h"
+#include "base/testing/temporary_directory.h"
 
 #include <gtest/gtest.h>
 
@@ -92,7 +93,7 @@ void expect_content(qcow2::Image& image, std::vector<std::byte> const& expected)
 TEST(Qcow2Image, WrittenByKvmmReadsBackAndPassesQemuImgCheckAndCompare) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const path = directory.file("disk.qcow2");
+    std::string const path = (directory / "disk.qcow2");
     MUST(qcow2::Image::create(path, 16 * MIB, {}));
     Expected expected { std::vector<std::byte>(16 * MIB) };
     {
@@ -102,9 +103,9 @@ TEST(Qcow2Image, WrittenByKvmmReadsBackAndPassesQemuImgCheckAndCompare) {
         expect_content(*image.qcow2(), expected.bytes);
         ASSERT_EQ(image.qcow2()->flush(), 0);
     }
-    testing::write_file(directory.file("expected.raw"), expected.bytes);
+    testing::write_file((directory / "expected.raw"), expected.bytes);
     EXPECT_EQ(qemu_img_check(path), 0) << last_output();
-    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + directory.file("expected.raw") + "'"), 0)
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + (directory / "expected.raw") + "'"), 0)
         << last_output();
     // And again after reopening: the metadata on disk says the same.
     auto image = MUST(DiskImage::open(path, true, DiskFormat::Qcow2));
@@ -114,7 +115,7 @@ TEST(Qcow2Image, WrittenByKvmmReadsBackAndPassesQemuImgCheckAndCompare) {
 TEST(Qcow2Image, ImagesMadeByQemuImgAreReadAndWritten) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const path = directory.file("made.qcow2");
+    std::string const path = (directory / "made.qcow2");
     ASSERT_EQ(run("qemu-img create -f qcow2 -o compression_type=zlib,cluster_size=4096 '" + path + "' 12M"), 0)
         << last_output();
     Expected expected { std::vector<std::byte>(12 * MIB) };
@@ -122,9 +123,9 @@ TEST(Qcow2Image, ImagesMadeByQemuImgAreReadAndWritten) {
         auto image = MUST(DiskImage::open(path, false, DiskFormat::Qcow2));
         write_mix(*image.qcow2(), expected);
     }
-    testing::write_file(directory.file("expected.raw"), expected.bytes);
+    testing::write_file((directory / "expected.raw"), expected.bytes);
     EXPECT_EQ(qemu_img_check(path), 0) << last_output();
-    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + directory.file("expected.raw") + "'"), 0)
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + (directory / "expected.raw") + "'"), 0)
         << last_output();
 }
 
@@ -136,9 +137,9 @@ TEST(Qcow2Image, CompressedClustersFromQemuImgConvertReadExactly) {
     auto const pattern = make_pattern(3000, 7);
     for (size_t i = 0; i < raw.size(); ++i)
         raw[i] = pattern[i % pattern.size()] & std::byte { 0x0f };
-    testing::write_file(directory.file("source.raw"), raw);
-    std::string const path = directory.file("compressed.qcow2");
-    ASSERT_EQ(run("qemu-img convert -c -f raw -O qcow2 '" + directory.file("source.raw") + "' '" + path + "'"), 0)
+    testing::write_file((directory / "source.raw"), raw);
+    std::string const path = (directory / "compressed.qcow2");
+    ASSERT_EQ(run("qemu-img convert -c -f raw -O qcow2 '" + (directory / "source.raw") + "' '" + path + "'"), 0)
         << last_output();
     auto image = MUST(DiskImage::open(path, false, DiskFormat::Qcow2));
     expect_content(*image.qcow2(), raw);
@@ -155,15 +156,15 @@ TEST(Qcow2Image, OverlayReadsTheBackingFileAndWritesOnlyTheOverlay) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
     auto const base_content = make_pattern(8 * MIB, 11);
-    testing::write_file(directory.file("base.raw"), base_content);
-    ASSERT_EQ(run("qemu-img create -f qcow2 -F raw -b base.raw '" + directory.file("mid.qcow2") + "'"), 0)
+    testing::write_file((directory / "base.raw"), base_content);
+    ASSERT_EQ(run("qemu-img create -f qcow2 -F raw -b base.raw '" + (directory / "mid.qcow2") + "'"), 0)
         << last_output();
-    ASSERT_EQ(run("qemu-img create -f qcow2 -F qcow2 -b mid.qcow2 '" + directory.file("top.qcow2") + "' 10M"), 0)
+    ASSERT_EQ(run("qemu-img create -f qcow2 -F qcow2 -b mid.qcow2 '" + (directory / "top.qcow2") + "' 10M"), 0)
         << last_output();
     Expected expected { base_content };
     expected.bytes.resize(10 * MIB); // past the base: zeros
     {
-        auto image = MUST(DiskImage::open(directory.file("top.qcow2"), false, DiskFormat::Qcow2));
+        auto image = MUST(DiskImage::open((directory / "top.qcow2"), false, DiskFormat::Qcow2));
         expect_content(*image.qcow2(), expected.bytes);
         write_mix(*image.qcow2(), expected);
         // Zeroing and discarding whole clusters must not let the base show through.
@@ -173,14 +174,14 @@ TEST(Qcow2Image, OverlayReadsTheBackingFileAndWritesOnlyTheOverlay) {
         expected.zero(6 * MIB, 2 * 65536);
         expect_content(*image.qcow2(), expected.bytes);
         // The backing files are locked shared: readers may join, writers may not.
-        EXPECT_TRUE(DiskImage::open(directory.file("base.raw"), true).has_value());
-        EXPECT_FALSE(DiskImage::open(directory.file("base.raw"), false).has_value());
+        EXPECT_TRUE(DiskImage::open((directory / "base.raw"), true).has_value());
+        EXPECT_FALSE(DiskImage::open((directory / "base.raw"), false).has_value());
     }
-    EXPECT_TRUE(testing::read_range(directory.file("base.raw"), 0, 8 * MIB) == base_content);
-    testing::write_file(directory.file("expected.raw"), expected.bytes);
-    EXPECT_EQ(qemu_img_check(directory.file("top.qcow2")), 0) << last_output();
-    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + directory.file("top.qcow2") + "' '" +
-                  directory.file("expected.raw") + "'"),
+    EXPECT_TRUE(testing::read_range((directory / "base.raw"), 0, 8 * MIB) == base_content);
+    testing::write_file((directory / "expected.raw"), expected.bytes);
+    EXPECT_EQ(qemu_img_check((directory / "top.qcow2")), 0) << last_output();
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + (directory / "top.qcow2") + "' '" +
+                  (directory / "expected.raw") + "'"),
               0)
         << last_output();
 }
@@ -188,7 +189,7 @@ TEST(Qcow2Image, OverlayReadsTheBackingFileAndWritesOnlyTheOverlay) {
 TEST(Qcow2Image, TheRefcountTableGrowsAndStaysConsistent) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const path = directory.file("small-clusters.qcow2");
+    std::string const path = (directory / "small-clusters.qcow2");
     // 512-byte clusters: one refcount table cluster covers 64 blocks of 256 clusters, 8 MiB.
     MUST(qcow2::Image::create(path, 24 * MIB,
                               qcow2::CreateOptions { .cluster_bits = 9, .backing_file = {}, .backing_format = {} }));
@@ -203,9 +204,9 @@ TEST(Qcow2Image, TheRefcountTableGrowsAndStaysConsistent) {
         EXPECT_GT(image.qcow2()->header().refcount_table_clusters, 1u);
         expect_content(*image.qcow2(), expected.bytes);
     }
-    testing::write_file(directory.file("expected.raw"), expected.bytes);
+    testing::write_file((directory / "expected.raw"), expected.bytes);
     EXPECT_EQ(qemu_img_check(path), 0) << last_output();
-    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + directory.file("expected.raw") + "'"), 0)
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + (directory / "expected.raw") + "'"), 0)
         << last_output();
 }
 
@@ -214,7 +215,7 @@ TEST(Qcow2Image, TheRefcountTableGrowsAndStaysConsistent) {
 TEST(Qcow2Image, ACrashAfterAnySystemCallLeavesNoCorruption) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const pristine = directory.file("pristine.qcow2");
+    std::string const pristine = (directory / "pristine.qcow2");
     MUST(qcow2::Image::create(pristine, 10 * MIB,
                               qcow2::CreateOptions { .cluster_bits = 12, .backing_file = {}, .backing_format = {} }));
     auto sequence = [](qcow2::Image& image) {
@@ -228,7 +229,7 @@ TEST(Qcow2Image, ACrashAfterAnySystemCallLeavesNoCorruption) {
     };
     int cuts = 0;
     for (int64_t cut = 0;; ++cut) {
-        std::string const path = directory.file("crash.qcow2");
+        std::string const path = (directory / "crash.qcow2");
         ASSERT_EQ(run("cp '" + pristine + "' '" + path + "'"), 0);
         int64_t made = 0;
         {
@@ -250,7 +251,7 @@ TEST(Qcow2Image, ACrashAfterAnySystemCallLeavesNoCorruption) {
 TEST(Qcow2Image, CorruptTablesAreRefusedWithTheFieldNamed) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const path = directory.file("corrupt.qcow2");
+    std::string const path = (directory / "corrupt.qcow2");
     MUST(qcow2::Image::create(path, 4 * MIB, {}));
     auto poke = [&](uint64_t offset, uint64_t value) {
         std::vector<std::byte> bytes(8);
@@ -278,7 +279,7 @@ TEST(Qcow2Image, CorruptTablesAreRefusedWithTheFieldNamed) {
 TEST(Qcow2Image, AnL2EntryIntoMetadataFailsTheRequestNotTheProcess) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
-    std::string const path = directory.file("hostile.qcow2");
+    std::string const path = (directory / "hostile.qcow2");
     MUST(qcow2::Image::create(path, 4 * MIB, {}));
     {
         auto image = MUST(DiskImage::open(path, false, DiskFormat::Qcow2));
@@ -303,39 +304,39 @@ TEST(Qcow2Image, BackingLoopsDeepChainsAndMissingFilesAreRefused) {
     TemporaryDirectory directory;
     // a -> b -> a
     MUST(qcow2::Image::create(
-        directory.file("a.qcow2"), MIB,
+        (directory / "a.qcow2"), MIB,
         { .cluster_bits = 16, .backing_file = "b.qcow2", .backing_format = qcow2::BackingFormat::Qcow2 }));
     MUST(qcow2::Image::create(
-        directory.file("b.qcow2"), MIB,
+        (directory / "b.qcow2"), MIB,
         { .cluster_bits = 16, .backing_file = "a.qcow2", .backing_format = qcow2::BackingFormat::Qcow2 }));
-    auto loop = DiskImage::open(directory.file("a.qcow2"), true, DiskFormat::Qcow2);
+    auto loop = DiskImage::open((directory / "a.qcow2"), true, DiskFormat::Qcow2);
     ASSERT_FALSE(loop.has_value());
     EXPECT_NE(loop.error().message().find("loop"), std::string::npos) << loop.error().message();
 
-    testing::write_file(directory.file("l0"), make_pattern(4096, 1));
+    testing::write_file((directory / "l0"), make_pattern(4096, 1));
     for (unsigned level = 1; level <= qcow2::MAX_BACKING_DEPTH + 1; ++level)
-        MUST(qcow2::Image::create(directory.file("l" + std::to_string(level)), MIB,
+        MUST(qcow2::Image::create((directory / ("l" + std::to_string(level))), MIB,
                                   { .cluster_bits = 16,
                                     .backing_file = "l" + std::to_string(level - 1),
                                     .backing_format =
                                         level == 1 ? qcow2::BackingFormat::Raw : qcow2::BackingFormat::Qcow2 }));
-    EXPECT_TRUE(DiskImage::open(directory.file("l" + std::to_string(qcow2::MAX_BACKING_DEPTH)), true, DiskFormat::Qcow2)
+    EXPECT_TRUE(DiskImage::open((directory / ("l" + std::to_string(qcow2::MAX_BACKING_DEPTH))), true, DiskFormat::Qcow2)
                     .has_value());
     auto deep =
-        DiskImage::open(directory.file("l" + std::to_string(qcow2::MAX_BACKING_DEPTH + 1)), true, DiskFormat::Qcow2);
+        DiskImage::open((directory / ("l" + std::to_string(qcow2::MAX_BACKING_DEPTH + 1))), true, DiskFormat::Qcow2);
     ASSERT_FALSE(deep.has_value());
     EXPECT_NE(deep.error().message().find("deeper"), std::string::npos) << deep.error().message();
 
-    MUST(qcow2::Image::create(directory.file("orphan.qcow2"), MIB,
+    MUST(qcow2::Image::create((directory / "orphan.qcow2"), MIB,
                               { .cluster_bits = 16, .backing_file = "gone.raw", .backing_format = {} }));
-    auto missing = DiskImage::open(directory.file("orphan.qcow2"), false, DiskFormat::Qcow2);
+    auto missing = DiskImage::open((directory / "orphan.qcow2"), false, DiskFormat::Qcow2);
     ASSERT_FALSE(missing.has_value());
     EXPECT_NE(missing.error().message().find("gone.raw"), std::string::npos) << missing.error().message();
 }
 
 TEST(Qcow2Image, AQcow2FileOpenedAsRawIsNotInterpreted) {
     TemporaryDirectory directory;
-    std::string const path = directory.file("looks-like.qcow2");
+    std::string const path = (directory / "looks-like.qcow2");
     MUST(qcow2::Image::create(path, 64 * MIB, {}));
     auto image = MUST(DiskImage::open(path, true));
     EXPECT_EQ(image.format(), DiskFormat::Raw);
@@ -361,8 +362,8 @@ TEST_P(Qcow2EngineTest, ServesReadsAndWritesOfEveryKind) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
     auto const base_content = make_pattern(4 * MIB, 21);
-    testing::write_file(directory.file("base.raw"), base_content);
-    std::string const path = directory.file("overlay.qcow2");
+    testing::write_file((directory / "base.raw"), base_content);
+    std::string const path = (directory / "overlay.qcow2");
     MUST(qcow2::Image::create(path, 4 * MIB, { .cluster_bits = 16, .backing_file = "base.raw", .backing_format = {} }));
     Expected expected { base_content };
     {
@@ -398,9 +399,9 @@ TEST_P(Qcow2EngineTest, ServesReadsAndWritesOfEveryKind) {
         EXPECT_TRUE(got == expected.bytes);
         EXPECT_EQ(engine->in_flight(), 0u);
     }
-    testing::write_file(directory.file("expected.raw"), expected.bytes);
+    testing::write_file((directory / "expected.raw"), expected.bytes);
     EXPECT_EQ(qemu_img_check(path), 0) << last_output();
-    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + directory.file("expected.raw") + "'"), 0)
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + (directory / "expected.raw") + "'"), 0)
         << last_output();
 }
 

@@ -1,6 +1,5 @@
-// Test support for the disk backend's tests: a temporary directory under /tmp
-// (mkdtemp, removed with its contents on destruction) and helpers to make and
-// inspect image files in it. Not part of kvmm_disk.
+// Test support for the disk backend's tests: helpers to make and inspect image files in a
+// TemporaryDirectory (base/testing/temporary_directory.h). Not part of kvmm_disk.
 //
 // Threading: none.
 #pragma once
@@ -18,28 +17,6 @@
 #include <vector>
 
 namespace kvmm::testing {
-
-class TemporaryDirectory {
-public:
-    TemporaryDirectory() {
-        char name[] = "/tmp/kvmm-disk-test-XXXXXX";
-        if (::mkdtemp(name) == nullptr)
-            ADD_FAILURE() << "mkdtemp failed";
-        m_path = name;
-    }
-    ~TemporaryDirectory() {
-        std::error_code ignored;
-        std::filesystem::remove_all(m_path, ignored);
-    }
-    TemporaryDirectory(TemporaryDirectory const&) = delete;
-    TemporaryDirectory& operator=(TemporaryDirectory const&) = delete;
-
-    std::string const& path() const { return m_path; }
-    std::string file(std::string const& name) const { return m_path + "/" + name; }
-
-private:
-    std::string m_path;
-};
 
 // Byte `index` of the test pattern: varies with the position and `seed` so that misplaced
 // data is caught.
