@@ -405,6 +405,8 @@ Expected<void> Machine::pause() {
             return {};
         for (auto& vcpu : m_vcpus)
             vcpu->pause();
+        if (m_console_output)
+            m_console_output->write_pending();
         m_paused = true;
         spdlog::info("VM paused");
         return {};

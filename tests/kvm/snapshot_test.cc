@@ -173,7 +173,8 @@ TEST_F(SnapshotTest, ALoadedPausedCloneRunsOnlyOnceResumed) {
     ASSERT_EQ(http(clone.socket, "PATCH", "/vm", R"({"state": "Resumed"})").status, 204);
     ASSERT_TRUE(eventually([&] { return !counter_lines(clone.process->output()).empty(); }, 10s))
         << clone.process->log();
-    EXPECT_EQ(counter_lines(continued_output(clone)).front().counter, saved.counter + 1);
+    EXPECT_EQ(counter_lines(continued_output(clone)).front().counter, saved.counter + 1)
+        << "partial [" << m_partial_line << "] clone [" << clone.process->output() << "]";
 }
 
 TEST_F(SnapshotTest, BadLoadsAreRefusedNamingTheProblemAndLeaveKvmmUsable) {

@@ -82,6 +82,11 @@ public:
     // and counted. Event-loop thread, while the loop is not running callbacks.
     void flush(std::chrono::milliseconds timeout = FINAL_FLUSH_TIMEOUT);
 
+    // Writes one slice of what is queued, as far as the host takes it without waiting, and
+    // re-arms for the rest. Event-loop thread. Pause calls it: while paused only the control
+    // loop runs, so output the guest produced before the pause would otherwise wait for resume.
+    void write_pending() { drain_and_rearm(); }
+
     struct Counters {
         uint64_t bytes_written { 0 }; // taken by the host fd
         uint64_t bytes_dropped { 0 }; // produced but never written (full ring, write error, exit)
