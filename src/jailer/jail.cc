@@ -273,11 +273,11 @@ Error run_jail(JailerOptions const& options, StartTimes const& start) {
     auto const build = [&]() -> Expected<void> {
         // 2. The jail's files.
         TRY(tree.make_directories(root, 0755));
-        TRY(tree.copy_file(plan->exec_fd.get(), root + "/" + options.exec_name(), 0555));
+        TRY(tree.link_or_copy_file(plan->exec_fd.get(), root + "/" + options.exec_name(), 0555));
         for (auto const& [path, file] : plan->libraries) {
             auto const inside = root + path;
             TRY(tree.make_directories(inside.substr(0, inside.rfind('/')), 0755));
-            TRY(tree.copy_file(file.get(), inside, 0555));
+            TRY(tree.link_or_copy_file(file.get(), inside, 0555));
         }
         TRY(tree.make_directories(root + "/dev/net", 0755));
         for (auto const& device : plan->devices)

@@ -3,8 +3,9 @@
 //
 //   1. checks (nothing created yet): the chroot base, the exec file and the libraries it needs,
 //      the device numbers, the network namespace handle, the cgroup hierarchies;
-//   2. <base>/<exec name>/<id>/root with the exec file, its loader and libraries (root-owned,
-//      read-only) and dev/{kvm,net/tun,urandom,userfaultfd} owned by uid:gid, mode 0600; the
+//   2. <base>/<exec name>/<id>/root with the exec file, its loader and libraries (hard links
+//      where they are root's and on the same file system, else root-owned read-only copies)
+//      and dev/{kvm,net/tun,urandom,userfaultfd} owned by uid:gid, mode 0600; the
 //      jail root itself is given to uid:gid so kvmm can create its sockets there;
 //   3. the cgroups and their settings, the resource limits, the network namespace;
 //   4. a new mount namespace, pivot_root(2) into the jail root, the old root detached;

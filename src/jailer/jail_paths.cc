@@ -158,6 +158,27 @@ Expected<void> JailTree::copy_file(int source, std::string const& relative, mode
     return {};
 }
 
+Expected<bool> JailTree::link_or_copy_file(int source, std::string const& relative, mode_t mode) {
+    struct stat status {};
+    if (::fstat(source, &status) != 0)
+        return Error::from_errno(fmt::format("fstat of the source of {}", relative));
+    if (status.st_uid == 0 && (status.st_mode & (S_IWGRP | S_IWOTH)) == 0) {
+        auto const [directory, name] = split_last(relative);
+        auto const parent = TRY(open_directory_below(m_base.get(), directory));
+        // AT_EMPTY_PATH links the descriptor's own file (checked above), not a path (linkat(2);
+        // it needs CAP_DAC_READ_SEARCH, which the jailer has).
+        if (::linkat(source, "", parent.get(), name.c_str(), AT_EMPTY_PATH) == 0) {
+            m_created.push_back({ relative, false });
+            return true;
+        }
+        if (errno == EEXIST)
+            return Error::format("{}: already exists (a jail with this id was not removed?)", relative);
+        // EXDEV (another file system) and the rest: a copy is always possible.
+    }
+    TRY(copy_file(source, relative, mode));
+    return false;
+}
+
 Expected<void> JailTree::make_device(std::string const& relative, dev_t device, uid_t uid, gid_t gid) {
     auto const [directory, name] = split_last(relative);
     auto const parent = TRY(open_directory_below(m_base.get(), directory));

@@ -43,6 +43,10 @@ public:
     Expected<void> make_directories(std::string const& relative, mode_t mode);
     // Copies the open file `source` to `relative` (which must not exist) with `mode`, root-owned.
     Expected<void> copy_file(int source, std::string const& relative, mode_t mode);
+    // Hard-links `source` as `relative` where it is root-owned, writable by root alone and on
+    // the same file system (the jailed user can then neither change nor replace its contents);
+    // otherwise copies it as copy_file() does. Returns whether it linked.
+    Expected<bool> link_or_copy_file(int source, std::string const& relative, mode_t mode);
     // Creates a character device node owned by uid:gid with mode 0600.
     Expected<void> make_device(std::string const& relative, dev_t device, uid_t uid, gid_t gid);
     // Records a file created by other means (the pid file) for removal on failure.

@@ -128,6 +128,31 @@ TEST_F(JailTreeTest, AnExistingFileIsNeverOverwritten) {
     EXPECT_EQ(text, "previous");
 }
 
+TEST_F(JailTreeTest, RootOwnedFileIsLinkedAndAWritableOneCopied) {
+    ASSERT_TRUE(m_tree->make_directories("kvmm/vm/root", 0755).has_value());
+    write_file(m_base / "closed", "closed", 0755);
+    write_file(m_base / "open", "open", 0777);
+    struct stat source {};
+    struct stat target {};
+    auto closed = MUST(open_regular_file(m_base / "closed"));
+    // The temporary base and its files are on one file system, so the link succeeds.
+    EXPECT_TRUE(MUST(m_tree->link_or_copy_file(closed.get(), "kvmm/vm/root/closed", 0555)));
+    ASSERT_EQ(::stat((m_base / "closed").c_str(), &source), 0);
+    ASSERT_EQ(::stat((m_base / "kvmm/vm/root/closed").c_str(), &target), 0);
+    EXPECT_EQ(source.st_ino, target.st_ino);
+
+    auto open = MUST(open_regular_file(m_base / "open"));
+    EXPECT_FALSE(MUST(m_tree->link_or_copy_file(open.get(), "kvmm/vm/root/open", 0555)));
+    ASSERT_EQ(::stat((m_base / "open").c_str(), &source), 0);
+    ASSERT_EQ(::stat((m_base / "kvmm/vm/root/open").c_str(), &target), 0);
+    EXPECT_NE(source.st_ino, target.st_ino);
+    EXPECT_EQ(target.st_mode & 07777, 0555u);
+
+    EXPECT_TRUE(m_tree->remove_created().empty());
+    EXPECT_FALSE(exists(m_base / "kvmm"));
+    EXPECT_TRUE(exists(m_base / "closed")); // removing the link kept the original
+}
+
 TEST_F(JailTreeTest, DeviceNodeBelongsToTheJailedUser) {
     ASSERT_TRUE(m_tree->make_directories("kvmm/vm/root/dev", 0755).has_value());
     ASSERT_TRUE(m_tree->make_device("kvmm/vm/root/dev/null", makedev(1, 3), 1234, 4321).has_value());
