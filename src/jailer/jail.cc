@@ -267,7 +267,7 @@ Error run_jail(JailerOptions const& options, StartTimes const& start) {
     if (!cgroups)
         return cgroups.error();
 
-    JailTree tree(std::move(*base));
+    JailTree tree(std::move(*base), plan->root);
     Rollback rollback(tree, *cgroups);
     auto const& root = plan->root;
     auto const build = [&]() -> Expected<void> {

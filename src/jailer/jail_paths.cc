@@ -24,6 +24,8 @@ Expected<UniqueFd> open_directory_below(int base_fd, std::string const& relative
         start = slash + 1;
         if (component.empty())
             continue;
+        if (component == "." || component == "..")
+            return Error::format("{}: a '.' or '..' component has no place in a jail path", relative);
         UniqueFd next(::openat(current.get(), component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!next.is_valid())
             return Error::from_errno(fmt::format("opening {} (directory, no symlinks)", relative));
@@ -126,8 +128,18 @@ Expected<void> JailTree::make_directories(std::string const& relative, mode_t mo
         } else if (errno != EEXIST) {
             return Error::from_errno(fmt::format("creating {}", prefix));
         }
-        // An existing component must be a real directory: open it the way the next step will.
-        TRY(open_directory_below(m_base.get(), prefix));
+        // An existing component must be a real directory (opened the way the next step will)
+        // and root's: in one the jailed user owns, it could swap what the jailer puts there. The
+        // jail root is the exception: a previous run gave it to its uid, and the administrator
+        // may have placed files in it.
+        auto const existing = TRY(open_directory_below(m_base.get(), prefix));
+        struct stat status {};
+        if (::fstat(existing.get(), &status) != 0)
+            return Error::from_errno(fmt::format("fstat {}", prefix));
+        if (status.st_uid != 0 && prefix != m_jail_root)
+            return Error::format("{}: exists and is owned by uid {}, not root (left by a jailed process? remove "
+                                 "the jail first)",
+                                 prefix, status.st_uid);
     }
     return {};
 }

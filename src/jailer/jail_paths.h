@@ -31,7 +31,9 @@ Expected<UniqueFd> open_regular_file(std::string const& path);
 
 class JailTree {
 public:
-    explicit JailTree(UniqueFd base) : m_base(std::move(base)) {}
+    // `jail_root` (relative to the base) is the one existing directory that need not be root's.
+    explicit JailTree(UniqueFd base, std::string jail_root = {})
+        : m_base(std::move(base)), m_jail_root(std::move(jail_root)) {}
     ~JailTree() = default;
     JailTree(JailTree&&) = default;
     JailTree& operator=(JailTree&&) = default;
@@ -39,7 +41,8 @@ public:
     int base_fd() const { return m_base.get(); }
 
     // Creates each missing directory of `relative` (components separated by '/'); existing
-    // ones must be directories, not symlinks. Only the ones created are recorded.
+    // ones must be root's directories, not symlinks, and no component may be "." or "..".
+    // Only the ones created are recorded.
     Expected<void> make_directories(std::string const& relative, mode_t mode);
     // Copies the open file `source` to `relative` (which must not exist) with `mode`, root-owned.
     Expected<void> copy_file(int source, std::string const& relative, mode_t mode);
@@ -64,6 +67,7 @@ private:
         bool directory;
     };
     UniqueFd m_base;
+    std::string m_jail_root;
     std::vector<Created> m_created;
 };
 

@@ -115,6 +115,27 @@ TEST_F(JailTreeTest, SymlinkInsideTheBaseIsNotFollowed) {
     EXPECT_FALSE(exists(elsewhere / "vm"));
 }
 
+TEST_F(JailTreeTest, DirectoryOfAnotherUserOrDotDotIsRefused) {
+    ASSERT_TRUE(std::filesystem::create_directories(m_base / "kvmm/vm/root/dev"));
+    ASSERT_EQ(::chown((m_base / "kvmm/vm/root/dev").c_str(), 4321, 4321), 0);
+    auto const made = m_tree->make_directories("kvmm/vm/root/dev/net", 0755);
+    ASSERT_FALSE(made.has_value());
+    EXPECT_NE(made.error().message().find("owned by uid 4321, not root"), std::string::npos) << made.error().message();
+    EXPECT_FALSE(exists(m_base / "kvmm/vm/root/dev/net"));
+    auto const escaped = m_tree->make_directories("kvmm/../../escape", 0755);
+    ASSERT_FALSE(escaped.has_value());
+    EXPECT_NE(escaped.error().message().find("'..'"), std::string::npos) << escaped.error().message();
+}
+
+TEST(JailTreeRoot, JailRootMayBelongToTheJailedUser) {
+    kvmm::testing::TemporaryDirectory base("jail-tree");
+    ASSERT_EQ(::chmod(base.path().c_str(), 0755), 0);
+    ASSERT_TRUE(std::filesystem::create_directories(base / "kvmm/vm/root"));
+    ASSERT_EQ(::chown((base / "kvmm/vm/root").c_str(), 4321, 4321), 0);
+    JailTree tree(MUST(open_chroot_base(base.path())), "kvmm/vm/root");
+    EXPECT_TRUE(tree.make_directories("kvmm/vm/root/dev", 0755).has_value());
+}
+
 TEST_F(JailTreeTest, AnExistingFileIsNeverOverwritten) {
     ASSERT_TRUE(m_tree->make_directories("kvmm/vm/root", 0755).has_value());
     write_file(m_base / "kvmm/vm/root/kvmm", "previous", 0644);

@@ -87,6 +87,11 @@ Expected<std::vector<std::string>> parse_loader_list(std::string_view output) {
         auto const address = line.rfind(" (");
         auto const path = address == std::string_view::npos ? line : line.substr(0, address);
         TRY(check_path_characters(path, "dynamic loader output"));
+        // The library goes to the same path in the jail, reached component by component: a
+        // "." or ".." (an $ORIGIN/../lib run path) would point elsewhere there.
+        if (path.find("/./") != std::string_view::npos || path.find("/../") != std::string_view::npos ||
+            path.find("//") != std::string_view::npos || path.ends_with("/.") || path.ends_with("/.."))
+            return Error::format("library path '{}' is not in normal form (no '.', '..' or empty components)", path);
         paths.emplace_back(path);
     }
     return paths;

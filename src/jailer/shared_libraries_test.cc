@@ -26,6 +26,12 @@ TEST(LoaderList, MissingLibraryIsAnError) {
     EXPECT_NE(paths.error().message().find("libgone.so.3"), std::string::npos);
 }
 
+TEST(LoaderList, LibraryPathWithDotDotIsRefused) {
+    auto const paths = parse_loader_list("\tlibx.so => /opt/app/bin/../lib/libx.so (0x1)\n");
+    ASSERT_FALSE(paths.has_value());
+    EXPECT_NE(paths.error().message().find("not in normal form"), std::string::npos);
+}
+
 TEST(ElfInterpreter, ThisTestProgramHasTheSystemLoader) {
     UniqueFd fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
     auto const interpreter = MUST(elf_interpreter(fd.get(), "self"));
