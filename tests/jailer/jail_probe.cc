@@ -10,7 +10,9 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -98,6 +100,12 @@ int main(int argc, char** argv) {
     if (made == 0)
         ::unlink("/probe-null");
     report("setuid_0", ::setuid(0) == 0 ? "ok" : errno_name(errno));
+    // The process that started the jailer (root, outside the jail): neither traced nor signalled.
+    pid_t const parent = ::getppid();
+    if (parent > 1) {
+        report("ptrace_parent", ::ptrace(PTRACE_ATTACH, parent, nullptr, nullptr) == 0 ? "ok" : errno_name(errno));
+        report("signal_parent", ::kill(parent, 0) == 0 ? "ok" : errno_name(errno));
+    }
     // Open descriptors above stderr: the jailer closes all it inherited.
     int open_above_stderr = 0;
     for (int fd = 3; fd < 1024; ++fd)

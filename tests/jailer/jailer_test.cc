@@ -190,6 +190,8 @@ TEST_F(JailerTest, JailedProcessHasNoCapabilitiesAndTheGivenIds) {
     EXPECT_EQ(report["cap_bounding_count"], "0");
     EXPECT_EQ(report["no_new_privs"], "1");
     EXPECT_EQ(report["setuid_0"], "Operation not permitted");
+    EXPECT_EQ(report["ptrace_parent"], "Operation not permitted");
+    EXPECT_EQ(report["signal_parent"], "Operation not permitted");
     // Refused for want of CAP_MKNOD, or first by Landlock (EACCES) where the kernel has it.
     EXPECT_THAT(report["mknod"], ::testing::AnyOf("Operation not permitted", "Permission denied"));
     EXPECT_EQ(report["environment_empty"], "1");
