@@ -103,7 +103,12 @@ int main(int argc, char** argv) {
     // The process that started the jailer (root, outside the jail): neither traced nor signalled.
     pid_t const parent = ::getppid();
     if (parent > 1) {
-        report("ptrace_parent", ::ptrace(PTRACE_ATTACH, parent, nullptr, nullptr) == 0 ? "ok" : errno_name(errno));
+        // PTRACE_SEIZE has PTRACE_ATTACH's permission check without stopping the tracee, so a
+        // probe run outside a jail (as root) does not stop its parent; it lets go at once.
+        bool const seized = ::ptrace(PTRACE_SEIZE, parent, nullptr, nullptr) == 0;
+        report("ptrace_parent", seized ? "ok" : errno_name(errno));
+        if (seized)
+            ::ptrace(PTRACE_DETACH, parent, nullptr, nullptr);
         report("signal_parent", ::kill(parent, 0) == 0 ? "ok" : errno_name(errno));
     }
     // Open descriptors above stderr: the jailer closes all it inherited.
