@@ -4,6 +4,7 @@
 #include "base/testing/temporary_directory.h"
 #include "child_process.h"
 #include "jailed_process.h"
+#include "kvmm_process.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -141,6 +142,40 @@ TEST_F(JailerTest, JailedKvmmBootsTheTestGuest) {
     EXPECT_EQ(status.st_uid, JAIL_UID);
     EXPECT_EQ(status.st_gid, JAIL_GID);
     EXPECT_EQ(status.st_mode & 07777, 0600u);
+}
+
+TEST_F(JailerTest, JailedKvmmServesTheApiInTheJailRootAndSeesOnlyJailPaths) {
+    auto const reason = kvm_unavailable_reason();
+    if (!reason.empty())
+        GTEST_SKIP() << "KVM tier skipped: " << reason;
+    auto const root = jail_root("kvmm");
+    std::filesystem::create_directories(root);
+    std::filesystem::copy_file(test_guest(), root + "/guest.elf");
+    TemporaryDirectory logs("kvmm-jail-logs");
+    // stdout is a file here (KvmmProcess), which kvmm writes without /proc.
+    KvmmProcess kvmm(jailer(kvmm_binary(), { "--resource-limit", "no-file=4096" }, { "--api-sock", "/api.sock" }),
+                     logs.path());
+    auto const socket = root + "/api.sock";
+    ASSERT_TRUE(eventually([&] { return http(socket, "GET", "/").status == 200; })) << kvmm.log();
+    EXPECT_NE(http(socket, "GET", "/").body.find("\"" + m_id + "\""), std::string::npos);
+    struct stat status {};
+    ASSERT_EQ(::stat(socket.c_str(), &status), 0);
+    EXPECT_EQ(status.st_uid, JAIL_UID);
+
+    // The guest's host path means nothing inside the jail: refused at PUT or at InstanceStart.
+    auto const host_path = http(socket, "PUT", "/boot-source", R"({"kernel_image_path": ")" + test_guest() + R"("})");
+    if (host_path.status == 204)
+        EXPECT_EQ(http(socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})").status, 400);
+    else
+        EXPECT_EQ(host_path.status, 400) << host_path.body;
+
+    EXPECT_EQ(
+        http(socket, "PUT", "/boot-source", R"({"kernel_image_path": "/guest.elf", "boot_args": "test=hello"})").status,
+        204);
+    auto const started = http(socket, "PUT", "/actions", R"({"action_type": "InstanceStart"})");
+    ASSERT_EQ(started.status, 204) << started.body << kvmm.log();
+    EXPECT_EQ(kvmm.wait(std::chrono::seconds(30)), 0) << kvmm.log();
+    EXPECT_NE(kvmm.output().find("kvmm-test: hello ok"), std::string::npos) << kvmm.output() << kvmm.log();
 }
 
 TEST_F(JailerTest, JailedProcessSeesOnlyTheJailRoot) {
