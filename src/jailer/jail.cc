@@ -153,8 +153,9 @@ public:
     ~Rollback() {
         if (m_done)
             return;
-        if (m_root_owner)
-            (void)::fchown(m_root_owner->fd, m_root_owner->uid, m_root_owner->gid);
+        if (m_root_owner && ::fchown(m_root_owner->fd.get(), m_root_owner->uid, m_root_owner->gid) != 0)
+            spdlog::error("could not give the jail root back to {}:{}: {}", m_root_owner->uid, m_root_owner->gid,
+                          std::strerror(errno));
         auto left = m_cgroups.remove_created();
         auto files = m_tree.remove_created();
         left.insert(left.end(), files.begin(), files.end());
@@ -164,7 +165,10 @@ public:
     Rollback(Rollback const&) = delete;
     Rollback& operator=(Rollback const&) = delete;
 
-    void record_owner(int fd, uid_t uid, gid_t gid) { m_root_owner = Owner { fd, uid, gid }; }
+    // Keeps a descriptor of its own: the caller's may be closed before this runs.
+    void record_owner(int fd, uid_t uid, gid_t gid) {
+        m_root_owner = Owner { UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)), uid, gid };
+    }
     void keep() {
         m_done = true;
         m_tree.keep();
@@ -173,7 +177,7 @@ public:
 
 private:
     struct Owner {
-        int fd;
+        UniqueFd fd;
         uid_t uid;
         gid_t gid;
     };

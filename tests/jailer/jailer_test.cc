@@ -460,6 +460,27 @@ TEST_F(JailerTest, FailedCgroupSetupLeavesNothingBehind) {
     EXPECT_FALSE(std::filesystem::exists(mount + "/" + m_parent_cgroup));
 }
 
+TEST_F(JailerTest, FailedCgroupSetupGivesTheJailRootBack) {
+    auto const mount = cgroup_mount("pids");
+    if (mount.empty())
+        GTEST_SKIP() << "no cgroup v1 pids hierarchy is mounted on this host";
+    // The jail root exists (the administrator placed the kernel), so the jailer has given it to
+    // the jailed user before the cgroup value fails.
+    auto const root = jail_root();
+    std::filesystem::create_directories(root);
+    std::ofstream(root + "/guest.elf") << "kernel";
+    auto const result =
+        run_process(jailer(probe_binary(), { "--cgroup", "pids.max=lots", "--parent-cgroup", m_parent_cgroup }));
+    EXPECT_EQ(result.exit_status, 1);
+    EXPECT_NE(result.standard_error.find("writing 'lots' to"), std::string::npos) << result.standard_error;
+    EXPECT_EQ(joined(directory_entries(root)), "guest.elf");
+    struct stat status {};
+    ASSERT_EQ(::stat(root.c_str(), &status), 0);
+    EXPECT_EQ(status.st_uid, 0u);
+    EXPECT_EQ(status.st_gid, 0u);
+    EXPECT_FALSE(std::filesystem::exists(mount + "/" + m_parent_cgroup));
+}
+
 TEST_F(JailerTest, FailedSetupKeepsWhatTheAdministratorPlaced) {
     // A jail root with the kernel placed, and a leftover device node path the jailer must not
     // overwrite: setup fails there and removes only its own files.
