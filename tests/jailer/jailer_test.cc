@@ -481,6 +481,23 @@ TEST_F(JailerTest, FailedCgroupSetupGivesTheJailRootBack) {
     EXPECT_FALSE(std::filesystem::exists(mount + "/" + m_parent_cgroup));
 }
 
+TEST_F(JailerTest, FailureInsideTheJailStillRemovesEverything) {
+    auto const mount = cgroup_mount("pids");
+    if (mount.empty())
+        GTEST_SKIP() << "no cgroup v1 pids hierarchy is mounted on this host";
+    // setsid(1) makes the jailer a session leader, so its own setsid() for --daemonize fails:
+    // after pivot_root, when the jail's files are reachable only through the jailer's
+    // descriptors, and after the cgroup was created.
+    auto arguments =
+        jailer(probe_binary(), { "--daemonize", "--cgroup", "pids.max=64", "--parent-cgroup", m_parent_cgroup });
+    arguments.insert(arguments.begin(), "/usr/bin/setsid");
+    auto const result = run_process(arguments);
+    EXPECT_EQ(result.exit_status, 1);
+    EXPECT_NE(result.standard_error.find("--daemonize: setsid"), std::string::npos) << result.standard_error;
+    EXPECT_TRUE(directory_entries(m_base.path()).empty()) << joined(directory_entries(m_base.path()));
+    EXPECT_FALSE(std::filesystem::exists(mount + "/" + m_parent_cgroup));
+}
+
 TEST_F(JailerTest, FailedSetupKeepsWhatTheAdministratorPlaced) {
     // A jail root with the kernel placed, and a leftover device node path the jailer must not
     // overwrite: setup fails there and removes only its own files.
