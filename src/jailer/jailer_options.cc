@@ -72,7 +72,10 @@ Expected<void> apply(JailerOptions& options, std::string_view flag, std::string_
         TRY(check_id(value));
         options.id = value;
     } else if (flag == "--exec-file") {
-        options.exec_file = TRY(absolute_path(value, flag));
+        // Relative to the jailer's working directory, as Firecracker's jailer accepts it; the
+        // file is opened once, before anything changes directory.
+        TRY(check_path_characters(value, flag));
+        options.exec_file = value;
         auto const name = options.exec_name();
         if (name.empty() || name == "." || name == "..")
             return Error::format("--exec-file: '{}' does not name a file", value);
@@ -263,7 +266,7 @@ std::string usage() {
         "pivots into it in a new mount namespace, drops to UID:GID with no capabilities and execs it.\n"
         "\n"
         "  --id ID                  1 to {} letters, digits and hyphens; passed on as --id\n"
-        "  --exec-file PATH         the kvmm binary (absolute path)\n"
+        "  --exec-file PATH         the kvmm binary\n"
         "  --uid UID, --gid GID     identity of the jailed process (0 only with --allow-root)\n"
         "  --chroot-base-dir DIR    base of the jails (default {}); must exist, not a symlink,\n"
         "                           not writable by others\n"
