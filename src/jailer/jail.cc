@@ -321,7 +321,7 @@ Error run_jail(JailerOptions const& options, StartTimes const& start) {
         }
         if (options.new_pid_ns)
             TRY(fork_into_pid_namespace(options, tree, root, rollback, parent_cpu_time_us));
-        // 6. cgroups joined last, so that a failure before needs no move back.
+        // 6. cgroups joined last: the jailer's own earlier work is not charged to the VM.
         TRY(cgroups->join());
         auto const landlocked = TRY(restrict_file_system("/"));
         if (!landlocked)
@@ -342,8 +342,10 @@ Error run_jail(JailerOptions const& options, StartTimes const& start) {
     // Past the privilege drop nothing can be removed any more: a failed exec leaves the jail.
     rollback.keep();
     ::execve(program.c_str(), argv.data(), environment);
-    return Error::from_errno(
-        fmt::format("exec {} in the jail {}/{} (the jail is left in place)", program, options.chroot_base, root));
+    int const exec_error = errno; // before the message's formatting can change it
+    return Error::from_errno(fmt::format("exec {} in the jail {}/{} (the jail is left in place)", program,
+                                         options.chroot_base, root),
+                             exec_error);
 }
 
 } // namespace kvmm::jailer
