@@ -51,8 +51,10 @@ LAYERS = {
     "api": ["base", "config", "memory", "backends"],
     # manager and kvmmctl never link the VMM or the devices (design notes, "Next shape").
     "manager": ["base", "config"],
+    # kvmm-jailer's library: sets up a jail and execs kvmm; it never links kvmm's code.
+    "jailer": ["base"],
     # The programs and VmmControl, the library that connects kvmm's API to its machine.
-    "cli": ["base", "config", "memory", "hypervisor", "arch", "backends", "devices", "vmm", "api", "manager", "cli"],
+    "cli": ["base", "config", "memory", "hypervisor", "arch", "backends", "devices", "vmm", "api", "manager", "jailer", "cli"],
 }
 
 
@@ -95,11 +97,13 @@ LIBRARIES = {
     "kvmm_manager_protocol": Rule("manager"),
     "kvmm_manager": Rule("manager", ["kvmm_manager_protocol"]),
     "kvmm_manager_daemon": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol"]),
+    "kvmm_jailer": Rule("jailer"),
 }
 # Programs are in the cli layer; these must not reach the named libraries even indirectly.
 NEVER_LINKED = {
     "kvmmctl": ["kvmm_vmm", "kvmm_devices", "kvmm_virtio", "kvmm_hypervisor_kvm"],
     "kvmmd": ["kvmm_vmm", "kvmm_devices", "kvmm_virtio", "kvmm_hypervisor_kvm"],
+    "kvmm-jailer": ["kvmm_vmm", "kvmm_devices", "kvmm_virtio", "kvmm_hypervisor_kvm", "kvmm_api"],
 }
 # Test support that any test may use besides what its subject library may use.
 TEST_SUPPORT_PREFIXES = ("base/testing/",)
