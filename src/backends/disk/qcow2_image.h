@@ -36,6 +36,7 @@
 // Threading: one thread (the owning device's event loop).
 #pragma once
 
+#include "backends/disk/qcow2_file.h"
 #include "backends/disk/qcow2_format.h"
 #include "base/expected.h"
 
@@ -58,9 +59,6 @@ class DiskImage;
 
 namespace kvmm::qcow2 {
 
-// The deepest backing chain kvmm opens (the image itself not counted).
-inline constexpr unsigned MAX_BACKING_DEPTH = 16;
-
 // Test hook (crash simulation): after `count` more metadata or data system calls that change
 // the file (pwrite, fdatasync, ftruncate, fallocate) every further one fails with EIO, as if the
 // machine stopped there. A negative count switches the hook off. Returns the calls made since
@@ -72,12 +70,6 @@ int64_t fail_file_changes_after_for_testing(int64_t count);
 struct ChainContext {
     std::set<std::pair<uint64_t, uint64_t>> files;
     unsigned depth { 0 };
-};
-
-struct CreateOptions {
-    uint32_t cluster_bits { 16 };
-    std::optional<std::string> backing_file;
-    BackingFormat backing_format { BackingFormat::Raw };
 };
 
 enum class ExtentKind { Unallocated, Zero, Data, Compressed };
@@ -97,7 +89,10 @@ public:
     static Expected<std::unique_ptr<Image>> open(int fd, std::string path, bool read_only, uint64_t file_size,
                                                  ChainContext& chain);
     // Writes a new, empty image of `size` bytes at `path` (which must not exist).
-    static Expected<void> create(std::string const& path, uint64_t size, CreateOptions const& options);
+    // (qcow2_file.h's create_image, kept here for the layer's users.)
+    static Expected<void> create(std::string const& path, uint64_t size, CreateOptions const& options) {
+        return create_image(path, size, options);
+    }
     ~Image();
     Image(Image const&) = delete;
     Image& operator=(Image const&) = delete;
