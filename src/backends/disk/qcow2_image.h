@@ -140,7 +140,8 @@ private:
     Expected<Table*> refcount_block(uint64_t block_index);
     Expected<uint16_t> refcount(uint64_t cluster);
     Expected<void> set_refcount(uint64_t cluster, uint16_t value);
-    Expected<uint64_t> allocate_clusters(uint64_t count);
+    // `count` contiguous free clusters starting at a multiple of `alignment` clusters.
+    Expected<uint64_t> allocate_clusters(uint64_t count, uint64_t alignment = 1);
     Expected<void> create_refcount_block(uint64_t block_index, uint64_t cluster);
     Expected<void> grow_refcount_table(uint64_t needed_entries);
     Expected<void> writeback();
@@ -149,6 +150,10 @@ private:
     Expected<void> check_data_cluster(uint64_t host_offset) const;
     Expected<void> allocate_and_write(uint64_t cluster_offset, uint64_t skip, std::span<iovec const> buffers,
                                       uint64_t buffer_offset, uint64_t length);
+    // `count` whole clusters from guest_offset (cluster-aligned, within one L2 table), replaced
+    // entirely by the buffers' bytes from buffer_offset: one allocation, one write.
+    Expected<void> allocate_and_write_clusters(uint64_t guest_offset, uint64_t count, std::span<iovec const> buffers,
+                                               uint64_t buffer_offset);
     int32_t read_backing(uint64_t offset, std::span<iovec const> buffers);
     Expected<void> read_compressed(uint64_t entry, std::span<std::byte> cluster);
     void release_later(uint64_t entry);
