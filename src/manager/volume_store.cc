@@ -187,8 +187,9 @@ Expected<VolumeInfo> VolumeStore::create(CreateRequest const& request) {
     TRY(atomic_write_file(record_path(request.name), record.dump() + "\n", 0600));
     auto const temporary = m_directory / fmt::format(".{}.creating", request.name);
     ::unlink(temporary.c_str()); // left by a crash in an earlier create
+    Expected<void> written;
     if (request.format == VolumeFormat::Raw) {
-        TRY(create_raw(temporary.string(), request.size));
+        written = create_raw(temporary.string(), request.size);
     } else {
         qcow2::CreateOptions options;
         if (request.backing) {
@@ -196,14 +197,19 @@ Expected<VolumeInfo> VolumeStore::create(CreateRequest const& request) {
             options.backing_format = request.backing->format == VolumeFormat::Qcow2 ? qcow2::BackingFormat::Qcow2
                                                                                     : qcow2::BackingFormat::Raw;
         }
-        TRY(qcow2::create_image(temporary.string(), request.size, options)
-                .with_context(fmt::format("volume '{}'", request.name)));
+        written = qcow2::create_image(temporary.string(), request.size, options)
+                      .with_context(fmt::format("volume '{}'", request.name));
     }
-    if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
-        auto error = Error::from_errno(
+    if (written && ::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+        written = Error::from_errno(
             fmt::format("volume '{}': renaming '{}' to '{}'", request.name, temporary.string(), path.string()));
         ::unlink(temporary.c_str());
-        return error;
+    }
+    if (!written) {
+        // No stale record may describe a file that someone places under the name later.
+        if (!fs::exists(fs::symlink_status(path)))
+            ::unlink(record_path(request.name).c_str());
+        return written.error();
     }
     TRY(sync_directory(m_directory));
     return info(request.name);

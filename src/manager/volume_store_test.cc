@@ -100,6 +100,17 @@ TEST(VolumeStoreTest, CreatedVolumes_AreListedWithFormatCapacityAndBacking) {
     EXPECT_FALSE(std::filesystem::exists(directory / "volumes/.top.json"));
 }
 
+TEST(VolumeStoreTest, AFailedCreate_LeavesNoVolumeRecordOrPartialImage) {
+    TemporaryDirectory directory;
+    auto store = *VolumeStore::open(directory / "volumes");
+    // A backing name longer than the header cluster can hold: qcow2::create_image refuses it.
+    auto const failed = store.create(
+        { "long", 1 << 20, VolumeFormat::Qcow2, BackingLink { "/" + std::string(2000, 'b'), VolumeFormat::Raw } });
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message().find("volume 'long'"), std::string::npos) << failed.error().message();
+    EXPECT_TRUE(std::filesystem::is_empty(store.directory()));
+}
+
 TEST(VolumeStoreTest, RawVolumeWithAQcow2LookingContent_StaysRaw) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
