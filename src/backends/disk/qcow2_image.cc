@@ -94,11 +94,16 @@ public:
     explicit TableCache(size_t capacity) : m_capacity(capacity) {}
 
     Table* find(uint64_t offset) {
+        // The hit path of every request: the table found last is at the front of the list
+        // already, so a repeated hit needs neither the hash lookup nor the splice.
+        if (m_last != nullptr && m_last->offset == offset)
+            return m_last;
         auto found = m_index.find(offset);
         if (found == m_index.end())
             return nullptr;
         m_entries.splice(m_entries.begin(), m_entries, found->second);
-        return &*found->second;
+        m_last = &*found->second;
+        return m_last;
     }
 
     Table* insert(uint64_t offset, std::vector<std::byte> bytes, bool dirty) {
@@ -111,7 +116,8 @@ public:
         }
         m_entries.push_front(Table { offset, std::move(bytes), dirty });
         m_index[offset] = m_entries.begin();
-        return &m_entries.front();
+        m_last = &m_entries.front(); // also forgets an evicted one
+        return m_last;
     }
 
     template <typename Visit>
@@ -132,6 +138,7 @@ private:
     size_t m_capacity;
     std::list<Table> m_entries; // most recently used first
     std::unordered_map<uint64_t, std::list<Table>::iterator> m_index;
+    Table* m_last { nullptr }; // the front entry, when find() or insert() put it there
 };
 
 namespace {
