@@ -77,7 +77,9 @@ LIBRARIES = {
     "kvmm_hypervisor_fake": Rule("hypervisor", ["kvmm_hypervisor_state"], testing=True),
     "kvmm_arch": Rule("arch", ["kvmm_hypervisor_state"]),
     "kvmm_acpi": Rule("arch", ["kvmm_arch"]),  # the DSDT places devices by the memory layout
-    "kvmm_disk": Rule("backends"),
+    # The qcow2 format and image files without the block layer (kvmmd's volume verbs use it).
+    "kvmm_disk_format": Rule("backends"),
+    "kvmm_disk": Rule("backends", ["kvmm_disk_format"]),
     "kvmm_net_backend": Rule("backends"),
     "kvmm_net_testing": Rule("backends", ["kvmm_net_backend"], testing=True),
     "kvmm_devices": Rule("devices"),
@@ -96,7 +98,11 @@ LIBRARIES = {
     "kvmm_vmm_control": Rule("cli"),
     "kvmm_manager_protocol": Rule("manager"),
     "kvmm_manager": Rule("manager", ["kvmm_manager_protocol"]),
-    "kvmm_manager_daemon": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol"]),
+    # Volumes (kvmmctl's vol verbs, clone) create and describe images with the qcow2 file code
+    # alone, never the block layer.
+    "kvmm_manager_volumes": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol", "kvmm_disk_format"]),
+    "kvmm_manager_daemon": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol", "kvmm_manager_volumes",
+                                            "kvmm_disk_format"]),
     "kvmm_jailer": Rule("jailer"),
 }
 # Programs are in the cli layer; these must not reach the named libraries even indirectly.

@@ -142,6 +142,56 @@ void print_info(json const& vm) {
         row("Last exit:", vm["last_exit"]["reason"].get<std::string>());
 }
 
+// Sizes as virsh vol-info prints them: "10.00 GiB".
+std::string human_size(uint64_t bytes) {
+    static constexpr char const* UNITS[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double value = static_cast<double>(bytes);
+    size_t unit = 0;
+    while (value >= 1024 && unit + 1 < std::size(UNITS)) {
+        value /= 1024;
+        ++unit;
+    }
+    return unit == 0 ? fmt::format("{} bytes", bytes) : fmt::format("{:.2f} {}", value, UNITS[unit]);
+}
+
+std::string format_name(json const& volume) {
+    std::string name = volume["format"].get<std::string>();
+    return volume["format_recorded"].get<bool>() ? name : name + " (detected)";
+}
+
+void print_volume_list(json const& answer) {
+    std::printf(" %-24s %-16s %12s %12s  %s\n", "Name", "Format", "Capacity", "Allocation", "Backing file");
+    std::printf("%s\n", std::string(90, '-').c_str());
+    for (auto const& volume : answer["volumes"]) {
+        auto const name = volume["name"].get<std::string>();
+        if (volume.contains("error")) {
+            std::printf(" %-24s (unreadable: %s)\n", name.c_str(), volume["error"].get<std::string>().c_str());
+            continue;
+        }
+        std::string const backing = volume["backing_file"].is_null() ? "-" : volume["backing_file"].get<std::string>();
+        std::printf(" %-24s %-16s %12s %12s  %s\n", name.c_str(), format_name(volume).c_str(),
+                    human_size(volume["capacity"].get<uint64_t>()).c_str(),
+                    human_size(volume["allocation"].get<uint64_t>()).c_str(), backing.c_str());
+    }
+}
+
+void print_volume_info(json const& volume) {
+    auto row = [](char const* key, std::string const& value) { std::printf("%-16s %s\n", key, value.c_str()); };
+    row("Name:", volume["name"].get<std::string>());
+    row("Path:", volume["path"].get<std::string>());
+    row("Format:", format_name(volume));
+    row("Capacity:", human_size(volume["capacity"].get<uint64_t>()));
+    row("Allocation:", human_size(volume["allocation"].get<uint64_t>()));
+    if (!volume["backing_file"].is_null())
+        row("Backing file:", fmt::format("{} ({})", volume["backing_file"].get<std::string>(),
+                                         volume["backing_format"].get<std::string>()));
+    std::string used;
+    for (auto const& use : volume["used_by"])
+        used += fmt::format("{}VM '{}' disk '{}'", used.empty() ? "" : ", ", use["vm"].get<std::string>(),
+                            use["disk"].get<std::string>());
+    row("Used by:", used.empty() ? "-" : used);
+}
+
 // Attaches the terminal to the VM's console socket, both directions, until Ctrl-] (0x1d, as
 // virsh console) or the VM goes away. kvmm sends its recent output first (ConsoleServer), so
 // the screen continues without a gap; the daemon's own scrollback is not needed here.
@@ -251,7 +301,7 @@ int main(int argc, char** argv) {
         ->default_val(10)
         ->check(CLI::Range(0.0, 86400.0));
 
-    std::string name, file, on_off;
+    std::string name, file, on_off, new_name, size, backing, volume_format = "qcow2";
     uint64_t timeout_s = 30, lines = 50;
     bool all = false;
     auto add = [&](char const* verb, char const* help) {
@@ -274,6 +324,18 @@ int main(int argc, char** argv) {
     logs->add_option("NAME", name)->required();
     logs->add_option("--lines", lines, "How many lines")->default_val(50);
     add("metrics", "Print the Prometheus metrics text");
+    // Volumes in kvmmd's storage directory (STATE_DIR/volumes), virsh's vol verbs.
+    auto* vol_create = add("vol-create", "Create a volume (qcow2 by default; --backing: a thin overlay)");
+    vol_create->add_option("NAME", name)->required();
+    vol_create->add_option("SIZE", size, "e.g. 10G (bytes without a suffix); with --backing, the base's size");
+    vol_create->add_option("--backing", backing, "A volume the new one is an overlay of");
+    vol_create->add_option("--format", volume_format, "qcow2 or raw")->check(CLI::IsMember({ "qcow2", "raw" }));
+    add("vol-list", "List the volumes");
+    add("vol-info", "Show a volume's format, sizes, backing file and users")->add_option("NAME", name)->required();
+    add("vol-delete", "Delete a volume that no VM and no other volume uses")->add_option("NAME", name)->required();
+    auto* clone = add("clone", "Define NEW with thin qcow2 overlays of VM's disks (VM must be shut off)");
+    clone->add_option("VM", name)->required();
+    clone->add_option("NEW", new_name)->required();
 
     try {
         app.parse(argc, argv);
@@ -299,6 +361,15 @@ int main(int argc, char** argv) {
             request["enabled"] = on_off == "on";
         if (verb == "logs")
             request["lines"] = lines;
+        if (verb == "clone")
+            request["new_name"] = new_name;
+        if (verb == "vol-create") {
+            request["format"] = volume_format;
+            if (!size.empty())
+                request["size"] = size;
+            if (!backing.empty())
+                request["backing"] = backing;
+        }
         Timeouts timeouts;
         if (timeout_seconds > 0)
             timeouts.answer = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000.0 + 0.5));
@@ -327,7 +398,22 @@ int main(int argc, char** argv) {
             std::printf("VM '%s' defined\n", answer["name"].get<std::string>().c_str());
         else if (verb == "undefine")
             std::printf("VM '%s' undefined\n", name.c_str());
-        else if (verb == "autostart")
+        else if (verb == "vol-list")
+            print_volume_list(answer);
+        else if (verb == "vol-info")
+            print_volume_info(answer);
+        else if (verb == "vol-create")
+            std::printf("Volume '%s' created (%s, %s)\n", name.c_str(), answer["format"].get<std::string>().c_str(),
+                        human_size(answer["capacity"].get<uint64_t>()).c_str());
+        else if (verb == "vol-delete")
+            std::printf("Volume '%s' deleted\n", name.c_str());
+        else if (verb == "clone") {
+            std::string overlays;
+            for (auto const& volume : answer["volumes"])
+                overlays += (overlays.empty() ? "" : ", ") + volume.get<std::string>();
+            std::printf("VM '%s' cloned from '%s' (overlays: %s)\n", new_name.c_str(), name.c_str(),
+                        overlays.empty() ? "none" : overlays.c_str());
+        } else if (verb == "autostart")
             std::printf("VM '%s' autostart %s\n", name.c_str(), on_off == "on" ? "enabled" : "disabled");
         else
             std::printf("VM '%s' %s\n", name.c_str(), answer["state"].get<std::string>().c_str());

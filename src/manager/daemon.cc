@@ -112,7 +112,12 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
     // the same directory would take the live one's starting kvmm for an orphan and kill it.
     auto state_lock = TRY(lock_state_directory(options.state_dir));
     auto store = TRY(StateStore::open(options.state_dir));
+    auto volumes = TRY(VolumeStore::open(options.state_dir / "volumes"));
     std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(state_lock), std::move(store)));
+    {
+        MutexLock guard(daemon->m_volume_lock);
+        daemon->m_volumes.emplace(std::move(volumes));
+    }
     daemon->m_epoll = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!daemon->m_epoll.is_valid())
         return Error::from_errno("epoll_create1");
@@ -207,6 +212,16 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
         return list(TRY(optional_bool(request, "all")).value_or(false));
     if (verb == "metrics")
         return json { { "text", metrics() } };
+    if (verb == "vol-create")
+        return volume_create(request);
+    if (verb == "vol-list")
+        return volume_list();
+    if (verb == "vol-info")
+        return volume_info(request);
+    if (verb == "vol-delete")
+        return volume_delete(request);
+    if (verb == "clone")
+        return clone(request);
     static constexpr std::string_view VM_VERBS[] = { "undefine", "start", "shutdown",  "destroy", "reboot",  "suspend",
                                                      "resume",   "info",  "autostart", "logs",    "console", "dump" };
     if (std::find(std::begin(VM_VERBS), std::end(VM_VERBS), verb) == std::end(VM_VERBS))

@@ -40,6 +40,7 @@
 #include "base/unique_fd.h"
 #include "manager/cgroup.h"
 #include "manager/state_store.h"
+#include "manager/volume_store.h"
 
 #include <nlohmann/json.hpp>
 
@@ -102,6 +103,23 @@ private:
     Expected<nlohmann::json> console(Vm& vm);
     std::string metrics();
 
+    // Volumes and clone (daemon_volumes.cc).
+    Expected<nlohmann::json> volume_create(nlohmann::json const& request);
+    Expected<nlohmann::json> volume_list();
+    Expected<nlohmann::json> volume_info(nlohmann::json const& request);
+    Expected<nlohmann::json> volume_delete(nlohmann::json const& request);
+    Expected<nlohmann::json> clone(nlohmann::json const& request);
+    // Refuses to start `definition` while one of its writable disks is the backing file of a
+    // volume or of another VM's disk (docs/kvmmctl.md, "Clones and backing files").
+    Expected<void> check_writable_disks_are_not_backing(VmDefinition const& definition) EXCLUDES(m_lock);
+    struct DiskUse;
+    // Every defined VM's disks, for the reference checks; takes m_lock briefly.
+    std::vector<DiskUse> disk_uses() EXCLUDES(m_lock);
+    // The files some image stacks on: (identity, who stacks on it), over every volume and every
+    // VM disk.
+    std::vector<std::pair<FileIdentity, std::string>> backing_files(std::vector<DiskUse> const& uses)
+        REQUIRES(m_volume_lock);
+
     // Process supervision (daemon_process.cc).
     void recover(Vm& vm);
     void reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std::optional<Cgroup> cgroup);
@@ -122,6 +140,11 @@ private:
     // so released last): one daemon per state directory.
     UniqueFd m_state_lock;
     StateStore m_store;
+
+    // Serialises the volume verbs, clone and start's backing-file check, so that a check and the
+    // change it guards cannot interleave with another. Taken before m_lock, never inside it.
+    Mutex m_volume_lock ACQUIRED_BEFORE(m_lock);
+    std::optional<VolumeStore> m_volumes GUARDED_BY(m_volume_lock); // STATE_DIR/volumes
 
     Mutex m_lock;                      // guards the map, every Vm's fields (but not Vm::operation) and below
     std::condition_variable m_changed; // a VM's process exited or its state changed

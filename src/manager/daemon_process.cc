@@ -99,6 +99,8 @@ Expected<void> Daemon::start(Vm& vm) {
             vm.starting = false;
         }
     } clear_starting { *this, vm };
+    // After `starting` is set, so a volume verb that checks afterwards sees this VM as active.
+    TRY(check_writable_disks_are_not_backing(definition));
 
     auto const runtime = m_store.runtime_dir(vm.name);
     std::string const control_socket = (runtime / "control.sock").string();

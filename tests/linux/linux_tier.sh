@@ -26,6 +26,7 @@ if "$repo/tools/testhost/needs-testhost.sh"; then
     for attempt in 1 2 3; do
         status=0
         "$repo/tools/testhost/run-in-testhost.sh" --cpus 1 --timeout 900 --stall 240 --binary "$kvmm" --share "$here" \
+            --binary qemu-img --binary e2fsck \
             -- sh "$here/run-batch.sh" "$kvmm" /guest "${done_cases[@]}" | tee "$log" || status=${PIPESTATUS[0]}
         if [[ $status -ne 125 ]]; then
             if grep '^LINUX-TEST [^ ]* FAIL' "$earlier_results" >&2; then

@@ -377,6 +377,92 @@ if want virtio-blk-root; then
 fi
 rm -f "$work/disk.img"
 
+# 4b. the root file system on a qcow2 overlay of the raw rootfs.ext4 (made by qemu-img, backing
+# name relative to the overlay): the guest writes a file into ext4; the base is unchanged, the
+# overlay passes `qemu-img check`, its flattened content passes `e2fsck -fn`, and a second boot
+# from that flattened (raw) copy reads the file back. qemu-img and e2fsck are the host's
+# (copied into the test host by linux_tier.sh); missing, the case fails.
+if want virtio-blk-root-qcow2; then
+    cp "$guest/rootfs.ext4" "$work/base.ext4"
+    rm -f "$work/root.qcow2" "$work/flat.ext4"
+    base_sum=$(md5sum <"$work/base.ext4")
+    detail=""
+    if ! (cd "$work" && qemu-img create -q -f qcow2 -F raw -b base.ext4 root.qcow2) >"$work/qcow2.log" 2>&1; then
+        detail="qemu-img create: $(cat "$work/qcow2.log")"
+    fi
+    if [ -z "$detail" ]; then
+        boot virtio-blk-root-qcow2 'awk "\$2 == \"/\" { print \"root=\" \$1 \" \" \$3 }" /proc/mounts
+            dd if=/dev/urandom of=/root/qcow2-data bs=64k count=64 2>/dev/null && sync
+            echo "written=$(md5sum </root/qcow2-data | cut -d" " -f1)"' \
+            --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$work/root.qcow2,format=qcow2,root=on"
+        written=$(sed -n 's/^written=\([0-9a-f]*\)$/\1/p' "$work/virtio-blk-root-qcow2.out")
+        if [ "$status" -ne 0 ] || [ -z "$written" ]; then
+            detail="first boot: status $status, $(tail -n 5 "$work/virtio-blk-root-qcow2.out" | tr '\n' ' ')"
+        elif [ "$(md5sum <"$work/base.ext4")" != "$base_sum" ]; then
+            detail="the base image changed"
+        elif ! qemu-img check -q -f qcow2 "$work/root.qcow2" >"$work/qcow2.log" 2>&1; then
+            detail="qemu-img check: $(cat "$work/qcow2.log")"
+        elif ! qemu-img convert -f qcow2 -O raw "$work/root.qcow2" "$work/flat.ext4" >"$work/qcow2.log" 2>&1; then
+            detail="qemu-img convert: $(cat "$work/qcow2.log")"
+        elif ! e2fsck -fn "$work/flat.ext4" >"$work/qcow2.log" 2>&1; then
+            detail="e2fsck: $(tail -n 5 "$work/qcow2.log" | tr '\n' ' ')"
+        fi
+    fi
+    if [ -z "$detail" ]; then
+        boot virtio-blk-root-qcow2-reread 'echo "read=$(md5sum </root/qcow2-data | cut -d" " -f1)"' \
+            --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$work/flat.ext4,root=on"
+        if ! grep -q "^read=$written\$" "$work/virtio-blk-root-qcow2-reread.out"; then
+            detail="second boot did not read the file back ($written): status $status,"
+            detail="$detail $(tail -n 5 "$work/virtio-blk-root-qcow2-reread.out" | tr '\n' ' ')"
+        fi
+    fi
+    if [ -z "$detail" ]; then
+        result virtio-blk-root-qcow2 PASS "ext4 on a qcow2 overlay: written, checked, read back raw"
+    else
+        result virtio-blk-root-qcow2 FAIL "$detail"
+    fi
+    rm -f "$work/base.ext4" "$work/root.qcow2" "$work/flat.ext4"
+fi
+
+# 4c. kill -9 in the middle of writes to a qcow2 image (every first write allocates clusters, so
+# metadata is changing): the data the guest fsynced before is in the image, and `qemu-img
+# check` finds no corruption (exit 0, or 3: leaked clusters only, which a crash may leave).
+if want virtio-blk-qcow2-kill; then
+    rm -f "$work/kill.qcow2" "$work/kill.raw"
+    detail=""
+    if ! qemu-img create -q -f qcow2 "$work/kill.qcow2" 64M >"$work/qcow2.log" 2>&1; then
+        detail="qemu-img create: $(cat "$work/qcow2.log")"
+    else
+        start_boot virtio-blk-qcow2-kill 'kvmm-guest-tool fill /dev/vda 8 23 && echo BLK-FLUSHED
+            dd if=/dev/urandom of=/dev/vda bs=64k seek=256 count=64 2>/dev/null; echo BLK-WRITING
+            while :; do dd if=/dev/urandom of=/dev/vda bs=64k seek=128 count=512 2>/dev/null; done' \
+            --kernel "$guest/bzImage" --cpus 1 --memory 256M --disk "path=$work/kill.qcow2,format=qcow2"
+        killed=no
+        if wait_console '^BLK-WRITING' 150; then
+            sleep 1
+            kill -KILL "$(vmm_process "$kvmm_pid")" && killed=yes
+        fi
+        finish_boot
+        qemu-img check -f qcow2 "$work/kill.qcow2" >"$work/qcow2.log" 2>&1
+        check_status=$?
+        if [ "$killed" != yes ]; then
+            detail="kvmm was not killed mid-write: $(tail -n 5 "$work/$name.out" | tr '\n' ' ')"
+        elif [ "$check_status" -ne 0 ] && [ "$check_status" -ne 3 ]; then
+            detail="qemu-img check exit $check_status: $(tail -n 5 "$work/qcow2.log" | tr '\n' ' ')"
+        elif ! qemu-img convert -f qcow2 -O raw "$work/kill.qcow2" "$work/kill.raw" >"$work/qcow2.log" 2>&1; then
+            detail="qemu-img convert: $(cat "$work/qcow2.log")"
+        elif ! "$tool" verify "$work/kill.raw" 8 23 >"$work/qcow2.log" 2>&1; then
+            detail="the fsynced data: $(cat "$work/qcow2.log")"
+        fi
+    fi
+    if [ -z "$detail" ]; then
+        result virtio-blk-qcow2-kill PASS "fsynced data kept, qemu-img check exit $check_status after kill -9"
+    else
+        result virtio-blk-qcow2-kill FAIL "$detail"
+    fi
+    rm -f "$work/kill.qcow2" "$work/kill.raw"
+fi
+
 # 5. PATCH /drives path_on_host while the guest runs (kvmm configured by a config file, with
 # its API socket): the drive moves from a 16 MiB image to a 32 MiB one holding known data;
 # the guest learns the new capacity from the configuration-change interrupt and reads the

@@ -33,6 +33,8 @@ inline constexpr uint64_t MAX_REFCOUNT_TABLE_BYTES = 8ull << 20;
 inline constexpr uint32_t MAX_BACKING_NAME_BYTES = 1023;
 // The largest virtual size kvmm accepts (QEMU's limit: 32 TiB ... 2^55 host offsets).
 inline constexpr uint64_t MAX_VIRTUAL_SIZE = 1ull << 55;
+// The deepest backing chain kvmm opens (the image itself not counted).
+inline constexpr unsigned MAX_BACKING_DEPTH = 16;
 
 // Incompatible feature bits.
 inline constexpr uint64_t INCOMPATIBLE_DIRTY = 1ull << 0;

@@ -94,11 +94,16 @@ public:
     explicit TableCache(size_t capacity) : m_capacity(capacity) {}
 
     Table* find(uint64_t offset) {
+        // The hit path of every request: the table found last is at the front of the list
+        // already, so a repeated hit needs neither the hash lookup nor the splice.
+        if (m_last != nullptr && m_last->offset == offset)
+            return m_last;
         auto found = m_index.find(offset);
         if (found == m_index.end())
             return nullptr;
         m_entries.splice(m_entries.begin(), m_entries, found->second);
-        return &*found->second;
+        m_last = &*found->second;
+        return m_last;
     }
 
     Table* insert(uint64_t offset, std::vector<std::byte> bytes, bool dirty) {
@@ -111,7 +116,8 @@ public:
         }
         m_entries.push_front(Table { offset, std::move(bytes), dirty });
         m_index[offset] = m_entries.begin();
-        return &m_entries.front();
+        m_last = &m_entries.front(); // also forgets an evicted one
+        return m_last;
     }
 
     template <typename Visit>
@@ -132,12 +138,15 @@ private:
     size_t m_capacity;
     std::list<Table> m_entries; // most recently used first
     std::unordered_map<uint64_t, std::list<Table>::iterator> m_index;
+    Table* m_last { nullptr }; // the front entry, when find() or insert() put it there
 };
 
 namespace {
 // Memory per cache: 4 MiB, and never fewer than 4 tables (2 MiB clusters: 8 MiB).
 constexpr uint64_t CACHE_BYTES = 4ull << 20;
 constexpr size_t MIN_CACHED_TABLES = 4;
+// The largest alignment of a run of new clusters: x86-64's PMD size, the largest page-cache folio.
+constexpr uint64_t LARGEST_ALIGNED_RUN = 2ull << 20;
 } // namespace
 
 Image::Image(int fd, std::string path, bool read_only, Header header, uint64_t file_size)
@@ -323,7 +332,7 @@ Expected<void> Image::create_refcount_block(uint64_t block_index, uint64_t clust
     return {};
 }
 
-Expected<uint64_t> Image::allocate_clusters(uint64_t count) {
+Expected<uint64_t> Image::allocate_clusters(uint64_t count, uint64_t alignment) {
     uint64_t const per_block = m_header.refcounts_per_block();
     while (true) {
         uint64_t run_start = m_free_cursor;
@@ -338,6 +347,8 @@ Expected<uint64_t> Image::allocate_clusters(uint64_t count) {
                 continue;
             }
             first_free = std::min(first_free, cluster);
+            if (run_length == 0 && cluster % alignment != 0)
+                continue; // free, but a run may not start here (left for smaller allocations)
             if (run_length++ == 0)
                 run_start = cluster;
         }
@@ -377,9 +388,13 @@ Expected<void> Image::grow_refcount_table(uint64_t needed_entries) {
                      ENOSPC);
     std::vector<uint64_t> table = m_refcount_table;
     table.resize(table_clusters * entries_per_cluster);
-    // The new table and the blocks that describe it go past the end of the file; find how many
-    // blocks cover the table and themselves.
-    uint64_t const start = m_end_cluster;
+    // The new table and the blocks that describe it go past the end of the file and past every
+    // cluster the old table can describe, so that only new blocks (written below, before the
+    // header points to the table) count them. Placed at the end of the file alone, the table
+    // could land in a range an existing block covers, whose counts for it would then never be
+    // written: that happens when a run of several clusters crosses the old table's reach while
+    // the file ends before it. The clusters skipped stay free for later allocations.
+    uint64_t const start = std::max(m_end_cluster, m_refcount_table.size() * per_block);
     std::vector<uint64_t> new_blocks;
     for (uint64_t block_count = 0;;) {
         new_blocks.clear();
@@ -690,6 +705,27 @@ Expected<void> Image::allocate_and_write(uint64_t cluster_offset, uint64_t skip,
     return set_l2_entry(cluster_offset, host | ENTRY_COPIED);
 }
 
+Expected<void> Image::allocate_and_write_clusters(uint64_t guest_offset, uint64_t count, std::span<iovec const> buffers,
+                                                  uint64_t buffer_offset) {
+    // Ordered as allocate_and_write: refcounts (in allocate_clusters), then the data, then the
+    // L2 entries, so a crash between the steps leaks the clusters at worst.
+    // The run starts at a host offset aligned like its size (a power of two up to 2 MiB), so
+    // the host page cache can hold it in folios that large: a large folio must be naturally
+    // aligned in the file, and a run placed right after the metadata clusters would be cut into
+    // small ones however it is written. The free clusters skipped serve later single-cluster
+    // allocations (L2 tables, copy-on-write).
+    uint64_t alignment = 1;
+    while (alignment * 2 <= count && (alignment * 2) * m_cluster_size <= LARGEST_ALIGNED_RUN)
+        alignment *= 2;
+    uint64_t const host = TRY(allocate_clusters(count, alignment));
+    std::vector<iovec> part;
+    slice_buffers(buffers, buffer_offset, count * m_cluster_size, part);
+    TRY(as_expected(pwrite_buffers(m_fd, host, part), "writing new clusters"));
+    for (uint64_t i = 0; i < count; ++i)
+        TRY(set_l2_entry(guest_offset + i * m_cluster_size, (host + i * m_cluster_size) | ENTRY_COPIED));
+    return {};
+}
+
 int32_t Image::write_allocating(uint64_t offset, std::span<iovec const> buffers) {
     if (m_read_only)
         return -EROFS;
@@ -714,6 +750,19 @@ int32_t Image::write_allocating(uint64_t offset, std::span<iovec const> buffers)
         }
         uint64_t const guest = offset + position;
         uint64_t const skip = guest % m_cluster_size;
+        // Whole clusters that the write replaces entirely need no copy-on-write: a run of them
+        // (one extent, so one L2 table) gets one contiguous allocation and one pwritev, as QEMU
+        // allocates a request's clusters together. The image's data then stays contiguous on
+        // the host, and the host page cache holds it in large folios, as it does a raw file
+        // written the same way; cluster by cluster, 4 KiB random reads of such data cost the
+        // kernel several times more in page-cache lookups (bench/block_bench.cc).
+        uint64_t const whole = skip == 0 ? std::min(extent->length, length - position) / m_cluster_size : 0;
+        if (whole >= 2) {
+            if (auto written = allocate_and_write_clusters(guest, whole, buffers, position); !written)
+                return to_result(written.error());
+            position += whole * m_cluster_size;
+            continue;
+        }
         uint64_t const piece = std::min(m_cluster_size - skip, length - position);
         if (auto written = allocate_and_write(guest - skip, skip, buffers, position, piece); !written)
             return to_result(written.error());

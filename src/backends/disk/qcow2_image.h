@@ -36,6 +36,7 @@
 // Threading: one thread (the owning device's event loop).
 #pragma once
 
+#include "backends/disk/qcow2_file.h"
 #include "backends/disk/qcow2_format.h"
 #include "base/expected.h"
 
@@ -58,9 +59,6 @@ class DiskImage;
 
 namespace kvmm::qcow2 {
 
-// The deepest backing chain kvmm opens (the image itself not counted).
-inline constexpr unsigned MAX_BACKING_DEPTH = 16;
-
 // Test hook (crash simulation): after `count` more metadata or data system calls that change
 // the file (pwrite, fdatasync, ftruncate, fallocate) every further one fails with EIO, as if the
 // machine stopped there. A negative count switches the hook off. Returns the calls made since
@@ -72,12 +70,6 @@ int64_t fail_file_changes_after_for_testing(int64_t count);
 struct ChainContext {
     std::set<std::pair<uint64_t, uint64_t>> files;
     unsigned depth { 0 };
-};
-
-struct CreateOptions {
-    uint32_t cluster_bits { 16 };
-    std::optional<std::string> backing_file;
-    BackingFormat backing_format { BackingFormat::Raw };
 };
 
 enum class ExtentKind { Unallocated, Zero, Data, Compressed };
@@ -97,7 +89,10 @@ public:
     static Expected<std::unique_ptr<Image>> open(int fd, std::string path, bool read_only, uint64_t file_size,
                                                  ChainContext& chain);
     // Writes a new, empty image of `size` bytes at `path` (which must not exist).
-    static Expected<void> create(std::string const& path, uint64_t size, CreateOptions const& options);
+    // (qcow2_file.h's create_image, kept here for the layer's users.)
+    static Expected<void> create(std::string const& path, uint64_t size, CreateOptions const& options) {
+        return create_image(path, size, options);
+    }
     ~Image();
     Image(Image const&) = delete;
     Image& operator=(Image const&) = delete;
@@ -145,7 +140,8 @@ private:
     Expected<Table*> refcount_block(uint64_t block_index);
     Expected<uint16_t> refcount(uint64_t cluster);
     Expected<void> set_refcount(uint64_t cluster, uint16_t value);
-    Expected<uint64_t> allocate_clusters(uint64_t count);
+    // `count` contiguous free clusters starting at a multiple of `alignment` clusters.
+    Expected<uint64_t> allocate_clusters(uint64_t count, uint64_t alignment = 1);
     Expected<void> create_refcount_block(uint64_t block_index, uint64_t cluster);
     Expected<void> grow_refcount_table(uint64_t needed_entries);
     Expected<void> writeback();
@@ -154,6 +150,10 @@ private:
     Expected<void> check_data_cluster(uint64_t host_offset) const;
     Expected<void> allocate_and_write(uint64_t cluster_offset, uint64_t skip, std::span<iovec const> buffers,
                                       uint64_t buffer_offset, uint64_t length);
+    // `count` whole clusters from guest_offset (cluster-aligned, within one L2 table), replaced
+    // entirely by the buffers' bytes from buffer_offset: one allocation, one write.
+    Expected<void> allocate_and_write_clusters(uint64_t guest_offset, uint64_t count, std::span<iovec const> buffers,
+                                               uint64_t buffer_offset);
     int32_t read_backing(uint64_t offset, std::span<iovec const> buffers);
     Expected<void> read_compressed(uint64_t entry, std::span<std::byte> cluster);
     void release_later(uint64_t entry);

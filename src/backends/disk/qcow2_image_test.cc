@@ -112,6 +112,37 @@ TEST(Qcow2Image, WrittenByKvmmReadsBackAndPassesQemuImgCheckAndCompare) {
     expect_content(*image.qcow2(), expected.bytes);
 }
 
+// A write that replaces whole clusters of an empty image takes one contiguous, aligned run of
+// host clusters (one allocation, one write), so the data lies as in a raw file; a partial cluster
+// at either end still goes through copy-on-write.
+TEST(Qcow2Image, AWriteOfWholeClustersIsAllocatedAsOneContiguousRun) {
+    REQUIRE_QEMU_IMG();
+    TemporaryDirectory directory;
+    std::string const path = (directory / "runs.qcow2");
+    MUST(qcow2::Image::create(path, 16 * MIB, {}));
+    Expected expected { std::vector<std::byte>(16 * MIB) };
+    {
+        auto image = MUST(DiskImage::open(path, false, DiskFormat::Qcow2));
+        auto const whole = make_pattern(MIB, 7);
+        ASSERT_EQ(write_at(*image.qcow2(), 2 * MIB, whole), static_cast<int32_t>(MIB));
+        expected.write(2 * MIB, whole);
+        auto const extent = MUST(image.qcow2()->map(2 * MIB, MIB));
+        EXPECT_EQ(extent.kind, qcow2::ExtentKind::Data);
+        EXPECT_EQ(extent.length, MIB) << "the 16 clusters are one contiguous host extent";
+        EXPECT_EQ(extent.host_offset % MIB, 0u) << "a run is aligned like its size, for the host's large folios";
+        // Unaligned at both ends: two partial clusters around 15 whole ones.
+        auto const ragged = make_pattern(MIB, 9);
+        ASSERT_EQ(write_at(*image.qcow2(), 8 * MIB + 512, ragged), static_cast<int32_t>(MIB));
+        expected.write(8 * MIB + 512, ragged);
+        expect_content(*image.qcow2(), expected.bytes);
+        ASSERT_EQ(image.qcow2()->flush(), 0);
+    }
+    testing::write_file((directory / "expected.raw"), expected.bytes);
+    EXPECT_EQ(qemu_img_check(path), 0) << last_output();
+    EXPECT_EQ(run("qemu-img compare -f qcow2 -F raw '" + path + "' '" + (directory / "expected.raw") + "'"), 0)
+        << last_output();
+}
+
 TEST(Qcow2Image, ImagesMadeByQemuImgAreReadAndWritten) {
     REQUIRE_QEMU_IMG();
     TemporaryDirectory directory;
