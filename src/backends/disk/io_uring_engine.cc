@@ -1,6 +1,7 @@
 #include "backends/disk/io_uring_engine.h"
 
 #include "backends/disk/disk_io.h"
+#include "backends/disk/restricted_ring.h"
 
 #include <liburing.h>
 #include <linux/falloc.h>
@@ -29,24 +30,12 @@ Expected<std::unique_ptr<IoUringEngine>> IoUringEngine::create(DiskImage& image,
     if (int const forced = g_forced_setup_error.load(); forced != 0)
         return Error::from_errno("io_uring_queue_init", forced);
 
-    auto ring = std::make_unique<io_uring>();
-    // SUBMIT_ALL (Linux 5.18): one bad SQE must not hold back the rest of the batch.
-    int result = ::io_uring_queue_init(queue_depth, ring.get(), IORING_SETUP_SUBMIT_ALL);
-    if (result == -EINVAL)
-        result = ::io_uring_queue_init(queue_depth, ring.get(), 0);
-    if (result < 0)
-        return Error::from_errno(fmt::format("io_uring_queue_init with {} entries", queue_depth), -result);
-
     auto event = EventFd::create();
-    if (!event) {
-        ::io_uring_queue_exit(ring.get());
+    if (!event)
         return event.release_error().with_context("disk completion eventfd");
-    }
-    result = ::io_uring_register_eventfd(ring.get(), event->fd());
-    if (result < 0) {
-        ::io_uring_queue_exit(ring.get());
-        return Error::from_errno("io_uring_register_eventfd", -result);
-    }
+    auto ring = std::make_unique<io_uring>();
+    TRY(set_up_restricted_ring(*ring, queue_depth, image.fd(), event->fd())
+            .with_context(fmt::format("disk '{}': the restricted io_uring", image.path())));
     return std::unique_ptr<IoUringEngine>(
         new IoUringEngine(image, write_through, queue_depth, std::move(*event), std::move(ring)));
 }
@@ -91,7 +80,9 @@ uint32_t IoUringEngine::take_slot() {
 void IoUringEngine::prepare(uint32_t slot) {
     Request& request = m_requests[slot];
     io_uring_sqe* sqe = ::io_uring_get_sqe(m_ring.get());
-    int const fd = m_image.fd();
+    // The image is the ring's only registered file (restricted_ring.h): every SQE names it by
+    // index, with IOSQE_FIXED_FILE, which the ring requires.
+    int const fd = static_cast<int>(RESTRICTED_RING_FILE_INDEX);
     switch (request.operation) {
     case Operation::Read:
     case Operation::Write: {
@@ -120,6 +111,7 @@ void IoUringEngine::prepare(uint32_t slot) {
         break;
     }
     }
+    ::io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);
     ::io_uring_sqe_set_data64(sqe, slot);
 }
 
