@@ -73,6 +73,8 @@ constexpr SeccompTableRow TABLE[] = {
     { "clock_gettime", ROLE_ALL, any(), "timestamps where the vDSO falls back to the syscall" },
     { "clock_nanosleep", ROLE_ALL, any(), "std::this_thread::sleep_for in bounded retries" },
     { "nanosleep", ROLE_ALL, any(), "std::this_thread::sleep_for in bounded retries" },
+    { "time", ROLE_ALL, any(), "the RTC's clock (CmosRtc on the vCPU threads) where the vDSO falls back" },
+    { "gettimeofday", ROLE_ALL, any(), "timestamps where the vDSO falls back to the syscall" },
     { "restart_syscall", ROLE_ALL, any(), "a futex or sleep interrupted by the vCPU kick signal" },
 
     // --- vCPU threads -------------------------------------------------------------------------
@@ -94,6 +96,10 @@ constexpr SeccompTableRow TABLE[] = {
     { "epoll_pwait", ROLE_EVENT_LOOPS, any(), "EventLoop::run" },
     { "epoll_ctl", ROLE_EVENT_LOOPS, any(), "EventLoop::watch and its registrations' end" },
     { "eventfd2", ROLE_FILES, any(), "EventFd of a new disk engine (PATCH /drives) and of posted work" },
+    { "poll", ROLE_VMM, any(),
+      "bounded waits: BufferedSink and ConsoleServer flushing at exit, BlockDevice and Qcow2Engine "
+      "draining in-flight requests before a drive move" },
+    { "ppoll", ROLE_VMM, any(), "as poll, where glibc implements poll with ppoll" },
     { "signalfd4", ROLE_VMM, any(), "Machine::serve_events reads the stop signals" },
     { "timerfd_create", ROLE_EVENT_LOOPS, any(), "LoopTimer: rate limiters, balloon statistics, the metrics period" },
     { "timerfd_settime", ROLE_EVENT_LOOPS, any(), "LoopTimer::start and stop" },

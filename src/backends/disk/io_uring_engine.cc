@@ -51,7 +51,12 @@ IoUringEngine::IoUringEngine(DiskImage& image, bool write_through, unsigned queu
         request.segments.reserve(INITIAL_SEGMENTS_PER_SLOT);
 }
 
-IoUringEngine::~IoUringEngine() { ::io_uring_queue_exit(m_ring.get()); }
+IoUringEngine::~IoUringEngine() {
+    // The registered image goes now, not when the kernel gets round to freeing the closed
+    // ring: a drive move or the next open of the image must find its lock released.
+    (void)::io_uring_unregister_files(m_ring.get());
+    ::io_uring_queue_exit(m_ring.get());
+}
 
 Expected<void> IoUringEngine::reserve() {
     if (m_in_flight >= m_capacity)

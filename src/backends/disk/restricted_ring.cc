@@ -18,6 +18,13 @@ io_uring_restriction allow_opcode(uint8_t opcode) {
     return restriction;
 }
 
+io_uring_restriction allow_register_operation(uint8_t operation) {
+    io_uring_restriction restriction {};
+    restriction.opcode = IORING_RESTRICTION_REGISTER_OP;
+    restriction.register_op = operation;
+    return restriction;
+}
+
 io_uring_restriction sqe_flags(uint16_t kind, uint8_t flags) {
     io_uring_restriction restriction {};
     restriction.opcode = kind;
@@ -57,8 +64,9 @@ Expected<void> set_up_restricted_ring(io_uring& ring, unsigned entries, int file
         allow_opcode(IORING_OP_FALLOCATE),
         sqe_flags(IORING_RESTRICTION_SQE_FLAGS_REQUIRED, IOSQE_FIXED_FILE),
         sqe_flags(IORING_RESTRICTION_SQE_FLAGS_ALLOWED, IOSQE_FIXED_FILE),
+        allow_register_operation(IORING_UNREGISTER_FILES),
     };
-    // No IORING_RESTRICTION_REGISTER_OP entry: once enabled, every register operation is refused.
+    // Of the register operations only IORING_UNREGISTER_FILES stays, which can only take away.
     if (result = register_operation(ring, IORING_REGISTER_RESTRICTIONS, restrictions.data(),
                                     static_cast<unsigned>(restrictions.size()));
         result < 0)

@@ -4,7 +4,10 @@
 // the completion eventfd is registered, and then the ring is limited to
 //   * the opcodes IoUringEngine submits: READV, WRITEV, FSYNC, FALLOCATE;
 //   * submissions on registered files only (IOSQE_FIXED_FILE required, no other flag);
-//   * no further io_uring_register operation at all (no new files, buffers or eventfds);
+//   * no further io_uring_register operation (no new files, buffers or eventfds) except
+//     IORING_UNREGISTER_FILES, which the engine's teardown needs: the kernel frees a closed
+//     ring's files later, from a work queue, so the image (and its lock) would outlive the
+//     engine; unregistering first releases it before the destructor returns;
 // and only then enabled. seccomp cannot see the operations a ring performs, so without this a
 // thread that reaches the ring could open, read or write any file through it; with it, a
 // forbidden SQE completes with -EACCES.

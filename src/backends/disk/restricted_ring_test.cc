@@ -95,10 +95,13 @@ TEST_F(RestrictedRingTest, AnExtraSqeFlagIsRefusedByTheKernel) {
     EXPECT_EQ(submit_and_wait(), -EACCES);
 }
 
-TEST_F(RestrictedRingTest, RegisteringAnotherFileAfterStartIsRefused) {
+TEST_F(RestrictedRingTest, RegisteringAnotherFileOrEventfdAfterStartIsRefused) {
     int const other = m_other;
     EXPECT_EQ(::io_uring_register_files_update(&m_ring, 0, &other, 1), -EACCES);
-    EXPECT_EQ(::io_uring_unregister_files(&m_ring), -EACCES);
+    EXPECT_EQ(::io_uring_unregister_eventfd(&m_ring), -EACCES);
+    EXPECT_EQ(::io_uring_register_eventfd(&m_ring, m_other), -EACCES);
+    // Only taking the file away is allowed (the engine's teardown).
+    EXPECT_EQ(::io_uring_unregister_files(&m_ring), 0);
 }
 
 } // namespace
