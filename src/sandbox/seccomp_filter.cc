@@ -119,21 +119,21 @@ Expected<std::vector<sock_filter>> compile_role_filter(SeccompRoleFilter const& 
     return program;
 }
 
-Expected<SeccompFilters>
-SeccompFilters::compile(std::array<SeccompRoleFilter, ALL_THREAD_ROLES.size()> const& filters) {
+Expected<SeccompFilters> SeccompFilters::compile(std::array<SeccompRoleFilter, ALL_THREAD_ROLES.size()> const& filters,
+                                                 std::span<ThreadRole const> roles) {
     SeccompFilters compiled;
-    for (ThreadRole role : ALL_THREAD_ROLES) {
+    for (ThreadRole role : roles) {
         auto const index = static_cast<size_t>(role);
         compiled.m_programs[index] = TRY(compile_role_filter(filters[index], thread_role_name(role)));
     }
     return compiled;
 }
 
-Expected<SeccompFilters> SeccompFilters::from_table(KvmIoctls const& kvm) {
+Expected<SeccompFilters> SeccompFilters::from_table(KvmIoctls const& kvm, std::span<ThreadRole const> roles) {
     std::array<SeccompRoleFilter, ALL_THREAD_ROLES.size()> filters;
-    for (ThreadRole role : ALL_THREAD_ROLES)
+    for (ThreadRole role : roles)
         filters[static_cast<size_t>(role)] = TRY(build_role_filter(role, kvm));
-    return compile(filters);
+    return compile(filters, roles);
 }
 
 Expected<void> set_no_new_privileges() {
@@ -144,6 +144,8 @@ Expected<void> set_no_new_privileges() {
 
 Expected<void> SeccompFilters::install(ThreadRole role, std::string_view thread_name) const {
     auto const& program = m_programs[static_cast<size_t>(role)];
+    if (program.empty())
+        return Error::format("the seccomp filter of role '{}' was not compiled", thread_role_name(role));
     TRY(set_no_new_privileges());
     set_thread_role_for_report(role, thread_name);
     sock_fprog const fprog { static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data()) };

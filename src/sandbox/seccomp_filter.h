@@ -18,6 +18,7 @@
 #include <linux/filter.h>
 
 #include <array>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -25,14 +26,18 @@ namespace kvmm {
 
 class SeccompFilters {
 public:
-    // Compiles one filter per role (indexed by ThreadRole). Fails naming the role and the
-    // rule libseccomp refused.
-    static Expected<SeccompFilters> compile(std::array<SeccompRoleFilter, ALL_THREAD_ROLES.size()> const& filters);
+    // Compiles the filter of each role in `roles` (indexed by ThreadRole; each costs about a
+    // hundred microseconds, so a process compiles only the roles it will have). Fails naming
+    // the role and the rule libseccomp refused.
+    static Expected<SeccompFilters> compile(std::array<SeccompRoleFilter, ALL_THREAD_ROLES.size()> const& filters,
+                                            std::span<ThreadRole const> roles = ALL_THREAD_ROLES);
     // The filters of kvmm's own table (the default).
-    static Expected<SeccompFilters> from_table(KvmIoctls const& kvm);
+    static Expected<SeccompFilters> from_table(KvmIoctls const& kvm,
+                                               std::span<ThreadRole const> roles = ALL_THREAD_ROLES);
 
     // Sets no_new_privs on the calling thread and installs `role`'s filter on it; from then on
-    // a forbidden call is reported naming `thread_name` and the role (sigsys_report.h).
+    // a forbidden call is reported naming `thread_name` and the role (sigsys_report.h). Fails
+    // for a role that was not compiled.
     Expected<void> install(ThreadRole role, std::string_view thread_name) const;
 
     // The BPF instructions of a role (tests, and the start-up cost log line).

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -174,6 +175,8 @@ TEST_F(SeccompTest, TheApiThreadsForbiddenCallEndsKvmmNamingTheApiRole) {
                        filter_file_trapping("api", { "accept4", "accept" }) },
                      m_directory);
     ASSERT_TRUE(eventually([&] { return std::filesystem::exists(m_socket); })) << kvmm.log();
+    // kvmm dies at the accept, possibly before the request is written: no SIGPIPE for the test.
+    std::signal(SIGPIPE, SIG_IGN);
     (void)http(m_socket, "GET", "/", {}, 2s); // the API thread accepts: forbidden
     expect_violation(kvmm, "api", "api");
 }
