@@ -578,7 +578,8 @@ int main(int argc, char** argv) {
     std::vector<kvmm::ThreadRole> roles { kvmm::ThreadRole::Vmm, kvmm::ThreadRole::Vcpu };
     if (!api_mode.socket_path.empty() || !control_socket.empty() || (!api_mode.config_file.empty() && !api_mode.no_api))
         roles.push_back(kvmm::ThreadRole::Api);
-    if (!api_mode.config_file.empty())
+    // kvmmd's machine files (--config-file with --control-sock) are applied on the main thread.
+    if (!api_mode.config_file.empty() && control_socket.empty())
         roles.push_back(kvmm::ThreadRole::ConfigBoot);
     if (auto prepared = prepare_seccomp(no_seccomp, seccomp_filter, roles); !prepared)
         return fail(prepared.error().message());
