@@ -18,7 +18,10 @@ Runs of the two programs alternate so that noise on the host hits both alike, an
 unmeasured warm-up run of each comes first (page cache, KVM module state).
 
 This is a benchmark, not a test: it prints numbers and fails only when a run fails.
-Usage: python3 bench/boot_bench.py [--runs N] [--json] [--build-dir build/release]
+With --versus-no-seccomp the comparison is kvmm against itself run with --no-seccomp instead
+of QEMU: the start-up cost of compiling and installing the seccomp filters (docs/security.md).
+
+Usage: python3 bench/boot_bench.py [--runs N] [--json] [--build-dir build/release] [--versus-no-seccomp]
 """
 import argparse
 import json
@@ -133,8 +136,8 @@ def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def ratio(result, metric):
-    kvmm, qemu = result["kvmm"][metric], result["qemu"][metric]
+def ratio(result, metric, other):
+    kvmm, qemu = result["kvmm"][metric], result[other][metric]
     if kvmm is None or qemu is None or qemu["median"] == 0:
         return None
     return kvmm["median"] / qemu["median"]
@@ -151,6 +154,8 @@ def parse_arguments():
     parser.add_argument("--memory", default="64M", help="guest memory for both VMMs (default 64M)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per run (default 30)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--versus-no-seccomp", action="store_true",
+                        help="compare kvmm with kvmm --no-seccomp instead of QEMU")
     arguments = parser.parse_args()
     if arguments.runs < 1:
         parser.error("--runs must be at least 1")
@@ -166,6 +171,8 @@ def check_prerequisites(arguments):
     if not os.path.isfile(arguments.guest):
         raise BenchError(f"test guest {arguments.guest} is missing: build the release preset "
                          "(target kvmm_test_guest)")
+    if arguments.versus_no_seccomp:
+        return
     qemu = shutil.which(arguments.qemu)
     if qemu is None:
         raise BenchError(f"QEMU binary '{arguments.qemu}' is not installed: run tools/install-deps.sh")
@@ -176,22 +183,22 @@ def check_prerequisites(arguments):
         raise BenchError("/dev/kvm is not readable and writable by this user (join the kvm group or run as root)")
 
 
-def print_table(result, arguments):
+def print_table(result, arguments, other):
     print(f"boot_bench: {arguments.runs} alternating runs each, guest {os.path.basename(arguments.guest)} "
           f"'{GUEST_CMDLINE}', 1 vCPU, {arguments.memory}")
     rows = [("start-up to first serial line", "start_ms", "ms", 1.0, "{:.2f}"),
             ("VmHWM at first line", "vm_hwm_kib", "MiB", 1024.0, "{:.1f}"),
             ("ru_maxrss at exit", "ru_maxrss_kib", "MiB", 1024.0, "{:.1f}")]
-    print(f"{'metric':32} {'program':7} {'median':>10} {'min':>10} {'max':>10}")
+    print(f"{'metric':32} {'program':10} {'median':>10} {'min':>10} {'max':>10}")
     for label, metric, unit, scale, number_format in rows:
-        for name in ("kvmm", "qemu"):
+        for name in ("kvmm", other):
             summary = result[name][metric]
             cells = ["n/a"] * 3 if summary is None else [
                 f"{number_format.format(summary[key] / scale)} {unit}" for key in ("median", "min", "max")]
-            print(f"{label:32} {name:7} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10}")
+            print(f"{label:32} {name:10} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10}")
             label = ""
         value = result["ratio"][metric]
-        print(f"{'':32} {'ratio':7} {'n/a' if value is None else f'{value:.3f}':>10}   (kvmm / QEMU, medians)")
+        print(f"{'':32} {'ratio':10} {'n/a' if value is None else f'{value:.3f}':>10}   (kvmm / {other}, medians)")
     print(f"ru_maxrss includes a floor of {result['ru_maxrss_floor_kib'] / 1024:.1f} MiB inherited through fork() from "
           "this script (a /bin/true started the same way reports that much); compare VmHWM.")
 
@@ -199,14 +206,18 @@ def print_table(result, arguments):
 def main():
     arguments = parse_arguments()
     check_prerequisites(arguments)
+    kvmm_command = [arguments.kvmm, "--kernel", arguments.guest, "--cmdline", GUEST_CMDLINE, "--memory",
+                    arguments.memory, "--cpus", "1", "--console", "stdio"]
+    other = "no-seccomp" if arguments.versus_no_seccomp else "qemu"
     vmms = {
-        "kvmm": ([arguments.kvmm, "--kernel", arguments.guest, "--cmdline", GUEST_CMDLINE, "--memory",
-                  arguments.memory, "--cpus", "1", "--console", "stdio"], True),
+        "kvmm": (kvmm_command, True),
+        "no-seccomp": (kvmm_command + ["--no-seccomp", "--log-level", "error"], True),
         "qemu": ([arguments.qemu, "-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on", "-accel", "kvm",
                   "-cpu", "host,-arch-capabilities", "-m", arguments.memory, "-smp", "1", "-nodefaults",
                   "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", arguments.guest, "-append",
                   GUEST_CMDLINE], False),
     }
+    del vmms["qemu" if arguments.versus_no_seccomp else "no-seccomp"]
     for name, (command, exits_by_itself) in vmms.items():
         run_once(name, command, exits_by_itself, arguments.timeout)
     samples = {name: [] for name in vmms}
@@ -217,7 +228,7 @@ def main():
     metrics = ("start_ms", "vm_hwm_kib", "ru_maxrss_kib")
     result = {name: {metric: summarize([run[metric] for run in runs]) for metric in metrics}
               for name, runs in samples.items()}
-    result["ratio"] = {metric: ratio(result, metric) for metric in metrics}
+    result["ratio"] = {metric: ratio(result, metric, other) for metric in metrics}
     result["ru_maxrss_floor_kib"] = launcher_floor_kib()
     result["runs"] = arguments.runs
     result["memory"] = arguments.memory
@@ -225,7 +236,7 @@ def main():
     if arguments.json:
         print(json.dumps(result, indent=2))
     else:
-        print_table(result, arguments)
+        print_table(result, arguments, other)
 
 
 if __name__ == "__main__":

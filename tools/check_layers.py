@@ -42,6 +42,8 @@ LAYERS = {
     # The typed machine configuration and its one validate() (design notes, "Next shape").
     "config": ["base"],
     "memory": ["base"],
+    # The seccomp filters (docs/security.md); only the programs install them.
+    "sandbox": ["base"],
     "hypervisor": ["base", "memory"],
     "arch": ["base", "memory"],
     "backends": ["base", "memory", "config"],
@@ -54,7 +56,7 @@ LAYERS = {
     # kvmm-jailer's library: sets up a jail and execs kvmm; it never links kvmm's code.
     "jailer": ["base"],
     # The programs and VmmControl, the library that connects kvmm's API to its machine.
-    "cli": ["base", "config", "memory", "hypervisor", "arch", "backends", "devices", "vmm", "api", "manager", "jailer", "cli"],
+    "cli": ["base", "config", "memory", "hypervisor", "arch", "backends", "devices", "vmm", "api", "manager", "jailer", "sandbox", "cli"],
 }
 
 
@@ -70,6 +72,7 @@ LIBRARIES = {
     "kvmm_base": Rule("base"),
     "kvmm_config": Rule("config"),
     "kvmm_memory": Rule("memory"),
+    "kvmm_sandbox": Rule("sandbox"),
     # The hypervisor interfaces (vm.h, vcpu.h) and the hypervisor-neutral x86 state; boot-state
     # writers (arch) fill that state, so arch may use it.
     "kvmm_hypervisor_state": Rule("hypervisor"),

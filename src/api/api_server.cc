@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <pthread.h>
 
 namespace kvmm {
 namespace {
@@ -399,13 +400,19 @@ Expected<std::unique_ptr<ApiServer>> ApiServer::start(std::string const& socket_
     auto event_loop = TRY(EventLoop::create().with_context("the API server's event loop"));
     auto attach = std::move(options.attach_to_loop);
     auto detach = std::move(options.detach_from_loop);
+    auto on_thread_start = std::move(options.on_thread_start);
     auto loop = std::make_unique<Loop>(handler, std::move(options), std::move(event_loop));
     TRY(loop->watch(listener.fd(), stop_event.fd()));
     if (attach)
         TRY(attach(loop->event_loop()));
     std::unique_ptr<ApiServer> server(
         new ApiServer(std::move(listener), std::move(stop_event), std::move(loop), std::move(detach)));
-    server->m_thread = std::thread([loop = server->m_loop.get()] { loop->run(); });
+    server->m_thread = std::thread([loop = server->m_loop.get(), on_thread_start = std::move(on_thread_start)] {
+        pthread_setname_np(pthread_self(), "api");
+        if (on_thread_start)
+            on_thread_start();
+        loop->run();
+    });
     return server;
 }
 

@@ -76,6 +76,9 @@ struct ApiServerOptions {
     // loop goes: whatever was attached must leave it then.
     std::function<Expected<void>(EventLoop&)> attach_to_loop {};
     std::function<void()> detach_from_loop {};
+    // Called first on the server thread (named "api"), before it reads any client: the
+    // sandbox's filter of the API role. An error ends the process (main decides how).
+    std::function<void()> on_thread_start {};
 };
 
 class ApiServer {

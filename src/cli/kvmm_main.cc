@@ -4,7 +4,8 @@
 //
 // Exit status: 0 when the guest powers off or resets, 1 for bad configuration
 // (including a host without usable KVM), 2 when the guest dies (triple fault,
-// KVM internal error) or kvmm cannot keep it running, 128+N on signal N.
+// KVM internal error) or kvmm cannot keep it running, 128+N on signal N, 159 when a thread
+// made a system call its seccomp filter forbids (docs/security.md).
 #include "api/api_server.h"
 #include "api/firecracker_api.h"
 #include "api/host_checks.h"
@@ -15,7 +16,11 @@
 #include "base/open_file_limit.h"
 #include "base/path.h"
 #include "cli/vmm_control.h"
+#include "hypervisor/kvm/kvm_ioctl_groups.h"
 #include "hypervisor/kvm/kvm_system.h"
+#include "sandbox/seccomp_filter.h"
+#include "sandbox/seccomp_filter_file.h"
+#include "sandbox/sigsys_report.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
 #include "vmm/vm_config.h"
@@ -24,11 +29,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cctype>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
 #include <optional>
+#include <pthread.h>
 #include <string>
 #include <thread>
 #include <utility>
@@ -48,6 +55,103 @@ constexpr uint64_t MAX_CONFIG_FILE_SIZE = 1 << 20;
 int fail(std::string const& message) {
     std::fprintf(stderr, "kvmm: error: %s\n", message.c_str());
     return EXIT_BAD_CONFIGURATION;
+}
+
+// The seccomp filters of every thread role (docs/security.md), compiled at start; empty with
+// --no-seccomp. Set by main() before any thread starts, read only afterwards.
+std::optional<kvmm::SeccompFilters> g_seccomp_filters;
+
+// The calling thread takes `role`: no_new_privs, then its filter (with seccomp on).
+kvmm::Expected<void> enter_thread_role(kvmm::ThreadRole role, std::string_view thread_name) {
+    if (!g_seccomp_filters)
+        return kvmm::set_no_new_privileges();
+    return g_seccomp_filters->install(role, thread_name);
+}
+
+// For threads whose start cannot return an error: a thread that cannot enter its sandbox must
+// not go on unfiltered.
+void enter_thread_role_or_exit(kvmm::ThreadRole role, std::string_view thread_name) {
+    if (auto entered = enter_thread_role(role, thread_name); !entered) {
+        std::fprintf(stderr, "kvmm: error: %s\n", entered.error().message().c_str());
+        std::_Exit(EXIT_BAD_CONFIGURATION);
+    }
+}
+
+// The machine's sandbox phases: no_new_privs for the main thread (and the vCPU threads it will
+// create) once every host resource is open; each vCPU thread and then the event loop install
+// their role's filter (Machine::run).
+kvmm::MachineHooks sandbox_hooks() {
+    kvmm::MachineHooks hooks;
+    hooks.enter_sandbox = [] { return kvmm::set_no_new_privileges(); };
+    hooks.enter_vcpu_thread = [](uint32_t index) {
+        return enter_thread_role(kvmm::ThreadRole::Vcpu, fmt::format("vcpu{}", index));
+    };
+    hooks.enter_event_loop = [] { return enter_thread_role(kvmm::ThreadRole::Vmm, "kvmm"); };
+    return hooks;
+}
+
+// Sanitizer runtimes make system calls of their own (shadow memory, reports) that no role's
+// list holds: instrumented builds run unfiltered and say so.
+constexpr bool SANITIZED_BUILD =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+    true;
+#else
+    false;
+#endif
+#else
+    false;
+#endif
+
+// Compiles the filters: kvmm's table, or the --seccomp-filter file.
+kvmm::Expected<void> prepare_seccomp(bool no_seccomp, std::string const& filter_file,
+                                     std::vector<kvmm::ThreadRole> const& roles) {
+    if (no_seccomp) {
+        if (!filter_file.empty())
+            return kvmm::Error("--seccomp-filter and --no-seccomp contradict each other");
+        spdlog::warn("--no-seccomp: kvmm runs without seccomp filters");
+        return {};
+    }
+    if (SANITIZED_BUILD) {
+        spdlog::warn("sanitizer build: seccomp filters are not installed");
+        return {};
+    }
+    auto const started = std::chrono::steady_clock::now();
+    kvmm::prepare_sigsys_report();
+    auto const report_ready = std::chrono::steady_clock::now();
+    auto log_cost = [&] {
+        auto const micros = [](auto duration) {
+            return std::chrono::duration_cast<std::chrono::microseconds>(duration).count();
+        };
+        auto const now = std::chrono::steady_clock::now();
+        spdlog::debug("seccomp: filters ready in {} us (violation report {} us, compiling {} us); BPF instructions: "
+                      "vmm {}, vcpu {}, api {}, config_boot {}",
+                      micros(now - started), micros(report_ready - started), micros(now - report_ready),
+                      g_seccomp_filters->instruction_count(kvmm::ThreadRole::Vmm),
+                      g_seccomp_filters->instruction_count(kvmm::ThreadRole::Vcpu),
+                      g_seccomp_filters->instruction_count(kvmm::ThreadRole::Api),
+                      g_seccomp_filters->instruction_count(kvmm::ThreadRole::ConfigBoot));
+    };
+    if (!filter_file.empty()) {
+        auto const filters = TRY(kvmm::load_seccomp_filter_file(filter_file));
+        g_seccomp_filters =
+            TRY(kvmm::SeccompFilters::compile(filters).with_context(fmt::format("--seccomp-filter {}", filter_file)));
+        return {};
+    }
+    namespace groups = kvmm::kvm_ioctl_groups;
+    kvmm::KvmIoctls const kvm { groups::vcpu_run(), groups::vcpu_diagnostics(), groups::interrupt_line(),
+                                groups::device_wiring(), groups::save_state() };
+    g_seccomp_filters = TRY(kvmm::SeccompFilters::from_table(kvm, roles));
+    log_cost();
+    return {};
+}
+
+// The API server's options with its thread's sandbox.
+kvmm::ApiServerOptions with_api_sandbox(kvmm::ApiServerOptions options) {
+    options.on_thread_start = [] { enter_thread_role_or_exit(kvmm::ThreadRole::Api, "api"); };
+    return options;
 }
 
 struct Flags {
@@ -253,12 +357,15 @@ int run_api_mode(ApiMode const& mode) {
         if (!parsed)
             return fail(fmt::format("--config-file {}: {}", mode.config_file, parsed.error().message()));
         config_boot = std::thread([&api, &config_result, config = std::move(*parsed)]() mutable {
+            pthread_setname_np(pthread_self(), "config_boot");
+            enter_thread_role_or_exit(kvmm::ThreadRole::ConfigBoot, "config_boot");
             config_result = api.boot_from_config(std::move(config));
         });
     }
     std::unique_ptr<kvmm::ApiServer> server;
     if (!mode.no_api && mode.config_file.empty()) {
-        auto started = start_api_server(mode.socket_path, handler, control.api_server_options(mode.server_options));
+        auto started = start_api_server(mode.socket_path, handler,
+                                        control.api_server_options(with_api_sandbox(mode.server_options)));
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -276,8 +383,9 @@ int run_api_mode(ApiMode const& mode) {
             return 128 + received_signal;
         }
         config = std::move(request->config);
-        auto built = request->restore ? kvmm::Machine::create_restored(config, hypervisor, std::move(*request->restore))
-                                      : kvmm::Machine::create(config, hypervisor);
+        auto built = request->restore ? kvmm::Machine::create_restored(config, hypervisor, std::move(*request->restore),
+                                                                       sandbox_hooks())
+                                      : kvmm::Machine::create(config, hypervisor, sandbox_hooks());
         control.machine_built(built);
         if (built)
             machine = std::move(*built);
@@ -291,7 +399,8 @@ int run_api_mode(ApiMode const& mode) {
         }
     }
     if (!mode.no_api && !server) { // with --config-file, the API starts once the VM is up
-        auto started = start_api_server(mode.socket_path, handler, control.api_server_options(mode.server_options));
+        auto started = start_api_server(mode.socket_path, handler,
+                                        control.api_server_options(with_api_sandbox(mode.server_options)));
         if (!started)
             return fail(fmt::format("--api-sock {}: {}", mode.socket_path, started.error().message()));
         server = std::move(*started);
@@ -323,12 +432,12 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
     }
     api.mark_started(kvmm::InstanceConfig { config, {} });
     kvmm::KvmHypervisor hypervisor;
-    auto built = kvmm::Machine::create(config, hypervisor);
+    auto built = kvmm::Machine::create(config, hypervisor, sandbox_hooks());
     control.machine_built(built);
     if (!built)
         return fail(built.error().message());
     auto machine = std::move(*built);
-    auto server = start_api_server(control_socket, handler, control.api_server_options());
+    auto server = start_api_server(control_socket, handler, control.api_server_options(with_api_sandbox({})));
     if (!server)
         return fail(fmt::format("--control-sock {}: {}", control_socket, server.error().message()));
     spdlog::info("control API listening on {}", control_socket);
@@ -395,9 +504,9 @@ int main(int argc, char** argv) {
     app.add_flag("--show-level", fc_show_level, "Show the level in --log-path lines");
     app.add_flag("--show-log-origin", fc_show_log_origin, "Show the source file and line in --log-path lines");
     app.add_option("--metrics-path", api_mode.metrics_path, "Metrics to this existing file or FIFO (as PUT /metrics)");
-    app.add_flag("--no-seccomp", no_seccomp, "Accepted; no effect: kvmm installs no seccomp filter yet");
+    app.add_flag("--no-seccomp", no_seccomp, "Run without seccomp filters (docs/security.md)");
     app.add_option("--seccomp-filter", seccomp_filter,
-                   "Accepted and ignored: kvmm installs no seccomp filter yet (the file is not applied)");
+                   "Seccomp filters per thread role from this JSON file instead of kvmm's own (docs/security.md)");
     app.add_flag(
         "--boot-timer", boot_timer,
         "Accepted; no effect: kvmm's own boot marker (port 0x440) is always on; Firecracker's is not emulated");
@@ -454,9 +563,6 @@ int main(int argc, char** argv) {
     if (max_payload_size == 0)
         return fail("--http-api-max-payload-size must be at least 1 byte");
     api_mode.server_options.limits.max_body_bytes = max_payload_size;
-    if (!seccomp_filter.empty())
-        spdlog::warn("--seccomp-filter {}: kvmm installs no seccomp filter yet; the filter is not applied",
-                     seccomp_filter);
     if (auto checked = check_flag_paths({ { "--kernel", &flags.config.kernel_path },
                                           { "--initrd", &flags.initrd },
                                           { "--api-sock", &api_mode.socket_path },
@@ -464,9 +570,19 @@ int main(int argc, char** argv) {
                                           { "--control-sock", &control_socket },
                                           { "--metrics", &metrics_path },
                                           { "--log-path", &fc_log_path },
-                                          { "--metrics-path", &api_mode.metrics_path } });
+                                          { "--metrics-path", &api_mode.metrics_path },
+                                          { "--seccomp-filter", &seccomp_filter } });
         !checked)
         return fail(checked.error().message());
+    // Only the roles this process will have are compiled (each costs start-up time).
+    std::vector<kvmm::ThreadRole> roles { kvmm::ThreadRole::Vmm, kvmm::ThreadRole::Vcpu };
+    if (!api_mode.socket_path.empty() || !control_socket.empty() || (!api_mode.config_file.empty() && !api_mode.no_api))
+        roles.push_back(kvmm::ThreadRole::Api);
+    // kvmmd's machine files (--config-file with --control-sock) are applied on the main thread.
+    if (!api_mode.config_file.empty() && control_socket.empty())
+        roles.push_back(kvmm::ThreadRole::ConfigBoot);
+    if (auto prepared = prepare_seccomp(no_seccomp, seccomp_filter, roles); !prepared)
+        return fail(prepared.error().message());
     raise_open_file_limit();
 
     // kvmmd's form: the whole machine from a file in kvmm's dialect of the config-file format
@@ -515,7 +631,7 @@ int main(int argc, char** argv) {
     if (!control_socket.empty())
         return run_controlled_flag_mode(flags.config, control_socket, metrics_path, api_mode.id);
     kvmm::KvmHypervisor hypervisor;
-    auto machine = kvmm::Machine::create(flags.config, hypervisor);
+    auto machine = kvmm::Machine::create(flags.config, hypervisor, sandbox_hooks());
     if (!machine)
         return fail(machine.error().message());
     return run_machine(**machine, flags.config);

@@ -78,6 +78,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
 
     std::unique_ptr<Machine> machine(
         new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle), std::move(boot_loader)));
+    machine->m_hooks = hooks;
     TRY(machine->acquire());
     if (hooks.enter_sandbox)
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
@@ -108,6 +109,7 @@ Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& conf
 
     std::unique_ptr<Machine> machine(
         new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle), nullptr));
+    machine->m_hooks = hooks;
     TRY(machine->acquire());
     if (hooks.enter_sandbox)
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
@@ -272,7 +274,7 @@ void Machine::wrap_vcpus() {
     for (auto& vcpu : m_unconfigured_vcpus)
         m_vcpus.push_back(std::make_unique<VcpuThread>(std::move(vcpu),
                                                        IoBuses { m_devices->pio_bus(), m_devices->mmio_bus() },
-                                                       *m_lifecycle));
+                                                       *m_lifecycle, m_hooks.enter_vcpu_thread));
     m_unconfigured_vcpus.clear();
 }
 
@@ -297,7 +299,13 @@ StopReason Machine::run() {
         for (auto& vcpu : m_vcpus)
             vcpu->start();
     }
-    auto served = serve_events();
+    // The event loop's filter comes after the vCPU threads exist, so that they do not inherit
+    // it (a machine restored paused starts them later: the loop's filter allows their calls).
+    Expected<void> served {};
+    if (m_hooks.enter_event_loop)
+        served = m_hooks.enter_event_loop().with_context("entering the event loop's sandbox");
+    if (served)
+        served = serve_events();
     fail_posted_work();
     if (!served)
         m_lifecycle->request_stop(StopReason { StopReason::Cause::VmmFailure, served.error().message() });

@@ -59,6 +59,11 @@ struct MachineHooks {
     // Called once every host resource is open and before any device is attached or guest
     // code is loaded (the isolation layer installs its filters here). An error stops the build.
     std::function<Expected<void>()> enter_sandbox;
+    // Called on each vCPU thread before its vCPU first runs (VcpuThread's thread entry), and
+    // on the calling thread of run() once the vCPU threads are started, before it serves any
+    // event: each installs its thread role's seccomp filter. An error stops the machine.
+    std::function<Expected<void>(uint32_t vcpu_index)> enter_vcpu_thread;
+    std::function<Expected<void>()> enter_event_loop;
 };
 
 // Where a restored machine comes from (PUT /snapshot/load): the machine state and memory
@@ -213,6 +218,7 @@ private:
     bool m_loop_finished GUARDED_BY(m_work_lock) { false };
     std::atomic<bool> m_paused { false };
     bool m_started { false }; // run() was called (builder/main thread only)
+    MachineHooks m_hooks;     // set by create(); read by the builder and run() (main thread)
     std::unique_ptr<BootLoader> m_boot_loader;
     // The serial port's output, made in acquire, attached with the 16550 in attach.
     std::unique_ptr<ByteSink> m_serial_output;

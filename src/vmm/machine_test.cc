@@ -5,18 +5,22 @@
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/testing/kernel_images.h"
 #include "base/testing/temporary_directory.h"
+#include "base/thread_annotations.h"
 #include "devices/legacy/power_control.h"
 #include "hypervisor/fake/fake_hypervisor.h"
 #include "vmm/snapshot_file.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace kvmm {
 namespace {
@@ -149,6 +153,60 @@ TEST_F(MachineTest, AFailingSandboxStopsTheBuild) {
     auto machine = Machine::create(m_config, m_hypervisor, hooks);
     ASSERT_FALSE(machine);
     EXPECT_EQ(machine.error().message(), "entering the sandbox: no seccomp here");
+}
+
+TEST_F(MachineTest, EachVcpuThreadAndThenTheEventLoopEnterTheirSandboxOnTheirOwnThreads) {
+    m_config.vcpu_count = 2;
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick() });
+    m_hypervisor.add_vcpu_script(1, { wait_for_kick() });
+    Mutex lock;
+    std::vector<std::string> entered;
+    std::thread::id loop_thread;
+    MachineHooks hooks;
+    hooks.enter_vcpu_thread = [&](uint32_t index) -> Expected<void> {
+        MutexLock guard(lock);
+        entered.push_back(fmt::format("vcpu{}", index));
+        return {};
+    };
+    hooks.enter_event_loop = [&]() -> Expected<void> {
+        MutexLock guard(lock);
+        entered.push_back("loop");
+        loop_thread = std::this_thread::get_id();
+        return {};
+    };
+    auto machine = MUST(Machine::create(m_config, m_hypervisor, hooks));
+    auto stopped = run(*machine);
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(stopped.get().cause, StopReason::Cause::HostSignal);
+    MutexLock guard(lock);
+    std::sort(entered.begin(), entered.end());
+    EXPECT_EQ(entered, (std::vector<std::string> { "loop", "vcpu0", "vcpu1" }));
+    EXPECT_NE(loop_thread, std::this_thread::get_id()) << "the thread that runs the machine";
+}
+
+TEST_F(MachineTest, AVcpuThreadThatCannotEnterItsSandboxStopsTheMachineAsAVmmFailure) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick() });
+    MachineHooks hooks;
+    hooks.enter_vcpu_thread = [](uint32_t) -> Expected<void> { return Error("filter refused"); };
+    auto machine = MUST(Machine::create(m_config, m_hypervisor, hooks));
+    auto stopped = run(*machine);
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    auto const reason = stopped.get();
+    EXPECT_EQ(reason.cause, StopReason::Cause::VmmFailure);
+    EXPECT_EQ(reason.detail, "filter refused");
+}
+
+TEST_F(MachineTest, AnEventLoopThatCannotEnterItsSandboxStopsTheMachineAsAVmmFailure) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick() });
+    MachineHooks hooks;
+    hooks.enter_event_loop = []() -> Expected<void> { return Error("filter refused"); };
+    auto machine = MUST(Machine::create(m_config, m_hypervisor, hooks));
+    auto stopped = run(*machine);
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+    auto const reason = stopped.get();
+    EXPECT_EQ(reason.cause, StopReason::Cause::VmmFailure);
+    EXPECT_EQ(reason.detail, "entering the event loop's sandbox: filter refused");
 }
 
 TEST_F(MachineTest, BadInputIsRefusedBeforeTheHypervisorIsAsked) {

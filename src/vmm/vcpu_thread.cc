@@ -52,8 +52,9 @@ char const* to_string(VcpuState state) {
     return "unknown";
 }
 
-VcpuThread::VcpuThread(std::unique_ptr<Vcpu> vcpu, IoBuses buses, VmLifecycle& lifecycle)
-    : m_vcpu(std::move(vcpu)), m_index(m_vcpu->index()), m_buses(buses), m_lifecycle(lifecycle) {}
+VcpuThread::VcpuThread(std::unique_ptr<Vcpu> vcpu, IoBuses buses, VmLifecycle& lifecycle, ThreadEntry on_thread_start)
+    : m_vcpu(std::move(vcpu)), m_index(m_vcpu->index()), m_buses(buses), m_lifecycle(lifecycle),
+      m_on_thread_start(std::move(on_thread_start)) {}
 
 VcpuThread::~VcpuThread() {
     request_stop();
@@ -157,6 +158,16 @@ void VcpuThread::thread_main() {
     char name[16];
     std::snprintf(name, sizeof(name), "vcpu%u", m_index);
     pthread_setname_np(pthread_self(), name);
+    if (m_on_thread_start) {
+        if (auto entered = m_on_thread_start(m_index); !entered) {
+            spdlog::error("vCPU {}: {}", m_index, entered.error().message());
+            m_lifecycle.request_stop(StopReason { StopReason::Cause::VmmFailure, entered.error().message() });
+            MutexLock guard(m_lock);
+            m_state = VcpuState::Stopped;
+            m_changed.notify_all();
+            return;
+        }
+    }
 
     // A stop or pause requested before the thread got going is honoured before the first entry.
     bool keep_running = obey_command();

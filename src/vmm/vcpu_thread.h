@@ -20,6 +20,7 @@
 #include "vmm/vm_lifecycle.h"
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -31,7 +32,11 @@ char const* to_string(VcpuState state);
 
 class VcpuThread {
 public:
-    VcpuThread(std::unique_ptr<Vcpu> vcpu, IoBuses buses, VmLifecycle& lifecycle);
+    // Called first on the new thread, before the vCPU first enters the guest (the sandbox's
+    // filter of the vCPU role); an error stops the machine as a VMM failure.
+    using ThreadEntry = std::function<Expected<void>(uint32_t index)>;
+
+    VcpuThread(std::unique_ptr<Vcpu> vcpu, IoBuses buses, VmLifecycle& lifecycle, ThreadEntry on_thread_start = {});
     ~VcpuThread();
     VcpuThread(VcpuThread const&) = delete;
     VcpuThread& operator=(VcpuThread const&) = delete;
@@ -78,6 +83,7 @@ private:
     uint32_t m_index;
     IoBuses m_buses;
     VmLifecycle& m_lifecycle;
+    ThreadEntry m_on_thread_start;
     std::thread m_thread;
 
     mutable Mutex m_lock; // guards m_command and m_state

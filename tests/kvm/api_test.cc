@@ -196,8 +196,6 @@ TEST_F(ApiTest, FirecrackerFlagsAreAcceptedAndTheLoggerAndPayloadFlagsTakeEffect
                        "--id",
                        "fc-flags",
                        "--no-seccomp",
-                       "--seccomp-filter",
-                       "/nonexistent.bpf",
                        "--boot-timer",
                        "--mmds-size-limit",
                        "4096",

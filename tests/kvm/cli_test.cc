@@ -71,6 +71,10 @@ TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
         { { "--control-sock", "/tmp/c.sock", "--config-file", "/tmp/machine.json", "--disk", "path=/d" },
           "--disk cannot be combined" },
         { { "--control-sock", "/tmp/c.sock", "--config-file", "/nonexistent/machine.json" }, "--config-file" },
+        // Seccomp: a filter file that cannot be used stops kvmm before anything starts.
+        { { "--kernel", kernel, "--seccomp-filter", "/nonexistent/filter.json" }, "/nonexistent/filter.json" },
+        { { "--kernel", kernel, "--seccomp-filter", kernel }, "not valid JSON" },
+        { { "--kernel", kernel, "--no-seccomp", "--seccomp-filter", kernel }, "contradict" },
     };
     for (auto const& input : cases)
         expect_configuration_error(input);

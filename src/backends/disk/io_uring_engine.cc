@@ -1,6 +1,7 @@
 #include "backends/disk/io_uring_engine.h"
 
 #include "backends/disk/disk_io.h"
+#include "backends/disk/restricted_ring.h"
 
 #include <liburing.h>
 #include <linux/falloc.h>
@@ -29,24 +30,12 @@ Expected<std::unique_ptr<IoUringEngine>> IoUringEngine::create(DiskImage& image,
     if (int const forced = g_forced_setup_error.load(); forced != 0)
         return Error::from_errno("io_uring_queue_init", forced);
 
-    auto ring = std::make_unique<io_uring>();
-    // SUBMIT_ALL (Linux 5.18): one bad SQE must not hold back the rest of the batch.
-    int result = ::io_uring_queue_init(queue_depth, ring.get(), IORING_SETUP_SUBMIT_ALL);
-    if (result == -EINVAL)
-        result = ::io_uring_queue_init(queue_depth, ring.get(), 0);
-    if (result < 0)
-        return Error::from_errno(fmt::format("io_uring_queue_init with {} entries", queue_depth), -result);
-
     auto event = EventFd::create();
-    if (!event) {
-        ::io_uring_queue_exit(ring.get());
+    if (!event)
         return event.release_error().with_context("disk completion eventfd");
-    }
-    result = ::io_uring_register_eventfd(ring.get(), event->fd());
-    if (result < 0) {
-        ::io_uring_queue_exit(ring.get());
-        return Error::from_errno("io_uring_register_eventfd", -result);
-    }
+    auto ring = std::make_unique<io_uring>();
+    TRY(set_up_restricted_ring(*ring, queue_depth, image.fd(), event->fd())
+            .with_context(fmt::format("disk '{}': the restricted io_uring", image.path())));
     return std::unique_ptr<IoUringEngine>(
         new IoUringEngine(image, write_through, queue_depth, std::move(*event), std::move(ring)));
 }
@@ -62,7 +51,12 @@ IoUringEngine::IoUringEngine(DiskImage& image, bool write_through, unsigned queu
         request.segments.reserve(INITIAL_SEGMENTS_PER_SLOT);
 }
 
-IoUringEngine::~IoUringEngine() { ::io_uring_queue_exit(m_ring.get()); }
+IoUringEngine::~IoUringEngine() {
+    // The registered image goes now, not when the kernel gets round to freeing the closed
+    // ring: a drive move or the next open of the image must find its lock released.
+    (void)::io_uring_unregister_files(m_ring.get());
+    ::io_uring_queue_exit(m_ring.get());
+}
 
 Expected<void> IoUringEngine::reserve() {
     if (m_in_flight >= m_capacity)
@@ -91,7 +85,9 @@ uint32_t IoUringEngine::take_slot() {
 void IoUringEngine::prepare(uint32_t slot) {
     Request& request = m_requests[slot];
     io_uring_sqe* sqe = ::io_uring_get_sqe(m_ring.get());
-    int const fd = m_image.fd();
+    // The image is the ring's only registered file (restricted_ring.h): every SQE names it by
+    // index, with IOSQE_FIXED_FILE, which the ring requires.
+    int const fd = static_cast<int>(RESTRICTED_RING_FILE_INDEX);
     switch (request.operation) {
     case Operation::Read:
     case Operation::Write: {
@@ -120,6 +116,7 @@ void IoUringEngine::prepare(uint32_t slot) {
         break;
     }
     }
+    ::io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);
     ::io_uring_sqe_set_data64(sqe, slot);
 }
 

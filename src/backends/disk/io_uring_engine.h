@@ -2,7 +2,8 @@
 // (READV, WRITEV, FSYNC with IORING_FSYNC_DATASYNC, FALLOCATE) that are handed
 // to the kernel in one io_uring_submit() per batch by flush_submissions();
 // the ring's completions signal an eventfd registered with
-// io_uring_register_eventfd().
+// io_uring_register_eventfd(). The ring is restricted (restricted_ring.h): those four
+// opcodes only, on the image registered as fixed file 0, no register operation after start.
 //
 // No allocation per request: a table of `queue_depth` request slots, each
 // with its own copy of the iovec array (which io_uring may read after submit
