@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <sys/socket.h>
@@ -96,6 +97,29 @@ int KvmmProcess::wait(std::chrono::milliseconds limit) {
         return -1;
     m_exited = true;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::map<std::string, ThreadConfinement> thread_confinement(pid_t pid) {
+    std::map<std::string, ThreadConfinement> threads;
+    std::error_code ignored;
+    for (auto const& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ignored)) {
+        std::ifstream status(task.path() / "status");
+        std::string line, name;
+        ThreadConfinement confinement;
+        while (std::getline(status, line)) {
+            if (line.rfind("Name:\t", 0) == 0)
+                name = line.substr(6);
+            else if (line.rfind("Seccomp:\t", 0) == 0)
+                confinement.seccomp = line.substr(9);
+            else if (line.rfind("NoNewPrivs:\t", 0) == 0)
+                confinement.no_new_privs = line.substr(12);
+            else if (line.rfind("CapEff:\t", 0) == 0)
+                confinement.cap_effective = line.substr(8);
+        }
+        if (!name.empty() && name.rfind("kvm-", 0) != 0)
+            threads[name] = confinement;
+    }
+    return threads;
 }
 
 uint64_t peak_rss_kib(pid_t pid) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -29,6 +30,17 @@ bool eventually(std::function<bool()> const& condition, std::chrono::millisecond
 
 // Peak resident set size (VmHWM) of a process in KiB, or 0 when it is gone.
 uint64_t peak_rss_kib(pid_t pid);
+
+// What /proc/PID/task/*/status says about one thread's confinement.
+struct ThreadConfinement {
+    std::string seccomp;       // "Seccomp:" 0 none, 2 filter
+    std::string no_new_privs;  // "NoNewPrivs:"
+    std::string cap_effective; // "CapEff:", hexadecimal
+};
+
+// Every thread of `pid` by name. KVM's own kernel workers in the process
+// (kvm-nx-lpage-recovery) are not kvmm threads and are left out.
+std::map<std::string, ThreadConfinement> thread_confinement(pid_t pid);
 
 // kvmm as a background process with its console and log in files under `directory`. The
 // destructor kills it (by its own pid) if it is still running.

@@ -58,29 +58,6 @@ protected:
         return path;
     }
 
-    // The Seccomp and NoNewPrivs lines of every thread of `pid`, by thread name. KVM's own
-    // kernel workers in the process (kvm-nx-lpage-recovery) are not kvmm threads: left out.
-    static std::map<std::string, std::pair<std::string, std::string>> thread_status(pid_t pid) {
-        std::map<std::string, std::pair<std::string, std::string>> threads;
-        std::error_code ignored;
-        for (auto const& task :
-             std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ignored)) {
-            std::ifstream status(task.path() / "status");
-            std::string line, name, seccomp, no_new_privs;
-            while (std::getline(status, line)) {
-                if (line.rfind("Name:\t", 0) == 0)
-                    name = line.substr(6);
-                else if (line.rfind("Seccomp:\t", 0) == 0)
-                    seccomp = line.substr(9);
-                else if (line.rfind("NoNewPrivs:\t", 0) == 0)
-                    no_new_privs = line.substr(12);
-            }
-            if (!name.empty() && name.rfind("kvm-", 0) != 0)
-                threads[name] = { seccomp, no_new_privs };
-        }
-        return threads;
-    }
-
     void start_guest_through_the_api(unsigned vcpus) {
         ASSERT_TRUE(eventually([&] { return http(m_socket, "GET", "/").status == 200; }));
         ASSERT_EQ(http(m_socket, "PUT", "/machine-config",
@@ -101,20 +78,20 @@ protected:
 TEST_F(SeccompTest, EveryThreadOfARunningKvmmIsFilteredWithNoNewPrivs) {
     KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket }, m_directory);
     start_guest_through_the_api(2);
-    std::map<std::string, std::pair<std::string, std::string>> threads;
+    std::map<std::string, ThreadConfinement> threads;
     bool const all_filtered = eventually([&] {
-        threads = thread_status(kvmm.pid());
+        threads = thread_confinement(kvmm.pid());
         if (threads.size() != 4) // kvmm (event loop), api, vcpu0, vcpu1
             return false;
         for (auto const& [name, status] : threads) {
-            if (status.first != "2" || status.second != "1")
+            if (status.seccomp != "2" || status.no_new_privs != "1")
                 return false;
         }
         return true;
     });
     std::string seen;
     for (auto const& [name, status] : threads)
-        seen += name + ": Seccomp " + status.first + ", NoNewPrivs " + status.second + "; ";
+        seen += name + ": Seccomp " + status.seccomp + ", NoNewPrivs " + status.no_new_privs + "; ";
     if (unfiltered_build(kvmm))
         GTEST_SKIP() << "this kvmm is a sanitizer build, which installs no filters";
     EXPECT_TRUE(all_filtered) << seen << kvmm.log();
@@ -129,14 +106,14 @@ TEST_F(SeccompTest, EveryThreadOfARunningKvmmIsFilteredWithNoNewPrivs) {
 TEST_F(SeccompTest, NoSeccompLeavesTheThreadsUnfilteredButKeepsNoNewPrivs) {
     KvmmProcess kvmm({ kvmm_binary(), "--api-sock", m_socket, "--no-seccomp" }, m_directory);
     start_guest_through_the_api(1);
-    std::map<std::string, std::pair<std::string, std::string>> threads;
+    std::map<std::string, ThreadConfinement> threads;
     EXPECT_TRUE(eventually([&] {
-        threads = thread_status(kvmm.pid());
+        threads = thread_confinement(kvmm.pid());
         return threads.size() == 3;
     }));
     for (auto const& [name, status] : threads) {
-        EXPECT_EQ(status.first, "0") << name;
-        EXPECT_EQ(status.second, "1") << name;
+        EXPECT_EQ(status.seccomp, "0") << name;
+        EXPECT_EQ(status.no_new_privs, "1") << name;
     }
     EXPECT_EQ(http(m_socket, "PUT", "/actions", R"({"action_type": "SendCtrlAltDel"})").status, 204);
     EXPECT_EQ(kvmm.wait(15s), 0) << kvmm.log();
