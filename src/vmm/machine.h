@@ -20,6 +20,7 @@
 // Destruction order matters: vCPU threads stop before devices and memory go.
 #pragma once
 
+#include "arch/x86_64/acpi/acpi_tables.h"
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
@@ -49,6 +50,8 @@
 namespace kvmm {
 
 class BufferedSink;
+class FwCfg;
+struct FirmwareKernel;
 class ByteSink;
 class ConsoleServer;
 class I8042;
@@ -178,6 +181,8 @@ private:
     Expected<void> attach_devices();
     Expected<void> attach_legacy_devices();
     Expected<void> boot();
+    // Firmware boot: what the firmware learns over fw_cfg (vmm/firmware_config.h).
+    Expected<void> configure_firmware(x86_64::AcpiConfig const& acpi);
     Expected<void> restore(std::span<std::byte const> machine_state);
     void wrap_vcpus();
     Expected<virtio::BalloonDevice*> balloon() const;
@@ -214,6 +219,9 @@ private:
     std::atomic<bool> m_paused { false };
     bool m_started { false }; // run() was called (builder/main thread only)
     std::unique_ptr<BootLoader> m_boot_loader;
+    // Firmware boot only (--firmware): the fw_cfg device, and a kernel handed to the firmware.
+    std::shared_ptr<FwCfg> m_fw_cfg;
+    std::unique_ptr<FirmwareKernel> m_firmware_kernel;
     // The serial port's output, made in acquire, attached with the 16550 in attach.
     std::unique_ptr<ByteSink> m_serial_output;
     std::shared_ptr<Serial16550> m_serial;
