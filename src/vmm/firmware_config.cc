@@ -97,9 +97,11 @@ Expected<void> populate_fw_cfg(FwCfg& fw_cfg, FirmwareConfig config) {
     TRY(fw_cfg.add_u64(fw_cfg::NUMA, 0)); // no NUMA nodes
     TRY(fw_cfg.add_file("etc/e820", encode_e820(config.memory_map)));
     if (!config.boot_order.empty()) {
+        // One path per line with no newline after the last (QEMU's format): SeaBIOS would read
+        // a trailing newline as one more, empty, entry.
         std::string order;
         for (auto const& path : config.boot_order)
-            order += path + "\n";
+            order += (order.empty() ? "" : "\n") + path;
         TRY(fw_cfg.add_file("bootorder", std::vector<uint8_t>(order.begin(), order.end())));
     }
     auto script = TRY(acpi_table_loader_script(config.acpi));

@@ -266,7 +266,7 @@ TEST_F(FirmwareConfigTest, E820ListsEveryRamRegionAndKvmsReservedPages) {
 TEST_F(FirmwareConfigTest, BootOrderNamesTheDiskBySeaBiosDevicePath) {
     MUST(populate_fw_cfg(m_device, config()));
     auto const order = read_file_item("bootorder");
-    EXPECT_EQ(std::string(order.begin(), order.end()), "/virtio-mmio@00000000d0000000/*\n");
+    EXPECT_EQ(std::string(order.begin(), order.end()), "/virtio-mmio@00000000d0000000/*");
 }
 
 // Runs the table-loader script the way firmware does (SeaBIOS romfile_loader.c): places each

@@ -12,6 +12,7 @@
 #include "devices/legacy/buffered_sink.h"
 #include "devices/legacy/byte_sink.h"
 #include "devices/legacy/cmos_rtc.h"
+#include "devices/legacy/debug_console.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/power_control.h"
 #include "devices/legacy/pvpanic.h"
@@ -247,6 +248,12 @@ Expected<void> Machine::attach_legacy_devices() {
         m_fw_cfg = std::make_shared<FwCfg>(m_memory);
         TRY(devices.attach_port("fw-cfg", DeviceKind::FwCfg, m_fw_cfg, state_hooks_of(m_fw_cfg),
                                 PortRange { fw_cfg::PORT_BASE, fw_cfg::PORT_LENGTH }));
+        // The firmware's own diagnostic log (SeaBIOS writes it when the port answers): kvmm's
+        // log at debug level, so `--log-level debug` shows what the firmware did.
+        auto debug_console =
+            std::make_shared<DebugConsole>([](std::string_view line) { spdlog::debug("firmware: {}", line); });
+        TRY(devices.attach_port("debug-console", DeviceKind::DebugConsole, debug_console, state_hooks_of(debug_console),
+                                PortRange { DEBUG_CONSOLE_PORT, 1 }));
     }
     return {};
 }
