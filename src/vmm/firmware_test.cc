@@ -2,6 +2,7 @@
 // fw_cfg's contents as the firmware reads them, the table-loader script run the way firmware
 // runs it, and bad firmware files.
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/testing/kernel_images.h"
 #include "base/testing/temporary_directory.h"
 #include "devices/fw_cfg/fw_cfg.h"
 #include "devices/fw_cfg/table_loader.h"
@@ -267,6 +268,32 @@ TEST_F(FirmwareConfigTest, BootOrderNamesTheDiskBySeaBiosDevicePath) {
     MUST(populate_fw_cfg(m_device, config()));
     auto const order = read_file_item("bootorder");
     EXPECT_EQ(std::string(order.begin(), order.end()), "/virtio-mmio@00000000d0000000/*");
+}
+
+// A kernel given with the firmware: split as QEMU splits a bzImage for firmware, (setup_sects +
+// 1) sectors of real-mode setup, then the protected-mode kernel; initrd and command line
+// (NUL-terminated) beside them.
+TEST_F(FirmwareConfigTest, KernelInitrdAndCommandLineGoToTheirItems) {
+    auto firmware = config();
+    firmware.kernel = FirmwareKernel { x86_64::testing::make_bzimage(0x020f, 8192),
+                                       std::vector<std::byte>(100, std::byte { 0x42 }), "console=ttyS0" };
+    MUST(populate_fw_cfg(m_device, std::move(firmware)));
+    EXPECT_EQ(le(read_item(fw_cfg::SETUP_SIZE, 4), 0, 4), 3u * 512);
+    EXPECT_EQ(le(read_item(fw_cfg::KERNEL_SIZE, 4), 0, 4), 8192u);
+    auto const setup = read_item(fw_cfg::SETUP_DATA, 3 * 512);
+    EXPECT_EQ(le(setup, 0x202, 4), 0x53726448u) << "the setup part starts the image";
+    EXPECT_EQ(read_item(fw_cfg::KERNEL_DATA, 1), (std::vector<uint8_t> { 0xe9 })) << "the 32-bit kernel's first byte";
+    EXPECT_EQ(le(read_item(fw_cfg::INITRD_SIZE, 4), 0, 4), 100u);
+    EXPECT_EQ(read_item(fw_cfg::INITRD_DATA, 2), (std::vector<uint8_t> { 0x42, 0x42 }));
+    EXPECT_EQ(le(read_item(fw_cfg::CMDLINE_SIZE, 4), 0, 4), 14u);
+    auto const cmdline = read_item(fw_cfg::CMDLINE_DATA, 14);
+    EXPECT_EQ(std::string(cmdline.begin(), cmdline.end()), std::string("console=ttyS0", 14));
+}
+
+TEST_F(FirmwareConfigTest, NoKernelMeansNoKernelItems) {
+    MUST(populate_fw_cfg(m_device, config()));
+    EXPECT_TRUE(m_device.item(fw_cfg::KERNEL_SIZE).empty());
+    EXPECT_TRUE(m_device.item(fw_cfg::CMDLINE_DATA).empty());
 }
 
 // Runs the table-loader script the way firmware does (SeaBIOS romfile_loader.c): places each
