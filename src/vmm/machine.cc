@@ -249,11 +249,14 @@ Expected<void> Machine::attach_legacy_devices() {
         TRY(devices.attach_port("fw-cfg", DeviceKind::FwCfg, m_fw_cfg, state_hooks_of(m_fw_cfg),
                                 PortRange { fw_cfg::PORT_BASE, fw_cfg::PORT_LENGTH }));
         // The firmware's own diagnostic log (SeaBIOS writes it when the port answers): kvmm's
-        // log at debug level, so `--log-level debug` shows what the firmware did.
-        auto debug_console =
-            std::make_shared<DebugConsole>([](std::string_view line) { spdlog::debug("firmware: {}", line); });
-        TRY(devices.attach_port("debug-console", DeviceKind::DebugConsole, debug_console, state_hooks_of(debug_console),
-                                PortRange { DEBUG_CONSOLE_PORT, 1 }));
+        // log at debug level, so `--log-level debug` shows what the firmware did. Only then:
+        // each byte is a port exit, and the firmware skips the log when nothing answers.
+        if (spdlog::should_log(spdlog::level::debug)) {
+            auto debug_console =
+                std::make_shared<DebugConsole>([](std::string_view line) { spdlog::debug("firmware: {}", line); });
+            TRY(devices.attach_port("debug-console", DeviceKind::DebugConsole, debug_console,
+                                    state_hooks_of(debug_console), PortRange { DEBUG_CONSOLE_PORT, 1 }));
+        }
     }
     return {};
 }

@@ -94,11 +94,21 @@ TEST_F(FirmwareBootTest, SeaBiosBootsTheBootSectorOfAVirtioMmioDisk) {
     std::cout << "SeaBIOS to boot-sector power-off, 1 vCPU: " << result.elapsed.count() << " ms\n";
 }
 
-// SeaBIOS starts the second vCPU itself (INIT/SIPI through the LAPIC) to count it.
-TEST_F(FirmwareBootTest, SeaBiosBootsWithTwoVcpus) {
-    auto const result = boot({ "--cpus", "2" });
+// SeaBIOS starts the second vCPU itself (INIT/SIPI through the LAPIC) to count it. Its debug
+// log (port 0x402, in kvmm's log at debug level) shows what it found through fw_cfg: the DMA
+// interface, the memory map, the boot order, the ACPI tables the table-loader installed, the
+// disk found through the DSDT, and both vCPUs.
+TEST_F(FirmwareBootTest, SeaBiosFindsFwCfgTheTablesTheDiskAndBothVcpus) {
+    auto const result = boot({ "--cpus", "2", "--log-level", "debug" });
     expect_banner_then_marker(result);
-    std::cout << "SeaBIOS to boot-sector power-off, 2 vCPUs: " << result.elapsed.count() << " ms\n";
+    std::cout << "SeaBIOS to boot-sector power-off, 2 vCPUs, debug log on: " << result.elapsed.count() << " ms\n";
+    for (char const* line :
+         { "firmware: Found QEMU fw_cfg", "firmware: QEMU fw_cfg DMA interface supported",
+           "firmware: qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]",
+           "firmware: 1: /virtio-mmio@00000000d0000000/*", "(via xsdt)",
+           "firmware: ACPI: virtio-mmio device V000 at 0xd0000000", "firmware: found virtio-blk-mmio at 0xd0000000",
+           "firmware: Found 2 cpu(s)", "firmware: sercon: using ioport 0x3f8" })
+        EXPECT_NE(result.standard_error.find(line), std::string::npos) << line << "\n" << result.standard_error;
 }
 
 // A disk that is not bootable (no 55 AA signature) is reported by the firmware, not by kvmm:
