@@ -101,7 +101,7 @@ void FwCfg::rebuild_directory() {
         store_be32(entry, static_cast<uint32_t>(m_items[files[i].key].size()));
         entry[4] = static_cast<uint8_t>(files[i].key >> 8);
         entry[5] = static_cast<uint8_t>(files[i].key);
-        std::memcpy(entry + 8, files[i].name.data(), files[i].name.size());
+        std::copy(files[i].name.begin(), files[i].name.end(), entry + 8); // NUL-padded: the entry is zeroed
     }
     m_items[fw_cfg::FILE_DIR] = std::move(directory);
 }

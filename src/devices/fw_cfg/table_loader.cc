@@ -48,7 +48,7 @@ Expected<void> TableLoader::allocate(std::string const& file, uint64_t size, uin
         return Error::format("table-loader file '{}' has size {}, outside 1 byte to 4 GiB", file, size);
     m_files.push_back(Allocated { file, size });
     uint8_t* entry = begin_command(COMMAND_ALLOCATE);
-    std::memcpy(entry + 4, file.data(), file.size());
+    std::copy(file.begin(), file.end(), entry + 4); // NUL-padded: the entry is zeroed
     store_le32(entry + 4 + fw_cfg::FILE_NAME_SIZE, alignment);
     entry[4 + fw_cfg::FILE_NAME_SIZE + 4] = static_cast<uint8_t>(zone);
     return {};
@@ -65,8 +65,8 @@ Expected<void> TableLoader::add_pointer(std::string const& destination, std::str
         return Error::format("table-loader pointer at {}+{} lies outside '{}' ({} bytes)", offset, size, destination,
                              destination_size);
     uint8_t* entry = begin_command(COMMAND_ADD_POINTER);
-    std::memcpy(entry + 4, destination.data(), destination.size());
-    std::memcpy(entry + 4 + fw_cfg::FILE_NAME_SIZE, source.data(), source.size());
+    std::copy(destination.begin(), destination.end(), entry + 4);
+    std::copy(source.begin(), source.end(), entry + 4 + fw_cfg::FILE_NAME_SIZE);
     store_le32(entry + 4 + 2 * fw_cfg::FILE_NAME_SIZE, offset);
     entry[4 + 2 * fw_cfg::FILE_NAME_SIZE + 4] = size;
     return {};
@@ -78,7 +78,7 @@ Expected<void> TableLoader::add_checksum(std::string const& file, uint32_t offse
         return Error::format("table-loader checksum at {} over [{}, +{}) lies outside '{}' ({} bytes)", offset, start,
                              length, file, file_size);
     uint8_t* entry = begin_command(COMMAND_ADD_CHECKSUM);
-    std::memcpy(entry + 4, file.data(), file.size());
+    std::copy(file.begin(), file.end(), entry + 4);
     store_le32(entry + 4 + fw_cfg::FILE_NAME_SIZE, offset);
     store_le32(entry + 4 + fw_cfg::FILE_NAME_SIZE + 4, start);
     store_le32(entry + 4 + fw_cfg::FILE_NAME_SIZE + 8, length);
