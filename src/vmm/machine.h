@@ -9,7 +9,8 @@
 //   attach    - legacy devices at their fixed ports, virtio devices at allocated MMIO windows
 //               and interrupt lines, with their ioeventfds and irqfds;
 //   boot      - ACPI tables describing what was attached, then the BootLoader (the Linux
-//               loader: PVH or bzImage) and the vCPUs' boot state;
+//               loader: PVH or bzImage; or the firmware loader, the tables then going to the
+//               firmware over fw_cfg) and the vCPUs' boot state;
 //   or restore - create_restored(): in place of boot, the vCPUs, the VM and the devices take
 //               a saved state; guest RAM was mapped from the memory file in acquire, and
 //               neither a kernel nor ACPI tables are written;
