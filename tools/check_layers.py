@@ -87,6 +87,7 @@ LIBRARIES = {
     "kvmm_net_testing": Rule("backends", ["kvmm_net_backend"], testing=True),
     "kvmm_devices": Rule("devices"),
     "kvmm_virtio": Rule("devices", ["kvmm_devices"]),
+    "kvmm_fw_cfg": Rule("devices", ["kvmm_devices"]),
     "kvmm_virtio_testing": Rule("devices", ["kvmm_virtio", "kvmm_devices"], testing=True),
     "kvmm_virtio_rng": VIRTIO_DEVICE,
     "kvmm_virtio_console": VIRTIO_DEVICE,

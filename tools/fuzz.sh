@@ -12,7 +12,7 @@ jobs="${KVMM_JOBS:-2}"
 # and each virtio device's requests), of disk image metadata (qcow2), of saved state, and of the control plane (HTTP, API bodies).
 # The same list as fuzz/CMakeLists.txt.
 targets=(kernel_loader legacy_devices legacy_state virtio_queue virtio_transport virtio_state block net vsock balloon
-  http_parser api_body virtio_device_state hypervisor_state machine_state qcow2)
+  http_parser api_body virtio_device_state hypervisor_state machine_state qcow2 fw_cfg)
 
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs" --target "${targets[@]/%/_fuzzer}"

@@ -23,6 +23,8 @@ PACKAGES=(
   qemu-utils
   # Linux guest assets: busybox initramfs (cpio newc), ext4 images, LZ4 kernels, module lists.
   busybox-static cpio e2fsprogs lz4 kmod
+  # Firmware boot (kvmm --firmware): SeaBIOS's microvm build, /usr/share/seabios/bios-microvm.bin.
+  seabios
 )
 
 run_as_root() {

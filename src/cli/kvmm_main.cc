@@ -458,6 +458,10 @@ int main(int argc, char** argv) {
     std::string log_level = "warn";
     ApiMode api_mode;
     app.add_option("--kernel", flags.config.kernel_path, "Kernel: bzImage, or ELF vmlinux with a PVH entry note");
+    std::string firmware;
+    app.add_option("--firmware", firmware,
+                   "Firmware image (e.g. /usr/share/seabios/bios-microvm.bin): boot through it instead of a "
+                   "kernel; with --kernel, the kernel is handed to the firmware over fw_cfg");
     app.add_option("--initrd", flags.initrd, "Initial ramdisk");
     app.add_option("--cmdline", flags.config.cmdline, "Kernel command line");
     app.add_option("--cpus", flags.config.vcpu_count, "Number of vCPUs")->default_val(1);
@@ -564,6 +568,7 @@ int main(int argc, char** argv) {
         return fail("--http-api-max-payload-size must be at least 1 byte");
     api_mode.server_options.limits.max_body_bytes = max_payload_size;
     if (auto checked = check_flag_paths({ { "--kernel", &flags.config.kernel_path },
+                                          { "--firmware", &firmware },
                                           { "--initrd", &flags.initrd },
                                           { "--api-sock", &api_mode.socket_path },
                                           { "--config-file", &api_mode.config_file },
@@ -592,9 +597,10 @@ int main(int argc, char** argv) {
     bool const firecracker_mode =
         (!api_mode.socket_path.empty() || !api_mode.config_file.empty()) && !machine_file_mode;
     if (firecracker_mode) {
-        if (!flags.config.kernel_path.empty() || !flags.disks.empty() || !flags.nets.empty())
-            return fail("--kernel, --disk and --net cannot be combined with --api-sock or --config-file: the VM "
-                        "is configured through the API or the config file");
+        if (!flags.config.kernel_path.empty() || !firmware.empty() || !flags.disks.empty() || !flags.nets.empty())
+            return fail(
+                "--kernel, --firmware, --disk and --net cannot be combined with --api-sock or --config-file: the VM "
+                "is configured through the API or the config file");
         if (api_mode.no_api && api_mode.config_file.empty())
             return fail("--no-api needs --config-file (otherwise nothing could configure the VM)");
         if (!api_mode.no_api && api_mode.socket_path.empty())
@@ -610,8 +616,8 @@ int main(int argc, char** argv) {
                     "Firecracker's flags: use them with --api-sock or --config-file (with --kernel, use "
                     "--log-level, and --metrics with --control-sock)");
     if (machine_file_mode) {
-        for (char const* flag : { "--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--disk", "--net",
-                                  "--vsock", "--balloon", "--rng" }) {
+        for (char const* flag : { "--kernel", "--firmware", "--initrd", "--cmdline", "--cpus", "--memory", "--disk",
+                                  "--net", "--vsock", "--balloon", "--rng" }) {
             if (app.count(flag))
                 return fail(fmt::format("{} cannot be combined with --config-file and --control-sock: the file "
                                         "describes the whole machine",
@@ -624,8 +630,11 @@ int main(int argc, char** argv) {
             return fail(fmt::format("--config-file {}: {}", api_mode.config_file, machine.error().message()));
         return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id);
     }
-    if (flags.config.kernel_path.empty())
-        return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
+    if (app.count("--firmware"))
+        flags.config.firmware_path = firmware;
+    if (flags.config.kernel_path.empty() && !flags.config.firmware_path)
+        return fail("no kernel given: use --kernel PATH, --firmware PATH (or --api-sock PATH to configure the VM "
+                    "through the API)");
     if (auto applied = apply_flags(app, flags); !applied)
         return fail(applied.error().message());
     if (!control_socket.empty())

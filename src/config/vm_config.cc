@@ -71,8 +71,12 @@ Expected<uint64_t> parse_memory_size(std::string_view text) {
 }
 
 Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {
-    if (config.kernel_path.empty())
-        return Error("no kernel given: use --kernel PATH");
+    if (config.kernel_path.empty() && !config.firmware_path)
+        return Error("no kernel given: use --kernel PATH (or --firmware PATH to boot through firmware)");
+    if (config.firmware_path && config.firmware_path->empty())
+        return Error("the firmware path is empty");
+    if (config.kernel_path.empty() && config.initrd_path)
+        return Error("an initrd needs a kernel (--kernel PATH)");
     if (config.vcpu_count == 0)
         return Error("the VM needs at least 1 vCPU, got 0");
     if (config.vcpu_count > max_vcpus)
@@ -117,6 +121,8 @@ namespace {
 // field; this repeats the check for whatever reaches the machine builder by another road.
 Expected<void> validate_paths(VmConfig const& config) {
     TRY(check_path_characters(config.kernel_path, "kernel"));
+    if (config.firmware_path)
+        TRY(check_path_characters(*config.firmware_path, "firmware"));
     if (config.initrd_path)
         TRY(check_path_characters(*config.initrd_path, "initrd"));
     if (!config.console.path.empty())

@@ -84,6 +84,11 @@ struct RngConfig {
 };
 
 struct VmConfig {
+    // Firmware image (--firmware): mapped so that it ends at 4 GiB, and the machine starts at
+    // its reset vector. Without it, kernel_path is required and booted directly. With both,
+    // the kernel, initrd and command line are handed to the firmware over fw_cfg (as QEMU's
+    // -kernel does with firmware), for firmware that loads them.
+    std::optional<std::string> firmware_path;
     std::string kernel_path;
     std::optional<std::string> initrd_path;
     std::string cmdline;

@@ -56,6 +56,34 @@ TEST(ValidateConfig, RejectsZeroAndTooManyVcpusAndBadMemory) {
     EXPECT_FALSE(validate(config, 8).has_value());
 }
 
+TEST(ValidateConfig, FirmwareStandsInForTheKernel) {
+    VmConfig config;
+    auto const neither = validate(config, 64);
+    ASSERT_FALSE(neither);
+    EXPECT_NE(neither.error().message().find("--firmware"), std::string::npos) << neither.error().message();
+    config.firmware_path = "/usr/share/seabios/bios-microvm.bin";
+    EXPECT_TRUE(validate(config, 64));
+    config.kernel_path = "/boot/vmlinuz";
+    EXPECT_TRUE(validate(config, 64)) << "a kernel with firmware goes to the firmware";
+}
+
+TEST(ValidateConfig, FirmwareProblemsAreRefusedNamingThem) {
+    VmConfig config;
+    config.firmware_path = "";
+    auto const empty = validate(config, 64);
+    ASSERT_FALSE(empty);
+    EXPECT_NE(empty.error().message().find("firmware path is empty"), std::string::npos) << empty.error().message();
+    config.firmware_path = "/tmp/bios\x01.bin";
+    auto const control = validate(config, 64);
+    ASSERT_FALSE(control);
+    EXPECT_NE(control.error().message().find("firmware"), std::string::npos) << control.error().message();
+    config.firmware_path = "/tmp/bios.bin";
+    config.initrd_path = "/tmp/initrd";
+    auto const initrd = validate(config, 64);
+    ASSERT_FALSE(initrd);
+    EXPECT_NE(initrd.error().message().find("initrd needs a kernel"), std::string::npos) << initrd.error().message();
+}
+
 TEST(ValidateConfig, RejectsOverlongCommandLine) {
     VmConfig config;
     config.kernel_path = "/boot/vmlinuz";

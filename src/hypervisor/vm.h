@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 namespace kvmm {
@@ -23,6 +24,10 @@ public:
 
     // Registers every region of `memory` as guest RAM. `memory` must outlive the Vm.
     virtual Expected<void> map_memory(GuestMemory const& memory) = 0;
+    // Maps `image` (page-aligned in size, host memory that outlives the Vm) read-only at guest
+    // address `start`: a ROM. The guest reads it like RAM; its writes exit as MMIO writes,
+    // which no device claims, so they are dropped (firmware flash at the top of 4 GiB).
+    virtual Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) = 0;
     // Creates the in-kernel interrupt controllers (IOAPIC, LAPICs, PIC) and the PIT.
     virtual Expected<void> create_irqchip_and_pit() = 0;
     // Raises (level true) or lowers a global system interrupt line on the IOAPIC/PIC.
@@ -30,6 +35,9 @@ public:
     // Configuration of the x86 VM: the address of the TSS/identity map pages the hypervisor
     // may need below 4 GiB (must not overlap RAM or device ranges).
     virtual Expected<void> set_tss_address(uint64_t address) = 0;
+    // The page the hypervisor may use for its real-mode identity page table (Intel hosts
+    // without unrestricted guest); before the first vCPU. Same rule as the TSS pages.
+    virtual Expected<void> set_identity_map_address(uint64_t address) = 0;
 
     // The CPUID leaves the hypervisor and host CPU can give a guest.
     virtual Expected<std::vector<CpuidEntry>> supported_cpuid() const = 0;

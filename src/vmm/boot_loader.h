@@ -3,7 +3,8 @@
 // while the machine acquires its resources (create), writes the guest's start into guest
 // memory once the devices are attached and the ACPI tables written (load), and says where
 // the boot vCPU starts (boot_cpu_state). The Linux loader handles PVH ELF kernels and
-// bzImages (arch/x86_64/kernel_loader.h); a firmware loader will be another implementation.
+// bzImages (arch/x86_64/kernel_loader.h); the firmware loader (vmm/firmware_boot_loader.h)
+// maps a firmware image and starts at the reset vector.
 //
 // Threading: the builder thread.
 #pragma once
@@ -11,6 +12,7 @@
 #include "arch/x86_64/cpu_state.h"
 #include "arch/x86_64/kernel_loader.h"
 #include "base/expected.h"
+#include "hypervisor/vm.h"
 #include "memory/guest_memory.h"
 
 #include <cstddef>
@@ -24,6 +26,10 @@ namespace kvmm {
 class BootLoader {
 public:
     virtual ~BootLoader() = default;
+
+    // Maps what the loader itself puts into the guest-physical address space besides RAM (a
+    // firmware ROM); acquire phase, after RAM is mapped. Nothing by default.
+    virtual Expected<void> map(Vm&) { return {}; }
 
     // Writes the guest's start into `memory`; the ACPI RSDP is at `rsdp`. Once per machine.
     virtual Expected<void> load(GuestMemory const& memory, GuestAddress rsdp) = 0;

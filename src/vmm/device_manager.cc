@@ -55,6 +55,10 @@ std::string_view device_kind_name(DeviceKind kind) {
         return "vsock";
     case DeviceKind::Balloon:
         return "balloon";
+    case DeviceKind::FwCfg:
+        return "fw-cfg";
+    case DeviceKind::DebugConsole:
+        return "debug-console";
     }
     return "unknown";
 }

@@ -59,7 +59,9 @@ enum class DeviceKind {
     Rng,
     Console,
     Vsock,
-    Balloon
+    Balloon,
+    FwCfg,
+    DebugConsole
 };
 
 // "serial", "i8042", ..., "block", "net": what logs, metrics and errors call a kind.

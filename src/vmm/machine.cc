@@ -7,10 +7,12 @@
 #include "base/event_loop.h"
 #include "base/file.h"
 #include "base/state_io.h"
+#include "devices/fw_cfg/fw_cfg.h"
 #include "devices/legacy/boot_marker.h"
 #include "devices/legacy/buffered_sink.h"
 #include "devices/legacy/byte_sink.h"
 #include "devices/legacy/cmos_rtc.h"
+#include "devices/legacy/debug_console.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/power_control.h"
 #include "devices/legacy/pvpanic.h"
@@ -20,6 +22,8 @@
 #include "devices/virtio/console/console_device.h"
 #include "vmm/console_input.h"
 #include "vmm/console_server.h"
+#include "vmm/firmware_boot_loader.h"
+#include "vmm/firmware_config.h"
 #include "vmm/gsi_interrupt_line.h"
 #include "vmm/snapshot_file.h"
 #include "vmm/virtio_device_factory.h"
@@ -66,9 +70,24 @@ Machine::~Machine() { stop_vcpus(); }
 Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hypervisor& hypervisor, MachineHooks hooks) {
     TRY(validate(config, UINT32_MAX));
     auto regions = TRY(x86_64::ram_regions(config.memory_size));
-    // Neither boot file can be useful if it is larger than guest RAM.
-    auto boot_loader = TRY(
-        LinuxBootLoader::create(config.kernel_path, config.initrd_path, effective_cmdline(config), config.memory_size));
+    std::unique_ptr<BootLoader> boot_loader;
+    std::unique_ptr<FirmwareKernel> firmware_kernel;
+    if (config.firmware_path) {
+        boot_loader = TRY(FirmwareBootLoader::create(*config.firmware_path));
+        // A kernel with firmware is the firmware's to load (QEMU's -kernel): it goes to fw_cfg.
+        if (!config.kernel_path.empty()) {
+            firmware_kernel = std::make_unique<FirmwareKernel>();
+            firmware_kernel->kernel = TRY(read_file(config.kernel_path, config.memory_size).with_context("kernel"));
+            if (config.initrd_path)
+                firmware_kernel->initrd =
+                    TRY(read_file(*config.initrd_path, config.memory_size).with_context("initrd"));
+            firmware_kernel->cmdline = effective_cmdline(config);
+        }
+    } else {
+        // Neither boot file can be useful if it is larger than guest RAM.
+        boot_loader = TRY(LinuxBootLoader::create(config.kernel_path, config.initrd_path, effective_cmdline(config),
+                                                  config.memory_size));
+    }
     auto vm = TRY(hypervisor.create_vm());
     TRY(validate(config, vm->max_vcpus())); // now against the hypervisor's real vCPU limit
     auto huge_pages =
@@ -79,6 +98,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
     std::unique_ptr<Machine> machine(
         new Machine(config, std::move(memory), std::move(vm), std::move(lifecycle), std::move(boot_loader)));
     machine->m_hooks = hooks;
+    machine->m_firmware_kernel = std::move(firmware_kernel);
     TRY(machine->acquire());
     if (hooks.enter_sandbox)
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
@@ -90,6 +110,9 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
 Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& config, Hypervisor& hypervisor,
                                                             RestoreSource source, MachineHooks hooks) {
     TRY(validate(config, UINT32_MAX));
+    // The firmware ROM and fw_cfg contents are not part of the saved state yet.
+    if (config.firmware_path)
+        return Error::format("restoring a machine booted from firmware ('{}') is not supported", *config.firmware_path);
     auto const regions = TRY(x86_64::ram_regions(config.memory_size));
     bool same_layout = regions.size() == source.memory_layout.size();
     for (size_t i = 0; same_layout && i < regions.size(); ++i)
@@ -126,8 +149,11 @@ Expected<void> Machine::acquire() {
     m_control_loop.emplace(TRY(EventLoop::create()));
     m_work_event.emplace(TRY(EventFd::create()));
     TRY(m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
+    TRY(m_vm->set_identity_map_address(x86_64::KVM_IDENTITY_MAP_ADDRESS));
     TRY(m_vm->create_irqchip_and_pit());
     TRY(m_vm->map_memory(m_memory));
+    if (m_boot_loader)
+        TRY(m_boot_loader->map(*m_vm));
     for (uint32_t index = 0; index < m_config.vcpu_count; ++index)
         m_unconfigured_vcpus.push_back(TRY(m_vm->create_vcpu(index)));
     m_devices = TRY(DeviceManager::create(*m_vm, m_memory, *m_event_loop));
@@ -220,6 +246,20 @@ Expected<void> Machine::attach_legacy_devices() {
     });
     TRY(devices.attach_mmio("pvpanic", DeviceKind::Pvpanic, pvpanic, state_hooks_of(pvpanic),
                             MmioWindow { PVPANIC_MMIO_ADDRESS, PVPANIC_MMIO_LENGTH }));
+    if (m_config.firmware_path) {
+        m_fw_cfg = std::make_shared<FwCfg>(m_memory);
+        TRY(devices.attach_port("fw-cfg", DeviceKind::FwCfg, m_fw_cfg, state_hooks_of(m_fw_cfg),
+                                PortRange { fw_cfg::PORT_BASE, fw_cfg::PORT_LENGTH }));
+        // The firmware's own diagnostic log (SeaBIOS writes it when the port answers): kvmm's
+        // log at debug level, so `--log-level debug` shows what the firmware did. Only then:
+        // each byte is a port exit, and the firmware skips the log when nothing answers.
+        if (spdlog::should_log(spdlog::level::debug)) {
+            auto debug_console =
+                std::make_shared<DebugConsole>([](std::string_view line) { spdlog::debug("firmware: {}", line); });
+            TRY(devices.attach_port("debug-console", DeviceKind::DebugConsole, debug_console,
+                                    state_hooks_of(debug_console), PortRange { DEBUG_CONSOLE_PORT, 1 }));
+        }
+    }
     return {};
 }
 
@@ -242,7 +282,13 @@ Expected<void> Machine::boot() {
     }
     for (auto const& resource : m_devices->virtio_mmio_resources())
         acpi.virtio_devices.push_back(x86_64::AcpiVirtioMmioDevice { resource.base, resource.size, resource.gsi });
-    auto const rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
+    // Firmware installs the tables itself, from fw_cfg, where it chooses; a kernel booted
+    // directly finds them in the legacy BIOS area.
+    GuestAddress rsdp(0);
+    if (m_fw_cfg)
+        TRY(configure_firmware(acpi));
+    else
+        rsdp = TRY(x86_64::write_acpi_tables(m_memory, acpi));
     TRY(m_boot_loader->load(m_memory, rsdp));
 
     auto const supported_cpuid = TRY(m_vm->supported_cpuid());
@@ -267,6 +313,30 @@ Expected<void> Machine::boot() {
     }
     wrap_vcpus();
     return {};
+}
+
+Expected<void> Machine::configure_firmware(x86_64::AcpiConfig const& acpi) {
+    FirmwareConfig firmware;
+    firmware.vcpu_count = m_config.vcpu_count;
+    firmware.ram_size = m_memory.total_size();
+    firmware.memory_map = x86_64::firmware_memory_map(m_memory);
+    firmware.acpi = TRY(x86_64::build_acpi_blobs(acpi));
+    // Disks in configured order, the root device first: the firmware tries them in this order.
+    std::vector<std::string> later;
+    for (auto const& disk : m_config.disks) {
+        for (auto const& entry : m_devices->entries()) {
+            if (entry.kind != DeviceKind::Block || entry.id != disk.id)
+                continue;
+            auto path = virtio_mmio_boot_path(std::get<MmioWindow>(entry.attachment).base);
+            (disk.is_root_device ? firmware.boot_order : later).push_back(std::move(path));
+        }
+    }
+    firmware.boot_order.insert(firmware.boot_order.end(), later.begin(), later.end());
+    if (m_firmware_kernel) {
+        firmware.kernel = std::move(*m_firmware_kernel);
+        m_firmware_kernel.reset();
+    }
+    return populate_fw_cfg(*m_fw_cfg, std::move(firmware));
 }
 
 // The vCPUs, configured, go to their threads (not started before run()).

@@ -9,7 +9,8 @@
 //   attach    - legacy devices at their fixed ports, virtio devices at allocated MMIO windows
 //               and interrupt lines, with their ioeventfds and irqfds;
 //   boot      - ACPI tables describing what was attached, then the BootLoader (the Linux
-//               loader: PVH or bzImage) and the vCPUs' boot state;
+//               loader: PVH or bzImage; or the firmware loader, the tables then going to the
+//               firmware over fw_cfg) and the vCPUs' boot state;
 //   or restore - create_restored(): in place of boot, the vCPUs, the VM and the devices take
 //               a saved state; guest RAM was mapped from the memory file in acquire, and
 //               neither a kernel nor ACPI tables are written;
@@ -20,6 +21,7 @@
 // Destruction order matters: vCPU threads stop before devices and memory go.
 #pragma once
 
+#include "arch/x86_64/acpi/acpi_tables.h"
 #include "base/event_fd.h"
 #include "base/event_loop.h"
 #include "base/expected.h"
@@ -49,6 +51,8 @@
 namespace kvmm {
 
 class BufferedSink;
+class FwCfg;
+struct FirmwareKernel;
 class ByteSink;
 class ConsoleServer;
 class I8042;
@@ -183,6 +187,8 @@ private:
     Expected<void> attach_devices();
     Expected<void> attach_legacy_devices();
     Expected<void> boot();
+    // Firmware boot: what the firmware learns over fw_cfg (vmm/firmware_config.h).
+    Expected<void> configure_firmware(x86_64::AcpiConfig const& acpi);
     Expected<void> restore(std::span<std::byte const> machine_state);
     void wrap_vcpus();
     Expected<virtio::BalloonDevice*> balloon() const;
@@ -220,6 +226,9 @@ private:
     bool m_started { false }; // run() was called (builder/main thread only)
     MachineHooks m_hooks;     // set by create(); read by the builder and run() (main thread)
     std::unique_ptr<BootLoader> m_boot_loader;
+    // Firmware boot only (--firmware): the fw_cfg device, and a kernel handed to the firmware.
+    std::shared_ptr<FwCfg> m_fw_cfg;
+    std::unique_ptr<FirmwareKernel> m_firmware_kernel;
     // The serial port's output, made in acquire, attached with the 16550 in attach.
     std::unique_ptr<ByteSink> m_serial_output;
     std::shared_ptr<Serial16550> m_serial;

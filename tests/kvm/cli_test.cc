@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 namespace kvmm::testing {
 namespace {
 
@@ -78,6 +82,32 @@ TEST(KvmmCommandLine, BadInputGetsOneLineErrorAndStatusOne) {
     };
     for (auto const& input : cases)
         expect_configuration_error(input);
+}
+
+// --firmware: a missing, empty, oversized or misaligned image is refused before the VM starts.
+TEST(KvmmCommandLine, BadFirmwareFilesGetOneLineErrorAndStatusOne) {
+    char directory_template[] = "/tmp/kvmm-cli-firmware-XXXXXX";
+    ASSERT_NE(::mkdtemp(directory_template), nullptr);
+    std::filesystem::path const directory(directory_template);
+    auto make = [&](char const* name, uintmax_t size) {
+        auto const path = directory / name;
+        std::ofstream(path).close();
+        std::filesystem::resize_file(path, size);
+        return path.string();
+    };
+    std::vector<BadInput> const cases {
+        { { "--firmware", (directory / "missing.bin").string() }, "missing.bin" },
+        { { "--firmware", make("empty.bin", 0) }, "is empty" },
+        { { "--firmware", make("huge.bin", (16u << 20) + 4096) }, "more than the limit" },
+        { { "--firmware", make("odd.bin", 65536 + 100) }, "not a multiple of 4 KiB" },
+        { { "--firmware", "/dev/null" }, "not a regular file" },
+        { { "--firmware", "/tmp/bios\x01.bin\x01" }, "--firmware" },
+        { { "--firmware", make("ok.bin", 65536), "--initrd", "/tmp/initrd" }, "initrd needs a kernel" },
+        { { "--api-sock", "/tmp/api.sock", "--firmware", make("ok2.bin", 65536) }, "--firmware" },
+    };
+    for (auto const& input : cases)
+        expect_configuration_error(input);
+    std::filesystem::remove_all(directory);
 }
 
 TEST(KvmmCommandLine, HelpAndVersionExitZero) {

@@ -105,6 +105,39 @@ InitialCpuState boot_cpu_state(BootInfo const& boot, X86SpecialRegisters const& 
 
 // IA32_TSC is deliberately absent: KVM synchronises the TSCs of vCPUs created together, and
 // writing 0 to each one at a different moment makes Linux mark the TSC unsynchronised.
+InitialCpuState reset_cpu_state(X86SpecialRegisters const& current, uint32_t processor_signature) {
+    InitialCpuState state {};
+    state.special_registers = current;
+    auto& special = state.special_registers;
+    // Real-mode data segments: base 0, limit 64 KiB, read/write accessed (type 3).
+    X86Segment data {};
+    data.limit = 0xFFFF;
+    data.type = 3;
+    data.present = 1;
+    data.s = 1;
+    special.ds = special.es = special.fs = special.gs = special.ss = data;
+    special.cs = data;
+    special.cs.selector = 0xF000;
+    special.cs.base = 0xFFFF'0000;
+    special.cs.type = 0xB; // execute/read, accessed
+    X86Segment system {};
+    system.limit = 0xFFFF;
+    system.present = 1;
+    special.ldt = system;
+    special.ldt.type = 2;
+    special.tr = system;
+    special.tr.type = 0xB; // busy 32-bit TSS
+    special.gdt = X86DescriptorTable { 0, 0xFFFF };
+    special.idt = X86DescriptorTable { 0, 0xFFFF };
+    special.cr0 = 0x6000'0010; // CD, NW, ET
+    special.cr2 = special.cr3 = special.cr4 = special.cr8 = 0;
+    special.efer = 0;
+    state.registers.rip = 0xFFF0;
+    state.registers.rflags = 0x2;
+    state.registers.rdx = processor_signature;
+    return state;
+}
+
 std::vector<MsrEntry> boot_msrs() {
     return {
         { 0x174, 0 },             // IA32_SYSENTER_CS

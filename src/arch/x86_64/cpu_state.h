@@ -32,6 +32,12 @@ struct InitialCpuState {
 //  Linux64: long mode on the identity map, RSI = zero page (boot.rst).
 InitialCpuState boot_cpu_state(BootInfo const& boot, X86SpecialRegisters const& current);
 
+// The state of a processor after RESET (Intel SDM vol. 3, 9.1.4 "First Instruction Executed";
+// AMD APM vol. 2, 14.1.3): real mode, CS selector 0xF000 with base 0xFFFF0000 and IP 0xFFF0,
+// so the first fetch is at 0xFFFFFFF0, the firmware's reset vector. `current` supplies what
+// is not architecturally fixed (the APIC base). EDX holds the processor signature (CPUID 1 EAX).
+InitialCpuState reset_cpu_state(X86SpecialRegisters const& current, uint32_t processor_signature);
+
 // The MSRs a fresh vCPU starts with.
 std::vector<MsrEntry> boot_msrs();
 

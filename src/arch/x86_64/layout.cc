@@ -36,4 +36,12 @@ std::vector<E820Entry> memory_map(GuestMemory const& memory) {
     return entries;
 }
 
+std::vector<E820Entry> firmware_memory_map(GuestMemory const& memory) {
+    std::vector<E820Entry> entries;
+    for (auto const& region : memory.regions())
+        entries.push_back(E820Entry { region.start.value(), region.size, E820Type::Ram });
+    entries.push_back(E820Entry { KVM_IDENTITY_MAP_ADDRESS, KVM_PRIVATE_PAGES_SIZE, E820Type::Reserved });
+    return entries;
+}
+
 } // namespace kvmm::x86_64

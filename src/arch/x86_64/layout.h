@@ -11,7 +11,8 @@
 //   0x000e_0000  ACPI tables (RSDP first, found by legacy scans too)
 //   0x0010_0000  kernel (bzImage protected-mode part) or PVH ELF segments
 //   ...          initrd, as high as its limit allows
-//   0xc000_0000  MMIO gap: virtio-mmio windows, IOAPIC, LAPIC, KVM's TSS
+//   0xc000_0000  MMIO gap: virtio-mmio windows, IOAPIC, LAPIC, KVM's TSS and identity map
+//   0xff00_0000  firmware window (--firmware): the image ends at 4 GiB, read-only
 //   0x1_0000_0000 RAM above 4 GiB, when there is more than 3 GiB
 #pragma once
 
@@ -31,8 +32,21 @@ inline constexpr uint64_t MMIO_GAP_END = 0x1'0000'0000;
 inline constexpr uint64_t VIRTIO_MMIO_BASE = 0xD000'0000;
 inline constexpr uint64_t IOAPIC_ADDRESS = 0xFEC0'0000;
 inline constexpr uint64_t LAPIC_ADDRESS = 0xFEE0'0000;
-// KVM needs three pages for its real-mode TSS on Intel hosts; they must not be RAM or a device.
-inline constexpr uint64_t KVM_TSS_ADDRESS = 0xFFFB'D000;
+// KVM needs three pages for its real-mode TSS and one for an identity page table on Intel
+// hosts; they must not be RAM, a device or firmware. KVM's defaults (0xfffbc000-0xfffbffff)
+// lie inside a firmware image larger than 256 KiB, so they sit below the firmware window,
+// above the LAPIC, where QEMU also puts them.
+inline constexpr uint64_t KVM_IDENTITY_MAP_ADDRESS = 0xFEFF'C000;
+inline constexpr uint64_t KVM_TSS_ADDRESS = 0xFEFF'D000;
+inline constexpr uint64_t KVM_PRIVATE_PAGES_SIZE = 0x4000; // identity map + TSS
+// Firmware (--firmware) is mapped so that it ends at 4 GiB, where the reset vector is; the
+// window holds images up to 16 MiB (OVMF's largest build is 4 MiB).
+inline constexpr uint64_t FIRMWARE_WINDOW_START = 0xFF00'0000;
+inline constexpr uint64_t FIRMWARE_WINDOW_END = 0x1'0000'0000;
+// The last 128 KiB of the image also appear at 0xE0000-0xFFFFF (the legacy BIOS area), where
+// a PC BIOS runs in real mode after its first far jump.
+inline constexpr uint64_t LEGACY_BIOS_START = 0xE0000;
+inline constexpr uint64_t LEGACY_BIOS_SIZE = 0x20000;
 
 inline constexpr uint64_t BOOT_GDT_ADDRESS = 0x500;
 inline constexpr uint64_t BOOT_IDT_ADDRESS = 0x540;
@@ -74,5 +88,8 @@ struct E820Entry {
 // The memory map the guest is told about: low RAM, the reserved legacy area (with the ACPI
 // tables in it), RAM from 1 MiB to the gap, and RAM above 4 GiB.
 std::vector<E820Entry> memory_map(GuestMemory const& memory);
+// The memory map firmware is given (fw_cfg "etc/e820"): every byte of RAM, as QEMU reports it
+// (the firmware reserves its own areas below 1 MiB), and KVM's private pages as reserved.
+std::vector<E820Entry> firmware_memory_map(GuestMemory const& memory);
 
 } // namespace kvmm::x86_64

@@ -94,6 +94,13 @@ Expected<void> FakeVm::map_memory(GuestMemory const& memory) {
     return {};
 }
 
+Expected<void> FakeVm::map_read_only(uint64_t start, std::span<std::byte const> image) {
+    if (image.empty() || image.size() % 4096 != 0 || start % 4096 != 0)
+        return Error::format("read-only mapping at {:#x} of {:#x} bytes is not page-aligned", start, image.size());
+    m_read_only_regions.push_back(ReadOnlyRegion { start, std::vector<std::byte>(image.begin(), image.end()) });
+    return {};
+}
+
 Expected<void> FakeVm::create_irqchip_and_pit() {
     if (m_has_irqchip)
         return Error("irqchip created twice");

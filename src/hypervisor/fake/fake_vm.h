@@ -74,7 +74,15 @@ public:
     Expected<void> map_memory(GuestMemory const& memory) override;
     Expected<void> create_irqchip_and_pit() override;
     Expected<void> set_irq_line(uint32_t gsi, bool level) override;
-    Expected<void> set_tss_address(uint64_t) override { return {}; }
+    Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) override;
+    Expected<void> set_tss_address(uint64_t address) override {
+        m_tss_address = address;
+        return {};
+    }
+    Expected<void> set_identity_map_address(uint64_t address) override {
+        m_identity_map_address = address;
+        return {};
+    }
     Expected<std::vector<CpuidEntry>> supported_cpuid() const override { return m_supported_cpuid; }
     uint32_t max_vcpus() const override { return 64; }
     // Hands out the script queued for this index by add_vcpu_script (empty if none).
@@ -108,6 +116,14 @@ public:
     };
     std::vector<IrqEvent> irq_events() const;
     size_t mapped_regions() const { return m_mapped_regions; }
+    // What map_read_only() was given: the guest address and a copy of the bytes.
+    struct ReadOnlyRegion {
+        uint64_t start;
+        std::vector<std::byte> bytes;
+    };
+    std::vector<ReadOnlyRegion> const& read_only_regions() const { return m_read_only_regions; }
+    uint64_t tss_address() const { return m_tss_address; }
+    uint64_t identity_map_address() const { return m_identity_map_address; }
     bool has_irqchip() const { return m_has_irqchip; }
 
 private:
@@ -119,6 +135,9 @@ private:
     std::vector<FakeVcpu*> m_vcpus;
     std::vector<CpuidEntry> m_supported_cpuid;
     size_t m_mapped_regions { 0 };
+    std::vector<ReadOnlyRegion> m_read_only_regions;
+    uint64_t m_tss_address { 0 };
+    uint64_t m_identity_map_address { 0 };
     bool m_has_irqchip { false };
     X86VmState m_state {};
 };

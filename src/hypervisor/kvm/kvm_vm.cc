@@ -12,10 +12,9 @@
 namespace kvmm {
 
 Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
-    uint32_t slot = 0;
     for (auto const& region : memory.regions()) {
         kvm_userspace_memory_region kvm_region {};
-        kvm_region.slot = slot++;
+        kvm_region.slot = m_next_slot++;
         kvm_region.guest_phys_addr = region.start.value();
         kvm_region.memory_size = region.size;
         kvm_region.userspace_addr = reinterpret_cast<uint64_t>(region.mapping.data());
@@ -23,6 +22,23 @@ Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
             return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x}",
                                                  kvm_region.slot, kvm_region.guest_phys_addr, kvm_region.memory_size));
     }
+    return {};
+}
+
+Expected<void> KvmVm::map_read_only(uint64_t start, std::span<std::byte const> image) {
+    constexpr uint64_t PAGE_SIZE = 4096;
+    if (image.empty() || image.size() % PAGE_SIZE != 0 || start % PAGE_SIZE != 0)
+        return Error::format("read-only mapping at {:#x} of {:#x} bytes is not page-aligned", start, image.size());
+    kvm_userspace_memory_region kvm_region {};
+    kvm_region.slot = m_next_slot++;
+    // KVM_MEM_READONLY (api.rst, KVM_SET_USER_MEMORY_REGION): guest writes exit as MMIO.
+    kvm_region.flags = KVM_MEM_READONLY;
+    kvm_region.guest_phys_addr = start;
+    kvm_region.memory_size = image.size();
+    kvm_region.userspace_addr = reinterpret_cast<uint64_t>(image.data());
+    if (::ioctl(m_vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &kvm_region) != 0)
+        return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION read-only slot {} at {:#x} size {:#x}",
+                                             kvm_region.slot, start, kvm_region.memory_size));
     return {};
 }
 
@@ -85,6 +101,13 @@ Expected<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
 Expected<void> KvmVm::set_tss_address(uint64_t address) {
     if (::ioctl(m_vm_fd.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(address)) != 0)
         return Error::from_errno(fmt::format("KVM_SET_TSS_ADDR {:#x}", address));
+    return {};
+}
+
+Expected<void> KvmVm::set_identity_map_address(uint64_t address) {
+    auto value = address;
+    if (::ioctl(m_vm_fd.get(), KVM_SET_IDENTITY_MAP_ADDR, &value) != 0)
+        return Error::from_errno(fmt::format("KVM_SET_IDENTITY_MAP_ADDR {:#x}", address));
     return {};
 }
 

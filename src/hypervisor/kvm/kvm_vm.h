@@ -16,9 +16,11 @@ public:
           m_max_vcpus(max_vcpus) {}
 
     Expected<void> map_memory(GuestMemory const& memory) override;
+    Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) override;
     Expected<void> create_irqchip_and_pit() override;
     Expected<void> set_irq_line(uint32_t gsi, bool level) override;
     Expected<void> set_tss_address(uint64_t address) override;
+    Expected<void> set_identity_map_address(uint64_t address) override;
     Expected<std::vector<CpuidEntry>> supported_cpuid() const override;
     uint32_t max_vcpus() const override { return m_max_vcpus; }
     Expected<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
@@ -42,6 +44,7 @@ private:
     uint32_t m_max_vcpus;
     std::shared_ptr<KvmStateSupport const> m_state_support;
     bool m_has_irqchip { false };
+    uint32_t m_next_slot { 0 }; // memory slots are numbered in the order they are mapped
 };
 
 } // namespace kvmm

@@ -220,4 +220,35 @@ Expected<GuestAddress> write_acpi_tables(GuestMemory const& memory, AcpiConfig c
     return GuestAddress(rsdp_address);
 }
 
+Expected<AcpiBlobs> build_acpi_blobs(AcpiConfig const& config) {
+    if (config.vcpu_count == 0)
+        return Error("ACPI tables need at least one vCPU");
+    AcpiBlobs blobs;
+    auto& tables = blobs.tables;
+    // Tables 16-byte aligned within the blob, which the firmware allocates 64-byte aligned.
+    auto place = [&](Bytes const& table) -> uint32_t {
+        tables.resize((tables.size() + 15) & ~size_t { 15 }, 0);
+        auto const offset = static_cast<uint32_t>(tables.size());
+        tables.insert(tables.end(), table.begin(), table.end());
+        blobs.checksums.push_back(
+            AcpiChecksum { AcpiBlob::Tables, offset + 9, offset, static_cast<uint32_t>(table.size()) });
+        return offset;
+    };
+    auto const dsdt = place(build_dsdt(config));
+    auto const fadt = place(build_fadt(config, dsdt));
+    blobs.pointers.push_back(AcpiPointer { AcpiBlob::Tables, fadt + 40, 4 });  // FIRMWARE DSDT field
+    blobs.pointers.push_back(AcpiPointer { AcpiBlob::Tables, fadt + 140, 8 }); // X_DSDT
+    auto const madt = place(build_madt(config));
+    auto const xsdt = place(build_xsdt({ fadt, madt }));
+    blobs.pointers.push_back(AcpiPointer { AcpiBlob::Tables, xsdt + uint32_t { HEADER_SIZE }, 8 });
+    blobs.pointers.push_back(AcpiPointer { AcpiBlob::Tables, xsdt + uint32_t { HEADER_SIZE } + 8, 8 });
+    blobs.rsdp = build_rsdp(xsdt);
+    blobs.pointers.push_back(AcpiPointer { AcpiBlob::Rsdp, 24, 8 }); // XsdtAddress
+    // The RSDP's first checksum covers its ACPI 1.0 part; the extended one, over all 36 bytes,
+    // includes the first, so it comes second.
+    blobs.checksums.push_back(AcpiChecksum { AcpiBlob::Rsdp, 8, 0, 20 });
+    blobs.checksums.push_back(AcpiChecksum { AcpiBlob::Rsdp, 32, 0, 36 });
+    return blobs;
+}
+
 } // namespace kvmm::x86_64

@@ -38,4 +38,29 @@ struct AcpiConfig {
 // address. Fails, naming the sizes, if they do not fit.
 Expected<GuestAddress> write_acpi_tables(GuestMemory const& memory, AcpiConfig const& config);
 
+// The same tables as firmware takes them over fw_cfg, laid out as QEMU hands them over:
+// blob "etc/acpi/rsdp" holds the RSDP, blob "etc/acpi/tables" the DSDT, FADT, MADT and XSDT.
+// Every pointer field holds an offset into the tables blob, to which the firmware adds the
+// address where it placed that blob; checksums are recomputed by the firmware afterwards.
+// These describe the table-loader script (devices/fw_cfg/table_loader.h) the VMM writes.
+enum class AcpiBlob { Rsdp, Tables };
+struct AcpiPointer {
+    AcpiBlob blob; // where the pointer field is; it points into the tables blob
+    uint32_t offset;
+    uint8_t size;
+};
+struct AcpiChecksum {
+    AcpiBlob blob;
+    uint32_t offset; // the checksum byte
+    uint32_t start;
+    uint32_t length;
+};
+struct AcpiBlobs {
+    std::vector<uint8_t> rsdp;
+    std::vector<uint8_t> tables;
+    std::vector<AcpiPointer> pointers;
+    std::vector<AcpiChecksum> checksums; // in the order to apply them
+};
+Expected<AcpiBlobs> build_acpi_blobs(AcpiConfig const& config);
+
 } // namespace kvmm::x86_64
