@@ -163,6 +163,22 @@ TEST_F(FirecrackerApiTest, MachineConfigInvalidValues_AreRejectedWithTheField) {
     expect_ok(call("PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"})"));
 }
 
+TEST_F(FirecrackerApiTest, DuplicateKeys_Are400NamingTheKeyAndChangeNothing) {
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "a", "kernel_image_path": "b"})"),
+                 "duplicate key 'kernel_image_path'");
+    // Nested: the same key in one rate limiter's bucket.
+    expect_fault(call("PUT", "/network-interfaces/eth0",
+                      R"({"iface_id": "eth0", "host_dev_name": "tap0",
+                          "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "size": 9}}})"),
+                 "duplicate key 'size'");
+    // The same key in two different objects is not a duplicate.
+    expect_ok(call("PUT", "/network-interfaces/eth0",
+                   R"({"iface_id": "eth0", "host_dev_name": "tap0",
+                       "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}},
+                       "tx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}})"));
+    EXPECT_EQ(json::parse(call("GET", "/vm/config").body)["boot-source"], nullptr);
+}
+
 TEST_F(FirecrackerApiTest, MalformedBodies_Are400NamingTheProblem) {
     expect_fault(call("PUT", "/boot-source", "{\"kernel_image_path\": "), "malformed JSON");
     expect_fault(call("PUT", "/boot-source", ""), "empty request body");
