@@ -469,6 +469,9 @@ TEST_F(FirecrackerApiTest, PathsThatCannotBeOpened_Are400AtThePutAndKeepThePrevi
     expect_fault(call("PUT", "/drives/root",
                       R"({"drive_id": "root", "path_on_host": "/dev/null", "is_root_device": true})"),
                  "not a regular file or a block device");
+    expect_fault(call("PUT", "/drives/root",
+                      R"({"drive_id": "root", "path_on_host": "/proc/self/mem", "is_root_device": true})"),
+                 "kernel files cannot back a disk");
     // Another VM holding the image: its lock is taken.
     UniqueFd holder(::open("s", O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(holder.is_valid());
@@ -492,6 +495,19 @@ TEST_F(FirecrackerApiTest, PatchDriveWithOnlyItsId_Is400) {
     boot();
     expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a"})"), "changes nothing");
     EXPECT_EQ(std::count(controller.calls.begin(), controller.calls.end(), "update_drive a"), 0);
+}
+
+TEST_F(FirecrackerApiTest, PatchDriveToAKernelFileOrDevice_Is400AndNeverReachesTheMachine) {
+    expect_ok(call("PUT", "/drives/a", R"({"drive_id": "a", "path_on_host": "a", "is_root_device": false})"));
+    boot();
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/proc/self/mem"})"),
+                 "kernel files cannot back a disk");
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/sys/kernel/notes"})"),
+                 "kernel files cannot back a disk");
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/dev/zero"})"),
+                 "not a regular file or a block device");
+    EXPECT_EQ(std::count(controller.calls.begin(), controller.calls.end(), "update_drive a"), 0);
+    EXPECT_EQ(api.config().instance.vm.disks[0].path, "a");
 }
 
 TEST_F(FirecrackerApiTest, GetWithABody_Is400) {
