@@ -252,10 +252,12 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
     return info(*vm);
 }
 
-// Parses and checks a definition the way start would use it: valid TOML and values, and the
-// kernel and initrd files present, so a definition that cannot start is not stored.
+// Parses and checks a definition the way start would use it: valid TOML and values (the config
+// library's validate(), as kvmm's), host block devices written only with the explicit key,
+// and the kernel and initrd files present, so a definition that cannot start is not stored.
 Expected<VmDefinition> Daemon::checked_definition(std::string const& toml_text) {
     auto definition = TRY(parse_definition(toml_text));
+    TRY(check_host_block_devices(definition));
     TRY(check_readable_file(definition.kernel, "kernel"));
     if (definition.initrd)
         TRY(check_readable_file(*definition.initrd, "initrd"));

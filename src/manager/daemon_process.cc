@@ -99,6 +99,8 @@ Expected<void> Daemon::start(Vm& vm) {
             vm.starting = false;
         }
     } clear_starting { *this, vm };
+    // Again at start: a path that was a file at define may be a block device now.
+    TRY(check_host_block_devices(definition).with_context(fmt::format("VM '{}'", vm.name)));
 
     auto const runtime = m_store.runtime_dir(vm.name);
     std::string const control_socket = (runtime / "control.sock").string();
