@@ -21,6 +21,7 @@
 #include "vmm/console_input.h"
 #include "vmm/console_server.h"
 #include "vmm/gsi_interrupt_line.h"
+#include "vmm/host_capacity.h"
 #include "vmm/snapshot_file.h"
 #include "vmm/virtio_device_factory.h"
 
@@ -71,6 +72,8 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
         LinuxBootLoader::create(config.kernel_path, config.initrd_path, effective_cmdline(config), config.memory_size));
     auto vm = TRY(hypervisor.create_vm());
     TRY(validate(config, vm->max_vcpus())); // now against the hypervisor's real vCPU limit
+    for (auto const& warning : host_capacity_warnings(config, read_host_capacity()))
+        spdlog::warn("{}", warning);
     auto huge_pages =
         config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent : MemoryMapping::HugePages::No;
     auto memory = TRY(GuestMemory::create(regions, huge_pages));
@@ -99,6 +102,8 @@ Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& conf
                              source.memory_layout.size(), config.memory_size >> 20);
     auto vm = TRY(hypervisor.create_vm());
     TRY(validate(config, vm->max_vcpus()));
+    for (auto const& warning : host_capacity_warnings(config, read_host_capacity()))
+        spdlog::warn("{}", warning);
     // Acquire: the memory file is a host resource like the disks; the mapping keeps it open.
     auto memory_file = TRY(open_read_only(source.memory_file_path).with_context("memory file"));
     auto memory =

@@ -7,7 +7,11 @@
 #include "base/testing/temporary_directory.h"
 #include "devices/legacy/power_control.h"
 #include "hypervisor/fake/fake_hypervisor.h"
+#include "vmm/host_capacity.h"
 #include "vmm/snapshot_file.h"
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <gtest/gtest.h>
 
@@ -56,6 +60,19 @@ protected:
     VmConfig m_config;
     FakeHypervisor m_hypervisor;
 };
+
+TEST_F(MachineTest, MoreVcpusThanHostCpusIsBuiltWithAWarningInTheLog) {
+    m_config.vcpu_count = read_host_capacity().cpus + 1;
+    std::ostringstream log;
+    auto const previous = spdlog::default_logger();
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
+    auto machine = Machine::create(m_config, m_hypervisor);
+    spdlog::set_default_logger(previous);
+    ASSERT_TRUE(machine) << machine.error().message();
+    EXPECT_NE(log.str().find(fmt::format("{} vCPUs are more than the", m_config.vcpu_count)), std::string::npos)
+        << log.str();
+}
 
 TEST_F(MachineTest, BootsAPvhKernelAndStopsWhenTheGuestPowersOff) {
     m_hypervisor.add_vcpu_script(0, { out(COM1, 'h'), out(COM1, 'i'), out(POWER_CONTROL_PORT, POWER_OFF) });
