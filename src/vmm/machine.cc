@@ -155,9 +155,8 @@ Expected<void> Machine::acquire_console(std::unique_ptr<ByteSink>& serial_output
         console_output = m_console_output->make_writer();
         break;
     case ConsoleConfig::Kind::File: {
-        auto file = TRY(open_console_file(m_config.console.path));
-        m_console_output = TRY(BufferedSink::create(*m_event_loop, file.release(), BufferedSink::Description::Private,
-                                                    m_config.console.path));
+        m_console_output = TRY(BufferedSink::create_console_file(*m_event_loop, m_config.console.path,
+                                                                 BufferedSink::DEFAULT_MAX_CONSOLE_FILE_SIZE));
         console_output = m_console_output->make_writer();
         break;
     }
