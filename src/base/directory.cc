@@ -67,7 +67,8 @@ Expected<UniqueFd> Directory::open_file(std::string_view name, int flags, mode_t
     return fd;
 }
 
-Expected<void> Directory::write_atomically(std::string_view name, std::string_view contents, mode_t mode) const {
+Expected<void> Directory::write_atomically(std::string_view name, std::string_view contents, mode_t mode,
+                                           std::function<void()> const& before_rename) const {
     TRY(check_name(name));
     std::string const temporary = std::string(name) + ".tmp";
     // Whatever is at NAME.tmp (a crash's leftover, or a planted link) goes; O_EXCL then makes
@@ -96,6 +97,8 @@ Expected<void> Directory::write_atomically(std::string_view name, std::string_vi
         if (::fsync(fd.get()) != 0)
             return fail("fsync");
     }
+    if (before_rename)
+        before_rename();
     std::string const target(name);
     if (::renameat(m_fd.get(), temporary.c_str(), m_fd.get(), target.c_str()) != 0) {
         auto error = Error::from_errno(

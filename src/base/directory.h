@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,7 +42,9 @@ public:
 
     // Replaces `name` atomically: writes NAME.tmp (a link or file left there is removed first),
     // fsyncs it, sets exactly `mode`, renames it over `name` and fsyncs the directory.
-    Expected<void> write_atomically(std::string_view name, std::string_view contents, mode_t mode) const;
+    // `before_rename` runs between the two (crash tests stop the process there).
+    Expected<void> write_atomically(std::string_view name, std::string_view contents, mode_t mode,
+                                    std::function<void()> const& before_rename = {}) const;
 
     // The whole file `name`, nullopt if it does not exist; larger than `max_size` is an error.
     Expected<std::optional<std::string>> read_file(std::string_view name, uint64_t max_size) const;

@@ -217,7 +217,9 @@ Expected<Directory> StateStore::runtime_directory(std::string const& name) const
 Expected<void> StateStore::save_definition(VmDefinition const& definition) {
     TRY(validate_definition(definition));
     auto definitions = TRY(directory("definitions"));
-    return definitions.write_atomically(definition.name + std::string(DEFINITION_SUFFIX), to_toml(definition), 0600);
+    auto const file_name = definition.name + std::string(DEFINITION_SUFFIX);
+    return definitions.write_atomically(file_name, to_toml(definition), 0600,
+                                        [&] { crash_point(fmt::format("before-rename:{}", file_name)); });
 }
 
 Expected<VmDefinition> StateStore::load_definition(std::string const& name) const {
@@ -284,7 +286,8 @@ Expected<void> StateStore::write_runtime_record(std::string const& name, Runtime
 Expected<void> StateStore::write_runtime_file(std::string const& name, std::string_view file_name,
                                               std::string_view contents) {
     auto runtime = TRY(runtime_directory(name));
-    return runtime.write_atomically(file_name, contents, 0600);
+    return runtime.write_atomically(file_name, contents, 0600,
+                                    [&] { crash_point(fmt::format("before-rename:{}", file_name)); });
 }
 
 Expected<UniqueFd> StateStore::open_kvmm_log(std::string const& name) {
