@@ -5,6 +5,7 @@
 
 #include "base/loop_timer.h"
 #include "base/testing/sanitizers.h"
+#include "base/testing/scoped_umask.h"
 #include "base/thread_annotations.h"
 
 #include <gtest/gtest.h>
@@ -131,6 +132,7 @@ protected:
 };
 
 TEST_F(ApiServerTest, Start_SocketIsOwnerOnlyAndAnswersImmediately) {
+    kvmm::testing::ScopedUmask const open_umask(0); // the mode must not depend on the umask
     start();
     struct stat status {};
     ASSERT_EQ(::stat(m_path.c_str(), &status), 0);

@@ -4,6 +4,7 @@
 #include "api/json_fields.h"
 #include "api/resource_parsers.h"
 #include "base/path.h"
+#include "base/storage_file_policy.h"
 
 #include <spdlog/spdlog.h>
 
@@ -326,6 +327,10 @@ Expected<HttpResponse> FirecrackerApi::handle_drive(std::string_view method, std
     auto disk = std::find_if(disks.begin(), disks.end(), [&](DiskConfig const& d) { return d.id == id; });
     if (disk == disks.end())
         return Error::format("drive '{}' does not exist", id);
+    // The machine opens the new image and checks it again (DiskImage); refusing a kernel file
+    // here keeps it from ever being opened on a client's word.
+    if (update.path && m_host_checks == HostChecks::Perform)
+        TRY(check_storage_path(*update.path, fmt::format("drive '{}': image", id)));
     TRY(m_controller.update_drive(update.drive_id, update.path, update.rate_limit));
     if (update.path)
         disk->path = *update.path;

@@ -163,6 +163,22 @@ TEST_F(FirecrackerApiTest, MachineConfigInvalidValues_AreRejectedWithTheField) {
     expect_ok(call("PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"})"));
 }
 
+TEST_F(FirecrackerApiTest, DuplicateKeys_Are400NamingTheKeyAndChangeNothing) {
+    expect_fault(call("PUT", "/boot-source", R"({"kernel_image_path": "a", "kernel_image_path": "b"})"),
+                 "duplicate key 'kernel_image_path'");
+    // Nested: the same key in one rate limiter's bucket.
+    expect_fault(call("PUT", "/network-interfaces/eth0",
+                      R"({"iface_id": "eth0", "host_dev_name": "tap0",
+                          "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "size": 9}}})"),
+                 "duplicate key 'size'");
+    // The same key in two different objects is not a duplicate.
+    expect_ok(call("PUT", "/network-interfaces/eth0",
+                   R"({"iface_id": "eth0", "host_dev_name": "tap0",
+                       "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}},
+                       "tx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}})"));
+    EXPECT_EQ(json::parse(call("GET", "/vm/config").body)["boot-source"], nullptr);
+}
+
 TEST_F(FirecrackerApiTest, MalformedBodies_Are400NamingTheProblem) {
     expect_fault(call("PUT", "/boot-source", "{\"kernel_image_path\": "), "malformed JSON");
     expect_fault(call("PUT", "/boot-source", ""), "empty request body");
@@ -453,6 +469,9 @@ TEST_F(FirecrackerApiTest, PathsThatCannotBeOpened_Are400AtThePutAndKeepThePrevi
     expect_fault(call("PUT", "/drives/root",
                       R"({"drive_id": "root", "path_on_host": "/dev/null", "is_root_device": true})"),
                  "not a regular file or a block device");
+    expect_fault(call("PUT", "/drives/root",
+                      R"({"drive_id": "root", "path_on_host": "/proc/self/mem", "is_root_device": true})"),
+                 "kernel files cannot back a disk");
     // Another VM holding the image: its lock is taken.
     UniqueFd holder(::open("s", O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(holder.is_valid());
@@ -476,6 +495,19 @@ TEST_F(FirecrackerApiTest, PatchDriveWithOnlyItsId_Is400) {
     boot();
     expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a"})"), "changes nothing");
     EXPECT_EQ(std::count(controller.calls.begin(), controller.calls.end(), "update_drive a"), 0);
+}
+
+TEST_F(FirecrackerApiTest, PatchDriveToAKernelFileOrDevice_Is400AndNeverReachesTheMachine) {
+    expect_ok(call("PUT", "/drives/a", R"({"drive_id": "a", "path_on_host": "a", "is_root_device": false})"));
+    boot();
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/proc/self/mem"})"),
+                 "kernel files cannot back a disk");
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/sys/kernel/notes"})"),
+                 "kernel files cannot back a disk");
+    expect_fault(call("PATCH", "/drives/a", R"({"drive_id": "a", "path_on_host": "/dev/zero"})"),
+                 "not a regular file or a block device");
+    EXPECT_EQ(std::count(controller.calls.begin(), controller.calls.end(), "update_drive a"), 0);
+    EXPECT_EQ(api.config().instance.vm.disks[0].path, "a");
 }
 
 TEST_F(FirecrackerApiTest, GetWithABody_Is400) {

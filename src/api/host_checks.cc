@@ -1,5 +1,6 @@
 #include "api/host_checks.h"
 
+#include "base/storage_file_policy.h"
 #include "base/unique_fd.h"
 
 #include <fmt/format.h>
@@ -141,7 +142,9 @@ Expected<void> check_boot_files(VmConfig const& vm) {
 // for a read-only drive, exclusive otherwise), released when the descriptor closes here.
 Expected<void> check_drive_file(DiskConfig const& disk) {
     auto const what = fmt::format("drive '{}': image", disk.id);
+    TRY(check_storage_path(disk.path, what));
     UniqueFd fd = TRY(open_checked(disk.path, disk.read_only ? O_RDONLY : O_RDWR, true, what));
+    TRY(check_storage_file(fd.get(), disk.path, what));
     if (::flock(fd.get(), (disk.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
             return Error::format("{} '{}' is locked {} by another user (another VM?)", what, disk.path,

@@ -1,5 +1,6 @@
 #include "base/unix_socket.h"
 
+#include "base/testing/scoped_umask.h"
 #include "base/testing/temporary_directory.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@ namespace kvmm {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::ScopedUmask;
 using testing::TemporaryDirectory;
 
 class UnixSocketTest : public ::testing::Test {
@@ -34,6 +36,16 @@ protected:
     std::string const& directory = temporary.path();
     std::string const path = temporary / "s.sock";
 };
+
+TEST_F(UnixSocketTest, Listen_SocketFileHasTheAskedModeUnderAnOpenUmask) {
+    ScopedUmask const open_umask(0);
+    for (mode_t const mode : { 0600, 0660 }) {
+        auto listener = MUST(UnixListener::listen(path, { .what = "test socket", .mode = mode }));
+        struct stat status {};
+        ASSERT_EQ(::stat(path.c_str(), &status), 0);
+        EXPECT_EQ(status.st_mode & 07777, mode);
+    }
+}
 
 TEST_F(UnixSocketTest, Listen_AcceptsConnectionsAndIsCloseOnExecAndNonBlocking) {
     auto listener = MUST(UnixListener::listen(path, { .what = "test socket", .mode = 0600 }));

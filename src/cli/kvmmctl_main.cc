@@ -5,6 +5,7 @@
 // time the verb itself may take inside kvmmd, e.g. shutdown's own timeout); a daemon that does
 // not answer is an error naming its socket. An attached console has no time limit.
 #include "manager/protocol.h"
+#include "manager/terminal_filter.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -195,7 +196,24 @@ void print_volume_info(json const& volume) {
 // Attaches the terminal to the VM's console socket, both directions, until Ctrl-] (0x1d, as
 // virsh console) or the VM goes away. kvmm sends its recent output first (ConsoleServer), so
 // the screen continues without a gap; the daemon's own scrollback is not needed here.
-void attach_console(json const& answer, Timeouts const& timeouts) {
+// Writes all of `text` to stdout (a terminal in raw mode may take it in parts); false when
+// stdout has gone.
+bool write_to_stdout(std::string_view text) {
+    while (!text.empty()) {
+        ssize_t const written = ::write(STDOUT_FILENO, text.data(), text.size());
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return false;
+        text.remove_prefix(static_cast<size_t>(written));
+    }
+    return true;
+}
+
+// Guest output reaches the terminal through a TerminalFilter (Console mode) unless --raw: the
+// guest must not be able to retitle, write the clipboard of, or type into the administrator's
+// terminal. On detach the terminal states the filter lets through are undone.
+void attach_console(json const& answer, Timeouts const& timeouts, bool raw_output) {
     constexpr char DETACH = 0x1d;
     auto const socket = answer["console_socket"].get<std::string>();
     auto fd = unwrap(timeouts.answer ? kvmm::connect_unix_socket(socket, *timeouts.answer)
@@ -209,6 +227,7 @@ void attach_console(json const& answer, Timeouts const& timeouts) {
         ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
     }
     bool stdin_open = true;
+    kvmm::TerminalFilter filter(kvmm::TerminalFilter::Mode::Console);
     while (true) {
         pollfd fds[2] = { { fd.get(), POLLIN, 0 }, { stdin_open ? STDIN_FILENO : -1, POLLIN, 0 } };
         if (::poll(fds, 2, -1) < 0 && errno != EINTR)
@@ -218,7 +237,12 @@ void attach_console(json const& answer, Timeouts const& timeouts) {
             ssize_t const received = ::recv(fd.get(), buffer, sizeof(buffer), 0);
             if (received <= 0)
                 break;
-            (void)!::write(STDOUT_FILENO, buffer, static_cast<size_t>(received));
+            std::string_view const output(buffer, static_cast<size_t>(received));
+            if (raw_output) {
+                (void)write_to_stdout(output);
+            } else {
+                (void)write_to_stdout(filter.feed(output));
+            }
         }
         if (fds[1].revents) {
             ssize_t const count = ::read(STDIN_FILENO, buffer, sizeof(buffer));
@@ -236,9 +260,15 @@ void attach_console(json const& answer, Timeouts const& timeouts) {
                 break;
         }
     }
+    if (!raw_output) {
+        (void)write_to_stdout(filter.finish());
+        (void)write_to_stdout(kvmm::TerminalFilter::reset_sequence());
+    }
     if (terminal)
         ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    std::fprintf(stderr, "\n");
+    // Said by kvmmctl, after the guest's last byte: whatever the guest drew (a prompt of the
+    // host's shell, say), the session has ended here.
+    std::fprintf(stderr, "\nDisconnected from VM '%s'\n", answer["name"].get<std::string>().c_str());
 }
 
 // Opens $EDITOR (or vi) on a temporary copy; the daemon validates the result. On an invalid
@@ -304,13 +334,14 @@ int main(int argc, char** argv) {
     std::string name, file, on_off, new_name, size, backing, volume_format = "qcow2";
     uint64_t timeout_s = 30, lines = 50;
     bool all = false;
+    bool raw_output = false;
     auto add = [&](char const* verb, char const* help) {
         auto* command = app.add_subcommand(verb, help);
         command->add_flag("--json", json_output, "Print the daemon's JSON answer");
         return command;
     };
     add("define", "Define a VM from a TOML file")->add_option("FILE", file)->required();
-    for (char const* verb : { "undefine", "start", "destroy", "reboot", "suspend", "resume", "console", "edit" })
+    for (char const* verb : { "undefine", "start", "destroy", "reboot", "suspend", "resume", "edit" })
         add(verb, verb)->add_option("NAME", name)->required();
     auto* shutdown = add("shutdown", "Ask the guest to power off (Ctrl+Alt+Del); destroy after --timeout");
     shutdown->add_option("NAME", name)->required();
@@ -320,8 +351,12 @@ int main(int argc, char** argv) {
     auto* autostart = add("autostart", "Start the VM when kvmmd starts");
     autostart->add_option("NAME", name)->required();
     autostart->add_option("STATE", on_off, "on or off")->required()->check(CLI::IsMember({ "on", "off" }));
+    auto* console = add("console", "Attach the terminal to a VM's console (Ctrl-] detaches)");
+    console->add_option("NAME", name)->required();
+    console->add_flag("--raw", raw_output, "Pass the guest's escape sequences to the terminal unfiltered");
     auto* logs = add("logs", "Show the end of a VM's console log");
     logs->add_option("NAME", name)->required();
+    logs->add_flag("--raw", raw_output, "Print the log's bytes unfiltered");
     logs->add_option("--lines", lines, "How many lines")->default_val(50);
     add("metrics", "Print the Prometheus metrics text");
     // Volumes in kvmmd's storage directory (STATE_DIR/volumes), virsh's vol verbs.
@@ -381,7 +416,7 @@ int main(int argc, char** argv) {
         auto answer = call(socket_path, timeouts, request);
         answer.erase("ok");
         if (verb == "console") {
-            attach_console(answer, timeouts);
+            attach_console(answer, timeouts, raw_output);
             return 0;
         }
         if (json_output) {
@@ -392,9 +427,16 @@ int main(int argc, char** argv) {
             print_list(answer);
         else if (verb == "info")
             print_info(answer);
-        else if (verb == "logs" || verb == "metrics")
-            std::fputs(answer["text"].get<std::string>().c_str(), stdout);
-        else if (verb == "define")
+        else if (verb == "logs" && !raw_output) {
+            kvmm::TerminalFilter filter(kvmm::TerminalFilter::Mode::Log);
+            std::string const shown = filter.feed(answer["text"].get<std::string>());
+            std::fwrite(shown.data(), 1, shown.size(), stdout);
+            std::string const rest = filter.finish();
+            std::fwrite(rest.data(), 1, rest.size(), stdout);
+        } else if (verb == "logs" || verb == "metrics") {
+            std::string const text = answer["text"].get<std::string>();
+            std::fwrite(text.data(), 1, text.size(), stdout);
+        } else if (verb == "define")
             std::printf("VM '%s' defined\n", answer["name"].get<std::string>().c_str());
         else if (verb == "undefine")
             std::printf("VM '%s' undefined\n", name.c_str());

@@ -1,6 +1,10 @@
 #include "config/json_fields.h"
 
 #include <algorithm>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace kvmm {
 
@@ -84,15 +88,54 @@ Expected<uint64_t> JsonFields::required_unsigned_integer(std::string_view key, u
     return *value;
 }
 
+namespace {
+
+// Parses `text`, refusing an object that holds a key twice. nlohmann's parser callback sees
+// every object start, key and object end in document order, so one set of keys per open
+// object is enough; the first duplicate is remembered and the parse result is then refused.
+Expected<nlohmann::json> parse_refusing_duplicate_keys(std::string_view text, std::string_view malformed) {
+    std::vector<std::set<std::string>> open_objects;
+    std::optional<std::string> duplicate;
+    auto const callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        switch (event) {
+        case nlohmann::json::parse_event_t::object_start:
+            open_objects.emplace_back();
+            break;
+        case nlohmann::json::parse_event_t::object_end:
+            if (!open_objects.empty())
+                open_objects.pop_back();
+            break;
+        case nlohmann::json::parse_event_t::key:
+            if (!open_objects.empty() && !open_objects.back().insert(parsed.get<std::string>()).second && !duplicate)
+                duplicate = parsed.get<std::string>();
+            break;
+        default:
+            break;
+        }
+        return true;
+    };
+    // nlohmann reports malformed input by exception; it stops here, at the library boundary.
+    nlohmann::json document;
+    try {
+        document = nlohmann::json::parse(text, callback);
+    } catch (nlohmann::json::exception const& exception) {
+        return Error::format("{}: {}", malformed, exception.what());
+    }
+    if (duplicate)
+        return Error::format("duplicate key '{}' in a JSON object; each key may appear once", *duplicate);
+    return document;
+}
+
+} // namespace
+
 Expected<nlohmann::json> parse_json_text(std::string_view text) {
     if (text.empty())
         return Error("empty request body; a JSON object is required");
-    // nlohmann reports malformed input by exception; it stops here, at the library boundary.
-    try {
-        return nlohmann::json::parse(text);
-    } catch (nlohmann::json::exception const& exception) {
-        return Error::format("malformed JSON body: {}", exception.what());
-    }
+    return parse_refusing_duplicate_keys(text, "malformed JSON body");
+}
+
+Expected<nlohmann::json> parse_json_strict(std::string_view text) {
+    return parse_refusing_duplicate_keys(text, "malformed JSON");
 }
 
 } // namespace kvmm

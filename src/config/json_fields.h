@@ -50,7 +50,15 @@ private:
     std::string m_what;
 };
 
-// Parses `text` as JSON; the error gives the parser's position and reason.
+// Parses `text` as JSON; the error gives the parser's position and reason. An object with the
+// same key twice is refused naming the key: RFC 8259 section 4 leaves duplicate names'
+// meaning to each implementation (nlohmann keeps the last), so a body a proxy or a log reader
+// sees as one value could configure another.
 Expected<nlohmann::json> parse_json_text(std::string_view text);
+
+// The same without the empty-text rule and the "body" wording, for other JSON read from
+// clients (the kvmmd control protocol); the error names the duplicate key or the parser's
+// reason.
+Expected<nlohmann::json> parse_json_strict(std::string_view text);
 
 } // namespace kvmm

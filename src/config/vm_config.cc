@@ -178,8 +178,18 @@ Expected<void> check_balloon_fits(uint64_t balloon_mib, uint64_t memory_mib) {
     return {};
 }
 
+size_t virtio_device_count(VmConfig const& config) {
+    return config.disks.size() + config.nets.size() + (config.vsock ? 1 : 0) + (config.balloon ? 1 : 0) +
+           (config.rng ? 1 : 0) + (config.virtio_console ? 1 : 0);
+}
+
 Expected<void> validate_devices(VmConfig const& config) {
     TRY(validate_paths(config));
+    if (size_t const count = virtio_device_count(config); count > MAX_VIRTIO_DEVICES)
+        return Error::format("{} virtio devices ({} disks, {} network interfaces and {} others) are more than the "
+                             "{} a machine holds (one interrupt line each)",
+                             count, config.disks.size(), config.nets.size(),
+                             count - config.disks.size() - config.nets.size(), MAX_VIRTIO_DEVICES);
     // Ids are unique per device kind, as in Firecracker: a disk and a network interface may
     // share one (firectl names its root drive "1"; the Go SDK numbers interfaces from "1").
     std::set<std::string> disk_ids;

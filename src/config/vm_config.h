@@ -120,6 +120,12 @@ inline constexpr uint64_t MAX_GUEST_MEMORY_SIZE = 1024ull << 30;
 // Linux network interface names are at most IFNAMSIZ - 1 = 15 bytes.
 inline constexpr size_t MAX_TAP_NAME_LENGTH = 15;
 
+// Virtio devices one machine can hold: each takes an IOAPIC line of its own (24 pins, less the
+// PC platform's 0, 2, 3 and 8 and the lines of COM1 and the keyboard; vmm/device_manager.cc
+// checks at compile time that its pool has exactly this size). validate() refuses more, so
+// that every entry point (kvmmd's define included) refuses what the machine builder would.
+inline constexpr size_t MAX_VIRTIO_DEVICES = 18;
+
 // Largest command line we accept from the user; the kernel image may impose a smaller limit
 // (bzImage cmdline_size), which the loader checks.
 inline constexpr size_t MAX_CMDLINE_LENGTH = 64 * 1024 - 1;
@@ -135,10 +141,14 @@ Expected<void> validate(VmConfig const& config, uint32_t max_vcpus);
 // unless the command line already names a root (Firecracker's is_root_device does the same).
 std::string effective_cmdline(VmConfig const& config);
 
-// The device part of validate(): paths without control characters (base/path.h), ids unique
-// per device kind, one root disk, complete network settings with TAP names (at most 15 bytes)
-// and MACs unique across interfaces, complete vsock settings, a balloon target within guest RAM.
+// The device part of validate(): paths without control characters (base/path.h), at most
+// MAX_VIRTIO_DEVICES virtio devices, ids unique per device kind, one root disk, complete network settings with TAP
+// names (at most 15 bytes) and MACs unique across interfaces, complete vsock settings, a balloon target within guest
+// RAM.
 Expected<void> validate_devices(VmConfig const& config);
+
+// Disks, network interfaces, vsock, balloon, rng and virtio-console together.
+size_t virtio_device_count(VmConfig const& config);
 
 // The network part of validate_devices(), for the API's PUT /network-interfaces, which checks
 // the interfaces as soon as one changes.

@@ -190,6 +190,26 @@ TEST(ValidateConfig, TapNameLongerThanIfnamsiz_IsRefused) {
     EXPECT_NE(refused.error().message().find("longer than 15 bytes"), std::string::npos) << refused.error().message();
 }
 
+TEST(ValidateConfig, MoreVirtioDevicesThanInterruptLines_AreRefusedCountingThem) {
+    auto config = machine_with_two_interfaces(); // 2 devices
+    config.rng = RngConfig {};                   // 3
+    for (size_t i = 0; i < MAX_VIRTIO_DEVICES - 3; ++i) {
+        DiskConfig disk;
+        disk.id = "d" + std::to_string(i);
+        disk.path = "/images/d" + std::to_string(i);
+        config.disks.push_back(disk);
+    }
+    auto const full = validate(config, 8);
+    EXPECT_TRUE(full) << full.error().message();
+    config.disks.push_back(config.disks.back());
+    config.disks.back().id = "one-more";
+    auto const refused = validate(config, 8);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("19 virtio devices (16 disks, 2 network interfaces and 1 others)"),
+              std::string::npos)
+        << refused.error().message();
+}
+
 TEST(ValidateConfig, BalloonLargerThanMemory_IsRefusedNamingTheBalloon) {
     VmConfig config;
     config.kernel_path = "/boot/vmlinuz";

@@ -267,10 +267,12 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
     return info(*vm);
 }
 
-// Parses and checks a definition the way start would use it: valid TOML and values, and the
-// kernel and initrd files present, so a definition that cannot start is not stored.
+// Parses and checks a definition the way start would use it: valid TOML and values (the config
+// library's validate(), as kvmm's), host block devices written only with the explicit key,
+// and the kernel and initrd files present, so a definition that cannot start is not stored.
 Expected<VmDefinition> Daemon::checked_definition(std::string const& toml_text) {
     auto definition = TRY(parse_definition(toml_text));
+    TRY(check_host_block_devices(definition));
     TRY(check_readable_file(definition.kernel, "kernel"));
     if (definition.initrd)
         TRY(check_readable_file(*definition.initrd, "initrd"));
@@ -455,15 +457,8 @@ json Daemon::info(Vm& vm) {
 
 Expected<json> Daemon::logs(Vm& vm, size_t lines) {
     lines = std::min(lines, MAX_LOG_LINES);
-    auto const path = m_store.log_path(vm.name);
-    std::ifstream file(path, std::ios::binary);
-    if (!file)
-        return json { { "name", vm.name }, { "text", "" } };
-    file.seekg(0, std::ios::end);
-    auto const size = static_cast<uint64_t>(std::max<std::streamoff>(file.tellg(), 0));
-    uint64_t const start = size > MAX_LOG_READ ? size - MAX_LOG_READ : 0;
-    file.seekg(static_cast<std::streamoff>(start));
-    std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    // Not through a symbolic link planted at the log's name (read_file_tail uses O_NOFOLLOW).
+    std::string const text = read_file_tail(m_store.log_path(vm.name), MAX_LOG_READ);
     // Keep the last `lines` lines (a final line without '\n' counts).
     size_t position = text.size();
     if (position > 0 && text.back() == '\n')

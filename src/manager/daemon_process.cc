@@ -12,6 +12,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <sstream>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,8 +32,12 @@ struct LoggedExit {
     std::string reason;
 };
 
+// kvmm's log is one run's messages; its last megabyte holds the stop line.
+constexpr size_t MAX_KVMM_LOG_SCAN = 1024 * 1024;
+
 LoggedExit exit_from_log(std::string const& path) {
-    std::ifstream file(path);
+    // The end of kvmm's log, never through a planted link (O_NOFOLLOW in read_file_tail).
+    std::istringstream file(read_file_tail(path, MAX_KVMM_LOG_SCAN));
     std::string line, last_stop, last_error;
     while (std::getline(file, line)) {
         if (line.find("VM stopped:") != std::string::npos)
@@ -101,6 +106,8 @@ Expected<void> Daemon::start(Vm& vm) {
     } clear_starting { *this, vm };
     // After `starting` is set, so a volume verb that checks afterwards sees this VM as active.
     TRY(check_writable_disks_are_not_backing(definition));
+    // Again at start: a path that was a file at define may be a block device now.
+    TRY(check_host_block_devices(definition).with_context(fmt::format("VM '{}'", vm.name)));
 
     auto const runtime = m_store.runtime_dir(vm.name);
     std::string const control_socket = (runtime / "control.sock").string();
@@ -125,12 +132,11 @@ Expected<void> Daemon::start(Vm& vm) {
         }
     } journal { *this, vm.name };
 
-    TRY(atomic_write_file(metrics_path, "", 0600));
+    // Relative to the state directory's fds, never through a planted link (state_store.h).
+    TRY(m_store.write_runtime_file(vm.name, "metrics.json", ""));
     // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
-    TRY(atomic_write_file(machine_file, kvmm_machine_file(definition), 0600));
-    UniqueFd output(::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
-    if (!output.is_valid())
-        return Error::from_errno(fmt::format("cannot open '{}'", stderr_path));
+    TRY(m_store.write_runtime_file(vm.name, "machine.json", kvmm_machine_file(definition)));
+    UniqueFd output = TRY(m_store.open_kvmm_log(vm.name));
 
     // Cgroup::create reuses a directory left over from a run whose cgroup could not be removed.
     auto created = Cgroup::create(m_options.cgroup_parent, vm.name, limits_of(definition));

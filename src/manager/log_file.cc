@@ -135,14 +135,15 @@ size_t already_logged(std::string_view logged_tail, std::string_view history) {
 }
 
 std::string read_file_tail(std::filesystem::path const& path, size_t count) {
-    auto fd = open_read_only(path.string());
+    // O_NOFOLLOW: a link planted at a log's name must not show another file to kvmmctl logs.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     struct stat status {};
-    if (!fd || ::fstat(fd->get(), &status) != 0)
+    if (!fd.is_valid() || ::fstat(fd.get(), &status) != 0 || !S_ISREG(status.st_mode))
         return {};
     auto const size = static_cast<uint64_t>(status.st_size);
     uint64_t const start = size > count ? size - count : 0;
     std::string tail(static_cast<size_t>(size - start), '\0');
-    ssize_t const got = ::pread(fd->get(), tail.data(), tail.size(), static_cast<off_t>(start));
+    ssize_t const got = ::pread(fd.get(), tail.data(), tail.size(), static_cast<off_t>(start));
     tail.resize(got > 0 ? static_cast<size_t>(got) : 0);
     return tail;
 }

@@ -1,5 +1,7 @@
 #include "manager/protocol.h"
 
+#include "config/json_fields.h"
+
 #include <cerrno>
 #include <cstring>
 #include <poll.h>
@@ -11,9 +13,10 @@ namespace kvmm {
 using nlohmann::json;
 
 Expected<json> parse_request(std::string_view line) {
-    json request = json::parse(line, nullptr, false);
-    if (request.is_discarded())
-        return Error::format("request is not valid JSON: '{}'", line.substr(0, 80));
+    auto parsed = parse_json_strict(line);
+    if (!parsed)
+        return Error::format("request is not valid JSON ({}): '{}'", parsed.error().message(), line.substr(0, 80));
+    json request = std::move(*parsed);
     if (!request.is_object())
         return Error::format("request must be a JSON object, got {}", request.type_name());
     auto verb = request.find("verb");

@@ -23,6 +23,12 @@ TEST(ProtocolTest, ParseRequest_NeedsAnObjectWithAStringVerb) {
     EXPECT_FALSE(parse_request(R"({"verb": 3})"));
 }
 
+TEST(ProtocolTest, ParseRequest_DuplicateKeyIsRefusedNamingIt) {
+    auto request = parse_request(R"({"verb": "list", "verb": "destroy", "name": "vm"})");
+    ASSERT_FALSE(request);
+    EXPECT_NE(request.error().message().find("duplicate key 'verb'"), std::string::npos) << request.error().message();
+}
+
 TEST(ProtocolTest, Fields_ErrorsNameTheFieldAndType) {
     auto request = nlohmann::json::parse(R"({"verb": "x", "name": 5, "all": "yes", "lines": -1})");
     auto name = required_string(request, "name");

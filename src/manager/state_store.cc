@@ -1,5 +1,6 @@
 #include "manager/state_store.h"
 
+#include "base/directory.h"
 #include "base/file.h"
 #include "base/unique_fd.h"
 #include "manager/crash_point.h"
@@ -202,15 +203,30 @@ fs::path StateStore::definition_path(std::string const& name) const {
     return m_root / "definitions" / (name + std::string(DEFINITION_SUFFIX));
 }
 
+Expected<Directory> StateStore::directory(std::string_view sub) const {
+    auto root = TRY(Directory::open(m_root));
+    return root.subdirectory(sub);
+}
+
+Expected<Directory> StateStore::runtime_directory(std::string const& name) const {
+    TRY(validate_vm_name(name));
+    auto runtime = TRY(directory("runtime"));
+    return runtime.subdirectory(name, mode_t { 0700 });
+}
+
 Expected<void> StateStore::save_definition(VmDefinition const& definition) {
     TRY(validate_definition(definition));
-    return atomic_write_file(definition_path(definition.name), to_toml(definition), 0600);
+    auto definitions = TRY(directory("definitions"));
+    auto const file_name = definition.name + std::string(DEFINITION_SUFFIX);
+    return definitions.write_atomically(file_name, to_toml(definition), 0600,
+                                        [&] { crash_point(fmt::format("before-rename:{}", file_name)); });
 }
 
 Expected<VmDefinition> StateStore::load_definition(std::string const& name) const {
     TRY(validate_vm_name(name));
     auto const path = definition_path(name);
-    auto const contents = TRY(read_small_file(path));
+    auto definitions = TRY(directory("definitions"));
+    auto const contents = TRY(definitions.read_file(name + std::string(DEFINITION_SUFFIX), MAX_STATE_FILE_SIZE));
     if (!contents)
         return Error::format("no VM named '{}' is defined", name);
     auto definition = TRY(parse_definition(*contents).with_context(path.string()));
@@ -264,14 +280,35 @@ fs::path StateStore::runtime_dir(std::string const& name) const {
 fs::path StateStore::log_path(std::string const& name) const { return m_root / "logs" / (name + ".log"); }
 
 Expected<void> StateStore::write_runtime_record(std::string const& name, RuntimeRecord const& record) {
+    return write_runtime_file(name, RUNTIME_RECORD_NAME, runtime_record_to_json(record));
+}
+
+Expected<void> StateStore::write_runtime_file(std::string const& name, std::string_view file_name,
+                                              std::string_view contents) {
+    auto runtime = TRY(runtime_directory(name));
+    return runtime.write_atomically(file_name, contents, 0600,
+                                    [&] { crash_point(fmt::format("before-rename:{}", file_name)); });
+}
+
+Expected<UniqueFd> StateStore::open_kvmm_log(std::string const& name) {
     TRY(validate_vm_name(name));
-    return atomic_write_file(runtime_dir(name) / RUNTIME_RECORD_NAME, runtime_record_to_json(record), 0600);
+    auto logs = TRY(directory("logs"));
+    return logs.open_file(name + ".kvmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
 }
 
 Expected<std::optional<RuntimeRecord>> StateStore::read_runtime_record(std::string const& name) const {
     TRY(validate_vm_name(name));
     auto const path = m_root / "runtime" / name / RUNTIME_RECORD_NAME;
-    auto const contents = TRY(read_small_file(path));
+    auto runtime = directory("runtime");
+    if (!runtime)
+        return runtime.release_error();
+    auto vm_runtime = runtime->subdirectory(name);
+    if (!vm_runtime) {
+        if (vm_runtime.error().error_number() == ENOENT)
+            return std::optional<RuntimeRecord> {};
+        return vm_runtime.release_error();
+    }
+    auto const contents = TRY(vm_runtime->read_file(RUNTIME_RECORD_NAME, MAX_STATE_FILE_SIZE));
     if (!contents)
         return std::optional<RuntimeRecord> {};
     return std::optional<RuntimeRecord> { TRY(runtime_record_from_json(*contents).with_context(path.string())) };
@@ -288,7 +325,7 @@ Expected<void> StateStore::clear_runtime_record(std::string const& name) {
 Expected<void> StateStore::write_start_intent(std::string const& name, pid_t daemon_pid) {
     TRY(validate_vm_name(name));
     nlohmann::json const intent = { { "operation", "start" }, { "daemon_pid", daemon_pid } };
-    return atomic_write_file(runtime_dir(name) / START_INTENT_NAME, intent.dump() + "\n", 0600);
+    return write_runtime_file(name, START_INTENT_NAME, intent.dump() + "\n");
 }
 
 bool StateStore::has_start_intent(std::string const& name) const {

@@ -5,7 +5,9 @@
 //                                is in progress (the journal of the start transaction)
 //   ROOT/logs/NAME.log           per-VM console/process log (log_file.h)
 // Every file is replaced atomically (write NAME.tmp, fsync, rename, fsync the directory), so
-// a crash leaves either the old or the new contents, never a torn file. The runtime record
+// a crash leaves either the old or the new contents, never a torn file. Only ROOT is opened by
+// its path; everything below it is opened relative to its directory's fd with O_NOFOLLOW
+// (base/directory.h), so a symbolic link planted in the tree is refused, never written through. The runtime record
 // lets a restarted daemon re-attach to kvmm processes that outlived it: a record whose pid is
 // alive with the same start time (/proc/PID/stat field 22) is the same process; a reused pid
 // has a different start time.
@@ -14,7 +16,9 @@
 // concurrent writers of the same VM must be serialised by the caller (the daemon's VM lock).
 #pragma once
 
+#include "base/directory.h"
 #include "base/expected.h"
+#include "base/unique_fd.h"
 #include "manager/vm_definition.h"
 
 #include <sys/types.h>
@@ -75,6 +79,10 @@ public:
 
     // ROOT/runtime/NAME/runtime.json, written atomically.
     Expected<void> write_runtime_record(std::string const& name, RuntimeRecord const& record);
+    // ROOT/runtime/NAME/FILE_NAME (machine.json, metrics.json), written atomically, mode 0600.
+    Expected<void> write_runtime_file(std::string const& name, std::string_view file_name, std::string_view contents);
+    // ROOT/logs/NAME.kvmm.log, created or truncated (mode 0600) for kvmm's stderr.
+    Expected<UniqueFd> open_kvmm_log(std::string const& name);
     // nullopt when there is no record; an error when it exists but cannot be read or parsed.
     Expected<std::optional<RuntimeRecord>> read_runtime_record(std::string const& name) const;
     // Removes the record (no error if there was none).
@@ -99,6 +107,10 @@ private:
     explicit StateStore(std::filesystem::path root) : m_root(std::move(root)) {}
 
     std::filesystem::path definition_path(std::string const& name) const;
+    // ROOT/SUB: ROOT opened by its path, SUB relative to it without following a link.
+    Expected<Directory> directory(std::string_view sub) const;
+    // ROOT/runtime/NAME, created (0700) if missing, never through a link.
+    Expected<Directory> runtime_directory(std::string const& name) const;
 
     std::filesystem::path m_root;
 };

@@ -92,6 +92,37 @@ TEST(StateStore, SavedDefinition_LoadsBackEqual) {
     EXPECT_TRUE(store.has_definition("alpha"));
 }
 
+// A process that can write into the state tree (a VM's runtime directory, say) plants links
+// at the names kvmmd writes as root; none of them may be followed.
+TEST(StateStore, PlantedSymlinks_AreRefusedAndTheirTargetsUntouched) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path()));
+    auto const victim = directory.path() / "victim";
+    std::ofstream(victim) << "precious";
+
+    fs::create_symlink(victim, directory.path() / "logs" / "web.kvmm.log");
+    auto const log = store.open_kvmm_log("web");
+    ASSERT_FALSE(log);
+    EXPECT_THAT(log.error().message(), HasSubstr("web.kvmm.log' is a symbolic link"));
+
+    fs::create_symlink(victim, directory.path() / "definitions" / "web.toml");
+    EXPECT_FALSE(store.load_definition("web"));
+    auto definition = sample("web");
+    ASSERT_TRUE(store.save_definition(definition)) << "the link is replaced by the rename, not written through";
+    EXPECT_FALSE(fs::is_symlink(directory.path() / "definitions" / "web.toml"));
+
+    fs::create_directory(directory.path() / "elsewhere");
+    fs::create_directory_symlink(directory.path() / "elsewhere", directory.path() / "runtime" / "db");
+    auto const record = store.write_runtime_record("db", RuntimeRecord { 1, 2, "a", "c", "running" });
+    ASSERT_FALSE(record);
+    EXPECT_THAT(record.error().message(), HasSubstr("is a symbolic link"));
+    EXPECT_FALSE(store.write_runtime_file("db", "machine.json", "{}"));
+    EXPECT_TRUE(fs::is_empty(directory.path() / "elsewhere"));
+    EXPECT_FALSE(store.read_runtime_record("db"));
+
+    EXPECT_EQ(read_text(victim), "precious");
+}
+
 TEST(StateStore, SaveInvalidDefinition_WritesNothing) {
     TemporaryDirectory directory;
     auto store = MUST(StateStore::open(directory.path()));

@@ -13,6 +13,7 @@
 #include <charconv>
 #include <initializer_list>
 #include <limits>
+#include <sys/stat.h>
 
 namespace kvmm {
 
@@ -248,8 +249,19 @@ Expected<void> parse_top_level(toml::table const& root, VmDefinition& definition
                 size_t const position = index++;
                 auto const table_name = fmt::format("{}[{}]", key, position);
                 if (key == "disk") {
-                    auto const option = TRY(table_to_option(*element.as_table(), table_name, DISK_KEYS));
+                    // allow_host_device_write is kvmmd's, not kvmm's: it is taken out before the
+                    // table becomes kvmm's option string.
+                    toml::table table = *element.as_table();
+                    bool host_device_write = false;
+                    if (auto const* flag = table.get(HOST_DEVICE_WRITE_KEY)) {
+                        host_device_write =
+                            TRY(get_bool(*flag, fmt::format("{}.{}", table_name, HOST_DEVICE_WRITE_KEY)));
+                        table.erase(HOST_DEVICE_WRITE_KEY);
+                    }
+                    auto const option = TRY(table_to_option(table, table_name, DISK_KEYS));
                     definition.disks.push_back(TRY(parse_disk_option(option, position).with_context(table_name)));
+                    if (host_device_write)
+                        definition.host_device_write_disks.insert(definition.disks.back().id);
                 } else {
                     auto const option = TRY(table_to_option(*element.as_table(), table_name, NIC_KEYS));
                     definition.nics.push_back(TRY(parse_net_option(option, position).with_context(table_name)));
@@ -459,6 +471,19 @@ Expected<void> validate_definition(VmDefinition const& definition) {
     return {};
 }
 
+Expected<void> check_host_block_devices(VmDefinition const& definition) {
+    for (auto const& disk : definition.disks) {
+        struct stat status {};
+        if (disk.read_only || ::stat(disk.path.c_str(), &status) != 0 || !S_ISBLK(status.st_mode))
+            continue; // a missing path is kvmm's to report at start
+        if (!definition.host_device_write_disks.contains(disk.id))
+            return Error::format("disk '{}': '{}' is a host block device and would be writable by the guest; set "
+                                 "readonly = true, or {} = true in its [[disk]] table if the guest may write it",
+                                 disk.id, disk.path, HOST_DEVICE_WRITE_KEY);
+    }
+    return {};
+}
+
 Expected<VmDefinition> parse_definition(std::string_view toml_text) {
     toml::table root;
     try {
@@ -489,8 +514,11 @@ std::string to_toml(VmDefinition const& definition) {
     text += fmt::format("autostart = {}\n", definition.autostart);
     text += fmt::format("restart = {}\n", quote(restart_policy_name(definition.restart)));
     text += fmt::format("rng = {}\n", definition.rng);
-    for (auto const& disk : definition.disks)
+    for (auto const& disk : definition.disks) {
         text += fmt::format("\n[[disk]]\n{}", disk_table(disk));
+        if (definition.host_device_write_disks.contains(disk.id))
+            text += toml_line(HOST_DEVICE_WRITE_KEY, true);
+    }
     for (auto const& nic : definition.nics)
         text += fmt::format("\n[[nic]]\n{}", nic_table(nic));
     if (definition.vsock)

@@ -11,7 +11,8 @@
 //   autostart = false
 //   restart = "never"                 # "never" | "on-failure" | "always"
 //   rng = true
-//   [[disk]]  path, readonly, cache, id, serial, root  (+ kvmm's engine, bw, bw_burst, iops, iops_burst)
+//   [[disk]]  path, readonly, cache, id, serial, root  (+ kvmm's engine, bw, bw_burst, iops, iops_burst,
+//             allow_host_device_write: a host block device may be written; see check_host_block_devices)
 //   [[nic]]   tap, mac, id                             (+ kvmm's rx_bw, tx_bw)
 //   [vsock]   cid, uds
 //   [resources] cpu_weight, cpu_quota_percent, memory_limit  (string or integer MiB)
@@ -31,6 +32,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +50,8 @@ struct VmDefinition {
     std::string cmdline;
     // Typed, as kvmm builds them; an interface always names its TAP (no inherited fd).
     std::vector<DiskConfig> disks;
+    // Ids of the disks whose [[disk]] table says allow_host_device_write = true.
+    std::set<std::string> host_device_write_disks;
     std::vector<NetConfig> nics;
     std::optional<VsockConfig> vsock;
     bool rng { false };
@@ -73,6 +77,16 @@ inline constexpr uint32_t MAX_HOST_CPU = 1023; // CPU_SETSIZE - 1
 // 1..64 characters of [A-Za-z0-9_.-], not starting with '.'; the name becomes a file name,
 // a cgroup name and part of socket paths, so path separators and "."/".." are impossible.
 Expected<void> validate_vm_name(std::string_view name);
+
+// The [[disk]] key that lets a definition open a host block device read-write.
+inline constexpr std::string_view HOST_DEVICE_WRITE_KEY = "allow_host_device_write";
+
+// kvmmd's rule for host block devices, checked at define, edit and start (it looks at the host,
+// so parse_definition() does not): a disk whose path is a block device (/dev/vda, an LVM
+// volume) and that is not read-only needs allow_host_device_write = true in its table. A typo
+// or a path swapped for the host's own disk would otherwise hand the guest write access to
+// host storage; files and read-only devices need nothing.
+Expected<void> check_host_block_devices(VmDefinition const& definition);
 
 // "never", "on-failure", "always".
 std::string_view restart_policy_name(VmDefinition::RestartPolicy policy);

@@ -6,7 +6,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/testing/temporary_directory.h"
+
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 namespace kvmm {
 namespace {
@@ -204,6 +212,63 @@ TEST(ParseDefinition, DeviceValuesKvmmWouldReject_AreRejected) {
                 HasSubstr("'x' is used twice"));
     EXPECT_THAT(error_of(minimal("[[disk]]\npath = \"/a\"\nroot = true\n[[disk]]\npath = \"/b\"\nroot = true\n")),
                 HasSubstr("root"));
+}
+
+// What kvmm's start refuses, define refuses too: the config library's validate() runs on it.
+TEST(ParseDefinition, MoreDisksThanTheMachineHolds_IsRejectedAtDefine) {
+    std::string disks;
+    for (int i = 0; i < 500; ++i)
+        disks += fmt::format("[[disk]]\npath = \"/images/d{}\"\n", i);
+    EXPECT_THAT(error_of(minimal(disks)), HasSubstr("500 virtio devices"));
+}
+
+TEST(ParseDefinition, TapNameLongerThan15Bytes_IsRejectedAtDefine) {
+    EXPECT_EQ(error_of(minimal("[[nic]]\ntap = \"tap-123456789ab\"\n")), "(parsed)") << "15 bytes fit";
+    EXPECT_THAT(error_of(minimal("[[nic]]\ntap = \"tap-123456789abc\"\n")), HasSubstr("longer than 15 bytes"));
+}
+
+// A block device node to point a definition at: one made in a temporary directory (it is only
+// stat()ed, never opened), or, where mknod is not permitted, one of the host's own.
+std::string some_block_device(testing::TemporaryDirectory const& directory) {
+    auto const node = directory / "blockdev";
+    if (::mknod(node.c_str(), S_IFBLK | 0600, ::makedev(7, 0)) == 0)
+        return node;
+    for (auto const& entry : std::filesystem::directory_iterator("/dev")) {
+        struct stat status {};
+        if (::stat(entry.path().c_str(), &status) == 0 && S_ISBLK(status.st_mode))
+            return entry.path();
+    }
+    return {};
+}
+
+TEST(CheckHostBlockDevices, WritableHostBlockDeviceNeedsTheExplicitKey) {
+    testing::TemporaryDirectory directory;
+    auto const device = some_block_device(directory);
+    ASSERT_FALSE(device.empty()) << "no block device node could be made or found";
+    auto const disk = fmt::format("[[disk]]\npath = \"{}\"\nid = \"host\"\n", device);
+
+    auto const writable = MUST(parse_definition(minimal(disk)));
+    auto const refused = check_host_block_devices(writable);
+    ASSERT_FALSE(refused);
+    EXPECT_THAT(refused.error().message(), HasSubstr("disk 'host'"));
+    EXPECT_THAT(refused.error().message(), HasSubstr("allow_host_device_write = true"));
+
+    EXPECT_TRUE(check_host_block_devices(MUST(parse_definition(minimal(disk + "readonly = true\n")))));
+    auto const allowed = MUST(parse_definition(minimal(disk + "allow_host_device_write = true\n")));
+    EXPECT_TRUE(check_host_block_devices(allowed));
+    // The key survives the definition's round trip through kvmmd's state directory.
+    EXPECT_EQ(MUST(parse_definition(to_toml(allowed))), allowed);
+    EXPECT_THAT(error_of(minimal(disk + "allow_host_device_write = \"yes\"\n")),
+                HasSubstr("disk[0].allow_host_device_write"));
+}
+
+TEST(CheckHostBlockDevices, RegularFilesAndMissingPathsNeedNothing) {
+    testing::TemporaryDirectory directory;
+    auto const file = directory / "disk.img";
+    std::ofstream(file).put('\0');
+    auto const definition = MUST(parse_definition(
+        minimal(fmt::format("[[disk]]\npath = \"{}\"\n[[disk]]\npath = \"{}\"\n", file, directory / "missing"))));
+    EXPECT_TRUE(check_host_block_devices(definition));
 }
 
 TEST(ParseDefinition, CommaInDeviceValue_IsRejected) {

@@ -1,5 +1,6 @@
 #include "vmm/console_server.h"
 
+#include "base/testing/scoped_umask.h"
 #include "base/testing/temporary_directory.h"
 
 #include "vmm/vm_config.h"
@@ -58,6 +59,7 @@ std::span<uint8_t const> bytes_of(std::string_view text) {
 
 TEST_F(ConsoleServerTest, Create_SocketFileIsOwnerOnlyAndRemovedOnDestruction) {
     {
+        kvmm::testing::ScopedUmask const open_umask(0); // the mode must not depend on the umask
         auto server = MUST(ConsoleServer::create(m_socket_path, *m_loop, nullptr));
         struct stat status {};
         ASSERT_EQ(::stat(m_socket_path.c_str(), &status), 0);

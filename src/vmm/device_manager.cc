@@ -2,6 +2,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "backends/disk/disk_image.h"
+#include "config/vm_config.h"
 #include "devices/virtio/balloon/balloon_device.h"
 #include "devices/virtio/block/block_device.h"
 #include "devices/virtio/console/console_device.h"
@@ -10,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <iterator>
 
 namespace kvmm {
 
@@ -26,6 +28,10 @@ constexpr std::pair<uint32_t, char const*> PLATFORM_LINES[] = {
     { 3, "COM2" },
     { 8, "the RTC" },
 };
+// COM1 and the keyboard reserve one line each when attached (machine.cc); the rest is the
+// virtio pool, whose size the config library's validate() enforces for every entry point.
+constexpr size_t LEGACY_DEVICE_LINES = 2;
+static_assert(IOAPIC_PIN_COUNT - std::size(PLATFORM_LINES) - LEGACY_DEVICE_LINES == MAX_VIRTIO_DEVICES);
 
 } // namespace
 

@@ -25,6 +25,7 @@
 #include "vmm/firmware_boot_loader.h"
 #include "vmm/firmware_config.h"
 #include "vmm/gsi_interrupt_line.h"
+#include "vmm/host_capacity.h"
 #include "vmm/snapshot_file.h"
 #include "vmm/virtio_device_factory.h"
 
@@ -90,6 +91,8 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
     }
     auto vm = TRY(hypervisor.create_vm());
     TRY(validate(config, vm->max_vcpus())); // now against the hypervisor's real vCPU limit
+    for (auto const& warning : host_capacity_warnings(config, read_host_capacity()))
+        spdlog::warn("{}", warning);
     auto huge_pages =
         config.transparent_huge_pages ? MemoryMapping::HugePages::Transparent : MemoryMapping::HugePages::No;
     auto memory = TRY(GuestMemory::create(regions, huge_pages));
@@ -123,6 +126,8 @@ Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& conf
                              source.memory_layout.size(), config.memory_size >> 20);
     auto vm = TRY(hypervisor.create_vm());
     TRY(validate(config, vm->max_vcpus()));
+    for (auto const& warning : host_capacity_warnings(config, read_host_capacity()))
+        spdlog::warn("{}", warning);
     // Acquire: the memory file is a host resource like the disks; the mapping keeps it open.
     auto memory_file = TRY(open_read_only(source.memory_file_path).with_context("memory file"));
     auto memory =
@@ -178,9 +183,8 @@ Expected<void> Machine::acquire_console(std::unique_ptr<ByteSink>& serial_output
         console_output = m_console_output->make_writer();
         break;
     case ConsoleConfig::Kind::File: {
-        auto file = TRY(open_console_file(m_config.console.path));
-        m_console_output = TRY(BufferedSink::create(*m_event_loop, file.release(), BufferedSink::Description::Private,
-                                                    m_config.console.path));
+        m_console_output = TRY(BufferedSink::create_console_file(*m_event_loop, m_config.console.path,
+                                                                 BufferedSink::DEFAULT_MAX_CONSOLE_FILE_SIZE));
         console_output = m_console_output->make_writer();
         break;
     }

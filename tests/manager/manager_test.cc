@@ -216,6 +216,43 @@ TEST_F(ManagerTest, Console_ShowsScrollbackCarriesInputBothWaysAndDetachesOnCtrl
     EXPECT_EQ(wait_for("talk", [](json const& vm) { return vm["state"] == "shut off"; })["state"], "shut off");
 }
 
+TEST_F(ManagerTest, GuestEscapeSequences_AreShownNotObeyedUnlessRaw) {
+    ASSERT_EQ(ctl({ "define", write_definition("hostile", "echo") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "hostile" }).exit_status, 0);
+    auto console = [&](std::vector<std::string> arguments, std::string const& typed) {
+        std::vector<std::string> command { KVMMCTL_BINARY, "--socket", m_socket, "console", "hostile" };
+        command.insert(command.end(), arguments.begin(), arguments.end());
+        return testing::run_process(command, typed, 10s);
+    };
+    auto const wait_for_log = [&](std::string const& text) {
+        auto const deadline = std::chrono::steady_clock::now() + 10s;
+        auto logs = ctl({ "logs", "hostile" });
+        while (logs.standard_output.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(50ms);
+            logs = ctl({ "logs", "hostile" });
+        }
+        return logs;
+    };
+    wait_for_log("ready");
+    // The guest echoes the line: a window title change and an OSC 52 clipboard write.
+    auto const filtered = console({}, "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4K\x07\n\x1d");
+    ASSERT_EQ(filtered.exit_status, 0) << filtered.standard_error;
+    auto const logs = wait_for_log("echo: ");
+    EXPECT_NE(logs.standard_output.find("echo: ^[]0;owned^G^[]52;c;cm0gLXJmIH4K^G"), std::string::npos)
+        << logs.standard_output;
+    EXPECT_EQ(logs.standard_output.find('\x1b'), std::string::npos) << logs.standard_output;
+    EXPECT_NE(ctl({ "logs", "hostile", "--raw" }).standard_output.find("echo: \x1b]0;owned\x07"), std::string::npos);
+    // Attached again: the history (the echo) comes first, as it was with --raw (this client
+    // types nothing and is ended at its time limit), filtered without; "quit" ends the guest.
+    std::vector<std::string> raw_command { KVMMCTL_BINARY, "--socket", m_socket, "console", "hostile", "--raw" };
+    auto const raw = testing::run_process(raw_command, "", 2s);
+    EXPECT_NE(raw.standard_output.find("echo: \x1b]0;owned\x07"), std::string::npos) << raw.standard_output;
+    auto const again = console({}, "quit\n");
+    EXPECT_EQ(again.exit_status, 0) << again.standard_error;
+    EXPECT_NE(again.standard_output.find("echo: ^[]0;owned^G"), std::string::npos) << again.standard_output;
+    EXPECT_NE(again.standard_error.find("Disconnected from VM 'hostile'"), std::string::npos) << again.standard_error;
+}
+
 TEST_F(ManagerTest, DaemonRestart_ConsoleLogKeepsWhatWasMissedWithoutRepeats) {
     ASSERT_EQ(ctl({ "define", write_definition("chat", "echo") }).exit_status, 0);
     ASSERT_EQ(ctl({ "start", "chat" }).exit_status, 0);

@@ -1,6 +1,7 @@
 #include "backends/disk/disk_image.h"
 
 #include "backends/disk/qcow2_image.h"
+#include "base/storage_file_policy.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -60,19 +61,25 @@ Expected<DiskImage> DiskImage::open(std::string const& path, bool read_only, Dis
 
 Expected<DiskImage> DiskImage::open_in_chain(std::string const& path, bool read_only, DiskFormat format,
                                              qcow2::ChainContext& chain) {
-    int const flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    // Only regular files and block devices outside the kernel's pseudo filesystems (no
+    // /proc/self/mem as a disk), checked before the open and again on the opened file.
+    TRY(check_storage_path(path, "disk image"));
+    // O_NONBLOCK: a path swapped for a FIFO after the check must not block the open; it is
+    // cleared again at once (io_uring would answer EAGAIN on a non-blocking file).
+    int const flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
     UniqueFd fd(::open(path.c_str(), flags));
     if (!fd.is_valid())
         return Error::from_errno(
             fmt::format("cannot open disk image '{}' {}", path, read_only ? "read-only" : "read-write"));
+    TRY(check_storage_file(fd.get(), path, "disk image"));
+    int const status_flags = ::fcntl(fd.get(), F_GETFL);
+    if (status_flags < 0 || ::fcntl(fd.get(), F_SETFL, status_flags & ~O_NONBLOCK) != 0)
+        return Error::from_errno(fmt::format("cannot clear O_NONBLOCK on disk image '{}'", path));
 
     struct stat status {};
     if (::fstat(fd.get(), &status) != 0)
         return Error::from_errno(fmt::format("cannot stat disk image '{}'", path));
     bool const block_device = S_ISBLK(status.st_mode);
-    if (!block_device && !S_ISREG(status.st_mode))
-        return Error::format("disk image '{}' is neither a regular file nor a block device (mode {:o})", path,
-                             status.st_mode & S_IFMT);
     if (!chain.files.insert({ status.st_dev, status.st_ino }).second)
         return Error::format("disk image '{}' is already in its own backing chain (a loop)", path);
 

@@ -72,12 +72,35 @@ TEST(DiskImage, Directory_IsRejected) {
     TemporaryDirectory directory;
     auto read_only = DiskImage::open(directory.path(), true);
     ASSERT_FALSE(read_only.has_value());
-    EXPECT_TRUE(contains(read_only.error().message(), "neither a regular file nor a block device"))
+    EXPECT_TRUE(contains(read_only.error().message(), "is a directory, not a regular file or a block device"))
         << read_only.error().message();
     EXPECT_TRUE(contains(read_only.error().message(), directory.path()));
     auto read_write = DiskImage::open(directory.path(), false);
     ASSERT_FALSE(read_write.has_value());
-    EXPECT_TRUE(contains(read_write.error().message(), "Is a directory")) << read_write.error().message();
+    EXPECT_TRUE(contains(read_write.error().message(), "is a directory")) << read_write.error().message();
+}
+
+// The path of every disk open: --disk, PUT /drives at boot, PATCH /drives path_on_host and
+// qcow2 backing files all come here.
+TEST(DiskImage, KernelPseudoFilesAreRefusedReadWriteAndReadOnly) {
+    for (bool const read_only : { false, true }) {
+        for (char const* path :
+             { "/proc/self/mem", "/proc/self/environ", "/sys/kernel/mm/transparent_hugepage/enabled" }) {
+            auto image = DiskImage::open(path, read_only);
+            ASSERT_FALSE(image.has_value()) << path;
+            EXPECT_TRUE(contains(image.error().message(), "kernel files cannot back a disk"))
+                << image.error().message();
+        }
+    }
+}
+
+TEST(DiskImage, FifoIsRefusedWithoutBlockingOnItsOpen) {
+    TemporaryDirectory directory;
+    auto const fifo = directory / "disk.fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    auto image = DiskImage::open(fifo, true);
+    ASSERT_FALSE(image.has_value());
+    EXPECT_TRUE(contains(image.error().message(), "a FIFO")) << image.error().message();
 }
 
 TEST(DiskImage, ReadOnlyFileOpenedForWriting_FailsAndOpensReadOnly) {

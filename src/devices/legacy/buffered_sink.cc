@@ -278,7 +278,7 @@ BufferedSink::Drained BufferedSink::drain(size_t budget) {
     return Drained::SliceUsed;
 }
 
-ssize_t BufferedSink::write_host(uint8_t const* data, size_t size) const {
+ssize_t BufferedSink::write_host(uint8_t const* data, size_t size) {
     switch (m_kind) {
     case Kind::Socket:
         return ::send(m_fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -287,7 +287,50 @@ ssize_t BufferedSink::write_host(uint8_t const* data, size_t size) const {
     case Kind::File:
         break;
     }
-    return ::write(m_fd, data, size);
+    if (!m_rotation)
+        return ::write(m_fd, data, size);
+    // A write larger than the whole limit goes in pieces, one file's worth at most.
+    if (m_rotation->size + size > m_rotation->max_size && m_rotation->size > 0)
+        rotate_console_file();
+    size = static_cast<size_t>(std::min<uint64_t>(size, m_rotation->max_size - m_rotation->size));
+    ssize_t const written = ::write(m_fd, data, size);
+    if (written > 0)
+        m_rotation->size += static_cast<uint64_t>(written);
+    return written;
+}
+
+void BufferedSink::rotate_console_file() {
+    auto& rotation = *m_rotation;
+    rotation.size = 0;
+    std::string const previous = rotation.path + ".1";
+    auto const truncate_instead = [&](std::string const& why) {
+        m_log.warn("console file {}: {}; truncating it instead", rotation.path, why);
+        if (::ftruncate(m_fd, 0) != 0 || ::lseek(m_fd, 0, SEEK_SET) < 0)
+            m_log.warn("console file {}: truncating: {}", rotation.path, std::strerror(errno));
+    };
+    if (::rename(rotation.path.c_str(), previous.c_str()) != 0)
+        return truncate_instead(fmt::format("renaming it to {}: {}", previous, std::strerror(errno)));
+    // O_EXCL: the name was just freed; anything that appeared there since (a planted link) is
+    // not written through.
+    UniqueFd fresh(::open(rotation.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fresh.is_valid())
+        return truncate_instead(fmt::format("creating a new file: {}", std::strerror(errno)));
+    // The old file (now PATH.1) is closed by dup3 as the new one takes its number.
+    if (::dup3(fresh.get(), m_fd, O_CLOEXEC) < 0)
+        return truncate_instead(fmt::format("dup3: {}", std::strerror(errno)));
+}
+
+Expected<std::unique_ptr<BufferedSink>> BufferedSink::create_console_file(EventLoop& loop, std::string const& path,
+                                                                          uint64_t max_file_size, size_t capacity) {
+    if (max_file_size == 0)
+        return Error::format("console file '{}': the size limit must be at least one byte", path);
+    auto file = TRY(open_console_file(path));
+    struct stat status {};
+    bool const regular = ::fstat(file.get(), &status) == 0 && S_ISREG(status.st_mode);
+    auto sink = TRY(create(loop, file.release(), Description::Private, path, capacity));
+    if (regular && sink->m_kind == Kind::File)
+        sink->m_rotation = Rotation { path, max_file_size, 0 };
+    return sink;
 }
 
 void BufferedSink::flush(std::chrono::milliseconds timeout) {

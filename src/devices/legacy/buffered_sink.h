@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 
@@ -70,6 +71,18 @@ public:
     // says where the output goes, for log lines.
     static Expected<std::unique_ptr<BufferedSink>> create(EventLoop& loop, int fd, Description description,
                                                           std::string name, size_t capacity = DEFAULT_CAPACITY);
+
+    // --console file=PATH: a regular file that never grows past `max_file_size`. Before a
+    // write would take it over the limit, PATH is renamed to PATH.1 (replacing the previous
+    // one) and a new PATH (mode 0600) takes the output, so the console costs at most twice the
+    // limit of disk however much the guest prints. The new file takes the old one's fd number
+    // (dup3), so nothing else has to follow it. A failed rotation truncates PATH instead (the
+    // file stays capped) and logs why. A PATH that is not a regular file (/dev/stdout, a FIFO)
+    // is written as before, without a limit.
+    static constexpr uint64_t DEFAULT_MAX_CONSOLE_FILE_SIZE = 16ull << 20;
+    static Expected<std::unique_ptr<BufferedSink>> create_console_file(EventLoop& loop, std::string const& path,
+                                                                       uint64_t max_file_size,
+                                                                       size_t capacity = DEFAULT_CAPACITY);
     // Flushes (FINAL_FLUSH_TIMEOUT) unless flush() ran already, and leaves the loop.
     ~BufferedSink();
     BufferedSink(BufferedSink const&) = delete;
@@ -105,7 +118,9 @@ private:
     void drain_and_rearm();
     Drained drain(size_t budget);
     // Writes to the host fd without blocking; a write(2)-style result with errno set.
-    ssize_t write_host(uint8_t const* data, size_t size) const;
+    ssize_t write_host(uint8_t const* data, size_t size);
+    // Moves the full console file to PATH.1 and puts a fresh one at the same fd number.
+    void rotate_console_file();
     void leave_loop();
 
     EventLoop& m_loop;
@@ -118,6 +133,13 @@ private:
     bool m_polled { false };  // m_fd is registered in the loop (Stream and Socket kinds)
     bool m_in_loop { false }; // the eventfd (and m_fd when polled) are registered
     bool m_flushed { false };
+    // Set by create_console_file for a regular file: its path, limit and current size.
+    struct Rotation {
+        std::string path;
+        uint64_t max_size;
+        uint64_t size;
+    };
+    std::optional<Rotation> m_rotation;
 };
 
 } // namespace kvmm

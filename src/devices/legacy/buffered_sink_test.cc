@@ -1,5 +1,6 @@
 #include "devices/legacy/buffered_sink.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -388,6 +389,53 @@ TEST_F(BufferedSinkTest, ARegularFileGetsEverythingInSlicesOfTheLoop) {
     EXPECT_EQ(contents_of(path), text);
     sink.reset();
     ::unlink(path.c_str());
+}
+
+TEST_F(BufferedSinkTest, AConsoleFileRotatesToDot1AtItsLimitSoItNeverGrowsWithoutBound) {
+    std::string const path = temporary_path("rotating");
+    std::string const previous = path + ".1";
+    ::unlink(previous.c_str());
+    constexpr uint64_t LIMIT = 1000;
+    auto sink = MUST(BufferedSink::create_console_file(m_loop, path, LIMIT));
+    auto writer = sink->make_writer();
+    // 3.5 limits' worth in lines: the newest output is in PATH, the one before in PATH.1.
+    std::string all;
+    for (int i = 0; all.size() < LIMIT * 7 / 2; ++i)
+        all += fmt::format("line {:04}\n", i);
+    for (size_t offset = 0; offset < all.size(); offset += 100) {
+        writer->write(bytes_of(std::string_view(all).substr(offset, 100)));
+        ASSERT_TRUE(
+            run_until(m_loop, [&] { return sink->counters().bytes_written == std::min(all.size(), offset + 100); }));
+    }
+    sink.reset();
+    auto const current = contents_of(path);
+    auto const older = contents_of(previous);
+    EXPECT_LE(current.size(), LIMIT);
+    EXPECT_EQ(older.size(), LIMIT);
+    EXPECT_EQ(older + current, all.substr(all.size() - older.size() - current.size())) << "nothing reordered or lost "
+                                                                                          "in the last two files";
+    for (auto const& file : { path, previous }) {
+        struct stat status {};
+        ASSERT_EQ(::stat(file.c_str(), &status), 0);
+        EXPECT_EQ(status.st_mode & 07777, 0600u) << file;
+    }
+    ::unlink(path.c_str());
+    ::unlink(previous.c_str());
+}
+
+TEST_F(BufferedSinkTest, OneWriteLargerThanTheLimitIsSplitAcrossFiles) {
+    std::string const path = temporary_path("rotating-large");
+    std::string const previous = path + ".1";
+    auto sink = MUST(BufferedSink::create_console_file(m_loop, path, 100));
+    auto writer = sink->make_writer();
+    auto const text = numbered(250);
+    writer->write(bytes_of(text));
+    ASSERT_TRUE(run_until(m_loop, [&] { return sink->counters().bytes_written == text.size(); }));
+    sink.reset();
+    EXPECT_EQ(contents_of(previous), text.substr(100, 100));
+    EXPECT_EQ(contents_of(path), text.substr(200));
+    ::unlink(path.c_str());
+    ::unlink(previous.c_str());
 }
 
 TEST_F(BufferedSinkTest, TheDestructorFlushesWhatIsQueued) {

@@ -1,6 +1,7 @@
 #include "devices/legacy/byte_sink.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 namespace kvmm {
 
@@ -14,9 +15,15 @@ public:
 } // namespace
 
 Expected<UniqueFd> open_console_file(std::string const& path) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.is_valid())
         return Error::from_errno(fmt::format("cannot open console file '{}'", path));
+    // A file that existed keeps its old mode through open(); a device or FIFO (/dev/stdout,
+    // a pipe to a collector) is not ours to change.
+    struct stat status {};
+    if (::fstat(fd.get(), &status) == 0 && S_ISREG(status.st_mode) && (status.st_mode & 07777) != 0600 &&
+        ::fchmod(fd.get(), 0600) != 0)
+        return Error::from_errno(fmt::format("cannot make console file '{}' mode 0600", path));
     return fd;
 }
 

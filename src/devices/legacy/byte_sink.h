@@ -24,8 +24,9 @@ public:
     virtual void write(std::span<uint8_t const> bytes) = 0;
 };
 
-// The console's file (--console file=PATH): created or truncated, mode 0644, close-on-exec;
-// the error names the path.
+// The console's file (--console file=PATH): created or truncated, close-on-exec, mode 0600
+// (an existing regular file is made 0600 too: the guest's console may show secrets, and the
+// file is kvmm's from here on); the error names the path.
 Expected<UniqueFd> open_console_file(std::string const& path);
 std::unique_ptr<ByteSink> make_null_sink();
 

@@ -42,7 +42,7 @@ TEST(ConsoleFile, TruncatesAnExistingFile) {
     ::unlink(path.c_str());
 }
 
-TEST(ConsoleFile, CreatesANewFileWithMode0644) {
+TEST(ConsoleFile, CreatesANewFileOwnerOnlyEvenUnderAnOpenUmask) {
     std::string const path = temporary_path("mode");
     ::unlink(path.c_str());
     mode_t const previous_umask = ::umask(0);
@@ -51,7 +51,18 @@ TEST(ConsoleFile, CreatesANewFileWithMode0644) {
     ASSERT_TRUE(fd.has_value()) << fd.error().message();
     struct stat status {};
     ASSERT_EQ(::stat(path.c_str(), &status), 0);
-    EXPECT_EQ(status.st_mode & 0777, 0644u);
+    EXPECT_EQ(status.st_mode & 07777, 0600u);
+    ::unlink(path.c_str());
+}
+
+TEST(ConsoleFile, AnExistingWorldReadableFileIsMadeOwnerOnly) {
+    std::string const path = temporary_path("existing-mode");
+    { std::ofstream old(path); }
+    ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+    auto fd = MUST(open_console_file(path));
+    struct stat status {};
+    ASSERT_EQ(::stat(path.c_str(), &status), 0);
+    EXPECT_EQ(status.st_mode & 07777, 0600u);
     ::unlink(path.c_str());
 }
 

@@ -266,6 +266,16 @@ void MmioTransport::write_status(uint32_t value) {
         post(Command { Command::Kind::Reset, {}, m_epoch });
         return;
     }
+    // 2.1: DEVICE_NEEDS_RESET is set only by the device; a driver that writes back what it read
+    // (read-modify-write, as Linux's virtio core does) may carry it, so it is dropped, not refused.
+    value &= ~STATUS_DEVICE_NEEDS_RESET;
+    // The other bits are reserved (2.1, "Bits marked reserved ... MUST NOT be set"); a write
+    // setting one is a driver error and is ignored whole, so no reserved bit is ever stored
+    // and read back, or carried into a snapshot that restore would then refuse.
+    if (value & ~STATUS_DRIVER_WRITABLE) {
+        guest_error(fmt::format("status {:#x} sets reserved bits {:#x}", value, value & ~STATUS_DRIVER_WRITABLE));
+        return;
+    }
     if (value & STATUS_FAILED) { // the driver gave up (3.1.1 step 8): keep the bit, do nothing else
         m_status |= STATUS_FAILED;
         return;

@@ -307,6 +307,21 @@ TEST_F(MmioTransportTest, StatusBitsCannotBeClearedOrSkipped) {
     EXPECT_EQ(driver->read32(0x70), 0u) << "DRIVER before ACKNOWLEDGE";
 }
 
+TEST_F(MmioTransportTest, StatusWriteWithReservedBitsIsIgnored) {
+    driver->write32(0x70, STATUS_ACKNOWLEDGE);
+    for (uint32_t const reserved : { 0x10u, 0x20u, 0x100u, 0x80000000u }) {
+        driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER | reserved);
+        EXPECT_EQ(driver->read32(0x70), STATUS_ACKNOWLEDGE) << "reserved bit " << reserved;
+    }
+    driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    EXPECT_EQ(driver->read32(0x70), STATUS_ACKNOWLEDGE | STATUS_DRIVER) << "a clean write still works";
+}
+
+TEST_F(MmioTransportTest, DriverCannotSetDeviceNeedsReset) {
+    driver->write32(0x70, STATUS_ACKNOWLEDGE | STATUS_DEVICE_NEEDS_RESET);
+    EXPECT_EQ(driver->read32(0x70), STATUS_ACKNOWLEDGE);
+}
+
 TEST_F(MmioTransportTest, OddWidthRegisterAccessIsIgnoredAndReadsAllOnes) {
     uint8_t two[2] = { 0, 0 };
     transport->read(0x000, two);

@@ -23,6 +23,9 @@ inline constexpr uint32_t STATUS_DRIVER_OK = 4;
 inline constexpr uint32_t STATUS_FEATURES_OK = 8;
 inline constexpr uint32_t STATUS_DEVICE_NEEDS_RESET = 64;
 inline constexpr uint32_t STATUS_FAILED = 128;
+// The bits a driver may write (2.1: the others are reserved; DEVICE_NEEDS_RESET is the device's).
+inline constexpr uint32_t STATUS_DRIVER_WRITABLE =
+    STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK | STATUS_FEATURES_OK | STATUS_FAILED;
 
 // Reserved feature bits (6 "Reserved Feature Bits").
 inline constexpr unsigned FEATURE_RING_INDIRECT_DESC = 28;

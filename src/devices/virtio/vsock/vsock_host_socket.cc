@@ -8,7 +8,9 @@ namespace kvmm::virtio::vsock {
 
 Expected<UniqueFd> listen_unix(std::string const& path) {
     // The device removes the socket file itself when it goes (VsockDevice keeps the path).
-    auto listener = TRY(UnixListener::listen(path, { .what = "vsock socket", .non_blocking = true }));
+    // Mode 0600 whatever the umask, like the API and console sockets: whoever connects talks
+    // to the guest's services as the host.
+    auto listener = TRY(UnixListener::listen(path, { .what = "vsock socket", .mode = 0600, .non_blocking = true }));
     return listener.release();
 }
 

@@ -1,11 +1,14 @@
 #include "devices/virtio/vsock/vsock_host_socket.h"
 
+#include "base/testing/scoped_umask.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace kvmm::virtio::vsock {
@@ -42,6 +45,16 @@ protected:
     std::string directory;
     std::string path;
 };
+
+TEST_F(ListenUnixTest, SocketFileIsOwnerOnlyEvenUnderAnOpenUmask) {
+    kvmm::testing::ScopedUmask const open_umask(0);
+    auto listener = listen_unix(path);
+    ASSERT_TRUE(listener) << listener.error().message();
+    struct stat status {};
+    ASSERT_EQ(::stat(path.c_str(), &status), 0);
+    EXPECT_TRUE(S_ISSOCK(status.st_mode));
+    EXPECT_EQ(status.st_mode & 07777, 0600u);
+}
 
 TEST_F(ListenUnixTest, LivePath_IsRefused) {
     auto first = listen_unix(path);
