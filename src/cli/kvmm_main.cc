@@ -14,6 +14,7 @@
 #include "base/logging.h"
 #include "base/open_file_limit.h"
 #include "base/path.h"
+#include "cli/snapshot_rebase_command.h"
 #include "cli/vmm_control.h"
 #include "hypervisor/kvm/kvm_system.h"
 #include "vmm/device_options.h"
@@ -30,6 +31,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -341,6 +343,9 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
 } // namespace
 
 int main(int argc, char** argv) {
+    // Tools that act on files and start no VM come first, as words before any flag.
+    if (argc > 1 && std::string_view(argv[1]) == "snapshot-rebase")
+        return kvmm::run_snapshot_rebase(argc - 1, argv + 1);
     CLI::App app { "kvmm - a KVM virtual machine monitor", "kvmm" };
     app.set_version_flag("--version", fmt::format("kvmm {}\nFirecracker API {} compatible", KVMM_VERSION,
                                                   kvmm::FIRECRACKER_API_VERSION));
