@@ -47,10 +47,10 @@ Expected<SnapshotFile> SnapshotFile::decode(std::span<std::byte const> bytes, st
                                  version, VERSION);
         SnapshotFile file;
         file.config_json = TRY(reader.string("config", MAX_CONFIG_BYTES));
-        auto const type = TRY(reader.u8("snapshot type"));
-        if (type > static_cast<uint8_t>(SnapshotType::Diff))
-            return Error::format("snapshot type {} is neither Full (0) nor Diff (1)", type);
-        file.type = static_cast<SnapshotType>(type);
+        auto const saved_type = TRY(reader.u8("snapshot type"));
+        if (saved_type > static_cast<uint8_t>(SnapshotType::Diff))
+            return Error::format("snapshot type {} is neither Full (0) nor Diff (1)", saved_type);
+        file.type = static_cast<SnapshotType>(saved_type);
         auto const regions = TRY(reader.u64_in_range("memory region count", 1, MAX_REGIONS));
         uint64_t total = 0;
         for (uint64_t index = 0; index < regions; ++index) {
