@@ -19,6 +19,7 @@
 #include "hypervisor/kvm/kvm_system.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
+#include "vmm/snapshot_file.h"
 #include "vmm/vm_config.h"
 
 #include <CLI/CLI.hpp>
@@ -308,8 +309,27 @@ int run_api_mode(ApiMode const& mode) {
 // Firecracker-compatible API serves it while it runs (pause, resume, SendCtrlAltDel,
 // FlushMetrics, GET /), so a manager can control a VM it started with flags. The socket
 // appears only once the machine is built, so its presence means the VM is up.
+// kvmmd's restore of a saved VM: the machine file's configuration, built from a snapshot's
+// state and memory file instead of booted (Machine::create_restored checks that they fit).
+struct RestoreFlags {
+    std::string snapshot_path;
+    std::string memory_path;
+};
+
+kvmm::Expected<std::unique_ptr<kvmm::Machine>> build_controlled_machine(kvmm::VmConfig const& config,
+                                                                        kvmm::Hypervisor& hypervisor,
+                                                                        std::optional<RestoreFlags> const& restore) {
+    if (!restore)
+        return kvmm::Machine::create(config, hypervisor);
+    auto file = TRY(kvmm::SnapshotFile::read(restore->snapshot_path).with_context("--restore-snapshot"));
+    kvmm::RestoreSource source { std::move(file.machine_state), std::move(file.memory_layout), restore->memory_path,
+                                 false };
+    return kvmm::Machine::create_restored(config, hypervisor, std::move(source));
+}
+
 int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& control_socket,
-                             std::string const& metrics_path, std::string const& id) {
+                             std::string const& metrics_path, std::string const& id,
+                             std::optional<RestoreFlags> const& restore = std::nullopt) {
     // As in run_api_mode: the API thread must not take the stop signals the event loop reads.
     sigset_t const stop_signals = kvmm::Machine::stop_signals();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
@@ -323,9 +343,11 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
             !installed)
             return fail(fmt::format("--metrics: {}", installed.error().message()));
     }
-    api.mark_started(kvmm::InstanceConfig { config, {} });
+    kvmm::InstanceConfig instance { config, {} };
+    instance.machine.track_dirty_pages = config.track_dirty_pages;
+    api.mark_started(instance);
     kvmm::KvmHypervisor hypervisor;
-    auto built = kvmm::Machine::create(config, hypervisor);
+    auto built = build_controlled_machine(config, hypervisor, restore);
     control.machine_built(built);
     if (!built)
         return fail(built.error().message());
@@ -419,6 +441,12 @@ int main(int argc, char** argv) {
                    "Firecracker-compatible API on this Unix socket while the VM runs");
     app.add_option("--metrics", metrics_path,
                    "With --control-sock: metrics destination (file or FIFO), as PUT /metrics would set");
+    RestoreFlags restore_flags;
+    app.add_option("--restore-snapshot", restore_flags.snapshot_path,
+                   "With --config-file and --control-sock (kvmmd's form): restore the machine from this snapshot "
+                   "file instead of booting it");
+    app.add_option("--restore-memory", restore_flags.memory_path,
+                   "The memory file of --restore-snapshot (mapped privately: File backend)");
 
     try {
         app.parse(argc, argv);
@@ -468,6 +496,8 @@ int main(int argc, char** argv) {
                                           { "--config-file", &api_mode.config_file },
                                           { "--control-sock", &control_socket },
                                           { "--metrics", &metrics_path },
+                                          { "--restore-snapshot", &restore_flags.snapshot_path },
+                                          { "--restore-memory", &restore_flags.memory_path },
                                           { "--log-path", &fc_log_path },
                                           { "--metrics-path", &api_mode.metrics_path } });
         !checked)
@@ -480,6 +510,10 @@ int main(int argc, char** argv) {
         !control_socket.empty() && !api_mode.config_file.empty() && api_mode.socket_path.empty();
     bool const firecracker_mode =
         (!api_mode.socket_path.empty() || !api_mode.config_file.empty()) && !machine_file_mode;
+    bool const restoring = !restore_flags.snapshot_path.empty() || !restore_flags.memory_path.empty();
+    if (restoring && (!machine_file_mode || restore_flags.snapshot_path.empty() || restore_flags.memory_path.empty()))
+        return fail("--restore-snapshot and --restore-memory go together, with --config-file and --control-sock "
+                    "(kvmmd's form; with --api-sock use PUT /snapshot/load)");
     if (firecracker_mode) {
         if (!flags.config.kernel_path.empty() || !flags.disks.empty() || !flags.nets.empty())
             return fail("--kernel, --disk and --net cannot be combined with --api-sock or --config-file: the VM "
@@ -511,7 +545,8 @@ int main(int argc, char** argv) {
         auto machine = load_machine_file(api_mode.config_file, flags.config);
         if (!machine)
             return fail(fmt::format("--config-file {}: {}", api_mode.config_file, machine.error().message()));
-        return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id);
+        return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id,
+                                        restoring ? std::optional(restore_flags) : std::nullopt);
     }
     if (flags.config.kernel_path.empty())
         return fail("no kernel given: use --kernel PATH (or --api-sock PATH to configure the VM through the API)");
