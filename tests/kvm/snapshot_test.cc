@@ -227,6 +227,72 @@ TEST_F(SnapshotTest, BadLoadsAreRefusedNamingTheProblemAndLeaveKvmmUsable) {
     EXPECT_EQ(loaded.status, 204) << loaded.body << instance.process->log();
 }
 
+// More bad files, each a 400 naming the problem on a kvmm that stays able to load: a snapshot
+// file of another format version, a file that is not a kvmm state file at all (the memory file
+// given as the snapshot), and a memory file longer than the snapshot's guest memory.
+TEST_F(SnapshotTest, WrongVersionForeignAndOverlongFilesAreRefusedNamingTheProblem) {
+    auto original = boot_counter_guest(64);
+    pause_and_snapshot(original);
+    original.process.reset();
+    auto instance = start_kvmm("loader");
+    auto expect_refused = [&](std::string const& body, std::string const& fragment) {
+        auto const answer = http(instance.socket, "PUT", "/snapshot/load", body, 30s);
+        EXPECT_EQ(answer.status, 400) << answer.body;
+        EXPECT_NE(answer.body.find(fragment), std::string::npos) << answer.body;
+        EXPECT_NE(http(instance.socket, "GET", "/").body.find("Not started"), std::string::npos);
+    };
+    auto const good = m_directory / "good.snap";
+    std::filesystem::copy_file(snapshot_path(), good);
+    {
+        // The container's format version follows its 8-byte magic.
+        std::fstream file(snapshot_path(), std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(8);
+        char const newer[4] = { 99, 0, 0, 0 };
+        file.write(newer, 4);
+    }
+    expect_refused(load_body(true), "format version 99");
+    std::filesystem::copy_file(good, snapshot_path(), std::filesystem::copy_options::overwrite_existing);
+
+    auto const foreign = R"({"snapshot_path": ")" + memory_path() +
+                         R"(", "mem_backend": {"backend_type": "File", "backend_path": ")" + memory_path() + R"("}})";
+    expect_refused(foreign, "not a kvmm state file");
+
+    std::filesystem::resize_file(memory_path(), (64u << 20) + 4096);
+    expect_refused(load_body(true), "longer than the snapshot's guest memory");
+    std::filesystem::resize_file(memory_path(), 64u << 20);
+    auto const loaded = http(instance.socket, "PUT", "/snapshot/load", load_body(true), 30s);
+    EXPECT_EQ(loaded.status, 204) << loaded.body << instance.process->log();
+}
+
+// kvmmd's form (--config-file machine file, --control-sock, --restore-snapshot): a snapshot of
+// another machine than the file describes exits 1 naming the difference, before any vCPU runs.
+TEST_F(SnapshotTest, RestoringASnapshotIntoAnotherMachineExitsOneNamingTheDifference) {
+    auto original = boot_counter_guest(64);
+    pause_and_snapshot(original);
+    original.process.reset();
+    auto const machine_file = (m_directory / "machine.json").string();
+    auto run = [&](int vcpus, int memory_mib) {
+        std::ofstream(machine_file) << R"({"boot-source": {"kernel_image_path": ")" << test_guest()
+                                    << R"(", "boot_args": "test=counter"}, "machine-config": {"vcpu_count": )" << vcpus
+                                    << R"(, "mem_size_mib": )" << memory_mib << "}}";
+        return run_process({ kvmm_binary(), "--config-file", machine_file, "--control-sock",
+                             (m_directory / "control.sock").string(), "--console", "none", "--restore-snapshot",
+                             snapshot_path(), "--restore-memory", memory_path() },
+                           {}, 30s);
+    };
+    auto const more_vcpus = run(2, 64);
+    EXPECT_EQ(more_vcpus.exit_status, 1);
+    EXPECT_NE(more_vcpus.standard_error.find("vcpu_count 1 is not this machine's 2"), std::string::npos)
+        << more_vcpus.standard_error;
+    auto const more_memory = run(1, 128);
+    EXPECT_EQ(more_memory.exit_status, 1);
+    EXPECT_NE(more_memory.standard_error.find("memory layout"), std::string::npos) << more_memory.standard_error;
+    auto const alone = run_process({ kvmm_binary(), "--api-sock", (m_directory / "api.sock").string(),
+                                     "--restore-snapshot", snapshot_path(), "--restore-memory", memory_path() });
+    EXPECT_EQ(alone.exit_status, 1);
+    EXPECT_NE(alone.standard_error.find("PUT /snapshot/load"), std::string::npos) << alone.standard_error;
+}
+
 // The File backend maps the memory file privately: a 1 GiB guest restores without reading its
 // memory, so right after the load kvmm holds little more than what the guest touched.
 TEST_F(SnapshotTest, ARestoredOneGibGuestStartsSmall) {

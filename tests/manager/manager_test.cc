@@ -785,6 +785,23 @@ TEST_F(ManagerTest, SnapshotVerbs_BadRequestsExitOneAndLeaveTheVmAsItWas) {
     EXPECT_EQ(info("plain")["state"], "running");
     EXPECT_FALSE(fs::exists(m_state_dir + "/saved/plain.json"));
     EXPECT_EQ(live_kvmm_processes(), 1u);
+
+    // A saved VM whose definition changed no longer fits its snapshot: restore exits 1 naming
+    // the difference and the VM stays saved; with the definition back it restores.
+    ASSERT_EQ(ctl({ "save", "plain", m_state_dir + "/plain-image" }).exit_status, 0);
+    auto const definition = read_file(write_definition("plain", "idle"));
+    auto edited = definition;
+    edited.replace(edited.find("memory = 16"), 11, "memory = 32");
+    ASSERT_TRUE(call({ { "verb", "edit" }, { "name", "plain" }, { "toml", edited } }));
+    auto const mismatch = ctl({ "restore", "plain" });
+    EXPECT_EQ(mismatch.exit_status, 1);
+    EXPECT_NE(mismatch.standard_error.find("memory layout"), std::string::npos) << mismatch.standard_error;
+    EXPECT_EQ(info("plain")["state"], "saved");
+    EXPECT_EQ(live_kvmm_processes(), 0u);
+    ASSERT_TRUE(call({ { "verb", "edit" }, { "name", "plain" }, { "toml", definition } }));
+    auto const restored = ctl({ "restore", "plain" });
+    EXPECT_EQ(restored.exit_status, 0) << restored.standard_error;
+    EXPECT_EQ(info("plain")["state"], "running");
 }
 
 } // namespace
