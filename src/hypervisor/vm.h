@@ -31,7 +31,8 @@ public:
     // starts a new record. The bitmap has bit (page % 64) of word (page / 64) set for each
     // written 4 KiB page of the region, and as many words as the region needs. Pages written
     // by the host (devices) are not in it: GuestMemory records those. Called while the vCPUs
-    // are paused, or the pages they write meanwhile may land in either record.
+    // are paused, or the pages they write meanwhile may land in either record. take_dirty_log()
+    // may come from any thread (the API thread's snapshot), one caller at a time.
     virtual Expected<void> enable_dirty_logging() = 0;
     virtual Expected<std::vector<uint64_t>> take_dirty_log(size_t region_index) = 0;
     // Creates the in-kernel interrupt controllers (IOAPIC, LAPICs, PIC) and the PIT.

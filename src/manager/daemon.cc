@@ -373,6 +373,14 @@ Expected<void> Daemon::shutdown(Vm& vm, std::chrono::seconds timeout) {
 Expected<void> Daemon::destroy(Vm& vm) {
     {
         MutexLock guard(m_lock);
+        // A saved VM has no process: destroy discards its saved state (virsh's
+        // managedsave-remove), so that one whose snapshot no longer loads can boot afresh.
+        if (!vm.active() && vm.saved) {
+            TRY(m_store.clear_saved_record(vm.name));
+            vm.saved.reset();
+            vm.state = STATE_SHUT_OFF;
+            return {};
+        }
         if (!vm.active())
             return Error::format("VM '{}' is not running (state: {})", vm.name, vm.state);
     }

@@ -802,6 +802,15 @@ TEST_F(ManagerTest, SnapshotVerbs_BadRequestsExitOneAndLeaveTheVmAsItWas) {
     auto const restored = ctl({ "restore", "plain" });
     EXPECT_EQ(restored.exit_status, 0) << restored.standard_error;
     EXPECT_EQ(info("plain")["state"], "running");
+
+    // destroy discards a saved state: the VM is shut off and its next start boots.
+    ASSERT_EQ(ctl({ "save", "plain", m_state_dir + "/plain-image" }).exit_status, 0);
+    ASSERT_EQ(ctl({ "destroy", "plain" }).exit_status, 0);
+    EXPECT_EQ(info("plain")["state"], "shut off");
+    EXPECT_FALSE(fs::exists(m_state_dir + "/saved/plain.json"));
+    EXPECT_EQ(ctl({ "restore", "plain" }).exit_status, 1);
+    ASSERT_EQ(ctl({ "start", "plain" }).exit_status, 0);
+    EXPECT_EQ(info("plain")["state"], "running");
 }
 
 } // namespace
