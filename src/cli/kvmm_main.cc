@@ -369,6 +369,8 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string_view(argv[1]) == "snapshot-rebase")
         return kvmm::run_snapshot_rebase(argc - 1, argv + 1);
     CLI::App app { "kvmm - a KVM virtual machine monitor", "kvmm" };
+    app.footer("Also: kvmm snapshot-rebase --base-memory FULL.mem --diff-memory DIFF.mem... applies Diff "
+               "snapshots' memory files onto a Full one (see docs/api.md)");
     app.set_version_flag("--version", fmt::format("kvmm {}\nFirecracker API {} compatible", KVMM_VERSION,
                                                   kvmm::FIRECRACKER_API_VERSION));
 
