@@ -58,7 +58,8 @@ public:
     }
 
     Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
-                                   std::string const& config_json) override {
+                                   std::string const& config_json, SnapshotCreateType type) override {
+        snapshot_type = type;
         snapshot_paths = { snapshot_path, memory_file_path };
         snapshot_config_json = config_json;
         return record("create_snapshot", m_state);
@@ -77,6 +78,7 @@ public:
     std::vector<std::string> calls;
     std::pair<std::string, std::string> snapshot_paths; // the last create_snapshot's
     std::string snapshot_config_json;
+    SnapshotCreateType snapshot_type { SnapshotCreateType::Full };
     std::optional<SnapshotLoadRequest> loaded;
     std::optional<RateLimitConfig> drive_rate_limit; // as the last successful update_drive got it
     std::optional<InstanceConfig> started_with;

@@ -64,6 +64,7 @@ Expected<std::string> snapshot_path_field(JsonFields const& fields, std::string_
 struct SnapshotCreateBody {
     std::string snapshot_path;
     std::string mem_file_path;
+    SnapshotCreateType type { SnapshotCreateType::Full };
 };
 
 // Firecracker's SnapshotCreateParams (v1.12: snapshot_type Full by default, or Diff).
@@ -71,11 +72,10 @@ Expected<SnapshotCreateBody> parse_snapshot_create(json const& body) {
     auto fields =
         TRY(JsonFields::create(body, "snapshot/create", { "snapshot_type", "snapshot_path", "mem_file_path" }));
     auto const type = TRY(fields.string("snapshot_type")).value_or("Full");
-    if (type == "Diff")
-        return Error("snapshot/create: snapshot_type Diff is not supported yet; kvmm creates Full snapshots");
-    if (type != "Full")
+    if (type != "Full" && type != "Diff")
         return Error::format("snapshot/create: snapshot_type must be \"Full\" or \"Diff\", got '{}'", type);
     SnapshotCreateBody parsed;
+    parsed.type = type == "Diff" ? SnapshotCreateType::Diff : SnapshotCreateType::Full;
     parsed.snapshot_path = TRY(snapshot_path_field(fields, "snapshot_path"));
     parsed.mem_file_path = TRY(snapshot_path_field(fields, "mem_file_path"));
     if (parsed.snapshot_path == parsed.mem_file_path)
@@ -85,13 +85,14 @@ Expected<SnapshotCreateBody> parse_snapshot_create(json const& body) {
 
 struct SnapshotLoadBody {
     SnapshotLoadRequest request;
+    bool track_dirty_pages { false };
     std::vector<std::pair<std::string, std::string>> network_overrides; // iface_id, host_dev_name
     bool deprecated_mem_file_path { false };
 };
 
 // Firecracker's SnapshotLoadParams (v1.12): exactly one of mem_backend and the deprecated
-// mem_file_path; dirty page tracking (enable_diff_snapshots, later versions' track_dirty_pages)
-// only off, since kvmm has no diff snapshots yet.
+// mem_file_path; dirty page tracking for the loaded microVM with track_dirty_pages or its
+// deprecated older name enable_diff_snapshots (either true turns it on).
 Expected<SnapshotLoadBody> parse_snapshot_load(json const& body) {
     auto fields = TRY(JsonFields::create(body, "snapshot/load",
                                          { "snapshot_path", "mem_file_path", "mem_backend", "enable_diff_snapshots",
@@ -120,7 +121,7 @@ Expected<SnapshotLoadBody> parse_snapshot_load(json const& body) {
     }
     for (std::string_view key : { "enable_diff_snapshots", "track_dirty_pages" }) {
         if (TRY(fields.boolean(key)).value_or(false))
-            return Error::format("snapshot/load: {} true is not supported yet (kvmm has no diff snapshots)", key);
+            parsed.track_dirty_pages = true;
     }
     parsed.request.resume_vm = TRY(fields.boolean("resume_vm")).value_or(false);
     if (auto const* overrides = fields.get("network_overrides")) {
@@ -437,13 +438,17 @@ Expected<HttpResponse> FirecrackerApi::create_snapshot(std::string_view body) {
     auto const parsed = TRY(parse_snapshot_create(document));
     if (m_controller.state() != InstanceState::Paused)
         return Error("snapshot/create: the microVM must be paused first (PATCH /vm {\"state\": \"Paused\"})");
+    // Firecracker's rule (vmm/src/persist.rs): a diff needs the dirty page record.
+    if (parsed.type == SnapshotCreateType::Diff && !m_config.instance.machine.track_dirty_pages)
+        return Error("snapshot/create: a Diff snapshot needs dirty page tracking: set track_dirty_pages in "
+                     "machine-config before InstanceStart, or in snapshot/load");
     // The configuration a load needs to build the same machine; the logger and metrics belong
     // to this process, not to the machine.
     MicrovmConfig machine = m_config;
     machine.logger.reset();
     machine.metrics.reset();
-    TRY(m_controller.create_snapshot(parsed.snapshot_path, parsed.mem_file_path,
-                                     microvm_config_to_json(machine).dump()));
+    TRY(m_controller.create_snapshot(parsed.snapshot_path, parsed.mem_file_path, microvm_config_to_json(machine).dump(),
+                                     parsed.type));
     return HttpResponse::no_content();
 }
 
@@ -462,6 +467,8 @@ Expected<HttpResponse> FirecrackerApi::load_snapshot(std::string_view body) {
         auto config = TRY(load_config_file(config_json).with_context("the snapshot's configuration"));
         config.logger.reset();
         config.metrics.reset();
+        // The load decides, not the snapshotted machine (Firecracker's track_dirty_pages).
+        config.instance.machine.track_dirty_pages = parsed.track_dirty_pages;
         for (auto const& [iface_id, host_dev_name] : parsed.network_overrides) {
             auto& nets = config.instance.vm.nets;
             // Named again: clang before 16 cannot capture a structured binding in a lambda.

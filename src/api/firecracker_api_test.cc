@@ -663,7 +663,9 @@ TEST_F(FirecrackerApiTest, SnapshotCreate_BadBodiesAreRefusedNamingTheField) {
     expect_ok(call("PATCH", "/vm", R"({"state": "Paused"})"));
     expect_fault(call("PUT", "/snapshot/create",
                       R"({"snapshot_type": "Diff", "snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
-                 "Diff is not supported yet");
+                 "a Diff snapshot needs dirty page tracking");
+    EXPECT_TRUE(std::find(controller.calls.begin(), controller.calls.end(), "create_snapshot") ==
+                controller.calls.end());
     expect_fault(call("PUT", "/snapshot/create",
                       R"({"snapshot_type": "Half", "snapshot_path": "s.snap", "mem_file_path": "s.mem"})"),
                  "snapshot_type");
@@ -675,6 +677,50 @@ TEST_F(FirecrackerApiTest, SnapshotCreate_BadBodiesAreRefusedNamingTheField) {
                       json { { "snapshot_path", std::string("a\nb") }, { "mem_file_path", "m" } }.dump()),
                  "snapshot_path");
     expect_fault(call("PUT", "/snapshot/other", "{}"), "Invalid request method and/or path");
+}
+
+TEST_F(FirecrackerApiTest, SnapshotCreate_DiffWithDirtyPageTrackingFromMachineConfig) {
+    expect_ok(call("PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true})"));
+    boot();
+    expect_ok(call("PATCH", "/vm", R"({"state": "Paused"})"));
+    expect_ok(call("PUT", "/snapshot/create",
+                   R"({"snapshot_type": "Diff", "snapshot_path": "d.snap", "mem_file_path": "d.mem"})"));
+    EXPECT_EQ(controller.snapshot_type, SnapshotCreateType::Diff);
+    expect_ok(call("PUT", "/snapshot/create", R"({"snapshot_path": "f.snap", "mem_file_path": "f.mem"})"));
+    EXPECT_EQ(controller.snapshot_type, SnapshotCreateType::Full);
+}
+
+// Firecracker: the load's track_dirty_pages (or the older enable_diff_snapshots) decides for the
+// loaded microVM, whatever the snapshotted machine had.
+TEST_F(FirecrackerApiTest, SnapshotLoad_TrackDirtyPagesDecidesWhetherDiffsCanBeTaken) {
+    controller.snapshot_config_json =
+        R"({"boot-source": {"kernel_image_path": "k"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}})";
+    expect_ok(call("PUT", "/snapshot/load", R"({"snapshot_path": "s", "mem_file_path": "m"})"));
+    ASSERT_TRUE(controller.started_with);
+    EXPECT_FALSE(controller.started_with->machine.track_dirty_pages);
+    expect_fault(call("PUT", "/snapshot/create",
+                      R"({"snapshot_type": "Diff", "snapshot_path": "d.snap", "mem_file_path": "d.mem"})"),
+                 "needs dirty page tracking");
+
+    for (std::string_view key : { "track_dirty_pages", "enable_diff_snapshots" }) {
+        SCOPED_TRACE(key);
+        FakeVmmController other_controller;
+        FirecrackerApi other { other_controller, ApiIdentity { "vm1", "0.1.0" } };
+        auto put = [&](std::string target, std::string body) {
+            HttpRequest request;
+            request.method = "PUT";
+            request.target = std::move(target);
+            request.body = std::move(body);
+            return other.handle(request);
+        };
+        other_controller.snapshot_config_json = R"({"boot-source": {"kernel_image_path": "k"}})";
+        expect_ok(
+            put("/snapshot/load", fmt::format(R"({{"snapshot_path": "s", "mem_file_path": "m", "{}": true}})", key)));
+        ASSERT_TRUE(other_controller.started_with);
+        EXPECT_TRUE(other_controller.started_with->machine.track_dirty_pages);
+        expect_ok(put("/snapshot/create", R"({"snapshot_type": "Diff", "snapshot_path": "d", "mem_file_path": "e"})"));
+        EXPECT_EQ(other_controller.snapshot_type, SnapshotCreateType::Diff);
+    }
 }
 
 TEST_F(FirecrackerApiTest, SnapshotLoad_TakesTheSnapshotsConfigurationWithNetworkOverrides) {
@@ -739,9 +785,7 @@ TEST_F(FirecrackerApiTest, SnapshotLoad_BadBodiesAreRefusedNamingTheProblem) {
                  "Uffd is not supported yet");
     expect_fault(load(R"({"snapshot_path": "s", "mem_backend": {"backend_type": "Ram", "backend_path": "m"}})"),
                  "backend_type");
-    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "enable_diff_snapshots": true})"),
-                 "enable_diff_snapshots true is not supported yet");
-    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "track_dirty_pages": true})"),
+    expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "track_dirty_pages": "yes"})"),
                  "track_dirty_pages");
     expect_fault(load(R"({"snapshot_path": "s", "mem_file_path": "m", "network_overrides": {}})"),
                  "network_overrides must be an array");

@@ -44,12 +44,16 @@ struct InstanceInfo {
     std::string app_name { "kvmm" };
 };
 
-// PUT /snapshot/load, parsed (File backend, full snapshot).
+// PUT /snapshot/load, parsed (File backend). The memory file of a Diff snapshot is the one its
+// chain was applied to (kvmm snapshot-rebase).
 struct SnapshotLoadRequest {
     std::string snapshot_path;
     std::string memory_file_path;
     bool resume_vm { false };
 };
+
+// PUT /snapshot/create's snapshot_type.
+enum class SnapshotCreateType { Full, Diff };
 // Turns the configuration a snapshot file carries (Firecracker's JSON configuration document)
 // into the configuration to build, applying the request's overrides; the API supplies it.
 using SnapshotConfigurator = std::function<Expected<InstanceConfig>(std::string const& config_json)>;
@@ -83,9 +87,10 @@ public:
                                                       std::optional<RateLimitConfig> const& tx) = 0;
 
     // PUT /snapshot/create: the paused microVM's state and configuration (`config_json`) to
-    // snapshot_path, its memory to memory_file_path.
+    // snapshot_path, its memory to memory_file_path (Diff: the pages written since the last
+    // snapshot; the API checked that dirty page tracking is on).
     virtual Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
-                                           std::string const& config_json) = 0;
+                                           std::string const& config_json, SnapshotCreateType type) = 0;
     // PUT /snapshot/load, in place of start_instance: reads the snapshot file, has `configure`
     // make the configuration from the one it carries, and builds the microVM from the
     // snapshot, left Paused or Running (resume_vm). Called at most once successfully.

@@ -15,6 +15,7 @@
 #include "base/logging.h"
 #include "base/open_file_limit.h"
 #include "base/path.h"
+#include "cli/snapshot_rebase_command.h"
 #include "cli/vmm_control.h"
 #include "hypervisor/kvm/kvm_ioctl_groups.h"
 #include "hypervisor/kvm/kvm_system.h"
@@ -23,6 +24,7 @@
 #include "sandbox/sigsys_report.h"
 #include "vmm/device_options.h"
 #include "vmm/machine.h"
+#include "vmm/snapshot_file.h"
 #include "vmm/vm_config.h"
 
 #include <CLI/CLI.hpp>
@@ -37,6 +39,7 @@
 #include <optional>
 #include <pthread.h>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -415,8 +418,27 @@ int run_api_mode(ApiMode const& mode) {
 // Firecracker-compatible API serves it while it runs (pause, resume, SendCtrlAltDel,
 // FlushMetrics, GET /), so a manager can control a VM it started with flags. The socket
 // appears only once the machine is built, so its presence means the VM is up.
+// kvmmd's restore of a saved VM: the machine file's configuration, built from a snapshot's
+// state and memory file instead of booted (Machine::create_restored checks that they fit).
+struct RestoreFlags {
+    std::string snapshot_path;
+    std::string memory_path;
+};
+
+kvmm::Expected<std::unique_ptr<kvmm::Machine>> build_controlled_machine(kvmm::VmConfig const& config,
+                                                                        kvmm::Hypervisor& hypervisor,
+                                                                        std::optional<RestoreFlags> const& restore) {
+    if (!restore)
+        return kvmm::Machine::create(config, hypervisor, sandbox_hooks());
+    auto file = TRY(kvmm::SnapshotFile::read(restore->snapshot_path).with_context("--restore-snapshot"));
+    kvmm::RestoreSource source { std::move(file.machine_state), std::move(file.memory_layout), restore->memory_path,
+                                 false };
+    return kvmm::Machine::create_restored(config, hypervisor, std::move(source), sandbox_hooks());
+}
+
 int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& control_socket,
-                             std::string const& metrics_path, std::string const& id) {
+                             std::string const& metrics_path, std::string const& id,
+                             std::optional<RestoreFlags> const& restore = std::nullopt) {
     // As in run_api_mode: the API thread must not take the stop signals the event loop reads.
     sigset_t const stop_signals = kvmm::Machine::stop_signals();
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
@@ -430,9 +452,11 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
             !installed)
             return fail(fmt::format("--metrics: {}", installed.error().message()));
     }
-    api.mark_started(kvmm::InstanceConfig { config, {} });
+    kvmm::InstanceConfig instance { config, {} };
+    instance.machine.track_dirty_pages = config.track_dirty_pages;
+    api.mark_started(instance);
     kvmm::KvmHypervisor hypervisor;
-    auto built = kvmm::Machine::create(config, hypervisor, sandbox_hooks());
+    auto built = build_controlled_machine(config, hypervisor, restore);
     control.machine_built(built);
     if (!built)
         return fail(built.error().message());
@@ -450,7 +474,12 @@ int run_controlled_flag_mode(kvmm::VmConfig const& config, std::string const& co
 } // namespace
 
 int main(int argc, char** argv) {
+    // Tools that act on files and start no VM come first, as words before any flag.
+    if (argc > 1 && std::string_view(argv[1]) == "snapshot-rebase")
+        return kvmm::run_snapshot_rebase(argc - 1, argv + 1);
     CLI::App app { "kvmm - a KVM virtual machine monitor", "kvmm" };
+    app.footer("Also: kvmm snapshot-rebase --base-memory FULL.mem --diff-memory DIFF.mem... applies Diff "
+               "snapshots' memory files onto a Full one (see docs/api.md)");
     app.set_version_flag("--version", fmt::format("kvmm {}\nFirecracker API {} compatible", KVMM_VERSION,
                                                   kvmm::FIRECRACKER_API_VERSION));
 
@@ -527,6 +556,12 @@ int main(int argc, char** argv) {
                    "Firecracker-compatible API on this Unix socket while the VM runs");
     app.add_option("--metrics", metrics_path,
                    "With --control-sock: metrics destination (file or FIFO), as PUT /metrics would set");
+    RestoreFlags restore_flags;
+    app.add_option("--restore-snapshot", restore_flags.snapshot_path,
+                   "With --config-file and --control-sock (kvmmd's form): restore the machine from this snapshot "
+                   "file instead of booting it");
+    app.add_option("--restore-memory", restore_flags.memory_path,
+                   "The memory file of --restore-snapshot (mapped privately: File backend)");
 
     try {
         app.parse(argc, argv);
@@ -574,6 +609,8 @@ int main(int argc, char** argv) {
                                           { "--config-file", &api_mode.config_file },
                                           { "--control-sock", &control_socket },
                                           { "--metrics", &metrics_path },
+                                          { "--restore-snapshot", &restore_flags.snapshot_path },
+                                          { "--restore-memory", &restore_flags.memory_path },
                                           { "--log-path", &fc_log_path },
                                           { "--metrics-path", &api_mode.metrics_path },
                                           { "--seccomp-filter", &seccomp_filter } });
@@ -596,6 +633,10 @@ int main(int argc, char** argv) {
         !control_socket.empty() && !api_mode.config_file.empty() && api_mode.socket_path.empty();
     bool const firecracker_mode =
         (!api_mode.socket_path.empty() || !api_mode.config_file.empty()) && !machine_file_mode;
+    bool const restoring = !restore_flags.snapshot_path.empty() || !restore_flags.memory_path.empty();
+    if (restoring && (!machine_file_mode || restore_flags.snapshot_path.empty() || restore_flags.memory_path.empty()))
+        return fail("--restore-snapshot and --restore-memory go together, with --config-file and --control-sock "
+                    "(kvmmd's form; with --api-sock use PUT /snapshot/load)");
     if (firecracker_mode) {
         if (!flags.config.kernel_path.empty() || !firmware.empty() || !flags.disks.empty() || !flags.nets.empty())
             return fail(
@@ -628,7 +669,8 @@ int main(int argc, char** argv) {
         auto machine = load_machine_file(api_mode.config_file, flags.config);
         if (!machine)
             return fail(fmt::format("--config-file {}: {}", api_mode.config_file, machine.error().message()));
-        return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id);
+        return run_controlled_flag_mode(*machine, control_socket, metrics_path, api_mode.id,
+                                        restoring ? std::optional(restore_flags) : std::nullopt);
     }
     if (app.count("--firmware"))
         flags.config.firmware_path = firmware;

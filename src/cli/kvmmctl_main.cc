@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -78,6 +79,14 @@ std::chrono::milliseconds verb_duration(std::string const& verb, uint64_t shutdo
         return seconds(shutdown_timeout_s) + 2 * KVMM_REQUEST + DESTROY;
     if (verb == "suspend" || verb == "resume")
         return KVMM_REQUEST;
+    // Pause, the snapshot (kvmmd allows it 120 s), then resume or stop.
+    constexpr seconds SNAPSHOT { 120 };
+    if (verb == "save")
+        return 2 * KVMM_REQUEST + SNAPSHOT + DESTROY;
+    if (verb == "snapshot")
+        return 2 * KVMM_REQUEST + SNAPSHOT;
+    if (verb == "restore")
+        return START;
     return seconds(0);
 }
 
@@ -331,7 +340,7 @@ int main(int argc, char** argv) {
         ->default_val(10)
         ->check(CLI::Range(0.0, 86400.0));
 
-    std::string name, file, on_off, new_name, size, backing, volume_format = "qcow2";
+    std::string name, file, on_off, new_name, size, backing, volume_format = "qcow2", snapshot_name;
     uint64_t timeout_s = 30, lines = 50;
     bool all = false;
     bool raw_output = false;
@@ -343,6 +352,13 @@ int main(int argc, char** argv) {
     add("define", "Define a VM from a TOML file")->add_option("FILE", file)->required();
     for (char const* verb : { "undefine", "start", "destroy", "reboot", "suspend", "resume", "edit" })
         add(verb, verb)->add_option("NAME", name)->required();
+    auto* save = add("save", "Save the VM to FILE (and FILE.mem) and stop it; start or restore brings it back");
+    save->add_option("NAME", name)->required();
+    save->add_option("FILE", file, "The snapshot file to write")->required();
+    add("restore", "Start a saved VM from its saved state")->add_option("NAME", name)->required();
+    auto* snapshot = add("snapshot", "Snapshot the VM into kvmmd's state directory; it keeps running");
+    snapshot->add_option("NAME", name)->required();
+    snapshot->add_option("SNAPSHOT", snapshot_name, "The snapshot's name")->required();
     auto* shutdown = add("shutdown", "Ask the guest to power off (Ctrl+Alt+Del); destroy after --timeout");
     shutdown->add_option("NAME", name)->required();
     shutdown->add_option("--timeout", timeout_s, "Seconds before destroying")->default_val(30);
@@ -405,6 +421,10 @@ int main(int argc, char** argv) {
             if (!backing.empty())
                 request["backing"] = backing;
         }
+        if (verb == "save") // kvmm writes it, elsewhere: the path as this shell means it
+            request["file"] = std::filesystem::absolute(file).lexically_normal().string();
+        if (verb == "snapshot")
+            request["snapshot"] = snapshot_name;
         Timeouts timeouts;
         if (timeout_seconds > 0)
             timeouts.answer = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000.0 + 0.5));
@@ -455,7 +475,11 @@ int main(int argc, char** argv) {
                 overlays += (overlays.empty() ? "" : ", ") + volume.get<std::string>();
             std::printf("VM '%s' cloned from '%s' (overlays: %s)\n", new_name.c_str(), name.c_str(),
                         overlays.empty() ? "none" : overlays.c_str());
-        } else if (verb == "autostart")
+        } else if (verb == "snapshot")
+            std::printf("VM '%s' snapshot '%s' taken (%s), paused %lld ms\n", name.c_str(), snapshot_name.c_str(),
+                        answer["snapshot"]["snapshot_path"].get<std::string>().c_str(),
+                        static_cast<long long>(answer["snapshot"]["paused_ms"].get<int64_t>()));
+        else if (verb == "autostart")
             std::printf("VM '%s' autostart %s\n", name.c_str(), on_off == "on" ? "enabled" : "disabled");
         else
             std::printf("VM '%s' %s\n", name.c_str(), answer["state"].get<std::string>().c_str());

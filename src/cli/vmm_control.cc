@@ -72,9 +72,8 @@ Expected<VmConfig> machine_config(InstanceConfig const& config) {
     if (config.machine.huge_pages == MachineOptions::HugePages::Hugetlbfs2M)
         return Error("huge_pages \"2M\" (hugetlbfs) is not supported by kvmm; it backs RAM with transparent huge "
                      "pages when --huge-pages is given");
-    if (config.machine.track_dirty_pages)
-        return Error("track_dirty_pages: kvmm has no diff snapshots yet, so dirty page tracking is not supported");
     VmConfig vm = config.vm;
+    vm.track_dirty_pages = config.machine.track_dirty_pages;
     vm.threads_per_core = config.machine.smt ? 2 : 1;
     if (config.machine.huge_pages == MachineOptions::HugePages::Transparent)
         vm.transparent_huge_pages = true;
@@ -103,12 +102,15 @@ Expected<void> VmmControl::load_snapshot(SnapshotLoadRequest const& request, Sna
 }
 
 Expected<void> VmmControl::create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
-                                           std::string const& config_json) {
+                                           std::string const& config_json, SnapshotCreateType type) {
     return with_machine([&](Machine& machine) -> Expected<void> {
-        auto const report = TRY(machine.write_snapshot(snapshot_path, memory_file_path, config_json));
-        spdlog::info("snapshot {} ({} bytes of state, {} us) and memory {} ({} of {} bytes with data, {} us)",
-                     snapshot_path, report.state_bytes, report.state_time.count(), memory_file_path,
-                     report.memory_bytes_written, report.memory_bytes, report.memory_time.count());
+        auto const report =
+            TRY(machine.write_snapshot(snapshot_path, memory_file_path, config_json,
+                                       type == SnapshotCreateType::Diff ? SnapshotType::Diff : SnapshotType::Full));
+        spdlog::info("{} snapshot {} ({} bytes of state, {} us) and memory {} ({} of {} bytes with data, {} us)",
+                     type == SnapshotCreateType::Diff ? "Diff" : "Full", snapshot_path, report.state_bytes,
+                     report.state_time.count(), memory_file_path, report.memory_bytes_written, report.memory_bytes,
+                     report.memory_time.count());
         return {};
     });
 }

@@ -68,7 +68,7 @@ public:
     Expected<void> update_network_rate_limits(std::string const& iface_id, std::optional<RateLimitConfig> const& rx,
                                               std::optional<RateLimitConfig> const& tx) override;
     Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_file_path,
-                                   std::string const& config_json) override;
+                                   std::string const& config_json, SnapshotCreateType type) override;
     Expected<void> load_snapshot(SnapshotLoadRequest const& request, SnapshotConfigurator const& configure) override;
 
     // Main thread: waits for InstanceStart or a snapshot load, or until should_stop() (asked

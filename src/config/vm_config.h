@@ -105,6 +105,9 @@ struct VmConfig {
     std::optional<BalloonConfig> balloon;
     std::optional<RngConfig> rng;
     bool virtio_console { false }; // a virtio-console (hvc0) beside the serial port
+    // Firecracker's machine-config track_dirty_pages: the hypervisor logs the pages the vCPUs
+    // write and guest memory the pages devices write, so that Diff snapshots can be taken.
+    bool track_dirty_pages { false };
 };
 
 // Parses sizes such as "128M", "1G", "512k", "1.5G" is not accepted; a bare number is MiB

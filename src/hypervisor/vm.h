@@ -22,12 +22,24 @@ class Vm {
 public:
     virtual ~Vm() = default;
 
-    // Registers every region of `memory` as guest RAM. `memory` must outlive the Vm.
+    // Registers every region of `memory` as guest RAM (take_dirty_log's `region_index` is the
+    // region's index in memory.regions()). `memory` must outlive the Vm.
     virtual Expected<void> map_memory(GuestMemory const& memory) = 0;
     // Maps `image` (page-aligned in size, host memory that outlives the Vm) read-only at guest
     // address `start`: a ROM. The guest reads it like RAM; its writes exit as MMIO writes,
     // which no device claims, so they are dropped (firmware flash at the top of 4 GiB).
     virtual Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) = 0;
+
+    // Dirty page logging (diff snapshots): once enabled (after map_memory), the hypervisor
+    // records every guest page the vCPUs write; take_dirty_log() hands out the pages of memory
+    // slot `region_index` written since the last call (or since logging was enabled) and
+    // starts a new record. The bitmap has bit (page % 64) of word (page / 64) set for each
+    // written 4 KiB page of the region, and as many words as the region needs. Pages written
+    // by the host (devices) are not in it: GuestMemory records those. Called while the vCPUs
+    // are paused, or the pages they write meanwhile may land in either record. take_dirty_log()
+    // may come from any thread (the API thread's snapshot), one caller at a time.
+    virtual Expected<void> enable_dirty_logging() = 0;
+    virtual Expected<std::vector<uint64_t>> take_dirty_log(size_t region_index) = 0;
     // Creates the in-kernel interrupt controllers (IOAPIC, LAPICs, PIC) and the PIT.
     virtual Expected<void> create_irqchip_and_pit() = 0;
     // Raises (level true) or lowers a global system interrupt line on the IOAPIC/PIC.

@@ -141,6 +141,15 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
             daemon->m_vms[name] = vm;
         }
         daemon->recover(*vm);
+        auto saved = daemon->m_store.read_saved_record(name);
+        MutexLock guard(daemon->m_lock);
+        if (!saved)
+            spdlog::error("VM '{}': saved state record: {}", name, saved.error().message());
+        else if (*saved) {
+            vm->saved = std::move(*saved);
+            if (vm->state == STATE_SHUT_OFF)
+                vm->state = STATE_SAVED;
+        }
     }
     daemon->m_monitor = std::thread([raw = daemon.get()] { raw->monitor_main(); });
     return daemon;
@@ -222,8 +231,9 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
         return volume_delete(request);
     if (verb == "clone")
         return clone(request);
-    static constexpr std::string_view VM_VERBS[] = { "undefine", "start", "shutdown",  "destroy", "reboot",  "suspend",
-                                                     "resume",   "info",  "autostart", "logs",    "console", "dump" };
+    static constexpr std::string_view VM_VERBS[] = { "undefine", "start",  "shutdown", "destroy",   "reboot",
+                                                     "suspend",  "resume", "info",     "autostart", "logs",
+                                                     "console",  "dump",   "save",     "restore",   "snapshot" };
     if (std::find(std::begin(VM_VERBS), std::end(VM_VERBS), verb) == std::end(VM_VERBS))
         return Error::format("unknown verb '{}'", verb);
 
@@ -263,6 +273,12 @@ Expected<json> Daemon::dispatch(std::string const& verb, json const& request) {
         TRY(set_paused(*vm, true));
     else if (verb == "resume")
         TRY(set_paused(*vm, false));
+    else if (verb == "save")
+        TRY(save(*vm, request));
+    else if (verb == "restore")
+        TRY(restore(*vm));
+    else if (verb == "snapshot")
+        return snapshot(*vm, request);
     MutexLock guard(m_lock);
     return info(*vm);
 }
@@ -326,6 +342,9 @@ Expected<json> Daemon::undefine(Vm& vm) {
     (void)m_store.clear_runtime_record(vm.name);
     std::error_code ignored;
     std::filesystem::remove_all(m_store.runtime_dir(vm.name), ignored);
+    // Its snapshots are kvmmd's files; a file `save` wrote where the administrator said stays.
+    (void)m_store.clear_saved_record(vm.name);
+    std::filesystem::remove_all(m_store.root() / "snapshots" / vm.name, ignored);
     vm.removed = true;
     m_vms.erase(vm.name);
     return json { { "name", vm.name } };
@@ -371,6 +390,14 @@ Expected<void> Daemon::shutdown(Vm& vm, std::chrono::seconds timeout) {
 Expected<void> Daemon::destroy(Vm& vm) {
     {
         MutexLock guard(m_lock);
+        // A saved VM has no process: destroy discards its saved state (virsh's
+        // managedsave-remove), so that one whose snapshot no longer loads can boot afresh.
+        if (!vm.active() && vm.saved) {
+            TRY(m_store.clear_saved_record(vm.name));
+            vm.saved.reset();
+            vm.state = STATE_SHUT_OFF;
+            return {};
+        }
         if (!vm.active())
             return Error::format("VM '{}' is not running (state: {})", vm.name, vm.state);
     }
@@ -427,6 +454,8 @@ json Daemon::info(Vm& vm) {
                   { "uptime_s", nullptr },
                   { "cpu_time_ns", nullptr },
                   { "memory_bytes", nullptr } };
+    if (vm.saved)
+        result["saved"] = { { "snapshot_path", vm.saved->snapshot_path }, { "memory_path", vm.saved->memory_path } };
     if (vm.pid != 0) {
         result["pid"] = vm.pid;
         if (auto uptime = uptime_seconds(vm.pid))

@@ -4,7 +4,15 @@
 // protocol's requests (protocol.h) with handle().
 //
 // VM states, as virsh shows them: "shut off" (defined, not running), "running", "paused",
-// "crashed" (the last run ended badly; info gives the reason and exit status).
+// "crashed" (the last run ended badly; info gives the reason and exit status), "saved" (save
+// took a Full snapshot of the VM and stopped its kvmm; start or restore brings it back from
+// the snapshot, as virsh's managed save does).
+//
+// Snapshots (kvmm's PUT /snapshot/create through the control socket): save VM FILE pauses the
+// VM, writes FILE and FILE.mem, records them in STATE_DIR/saved/NAME.json and stops kvmm; a
+// failure before the files are complete resumes the VM as it was. snapshot VM SNAPSHOT keeps the
+// VM running: pause, write STATE_DIR/snapshots/NAME/SNAPSHOT.{snap,mem}, resume (also when the
+// write failed). kvmmd owns the files under its state directory: undefine removes them.
 //
 // Supervision: a monitor thread waits on every kvmm's pidfd and console socket. On exit it
 // reaps the child (or, for a re-attached process that is not our child, reads the exit reason
@@ -97,6 +105,10 @@ private:
     Expected<void> shutdown(Vm& vm, std::chrono::seconds timeout);
     Expected<void> destroy(Vm& vm);
     Expected<void> set_paused(Vm& vm, bool paused);
+    // Snapshots (daemon_snapshot.cc).
+    Expected<void> save(Vm& vm, nlohmann::json const& request);
+    Expected<void> restore(Vm& vm);
+    Expected<nlohmann::json> snapshot(Vm& vm, nlohmann::json const& request);
     nlohmann::json list(bool all);
     nlohmann::json info(Vm& vm);
     Expected<nlohmann::json> logs(Vm& vm, size_t lines);

@@ -86,6 +86,7 @@ void Daemon::watch(Vm& vm, int fd, bool is_console) {
 
 Expected<void> Daemon::start(Vm& vm) {
     VmDefinition definition;
+    std::optional<SavedRecord> saved;
     {
         MutexLock guard(m_lock);
         if (vm.removed)
@@ -93,6 +94,7 @@ Expected<void> Daemon::start(Vm& vm) {
         if (vm.active())
             return Error::format("VM '{}' is already {}", vm.name, vm.state);
         definition = vm.definition;
+        saved = vm.saved;
         vm.starting = true;
         vm.stop_requested = false;
     }
@@ -156,6 +158,12 @@ Expected<void> Daemon::start(Vm& vm) {
     // for every exit, which is how an exit is explained when kvmm is not our child.
     for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
         arguments.emplace_back(extra);
+    // A saved VM comes back from its snapshot instead of booting.
+    if (saved) {
+        for (auto const* extra :
+             { "--restore-snapshot", saved->snapshot_path.c_str(), "--restore-memory", saved->memory_path.c_str() })
+            arguments.emplace_back(extra);
+    }
     auto spawned = spawn_process(arguments, output.get(), &cgroup);
     if (!spawned) {
         (void)cgroup.destroy();
@@ -216,6 +224,12 @@ Expected<void> Daemon::start(Vm& vm) {
     {
         MutexLock guard(m_lock);
         vm.starting = false;
+        if (saved) {
+            // Restored: the record is spent (the files stay; the running VM maps its memory file).
+            if (auto cleared = m_store.clear_saved_record(vm.name); !cleared)
+                spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
+            vm.saved.reset();
+        }
         auto console = connect_unix_socket(console_socket);
         if (console && vm.pid == pid) {
             ::fcntl(console->get(), F_SETFL, O_NONBLOCK);
@@ -587,7 +601,7 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
     bool const requested = vm->stop_requested;
     // A start that fails (kvmm refused the configuration) leaves the VM shut off; the reason
     // is in last_exit and in start's error.
-    vm->state = requested || !crashed || vm->starting ? STATE_SHUT_OFF : STATE_CRASHED;
+    vm->state = requested || !crashed || vm->starting ? vm->stopped_state() : STATE_CRASHED;
     bool restart = false;
     if (!requested && !vm->starting && !vm->removed && !m_stopping) {
         auto const policy = vm->definition.restart;

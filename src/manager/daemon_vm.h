@@ -23,12 +23,16 @@ inline constexpr char const* STATE_SHUT_OFF = "shut off";
 inline constexpr char const* STATE_RUNNING = "running";
 inline constexpr char const* STATE_PAUSED = "paused";
 inline constexpr char const* STATE_CRASHED = "crashed";
+// kvmmctl save: the process is gone and the next start restores the VM from its saved files.
+inline constexpr char const* STATE_SAVED = "saved";
 
 struct Daemon::Vm {
     Vm(VmDefinition definition_, size_t max_restarts, std::chrono::seconds window)
         : name(definition_.name), definition(std::move(definition_)), restarts(max_restarts, window) {}
 
     bool active() const { return state == STATE_RUNNING || state == STATE_PAUSED; }
+    // What the VM is once its process has gone without crashing.
+    char const* stopped_state() const { return saved ? STATE_SAVED : STATE_SHUT_OFF; }
 
     std::string const name;
     Mutex operation; // serialises start/stop/undefine of this VM; guards no field by itself
@@ -52,6 +56,8 @@ struct Daemon::Vm {
     std::string console_socket;
     std::string metrics_path;
     std::string stderr_path;
+    // Set by save (and found in the state directory at daemon start) until a start restores it.
+    std::optional<SavedRecord> saved;
     std::optional<ExitStatus> last_exit_status;
     std::string last_exit_reason;
     std::optional<RotatingLog> log;

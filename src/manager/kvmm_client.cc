@@ -125,6 +125,13 @@ Expected<nlohmann::json> KvmmClient::describe() const {
 
 Expected<void> KvmmClient::pause() const { return expect_success("PATCH", "/vm", R"({"state": "Paused"})"); }
 
+Expected<void> KvmmClient::create_snapshot(std::string const& snapshot_path, std::string const& memory_path) const {
+    nlohmann::json const body { { "snapshot_type", "Full" },
+                                { "snapshot_path", snapshot_path },
+                                { "mem_file_path", memory_path } };
+    return expect_success("PUT", "/snapshot/create", body.dump());
+}
+
 Expected<void> KvmmClient::resume() const { return expect_success("PATCH", "/vm", R"({"state": "Resumed"})"); }
 
 Expected<void> KvmmClient::send_ctrl_alt_del() const {

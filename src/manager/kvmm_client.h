@@ -38,6 +38,8 @@ public:
     Expected<void> resume() const;
     Expected<void> send_ctrl_alt_del() const;
     Expected<void> flush_metrics() const;
+    // PUT /snapshot/create, Full (the VM must be paused).
+    Expected<void> create_snapshot(std::string const& snapshot_path, std::string const& memory_path) const;
 
     std::string const& socket_path() const { return m_socket_path; }
 

@@ -194,7 +194,7 @@ Expected<StateStore> StateStore::open(fs::path root) {
     if (error)
         return Error(fmt::format("create state directory {}: {}", root.string(), error.message()), error.value());
     TRY(make_private_directory(root));
-    for (char const* sub : { "definitions", "runtime", "logs" })
+    for (char const* sub : { "definitions", "runtime", "logs", "saved", "snapshots" })
         TRY(make_private_directory(root / sub));
     return StateStore(std::move(root));
 }
@@ -320,6 +320,45 @@ Expected<void> StateStore::clear_runtime_record(std::string const& name) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
         return Error::from_errno(fmt::format("remove {}", path.string()));
     return {};
+}
+
+Expected<void> StateStore::write_saved_record(std::string const& name, SavedRecord const& record) {
+    TRY(validate_vm_name(name));
+    nlohmann::json const json = { { "snapshot_path", record.snapshot_path }, { "memory_path", record.memory_path } };
+    return atomic_write_file(m_root / "saved" / (name + ".json"), json.dump(2) + "\n", 0600);
+}
+
+Expected<std::optional<SavedRecord>> StateStore::read_saved_record(std::string const& name) const {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "saved" / (name + ".json");
+    auto const contents = TRY(read_small_file(path));
+    if (!contents)
+        return std::optional<SavedRecord> {};
+    auto const json = nlohmann::json::parse(*contents, nullptr, false);
+    SavedRecord record;
+    for (auto const& [field, target] :
+         { std::pair { "snapshot_path", &record.snapshot_path }, std::pair { "memory_path", &record.memory_path } }) {
+        if (!json.is_object() || !json.contains(field) || !json[field].is_string() ||
+            json[field].get<std::string>().empty())
+            return Error::format("{}: '{}' is missing or not a path", path.string(), field);
+        *target = json[field].get<std::string>();
+    }
+    return std::optional<SavedRecord>(std::move(record));
+}
+
+Expected<void> StateStore::clear_saved_record(std::string const& name) {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "saved" / (name + ".json");
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        return Error::from_errno(fmt::format("remove {}", path.string()));
+    return fsync_directory(path.parent_path());
+}
+
+Expected<fs::path> StateStore::snapshot_dir(std::string const& name) const {
+    TRY(validate_vm_name(name));
+    auto const path = m_root / "snapshots" / name;
+    TRY(make_private_directory(path));
+    return path;
 }
 
 Expected<void> StateStore::write_start_intent(std::string const& name, pid_t daemon_pid) {

@@ -4,6 +4,9 @@
 //                                of the kvmm process running the VM; intent.json while a start
 //                                is in progress (the journal of the start transaction)
 //   ROOT/logs/NAME.log           per-VM console/process log (log_file.h)
+//   ROOT/saved/NAME.json         the saved-VM record (kvmmctl save): the snapshot and memory
+//                                file a start restores the VM from
+//   ROOT/snapshots/NAME/         snapshots kvmmctl snapshot takes (SNAPSHOT.snap, SNAPSHOT.mem)
 // Every file is replaced atomically (write NAME.tmp, fsync, rename, fsync the directory), so
 // a crash leaves either the old or the new contents, never a torn file. Only ROOT is opened by
 // its path; everything below it is opened relative to its directory's fd with O_NOFOLLOW
@@ -40,6 +43,14 @@ struct RuntimeRecord {
     std::string state; // "running" | "paused"
 
     bool operator==(RuntimeRecord const&) const = default;
+};
+
+// A VM saved with kvmmctl save: its next start restores it from these files.
+struct SavedRecord {
+    std::string snapshot_path;
+    std::string memory_path;
+
+    bool operator==(SavedRecord const&) const = default;
 };
 
 // Replaces `path` with `contents` atomically: writes PATH.tmp with `mode`, fsyncs it, renames
@@ -87,6 +98,14 @@ public:
     Expected<std::optional<RuntimeRecord>> read_runtime_record(std::string const& name) const;
     // Removes the record (no error if there was none).
     Expected<void> clear_runtime_record(std::string const& name);
+
+    // ROOT/saved/NAME.json, written atomically; nullopt when the VM is not saved; an error
+    // when the record exists but cannot be read or parsed.
+    Expected<void> write_saved_record(std::string const& name, SavedRecord const& record);
+    Expected<std::optional<SavedRecord>> read_saved_record(std::string const& name) const;
+    Expected<void> clear_saved_record(std::string const& name);
+    // ROOT/snapshots/NAME, created (mode 0700) on demand.
+    Expected<std::filesystem::path> snapshot_dir(std::string const& name) const;
 
     // The start journal: ROOT/runtime/NAME/intent.json is written (atomically) before kvmm is
     // started and removed once runtime.json records the process or the start was undone. A

@@ -73,6 +73,26 @@ TEST(StateStore, Open_CreatesPrivateDirectories) {
     EXPECT_TRUE(StateStore::open(root)); // opening again is fine
 }
 
+TEST(StateStore, SavedRecord_RoundTripsAndIsClearedAndADamagedOneIsAnError) {
+    TemporaryDirectory directory;
+    auto store = MUST(StateStore::open(directory.path() / "state"));
+    EXPECT_EQ(MUST(store.read_saved_record("vm1")), std::nullopt);
+    SavedRecord const record { "/srv/vm1.snap", "/srv/vm1.snap.mem" };
+    MUST(store.write_saved_record("vm1", record));
+    EXPECT_EQ(MUST(store.read_saved_record("vm1")), record);
+    MUST(store.clear_saved_record("vm1"));
+    EXPECT_EQ(MUST(store.read_saved_record("vm1")), std::nullopt);
+    MUST(store.clear_saved_record("vm1")); // none: fine
+
+    std::ofstream(directory.path() / "state" / "saved" / "vm2.json") << R"({"snapshot_path": 7})";
+    auto const damaged = store.read_saved_record("vm2");
+    ASSERT_FALSE(damaged);
+    EXPECT_NE(damaged.error().message().find("snapshot_path"), std::string::npos) << damaged.error().message();
+    EXPECT_FALSE(store.write_saved_record("../escape", record));
+    auto const snapshots = MUST(store.snapshot_dir("vm1"));
+    EXPECT_TRUE(std::filesystem::is_directory(snapshots));
+}
+
 TEST(StateStore, OpenOverAFile_Fails) {
     TemporaryDirectory directory;
     std::ofstream(directory.path() / "file") << "x";

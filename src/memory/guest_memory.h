@@ -6,16 +6,25 @@
 // RAM is shared with running vCPUs: contents can change under any reader, so
 // callers copy what they parse (read/read_obj) and validate the copy.
 //
+// Dirty tracking (diff snapshots): once enable_dirty_tracking() is called, every write through
+// this object - write(), fill_zero(), and host_ranges(), whose ranges devices hand to the kernel
+// for I/O in either direction and so count as written - sets the page's bit in a per-region
+// bitmap of atomic words; without it a write costs one null check more.
+//
 // Threading: the region table is immutable after create(); concurrent reads and
-// writes of guest bytes are as safe (and as racy) as the guest's own accesses.
+// writes of guest bytes are as safe (and as racy) as the guest's own accesses. The dirty
+// bitmaps are atomic words (relaxed: a snapshot reads them only after pausing the writers,
+// which synchronises with them); enable_dirty_tracking() before any other thread uses it.
 #pragma once
 
 #include "base/expected.h"
 #include "base/memory_mapping.h"
 #include "memory/guest_address.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <sys/uio.h>
@@ -37,6 +46,8 @@ public:
         MemoryMapping mapping;
         // Mapped from a memory file (create_from_file) rather than anonymous memory.
         bool from_file { false };
+        // One bit per 4 KiB page written through GuestMemory, while dirty tracking is on.
+        std::unique_ptr<std::atomic<uint64_t>[]> dirty_pages {};
 
         GuestAddress end() const { return start.offset(size); } // one past the last byte
     };
@@ -67,6 +78,22 @@ public:
     // skipped without being read (mincore), so a large idle guest costs little more than
     // what it used. The caller keeps the guest from running meanwhile.
     Expected<FileWriteStats> write_to_file(int fd) const;
+    // A diff snapshot's memory file: sets the file's length to total_size() and writes only
+    // the pages set in `pages` (one bitmap per region, as take_dirty_pages() gives them), each
+    // at the offset write_to_file() would put it, zero pages included - the file is applied
+    // on top of a base by copying its data extents, so a page the guest zeroed must be data.
+    // The rest stays holes.
+    Expected<FileWriteStats> write_pages_to_file(int fd, std::span<std::vector<uint64_t> const> pages) const;
+
+    // Turns dirty tracking on (see above); idempotent. Builder thread, before sharing.
+    void enable_dirty_tracking();
+    bool dirty_tracking() const { return !m_regions.empty() && m_regions.front().dirty_pages != nullptr; }
+    // The pages of region `region_index` written through this object since the last call, as a
+    // bitmap of (pages + 63) / 64 words; clears them. Empty without tracking.
+    std::vector<uint64_t> take_dirty_pages(size_t region_index) const;
+    // Sets the pages of `bitmap` in region `region_index` again (a snapshot that failed gives
+    // back what it took, so the next one still writes them). No-op without tracking.
+    void mark_dirty_pages(size_t region_index, std::span<uint64_t const> bitmap) const;
 
     GuestMemory(GuestMemory&&) = default;
     GuestMemory& operator=(GuestMemory&&) = default;
@@ -93,6 +120,7 @@ public:
     // Appends to `pieces` the host ranges backing [address, address+length) (more than one
     // when the range crosses regions), for zero-copy I/O by the kernel (readv/io_uring) into
     // buffers the guest gave a device. Checked like read()/write(); nothing is appended on error.
+    // The range counts as written for dirty tracking (the kernel may write it).
     Expected<void> host_ranges(GuestAddress address, uint64_t length, std::vector<iovec>& pieces) const;
 
     // True when [address, address+length) lies entirely in guest RAM.
@@ -109,8 +137,10 @@ private:
 
     // Calls visit(host_pointer, length) for each piece of [address, address+length); fails
     // without visiting anything when any byte is outside guest RAM.
+    // A Write access marks the pieces dirty while tracking is on.
+    enum class Access { Read, Write };
     template <typename Visitor>
-    Expected<void> for_each_piece(GuestAddress address, uint64_t length, Visitor&& visit) const;
+    Expected<void> for_each_piece(GuestAddress address, uint64_t length, Access access, Visitor&& visit) const;
 
     std::vector<Region> m_regions;
 };

@@ -121,4 +121,47 @@ Expected<GuestMemory::FileWriteStats> GuestMemory::write_to_file(int fd) const {
     return stats;
 }
 
+Expected<GuestMemory::FileWriteStats>
+GuestMemory::write_pages_to_file(int fd, std::span<std::vector<uint64_t> const> pages) const {
+    if (pages.size() != m_regions.size())
+        return Error::format("dirty page bitmaps for {} regions, guest memory has {}", pages.size(), m_regions.size());
+    FileWriteStats stats;
+    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(total_size())) != 0)
+        return Error::from_errno("setting the memory file's length");
+    uint64_t file_offset = 0;
+    for (size_t index = 0; index < m_regions.size(); ++index) {
+        auto const& region = m_regions[index];
+        auto const& bitmap = pages[index];
+        uint64_t const page_count = region.size / PAGE_SIZE;
+        if (bitmap.size() * 64 < page_count)
+            return Error::format("dirty page bitmap of region {} covers {} pages, the region has {}", index,
+                                 bitmap.size() * 64, page_count);
+        auto is_set = [&](uint64_t page) { return (bitmap[page / 64] >> (page % 64)) & 1; };
+        // Runs of consecutive dirty pages are written with one call each.
+        uint64_t page = 0, written_pages = 0;
+        while (page < page_count) {
+            if (bitmap[page / 64] == 0) {
+                page = (page / 64 + 1) * 64;
+                continue;
+            }
+            if (!is_set(page)) {
+                ++page;
+                continue;
+            }
+            uint64_t const run_start = page;
+            while (page < page_count && is_set(page))
+                ++page;
+            uint64_t const offset = run_start * PAGE_SIZE;
+            uint64_t const length = (page - run_start) * PAGE_SIZE;
+            TRY(write_all(fd, region.mapping.data() + offset, length, file_offset + offset));
+            stats.bytes_written += length;
+            written_pages += page - run_start;
+        }
+        // Here: the clean pages, left as holes.
+        stats.zero_pages_skipped += page_count - written_pages;
+        file_offset += region.size;
+    }
+    return stats;
+}
+
 } // namespace kvmm

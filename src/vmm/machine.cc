@@ -157,6 +157,12 @@ Expected<void> Machine::acquire() {
     TRY(m_vm->set_identity_map_address(x86_64::KVM_IDENTITY_MAP_ADDRESS));
     TRY(m_vm->create_irqchip_and_pit());
     TRY(m_vm->map_memory(m_memory));
+    if (m_config.track_dirty_pages) {
+        // From here on: the boot loader's writes and a restored guest's pages count as
+        // written since the machine was built, which the first Diff then holds.
+        TRY(m_vm->enable_dirty_logging());
+        m_memory.enable_dirty_tracking();
+    }
     if (m_boot_loader)
         TRY(m_boot_loader->map(*m_vm));
     for (uint32_t index = 0; index < m_config.vcpu_count; ++index)
@@ -673,25 +679,73 @@ std::vector<GuestRegionSpec> Machine::memory_layout() const {
     return layout;
 }
 
+Expected<std::vector<std::vector<uint64_t>>> Machine::take_dirty_pages() {
+    std::vector<std::vector<uint64_t>> pages;
+    for (size_t index = 0; index < m_memory.regions().size(); ++index) {
+        auto logged = m_vm->take_dirty_log(index);
+        auto host = m_memory.take_dirty_pages(index);
+        if (!logged) {
+            pages.push_back(std::move(host));
+            return_dirty_pages(pages);
+            return logged.error().with_context("taking the dirty page log");
+        }
+        auto bitmap = std::move(*logged);
+        for (size_t word = 0; word < bitmap.size() && word < host.size(); ++word)
+            bitmap[word] |= host[word];
+        pages.push_back(std::move(bitmap));
+    }
+    return pages;
+}
+
+void Machine::return_dirty_pages(std::vector<std::vector<uint64_t>> const& pages) {
+    for (size_t index = 0; index < pages.size(); ++index)
+        m_memory.mark_dirty_pages(index, pages[index]);
+}
+
 Expected<SnapshotReport> Machine::write_snapshot(std::string const& snapshot_path, std::string const& memory_path,
-                                                 std::string const& config_json) {
-    SnapshotReport report;
+                                                 std::string const& config_json, SnapshotType type) {
+    if (type == SnapshotType::Diff && !m_config.track_dirty_pages)
+        return Error("a Diff snapshot needs dirty page tracking (machine-config track_dirty_pages, or "
+                     "track_dirty_pages in snapshot/load)");
     auto const started = std::chrono::steady_clock::now();
     SnapshotFile file;
     file.config_json = config_json;
+    file.type = type;
     file.memory_layout = memory_layout();
     file.machine_state = TRY(save_state());
-    auto const state_saved = std::chrono::steady_clock::now();
     // Guest memory is read on this thread: the vCPUs are paused and the event loop serves no
-    // device while paused, so nothing writes it meanwhile.
+    // device while paused, so nothing writes it meanwhile; save_state() completed the disks'
+    // requests, so the pages they wrote are in the record taken here.
     if (!m_paused)
         return Error("the microVM must be paused to save its state");
-    // Both files are written in full under temporary names, and only then renamed (memory file
-    // first), so a failure while writing either leaves neither a new memory file beside an old
-    // snapshot file nor the reverse.
+    std::optional<std::vector<std::vector<uint64_t>>> dirty;
+    if (m_config.track_dirty_pages)
+        dirty = TRY(take_dirty_pages());
+    auto const state_saved = std::chrono::steady_clock::now();
+    auto report =
+        write_snapshot_files(snapshot_path, memory_path, file, type == SnapshotType::Diff ? &*dirty : nullptr);
+    if (!report) {
+        if (dirty)
+            return_dirty_pages(*dirty);
+        return report.error();
+    }
+    report->state_time += std::chrono::duration_cast<std::chrono::microseconds>(state_saved - started);
+    return report;
+}
+
+// Both files are written in full under temporary names, and only then renamed (memory file
+// first), so a failure while writing either leaves neither a new memory file beside an old
+// snapshot file nor the reverse.
+Expected<SnapshotReport> Machine::write_snapshot_files(std::string const& snapshot_path, std::string const& memory_path,
+                                                       SnapshotFile const& file,
+                                                       std::vector<std::vector<uint64_t>> const* dirty_pages) {
+    SnapshotReport report;
+    report.type = file.type;
+    auto const started = std::chrono::steady_clock::now();
     auto memory_file = TRY(PendingFile::create(memory_path).with_context(fmt::format("writing '{}'", memory_path)));
-    auto const stats =
-        TRY(m_memory.write_to_file(memory_file.fd()).with_context(fmt::format("writing '{}'", memory_path)));
+    auto const stats = TRY((dirty_pages ? m_memory.write_pages_to_file(memory_file.fd(), *dirty_pages)
+                                        : m_memory.write_to_file(memory_file.fd()))
+                               .with_context(fmt::format("writing '{}'", memory_path)));
     report.memory_bytes_written = stats.bytes_written;
     // Synced now, so that the memory's cost is counted as such (commit's fsync is then cheap).
     if (::fdatasync(memory_file.fd()) != 0)
@@ -713,9 +767,9 @@ Expected<SnapshotReport> Machine::write_snapshot(std::string const& snapshot_pat
     TRY(memory_file.commit());
     TRY(snapshot_file.commit());
     report.state_bytes = encoded.size();
-    report.memory_time = std::chrono::duration_cast<std::chrono::microseconds>(memory_written - state_saved);
-    report.state_time = std::chrono::duration_cast<std::chrono::microseconds>(
-        (state_saved - started) + (std::chrono::steady_clock::now() - memory_written));
+    report.memory_time = std::chrono::duration_cast<std::chrono::microseconds>(memory_written - started);
+    report.state_time =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - memory_written);
     return report;
 }
 

@@ -32,6 +32,7 @@
 #include "memory/guest_memory.h"
 #include "vmm/boot_loader.h"
 #include "vmm/device_manager.h"
+#include "vmm/snapshot_file.h"
 #include "vmm/vcpu_thread.h"
 #include "vmm/vm_config.h"
 #include "vmm/vm_lifecycle.h"
@@ -85,6 +86,7 @@ struct SnapshotReport {
     uint64_t memory_bytes { 0 };         // the memory file's length
     uint64_t memory_bytes_written { 0 }; // pages with data (all-zero pages are holes)
     uint64_t state_bytes { 0 };          // the snapshot file's length
+    SnapshotType type { SnapshotType::Full };
     std::chrono::microseconds state_time { 0 };
     std::chrono::microseconds memory_time { 0 };
 };
@@ -153,14 +155,20 @@ public:
     Expected<std::vector<std::byte>> save_state();
     Expected<void> restore_state(std::span<std::byte const> blob);
 
-    // PUT /snapshot/create (Full): with the machine paused, saves its state (disks' in-flight
+    // PUT /snapshot/create: with the machine paused, saves its state (disks' in-flight
     // requests completed and flushed first), writes guest RAM to `memory_path` and a
     // SnapshotFile with `config_json` to `snapshot_path`, each through a temporary file that
     // is renamed only once complete, the memory file first. Any thread but the event loop's;
     // the caller keeps the machine paused throughout (the API thread serves one request at a
     // time). On failure neither target is touched.
+    // With dirty page tracking (VmConfig::track_dirty_pages) every snapshot starts a new dirty
+    // record, and a Diff snapshot's memory file holds only the pages written since the snapshot
+    // before it (or since the machine was built or loaded): those the hypervisor logged for
+    // the vCPUs OR'd with those the devices wrote through GuestMemory. A snapshot that fails
+    // puts the pages it took back, so the next Diff still has them. Diff without tracking is
+    // refused.
     Expected<SnapshotReport> write_snapshot(std::string const& snapshot_path, std::string const& memory_path,
-                                            std::string const& config_json);
+                                            std::string const& config_json, SnapshotType type = SnapshotType::Full);
     // The guest memory layout (for snapshots), fixed at create.
     std::vector<GuestRegionSpec> memory_layout() const;
 
@@ -190,6 +198,13 @@ private:
     // Firmware boot: what the firmware learns over fw_cfg (vmm/firmware_config.h).
     Expected<void> configure_firmware(x86_64::AcpiConfig const& acpi);
     Expected<void> restore(std::span<std::byte const> machine_state);
+    // The pages written since the last call, per region (hypervisor log OR devices' writes).
+    Expected<std::vector<std::vector<uint64_t>>> take_dirty_pages();
+    // Gives pages taken by take_dirty_pages() back (a failed snapshot).
+    void return_dirty_pages(std::vector<std::vector<uint64_t>> const& pages);
+    Expected<SnapshotReport> write_snapshot_files(std::string const& snapshot_path, std::string const& memory_path,
+                                                  SnapshotFile const& file,
+                                                  std::vector<std::vector<uint64_t>> const* dirty_pages);
     void wrap_vcpus();
     Expected<virtio::BalloonDevice*> balloon() const;
     // Input from the host console goes to the device that is the console.

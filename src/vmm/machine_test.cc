@@ -454,5 +454,60 @@ TEST_F(SnapshotMachineTest, CreatingASnapshotOfARunningMachineIsRefusedAndWrites
     save_waiting_machine(*machine, stopped);
 }
 
+// Diff snapshots on the fake hypervisor: the pages it logs for the vCPUs (mark_page_dirty)
+// and the pages written through GuestMemory are what a Diff holds; every snapshot starts a new
+// record, and a Diff that fails keeps its pages for the next one.
+TEST_F(SnapshotMachineTest, ADiffHoldsThePagesWrittenSinceTheLastSnapshotAndAFailedOneKeepsThem) {
+    m_config.track_dirty_pages = true;
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    auto* vm = m_hypervisor.last_vm();
+    ASSERT_NE(vm, nullptr);
+    EXPECT_TRUE(vm->dirty_logging());
+    auto stopped = run(*machine);
+    ASSERT_TRUE(machine->pause());
+    auto const diff_path = m_directory / "diff.mem";
+    // The first Diff holds what the boot loader wrote (the kernel, boot parameters, ACPI).
+    auto const first = MUST(machine->write_snapshot(snapshot_path(), diff_path, "{}", SnapshotType::Diff));
+    EXPECT_EQ(first.type, SnapshotType::Diff);
+    EXPECT_GT(first.memory_bytes_written, 0u);
+    EXPECT_EQ(std::filesystem::file_size(diff_path), m_config.memory_size);
+    EXPECT_EQ(MUST(SnapshotFile::read(snapshot_path())).type, SnapshotType::Diff);
+
+    // Nothing written since: an empty Diff; then two pages the vCPUs wrote.
+    EXPECT_EQ(MUST(machine->write_snapshot(snapshot_path(), diff_path, "{}", SnapshotType::Diff)).memory_bytes_written,
+              0u);
+    vm->mark_page_dirty(0, 2048);
+    vm->mark_page_dirty(0, 2050);
+    auto const missing = m_directory / "missing/vm.snap";
+    ASSERT_FALSE(machine->write_snapshot(missing, diff_path, "{}", SnapshotType::Diff));
+    vm->mark_page_dirty(0, 3000);
+    auto const second = MUST(machine->write_snapshot(snapshot_path(), diff_path, "{}", SnapshotType::Diff));
+    EXPECT_EQ(second.memory_bytes_written, 3u * 4096) << "the failed Diff's two pages and the new one";
+
+    // A Full snapshot starts a new record too.
+    vm->mark_page_dirty(0, 10);
+    MUST(machine->write_snapshot(snapshot_path(), memory_path(), "{}", SnapshotType::Full));
+    EXPECT_EQ(MUST(machine->write_snapshot(snapshot_path(), diff_path, "{}", SnapshotType::Diff)).memory_bytes_written,
+              0u);
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(SnapshotMachineTest, ADiffWithoutDirtyPageTrackingIsRefusedAndWritesNothing) {
+    m_hypervisor.add_vcpu_script(0, { wait_for_kick(), wait_for_kick() });
+    auto machine = MUST(Machine::create(m_config, m_hypervisor));
+    EXPECT_FALSE(m_hypervisor.last_vm()->dirty_logging());
+    auto stopped = run(*machine);
+    ASSERT_TRUE(machine->pause());
+    auto const refused = machine->write_snapshot(snapshot_path(), memory_path(), "{}", SnapshotType::Diff);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("track_dirty_pages"), std::string::npos) << refused.error().message();
+    EXPECT_FALSE(std::filesystem::exists(snapshot_path()));
+    EXPECT_FALSE(std::filesystem::exists(memory_path()));
+    machine->request_stop(StopReason { StopReason::Cause::HostSignal, "test", 15 });
+    ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
+}
+
 } // namespace
 } // namespace kvmm

@@ -25,6 +25,7 @@ std::vector<std::byte> SnapshotFile::encode() const {
     StateWriter writer;
     writer.begin_section(SECTION, VERSION);
     writer.string(config_json);
+    writer.u8(static_cast<uint8_t>(type));
     writer.u64(memory_layout.size());
     for (auto const& region : memory_layout) {
         writer.u64(region.start.value());
@@ -39,9 +40,17 @@ Expected<SnapshotFile> SnapshotFile::decode(std::span<std::byte const> bytes, st
     auto decoded = [&]() -> Expected<SnapshotFile> {
         auto const payload = TRY(open_state(bytes));
         StateReader reader(payload);
-        TRY(reader.begin_section(SECTION, VERSION));
+        auto const version = TRY(reader.begin_section(SECTION, VERSION));
+        if (version != VERSION)
+            return Error::format("snapshot section version {} is older than the {} this kvmm reads; take the "
+                                 "snapshot again",
+                                 version, VERSION);
         SnapshotFile file;
         file.config_json = TRY(reader.string("config", MAX_CONFIG_BYTES));
+        auto const saved_type = TRY(reader.u8("snapshot type"));
+        if (saved_type > static_cast<uint8_t>(SnapshotType::Diff))
+            return Error::format("snapshot type {} is neither Full (0) nor Diff (1)", saved_type);
+        file.type = static_cast<SnapshotType>(saved_type);
         auto const regions = TRY(reader.u64_in_range("memory region count", 1, MAX_REGIONS));
         uint64_t total = 0;
         for (uint64_t index = 0; index < regions; ++index) {

@@ -25,9 +25,15 @@
 
 namespace kvmm {
 
+// Firecracker's snapshot_type. A Full snapshot's memory file holds all of guest memory; a Diff
+// snapshot's only the pages written since the snapshot before it (memory/memory_file_diff.h),
+// so it is loaded with a memory file that the chain up to it was applied to.
+enum class SnapshotType : uint8_t { Full = 0, Diff = 1 };
+
 struct SnapshotFile {
     static constexpr std::string_view SECTION = "snapshot";
-    static constexpr uint32_t VERSION = 1;
+    // 2: the snapshot type after the configuration.
+    static constexpr uint32_t VERSION = 2;
     // Bounds on what a file can make the reader allocate.
     static constexpr uint64_t MAX_CONFIG_BYTES = 1 << 20;
     static constexpr uint64_t MAX_STATE_BYTES = 64ull << 20;
@@ -36,6 +42,7 @@ struct SnapshotFile {
     static constexpr uint64_t MAX_FILE_BYTES = MAX_CONFIG_BYTES + MAX_STATE_BYTES + (1 << 20);
 
     std::string config_json;
+    SnapshotType type { SnapshotType::Full };
     std::vector<GuestRegionSpec> memory_layout;
     std::vector<std::byte> machine_state;
 

@@ -62,7 +62,24 @@ TEST(SnapshotFile, NewerSnapshotVersionIsRefusedNamingIt) {
     writer.string("{}");
     writer.end_section();
     auto const message = decode_error(seal_state(writer.payload()));
-    EXPECT_NE(message.find("version 2"), std::string::npos) << message;
+    EXPECT_NE(message.find(fmt::format("version {}", SnapshotFile::VERSION + 1)), std::string::npos) << message;
+}
+
+TEST(SnapshotFile, OlderSnapshotVersionIsRefusedNamingIt) {
+    StateWriter writer;
+    writer.begin_section(SnapshotFile::SECTION, 1);
+    writer.string("{}");
+    writer.end_section();
+    auto const message = decode_error(seal_state(writer.payload()));
+    EXPECT_NE(message.find("version 1 is older"), std::string::npos) << message;
+}
+
+TEST(SnapshotFile, TheSnapshotTypeRoundTripsAndAnUnknownOneIsRefused) {
+    auto file = sample();
+    file.type = SnapshotType::Diff;
+    EXPECT_EQ(MUST(SnapshotFile::decode(file.encode(), "test")).type, SnapshotType::Diff);
+    file.type = static_cast<SnapshotType>(7);
+    EXPECT_NE(decode_error(file.encode()).find("snapshot type 7"), std::string::npos) << decode_error(file.encode());
 }
 
 TEST(SnapshotFile, NewerContainerFormatIsRefusedNamingIt) {

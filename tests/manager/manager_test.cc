@@ -546,5 +546,138 @@ TEST_F(ManagerTest, ProcessInTheVmsCgroup_UndefineRefuses) {
     EXPECT_FALSE(cgroup_members("held")) << "the empty cgroup is removed with the VM";
 }
 
+// Polls `condition` every 20 ms until it holds or `limit` passes; returns its last value.
+bool poll_until(std::function<bool()> const& condition, std::chrono::milliseconds limit) {
+    auto const deadline = std::chrono::steady_clock::now() + limit;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return condition();
+        std::this_thread::sleep_for(20ms);
+    }
+    return true;
+}
+
+// The counter guest's "kvmm-test: counter N" values in the VM's console log, in order.
+std::vector<uint64_t> logged_counters(std::string const& log) {
+    std::vector<uint64_t> counters;
+    std::string const marker = "kvmm-test: counter ";
+    for (size_t at = log.find(marker); at != std::string::npos; at = log.find(marker, at + 1)) {
+        char const* digits = log.c_str() + at + marker.size();
+        if (*digits >= '0' && *digits <= '9')
+            counters.push_back(std::strtoull(digits, nullptr, 10));
+    }
+    return counters;
+}
+
+// virsh's snapshot verbs: snapshot keeps the VM running; save stops it as "saved" (kept across
+// a daemon restart), and restore brings it back from the saved state: the guest goes on from
+// its counter without booting again, its memory pattern intact.
+TEST_F(ManagerTest, SaveRestoreAndSnapshot_TheGuestGoesOnFromWhereItWas) {
+    ASSERT_EQ(ctl({ "define", write_definition("saver", "counter") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "saver" }).exit_status, 0);
+    auto const log_path = m_state_dir + "/logs/saver.log";
+    auto counters = [&] { return logged_counters(read_file(log_path)); };
+    ASSERT_TRUE(poll_until([&] { return counters().size() >= 5; }, 20s)) << read_file(log_path);
+
+    auto const snapshot = ctl({ "snapshot", "saver", "first" });
+    ASSERT_EQ(snapshot.exit_status, 0) << snapshot.standard_error;
+    EXPECT_NE(snapshot.standard_output.find("snapshot 'first' taken"), std::string::npos) << snapshot.standard_output;
+    EXPECT_TRUE(fs::exists(m_state_dir + "/snapshots/saver/first.snap"));
+    EXPECT_TRUE(fs::exists(m_state_dir + "/snapshots/saver/first.mem"));
+    EXPECT_EQ(info("saver")["state"], "running");
+    auto const after_snapshot = counters().size();
+    EXPECT_TRUE(poll_until([&] { return counters().size() > after_snapshot + 3; }, 10s))
+        << "the VM keeps running after a snapshot";
+
+    auto const file = m_state_dir + "/saved/../saver-image";
+    auto const saved = ctl({ "save", "saver", file });
+    ASSERT_EQ(saved.exit_status, 0) << saved.standard_error;
+    EXPECT_NE(saved.standard_output.find("VM 'saver' saved"), std::string::npos) << saved.standard_output;
+    EXPECT_TRUE(fs::exists(m_state_dir + "/saver-image"));
+    EXPECT_TRUE(fs::exists(m_state_dir + "/saver-image.mem"));
+    EXPECT_EQ(live_kvmm_processes(), 0u);
+    auto const before = counters();
+    ASSERT_FALSE(before.empty());
+    EXPECT_NE(ctl({ "list", "--all" }).standard_output.find("saved"), std::string::npos);
+
+    // The saved state outlives the daemon.
+    stop_daemon(SIGTERM);
+    start_daemon();
+    EXPECT_EQ(info("saver")["state"], "saved");
+
+    auto const restored = ctl({ "restore", "saver" });
+    ASSERT_EQ(restored.exit_status, 0) << restored.standard_error << read_file(m_state_dir + "/logs/saver.kvmm.log");
+    EXPECT_EQ(info("saver")["state"], "running");
+    ASSERT_TRUE(poll_until([&] { return counters().size() >= before.size() + 5; }, 20s)) << read_file(log_path);
+    auto const log = read_file(log_path);
+    EXPECT_EQ(log.find("FAIL"), std::string::npos) << log;
+    // Booted once: the restored guest did not start counting again.
+    auto const boots = [&] {
+        size_t count = 0;
+        for (size_t at = log.find("kvmm-test: counter with"); at != std::string::npos;
+             at = log.find("kvmm-test: counter with", at + 1))
+            ++count;
+        return count;
+    }();
+    EXPECT_EQ(boots, 1u) << log;
+    auto const after = counters();
+    EXPECT_GT(after.back(), before.back());
+    for (size_t i = before.size(); i < after.size(); ++i)
+        EXPECT_GT(after[i], before.back() - 1) << "counter went back at line " << i;
+    // Spent: a second restore has nothing to restore from, and the record is gone.
+    EXPECT_FALSE(fs::exists(m_state_dir + "/saved/saver.json"));
+    EXPECT_FALSE(info("saver").contains("saved"));
+}
+
+TEST_F(ManagerTest, SnapshotVerbs_BadRequestsExitOneAndLeaveTheVmAsItWas) {
+    ASSERT_EQ(ctl({ "define", write_definition("plain", "idle") }).exit_status, 0);
+    auto const not_saved = ctl({ "restore", "plain" });
+    EXPECT_EQ(not_saved.exit_status, 1);
+    EXPECT_NE(not_saved.standard_error.find("no saved state"), std::string::npos) << not_saved.standard_error;
+    auto const not_running = ctl({ "save", "plain", m_state_dir + "/x" });
+    EXPECT_EQ(not_running.exit_status, 1);
+    EXPECT_NE(not_running.standard_error.find("only a running or paused VM"), std::string::npos)
+        << not_running.standard_error;
+    EXPECT_EQ(info("plain")["state"], "shut off");
+
+    ASSERT_EQ(ctl({ "start", "plain" }).exit_status, 0);
+    auto const bad_name = ctl({ "snapshot", "plain", "../escape" });
+    EXPECT_EQ(bad_name.exit_status, 1);
+    EXPECT_NE(bad_name.standard_error.find("snapshot name"), std::string::npos) << bad_name.standard_error;
+    // A file kvmm cannot write: the VM is resumed and keeps running, nothing is recorded.
+    auto const unwritable = ctl({ "save", "plain", m_state_dir + "/no-such-dir/image" });
+    EXPECT_EQ(unwritable.exit_status, 1);
+    EXPECT_NE(unwritable.standard_error.find("no-such-dir"), std::string::npos) << unwritable.standard_error;
+    EXPECT_EQ(info("plain")["state"], "running");
+    EXPECT_FALSE(fs::exists(m_state_dir + "/saved/plain.json"));
+    EXPECT_EQ(live_kvmm_processes(), 1u);
+
+    // A saved VM whose definition changed no longer fits its snapshot: restore exits 1 naming
+    // the difference and the VM stays saved; with the definition back it restores.
+    ASSERT_EQ(ctl({ "save", "plain", m_state_dir + "/plain-image" }).exit_status, 0);
+    auto const definition = read_file(write_definition("plain", "idle"));
+    auto edited = definition;
+    edited.replace(edited.find("memory = 16"), 11, "memory = 32");
+    ASSERT_TRUE(call({ { "verb", "edit" }, { "name", "plain" }, { "toml", edited } }));
+    auto const mismatch = ctl({ "restore", "plain" });
+    EXPECT_EQ(mismatch.exit_status, 1);
+    EXPECT_NE(mismatch.standard_error.find("memory layout"), std::string::npos) << mismatch.standard_error;
+    EXPECT_EQ(info("plain")["state"], "saved");
+    EXPECT_EQ(live_kvmm_processes(), 0u);
+    ASSERT_TRUE(call({ { "verb", "edit" }, { "name", "plain" }, { "toml", definition } }));
+    auto const restored = ctl({ "restore", "plain" });
+    EXPECT_EQ(restored.exit_status, 0) << restored.standard_error;
+    EXPECT_EQ(info("plain")["state"], "running");
+
+    // destroy discards a saved state: the VM is shut off and its next start boots.
+    ASSERT_EQ(ctl({ "save", "plain", m_state_dir + "/plain-image" }).exit_status, 0);
+    ASSERT_EQ(ctl({ "destroy", "plain" }).exit_status, 0);
+    EXPECT_EQ(info("plain")["state"], "shut off");
+    EXPECT_FALSE(fs::exists(m_state_dir + "/saved/plain.json"));
+    EXPECT_EQ(ctl({ "restore", "plain" }).exit_status, 1);
+    ASSERT_EQ(ctl({ "start", "plain" }).exit_status, 0);
+    EXPECT_EQ(info("plain")["state"], "running");
+}
+
 } // namespace
 } // namespace kvmm

@@ -91,6 +91,9 @@ Expected<void> FakeVcpu::restore_state(X86VcpuState const& state) {
 
 Expected<void> FakeVm::map_memory(GuestMemory const& memory) {
     m_mapped_regions = memory.regions().size();
+    m_region_pages.clear();
+    for (auto const& region : memory.regions())
+        m_region_pages.push_back(region.size / 4096);
     return {};
 }
 
@@ -99,6 +102,32 @@ Expected<void> FakeVm::map_read_only(uint64_t start, std::span<std::byte const> 
         return Error::format("read-only mapping at {:#x} of {:#x} bytes is not page-aligned", start, image.size());
     m_read_only_regions.push_back(ReadOnlyRegion { start, std::vector<std::byte>(image.begin(), image.end()) });
     return {};
+}
+
+Expected<void> FakeVm::enable_dirty_logging() {
+    if (m_region_pages.empty())
+        return Error("dirty page logging needs guest memory mapped first");
+    m_dirty_bitmaps.clear();
+    for (auto const pages : m_region_pages)
+        m_dirty_bitmaps.emplace_back((pages + 63) / 64);
+    m_dirty_logging = true;
+    return {};
+}
+
+Expected<std::vector<uint64_t>> FakeVm::take_dirty_log(size_t region_index) {
+    if (!m_dirty_logging)
+        return Error("dirty page logging is not enabled on this VM");
+    if (region_index >= m_dirty_bitmaps.size())
+        return Error::format("no memory slot {} (the VM has {})", region_index, m_dirty_bitmaps.size());
+    auto& bitmap = m_dirty_bitmaps[region_index];
+    std::vector<uint64_t> taken(bitmap.size());
+    taken.swap(bitmap);
+    return taken;
+}
+
+void FakeVm::mark_page_dirty(size_t region_index, uint64_t page) {
+    if (m_dirty_logging && region_index < m_dirty_bitmaps.size() && page < m_region_pages[region_index])
+        m_dirty_bitmaps[region_index][page / 64] |= uint64_t { 1 } << (page % 64);
 }
 
 Expected<void> FakeVm::create_irqchip_and_pit() {

@@ -72,6 +72,12 @@ private:
 class FakeVm final : public Vm {
 public:
     Expected<void> map_memory(GuestMemory const& memory) override;
+    // Records only the pages tests mark with mark_page_dirty().
+    Expected<void> enable_dirty_logging() override;
+    Expected<std::vector<uint64_t>> take_dirty_log(size_t region_index) override;
+    // As if a vCPU wrote page `page` of region `region_index` (needs dirty logging on).
+    void mark_page_dirty(size_t region_index, uint64_t page);
+    bool dirty_logging() const { return m_dirty_logging; }
     Expected<void> create_irqchip_and_pit() override;
     Expected<void> set_irq_line(uint32_t gsi, bool level) override;
     Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) override;
@@ -138,6 +144,9 @@ private:
     std::vector<ReadOnlyRegion> m_read_only_regions;
     uint64_t m_tss_address { 0 };
     uint64_t m_identity_map_address { 0 };
+    std::vector<uint64_t> m_region_pages;               // pages per mapped region
+    std::vector<std::vector<uint64_t>> m_dirty_bitmaps; // per region, while logging
+    bool m_dirty_logging { false };
     bool m_has_irqchip { false };
     X86VmState m_state {};
 };

@@ -72,5 +72,23 @@ TEST(FakeVmState, NeedsTheIrqchipAndRoundTrips) {
     EXPECT_EQ(MUST(vm.save_state()), state);
 }
 
+TEST(FakeVmDirtyLog, RecordsMarkedPagesOnlyWhileLoggingAndTakingStartsANewRecord) {
+    FakeVm vm;
+    auto memory = MUST(GuestMemory::create({ { GuestAddress(0), 100 * 4096 } }));
+    EXPECT_FALSE(vm.enable_dirty_logging()) << "logging needs memory mapped";
+    MUST(vm.map_memory(memory));
+    EXPECT_FALSE(vm.take_dirty_log(0)) << "not enabled";
+    vm.mark_page_dirty(0, 3); // before logging: lost, as on KVM
+    MUST(vm.enable_dirty_logging());
+    vm.mark_page_dirty(0, 5);
+    vm.mark_page_dirty(0, 99);
+    auto const taken = MUST(vm.take_dirty_log(0));
+    ASSERT_EQ(taken.size(), 2u);
+    EXPECT_EQ(taken[0], uint64_t { 1 } << 5);
+    EXPECT_EQ(taken[1], uint64_t { 1 } << (99 - 64));
+    EXPECT_EQ(MUST(vm.take_dirty_log(0)), std::vector<uint64_t>(2));
+    EXPECT_FALSE(vm.take_dirty_log(1)) << "no such slot";
+}
+
 } // namespace
 } // namespace kvmm

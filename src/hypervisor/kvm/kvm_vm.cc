@@ -11,16 +11,27 @@
 
 namespace kvmm {
 
+Expected<void> KvmVm::set_slot(Slot const& slot, uint32_t flags) {
+    kvm_userspace_memory_region kvm_region {};
+    kvm_region.slot = slot.slot;
+    kvm_region.flags = flags;
+    kvm_region.guest_phys_addr = slot.guest_address;
+    kvm_region.memory_size = slot.size;
+    kvm_region.userspace_addr = slot.host_address;
+    if (::ioctl(m_vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &kvm_region) != 0)
+        return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x} flags {:#x}",
+                                             slot.slot, slot.guest_address, slot.size, flags));
+    return {};
+}
+
 Expected<void> KvmVm::map_memory(GuestMemory const& memory) {
+    if (!m_slots.empty())
+        return Error("guest memory is already mapped into this VM");
     for (auto const& region : memory.regions()) {
-        kvm_userspace_memory_region kvm_region {};
-        kvm_region.slot = m_next_slot++;
-        kvm_region.guest_phys_addr = region.start.value();
-        kvm_region.memory_size = region.size;
-        kvm_region.userspace_addr = reinterpret_cast<uint64_t>(region.mapping.data());
-        if (::ioctl(m_vm_fd.get(), KVM_SET_USER_MEMORY_REGION, &kvm_region) != 0)
-            return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x}",
-                                                 kvm_region.slot, kvm_region.guest_phys_addr, kvm_region.memory_size));
+        Slot const slot { m_next_slot++, region.start.value(), region.size,
+                          reinterpret_cast<uint64_t>(region.mapping.data()) };
+        TRY(set_slot(slot, 0));
+        m_slots.push_back(slot);
     }
     return {};
 }
@@ -40,6 +51,32 @@ Expected<void> KvmVm::map_read_only(uint64_t start, std::span<std::byte const> i
         return Error::from_errno(fmt::format("KVM_SET_USER_MEMORY_REGION read-only slot {} at {:#x} size {:#x}",
                                              kvm_region.slot, start, kvm_region.memory_size));
     return {};
+}
+
+Expected<void> KvmVm::enable_dirty_logging() {
+    if (m_slots.empty())
+        return Error("dirty page logging needs guest memory mapped first");
+    // Changing only a slot's flags is allowed on a live slot (KVM API, KVM_SET_USER_MEMORY_REGION).
+    for (auto const& slot : m_slots)
+        TRY(set_slot(slot, KVM_MEM_LOG_DIRTY_PAGES).with_context("enabling dirty page logging"));
+    m_dirty_logging = true;
+    return {};
+}
+
+Expected<std::vector<uint64_t>> KvmVm::take_dirty_log(size_t region_index) {
+    if (!m_dirty_logging)
+        return Error("dirty page logging is not enabled on this VM");
+    if (region_index >= m_slots.size())
+        return Error::format("no memory slot {} (the VM has {})", region_index, m_slots.size());
+    auto const& slot = m_slots[region_index];
+    // KVM fills one bit per page, in a buffer of whole 64-bit words.
+    std::vector<uint64_t> bitmap((slot.size / 4096 + 63) / 64);
+    kvm_dirty_log log {};
+    log.slot = slot.slot;
+    log.dirty_bitmap = bitmap.data();
+    if (::ioctl(m_vm_fd.get(), KVM_GET_DIRTY_LOG, &log) != 0)
+        return Error::from_errno(fmt::format("KVM_GET_DIRTY_LOG slot {}", slot.slot));
+    return bitmap;
 }
 
 Expected<void> KvmVm::create_irqchip_and_pit() {

@@ -6,6 +6,7 @@
 #include "hypervisor/vm.h"
 
 #include <memory>
+#include <vector>
 
 namespace kvmm {
 
@@ -17,6 +18,10 @@ public:
 
     Expected<void> map_memory(GuestMemory const& memory) override;
     Expected<void> map_read_only(uint64_t start, std::span<std::byte const> image) override;
+    // KVM_MEM_LOG_DIRTY_PAGES on every slot; KVM_GET_DIRTY_LOG (which also clears the log when
+    // manual protection is not enabled, as here).
+    Expected<void> enable_dirty_logging() override;
+    Expected<std::vector<uint64_t>> take_dirty_log(size_t region_index) override;
     Expected<void> create_irqchip_and_pit() override;
     Expected<void> set_irq_line(uint32_t gsi, bool level) override;
     Expected<void> set_tss_address(uint64_t address) override;
@@ -38,6 +43,16 @@ private:
     // The KVM calls of restore_state(), in their order.
     Expected<void> apply_state(X86VmState const& state);
 
+    // The slots map_memory registered (slot, flags, guest address, size, host address), to
+    // register them again with dirty logging on.
+    struct Slot {
+        uint32_t slot;
+        uint64_t guest_address;
+        uint64_t size;
+        uint64_t host_address;
+    };
+    Expected<void> set_slot(Slot const& slot, uint32_t flags);
+
     UniqueFd m_kvm_fd; // system fd, for KVM_GET_SUPPORTED_CPUID
     UniqueFd m_vm_fd;
     int m_vcpu_mmap_size;
@@ -45,6 +60,8 @@ private:
     std::shared_ptr<KvmStateSupport const> m_state_support;
     bool m_has_irqchip { false };
     uint32_t m_next_slot { 0 }; // memory slots are numbered in the order they are mapped
+    std::vector<Slot> m_slots;
+    bool m_dirty_logging { false };
 };
 
 } // namespace kvmm
