@@ -84,6 +84,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
     TRY(machine->attach_devices());
     TRY(machine->boot());
+    TRY(machine->finish_memory_registration());
     return machine;
 }
 
@@ -114,6 +115,7 @@ Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& conf
     if (hooks.enter_sandbox)
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
     TRY(machine->attach_devices());
+    TRY(machine->finish_memory_registration()); // the restored clocks and MSRs reach guest memory
     TRY(machine->restore(source.machine_state));
     machine->m_paused = source.start_paused;
     return machine;
@@ -127,7 +129,7 @@ Expected<void> Machine::acquire() {
     m_work_event.emplace(TRY(EventFd::create()));
     TRY(m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
     TRY(m_vm->create_irqchip_and_pit());
-    TRY(m_vm->map_memory(m_memory));
+    m_memory_registration = std::async(std::launch::async, [this] { return m_vm->map_memory(m_memory); });
     for (uint32_t index = 0; index < m_config.vcpu_count; ++index)
         m_unconfigured_vcpus.push_back(TRY(m_vm->create_vcpu(index)));
     m_devices = TRY(DeviceManager::create(*m_vm, m_memory, *m_event_loop));
@@ -135,6 +137,12 @@ Expected<void> Machine::acquire() {
     TRY(acquire_console(m_serial_output, virtio_console_output));
     TRY(acquire_virtio_devices(m_config, *m_devices, *m_event_loop, std::move(virtio_console_output)));
     return {};
+}
+
+Expected<void> Machine::finish_memory_registration() {
+    if (!m_memory_registration.valid())
+        return Error("the guest memory's registration was never started");
+    return m_memory_registration.get();
 }
 
 // The console's host side. It goes to one device: the 16550, or hvc0 when a virtio console is
