@@ -21,12 +21,14 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#if KVMM_STATIC_KVMM_BUILD
-// 3.9 MiB measured; the margin covers a larger guest image or a few more heap pages, not
-// the 6.7 MiB of a dynamically linked kvmm.
+#if KVMM_STATIC_KVMM_BUILD && defined(NDEBUG)
+// 3.9 MiB measured (release); the margin covers a larger guest image or a few more heap
+// pages, not the 6.7 MiB of a dynamically linked kvmm.
 constexpr uint64_t PEAK_RSS_BOUND_KIB = 4608;
+#elif defined(NDEBUG)
+constexpr uint64_t PEAK_RSS_BOUND_KIB = 8192; // -DKVMM_STATIC_KVMM=OFF: 6.7 MiB measured
 #else
-constexpr uint64_t PEAK_RSS_BOUND_KIB = 8192;
+constexpr uint64_t PEAK_RSS_BOUND_KIB = 16384; // unoptimised code touches more text: a loose guard
 #endif
 
 class FootprintTest : public ::testing::Test {
