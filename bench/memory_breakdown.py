@@ -9,6 +9,8 @@ the stack of each thread (the mapping that holds the thread's stack pointer, fro
 /proc/PID/task/TID/syscall, which needs ptrace access: root or the same user), and the guest's
 RAM (the one anonymous mapping of exactly --memory bytes; what is resident there was written by
 the boot loader or touched by the guest, not by kvmm's own code). Then kvmm is killed by its pid.
+A binary linked moments ago shows its file pages as private dirty until the page cache writes
+them back; the resident total is the figure that matters.
 
 Usage: python3 bench/memory_breakdown.py [--kvmm PATH] [--build-dir build/release] [--memory 64M]
                                          [--mappings] [-- EXTRA KVMM FLAGS]
