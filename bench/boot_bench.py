@@ -20,8 +20,12 @@ unmeasured warm-up run of each comes first (page cache, KVM module state).
 This is a benchmark, not a test: it prints numbers and fails only when a run fails.
 With --versus-no-seccomp the comparison is kvmm against itself run with --no-seccomp instead
 of QEMU: the start-up cost of compiling and installing the seccomp filters (docs/security.md).
+With --baseline-kvmm PATH a second kvmm binary (e.g. one built from an earlier commit) takes
+part in the same alternation as "kvmm-base", so a change is measured before and after under the
+same host noise; its ratio to the peer is printed beside kvmm's.
 
 Usage: python3 bench/boot_bench.py [--runs N] [--json] [--build-dir build/release] [--versus-no-seccomp]
+                                   [--baseline-kvmm PATH]
 """
 import argparse
 import json
@@ -136,8 +140,8 @@ def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def ratio(result, metric, other):
-    kvmm, qemu = result["kvmm"][metric], result[other][metric]
+def ratio(result, metric, other, name="kvmm"):
+    kvmm, qemu = result[name][metric], result[other][metric]
     if kvmm is None or qemu is None or qemu["median"] == 0:
         return None
     return kvmm["median"] / qemu["median"]
@@ -156,6 +160,8 @@ def parse_arguments():
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--versus-no-seccomp", action="store_true",
                         help="compare kvmm with kvmm --no-seccomp instead of QEMU")
+    parser.add_argument("--baseline-kvmm",
+                        help="another kvmm binary run in the same alternation (reported as kvmm-base)")
     arguments = parser.parse_args()
     if arguments.runs < 1:
         parser.error("--runs must be at least 1")
@@ -171,6 +177,9 @@ def check_prerequisites(arguments):
     if not os.path.isfile(arguments.guest):
         raise BenchError(f"test guest {arguments.guest} is missing: build the release preset "
                          "(target kvmm_test_guest)")
+    if arguments.baseline_kvmm and not (os.path.isfile(arguments.baseline_kvmm)
+                                        and os.access(arguments.baseline_kvmm, os.X_OK)):
+        raise BenchError(f"--baseline-kvmm {arguments.baseline_kvmm} is not an executable file")
     if arguments.versus_no_seccomp:
         return
     qemu = shutil.which(arguments.qemu)
@@ -190,15 +199,20 @@ def print_table(result, arguments, other):
             ("VmHWM at first line", "vm_hwm_kib", "MiB", 1024.0, "{:.1f}"),
             ("ru_maxrss at exit", "ru_maxrss_kib", "MiB", 1024.0, "{:.1f}")]
     print(f"{'metric':32} {'program':10} {'median':>10} {'min':>10} {'max':>10}")
+    names = [name for name in ("kvmm", "kvmm-base") if name in result] + [other]
     for label, metric, unit, scale, number_format in rows:
-        for name in ("kvmm", other):
+        for name in names:
             summary = result[name][metric]
             cells = ["n/a"] * 3 if summary is None else [
                 f"{number_format.format(summary[key] / scale)} {unit}" for key in ("median", "min", "max")]
             print(f"{label:32} {name:10} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10}")
             label = ""
-        value = result["ratio"][metric]
-        print(f"{'':32} {'ratio':10} {'n/a' if value is None else f'{value:.3f}':>10}   (kvmm / {other}, medians)")
+        for ratio_key, name in (("ratio", "kvmm"), ("ratio_base", "kvmm-base")):
+            if ratio_key not in result:
+                continue
+            value = result[ratio_key][metric]
+            print(f"{'':32} {'ratio':10} {'n/a' if value is None else f'{value:.3f}':>10}   "
+                  f"({name} / {other}, medians)")
     print(f"ru_maxrss includes a floor of {result['ru_maxrss_floor_kib'] / 1024:.1f} MiB inherited through fork() from "
           "this script (a /bin/true started the same way reports that much); compare VmHWM.")
 
@@ -218,6 +232,8 @@ def main():
                   GUEST_CMDLINE], False),
     }
     del vmms["qemu" if arguments.versus_no_seccomp else "no-seccomp"]
+    if arguments.baseline_kvmm:
+        vmms["kvmm-base"] = ([arguments.baseline_kvmm] + kvmm_command[1:], True)
     for name, (command, exits_by_itself) in vmms.items():
         run_once(name, command, exits_by_itself, arguments.timeout)
     samples = {name: [] for name in vmms}
@@ -229,6 +245,8 @@ def main():
     result = {name: {metric: summarize([run[metric] for run in runs]) for metric in metrics}
               for name, runs in samples.items()}
     result["ratio"] = {metric: ratio(result, metric, other) for metric in metrics}
+    if arguments.baseline_kvmm:
+        result["ratio_base"] = {metric: ratio(result, metric, other, "kvmm-base") for metric in metrics}
     result["ru_maxrss_floor_kib"] = launcher_floor_kib()
     result["runs"] = arguments.runs
     result["memory"] = arguments.memory

@@ -70,6 +70,8 @@ class Rule:
 VIRTIO_DEVICE = Rule("devices", ["kvmm_virtio", "kvmm_devices"])
 LIBRARIES = {
     "kvmm_base": Rule("base"),
+    # fmt's and spdlog's out-of-line code for the statically linked kvmm (cmake/kvmm.cmake).
+    "kvmm_logging_static": Rule("base"),
     "kvmm_config": Rule("config"),
     "kvmm_memory": Rule("memory"),
     "kvmm_sandbox": Rule("sandbox"),

@@ -107,6 +107,7 @@ Expected<std::unique_ptr<Machine>> Machine::create(VmConfig const& config, Hyper
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
     TRY(machine->attach_devices());
     TRY(machine->boot());
+    TRY(machine->finish_memory_registration());
     return machine;
 }
 
@@ -142,6 +143,7 @@ Expected<std::unique_ptr<Machine>> Machine::create_restored(VmConfig const& conf
     if (hooks.enter_sandbox)
         TRY(hooks.enter_sandbox().with_context("entering the sandbox"));
     TRY(machine->attach_devices());
+    TRY(machine->finish_memory_registration()); // the restored clocks and MSRs reach guest memory
     TRY(machine->restore(source.machine_state));
     machine->m_paused = source.start_paused;
     return machine;
@@ -156,15 +158,23 @@ Expected<void> Machine::acquire() {
     TRY(m_vm->set_tss_address(x86_64::KVM_TSS_ADDRESS));
     TRY(m_vm->set_identity_map_address(x86_64::KVM_IDENTITY_MAP_ADDRESS));
     TRY(m_vm->create_irqchip_and_pit());
-    TRY(m_vm->map_memory(m_memory));
     if (m_config.track_dirty_pages) {
         // From here on: the boot loader's writes and a restored guest's pages count as
-        // written since the machine was built, which the first Diff then holds.
-        TRY(m_vm->enable_dirty_logging());
+        // written since the machine was built, which the first Diff then holds. GuestMemory's
+        // record starts here, on this thread, before anything writes guest memory; KVM's
+        // (what vCPUs write) starts on the registration thread, before any vCPU runs.
         m_memory.enable_dirty_tracking();
     }
-    if (m_boot_loader)
-        TRY(m_boot_loader->map(*m_vm));
+    // Every memory slot is registered on one thread, in this order (KVM numbers the slots as
+    // they come): RAM, its dirty logging, then the boot loader's read-only mappings.
+    m_memory_registration = std::async(std::launch::async, [this]() -> Expected<void> {
+        TRY(m_vm->map_memory(m_memory));
+        if (m_config.track_dirty_pages)
+            TRY(m_vm->enable_dirty_logging());
+        if (m_boot_loader)
+            TRY(m_boot_loader->map(*m_vm));
+        return {};
+    });
     for (uint32_t index = 0; index < m_config.vcpu_count; ++index)
         m_unconfigured_vcpus.push_back(TRY(m_vm->create_vcpu(index)));
     m_devices = TRY(DeviceManager::create(*m_vm, m_memory, *m_event_loop));
@@ -172,6 +182,12 @@ Expected<void> Machine::acquire() {
     TRY(acquire_console(m_serial_output, virtio_console_output));
     TRY(acquire_virtio_devices(m_config, *m_devices, *m_event_loop, std::move(virtio_console_output)));
     return {};
+}
+
+Expected<void> Machine::finish_memory_registration() {
+    if (!m_memory_registration.valid())
+        return Error("the guest memory's registration was never started");
+    return m_memory_registration.get();
 }
 
 // The console's host side. It goes to one device: the 16550, or hvc0 when a virtio console is

@@ -190,6 +190,8 @@ private:
 
     // The phases of create(), in order.
     Expected<void> acquire();
+    // Waits for the guest RAM's registration that acquire() started (and returns its error).
+    Expected<void> finish_memory_registration();
     Expected<void> acquire_console(std::unique_ptr<ByteSink>& serial_output,
                                    std::shared_ptr<ByteSink>& virtio_console_output);
     Expected<void> attach_devices();
@@ -251,6 +253,14 @@ private:
     std::unique_ptr<DeviceManager> m_devices;
     // Created in acquire, given their boot state in boot, then run by m_vcpus.
     std::vector<std::unique_ptr<Vcpu>> m_unconfigured_vcpus;
+    // The guest RAM's registration (Vm::map_memory: KVM_SET_USER_MEMORY_REGION, which waits
+    // for an RCU grace period, 5-12 ms on a busy host) runs on a helper thread started by
+    // acquire(), while this thread creates the vCPUs and devices, writes the ACPI tables and
+    // the kernel (host writes, no slot needed) and sets the boot registers;
+    // finish_memory_registration() waits for it before anything needs the slots (a vCPU
+    // running, restored clocks). The helper reads m_memory and m_vm only. Declared after them:
+    // destroyed, that is waited for, before them.
+    std::future<Expected<void>> m_memory_registration;
     // Declared last: destroyed first, so no vCPU runs while the rest is torn down.
     std::vector<std::unique_ptr<VcpuThread>> m_vcpus;
 };
