@@ -1,5 +1,6 @@
 #include "devices/virtio/block/block_device.h"
 
+#include "backends/disk/crash_states.h"
 #include "backends/disk/qcow2_image.h"
 #include "backends/disk/write_log_format.h"
 #include "base/file.h"
@@ -678,6 +679,51 @@ TEST_F(BlockDeviceTest, RecordingToAnExistingFile_FailsTheDriveAndKeepsTheFile) 
     auto const kept = MUST(read_file(record_path, 100));
     ::unlink(record_path.c_str());
     EXPECT_EQ(kept.size(), 4u);
+}
+
+// End to end: a guest that acknowledges a record only after its flush completed passes every
+// crash state of the drive's recording; one that acknowledges before flushing fails some.
+TEST_F(BlockDeviceTest, RecordingOfAGuestThatFlushesBeforeAcknowledging_PassesTheCrashCheck) {
+    std::string const base = image_file.path() + ".base";
+    ASSERT_EQ(std::system(fmt::format("cp {} {}", image_file.path(), base).c_str()), 0);
+    std::string const record_path = image_file.path() + ".log";
+    BlockOptions options;
+    options.record_path = record_path;
+    create(std::move(options));
+    auto to_bytes = [](std::vector<std::byte> const& bytes) {
+        return std::vector<uint8_t>(reinterpret_cast<uint8_t const*>(bytes.data()),
+                                    reinterpret_cast<uint8_t const*>(bytes.data()) + bytes.size());
+    };
+    std::vector<std::byte> const payload(1000, std::byte { 0x5a });
+    for (uint64_t number = 1; number <= 3; ++number) {
+        request(BLOCK_REQUEST_OUT, 64 + number * 8, { data(to_bytes(encode_crash_record(number, payload))) });
+        ASSERT_EQ(complete(1).size(), 1u);
+        if (number != 3) { // record 3 is acknowledged without a flush: the guest's bug
+            request(BLOCK_REQUEST_FLUSH, 0);
+            ASSERT_EQ(complete(1).size(), 1u);
+        }
+        request(BLOCK_REQUEST_OUT, 0, { data(to_bytes(encode_crash_ack(number))) });
+        ASSERT_EQ(complete(1).size(), 1u);
+    }
+    request(BLOCK_REQUEST_FLUSH, 0);
+    ASSERT_EQ(complete(1).size(), 1u);
+    auto const bytes = MUST(read_file(record_path, 1 << 20));
+    ::unlink(record_path.c_str());
+    auto const log = parse_write_log(bytes);
+    ASSERT_TRUE(log) << log.error().message();
+    ASSERT_EQ(log->records.size(), 9u);
+    CrashCheckOptions check;
+    check.samples_per_interval = 64;
+    auto const report = check_crash_states(base, *log, check);
+    ::unlink(base.c_str());
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_GT(report->states_checked, 64u * 3);
+    ASSERT_FALSE(report->failures.empty());
+    for (auto const& failure : report->failures) {
+        // Only states cut after the third acknowledgement (record 7) and before the last flush.
+        EXPECT_EQ(failure.state.cut, 8u) << describe_crash_state(failure.state);
+        EXPECT_NE(failure.reason.find("first: record 3"), std::string::npos) << failure.reason;
+    }
 }
 
 } // namespace
