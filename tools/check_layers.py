@@ -85,6 +85,10 @@ LIBRARIES = {
     # The qcow2 format and image files without the block layer (kvmmd's volume verbs use it).
     "kvmm_disk_format": Rule("backends"),
     "kvmm_disk": Rule("backends", ["kvmm_disk_format"]),
+    # The write-recording format and writer (virtio-blk record=PATH) and the crash-state
+    # checker built on its reader (kvmm-crash-check).
+    "kvmm_write_log": Rule("backends"),
+    "kvmm_crash_states": Rule("backends", ["kvmm_write_log"]),
     "kvmm_net_backend": Rule("backends"),
     "kvmm_net_testing": Rule("backends", ["kvmm_net_backend"], testing=True),
     "kvmm_devices": Rule("devices"),

@@ -114,6 +114,11 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
                 disk.format = DiskConfig::Format::Qcow2;
             else
                 return Error::format("{}: format={} is not raw or qcow2", flag, value);
+        } else if (key == "record") {
+            TRY(check_path_characters(value, "--disk record="));
+            if (value.empty())
+                return Error::format("{}: record= needs the path of a new recording file", flag);
+            disk.record_path = value;
         } else if (key == "bw")
             bandwidth = TRY(parse_bytes(flag, key, value));
         else if (key == "bw_burst")
@@ -124,7 +129,8 @@ Expected<DiskConfig> parse_disk_option(std::string_view text, size_t index) {
             iops_burst = TRY(parse_number(flag, key, value));
         else
             return unknown_key(
-                flag, key, "path, id, readonly, root, serial, cache, engine, format, bw, bw_burst, iops, iops_burst");
+                flag, key,
+                "path, id, readonly, root, serial, cache, engine, format, record, bw, bw_burst, iops, iops_burst");
     }
     if (disk.path.empty())
         return Error::format("{} '{}' needs path=FILE", flag, text);

@@ -1,7 +1,7 @@
 // Parsers for the device flags of the command line (QEMU-style comma-separated
 // key=value lists):
 //   --disk path=P[,id=ID][,readonly=on][,cache=writeback|writethrough]
-//          [,engine=io_uring|sync][,serial=S][,root=on][,bw=SIZE][,bw_burst=SIZE][,iops=N][,iops_burst=N]
+//          [,engine=io_uring|sync][,serial=S][,root=on][,record=PATH][,bw=SIZE][,bw_burst=SIZE][,iops=N][,iops_burst=N]
 //   --net tap=NAME|fd=N[,id=ID][,mac=aa:bb:cc:dd:ee:ff][,rx_bw=SIZE][,tx_bw=SIZE]
 //   --vsock cid=N,uds=PATH
 //   --balloon size=SIZE[,deflate_on_oom=on][,stats=SECONDS][,free_page_reporting=on]

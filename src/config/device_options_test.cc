@@ -39,6 +39,16 @@ TEST(DeviceOptions, DiskWithEveryKey) {
     EXPECT_EQ(disk.rate_limit.ops->size, 1000u);
 }
 
+TEST(DeviceOptions, DiskRecordTakesThePathOfTheRecording) {
+    auto const disk = parse_disk_option("path=a.img,record=/tmp/a.log", 0);
+    ASSERT_TRUE(disk) << disk.error().message();
+    EXPECT_EQ(disk->record_path, "/tmp/a.log");
+    EXPECT_FALSE(parse_disk_option("path=a.img", 0)->record_path);
+    auto const empty = parse_disk_option("path=a.img,record=", 0);
+    ASSERT_FALSE(empty);
+    EXPECT_NE(empty.error().message().find("record="), std::string::npos) << empty.error().message();
+}
+
 TEST(DeviceOptions, DiskDefaults) {
     auto const disk = *parse_disk_option("path=x.img", 2);
     EXPECT_EQ(disk.id, "disk2");

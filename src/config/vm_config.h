@@ -44,6 +44,10 @@ struct DiskConfig {
     std::optional<std::string> serial; // VIRTIO_BLK_T_GET_ID; defaults to the id
     RateLimitConfig rate_limit;
     bool is_root_device { false }; // Firecracker's is_root_device: adds root=/dev/vdX to the cmdline
+    // Write recording (test and debugging use, off by default): every write, discard,
+    // write-zeroes and flush the guest's requests complete is appended to this new file
+    // (backends/disk/write_log_format.h), for kvmm-crash-check.
+    std::optional<std::string> record_path;
 
     bool operator==(DiskConfig const&) const = default;
 };

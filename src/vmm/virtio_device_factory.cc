@@ -24,13 +24,15 @@ Expected<void> acquire_disk(DiskConfig const& disk, DeviceManager& devices, Even
     options.engine = disk.engine == DiskConfig::Engine::IoUring ? DiskEngineKind::IoUring : DiskEngineKind::Sync;
     options.write_through = disk.cache == DiskConfig::CacheMode::WriteThrough;
     options.serial = disk.serial.value_or(disk.id);
+    options.record_path = disk.record_path;
     // Unlimited unless configured; always there so that PATCH /drives can set limits.
     options.rate_limiter.emplace(TRY(RateLimiter::create(disk.rate_limit).with_context(context)));
     auto device =
         TRY(virtio::BlockDevice::create(std::move(image), event_loop, std::move(options)).with_context(context));
-    spdlog::info("{}: {} sectors, {} engine{}", context, device->capacity_sectors(),
+    spdlog::info("{}: {} sectors, {} engine{}{}", context, device->capacity_sectors(),
                  device->engine_kind() == DiskEngineKind::IoUring ? "io_uring" : "sync",
-                 disk.read_only ? ", read-only" : "");
+                 disk.read_only ? ", read-only" : "",
+                 disk.record_path ? fmt::format(", recording writes to {}", *disk.record_path) : "");
     return devices.add_virtio(disk.id, DeviceKind::Block, std::move(device));
 }
 

@@ -69,6 +69,9 @@ Expected<std::unique_ptr<BlockDevice>> BlockDevice::create(DiskImage image, Even
     auto device = std::unique_ptr<BlockDevice>(
         new BlockDevice(std::move(owned_image), std::move(engine), event_loop, std::move(options)));
     BlockDevice* const raw = device.get();
+    if (raw->m_options.record_path)
+        raw->m_recorder = TRY(WriteRecorder::create(*raw->m_options.record_path, raw->m_capacity_sectors)
+                                  .with_context(fmt::format("virtio-blk {}", raw->m_image->path())));
     TRY(event_loop.add(raw->m_engine->completion_fd(), [raw] { raw->run(&BlockDevice::on_completions); }));
     raw->m_completion_registered = true;
     if (raw->m_options.rate_limiter) {
@@ -133,6 +136,8 @@ Expected<void> BlockDevice::activate(ActivationContext context) {
     if (context.queues.empty() || !context.queues[0])
         return Error("the block device's request queue was not set up");
     m_in_flight.assign(context.queues[0]->size(), InFlight {});
+    if (m_recorder)
+        m_write_ranges.resize(m_in_flight.size());
     m_in_flight_bytes = 0;
     ++m_generation;
     m_engine_full = false;
@@ -311,7 +316,11 @@ Expected<BlockDevice::Started> BlockDevice::submit(DescriptorChain const& chain,
                       fmt::format("submitting {} failed: {}", block_request_type_name(request.type),
                                   submitted.error().message()));
     }
-    m_in_flight[chain.head()] = InFlight { true, request.type, request.status, static_cast<uint32_t>(length) };
+    m_in_flight[chain.head()] = InFlight { true,           request.type,
+                                           request.status, static_cast<uint32_t>(length),
+                                           offset,         m_recorder ? m_recorder->next_sequence() : 0 };
+    if (m_recorder && request.type == BLOCK_REQUEST_OUT)
+        m_write_ranges[chain.head()].assign(m_iovecs.begin(), m_iovecs.end());
     m_in_flight_bytes += length;
     if (!moves_data)
         m_range_bytes_started = length;
@@ -345,6 +354,9 @@ Expected<void> BlockDevice::replace_image(DiskImage image) {
     BlockDevice* const self = this;
     TRY(m_event_loop.add(new_engine->completion_fd(), [self] { self->run(&BlockDevice::on_completions); }));
     m_event_loop.remove(m_engine->completion_fd());
+    // The recording describes one image from its start; a drive moved to another one ends it.
+    if (m_recorder)
+        m_recorder->stop(fmt::format("the drive moved to {}", new_image->path()));
     auto old_engine = std::exchange(m_engine, std::move(new_engine));
     auto old_image = std::exchange(m_image, std::move(new_image));
     old_engine.reset(); // it refers to its image
@@ -463,10 +475,39 @@ Expected<void> BlockDevice::answer_completions() {
             } else if (request.type == BLOCK_REQUEST_FLUSH) {
                 m_flush_operations.fetch_add(1, std::memory_order_relaxed);
             }
+            if (status == BLOCK_STATUS_OK && m_recorder)
+                record_completion(static_cast<uint16_t>(head), request);
             TRY(answer(static_cast<uint16_t>(head), request.status, status, written));
         }
     }
     return {};
+}
+
+void BlockDevice::record_completion(uint16_t head, InFlight const& request) {
+    // Recorded before the guest sees the answer, so the recording's order is an order the
+    // guest could have observed. A failed request is not recorded: it may have changed some of
+    // its sectors, which the crash model does not cover (docs/api.md "Write recording").
+    switch (request.type) {
+    case BLOCK_REQUEST_OUT:
+        m_recorder->record_write(request.offset, m_write_ranges[head]);
+        break;
+    case BLOCK_REQUEST_DISCARD:
+        m_recorder->record_range(WriteLogRecordType::Discard, request.offset, request.data_length);
+        break;
+    case BLOCK_REQUEST_WRITE_ZEROES:
+        m_recorder->record_range(WriteLogRecordType::WriteZeroes, request.offset, request.data_length);
+        break;
+    case BLOCK_REQUEST_FLUSH:
+        m_recorder->record_flush(request.flush_covers);
+        return;
+    default:
+        return;
+    }
+    // Write-through (DiskEngine): a write or write-zeroes is on stable storage when it
+    // completes, as if a flush covering it had completed right after it. A discard is not
+    // synced by the engine, so it waits for a later one.
+    if (m_options.write_through && request.type != BLOCK_REQUEST_DISCARD)
+        m_recorder->record_flush(m_recorder->next_sequence());
 }
 
 void BlockDevice::wait_for_in_flight() {

@@ -34,6 +34,7 @@
 
 #include "backends/disk/disk_engine.h"
 #include "backends/disk/disk_image.h"
+#include "backends/disk/write_recorder.h"
 #include "base/event_loop.h"
 #include "base/rate_limited_log.h"
 #include "base/rate_limiter.h"
@@ -69,6 +70,10 @@ struct BlockOptions {
     // Answer to GET_ID (at most 20 bytes are used); default: the image's device_id().
     std::optional<std::string> serial;
     std::optional<RateLimiter> rate_limiter;
+    // Write recording (backends/disk/write_recorder.h; test and debugging use): every write,
+    // discard, write-zeroes and flush the device completes successfully is appended, in
+    // completion order, to this new file. Off when empty.
+    std::optional<std::string> record_path;
 };
 
 // The block device's saved state (docs/ARCHITECTURE.md "Saved state"): what a device built from
@@ -183,6 +188,8 @@ public:
     // running device (the limiter's timer resumes the queue). Event-loop thread only.
     RateLimiter* rate_limiter() { return m_options.rate_limiter ? &*m_options.rate_limiter : nullptr; }
     DiskEngineKind engine_kind() const { return m_engine->kind(); }
+    // Whether completed requests are being recorded (record_path given and no append failed).
+    bool recording() const { return m_recorder && !m_recorder->stopped(); }
 
     // Counters for the metrics layer (successful operations; errors counts every request
     // answered IOERR/UNSUPP or dropped as unanswerable).
@@ -207,6 +214,8 @@ private:
         uint32_t type { 0 };
         GuestAddress status { 0 };
         uint32_t data_length { 0 };
+        uint64_t offset { 0 };       // recording: where the range starts
+        uint64_t flush_covers { 0 }; // recording: records completed before a flush was submitted
     };
     enum class Started { Answered, Submitted, Deferred };
 
@@ -223,6 +232,8 @@ private:
     Expected<void> answer(uint16_t head, GuestAddress status, uint8_t value, uint32_t written);
     Expected<void> on_completions();
     Expected<void> answer_completions();
+    // Appends a successfully completed request to the recording (event-loop thread).
+    void record_completion(uint16_t head, InFlight const& request);
     // Polls the engine's completion fd until nothing is in flight, handing completions to
     // `take_completions` (answer or drop them); fails after RESET_DRAIN_TIMEOUT or on poll errors.
     Expected<void> wait_until_engine_idle(Expected<void> (BlockDevice::*take_completions)());
@@ -257,6 +268,10 @@ private:
     uint64_t m_in_flight_bytes { 0 }; // data (or range) bytes of the active entries
     uint64_t m_generation { 0 };      // engine tag = generation << 16 | head
     std::vector<iovec> m_iovecs;
+    std::unique_ptr<WriteRecorder> m_recorder;
+    // Recording only: each in-flight write's host ranges (indexed by chain head), which still
+    // hold its data when it completes (the guest may not touch them before the answer).
+    std::vector<std::vector<iovec>> m_write_ranges;
     bool m_engine_full { false };
     bool m_waiting_for_limiter { false };
     bool m_used_pending { false };
