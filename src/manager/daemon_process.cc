@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -101,9 +103,9 @@ Expected<void> Daemon::start(Vm& vm) {
     } clear_starting { *this, vm };
 
     auto const runtime = m_store.runtime_dir(vm.name);
-    std::string const control_socket = (runtime / "control.sock").string();
-    std::string const console_socket = (runtime / "console.sock").string();
-    std::string const metrics_path = (runtime / "metrics.json").string();
+    std::string control_socket = (runtime / "control.sock").string();
+    std::string console_socket = (runtime / "console.sock").string();
+    std::string metrics_path = (runtime / "metrics.json").string();
     std::string const machine_file = (runtime / "machine.json").string();
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
 
@@ -123,9 +125,11 @@ Expected<void> Daemon::start(Vm& vm) {
         }
     } journal { *this, vm.name };
 
-    TRY(atomic_write_file(metrics_path, "", 0600));
-    // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
-    TRY(atomic_write_file(machine_file, kvmm_machine_file(definition), 0600));
+    if (!m_options.jail) {
+        TRY(atomic_write_file(metrics_path, "", 0600));
+        // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
+        TRY(atomic_write_file(machine_file, kvmm_machine_file(definition), 0600));
+    }
     UniqueFd output(::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
     if (!output.is_valid())
         return Error::from_errno(fmt::format("cannot open '{}'", stderr_path));
@@ -143,14 +147,33 @@ Expected<void> Daemon::start(Vm& vm) {
                        : members.error().with_context(fmt::format("VM '{}': cgroup", vm.name));
     crash_point("start:cgroup");
 
-    auto arguments = kvmm_arguments(definition, m_options.kvmm_binary, machine_file, control_socket, console_socket);
-    // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
-    // for every exit, which is how an exit is explained when kvmm is not our child.
-    for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
-        arguments.emplace_back(extra);
+    std::vector<std::string> arguments;
+    if (m_options.jail) {
+        // kvmm-jailer runs in the VM's cgroup already (spawn_process puts it there before its
+        // exec), so it gets no --cgroup/--parent-cgroup and kvmm stays where kvmmd put it.
+        auto const& jail = *m_options.jail;
+        uint32_t const uid = TRY(assign_vm_uid(m_store.root() / "uids", vm.name, jail.uid_start, jail.uid_count));
+        // info-level logging records "VM stopped: ..." for every exit (see below).
+        auto prepared = prepare_jail(jail, m_options.kvmm_binary, definition, uid, { "--log-level", "info" });
+        if (!prepared) {
+            (void)cgroup.destroy();
+            return prepared.error().with_context(fmt::format("VM '{}': jail", vm.name));
+        }
+        arguments = std::move(prepared->argv);
+        control_socket = prepared->control_socket;
+        console_socket = prepared->console_socket;
+        metrics_path = prepared->metrics_path;
+    } else {
+        arguments = kvmm_arguments(definition, m_options.kvmm_binary, machine_file, control_socket, console_socket);
+        // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
+        // for every exit, which is how an exit is explained when kvmm is not our child.
+        for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
+            arguments.emplace_back(extra);
+    }
     auto spawned = spawn_process(arguments, output.get(), &cgroup);
     if (!spawned) {
         (void)cgroup.destroy();
+        release_jail(vm.name);
         return spawned.error();
     }
     crash_point("start:spawned");
@@ -162,6 +185,7 @@ Expected<void> Daemon::start(Vm& vm) {
         (void)wait_readable(spawned->pidfd.get(), std::chrono::seconds(10));
         (void)reap_child(pid);
         (void)cgroup.destroy();
+        release_jail(vm.name);
         return written.error().with_context(fmt::format("VM '{}'", vm.name));
     }
     crash_point("start:recorded");
@@ -210,6 +234,13 @@ Expected<void> Daemon::start(Vm& vm) {
         vm.starting = false;
         auto console = connect_unix_socket(console_socket);
         if (console && vm.pid == pid) {
+            // kvmm created it as the VM's uid, 0600: kvmmctl console is for the control
+            // socket's group as well (docs/kvmmctl.md).
+            if (m_options.jail && m_options.socket_group &&
+                (::chown(console_socket.c_str(), 0, *m_options.socket_group) != 0 ||
+                 ::chmod(console_socket.c_str(), 0660) != 0))
+                spdlog::warn("VM '{}': console socket '{}' stays the VM's alone: {}", vm.name, console_socket,
+                             std::strerror(errno));
             ::fcntl(console->get(), F_SETFL, O_NONBLOCK);
             vm.console = std::move(*console);
             watch(vm, vm.console.get(), true);
@@ -388,6 +419,7 @@ void Daemon::recover(Vm& vm) {
     }
     if (auto cleared = m_store.clear_runtime_dir(vm.name); !cleared)
         spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
+    release_jail(vm.name);
     if (cgroup) {
         // A killed process leaves the cgroup when it has exited; give the kernel a moment.
         Expected<void> removed = Error("not tried");
@@ -572,6 +604,7 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
         vm->cgroup.reset();
     }
     (void)m_store.clear_runtime_record(vm->name);
+    release_jail(vm->name);
     spdlog::info("VM '{}': kvmm pid {} {}", vm->name, vm->pid, reason);
     vm->pid = 0;
     vm->last_exit_status = status;
@@ -597,6 +630,18 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
     if (restart)
         schedule_restart(vm->name);
     m_changed.notify_all();
+}
+
+void Daemon::release_jail(std::string const& name) {
+    if (!m_options.jail)
+        return;
+    // The uid is recorded at the first jailed start; without a record there was no jail.
+    std::ifstream recorded(m_store.root() / "uids" / name);
+    uint32_t uid = 0;
+    if (!(recorded >> uid))
+        return;
+    if (auto restored = restore_jail(*m_options.jail, jail_id(name, uid)); !restored)
+        spdlog::error("VM '{}': {}", name, restored.error().message());
 }
 
 void Daemon::schedule_restart(std::string const& name) {
