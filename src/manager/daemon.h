@@ -133,6 +133,7 @@ private:
     UniqueFd m_state_lock;
     StateStore m_store;
 
+    Mutex m_uid_lock;                  // serialises the choice of jailed VMs' uids (assign_vm_uid)
     Mutex m_lock;                      // guards the map, every Vm's fields (but not Vm::operation) and below
     std::condition_variable m_changed; // a VM's process exited or its state changed
     std::map<std::string, std::shared_ptr<Vm>> m_vms GUARDED_BY(m_lock);

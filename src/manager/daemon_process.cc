@@ -152,7 +152,17 @@ Expected<void> Daemon::start(Vm& vm) {
         // kvmm-jailer runs in the VM's cgroup already (spawn_process puts it there before its
         // exec), so it gets no --cgroup/--parent-cgroup and kvmm stays where kvmmd put it.
         auto const& jail = *m_options.jail;
-        uint32_t const uid = TRY(assign_vm_uid(m_store.root() / "uids", vm.name, jail.uid_start, jail.uid_count));
+        Expected<uint32_t> assigned = Error("not assigned");
+        {
+            // Two starts must not both take the same free uid.
+            MutexLock guard(m_uid_lock);
+            assigned = assign_vm_uid(m_store.root() / "uids", vm.name, jail.uid_start, jail.uid_count);
+        }
+        if (!assigned) {
+            (void)cgroup.destroy();
+            return assigned.error().with_context(fmt::format("VM '{}': uid", vm.name));
+        }
+        uint32_t const uid = *assigned;
         // info-level logging records "VM stopped: ..." for every exit (see below).
         auto prepared = prepare_jail(jail, m_options.kvmm_binary, definition, uid, { "--log-level", "info" });
         if (!prepared) {
@@ -636,7 +646,7 @@ void Daemon::release_jail(std::string const& name) {
     if (!m_options.jail)
         return;
     // The uid is recorded at the first jailed start; without a record there was no jail.
-    std::ifstream recorded(m_store.root() / "uids" / name);
+    std::ifstream recorded(uid_record(m_store.root() / "uids", name));
     uint32_t uid = 0;
     if (!(recorded >> uid))
         return;

@@ -35,6 +35,8 @@ Expected<uint32_t> parse_number(std::string_view text, std::string_view what) {
     return value;
 }
 
+constexpr char const* UID_SUFFIX = ".uid";
+
 fs::path jail_dir(JailSettings const& settings, std::string const& id) { return settings.base / EXEC_NAME / id; }
 
 struct OwnerRecord {
@@ -135,6 +137,8 @@ Expected<std::pair<uint32_t, uint32_t>> parse_uid_range(std::string_view text) {
     return std::pair { start, count };
 }
 
+fs::path uid_record(fs::path const& uid_dir, std::string const& name) { return uid_dir / (name + UID_SUFFIX); }
+
 Expected<uint32_t> assign_vm_uid(fs::path const& uid_dir, std::string const& name, uint32_t start, uint32_t count) {
     TRY(validate_vm_name(name));
     std::error_code error;
@@ -143,13 +147,16 @@ Expected<uint32_t> assign_vm_uid(fs::path const& uid_dir, std::string const& nam
         return Error::format("cannot create '{}': {}", uid_dir.string(), error.message());
     std::set<uint32_t> taken;
     for (auto const& entry : fs::directory_iterator(uid_dir, error)) {
+        // Only records: NAME.uid (atomic_write_file's NAME.uid.tmp is a write in progress).
+        if (entry.path().extension() != UID_SUFFIX)
+            continue;
         std::ifstream file(entry.path());
         std::string text;
         std::getline(file, text);
         auto uid = parse_number(text, fmt::format("uid recorded in '{}'", entry.path().string()));
         if (!uid)
             return uid.error();
-        if (entry.path().filename() == name) {
+        if (entry.path().stem() == name) {
             if (*uid >= start && *uid - start < count)
                 return *uid;
             continue; // recorded from another range: choose again
@@ -166,7 +173,7 @@ Expected<uint32_t> assign_vm_uid(fs::path const& uid_dir, std::string const& nam
         uint32_t const uid = start + static_cast<uint32_t>((hash + i) % count);
         if (taken.count(uid))
             continue;
-        TRY(atomic_write_file(uid_dir / name, fmt::format("{}\n", uid), 0600));
+        TRY(atomic_write_file(uid_record(uid_dir, name), fmt::format("{}\n", uid), 0600));
         return uid;
     }
     return Error::format("every uid of the range {}:{} is taken by a defined VM", start, count);
@@ -174,7 +181,7 @@ Expected<uint32_t> assign_vm_uid(fs::path const& uid_dir, std::string const& nam
 
 void forget_vm_uid(fs::path const& uid_dir, std::string const& name) {
     if (validate_vm_name(name))
-        ::unlink((uid_dir / name).c_str());
+        ::unlink(uid_record(uid_dir, name).c_str());
 }
 
 std::string jail_id(std::string const& name, uint32_t uid) {

@@ -48,9 +48,13 @@ struct JailSettings {
 // "START:COUNT": START >= 1000 (not a system account), COUNT >= 1, START + COUNT <= 2^32 - 1.
 Expected<std::pair<uint32_t, uint32_t>> parse_uid_range(std::string_view text);
 
-// The VM's uid: the one recorded in `uid_dir`/NAME, else the first free one of the range from
+// uid_dir/NAME.uid: the file recording the VM's uid.
+std::filesystem::path uid_record(std::filesystem::path const& uid_dir, std::string const& name);
+
+// The VM's uid: the one recorded in uid_record(), else the first free one of the range from
 // a position derived from the name (FNV-1a), recorded for the next runs. So a VM keeps its
-// uid across starts and daemon restarts, and no two recorded VMs share one.
+// uid across starts and daemon restarts, and no two recorded VMs share one. Not safe against a
+// concurrent call for another VM on the same directory: the caller serialises them.
 Expected<uint32_t> assign_vm_uid(std::filesystem::path const& uid_dir, std::string const& name, uint32_t start,
                                  uint32_t count);
 // Forgets the VM's uid (undefine).

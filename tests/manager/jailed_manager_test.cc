@@ -7,12 +7,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <grp.h>
+#include <set>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -179,11 +181,11 @@ protected:
         return testing::run_process(arguments, {}, 30s);
     }
 
-    std::string define(std::string const& name, std::string const& scenario) {
+    std::string define(std::string const& name, std::string const& scenario, bool with_disk = true) {
         std::string const path = fmt::format("{}/{}.toml", m_dir, name);
-        std::ofstream(path) << fmt::format("name = \"{}\"\nmemory = 16\nkernel = \"{}/guest\"\ncmdline = \"test={}\"\n"
-                                           "[[disk]]\npath = \"{}/disk.img\"\n",
-                                           name, m_dir, scenario, m_dir);
+        std::ofstream(path) << fmt::format("name = \"{}\"\nmemory = 16\nkernel = \"{}/guest\"\ncmdline = \"test={}\"\n",
+                                           name, m_dir, scenario)
+                            << (with_disk ? fmt::format("[[disk]]\npath = \"{}/disk.img\"\n", m_dir) : std::string {});
         return path;
     }
 
@@ -281,7 +283,7 @@ TEST_F(JailedManagerTest, KvmmctlVerbs_WorkUnchangedOnAJailedVm) {
         std::this_thread::sleep_for(20ms);
     auto undefined = ctl({ "undefine", "verbs" });
     ASSERT_EQ(undefined.exit_status, 0) << undefined.standard_error;
-    EXPECT_FALSE(fs::exists(m_dir + "/state/uids/verbs"));
+    EXPECT_FALSE(fs::exists(m_dir + "/state/uids/verbs.uid"));
 }
 
 TEST_F(JailedManagerTest, UserOutsideTheSocketGroup_CanNeitherControlNorAttachButAMemberCan) {
@@ -308,6 +310,33 @@ TEST_F(JailedManagerTest, UserOutsideTheSocketGroup_CanNeitherControlNorAttachBu
     EXPECT_EQ(connect_as(NOBODY, { m_group }, m_socket), 0);
     EXPECT_EQ(connect_as(NOBODY, { m_group }, console_socket), 0);
     EXPECT_EQ(kvmmctl_as(NOBODY, { m_group }, { "--socket", m_socket, "list" }), 0);
+}
+
+TEST_F(JailedManagerTest, TenVmsStartedAtOnce_GetTenDistinctUidsAndLeaveNoJailBehind) {
+    constexpr int COUNT = 10;
+    for (int i = 0; i < COUNT; ++i)
+        ASSERT_EQ(ctl({ "define", define(fmt::format("many{}", i), "idle", false) }).exit_status, 0);
+    std::vector<std::thread> starts;
+    std::atomic<int> failures { 0 };
+    for (int i = 0; i < COUNT; ++i)
+        starts.emplace_back([&, i] {
+            auto client = DaemonClient::connect(m_socket, 5s);
+            if (!client || !client->call({ { "verb", "start" }, { "name", fmt::format("many{}", i) } }, 30s))
+                ++failures;
+        });
+    for (auto& thread : starts)
+        thread.join();
+    EXPECT_EQ(failures.load(), 0) << read_file(m_dir + "/kvmmd.log");
+    std::set<std::string> uids;
+    for (int i = 0; i < COUNT; ++i) {
+        auto const vm = info(fmt::format("many{}", i));
+        ASSERT_TRUE(vm["pid"].is_number()) << vm.dump();
+        uids.insert(status_field(vm["pid"].get<pid_t>(), "Uid"));
+    }
+    EXPECT_EQ(uids.size(), static_cast<size_t>(COUNT));
+    for (int i = 0; i < COUNT; ++i)
+        EXPECT_EQ(ctl({ "destroy", fmt::format("many{}", i) }).exit_status, 0);
+    EXPECT_TRUE(fs::is_empty(m_dir + "/state/jail/kvmm"));
 }
 
 TEST_F(JailedManagerTest, DiskOnAnotherFileSystem_StartRefusesNamingItAndChangesNothing) {
