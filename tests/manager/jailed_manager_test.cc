@@ -312,6 +312,45 @@ TEST_F(JailedManagerTest, UserOutsideTheSocketGroup_CanNeitherControlNorAttachBu
     EXPECT_EQ(kvmmctl_as(NOBODY, { m_group }, { "--socket", m_socket, "list" }), 0);
 }
 
+TEST_F(JailedManagerTest, DaemonRestart_ReattachesAJailedVmAndRestoresTheDiskOfOneThatEndedMeanwhile) {
+    ASSERT_EQ(ctl({ "define", define("kept", "idle", false) }).exit_status, 0);
+    ASSERT_EQ(ctl({ "define", define("ended", "idle") }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "kept" }).exit_status, 0);
+    ASSERT_EQ(ctl({ "start", "ended" }).exit_status, 0);
+    pid_t const kept = info("kept")["pid"].get<pid_t>();
+    pid_t const ended = info("ended")["pid"].get<pid_t>();
+    ::kill(m_daemon_pid, SIGKILL);
+    ::waitpid(m_daemon_pid, nullptr, 0);
+    m_daemon_pid = 0;
+    // The VM ends while no daemon watches: nobody has given its disk back yet.
+    ::kill(ended, SIGKILL);
+    // Gone, or a zombie its new parent has not reaped yet.
+    auto const dead = [&] {
+        std::string const stat = read_file(fmt::format("/proc/{}/stat", ended));
+        auto const close = stat.rfind(')');
+        return close == std::string::npos || (stat.size() > close + 2 && stat[close + 2] == 'Z');
+    };
+    for (int i = 0; i < 500 && !dead(); ++i)
+        std::this_thread::sleep_for(10ms);
+    ASSERT_TRUE(dead());
+    struct stat disk {};
+    ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
+    EXPECT_NE(disk.st_uid, 1234u);
+
+    start_daemon({});
+    EXPECT_EQ(info("kept")["pid"].get<pid_t>(), kept);
+    EXPECT_EQ(info("kept")["state"], "running");
+    EXPECT_EQ(info("ended")["state"], "crashed");
+    ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
+    EXPECT_EQ(disk.st_uid, 1234u);
+    EXPECT_EQ(disk.st_gid, 5678u);
+    // The re-attached VM is controlled as before, and its jail goes when it stops.
+    ASSERT_EQ(ctl({ "suspend", "kept" }).exit_status, 0);
+    EXPECT_EQ(info("kept")["state"], "paused");
+    ASSERT_EQ(ctl({ "destroy", "kept" }).exit_status, 0);
+    EXPECT_TRUE(fs::is_empty(m_dir + "/state/jail/kvmm"));
+}
+
 TEST_F(JailedManagerTest, TenVmsStartedAtOnce_GetTenDistinctUidsAndLeaveNoJailBehind) {
     constexpr int COUNT = 10;
     for (int i = 0; i < COUNT; ++i)
