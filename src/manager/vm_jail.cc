@@ -1,6 +1,7 @@
 #include "manager/vm_jail.h"
 
 #include "manager/state_store.h"
+#include "manager/tap_owner.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -23,6 +24,7 @@ using nlohmann::json;
 // kvmm-jailer names the jail after its exec file's name: BASE/<exec name>/<id>/root.
 constexpr char const* EXEC_NAME = "kvmm";
 constexpr char const* OWNERS_FILE = "owners.json";
+constexpr char const* TAPS_FILE = "taps.json";
 
 // Below 1000 are the distribution's system accounts (Debian policy 9.2.2).
 constexpr uint32_t FIRST_ALLOWED_UID = 1000;
@@ -221,6 +223,20 @@ Expected<void> restore_jail(JailSettings const& settings, std::string const& id)
             }
         }
     }
+    std::ifstream taps_file(directory / TAPS_FILE);
+    if (taps_file) {
+        auto const taps = json::parse(taps_file, nullptr, false);
+        for (auto const& entry : taps.is_array() ? taps : json::array()) {
+            try {
+                TapRecord const record { entry.at("name").get<std::string>(), entry.at("created").get<bool>(),
+                                         entry.at("owner").get<long long>(), entry.at("group").get<long long>() };
+                if (auto restored = restore_tap(record); !restored)
+                    result = restored.error();
+            } catch (json::exception const& exception) {
+                result = Error::format("'{}': {}", (directory / TAPS_FILE).string(), exception.what());
+            }
+        }
+    }
     // remove_all() removes symlinks, never what they point to; the jailed process has ended.
     fs::remove_all(directory, error);
     if (error && result)
@@ -287,6 +303,16 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
     }
     if (definition.vsock)
         jail.inside.vsock->uds_path = "/vsock.sock";
+    // TAPs: the VM's uid must own them to attach without CAP_NET_ADMIN (tap_owner.h).
+    json taps = json::array();
+    for (auto const& nic : definition.nics) {
+        auto const record = TRY(hand_tap_to(nic.tap_name, uid, uid));
+        taps.push_back({ { "name", record.name },
+                         { "created", record.created },
+                         { "owner", record.owner },
+                         { "group", record.group } });
+        TRY(atomic_write_file(directory / TAPS_FILE, taps.dump(), 0600));
+    }
 
     // The machine file and the metrics file belong to the VM's uid: kvmm reads the one and
     // rewrites the other.

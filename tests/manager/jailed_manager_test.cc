@@ -351,6 +351,37 @@ TEST_F(JailedManagerTest, DaemonRestart_ReattachesAJailedVmAndRestoresTheDiskOfO
     EXPECT_TRUE(fs::is_empty(m_dir + "/state/jail/kvmm"));
 }
 
+// A jailed kvmm can attach only to a TAP its uid owns: kvmmd gives an existing TAP to the VM
+// for the run and back to its owner after, and creates a missing one for the run only.
+TEST_F(JailedManagerTest, Taps_AreTheVmsWhileItRunsThenBackToTheirOwnerOrGone) {
+    std::string const existing = fmt::format("kjt{}a", ::getpid() % 100000);
+    std::string const missing = fmt::format("kjt{}b", ::getpid() % 100000);
+    auto added = testing::run_process(
+        { "/usr/sbin/ip", "tuntap", "add", "dev", existing, "mode", "tap", "vnet_hdr", "user", "4321" });
+    ASSERT_EQ(added.exit_status, 0) << added.standard_error;
+    struct RemoveTap {
+        std::string name;
+        ~RemoveTap() { (void)testing::run_process({ "/usr/sbin/ip", "tuntap", "del", "dev", name, "mode", "tap" }); }
+    } remove_existing { existing }, remove_missing { missing };
+    std::string const path = m_dir + "/net.toml";
+    std::ofstream(path) << fmt::format("name = \"net\"\nmemory = 16\nkernel = \"{}/guest\"\ncmdline = \"test=idle\"\n"
+                                       "[[nic]]\ntap = \"{}\"\n[[nic]]\ntap = \"{}\"\n",
+                                       m_dir, existing, missing);
+    ASSERT_EQ(ctl({ "define", path }).exit_status, 0);
+    auto started = ctl({ "start", "net" });
+    ASSERT_EQ(started.exit_status, 0) << started.standard_error << read_file(m_dir + "/state/logs/net.kvmm.log");
+    std::string const uid = status_field(info("net")["pid"].get<pid_t>(), "Uid");
+    auto owner = [](std::string const& name) {
+        std::string text = read_file("/sys/class/net/" + name + "/owner");
+        return text.substr(0, text.find('\n'));
+    };
+    EXPECT_EQ(owner(existing), uid);
+    EXPECT_EQ(owner(missing), uid);
+    ASSERT_EQ(ctl({ "destroy", "net" }).exit_status, 0);
+    EXPECT_EQ(owner(existing), "4321");
+    EXPECT_FALSE(fs::exists("/sys/class/net/" + missing)) << "the TAP created for the run is gone";
+}
+
 TEST_F(JailedManagerTest, TenVmsStartedAtOnce_GetTenDistinctUidsAndLeaveNoJailBehind) {
     constexpr int COUNT = 10;
     for (int i = 0; i < COUNT; ++i)
