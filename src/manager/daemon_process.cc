@@ -454,7 +454,8 @@ void Daemon::reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std:
     vm.pidfd = std::move(pidfd);
     vm.control_socket = runtime.api_socket;
     vm.console_socket = runtime.console_socket;
-    vm.metrics_path = (m_store.runtime_dir(vm.name) / "metrics.json").string();
+    // Beside the control socket: runtime/NAME/, or the jail root of a jailed VM.
+    vm.metrics_path = (std::filesystem::path(runtime.api_socket).parent_path() / "metrics.json").string();
     vm.state = runtime.state == STATE_PAUSED ? STATE_PAUSED : STATE_RUNNING;
     if (described && described->contains("state"))
         vm.state = (*described)["state"] == "Paused" ? STATE_PAUSED : STATE_RUNNING;

@@ -340,11 +340,19 @@ TEST_F(JailedManagerTest, DaemonRestart_ReattachesAJailedVmAndRestoresTheDiskOfO
     start_daemon({});
     EXPECT_EQ(info("kept")["pid"].get<pid_t>(), kept);
     EXPECT_EQ(info("kept")["state"], "running");
+    // A zombie not yet reaped by its new parent is adopted and seen to end at once.
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (info("ended")["state"] != "crashed" && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
     EXPECT_EQ(info("ended")["state"], "crashed");
     ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
     EXPECT_EQ(disk.st_uid, 1234u);
     EXPECT_EQ(disk.st_gid, 5678u);
-    // The re-attached VM is controlled as before, and its jail goes when it stops.
+    // The re-attached VM is controlled as before (its metrics are read in its jail), and its
+    // jail goes when it stops.
+    auto metrics = ctl({ "metrics" });
+    EXPECT_NE(metrics.standard_output.find("kvmm_vm_vcpu_exits_total{name=\"kept\",vcpu=\"0\""), std::string::npos)
+        << metrics.standard_output;
     ASSERT_EQ(ctl({ "suspend", "kept" }).exit_status, 0);
     EXPECT_EQ(info("kept")["state"], "paused");
     ASSERT_EQ(ctl({ "destroy", "kept" }).exit_status, 0);
