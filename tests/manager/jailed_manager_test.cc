@@ -3,6 +3,8 @@
 // the control and console sockets serve the --socket-group and nobody else. Needs root and
 // /dev/kvm; release builds only (a jail has no /proc for the sanitizer runtimes).
 #include "child_process.h"
+#include "manager/cgroup.h"
+#include "manager/crash_point.h"
 #include "manager/protocol.h"
 
 #include <gtest/gtest.h>
@@ -142,7 +144,7 @@ protected:
             fs::remove_all(m_dir);
     }
 
-    void start_daemon(std::vector<std::string> const& extra) {
+    void start_daemon(std::vector<std::string> const& extra, std::string const& crash_at = {}) {
         std::vector<std::string> argv = { KVMMD_BINARY,
                                           "--state-dir",
                                           m_dir + "/state",
@@ -163,7 +165,12 @@ protected:
         int const log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         ASSERT_GE(log_fd, 0);
         int const null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (crash_at.empty())
+            ::unsetenv(CRASH_AT_VARIABLE);
+        else
+            ::setenv(CRASH_AT_VARIABLE, crash_at.c_str(), 1);
         m_daemon_pid = testing::spawn_process(argv, null_fd, log_fd, log_fd);
+        ::unsetenv(CRASH_AT_VARIABLE);
         ::close(null_fd);
         ::close(log_fd);
         ASSERT_GT(m_daemon_pid, 0);
@@ -388,6 +395,55 @@ TEST_F(JailedManagerTest, Taps_AreTheVmsWhileItRunsThenBackToTheirOwnerOrGone) {
     ASSERT_EQ(ctl({ "destroy", "net" }).exit_status, 0);
     EXPECT_EQ(owner(existing), "4321");
     EXPECT_FALSE(fs::exists("/sys/class/net/" + missing)) << "the TAP created for the run is gone";
+}
+
+// kvmmd killed at every step of a jailed start, then started again: the VM is running and
+// tracked, or shut off with its disk given back and no jail left; either way it then starts,
+// stops and gives its disk back normally.
+TEST_F(JailedManagerTest, DaemonKilledAtEveryStepOfAJailedStart_DiskAndJailAreNeverLeftBehind) {
+    char const* const steps[] = { "start:intent",  "start:cgroup",   "spawn:before-go-ahead",
+                                  "start:spawned", "start:recorded", "start:committed",
+                                  "start:ready" };
+    ::kill(m_daemon_pid, SIGTERM);
+    ::waitpid(m_daemon_pid, nullptr, 0);
+    m_daemon_pid = 0;
+    int index = 0;
+    for (char const* step : steps) {
+        SCOPED_TRACE(step);
+        std::string const name = fmt::format("crash{}", index++);
+        start_daemon({}, step);
+        ASSERT_EQ(ctl({ "define", define(name, "idle") }).exit_status, 0);
+        EXPECT_NE(ctl({ "start", name }).exit_status, 0) << "kvmmd did not die at " << step;
+        ::waitpid(m_daemon_pid, nullptr, 0);
+        m_daemon_pid = 0;
+        start_daemon({});
+        auto const vm = info(name);
+        struct stat disk {};
+        if (vm["state"] == "running") {
+            pid_t const pid = vm["pid"].get<pid_t>();
+            auto cgroup = Cgroup::open_existing(m_cgroup_parent, name);
+            ASSERT_TRUE(cgroup);
+            EXPECT_EQ(MUST(cgroup->processes()), std::vector<pid_t> { pid });
+            EXPECT_NE(status_field(pid, "Uid"), "0");
+            EXPECT_EQ(ctl({ "destroy", name }).exit_status, 0);
+        } else {
+            EXPECT_EQ(vm["state"], "shut off");
+        }
+        ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
+        EXPECT_EQ(disk.st_uid, 1234u);
+        EXPECT_EQ(disk.st_nlink, 1u);
+        EXPECT_TRUE(!fs::exists(m_dir + "/state/jail/kvmm") || fs::is_empty(m_dir + "/state/jail/kvmm"));
+        auto const again = ctl({ "start", name });
+        EXPECT_EQ(again.exit_status, 0) << again.standard_error;
+        EXPECT_EQ(ctl({ "destroy", name }).exit_status, 0);
+        EXPECT_EQ(ctl({ "undefine", name }).exit_status, 0);
+        ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
+        EXPECT_EQ(disk.st_uid, 1234u);
+        ::kill(m_daemon_pid, SIGTERM);
+        ::waitpid(m_daemon_pid, nullptr, 0);
+        m_daemon_pid = 0;
+    }
+    start_daemon({});
 }
 
 TEST_F(JailedManagerTest, TenVmsStartedAtOnce_GetTenDistinctUidsAndLeaveNoJailBehind) {
