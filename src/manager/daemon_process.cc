@@ -333,6 +333,17 @@ void kill_cgroup_member(std::string const& vm_name, Cgroup const& cgroup, pid_t 
         spdlog::error("VM '{}': pid {} did not exit within 5 s of SIGKILL", vm_name, pid);
 }
 
+// The parent pid of `pid` (/proc/PID/status PPid), 0 when it cannot be read.
+pid_t parent_of(pid_t pid) {
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.starts_with("PPid:"))
+            return static_cast<pid_t>(std::atoi(line.c_str() + 5));
+    }
+    return 0;
+}
+
 } // namespace
 
 // After a daemon restart. The kernel is the source of truth: every process in the VM's cgroup
@@ -383,6 +394,11 @@ void Daemon::recover(Vm& vm) {
     size_t stopped = 0;
     for (pid_t const member : members) {
         if (adopt && member == runtime->pid)
+            continue;
+        // A child of the adopted process is part of it: kvmm-jailer runs the dynamic loader
+        // (ld.so --list) in the VM's cgroup while it builds the jail, and killing that would
+        // fail the start the runtime record says is under way.
+        if (adopt && parent_of(member) == runtime->pid)
             continue;
         kill_cgroup_member(vm.name, *cgroup, member);
         ++stopped;

@@ -421,13 +421,18 @@ TEST_F(JailedManagerTest, DaemonKilledAtEveryStepOfAJailedStart_DiskAndJailAreNe
         struct stat disk {};
         if (vm["state"] == "running") {
             pid_t const pid = vm["pid"].get<pid_t>();
+            // The adopted process may still be the jailer, building the jail as root.
+            auto const deadline = std::chrono::steady_clock::now() + 10s;
+            while (status_field(pid, "Uid") == "0" && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(10ms);
+            EXPECT_NE(status_field(pid, "Uid"), "0");
             auto cgroup = Cgroup::open_existing(m_cgroup_parent, name);
             ASSERT_TRUE(cgroup);
             EXPECT_EQ(MUST(cgroup->processes()), std::vector<pid_t> { pid });
-            EXPECT_NE(status_field(pid, "Uid"), "0");
             EXPECT_EQ(ctl({ "destroy", name }).exit_status, 0);
         } else {
-            EXPECT_EQ(vm["state"], "shut off");
+            EXPECT_EQ(vm["state"], "shut off") << vm.dump() << "\n"
+                                               << read_file(m_dir + "/state/logs/" + name + ".kvmm.log");
         }
         ASSERT_EQ(::stat((m_dir + "/disk.img").c_str(), &disk), 0);
         EXPECT_EQ(disk.st_uid, 1234u);
