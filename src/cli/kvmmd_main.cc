@@ -51,12 +51,12 @@ int main(int argc, char** argv) {
     app.add_option("--socket", socket_path, "Control socket (default: STATE_DIR/kvmmd.sock)");
     app.add_option("--kvmm", options.kvmm_binary, "The kvmm program (default: kvmm beside kvmmd)");
     app.add_option("--cgroup-parent", options.cgroup_parent, "Parent of the VMs' cgroups")->default_val("kvmm");
-    std::string uid_range = "100000:65536";
+    std::string uid_range = "1879048192:65536";
     std::string jailer_binary, jail_base, socket_group = "kvmm";
     bool no_jail = false;
     app.add_option("--vm-uid-range", uid_range,
                    "START:COUNT: each VM runs jailed under its own uid (and gid) from this range")
-        ->default_val("100000:65536");
+        ->default_val("1879048192:65536");
     app.add_option("--jailer", jailer_binary, "The kvmm-jailer program (default: kvmm-jailer beside kvmmd)");
     app.add_option("--jail-base", jail_base,
                    "kvmm-jailer's chroot base; VM files are hard-linked into it (default: STATE_DIR/jail)");
