@@ -57,6 +57,27 @@ std::string last_error_line(std::string const& path) {
     return logged.crashed ? logged.reason : std::string {};
 }
 
+// Gives a jailed VM's console socket to root and `group`, mode 0660. The jail root belongs to
+// the VM's uid, so whatever is at the path may have been planted by the jailed process (a
+// symlink to a host file, say): the path is opened without following a symlink and changed
+// only if it is a socket, through that descriptor.
+Expected<void> share_console_socket(std::string const& path, gid_t group) {
+    UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("cannot open '{}'", path));
+    struct stat status {};
+    if (::fstat(fd.get(), &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", path));
+    if (!S_ISSOCK(status.st_mode))
+        return Error::format("'{}' is not a socket (mode {:o}); left as it is", path, status.st_mode);
+    if (::fchownat(fd.get(), "", 0, group, AT_EMPTY_PATH) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to group {}", path, group));
+    // fchmod() does not take an O_PATH descriptor; its /proc/self/fd link names this inode.
+    if (::chmod(fmt::format("/proc/self/fd/{}", fd.get()).c_str(), 0660) != 0)
+        return Error::from_errno(fmt::format("cannot make '{}' mode 0660", path));
+    return {};
+}
+
 CgroupLimits limits_of(VmDefinition const& definition) {
     CgroupLimits limits;
     limits.cpu_weight = definition.cpu_weight;
@@ -246,11 +267,10 @@ Expected<void> Daemon::start(Vm& vm) {
         if (console && vm.pid == pid) {
             // kvmm created it as the VM's uid, 0600: kvmmctl console is for the control
             // socket's group as well (docs/kvmmctl.md).
-            if (m_options.jail && m_options.socket_group &&
-                (::chown(console_socket.c_str(), 0, *m_options.socket_group) != 0 ||
-                 ::chmod(console_socket.c_str(), 0660) != 0))
-                spdlog::warn("VM '{}': console socket '{}' stays the VM's alone: {}", vm.name, console_socket,
-                             std::strerror(errno));
+            if (m_options.jail && m_options.socket_group) {
+                if (auto shared = share_console_socket(console_socket, *m_options.socket_group); !shared)
+                    spdlog::warn("VM '{}': console socket stays the VM's alone: {}", vm.name, shared.error().message());
+            }
             ::fcntl(console->get(), F_SETFL, O_NONBLOCK);
             vm.console = std::move(*console);
             watch(vm, vm.console.get(), true);
