@@ -9,11 +9,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -108,11 +110,24 @@ Expected<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
     if (options.kvmm_binary.empty() || options.kvmm_binary[0] != '/')
         return Error::format("the kvmm binary path '{}' must be absolute", options.kvmm_binary);
     TRY(check_readable_file(options.kvmm_binary, "kvmm binary"));
+    if (options.jail) {
+        if (options.jail->jailer_binary.empty() || options.jail->jailer_binary[0] != '/')
+            return Error::format("the kvmm-jailer path '{}' must be absolute", options.jail->jailer_binary);
+        TRY(check_readable_file(options.jail->jailer_binary, "kvmm-jailer binary"));
+    }
     // First, before the recovery below can stop a process or remove a file: a second daemon on
     // the same directory would take the live one's starting kvmm for an orphan and kill it.
     auto state_lock = TRY(lock_state_directory(options.state_dir));
     auto store = TRY(StateStore::open(options.state_dir));
     auto volumes = TRY(VolumeStore::open(options.state_dir / "volumes"));
+    if (options.jail) {
+        // kvmm-jailer wants its base root's and writable by root alone (docs/jailer.md).
+        std::error_code error;
+        std::filesystem::create_directories(options.jail->base, error);
+        if (error || ::chmod(options.jail->base.c_str(), 0755) != 0)
+            return Error::format("cannot create the jail base '{}': {}", options.jail->base.string(),
+                                 error ? error.message() : std::strerror(errno));
+    }
     std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(state_lock), std::move(store)));
     {
         MutexLock guard(daemon->m_volume_lock);
@@ -345,6 +360,7 @@ Expected<json> Daemon::undefine(Vm& vm) {
     // Its snapshots are kvmmd's files; a file `save` wrote where the administrator said stays.
     (void)m_store.clear_saved_record(vm.name);
     std::filesystem::remove_all(m_store.root() / "snapshots" / vm.name, ignored);
+    forget_vm_uid(m_store.root() / "uids", vm.name);
     vm.removed = true;
     m_vms.erase(vm.name);
     return json { { "name", vm.name } };

@@ -49,6 +49,7 @@
 #include "manager/cgroup.h"
 #include "manager/state_store.h"
 #include "manager/volume_store.h"
+#include "manager/vm_jail.h"
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +74,12 @@ struct DaemonOptions {
     size_t max_restarts { 5 };
     std::chrono::seconds restart_window { 60 };
     std::chrono::seconds start_timeout { 15 }; // until kvmm's control socket answers
+    // Every VM runs through kvmm-jailer under its own uid (vm_jail.h); nullopt only when
+    // kvmmd was started with --no-jail.
+    std::optional<JailSettings> jail;
+    // The group that may use kvmm's console sockets (as it may use kvmmd's control socket);
+    // nullopt: root only.
+    std::optional<gid_t> socket_group;
 };
 
 class Daemon {
@@ -146,6 +153,9 @@ private:
     // Stops watching and closes kvmmd's console connection; with m_lock held.
     void close_console(Vm& vm) REQUIRES(m_lock);
     void schedule_restart(std::string const& name) REQUIRES(m_lock);
+    // Jailed VMs: the disks back to their owners and the jail directory removed, once no
+    // process of the VM is left.
+    void release_jail(std::string const& name);
 
     DaemonOptions m_options;
     // STATE_DIR/kvmmd.lock, flock()ed exclusively for the daemon's whole life (declared first,
@@ -158,6 +168,7 @@ private:
     Mutex m_volume_lock ACQUIRED_BEFORE(m_lock);
     std::optional<VolumeStore> m_volumes GUARDED_BY(m_volume_lock); // STATE_DIR/volumes
 
+    Mutex m_uid_lock;                  // serialises the choice of jailed VMs' uids (assign_vm_uid)
     Mutex m_lock;                      // guards the map, every Vm's fields (but not Vm::operation) and below
     std::condition_variable m_changed; // a VM's process exited or its state changed
     std::map<std::string, std::shared_ptr<Vm>> m_vms GUARDED_BY(m_lock);

@@ -10,11 +10,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace kvmm {
@@ -58,6 +60,27 @@ LoggedExit exit_from_log(std::string const& path) {
 std::string last_error_line(std::string const& path) {
     auto logged = exit_from_log(path);
     return logged.crashed ? logged.reason : std::string {};
+}
+
+// Gives a jailed VM's console socket to root and `group`, mode 0660. The jail root belongs to
+// the VM's uid, so whatever is at the path may have been planted by the jailed process (a
+// symlink to a host file, say): the path is opened without following a symlink and changed
+// only if it is a socket, through that descriptor.
+Expected<void> share_console_socket(std::string const& path, gid_t group) {
+    UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.is_valid())
+        return Error::from_errno(fmt::format("cannot open '{}'", path));
+    struct stat status {};
+    if (::fstat(fd.get(), &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", path));
+    if (!S_ISSOCK(status.st_mode))
+        return Error::format("'{}' is not a socket (mode {:o}); left as it is", path, status.st_mode);
+    if (::fchownat(fd.get(), "", 0, group, AT_EMPTY_PATH) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to group {}", path, group));
+    // fchmod() does not take an O_PATH descriptor; its /proc/self/fd link names this inode.
+    if (::chmod(fmt::format("/proc/self/fd/{}", fd.get()).c_str(), 0660) != 0)
+        return Error::from_errno(fmt::format("cannot make '{}' mode 0660", path));
+    return {};
 }
 
 CgroupLimits limits_of(VmDefinition const& definition) {
@@ -112,9 +135,9 @@ Expected<void> Daemon::start(Vm& vm) {
     TRY(check_host_block_devices(definition).with_context(fmt::format("VM '{}'", vm.name)));
 
     auto const runtime = m_store.runtime_dir(vm.name);
-    std::string const control_socket = (runtime / "control.sock").string();
-    std::string const console_socket = (runtime / "console.sock").string();
-    std::string const metrics_path = (runtime / "metrics.json").string();
+    std::string control_socket = (runtime / "control.sock").string();
+    std::string console_socket = (runtime / "console.sock").string();
+    std::string metrics_path = (runtime / "metrics.json").string();
     std::string const machine_file = (runtime / "machine.json").string();
     std::string const stderr_path = (m_store.root() / "logs" / (vm.name + ".kvmm.log")).string();
 
@@ -134,10 +157,12 @@ Expected<void> Daemon::start(Vm& vm) {
         }
     } journal { *this, vm.name };
 
-    // Relative to the state directory's fds, never through a planted link (state_store.h).
-    TRY(m_store.write_runtime_file(vm.name, "metrics.json", ""));
-    // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
-    TRY(m_store.write_runtime_file(vm.name, "machine.json", kvmm_machine_file(definition)));
+    if (!m_options.jail) {
+        // Relative to the state directory's fds, never through a planted link (state_store.h).
+        TRY(m_store.write_runtime_file(vm.name, "metrics.json", ""));
+        // The typed definition reaches kvmm as a machine file; kvmm parses no device strings.
+        TRY(m_store.write_runtime_file(vm.name, "machine.json", kvmm_machine_file(definition)));
+    }
     UniqueFd output = TRY(m_store.open_kvmm_log(vm.name));
 
     // Cgroup::create reuses a directory left over from a run whose cgroup could not be removed.
@@ -153,11 +178,39 @@ Expected<void> Daemon::start(Vm& vm) {
                        : members.error().with_context(fmt::format("VM '{}': cgroup", vm.name));
     crash_point("start:cgroup");
 
-    auto arguments = kvmm_arguments(definition, m_options.kvmm_binary, machine_file, control_socket, console_socket);
-    // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
-    // for every exit, which is how an exit is explained when kvmm is not our child.
-    for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
-        arguments.emplace_back(extra);
+    std::vector<std::string> arguments;
+    if (m_options.jail) {
+        // kvmm-jailer runs in the VM's cgroup already (spawn_process puts it there before its
+        // exec), so it gets no --cgroup/--parent-cgroup and kvmm stays where kvmmd put it.
+        auto const& jail = *m_options.jail;
+        Expected<uint32_t> assigned = Error("not assigned");
+        {
+            // Two starts must not both take the same free uid.
+            MutexLock guard(m_uid_lock);
+            assigned = assign_vm_uid(m_store.root() / "uids", vm.name, jail.uid_start, jail.uid_count);
+        }
+        if (!assigned) {
+            (void)cgroup.destroy();
+            return assigned.error().with_context(fmt::format("VM '{}': uid", vm.name));
+        }
+        uint32_t const uid = *assigned;
+        // info-level logging records "VM stopped: ..." for every exit (see below).
+        auto prepared = prepare_jail(jail, m_options.kvmm_binary, definition, uid, { "--log-level", "info" });
+        if (!prepared) {
+            (void)cgroup.destroy();
+            return prepared.error().with_context(fmt::format("VM '{}': jail", vm.name));
+        }
+        arguments = std::move(prepared->argv);
+        control_socket = prepared->control_socket;
+        console_socket = prepared->console_socket;
+        metrics_path = prepared->metrics_path;
+    } else {
+        arguments = kvmm_arguments(definition, m_options.kvmm_binary, machine_file, control_socket, console_socket);
+        // kvmm_arguments() names the instance (--id); info-level logging records "VM stopped: ..."
+        // for every exit, which is how an exit is explained when kvmm is not our child.
+        for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
+            arguments.emplace_back(extra);
+    }
     // A saved VM comes back from its snapshot instead of booting.
     if (saved) {
         for (auto const* extra :
@@ -167,6 +220,7 @@ Expected<void> Daemon::start(Vm& vm) {
     auto spawned = spawn_process(arguments, output.get(), &cgroup);
     if (!spawned) {
         (void)cgroup.destroy();
+        release_jail(vm.name);
         return spawned.error();
     }
     crash_point("start:spawned");
@@ -178,6 +232,7 @@ Expected<void> Daemon::start(Vm& vm) {
         (void)wait_readable(spawned->pidfd.get(), std::chrono::seconds(10));
         (void)reap_child(pid);
         (void)cgroup.destroy();
+        release_jail(vm.name);
         return written.error().with_context(fmt::format("VM '{}'", vm.name));
     }
     crash_point("start:recorded");
@@ -232,6 +287,12 @@ Expected<void> Daemon::start(Vm& vm) {
         }
         auto console = connect_unix_socket(console_socket);
         if (console && vm.pid == pid) {
+            // kvmm created it as the VM's uid, 0600: kvmmctl console is for the control
+            // socket's group as well (docs/kvmmctl.md).
+            if (m_options.jail && m_options.socket_group) {
+                if (auto shared = share_console_socket(console_socket, *m_options.socket_group); !shared)
+                    spdlog::warn("VM '{}': console socket stays the VM's alone: {}", vm.name, shared.error().message());
+            }
             ::fcntl(console->get(), F_SETFL, O_NONBLOCK);
             vm.console = std::move(*console);
             watch(vm, vm.console.get(), true);
@@ -314,6 +375,17 @@ void kill_cgroup_member(std::string const& vm_name, Cgroup const& cgroup, pid_t 
         spdlog::error("VM '{}': pid {} did not exit within 5 s of SIGKILL", vm_name, pid);
 }
 
+// The parent pid of `pid` (/proc/PID/status PPid), 0 when it cannot be read.
+pid_t parent_of(pid_t pid) {
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.starts_with("PPid:"))
+            return static_cast<pid_t>(std::atoi(line.c_str() + 5));
+    }
+    return 0;
+}
+
 } // namespace
 
 // After a daemon restart. The kernel is the source of truth: every process in the VM's cgroup
@@ -365,6 +437,11 @@ void Daemon::recover(Vm& vm) {
     for (pid_t const member : members) {
         if (adopt && member == runtime->pid)
             continue;
+        // A child of the adopted process is part of it: kvmm-jailer runs the dynamic loader
+        // (ld.so --list) in the VM's cgroup while it builds the jail, and killing that would
+        // fail the start the runtime record says is under way.
+        if (adopt && parent_of(member) == runtime->pid)
+            continue;
         kill_cgroup_member(vm.name, *cgroup, member);
         ++stopped;
     }
@@ -410,6 +487,7 @@ void Daemon::recover(Vm& vm) {
     }
     if (auto cleared = m_store.clear_runtime_dir(vm.name); !cleared)
         spdlog::warn("VM '{}': {}", vm.name, cleared.error().message());
+    release_jail(vm.name);
     if (cgroup) {
         // A killed process leaves the cgroup when it has exited; give the kernel a moment.
         Expected<void> removed = Error("not tried");
@@ -434,7 +512,8 @@ void Daemon::reattach(Vm& vm, RuntimeRecord const& runtime, UniqueFd pidfd, std:
     vm.pidfd = std::move(pidfd);
     vm.control_socket = runtime.api_socket;
     vm.console_socket = runtime.console_socket;
-    vm.metrics_path = (m_store.runtime_dir(vm.name) / "metrics.json").string();
+    // Beside the control socket: runtime/NAME/, or the jail root of a jailed VM.
+    vm.metrics_path = (std::filesystem::path(runtime.api_socket).parent_path() / "metrics.json").string();
     vm.state = runtime.state == STATE_PAUSED ? STATE_PAUSED : STATE_RUNNING;
     if (described && described->contains("state"))
         vm.state = (*described)["state"] == "Paused" ? STATE_PAUSED : STATE_RUNNING;
@@ -594,6 +673,7 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
         vm->cgroup.reset();
     }
     (void)m_store.clear_runtime_record(vm->name);
+    release_jail(vm->name);
     spdlog::info("VM '{}': kvmm pid {} {}", vm->name, vm->pid, reason);
     vm->pid = 0;
     vm->last_exit_status = status;
@@ -619,6 +699,18 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
     if (restart)
         schedule_restart(vm->name);
     m_changed.notify_all();
+}
+
+void Daemon::release_jail(std::string const& name) {
+    if (!m_options.jail)
+        return;
+    // The uid is recorded at the first jailed start; without a record there was no jail.
+    std::ifstream recorded(uid_record(m_store.root() / "uids", name));
+    uint32_t uid = 0;
+    if (!(recorded >> uid))
+        return;
+    if (auto restored = restore_jail(*m_options.jail, jail_id(name, uid)); !restored)
+        spdlog::error("VM '{}': {}", name, restored.error().message());
 }
 
 void Daemon::schedule_restart(std::string const& name) {

@@ -60,8 +60,12 @@ protected:
     // Starts kvmmd and waits until it answers. `crash_at` sets its crash test hook
     // (manager/crash_point.h); `arguments` are added to its command line.
     void start_daemon(std::string const& crash_at = {}, std::vector<std::string> const& arguments = {}) {
-        std::vector<std::string> argv = { KVMMD_BINARY, "--state-dir", m_state_dir,       "--socket",     m_socket,
-                                          "--kvmm",     KVMM_BINARY,   "--cgroup-parent", m_cgroup_parent };
+        // These tests are about supervision and run in sanitizer builds, which cannot run jailed
+        // (docs/jailer.md); jailed_manager_test.cc runs kvmmd with its jail.
+        std::vector<std::string> argv = {
+            KVMMD_BINARY, "--state-dir", m_state_dir,       "--socket",      m_socket,
+            "--kvmm",     KVMM_BINARY,   "--cgroup-parent", m_cgroup_parent, "--no-jail"
+        };
         argv.insert(argv.end(), arguments.begin(), arguments.end());
         pid_t const pid = ::fork();
         ASSERT_GE(pid, 0);

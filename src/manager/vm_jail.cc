@@ -1,0 +1,340 @@
+#include "manager/vm_jail.h"
+
+#include "manager/state_store.h"
+#include "manager/tap_owner.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <charconv>
+#include <fcntl.h>
+#include <fstream>
+#include <set>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace kvmm {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// kvmm-jailer names the jail after its exec file's name: BASE/<exec name>/<id>/root.
+constexpr char const* EXEC_NAME = "kvmm";
+constexpr char const* OWNERS_FILE = "owners.json";
+constexpr char const* TAPS_FILE = "taps.json";
+
+// Below 1000 are the distribution's system accounts (Debian policy 9.2.2).
+constexpr uint32_t FIRST_ALLOWED_UID = 1000;
+
+Expected<uint32_t> parse_number(std::string_view text, std::string_view what) {
+    uint32_t value = 0;
+    auto const [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || error != std::errc() || end != text.data() + text.size())
+        return Error::format("{} '{}' is not a number from 0 to 4294967295", what, text);
+    return value;
+}
+
+constexpr char const* UID_SUFFIX = ".uid";
+
+fs::path jail_dir(JailSettings const& settings, std::string const& id) { return settings.base / EXEC_NAME / id; }
+
+struct OwnerRecord {
+    std::string path;
+    dev_t device { 0 };
+    ino_t inode { 0 };
+    uid_t uid { 0 };
+    gid_t gid { 0 };
+    mode_t mode { 0 };
+};
+
+json to_json(std::vector<OwnerRecord> const& records) {
+    json list = json::array();
+    for (auto const& record : records)
+        list.push_back({ { "path", record.path },
+                         { "device", record.device },
+                         { "inode", record.inode },
+                         { "uid", record.uid },
+                         { "gid", record.gid },
+                         { "mode", record.mode } });
+    return list;
+}
+
+// Gives one file back to its recorded owner, if it is still the same file.
+Expected<void> restore_owner(OwnerRecord const& record) {
+    int const fd = ::open(record.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return Error::from_errno(fmt::format("cannot open '{}' to restore its owner", record.path));
+    struct stat status {};
+    Expected<void> result;
+    if (::fstat(fd, &status) != 0)
+        result = Error::from_errno(fmt::format("fstat '{}'", record.path));
+    else if (status.st_dev != record.device || status.st_ino != record.inode)
+        result = Error::format("'{}' is no longer the file that was handed to the VM (inode {} instead of {}); its "
+                               "owner is left as it is",
+                               record.path, status.st_ino, record.inode);
+    else if (::fchown(fd, record.uid, record.gid) != 0 || ::fchmod(fd, record.mode & 07777) != 0)
+        result = Error::from_errno(fmt::format("cannot give '{}' back to {}:{}", record.path, record.uid, record.gid));
+    ::close(fd);
+    return result;
+}
+
+// Hands one host file into the jail root as a hard link `name`; a writable one is given to
+// uid:gid first (its previous owner appended to `owners` and written to `owners_path`).
+Expected<void> link_into_jail(std::string const& path, int root_fd, std::string const& name, bool writable,
+                              dev_t base_device, uid_t uid, std::vector<OwnerRecord>& owners,
+                              fs::path const& owners_path) {
+    int const fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return Error::from_errno(fmt::format("cannot open '{}'", path));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer { fd };
+    struct stat status {};
+    if (::fstat(fd, &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", path));
+    if (!S_ISREG(status.st_mode))
+        return Error::format("'{}' is not a regular file: a jailed VM gets its files as hard links", path);
+    if (status.st_dev != base_device)
+        return Error::format("'{}' is on another file system than the jail base; a jailed VM's files are hard-linked "
+                             "into its jail: put them on the jail base's file system (or start kvmmd with another "
+                             "--jail-base)",
+                             path);
+    if (writable) {
+        owners.push_back({ path, status.st_dev, status.st_ino, status.st_uid, status.st_gid, status.st_mode });
+        // Recorded before the change, so that a daemon that dies now still restores it.
+        TRY(atomic_write_file(owners_path, to_json(owners).dump(), 0600));
+        if (::fchown(fd, uid, uid) != 0 || ::fchmod(fd, (status.st_mode & 07777) | S_IRUSR | S_IWUSR) != 0)
+            return Error::from_errno(fmt::format("cannot give '{}' to uid {}", path, uid));
+    } else if ((status.st_mode & S_IROTH) == 0) {
+        return Error::format("'{}' (mode {:o}) is not readable by others: a jailed VM's read-only files keep their "
+                             "owner and must be world-readable",
+                             path, status.st_mode & 07777);
+    }
+    // AT_EMPTY_PATH links exactly the inode checked above (root has CAP_DAC_READ_SEARCH).
+    if (::linkat(fd, "", root_fd, name.c_str(), AT_EMPTY_PATH) != 0)
+        return Error::from_errno(fmt::format("cannot link '{}' into the jail as '{}'", path, name));
+    return {};
+}
+
+} // namespace
+
+Expected<std::pair<uint32_t, uint32_t>> parse_uid_range(std::string_view text) {
+    auto const colon = text.find(':');
+    if (colon == std::string_view::npos)
+        return Error::format("uid range '{}' is not START:COUNT", text);
+    uint32_t const start = TRY(parse_number(text.substr(0, colon), "uid range start"));
+    uint32_t const count = TRY(parse_number(text.substr(colon + 1), "uid range count"));
+    if (start < FIRST_ALLOWED_UID)
+        return Error::format("uid range start {} is below {}, among the system's own accounts", start,
+                             FIRST_ALLOWED_UID);
+    if (count == 0)
+        return Error::format("uid range '{}' is empty", text);
+    // uid_t(-1) means "unchanged" to chown(2) and setresuid(2).
+    if (uint64_t { start } + count > UINT32_MAX)
+        return Error::format("uid range '{}' goes past uid 4294967294", text);
+    return std::pair { start, count };
+}
+
+fs::path uid_record(fs::path const& uid_dir, std::string const& name) { return uid_dir / (name + UID_SUFFIX); }
+
+Expected<uint32_t> assign_vm_uid(fs::path const& uid_dir, std::string const& name, uint32_t start, uint32_t count) {
+    TRY(validate_vm_name(name));
+    std::error_code error;
+    fs::create_directories(uid_dir, error);
+    if (error)
+        return Error::format("cannot create '{}': {}", uid_dir.string(), error.message());
+    std::set<uint32_t> taken;
+    for (auto const& entry : fs::directory_iterator(uid_dir, error)) {
+        // Only records: NAME.uid (atomic_write_file's NAME.uid.tmp is a write in progress).
+        if (entry.path().extension() != UID_SUFFIX)
+            continue;
+        std::ifstream file(entry.path());
+        std::string text;
+        std::getline(file, text);
+        auto uid = parse_number(text, fmt::format("uid recorded in '{}'", entry.path().string()));
+        if (!uid)
+            return uid.error();
+        if (entry.path().stem() == name) {
+            if (*uid >= start && *uid - start < count)
+                return *uid;
+            continue; // recorded from another range: choose again
+        }
+        taken.insert(*uid);
+    }
+    if (error)
+        return Error::format("cannot read '{}': {}", uid_dir.string(), error.message());
+    // FNV-1a (64 bit): a stable position, so a VM tends to get the same uid in every state directory.
+    uint64_t hash = 14695981039346656037ull;
+    for (char const c : name)
+        hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    for (uint64_t i = 0; i < count; ++i) {
+        uint32_t const uid = start + static_cast<uint32_t>((hash + i) % count);
+        if (taken.count(uid))
+            continue;
+        TRY(atomic_write_file(uid_record(uid_dir, name), fmt::format("{}\n", uid), 0600));
+        return uid;
+    }
+    return Error::format("every uid of the range {}:{} is taken by a defined VM", start, count);
+}
+
+void forget_vm_uid(fs::path const& uid_dir, std::string const& name) {
+    if (validate_vm_name(name))
+        ::unlink(uid_record(uid_dir, name).c_str());
+}
+
+std::string jail_id(std::string const& name, uint32_t uid) {
+    std::string id = name.substr(0, 48);
+    for (char& c : id) {
+        if (c == '_' || c == '.')
+            c = '-';
+    }
+    return fmt::format("{}-{}", id, uid);
+}
+
+Expected<void> restore_jail(JailSettings const& settings, std::string const& id) {
+    fs::path const directory = jail_dir(settings, id);
+    std::error_code error;
+    if (!fs::exists(fs::symlink_status(directory, error)))
+        return {};
+    Expected<void> result;
+    std::ifstream file(directory / OWNERS_FILE);
+    if (file) {
+        auto const records = json::parse(file, nullptr, false);
+        if (!records.is_array()) {
+            result = Error::format("'{}' is unreadable: the owners of the VM's disks are not restored",
+                                   (directory / OWNERS_FILE).string());
+        } else {
+            for (auto const& entry : records) {
+                OwnerRecord record;
+                try {
+                    record = { entry.at("path").get<std::string>(), entry.at("device").get<dev_t>(),
+                               entry.at("inode").get<ino_t>(),      entry.at("uid").get<uid_t>(),
+                               entry.at("gid").get<gid_t>(),        entry.at("mode").get<mode_t>() };
+                } catch (json::exception const& exception) {
+                    result = Error::format("'{}': {}", (directory / OWNERS_FILE).string(), exception.what());
+                    continue;
+                }
+                if (auto restored = restore_owner(record); !restored)
+                    result = restored.error();
+            }
+        }
+    }
+    std::ifstream taps_file(directory / TAPS_FILE);
+    if (taps_file) {
+        auto const taps = json::parse(taps_file, nullptr, false);
+        for (auto const& entry : taps.is_array() ? taps : json::array()) {
+            try {
+                TapRecord const record { entry.at("name").get<std::string>(), entry.at("created").get<bool>(),
+                                         entry.at("owner").get<long long>(), entry.at("group").get<long long>() };
+                if (auto restored = restore_tap(record); !restored)
+                    result = restored.error();
+            } catch (json::exception const& exception) {
+                result = Error::format("'{}': {}", (directory / TAPS_FILE).string(), exception.what());
+            }
+        }
+    }
+    // remove_all() removes symlinks, never what they point to; the jailed process has ended.
+    fs::remove_all(directory, error);
+    if (error && result)
+        result = Error::format("cannot remove the jail '{}': {}", directory.string(), error.message());
+    return result;
+}
+
+Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string const& kvmm_binary,
+                                    VmDefinition const& definition, uint32_t uid,
+                                    std::vector<std::string> const& kvmm_arguments) {
+    PreparedJail jail;
+    jail.id = jail_id(definition.name, uid);
+    fs::path const directory = jail_dir(settings, jail.id);
+    jail.root = directory / "root";
+    // A jail left by a run whose end kvmmd did not see (it was stopped, or crashed).
+    if (auto stale = restore_jail(settings, jail.id); !stale)
+        spdlog::warn("VM '{}': stale jail: {}", definition.name, stale.error().message());
+
+    std::error_code error;
+    fs::create_directories(settings.base / EXEC_NAME, error);
+    if (!error)
+        fs::create_directory(directory, error);
+    if (!error)
+        fs::create_directory(jail.root, error);
+    if (error)
+        return Error::format("cannot create the jail '{}': {}", jail.root.string(), error.message());
+    // Everything below is undone on failure.
+    struct Undo {
+        JailSettings const& settings;
+        std::string const& id;
+        bool armed { true };
+        ~Undo() {
+            if (armed)
+                (void)restore_jail(settings, id);
+        }
+    } undo { settings, jail.id };
+    ::chmod(directory.c_str(), 0755);
+    ::chmod(jail.root.c_str(), 0755); // kvmm-group members reach the console socket in it
+
+    int const root_fd = ::open(jail.root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root_fd < 0)
+        return Error::from_errno(fmt::format("cannot open '{}'", jail.root.string()));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer { root_fd };
+    struct stat base_status {};
+    if (::fstat(root_fd, &base_status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", jail.root.string()));
+
+    std::vector<OwnerRecord> owners;
+    fs::path const owners_path = directory / OWNERS_FILE;
+    auto hand_in = [&](std::string const& path, std::string const& name, bool writable) -> Expected<std::string> {
+        TRY(link_into_jail(path, root_fd, name, writable, base_status.st_dev, uid, owners, owners_path));
+        return "/" + name;
+    };
+    jail.inside = definition;
+    jail.inside.kernel = TRY(hand_in(definition.kernel, "kernel", false));
+    if (definition.initrd)
+        jail.inside.initrd = TRY(hand_in(*definition.initrd, "initrd", false));
+    for (size_t i = 0; i < definition.disks.size(); ++i) {
+        auto const& disk = definition.disks[i];
+        jail.inside.disks[i].path = TRY(hand_in(disk.path, fmt::format("disk{}", i), !disk.read_only));
+    }
+    if (definition.vsock)
+        jail.inside.vsock->uds_path = "/vsock.sock";
+    // TAPs: the VM's uid must own them to attach without CAP_NET_ADMIN (tap_owner.h).
+    json taps = json::array();
+    for (auto const& nic : definition.nics) {
+        auto const record = TRY(hand_tap_to(nic.tap_name, uid, uid));
+        taps.push_back({ { "name", record.name },
+                         { "created", record.created },
+                         { "owner", record.owner },
+                         { "group", record.group } });
+        TRY(atomic_write_file(directory / TAPS_FILE, taps.dump(), 0600));
+    }
+
+    // The machine file and the metrics file belong to the VM's uid: kvmm reads the one and
+    // rewrites the other.
+    fs::path const machine_file = jail.root / "machine.json";
+    jail.metrics_path = (jail.root / "metrics.json").string();
+    TRY(atomic_write_file(machine_file, kvmm_machine_file(jail.inside), 0600));
+    TRY(atomic_write_file(jail.metrics_path, "", 0600));
+    for (auto const& path : { machine_file.string(), jail.metrics_path }) {
+        if (::chown(path.c_str(), uid, uid) != 0)
+            return Error::from_errno(fmt::format("cannot give '{}' to uid {}", path, uid));
+    }
+    jail.control_socket = (jail.root / "control.sock").string();
+    jail.console_socket = (jail.root / "console.sock").string();
+
+    jail.argv = { settings.jailer_binary, "--id", jail.id, "--exec-file", kvmm_binary, "--uid", std::to_string(uid),
+                  "--gid", std::to_string(uid), "--chroot-base-dir", settings.base.string(),
+                  // kvmm warns below 4096 descriptors (docs/jailer.md).
+                  "--resource-limit", "no-file=4096", "--", "--config-file", "/machine.json", "--control-sock",
+                  "/control.sock", "--console", "socket=/console.sock", "--metrics", "/metrics.json" };
+    jail.argv.insert(jail.argv.end(), kvmm_arguments.begin(), kvmm_arguments.end());
+    undo.armed = false;
+    return jail;
+}
+
+} // namespace kvmm
