@@ -287,8 +287,8 @@ int main(int argc, char** argv) {
         return 1;
     if (char const* seccomp = std::getenv("KVMM_BLOCK_BENCH_SECCOMP"); seccomp && std::string(seccomp) == "1") {
         namespace groups = kvmm::kvm_ioctl_groups;
-        kvmm::KvmIoctls const kvm { groups::vcpu_run(), groups::vcpu_diagnostics(), groups::interrupt_line(),
-                                    groups::device_wiring(), groups::save_state() };
+        kvmm::KvmIoctls const kvm { groups::vcpu_run(),      groups::vcpu_diagnostics(), groups::interrupt_line(),
+                                    groups::device_wiring(), groups::save_state(),       groups::dirty_log() };
         std::array<kvmm::SeccompRoleFilter, kvmm::ALL_THREAD_ROLES.size()> filters;
         for (kvmm::ThreadRole role : kvmm::ALL_THREAD_ROLES) {
             auto filter = kvmm::build_role_filter(role, kvm);

@@ -144,8 +144,8 @@ kvmm::Expected<void> prepare_seccomp(bool no_seccomp, std::string const& filter_
         return {};
     }
     namespace groups = kvmm::kvm_ioctl_groups;
-    kvmm::KvmIoctls const kvm { groups::vcpu_run(), groups::vcpu_diagnostics(), groups::interrupt_line(),
-                                groups::device_wiring(), groups::save_state() };
+    kvmm::KvmIoctls const kvm { groups::vcpu_run(),      groups::vcpu_diagnostics(), groups::interrupt_line(),
+                                groups::device_wiring(), groups::save_state(),       groups::dirty_log() };
     g_seccomp_filters = TRY(kvmm::SeccompFilters::from_table(kvm, roles));
     log_cost();
     return {};

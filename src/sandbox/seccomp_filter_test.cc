@@ -29,11 +29,11 @@ constexpr uint64_t FAKE_KVM_GET_REGS = 0x8090AE81;
 constexpr uint64_t FAKE_KVM_IRQ_LINE = 0x4008AE61;
 constexpr uint64_t FAKE_KVM_IRQFD = 0x4020AE76;
 constexpr uint64_t FAKE_KVM_GET_CLOCK = 0x8030AE7C;
+constexpr uint64_t FAKE_KVM_GET_DIRTY_LOG = 0x4010AE42;
 
 KvmIoctls fake_kvm_ioctls() {
-    return {
-        { FAKE_KVM_RUN }, { FAKE_KVM_GET_REGS }, { FAKE_KVM_IRQ_LINE }, { FAKE_KVM_IRQFD }, { FAKE_KVM_GET_CLOCK }
-    };
+    return { { FAKE_KVM_RUN },   { FAKE_KVM_GET_REGS },  { FAKE_KVM_IRQ_LINE },
+             { FAKE_KVM_IRQFD }, { FAKE_KVM_GET_CLOCK }, { FAKE_KVM_GET_DIRTY_LOG } };
 }
 
 struct ChildResult {

@@ -88,6 +88,8 @@ constexpr SeccompTableRow TABLE[] = {
     // --- the event loop (main thread) --------------------------------------------------------
     { "ioctl", ROLE_VMM, ioctl(IoctlGroup::KvmDeviceWiring), "a virtio device's ioeventfds and irqfd on reset" },
     { "ioctl", ROLE_VMM, ioctl(IoctlGroup::KvmSaveState), "Machine::save_state (PUT /snapshot/create, paused)" },
+    { "ioctl", ROLE_VMM | ROLE_CONTROL, ioctl(IoctlGroup::KvmDirtyLog),
+      "Machine::take_dirty_pages: PUT /snapshot/create of a Diff writes the memory file on the API thread" },
     { "ioctl", ROLE_VMM, ioctl(IoctlGroup::Terminal), "the stdio console restoring the terminal mode" },
     { "ioctl", ROLE_VMM, ioctl(IoctlGroup::BlockDevice), "DiskImage size and BLKDISCARD of a block-device image" },
     { "ioctl", ROLE_VMM, ioctl(IoctlGroup::Tap), "Tap::set_offloads when the virtio-net driver negotiates" },
@@ -159,6 +161,11 @@ constexpr SeccompTableRow TABLE[] = {
     { "mincore", ROLE_CONTROL, any(), "GuestMemoryFile: only resident pages of guest RAM are written" },
     { "rename", ROLE_FILES, any(), "SnapshotFile: the finished file takes its name" },
     { "unlink", ROLE_FILES, any(), "UnixListener removes its socket; a failed snapshot's temporary file" },
+    { "readlink", ROLE_FILES, any(),
+      "check_storage_path's realpath(): a disk path (PUT/PATCH /drives) must not lead into /proc or /sys" },
+    { "readlinkat", ROLE_FILES, any(), "as readlink, where glibc's realpath() uses the *at form" },
+    { "getcwd", ROLE_FILES, any(), "realpath() of a relative disk path" },
+    { "fstatfs", ROLE_FILES, any(), "check_storage_file: an opened disk must not be a file of a pseudo filesystem" },
     { "getrandom", ROLE_FILES, any(), "libstdc++ and glibc seeds (hash tables, temporary names)" },
     { "socket", ROLE_CONTROL, one_of(0, AF_NETLINK),
       "check_socket_path_unbound: netlink sock_diag (vsock uds_path at PUT /vsock)" },
@@ -181,6 +188,9 @@ Expected<uint64_t> ioctl_values_of(IoctlGroup group, KvmIoctls const& kvm, std::
         break;
     case IoctlGroup::KvmSaveState:
         out = kvm.save_state;
+        break;
+    case IoctlGroup::KvmDirtyLog:
+        out = kvm.dirty_log;
         break;
     case IoctlGroup::Terminal:
         append({ TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ });

@@ -28,6 +28,7 @@ enum class IoctlGroup : uint8_t {
     KvmInterruptLine,   // KVM_IRQ_LINE: legacy devices raise their ISA interrupt
     KvmDeviceWiring,    // KVM_IOEVENTFD, KVM_IRQFD: a device's eventfds (de)assigned on reset
     KvmSaveState,       // every KVM_GET_* of the saved state (snapshot create, on the event loop)
+    KvmDirtyLog,        // KVM_GET_DIRTY_LOG: the pages a Diff snapshot holds
     Terminal,           // the stdio console's terminal mode
     BlockDevice,        // a block-device image's size and discard
     Tap,                // virtio-net's offloads, set when the driver negotiates them
@@ -41,6 +42,7 @@ struct KvmIoctls {
     std::vector<uint64_t> interrupt_line;
     std::vector<uint64_t> device_wiring;
     std::vector<uint64_t> save_state;
+    std::vector<uint64_t> dirty_log;
 };
 
 // Role bits of a table row.

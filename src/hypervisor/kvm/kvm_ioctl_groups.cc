@@ -14,6 +14,8 @@ std::vector<uint64_t> interrupt_line() { return { KVM_IRQ_LINE }; }
 
 std::vector<uint64_t> device_wiring() { return { KVM_IOEVENTFD, KVM_IRQFD }; }
 
+std::vector<uint64_t> dirty_log() { return { KVM_GET_DIRTY_LOG }; }
+
 std::vector<uint64_t> save_state() {
     return {
         // vCPU state (kvm_vcpu_state.cc)

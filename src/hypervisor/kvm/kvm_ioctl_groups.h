@@ -16,5 +16,6 @@ std::vector<uint64_t> vcpu_diagnostics(); // log_register_dump: KVM_GET_REGS, KV
 std::vector<uint64_t> interrupt_line();   // KVM_IRQ_LINE
 std::vector<uint64_t> device_wiring();    // KVM_IOEVENTFD, KVM_IRQFD
 std::vector<uint64_t> save_state();       // KvmVcpu::save_state, KvmVm::save_state
+std::vector<uint64_t> dirty_log();        // KvmVm::take_dirty_log: KVM_GET_DIRTY_LOG
 
 } // namespace kvmm::kvm_ioctl_groups
