@@ -48,8 +48,8 @@
 #include "base/unique_fd.h"
 #include "manager/cgroup.h"
 #include "manager/state_store.h"
-#include "manager/volume_store.h"
 #include "manager/vm_jail.h"
+#include "manager/volume_store.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,5 +1,6 @@
 #include "manager/vm_jail.h"
 
+#include "backends/disk/qcow2_file.h"
 #include "manager/state_store.h"
 #include "manager/tap_owner.h"
 
@@ -10,6 +11,7 @@
 #include <charconv>
 #include <fcntl.h>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -118,6 +120,103 @@ Expected<void> link_into_jail(std::string const& path, int root_fd, std::string 
     if (::linkat(fd, "", root_fd, name.c_str(), AT_EMPTY_PATH) != 0)
         return Error::from_errno(fmt::format("cannot link '{}' into the jail as '{}'", path, name));
     return {};
+}
+
+// Names kvmmd itself puts at the top of the jail root (and kvmm-jailer's /dev): a backing
+// file may not take one of them.
+bool is_reserved_jail_name(std::string const& first_component) {
+    static std::set<std::string> const reserved { "kernel",        "initrd",       "machine.json", "metrics.json",
+                                                  "control.sock",  "console.sock", "vsock.sock",   "dev",
+                                                  "snapshot.snap", "snapshot.mem" };
+    if (reserved.contains(first_component))
+        return true;
+    return first_component.size() > 4 && first_component.starts_with("disk") &&
+           first_component.find_first_not_of("0123456789", 4) == std::string::npos;
+}
+
+// Creates the directories of `relative` (a path below the jail root, its last component the
+// file) root-owned 0755, each opened without following links.
+Expected<void> make_parent_directories(int root_fd, fs::path const& relative, fs::path const& root) {
+    int directory_fd = ::dup(root_fd);
+    if (directory_fd < 0)
+        return Error::from_errno("dup the jail root");
+    fs::path made;
+    for (auto const& component : relative.parent_path()) {
+        made /= component;
+        if (::mkdirat(directory_fd, component.c_str(), 0755) != 0 && errno != EEXIST) {
+            int const saved_errno = errno;
+            ::close(directory_fd);
+            errno = saved_errno;
+            return Error::from_errno(fmt::format("cannot create '{}'", (root / made).string()));
+        }
+        int const next = ::openat(directory_fd, component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int const saved_errno = errno;
+        ::close(directory_fd);
+        if (next < 0) {
+            errno = saved_errno;
+            return Error::from_errno(fmt::format("cannot open '{}'", (root / made).string()));
+        }
+        directory_fd = next;
+        // The umask may have taken bits away; the VM uid must be able to walk through.
+        ::fchmod(directory_fd, 0755);
+    }
+    ::close(directory_fd);
+    return {};
+}
+
+// A qcow2 disk's backing chain (qcow2.txt, "Header": backing_file_offset/size): kvmm opens each
+// backing file by the name in the header above it, an absolute path as it is, a relative one
+// against the directory of that image (qcow2_image.cc). In the jail the top image is
+// `inside_path` (/diskN), so each backing file is linked into the jail root where that
+// resolution lands: an absolute name at the same path under the root, a relative one relative
+// to the image's path inside the jail. Backing files are opened read-only by kvmm, so they are
+// handed in as read-only files (keep their owner, must be world-readable).
+Expected<void> link_backing_chain(std::string const& host_path, std::string const& inside_path, int root_fd,
+                                  fs::path const& root,
+                                  std::function<Expected<void>(std::string const&, std::string const&)> const& link) {
+    fs::path host_image = host_path;
+    fs::path inside_image = inside_path;
+    for (unsigned depth = 0;; ++depth) {
+        auto const info = TRY(qcow2::read_file_info(host_image.string()).with_context("jail: backing chain"));
+        if (!info.header.backing_file)
+            return {};
+        if (depth >= qcow2::MAX_BACKING_DEPTH)
+            return Error::format("the backing chain of '{}' is deeper than {} images", host_path,
+                                 qcow2::MAX_BACKING_DEPTH);
+        fs::path const name = *info.header.backing_file;
+        fs::path const host_backing = name.is_relative() ? host_image.parent_path() / name : name;
+        // An absolute path's ".." at the root stays at the root, as the kernel resolves it.
+        fs::path const inside_backing =
+            (name.is_relative() ? inside_image.parent_path() / name : name).lexically_normal();
+        fs::path const relative = inside_backing.relative_path();
+        if (relative.empty() || relative.filename().empty() || relative.filename() == "." ||
+            relative.filename() == "..")
+            return Error::format("'{}' names the backing file '{}', which is no file path", host_image.string(),
+                                 name.string());
+        if (is_reserved_jail_name(relative.begin()->string()))
+            return Error::format("'{}' names the backing file '{}', which would be '/{}' in the jail, a name the jail "
+                                 "uses for its own files; a jailed VM cannot use it (run it unjailed, or rebase the "
+                                 "image onto another name)",
+                                 host_image.string(), name.string(), relative.string());
+        struct stat existing {};
+        if (::fstatat(root_fd, relative.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0) {
+            struct stat wanted {};
+            if (::stat(host_backing.c_str(), &wanted) != 0)
+                return Error::from_errno(fmt::format("cannot open '{}'", host_backing.string()));
+            if (existing.st_dev != wanted.st_dev || existing.st_ino != wanted.st_ino)
+                return Error::format("two backing files would both be '/{}' in the jail ('{}' and another); a "
+                                     "jailed VM cannot use both",
+                                     relative.string(), host_backing.string());
+            // Linked by another disk of this VM, with the rest of its chain.
+            return {};
+        }
+        TRY(make_parent_directories(root_fd, relative, root));
+        TRY(link(host_backing.string(), relative.string()));
+        if (info.header.backing_format != qcow2::BackingFormat::Qcow2)
+            return {};
+        host_image = host_backing;
+        inside_image = inside_backing;
+    }
 }
 
 } // namespace
@@ -300,6 +399,14 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
     for (size_t i = 0; i < definition.disks.size(); ++i) {
         auto const& disk = definition.disks[i];
         jail.inside.disks[i].path = TRY(hand_in(disk.path, fmt::format("disk{}", i), !disk.read_only));
+        if (disk.format == DiskConfig::Format::Qcow2)
+            TRY(link_backing_chain(disk.path, jail.inside.disks[i].path, root_fd, jail.root,
+                                   [&](std::string const& path, std::string const& name) -> Expected<void> {
+                                       auto linked = hand_in(path, name, false);
+                                       if (!linked)
+                                           return linked.error();
+                                       return {};
+                                   }));
     }
     if (definition.vsock)
         jail.inside.vsock->uds_path = "/vsock.sock";

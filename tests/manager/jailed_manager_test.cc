@@ -506,5 +506,39 @@ TEST_F(JailedManagerTest, DiskOnAnotherFileSystem_StartRefusesNamingItAndChanges
     ::unlink(disk.c_str());
 }
 
+// kvmmctl clone under the jail: the overlay's header names its base by its host path, which
+// kvmm opens inside the jail; prepare_jail links it there read-only.
+TEST_F(JailedManagerTest, CloneOfAVm_BootsJailedReadingTheBaseThroughTheOverlayAndLeavesTheBaseAlone) {
+    std::string const base = m_dir + "/base.raw";
+    std::string contents(1 << 20, '\0');
+    contents.replace(0, 14, "KVMM-DISK-TEST");
+    std::ofstream(base, std::ios::binary) << contents;
+    ::chmod(base.c_str(), 0644);
+    std::string const path = m_dir + "/source.toml";
+    std::ofstream(path) << fmt::format("name = \"source\"\nmemory = 16\nkernel = \"{}/guest\"\ncmdline = "
+                                       "\"test=virtio-blk\"\n[[disk]]\npath = \"{}\"\nid = \"root\"\n",
+                                       m_dir, base);
+    ASSERT_EQ(ctl({ "define", path }).exit_status, 0);
+    auto const cloned = ctl({ "clone", "source", "copy" });
+    ASSERT_EQ(cloned.exit_status, 0) << cloned.standard_error;
+
+    auto const started = ctl({ "start", "copy" });
+    ASSERT_EQ(started.exit_status, 0) << started.standard_error;
+    auto const deadline = std::chrono::steady_clock::now() + 20s;
+    while (info("copy")["state"] == "running" && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(info("copy")["state"], "shut off");
+    auto const logs = ctl({ "logs", "copy" }).standard_output;
+    EXPECT_NE(logs.find("kvmm-test: virtio-blk ok"), std::string::npos)
+        << logs << read_file(m_dir + "/state/logs/copy.kvmm.log");
+    // The guest's write went to the overlay; the base is as it was, its owner and links too.
+    EXPECT_EQ(read_file(base), contents);
+    struct stat base_status {};
+    ASSERT_EQ(::stat(base.c_str(), &base_status), 0);
+    EXPECT_EQ(base_status.st_uid, 0u);
+    EXPECT_EQ(base_status.st_nlink, 1u) << "the link into the jail is gone";
+    EXPECT_EQ(base_status.st_mode & 07777, 0644u);
+}
+
 } // namespace
 } // namespace kvmm
