@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <fcntl.h>
@@ -120,6 +121,69 @@ Expected<void> link_into_jail(std::string const& path, int root_fd, std::string 
     if (::linkat(fd, "", root_fd, name.c_str(), AT_EMPTY_PATH) != 0)
         return Error::from_errno(fmt::format("cannot link '{}' into the jail as '{}'", path, name));
     return {};
+}
+
+// Copies the whole of `from_fd` to `to_fd` (both at offset 0), leaving holes where the source
+// reads as zeros: a saved VM's memory file is mostly holes (never-touched guest pages).
+Expected<void> copy_contents(int from_fd, int to_fd, std::string const& from, std::string const& to) {
+    struct stat status {};
+    if (::fstat(from_fd, &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", from));
+    if (::ftruncate(to_fd, status.st_size) != 0)
+        return Error::from_errno(fmt::format("cannot size '{}' to {} bytes", to, status.st_size));
+    constexpr size_t BLOCK = 1 << 20;
+    std::vector<char> buffer(BLOCK);
+    for (off_t offset = 0; offset < status.st_size;) {
+        ssize_t const got = ::pread(from_fd, buffer.data(), BLOCK, offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return Error::from_errno(fmt::format("cannot read '{}' at {}", from, offset));
+        if (got == 0)
+            return Error::format("'{}' ended at {} bytes of {} while it was copied", from, offset, status.st_size);
+        bool const zeros = std::all_of(buffer.begin(), buffer.begin() + got, [](char c) { return c == 0; });
+        for (ssize_t done = 0; !zeros && done < got;) {
+            ssize_t const put = ::pwrite(to_fd, buffer.data() + done, got - done, offset + done);
+            if (put < 0 && errno == EINTR)
+                continue;
+            if (put < 0)
+                return Error::from_errno(fmt::format("cannot write '{}' at {}", to, offset + done));
+            done += put;
+        }
+        offset += got;
+    }
+    if (::fsync(to_fd) != 0)
+        return Error::from_errno(fmt::format("syncing '{}'", to));
+    return {};
+}
+
+// Hands a saved VM's file into the jail for kvmm (running as uid) to restore from: a hard link
+// given to uid for the run when it is on the jail base's file system, else a private copy.
+Expected<void> hand_in_saved_file(std::string const& path, int root_fd, fs::path const& root, std::string const& name,
+                                  dev_t base_device, uid_t uid, std::vector<OwnerRecord>& owners,
+                                  fs::path const& owners_path) {
+    struct stat status {};
+    if (::stat(path.c_str(), &status) != 0)
+        return Error::from_errno(fmt::format("cannot open the saved file '{}'", path));
+    if (status.st_dev == base_device)
+        return link_into_jail(path, root_fd, name, true, base_device, uid, owners, owners_path);
+    int const from_fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (from_fd < 0)
+        return Error::from_errno(fmt::format("cannot open the saved file '{}'", path));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } from_closer { from_fd };
+    if (::fstat(from_fd, &status) != 0 || !S_ISREG(status.st_mode))
+        return Error::format("the saved file '{}' is not a regular file", path);
+    std::string const copy = (root / name).string();
+    int const to_fd = ::openat(root_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (to_fd < 0)
+        return Error::from_errno(fmt::format("cannot create '{}'", copy));
+    Closer to_closer { to_fd };
+    if (::fchown(to_fd, uid, uid) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to uid {}", copy, uid));
+    return copy_contents(from_fd, to_fd, path, copy);
 }
 
 // Names kvmmd itself puts at the top of the jail root (and kvmm-jailer's /dev): a backing
@@ -345,7 +409,8 @@ Expected<void> restore_jail(JailSettings const& settings, std::string const& id)
 
 Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string const& kvmm_binary,
                                     VmDefinition const& definition, uint32_t uid,
-                                    std::vector<std::string> const& kvmm_arguments) {
+                                    std::vector<std::string> const& kvmm_arguments,
+                                    std::optional<SavedRecord> const& restore_from) {
     PreparedJail jail;
     jail.id = jail_id(definition.name, uid);
     fs::path const directory = jail_dir(settings, jail.id);
@@ -408,6 +473,12 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
                                        return {};
                                    }));
     }
+    if (restore_from) {
+        TRY(hand_in_saved_file(restore_from->snapshot_path, root_fd, jail.root, JAIL_SNAPSHOT_FILE, base_status.st_dev,
+                               uid, owners, owners_path));
+        TRY(hand_in_saved_file(restore_from->memory_path, root_fd, jail.root, JAIL_MEMORY_FILE, base_status.st_dev, uid,
+                               owners, owners_path));
+    }
     if (definition.vsock)
         jail.inside.vsock->uds_path = "/vsock.sock";
     // TAPs: the VM's uid must own them to attach without CAP_NET_ADMIN (tap_owner.h).
@@ -440,8 +511,70 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
                   "--resource-limit", "no-file=4096", "--", "--config-file", "/machine.json", "--control-sock",
                   "/control.sock", "--console", "socket=/console.sock", "--metrics", "/metrics.json" };
     jail.argv.insert(jail.argv.end(), kvmm_arguments.begin(), kvmm_arguments.end());
+    if (restore_from) {
+        for (auto const* argument : { "--restore-snapshot", "/snapshot.snap", "--restore-memory", "/snapshot.mem" })
+            jail.argv.emplace_back(argument);
+    }
     undo.armed = false;
     return jail;
+}
+
+void remove_from_jail(fs::path const& root, std::string const& name) { ::unlink((root / name).c_str()); }
+
+Expected<void> take_out_of_jail(fs::path const& root, std::string const& name, uid_t uid,
+                                std::string const& destination) {
+    std::string const inside = (root / name).string();
+    int const root_fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root_fd < 0)
+        return Error::from_errno(fmt::format("cannot open the jail '{}'", root.string()));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } root_closer { root_fd };
+    int const fd = ::openat(root_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return Error::from_errno(fmt::format("cannot open '{}', which kvmm was to write", inside));
+    Closer closer { fd };
+    struct stat status {};
+    if (::fstat(fd, &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", inside));
+    if (!S_ISREG(status.st_mode) || status.st_uid != uid || status.st_nlink != 1)
+        return Error::format("'{}' is not the file kvmm wrote (a regular file of uid {} with one link; it has uid {}, "
+                             "{} link(s), mode {:o}); it is left where it is",
+                             inside, uid, status.st_uid, status.st_nlink, status.st_mode);
+    // Root's before it leaves the jail, so the VM's uid never owns a file outside it.
+    if (::fchown(fd, 0, 0) != 0 || ::fchmod(fd, 0600) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to root", inside));
+    if (::renameat(root_fd, name.c_str(), AT_FDCWD, destination.c_str()) == 0) {
+        // The name may have been swapped between the check and the rename: what arrived must be
+        // the file checked.
+        struct stat arrived {};
+        if (::lstat(destination.c_str(), &arrived) != 0 || arrived.st_dev != status.st_dev ||
+            arrived.st_ino != status.st_ino) {
+            ::unlink(destination.c_str());
+            return Error::format("'{}' was replaced while it was moved to '{}'; the VM's file is not saved", inside,
+                                 destination);
+        }
+        return {};
+    }
+    if (errno != EXDEV)
+        return Error::from_errno(fmt::format("cannot move '{}' to '{}'", inside, destination));
+    // Another file system: a copy of the checked file, renamed into place once complete.
+    std::string const temporary = destination + ".partial";
+    ::unlink(temporary.c_str());
+    int const to_fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (to_fd < 0)
+        return Error::from_errno(fmt::format("cannot create '{}'", temporary));
+    Closer to_closer { to_fd };
+    auto copied = copy_contents(fd, to_fd, inside, temporary);
+    if (copied && ::rename(temporary.c_str(), destination.c_str()) != 0)
+        copied = Error::from_errno(fmt::format("cannot rename '{}' to '{}'", temporary, destination));
+    if (!copied) {
+        ::unlink(temporary.c_str());
+        return copied.error();
+    }
+    ::unlinkat(root_fd, name.c_str(), 0);
+    return {};
 }
 
 } // namespace kvmm

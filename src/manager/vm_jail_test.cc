@@ -266,5 +266,49 @@ TEST_F(PreparedJailTest, ABackingFileAtANameTheJailUsesOrUnreadable_IsRefusedNam
     EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
 }
 
+TEST_F(PreparedJailTest, ASavedVmsFilesAreHandedInForTheRunAndKvmmIsToldToRestoreFromThem) {
+    auto const snapshot = m_directory.path() / "saved.snap";
+    auto const memory = m_directory.path() / "saved.mem";
+    for (auto const& path : { snapshot, memory }) {
+        std::ofstream(path) << "saved";
+        ::chmod(path.c_str(), 0600);
+    }
+    auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {},
+                             SavedRecord { snapshot.string(), memory.string() });
+    ASSERT_TRUE(jail) << jail.error().message();
+    EXPECT_EQ(status_of(jail->root / "snapshot.snap").st_ino, status_of(snapshot).st_ino);
+    EXPECT_EQ(status_of(jail->root / "snapshot.mem").st_ino, status_of(memory).st_ino);
+    EXPECT_EQ(status_of(memory).st_uid, 50003u) << "kvmm reads it as the VM's uid";
+    EXPECT_THAT(jail->argv, ::testing::IsSupersetOf({ std::string("--restore-snapshot"), std::string("/snapshot.snap"),
+                                                      std::string("--restore-memory"), std::string("/snapshot.mem") }));
+    ASSERT_TRUE(restore_jail(m_settings, jail->id));
+    EXPECT_EQ(status_of(memory).st_uid, 0u);
+    EXPECT_EQ(status_of(memory).st_mode & 07777, 0600u);
+    EXPECT_EQ(status_of(snapshot).st_nlink, 1u);
+}
+
+TEST_F(PreparedJailTest, TakeOutOfJail_MovesKvmmsFileToRootOrRefusesALinkPlantedInItsPlace) {
+    auto const root = m_directory.path() / "root";
+    fs::create_directories(root);
+    std::ofstream(root / "snapshot.snap") << "state";
+    ::chown((root / "snapshot.snap").c_str(), 50003, 50003);
+    auto const destination = m_directory.path() / "out.snap";
+    ASSERT_TRUE(take_out_of_jail(root, "snapshot.snap", 50003, destination.string()));
+    EXPECT_FALSE(fs::exists(root / "snapshot.snap"));
+    EXPECT_EQ(status_of(destination).st_uid, 0u);
+    EXPECT_EQ(status_of(destination).st_mode & 07777, 0600u);
+
+    // The jailed process owns its root: what it leaves there instead is not moved.
+    fs::create_symlink("/etc/passwd", root / "snapshot.snap");
+    EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 50003, destination.string())),
+                HasSubstr("snapshot.snap"));
+    fs::remove(root / "snapshot.snap");
+    fs::create_hard_link(m_directory.path() / "disk.img", root / "snapshot.snap");
+    EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 1234, destination.string())),
+                HasSubstr("not the file kvmm wrote"));
+    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 1234u);
+    EXPECT_EQ(status_of(destination).st_uid, 0u) << "the destination is as it was";
+}
+
 } // namespace
 } // namespace kvmm
