@@ -24,11 +24,13 @@ Expected<void> Daemon::create_snapshot_files(std::string const& name, std::strin
                                              std::string const& snapshot_path, std::string const& memory_path) {
     KvmmClient client(control_socket, SNAPSHOT_TIMEOUT);
     auto const uid = jail_uid(name);
-    if (!uid)
-        return client.create_snapshot(snapshot_path, memory_path).with_context(fmt::format("VM '{}'", name));
-    // A jailed kvmm sees only its jail root (where its control socket is): it writes there, and
-    // kvmmd, which can reach both, moves the files to where they were asked for.
     auto const root = std::filesystem::path(control_socket).parent_path();
+    // Jailed only when its control socket is in its jail root: a kvmm adopted from a daemon
+    // that ran with --no-jail sees the host's paths.
+    if (!uid || root != jail_root(*m_options.jail, jail_id(name, *uid)))
+        return client.create_snapshot(snapshot_path, memory_path).with_context(fmt::format("VM '{}'", name));
+    // A jailed kvmm sees only its jail root: it writes there, and kvmmd, which can reach both,
+    // moves the files to where they were asked for.
     remove_from_jail(root, JAIL_SNAPSHOT_FILE);
     remove_from_jail(root, JAIL_MEMORY_FILE);
     TRY(client.create_snapshot(fmt::format("/{}", JAIL_SNAPSHOT_FILE), fmt::format("/{}", JAIL_MEMORY_FILE))

@@ -414,7 +414,7 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
     PreparedJail jail;
     jail.id = jail_id(definition.name, uid);
     fs::path const directory = jail_dir(settings, jail.id);
-    jail.root = directory / "root";
+    jail.root = jail_root(settings, jail.id);
     // A jail left by a run whose end kvmmd did not see (it was stopped, or crashed).
     if (auto stale = restore_jail(settings, jail.id); !stale)
         spdlog::warn("VM '{}': stale jail: {}", definition.name, stale.error().message());
@@ -518,6 +518,8 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
     undo.armed = false;
     return jail;
 }
+
+fs::path jail_root(JailSettings const& settings, std::string const& id) { return jail_dir(settings, id) / "root"; }
 
 void remove_from_jail(fs::path const& root, std::string const& name) { ::unlink((root / name).c_str()); }
 

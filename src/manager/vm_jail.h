@@ -78,6 +78,9 @@ struct PreparedJail {
     std::string metrics_path;
 };
 
+// BASE/kvmm/ID/root: the host path of the jail root of jail `id`.
+std::filesystem::path jail_root(JailSettings const& settings, std::string const& id);
+
 // Where kvmm writes a snapshot inside the jail (save, snapshot) and reads a saved VM from (a
 // restore): names in the jail root, so "/snapshot.snap" to kvmm.
 inline constexpr char const* JAIL_SNAPSHOT_FILE = "snapshot.snap";
