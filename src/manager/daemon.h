@@ -156,6 +156,14 @@ private:
     // Jailed VMs: the disks back to their owners and the jail directory removed, once no
     // process of the VM is left.
     void release_jail(std::string const& name);
+    // A jailed VM's uid, as recorded at its first jailed start; none for an unjailed daemon or
+    // a VM never started jailed.
+    std::optional<uint32_t> jail_uid(std::string const& name) const;
+    // Asks the VM's kvmm (control socket) for a snapshot at the host paths `snapshot_path` and
+    // `memory_path`. A jailed kvmm writes it in its jail root, and kvmmd moves it out to them
+    // (vm_jail.h, take_out_of_jail()).
+    Expected<void> create_snapshot_files(std::string const& name, std::string const& control_socket,
+                                         std::string const& snapshot_path, std::string const& memory_path);
 
     DaemonOptions m_options;
     // STATE_DIR/kvmmd.lock, flock()ed exclusively for the daemon's whole life (declared first,

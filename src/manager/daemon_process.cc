@@ -195,7 +195,8 @@ Expected<void> Daemon::start(Vm& vm) {
         }
         uint32_t const uid = *assigned;
         // info-level logging records "VM stopped: ..." for every exit (see below).
-        auto prepared = prepare_jail(jail, m_options.kvmm_binary, definition, uid, { "--log-level", "info" });
+        // A saved VM's files are handed into the jail, where kvmm restores from them.
+        auto prepared = prepare_jail(jail, m_options.kvmm_binary, definition, uid, { "--log-level", "info" }, saved);
         if (!prepared) {
             (void)cgroup.destroy();
             return prepared.error().with_context(fmt::format("VM '{}': jail", vm.name));
@@ -211,8 +212,8 @@ Expected<void> Daemon::start(Vm& vm) {
         for (char const* extra : { "--log-level", "info", "--metrics", metrics_path.c_str() })
             arguments.emplace_back(extra);
     }
-    // A saved VM comes back from its snapshot instead of booting.
-    if (saved) {
+    // A saved VM comes back from its snapshot instead of booting (a jailed one: prepare_jail).
+    if (saved && !m_options.jail) {
         for (auto const* extra :
              { "--restore-snapshot", saved->snapshot_path.c_str(), "--restore-memory", saved->memory_path.c_str() })
             arguments.emplace_back(extra);
@@ -701,15 +702,22 @@ void Daemon::on_process_exit(std::shared_ptr<Vm> const& vm) {
     m_changed.notify_all();
 }
 
-void Daemon::release_jail(std::string const& name) {
+std::optional<uint32_t> Daemon::jail_uid(std::string const& name) const {
     if (!m_options.jail)
-        return;
+        return std::nullopt;
     // The uid is recorded at the first jailed start; without a record there was no jail.
     std::ifstream recorded(uid_record(m_store.root() / "uids", name));
     uint32_t uid = 0;
     if (!(recorded >> uid))
+        return std::nullopt;
+    return uid;
+}
+
+void Daemon::release_jail(std::string const& name) {
+    auto const uid = jail_uid(name);
+    if (!uid)
         return;
-    if (auto restored = restore_jail(*m_options.jail, jail_id(name, uid)); !restored)
+    if (auto restored = restore_jail(*m_options.jail, jail_id(name, *uid)); !restored)
         spdlog::error("VM '{}': {}", name, restored.error().message());
 }
 

@@ -4,6 +4,9 @@
 #include "manager/daemon_vm.h"
 #include "manager/kvmm_client.h"
 #include "manager/protocol.h"
+#include "manager/vm_jail.h"
+
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -16,6 +19,32 @@ namespace {
 constexpr std::chrono::seconds SNAPSHOT_TIMEOUT { 120 };
 
 } // namespace
+
+Expected<void> Daemon::create_snapshot_files(std::string const& name, std::string const& control_socket,
+                                             std::string const& snapshot_path, std::string const& memory_path) {
+    KvmmClient client(control_socket, SNAPSHOT_TIMEOUT);
+    auto const uid = jail_uid(name);
+    auto const root = std::filesystem::path(control_socket).parent_path();
+    // Jailed only when its control socket is in its jail root: a kvmm adopted from a daemon
+    // that ran with --no-jail sees the host's paths.
+    if (!uid || root != jail_root(*m_options.jail, jail_id(name, *uid)))
+        return client.create_snapshot(snapshot_path, memory_path).with_context(fmt::format("VM '{}'", name));
+    // A jailed kvmm sees only its jail root: it writes there, and kvmmd, which can reach both,
+    // moves the files to where they were asked for.
+    remove_from_jail(root, JAIL_SNAPSHOT_FILE);
+    remove_from_jail(root, JAIL_MEMORY_FILE);
+    TRY(client.create_snapshot(fmt::format("/{}", JAIL_SNAPSHOT_FILE), fmt::format("/{}", JAIL_MEMORY_FILE))
+            .with_context(fmt::format("VM '{}'", name)));
+    auto moved = take_out_of_jail(root, JAIL_MEMORY_FILE, *uid, memory_path);
+    if (moved)
+        moved = take_out_of_jail(root, JAIL_SNAPSHOT_FILE, *uid, snapshot_path);
+    if (!moved) {
+        remove_from_jail(root, JAIL_SNAPSHOT_FILE);
+        remove_from_jail(root, JAIL_MEMORY_FILE);
+        return moved.error().with_context(fmt::format("VM '{}'", name));
+    }
+    return {};
+}
 
 Expected<void> Daemon::save(Vm& vm, nlohmann::json const& request) {
     auto const file = TRY(required_string(request, "file"));
@@ -36,9 +65,7 @@ Expected<void> Daemon::save(Vm& vm, nlohmann::json const& request) {
         TRY(set_paused(vm, true));
     // Until the record is written the VM goes on as it was if anything fails: resumed if it ran.
     auto written = [&]() -> Expected<void> {
-        KvmmClient client(control_socket, SNAPSHOT_TIMEOUT);
-        TRY(client.create_snapshot(record.snapshot_path, record.memory_path)
-                .with_context(fmt::format("VM '{}'", vm.name)));
+        TRY(create_snapshot_files(vm.name, control_socket, record.snapshot_path, record.memory_path));
         TRY(m_store.write_saved_record(vm.name, record));
         return {};
     }();
@@ -85,9 +112,7 @@ Expected<nlohmann::json> Daemon::snapshot(Vm& vm, nlohmann::json const& request)
     auto const paused_at = std::chrono::steady_clock::now();
     if (was_running)
         TRY(set_paused(vm, true));
-    KvmmClient client(control_socket, SNAPSHOT_TIMEOUT);
-    auto const created =
-        client.create_snapshot(snapshot_path, memory_path).with_context(fmt::format("VM '{}'", vm.name));
+    auto const created = create_snapshot_files(vm.name, control_socket, snapshot_path, memory_path);
     // The VM keeps running whatever happened to the snapshot.
     if (was_running)
         TRY(set_paused(vm, false));

@@ -1,15 +1,18 @@
 #include "manager/vm_jail.h"
 
+#include "backends/disk/qcow2_file.h"
 #include "manager/state_store.h"
 #include "manager/tap_owner.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <fcntl.h>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -118,6 +121,166 @@ Expected<void> link_into_jail(std::string const& path, int root_fd, std::string 
     if (::linkat(fd, "", root_fd, name.c_str(), AT_EMPTY_PATH) != 0)
         return Error::from_errno(fmt::format("cannot link '{}' into the jail as '{}'", path, name));
     return {};
+}
+
+// Copies the whole of `from_fd` to `to_fd` (both at offset 0), leaving holes where the source
+// reads as zeros: a saved VM's memory file is mostly holes (never-touched guest pages).
+Expected<void> copy_contents(int from_fd, int to_fd, std::string const& from, std::string const& to) {
+    struct stat status {};
+    if (::fstat(from_fd, &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", from));
+    if (::ftruncate(to_fd, status.st_size) != 0)
+        return Error::from_errno(fmt::format("cannot size '{}' to {} bytes", to, status.st_size));
+    constexpr size_t BLOCK = 1 << 20;
+    std::vector<char> buffer(BLOCK);
+    for (off_t offset = 0; offset < status.st_size;) {
+        ssize_t const got = ::pread(from_fd, buffer.data(), BLOCK, offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return Error::from_errno(fmt::format("cannot read '{}' at {}", from, offset));
+        if (got == 0)
+            return Error::format("'{}' ended at {} bytes of {} while it was copied", from, offset, status.st_size);
+        bool const zeros = std::all_of(buffer.begin(), buffer.begin() + got, [](char c) { return c == 0; });
+        for (ssize_t done = 0; !zeros && done < got;) {
+            ssize_t const put = ::pwrite(to_fd, buffer.data() + done, got - done, offset + done);
+            if (put < 0 && errno == EINTR)
+                continue;
+            if (put < 0)
+                return Error::from_errno(fmt::format("cannot write '{}' at {}", to, offset + done));
+            done += put;
+        }
+        offset += got;
+    }
+    if (::fsync(to_fd) != 0)
+        return Error::from_errno(fmt::format("syncing '{}'", to));
+    return {};
+}
+
+// Hands a saved VM's file into the jail for kvmm (running as uid) to restore from: a hard link
+// given to uid for the run when it is on the jail base's file system, else a private copy.
+Expected<void> hand_in_saved_file(std::string const& path, int root_fd, fs::path const& root, std::string const& name,
+                                  dev_t base_device, uid_t uid, std::vector<OwnerRecord>& owners,
+                                  fs::path const& owners_path) {
+    struct stat status {};
+    if (::stat(path.c_str(), &status) != 0)
+        return Error::from_errno(fmt::format("cannot open the saved file '{}'", path));
+    if (status.st_dev == base_device)
+        return link_into_jail(path, root_fd, name, true, base_device, uid, owners, owners_path);
+    int const from_fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (from_fd < 0)
+        return Error::from_errno(fmt::format("cannot open the saved file '{}'", path));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } from_closer { from_fd };
+    if (::fstat(from_fd, &status) != 0 || !S_ISREG(status.st_mode))
+        return Error::format("the saved file '{}' is not a regular file", path);
+    std::string const copy = (root / name).string();
+    int const to_fd = ::openat(root_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (to_fd < 0)
+        return Error::from_errno(fmt::format("cannot create '{}'", copy));
+    Closer to_closer { to_fd };
+    if (::fchown(to_fd, uid, uid) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to uid {}", copy, uid));
+    return copy_contents(from_fd, to_fd, path, copy);
+}
+
+// Names kvmmd itself puts at the top of the jail root (and kvmm-jailer's /dev): a backing
+// file may not take one of them.
+bool is_reserved_jail_name(std::string const& first_component) {
+    static std::set<std::string> const reserved { "kernel",        "initrd",       "machine.json", "metrics.json",
+                                                  "control.sock",  "console.sock", "vsock.sock",   "dev",
+                                                  "snapshot.snap", "snapshot.mem" };
+    if (reserved.contains(first_component))
+        return true;
+    return first_component.size() > 4 && first_component.starts_with("disk") &&
+           first_component.find_first_not_of("0123456789", 4) == std::string::npos;
+}
+
+// Creates the directories of `relative` (a path below the jail root, its last component the
+// file) root-owned 0755, each opened without following links.
+Expected<void> make_parent_directories(int root_fd, fs::path const& relative, fs::path const& root) {
+    int directory_fd = ::dup(root_fd);
+    if (directory_fd < 0)
+        return Error::from_errno("dup the jail root");
+    fs::path made;
+    for (auto const& component : relative.parent_path()) {
+        made /= component;
+        if (::mkdirat(directory_fd, component.c_str(), 0755) != 0 && errno != EEXIST) {
+            int const saved_errno = errno;
+            ::close(directory_fd);
+            errno = saved_errno;
+            return Error::from_errno(fmt::format("cannot create '{}'", (root / made).string()));
+        }
+        int const next = ::openat(directory_fd, component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int const saved_errno = errno;
+        ::close(directory_fd);
+        if (next < 0) {
+            errno = saved_errno;
+            return Error::from_errno(fmt::format("cannot open '{}'", (root / made).string()));
+        }
+        directory_fd = next;
+        // The umask may have taken bits away; the VM uid must be able to walk through.
+        ::fchmod(directory_fd, 0755);
+    }
+    ::close(directory_fd);
+    return {};
+}
+
+// A qcow2 disk's backing chain (qcow2.txt, "Header": backing_file_offset/size): kvmm opens each
+// backing file by the name in the header above it, an absolute path as it is, a relative one
+// against the directory of that image (qcow2_image.cc). In the jail the top image is
+// `inside_path` (/diskN), so each backing file is linked into the jail root where that
+// resolution lands: an absolute name at the same path under the root, a relative one relative
+// to the image's path inside the jail. Backing files are opened read-only by kvmm, so they are
+// handed in as read-only files (keep their owner, must be world-readable).
+Expected<void> link_backing_chain(std::string const& host_path, std::string const& inside_path, int root_fd,
+                                  fs::path const& root,
+                                  std::function<Expected<void>(std::string const&, std::string const&)> const& link) {
+    fs::path host_image = host_path;
+    fs::path inside_image = inside_path;
+    for (unsigned depth = 0;; ++depth) {
+        auto const info = TRY(qcow2::read_file_info(host_image.string()).with_context("jail: backing chain"));
+        if (!info.header.backing_file)
+            return {};
+        if (depth >= qcow2::MAX_BACKING_DEPTH)
+            return Error::format("the backing chain of '{}' is deeper than {} images", host_path,
+                                 qcow2::MAX_BACKING_DEPTH);
+        fs::path const name = *info.header.backing_file;
+        fs::path const host_backing = name.is_relative() ? host_image.parent_path() / name : name;
+        // An absolute path's ".." at the root stays at the root, as the kernel resolves it.
+        fs::path const inside_backing =
+            (name.is_relative() ? inside_image.parent_path() / name : name).lexically_normal();
+        fs::path const relative = inside_backing.relative_path();
+        if (relative.empty() || relative.filename().empty() || relative.filename() == "." ||
+            relative.filename() == "..")
+            return Error::format("'{}' names the backing file '{}', which is no file path", host_image.string(),
+                                 name.string());
+        if (is_reserved_jail_name(relative.begin()->string()))
+            return Error::format("'{}' names the backing file '{}', which would be '/{}' in the jail, a name the jail "
+                                 "uses for its own files; a jailed VM cannot use it (run it unjailed, or rebase the "
+                                 "image onto another name)",
+                                 host_image.string(), name.string(), relative.string());
+        struct stat existing {};
+        if (::fstatat(root_fd, relative.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0) {
+            struct stat wanted {};
+            if (::stat(host_backing.c_str(), &wanted) != 0)
+                return Error::from_errno(fmt::format("cannot open '{}'", host_backing.string()));
+            if (existing.st_dev != wanted.st_dev || existing.st_ino != wanted.st_ino)
+                return Error::format("two backing files would both be '/{}' in the jail ('{}' and another); a "
+                                     "jailed VM cannot use both",
+                                     relative.string(), host_backing.string());
+            // Linked by another disk of this VM, with the rest of its chain.
+            return {};
+        }
+        TRY(make_parent_directories(root_fd, relative, root));
+        TRY(link(host_backing.string(), relative.string()));
+        if (info.header.backing_format != qcow2::BackingFormat::Qcow2)
+            return {};
+        host_image = host_backing;
+        inside_image = inside_backing;
+    }
 }
 
 } // namespace
@@ -246,11 +409,12 @@ Expected<void> restore_jail(JailSettings const& settings, std::string const& id)
 
 Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string const& kvmm_binary,
                                     VmDefinition const& definition, uint32_t uid,
-                                    std::vector<std::string> const& kvmm_arguments) {
+                                    std::vector<std::string> const& kvmm_arguments,
+                                    std::optional<SavedRecord> const& restore_from) {
     PreparedJail jail;
     jail.id = jail_id(definition.name, uid);
     fs::path const directory = jail_dir(settings, jail.id);
-    jail.root = directory / "root";
+    jail.root = jail_root(settings, jail.id);
     // A jail left by a run whose end kvmmd did not see (it was stopped, or crashed).
     if (auto stale = restore_jail(settings, jail.id); !stale)
         spdlog::warn("VM '{}': stale jail: {}", definition.name, stale.error().message());
@@ -300,6 +464,20 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
     for (size_t i = 0; i < definition.disks.size(); ++i) {
         auto const& disk = definition.disks[i];
         jail.inside.disks[i].path = TRY(hand_in(disk.path, fmt::format("disk{}", i), !disk.read_only));
+        if (disk.format == DiskConfig::Format::Qcow2)
+            TRY(link_backing_chain(disk.path, jail.inside.disks[i].path, root_fd, jail.root,
+                                   [&](std::string const& path, std::string const& name) -> Expected<void> {
+                                       auto linked = hand_in(path, name, false);
+                                       if (!linked)
+                                           return linked.error();
+                                       return {};
+                                   }));
+    }
+    if (restore_from) {
+        TRY(hand_in_saved_file(restore_from->snapshot_path, root_fd, jail.root, JAIL_SNAPSHOT_FILE, base_status.st_dev,
+                               uid, owners, owners_path));
+        TRY(hand_in_saved_file(restore_from->memory_path, root_fd, jail.root, JAIL_MEMORY_FILE, base_status.st_dev, uid,
+                               owners, owners_path));
     }
     if (definition.vsock)
         jail.inside.vsock->uds_path = "/vsock.sock";
@@ -333,8 +511,72 @@ Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string co
                   "--resource-limit", "no-file=4096", "--", "--config-file", "/machine.json", "--control-sock",
                   "/control.sock", "--console", "socket=/console.sock", "--metrics", "/metrics.json" };
     jail.argv.insert(jail.argv.end(), kvmm_arguments.begin(), kvmm_arguments.end());
+    if (restore_from) {
+        for (auto const* argument : { "--restore-snapshot", "/snapshot.snap", "--restore-memory", "/snapshot.mem" })
+            jail.argv.emplace_back(argument);
+    }
     undo.armed = false;
     return jail;
+}
+
+fs::path jail_root(JailSettings const& settings, std::string const& id) { return jail_dir(settings, id) / "root"; }
+
+void remove_from_jail(fs::path const& root, std::string const& name) { ::unlink((root / name).c_str()); }
+
+Expected<void> take_out_of_jail(fs::path const& root, std::string const& name, uid_t uid,
+                                std::string const& destination) {
+    std::string const inside = (root / name).string();
+    int const root_fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root_fd < 0)
+        return Error::from_errno(fmt::format("cannot open the jail '{}'", root.string()));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } root_closer { root_fd };
+    int const fd = ::openat(root_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return Error::from_errno(fmt::format("cannot open '{}', which kvmm was to write", inside));
+    Closer closer { fd };
+    struct stat status {};
+    if (::fstat(fd, &status) != 0)
+        return Error::from_errno(fmt::format("fstat '{}'", inside));
+    if (!S_ISREG(status.st_mode) || status.st_uid != uid || status.st_nlink != 1)
+        return Error::format("'{}' is not the file kvmm wrote (a regular file of uid {} with one link; it has uid {}, "
+                             "{} link(s), mode {:o}); it is left where it is",
+                             inside, uid, status.st_uid, status.st_nlink, status.st_mode);
+    // Root's before it leaves the jail, so the VM's uid never owns a file outside it.
+    if (::fchown(fd, 0, 0) != 0 || ::fchmod(fd, 0600) != 0)
+        return Error::from_errno(fmt::format("cannot give '{}' to root", inside));
+    if (::renameat(root_fd, name.c_str(), AT_FDCWD, destination.c_str()) == 0) {
+        // The name may have been swapped between the check and the rename: what arrived must be
+        // the file checked.
+        struct stat arrived {};
+        if (::lstat(destination.c_str(), &arrived) != 0 || arrived.st_dev != status.st_dev ||
+            arrived.st_ino != status.st_ino) {
+            ::unlink(destination.c_str());
+            return Error::format("'{}' was replaced while it was moved to '{}'; the VM's file is not saved", inside,
+                                 destination);
+        }
+        return {};
+    }
+    if (errno != EXDEV)
+        return Error::from_errno(fmt::format("cannot move '{}' to '{}'", inside, destination));
+    // Another file system: a copy of the checked file, renamed into place once complete.
+    std::string const temporary = destination + ".partial";
+    ::unlink(temporary.c_str());
+    int const to_fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (to_fd < 0)
+        return Error::from_errno(fmt::format("cannot create '{}'", temporary));
+    Closer to_closer { to_fd };
+    auto copied = copy_contents(fd, to_fd, inside, temporary);
+    if (copied && ::rename(temporary.c_str(), destination.c_str()) != 0)
+        copied = Error::from_errno(fmt::format("cannot rename '{}' to '{}'", temporary, destination));
+    if (!copied) {
+        ::unlink(temporary.c_str());
+        return copied.error();
+    }
+    ::unlinkat(root_fd, name.c_str(), 0);
+    return {};
 }
 
 } // namespace kvmm

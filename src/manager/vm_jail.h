@@ -8,6 +8,8 @@
 //   BASE/kvmm/ID/root/initrd
 //   BASE/kvmm/ID/root/diskN
 //   BASE/kvmm/ID/root/machine.json the machine file, with the paths above
+//   BASE/kvmm/ID/root/snapshot.snap a snapshot kvmm writes for kvmmd to take out (save,
+//   BASE/kvmm/ID/root/snapshot.mem  snapshot), or the saved files handed in for a restore
 //   BASE/kvmm/ID/root/control.sock kvmm's sockets and metrics, created by kvmm inside the jail
 //   BASE/kvmm/ID/owners.json       root's record of the owners to restore (outside the root, so
 //                                  the jailed process cannot change it)
@@ -26,12 +28,14 @@
 #pragma once
 
 #include "base/expected.h"
+#include "manager/state_store.h"
 #include "manager/vm_definition.h"
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,13 +78,37 @@ struct PreparedJail {
     std::string metrics_path;
 };
 
+// BASE/kvmm/ID/root: the host path of the jail root of jail `id`.
+std::filesystem::path jail_root(JailSettings const& settings, std::string const& id);
+
+// Where kvmm writes a snapshot inside the jail (save, snapshot) and reads a saved VM from (a
+// restore): names in the jail root, so "/snapshot.snap" to kvmm.
+inline constexpr char const* JAIL_SNAPSHOT_FILE = "snapshot.snap";
+inline constexpr char const* JAIL_MEMORY_FILE = "snapshot.mem";
+
 // Builds the jail directory for one start: removes a stale one of the same id (restoring the
 // owners it recorded), links the files, gives writable disks to uid:gid, writes the machine
-// file. `kvmm_arguments` are kvmm's arguments after the jailer's `--`. On failure nothing of
-// it is left and every owner is restored.
+// file. `kvmm_arguments` are kvmm's arguments after the jailer's `--`. With `restore_from`
+// (a saved VM), its files are handed in as JAIL_SNAPSHOT_FILE and JAIL_MEMORY_FILE (hard
+// links given to uid:gid for the run and given back by restore_jail(), or private copies when
+// they are on another file system than the jail base) and kvmm is told to restore from them.
+// On failure nothing of it is left and every owner is restored.
 Expected<PreparedJail> prepare_jail(JailSettings const& settings, std::string const& kvmm_binary,
                                     VmDefinition const& definition, uint32_t uid,
-                                    std::vector<std::string> const& kvmm_arguments);
+                                    std::vector<std::string> const& kvmm_arguments,
+                                    std::optional<SavedRecord> const& restore_from = std::nullopt);
+
+// Removes `name` from the jail root `root`, if it is there (a file kvmm left from a failed
+// snapshot), so that kvmm's next one cannot be mistaken for it.
+void remove_from_jail(std::filesystem::path const& root, std::string const& name);
+
+// Moves the file `name` that kvmm (running as `uid`) wrote in the jail root `root` to the host
+// path `destination`, replacing what is there: root-owned, mode 0600 (a VM's memory is as
+// secret as the VM). A rename where both are on one file system, else a copy, synced, and the
+// original removed. Refuses anything but a regular file of `uid` with one link: the jail root
+// is the VM's, so the name may have been replaced by a link to another file.
+Expected<void> take_out_of_jail(std::filesystem::path const& root, std::string const& name, uid_t uid,
+                                std::string const& destination);
 
 // After the VM's kvmm has ended: restores the recorded owners and modes and removes the jail
 // directory. Quietly does nothing when there is none.

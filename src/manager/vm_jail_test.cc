@@ -1,5 +1,7 @@
 #include "manager/vm_jail.h"
 
+#include "backends/disk/qcow2_file.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -203,6 +205,109 @@ TEST_F(PreparedJailTest, ADiskReplacedDuringTheRunKeepsTheOwnerItHasNow) {
     EXPECT_THAT(error_of(restore_jail(m_settings, jail->id)), HasSubstr("no longer the file"));
     EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 0u);
     EXPECT_FALSE(fs::exists(m_settings.base / "kvmm" / jail->id));
+}
+
+// A qcow2 disk's backing files are opened by kvmm at the names in the headers: a relative name
+// against the image's directory (in the jail "/", where /disk0 is), an absolute one as it is.
+TEST_F(PreparedJailTest, AQcow2DisksBackingChainIsLinkedWhereKvmmLooksForItReadOnly) {
+    auto const base = m_directory.path() / "base.raw";
+    std::ofstream(base) << std::string(65536, 'b');
+    ::chmod(base.c_str(), 0644);
+    qcow2::CreateOptions middle_options;
+    middle_options.backing_file = base.string(); // absolute
+    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "middle.qcow2").string(), 65536, middle_options));
+    qcow2::CreateOptions top_options;
+    top_options.backing_file = "middle.qcow2"; // relative to the top image's directory
+    top_options.backing_format = qcow2::BackingFormat::Qcow2;
+    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "top.qcow2").string(), 65536, top_options));
+    m_definition.disks[0].path = (m_directory.path() / "top.qcow2").string();
+    m_definition.disks[0].format = DiskConfig::Format::Qcow2;
+
+    auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
+    ASSERT_TRUE(jail) << jail.error().message();
+    EXPECT_EQ(status_of(jail->root / "disk0").st_ino, status_of(m_directory.path() / "top.qcow2").st_ino);
+    EXPECT_EQ(status_of(jail->root / "middle.qcow2").st_ino, status_of(m_directory.path() / "middle.qcow2").st_ino);
+    auto const inside_base = jail->root / base.relative_path();
+    EXPECT_EQ(status_of(inside_base).st_ino, status_of(base).st_ino);
+    // Read-only: the backing files keep their owner; the directories made for them are root's.
+    EXPECT_EQ(status_of(base).st_uid, 0u);
+    EXPECT_EQ(status_of(m_directory.path() / "middle.qcow2").st_uid, 0u);
+    EXPECT_EQ(status_of(m_directory.path() / "top.qcow2").st_uid, 50003u);
+    auto const directory = status_of(inside_base.parent_path());
+    EXPECT_EQ(directory.st_uid, 0u);
+    EXPECT_EQ(directory.st_mode & 07777, 0755u);
+
+    ASSERT_TRUE(restore_jail(m_settings, jail->id));
+    EXPECT_EQ(status_of(base).st_nlink, 1u);
+    EXPECT_EQ(status_of(m_directory.path() / "middle.qcow2").st_nlink, 1u);
+    EXPECT_FALSE(fs::exists(m_settings.base / "kvmm" / jail->id));
+}
+
+TEST_F(PreparedJailTest, ABackingFileAtANameTheJailUsesOrUnreadable_IsRefusedNamingItAndLeavesNothing) {
+    qcow2::CreateOptions options;
+    options.backing_file = "kernel";
+    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "over-kernel.qcow2").string(), 65536, options));
+    m_definition.disks[0].path = (m_directory.path() / "over-kernel.qcow2").string();
+    m_definition.disks[0].format = DiskConfig::Format::Qcow2;
+    auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
+    EXPECT_THAT(error_of(jail), HasSubstr("backing file 'kernel'"));
+    EXPECT_THAT(error_of(jail), HasSubstr("a name the jail uses for its own files"));
+    EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
+    EXPECT_EQ(status_of(m_directory.path() / "over-kernel.qcow2").st_uid, 0u) << "its owner is restored";
+
+    auto const secret = m_directory.path() / "secret.raw";
+    std::ofstream(secret) << std::string(65536, 's');
+    ::chmod(secret.c_str(), 0600);
+    options.backing_file = secret.string();
+    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "over-secret.qcow2").string(), 65536, options));
+    m_definition.disks[0].path = (m_directory.path() / "over-secret.qcow2").string();
+    EXPECT_THAT(error_of(prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {})),
+                HasSubstr("not readable by others"));
+    EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
+}
+
+TEST_F(PreparedJailTest, ASavedVmsFilesAreHandedInForTheRunAndKvmmIsToldToRestoreFromThem) {
+    auto const snapshot = m_directory.path() / "saved.snap";
+    auto const memory = m_directory.path() / "saved.mem";
+    for (auto const& path : { snapshot, memory }) {
+        std::ofstream(path) << "saved";
+        ::chmod(path.c_str(), 0600);
+    }
+    auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {},
+                             SavedRecord { snapshot.string(), memory.string() });
+    ASSERT_TRUE(jail) << jail.error().message();
+    EXPECT_EQ(status_of(jail->root / "snapshot.snap").st_ino, status_of(snapshot).st_ino);
+    EXPECT_EQ(status_of(jail->root / "snapshot.mem").st_ino, status_of(memory).st_ino);
+    EXPECT_EQ(status_of(memory).st_uid, 50003u) << "kvmm reads it as the VM's uid";
+    EXPECT_THAT(jail->argv, ::testing::IsSupersetOf({ std::string("--restore-snapshot"), std::string("/snapshot.snap"),
+                                                      std::string("--restore-memory"), std::string("/snapshot.mem") }));
+    ASSERT_TRUE(restore_jail(m_settings, jail->id));
+    EXPECT_EQ(status_of(memory).st_uid, 0u);
+    EXPECT_EQ(status_of(memory).st_mode & 07777, 0600u);
+    EXPECT_EQ(status_of(snapshot).st_nlink, 1u);
+}
+
+TEST_F(PreparedJailTest, TakeOutOfJail_MovesKvmmsFileToRootOrRefusesALinkPlantedInItsPlace) {
+    auto const root = m_directory.path() / "root";
+    fs::create_directories(root);
+    std::ofstream(root / "snapshot.snap") << "state";
+    ::chown((root / "snapshot.snap").c_str(), 50003, 50003);
+    auto const destination = m_directory.path() / "out.snap";
+    ASSERT_TRUE(take_out_of_jail(root, "snapshot.snap", 50003, destination.string()));
+    EXPECT_FALSE(fs::exists(root / "snapshot.snap"));
+    EXPECT_EQ(status_of(destination).st_uid, 0u);
+    EXPECT_EQ(status_of(destination).st_mode & 07777, 0600u);
+
+    // The jailed process owns its root: what it leaves there instead is not moved.
+    fs::create_symlink("/etc/passwd", root / "snapshot.snap");
+    EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 50003, destination.string())),
+                HasSubstr("snapshot.snap"));
+    fs::remove(root / "snapshot.snap");
+    fs::create_hard_link(m_directory.path() / "disk.img", root / "snapshot.snap");
+    EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 1234, destination.string())),
+                HasSubstr("not the file kvmm wrote"));
+    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 1234u);
+    EXPECT_EQ(status_of(destination).st_uid, 0u) << "the destination is as it was";
 }
 
 } // namespace

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <grp.h>
 #include <set>
 #include <sys/socket.h>
@@ -38,6 +39,28 @@ constexpr uid_t NOBODY = 65534;
 std::string read_file(std::string const& path) {
     std::ifstream stream(path);
     return std::string((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+}
+
+// The counter scenario's "kvmm-test: counter N" lines, in order.
+std::vector<uint64_t> logged_counters(std::string const& log) {
+    std::vector<uint64_t> counters;
+    std::string const marker = "kvmm-test: counter ";
+    for (size_t at = log.find(marker); at != std::string::npos; at = log.find(marker, at + 1)) {
+        char const* digits = log.c_str() + at + marker.size();
+        if (*digits >= '0' && *digits <= '9')
+            counters.push_back(std::strtoull(digits, nullptr, 10));
+    }
+    return counters;
+}
+
+bool poll_until(std::function<bool()> const& done, std::chrono::milliseconds timeout) {
+    auto const deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        std::this_thread::sleep_for(50ms);
+    }
+    return true;
 }
 
 // "Uid:\t1\t1\t1\t1" -> the first number of the field `key` in /proc/PID/status.
@@ -194,6 +217,72 @@ protected:
                                            name, m_dir, scenario)
                             << (with_disk ? fmt::format("[[disk]]\npath = \"{}/disk.img\"\n", m_dir) : std::string {});
         return path;
+    }
+
+    static struct stat status_of(std::string const& path) {
+        struct stat status {};
+        EXPECT_EQ(::stat(path.c_str(), &status), 0) << path;
+        return status;
+    }
+
+    // The VM "saver" (scenario counter, defined) is started, snapshotted, saved into
+    // `save_directory` and restored; the guest must go on counting without booting again.
+    void check_save_and_restore(std::string const& save_directory) {
+        ASSERT_EQ(ctl({ "start", "saver" }).exit_status, 0);
+        auto const log_path = m_dir + "/state/logs/saver.log";
+        auto counters = [&] { return logged_counters(read_file(log_path)); };
+        ASSERT_TRUE(poll_until([&] { return counters().size() >= 5; }, 20s)) << read_file(log_path);
+
+        auto const snapshot = ctl({ "snapshot", "saver", "first" });
+        ASSERT_EQ(snapshot.exit_status, 0) << snapshot.standard_error;
+        for (auto const* suffix : { ".snap", ".mem" }) {
+            auto const status = status_of(m_dir + "/state/snapshots/saver/first" + suffix);
+            EXPECT_EQ(status.st_uid, 0u) << suffix;
+            EXPECT_EQ(status.st_mode & 07777, 0600u) << suffix;
+            EXPECT_EQ(status.st_nlink, 1u) << suffix;
+        }
+        EXPECT_EQ(info("saver")["state"], "running");
+        auto const after_snapshot = counters().size();
+        EXPECT_TRUE(poll_until([&] { return counters().size() > after_snapshot + 3; }, 10s))
+            << "the VM keeps running after a snapshot";
+
+        auto const file = save_directory + "/saver-image";
+        auto const saved = ctl({ "save", "saver", file });
+        ASSERT_EQ(saved.exit_status, 0) << saved.standard_error << read_file(m_dir + "/kvmmd.log");
+        for (auto const& path : { file, file + ".mem" }) {
+            auto const status = status_of(path);
+            EXPECT_EQ(status.st_uid, 0u) << path;
+            EXPECT_EQ(status.st_mode & 07777, 0600u) << path;
+            EXPECT_EQ(status.st_nlink, 1u) << path;
+        }
+        EXPECT_EQ(info("saver")["state"], "saved");
+        auto const before = counters();
+        ASSERT_FALSE(before.empty());
+
+        auto const restored = ctl({ "restore", "saver" });
+        ASSERT_EQ(restored.exit_status, 0)
+            << restored.standard_error << read_file(m_dir + "/state/logs/saver.kvmm.log");
+        EXPECT_EQ(info("saver")["state"], "running");
+        ASSERT_TRUE(poll_until([&] { return counters().size() >= before.size() + 5; }, 20s)) << read_file(log_path);
+        auto const log = read_file(log_path);
+        EXPECT_EQ(log.find("FAIL"), std::string::npos) << log;
+        size_t boots = 0;
+        for (size_t at = log.find("kvmm-test: counter with"); at != std::string::npos;
+             at = log.find("kvmm-test: counter with", at + 1))
+            ++boots;
+        EXPECT_EQ(boots, 1u) << "the restored guest did not boot again\n" << log;
+        auto const after = counters();
+        EXPECT_GT(after.back(), before.back());
+
+        // Once the VM is gone the saved files are root's again, with no link left in a jail.
+        ASSERT_EQ(ctl({ "destroy", "saver" }).exit_status, 0);
+        for (auto const& path : { file, file + ".mem" }) {
+            auto const status = status_of(path);
+            EXPECT_EQ(status.st_uid, 0u) << path;
+            EXPECT_EQ(status.st_mode & 07777, 0600u) << path;
+            EXPECT_EQ(status.st_nlink, 1u) << path;
+        }
+        EXPECT_TRUE(fs::is_empty(m_dir + "/state/jail/kvmm")) << "no jail is left";
     }
 
     json info(std::string const& name) {
@@ -504,6 +593,64 @@ TEST_F(JailedManagerTest, DiskOnAnotherFileSystem_StartRefusesNamingItAndChanges
     EXPECT_EQ(info("far")["state"], "shut off");
     EXPECT_TRUE(fs::is_empty(m_dir + "/state/jail/kvmm"));
     ::unlink(disk.c_str());
+}
+
+// kvmmctl clone under the jail: the overlay's header names its base by its host path, which
+// kvmm opens inside the jail; prepare_jail links it there read-only.
+TEST_F(JailedManagerTest, CloneOfAVm_BootsJailedReadingTheBaseThroughTheOverlayAndLeavesTheBaseAlone) {
+    std::string const base = m_dir + "/base.raw";
+    std::string contents(1 << 20, '\0');
+    contents.replace(0, 14, "KVMM-DISK-TEST");
+    std::ofstream(base, std::ios::binary) << contents;
+    ::chmod(base.c_str(), 0644);
+    std::string const path = m_dir + "/source.toml";
+    std::ofstream(path) << fmt::format("name = \"source\"\nmemory = 16\nkernel = \"{}/guest\"\ncmdline = "
+                                       "\"test=virtio-blk\"\n[[disk]]\npath = \"{}\"\nid = \"root\"\n",
+                                       m_dir, base);
+    ASSERT_EQ(ctl({ "define", path }).exit_status, 0);
+    auto const cloned = ctl({ "clone", "source", "copy" });
+    ASSERT_EQ(cloned.exit_status, 0) << cloned.standard_error;
+
+    auto const started = ctl({ "start", "copy" });
+    ASSERT_EQ(started.exit_status, 0) << started.standard_error;
+    auto const deadline = std::chrono::steady_clock::now() + 20s;
+    while (info("copy")["state"] == "running" && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(info("copy")["state"], "shut off");
+    auto const logs = ctl({ "logs", "copy" }).standard_output;
+    EXPECT_NE(logs.find("kvmm-test: virtio-blk ok"), std::string::npos)
+        << logs << read_file(m_dir + "/state/logs/copy.kvmm.log");
+    // The guest's write went to the overlay; the base is as it was, its owner and links too.
+    EXPECT_EQ(read_file(base), contents);
+    struct stat base_status {};
+    ASSERT_EQ(::stat(base.c_str(), &base_status), 0);
+    EXPECT_EQ(base_status.st_uid, 0u);
+    EXPECT_EQ(base_status.st_nlink, 1u) << "the link into the jail is gone";
+    EXPECT_EQ(base_status.st_mode & 07777, 0644u);
+}
+
+// kvmmctl snapshot, save and restore of a jailed VM: kvmm writes in its jail root and kvmmd
+// moves the files to where they were asked for (root's, 0600); a restore hands them back in.
+// `save_directory` on another file system than the jail base takes the copying path.
+
+TEST_F(JailedManagerTest, SaveRestoreAndSnapshotOfAJailedVm_TheGuestGoesOnFromWhereItWas) {
+    ASSERT_EQ(ctl({ "define", define("saver", "counter") }).exit_status, 0);
+    check_save_and_restore(m_dir);
+}
+
+TEST_F(JailedManagerTest, SaveOfAJailedVmToAnotherFileSystem_IsCopiedOutAndRestoresFromThere) {
+    struct stat shm {};
+    if (::stat("/dev/shm", &shm) != 0)
+        GTEST_SKIP() << "no /dev/shm";
+    struct stat here {};
+    ASSERT_EQ(::stat(m_dir.c_str(), &here), 0);
+    ASSERT_NE(shm.st_dev, here.st_dev) << "/dev/shm is on the test directory's file system";
+    char pattern[] = "/dev/shm/kvmmd-jail-save-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    std::string const elsewhere = pattern;
+    ASSERT_EQ(ctl({ "define", define("saver", "counter") }).exit_status, 0);
+    check_save_and_restore(elsewhere);
+    fs::remove_all(elsewhere);
 }
 
 } // namespace
