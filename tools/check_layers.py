@@ -110,7 +110,7 @@ LIBRARIES = {
     "kvmm_manager": Rule("manager", ["kvmm_manager_protocol"]),
     # Volumes (kvmmctl's vol verbs, clone) create and describe images with the qcow2 file code
     # alone, never the block layer.
-    "kvmm_manager_volumes": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol", "kvmm_disk_format"]),
+    "kvmm_manager_volumes": Rule("manager", ["kvmm_config", "kvmm_manager", "kvmm_manager_protocol", "kvmm_disk_format"]),
     "kvmm_manager_daemon": Rule("manager", ["kvmm_manager", "kvmm_manager_protocol", "kvmm_manager_volumes",
                                             "kvmm_disk_format"]),
     "kvmm_jailer": Rule("jailer"),

@@ -34,15 +34,16 @@ Expected<ConsoleConfig> ConsoleConfig::parse(std::string_view text) {
     return Error::format("invalid --console '{}': expected stdio, none, file=PATH or socket=PATH", text);
 }
 
-Expected<uint64_t> parse_memory_size(std::string_view text) {
+Expected<uint64_t> parse_size_with_suffix(std::string_view text, std::string_view what, uint64_t bare_unit) {
     uint64_t number = 0;
     auto const* const begin = text.data();
     auto const* const end = text.data() + text.size();
     auto [rest, error] = std::from_chars(begin, end, number);
     if (error == std::errc::result_out_of_range)
-        return Error::format("memory size '{}' is too large", text);
+        return Error::format("{} size '{}' is too large", what, text);
     if (error != std::errc() || rest == begin)
-        return Error::format("invalid memory size '{}': expected a number with an optional K, M, G or T suffix", text);
+        return Error::format("invalid {} size '{}': expected a number{} with an optional K, M, G or T suffix", what,
+                             text, bare_unit == 1 ? " of bytes" : "");
     std::string suffix(rest, end);
     for (auto& character : suffix)
         character = static_cast<char>(std::toupper(static_cast<unsigned char>(character)));
@@ -51,23 +52,29 @@ Expected<uint64_t> parse_memory_size(std::string_view text) {
     else if (suffix.size() > 1 && suffix.ends_with("B"))
         suffix.resize(suffix.size() - 1);
     uint64_t multiplier = 0;
-    if (suffix.empty() || suffix == "M")
-        multiplier = 1ull << 20;
+    if (suffix.empty())
+        multiplier = bare_unit;
+    else if (suffix == "B")
+        multiplier = 1;
     else if (suffix == "K")
         multiplier = 1ull << 10;
+    else if (suffix == "M")
+        multiplier = 1ull << 20;
     else if (suffix == "G")
         multiplier = 1ull << 30;
     else if (suffix == "T")
         multiplier = 1ull << 40;
-    else if (suffix == "B")
-        multiplier = 1;
     else
-        return Error::format("invalid memory size '{}': unknown suffix '{}' (use K, M, G or T)", text,
+        return Error::format("invalid {} size '{}': unknown suffix '{}' (use K, M, G or T)", what, text,
                              std::string_view(rest, static_cast<size_t>(end - rest)));
     auto const bytes = checked_mul(number, multiplier);
     if (!bytes)
-        return Error::format("memory size '{}' is too large", text);
+        return Error::format("{} size '{}' is too large", what, text);
     return *bytes;
+}
+
+Expected<uint64_t> parse_memory_size(std::string_view text) {
+    return parse_size_with_suffix(text, "memory", 1ull << 20);
 }
 
 Expected<void> validate(VmConfig const& config, uint32_t max_vcpus) {

@@ -118,6 +118,9 @@ struct VmConfig {
 // (as QEMU's -m and Firecracker's mem_size_mib). Suffixes K, M, G, T (powers of 1024, case-insensitive,
 // optional trailing "iB"/"B"). Errors name the text.
 Expected<uint64_t> parse_memory_size(std::string_view text);
+// The same grammar for any size: a bare number counts `bare_unit` bytes (1 for disk volumes, as
+// qemu-img); "B" is bytes. `what` names the value in errors ("memory", "volume").
+Expected<uint64_t> parse_size_with_suffix(std::string_view text, std::string_view what, uint64_t bare_unit);
 
 // Guest RAM that validate() accepts. The x86-64 memory layout (arch/x86_64/layout.h) has the
 // same bounds, and vmm asserts at compile time that they agree; config cannot include arch.

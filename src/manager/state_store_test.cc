@@ -1,5 +1,6 @@
 #include "manager/state_store.h"
 
+#include "base/testing/temporary_directory.h"
 #include "config/device_options.h"
 
 #include <gmock/gmock.h>
@@ -18,24 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-class TemporaryDirectory {
-public:
-    TemporaryDirectory() {
-        std::string pattern = ::testing::TempDir() + "kvmm-state-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr)
-            std::abort();
-        m_path = pattern;
-    }
-    ~TemporaryDirectory() {
-        std::error_code ignored;
-        fs::remove_all(m_path, ignored);
-    }
-    fs::path const& path() const { return m_path; }
-
-private:
-    fs::path m_path;
-};
 
 std::string read_text(fs::path const& path) {
     std::ifstream stream(path);
@@ -62,8 +45,8 @@ VmDefinition sample(std::string name) {
 }
 
 TEST(StateStore, Open_CreatesPrivateDirectories) {
-    TemporaryDirectory directory;
-    auto const root = directory.path() / "state";
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const root = fs::path(directory.path()) / "state";
     auto const store = StateStore::open(root);
     ASSERT_TRUE(store) << store.error().message();
     for (char const* sub : { "definitions", "runtime", "logs" }) {
@@ -74,8 +57,8 @@ TEST(StateStore, Open_CreatesPrivateDirectories) {
 }
 
 TEST(StateStore, SavedRecord_RoundTripsAndIsClearedAndADamagedOneIsAnError) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path() / "state"));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path()) / "state"));
     EXPECT_EQ(MUST(store.read_saved_record("vm1")), std::nullopt);
     SavedRecord const record { "/srv/vm1.snap", "/srv/vm1.snap.mem" };
     MUST(store.write_saved_record("vm1", record));
@@ -84,7 +67,7 @@ TEST(StateStore, SavedRecord_RoundTripsAndIsClearedAndADamagedOneIsAnError) {
     EXPECT_EQ(MUST(store.read_saved_record("vm1")), std::nullopt);
     MUST(store.clear_saved_record("vm1")); // none: fine
 
-    std::ofstream(directory.path() / "state" / "saved" / "vm2.json") << R"({"snapshot_path": 7})";
+    std::ofstream(fs::path(directory.path()) / "state" / "saved" / "vm2.json") << R"({"snapshot_path": 7})";
     auto const damaged = store.read_saved_record("vm2");
     ASSERT_FALSE(damaged);
     EXPECT_NE(damaged.error().message().find("snapshot_path"), std::string::npos) << damaged.error().message();
@@ -94,58 +77,59 @@ TEST(StateStore, SavedRecord_RoundTripsAndIsClearedAndADamagedOneIsAnError) {
 }
 
 TEST(StateStore, OpenOverAFile_Fails) {
-    TemporaryDirectory directory;
-    std::ofstream(directory.path() / "file") << "x";
-    EXPECT_FALSE(StateStore::open(directory.path() / "file"));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    std::ofstream(fs::path(directory.path()) / "file") << "x";
+    EXPECT_FALSE(StateStore::open(fs::path(directory.path()) / "file"));
 }
 
 TEST(StateStore, SavedDefinition_LoadsBackEqual) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     auto const definition = sample("alpha");
     ASSERT_TRUE(store.save_definition(definition));
     auto const loaded = store.load_definition("alpha");
     ASSERT_TRUE(loaded) << loaded.error().message();
     EXPECT_EQ(*loaded, definition);
-    EXPECT_EQ(mode_of(directory.path() / "definitions" / "alpha.toml"), 0600u);
-    EXPECT_FALSE(fs::exists(directory.path() / "definitions" / "alpha.toml.tmp"));
+    EXPECT_EQ(mode_of(fs::path(directory.path()) / "definitions" / "alpha.toml"), 0600u);
+    EXPECT_FALSE(fs::exists(fs::path(directory.path()) / "definitions" / "alpha.toml.tmp"));
     EXPECT_TRUE(store.has_definition("alpha"));
 }
 
 // A process that can write into the state tree (a VM's runtime directory, say) plants links
 // at the names kvmmd writes as root; none of them may be followed.
 TEST(StateStore, PlantedSymlinks_AreRefusedAndTheirTargetsUntouched) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
-    auto const victim = directory.path() / "victim";
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
+    auto const victim = fs::path(directory.path()) / "victim";
     std::ofstream(victim) << "precious";
 
-    fs::create_symlink(victim, directory.path() / "logs" / "web.kvmm.log");
+    fs::create_symlink(victim, fs::path(directory.path()) / "logs" / "web.kvmm.log");
     auto const log = store.open_kvmm_log("web");
     ASSERT_FALSE(log);
     EXPECT_THAT(log.error().message(), HasSubstr("web.kvmm.log' is a symbolic link"));
 
-    fs::create_symlink(victim, directory.path() / "definitions" / "web.toml");
+    fs::create_symlink(victim, fs::path(directory.path()) / "definitions" / "web.toml");
     EXPECT_FALSE(store.load_definition("web"));
     auto definition = sample("web");
     ASSERT_TRUE(store.save_definition(definition)) << "the link is replaced by the rename, not written through";
-    EXPECT_FALSE(fs::is_symlink(directory.path() / "definitions" / "web.toml"));
+    EXPECT_FALSE(fs::is_symlink(fs::path(directory.path()) / "definitions" / "web.toml"));
 
-    fs::create_directory(directory.path() / "elsewhere");
-    fs::create_directory_symlink(directory.path() / "elsewhere", directory.path() / "runtime" / "db");
+    fs::create_directory(fs::path(directory.path()) / "elsewhere");
+    fs::create_directory_symlink(fs::path(directory.path()) / "elsewhere",
+                                 fs::path(directory.path()) / "runtime" / "db");
     auto const record = store.write_runtime_record("db", RuntimeRecord { 1, 2, "a", "c", "running" });
     ASSERT_FALSE(record);
     EXPECT_THAT(record.error().message(), HasSubstr("is a symbolic link"));
     EXPECT_FALSE(store.write_runtime_file("db", "machine.json", "{}"));
-    EXPECT_TRUE(fs::is_empty(directory.path() / "elsewhere"));
+    EXPECT_TRUE(fs::is_empty(fs::path(directory.path()) / "elsewhere"));
     EXPECT_FALSE(store.read_runtime_record("db"));
 
     EXPECT_EQ(read_text(victim), "precious");
 }
 
 TEST(StateStore, SaveInvalidDefinition_WritesNothing) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     auto definition = sample("../escape");
     EXPECT_FALSE(store.save_definition(definition));
     definition = sample("ok");
@@ -155,8 +139,8 @@ TEST(StateStore, SaveInvalidDefinition_WritesNothing) {
 }
 
 TEST(StateStore, SaveAgain_ReplacesDefinition) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     auto definition = sample("alpha");
     ASSERT_TRUE(store.save_definition(definition));
     definition.memory_size = 512ull << 20;
@@ -165,19 +149,19 @@ TEST(StateStore, SaveAgain_ReplacesDefinition) {
 }
 
 TEST(StateStore, List_IsSortedAndIgnoresStrayFiles) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     ASSERT_TRUE(store.save_definition(sample("charlie")));
     ASSERT_TRUE(store.save_definition(sample("alpha")));
     ASSERT_TRUE(store.save_definition(sample("bravo")));
-    std::ofstream(directory.path() / "definitions" / "delta.toml.tmp") << "half written";
-    std::ofstream(directory.path() / "definitions" / "README") << "x";
+    std::ofstream(fs::path(directory.path()) / "definitions" / "delta.toml.tmp") << "half written";
+    std::ofstream(fs::path(directory.path()) / "definitions" / "README") << "x";
     EXPECT_EQ(MUST(store.list()), (std::vector<std::string> { "alpha", "bravo", "charlie" }));
 }
 
 TEST(StateStore, RemoveDefinition_RemovesOnlyThatOne) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     ASSERT_TRUE(store.save_definition(sample("alpha")));
     ASSERT_TRUE(store.save_definition(sample("bravo")));
     ASSERT_TRUE(store.remove_definition("alpha"));
@@ -191,8 +175,8 @@ TEST(StateStore, RemoveDefinition_RemovesOnlyThatOne) {
 }
 
 TEST(StateStore, LoadWithInvalidName_IsRejectedBeforeTouchingFiles) {
-    TemporaryDirectory directory;
-    auto const store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const store = MUST(StateStore::open(fs::path(directory.path())));
     EXPECT_FALSE(store.load_definition("../../etc/passwd"));
 }
 
@@ -200,10 +184,10 @@ TEST(StateStore, LoadWithInvalidName_IsRejectedBeforeTouchingFiles) {
 // the file (as that kvmmd's to_toml() wrote it, sizes as the user gave them) loads into the
 // typed definition, and saving it again keeps what it said.
 TEST(StateStore, DefinitionFromAnOlderKvmmd_LoadsTypedAndSavesBackTheSame) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     {
-        std::ofstream old(directory.path() / "definitions" / "old.toml");
+        std::ofstream old(fs::path(directory.path()) / "definitions" / "old.toml");
         old << R"(name = "old"
 vcpus = 2
 memory = 256
@@ -249,28 +233,29 @@ uds = "/run/old.vsock"
 }
 
 TEST(StateStore, DefinitionFileNamingAnotherVm_IsRejected) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     ASSERT_TRUE(store.save_definition(sample("alpha")));
-    fs::rename(directory.path() / "definitions" / "alpha.toml", directory.path() / "definitions" / "beta.toml");
+    fs::rename(fs::path(directory.path()) / "definitions" / "alpha.toml",
+               fs::path(directory.path()) / "definitions" / "beta.toml");
     auto const loaded = store.load_definition("beta");
     ASSERT_FALSE(loaded);
     EXPECT_THAT(loaded.error().message(), HasSubstr("'alpha'"));
 }
 
 TEST(StateStore, Paths_AreUnderTheRoot) {
-    TemporaryDirectory directory;
-    auto const store = MUST(StateStore::open(directory.path()));
-    EXPECT_EQ(store.log_path("vm1"), directory.path() / "logs" / "vm1.log");
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const store = MUST(StateStore::open(fs::path(directory.path())));
+    EXPECT_EQ(store.log_path("vm1"), fs::path(directory.path()) / "logs" / "vm1.log");
     auto const runtime = store.runtime_dir("vm1");
-    EXPECT_EQ(runtime, directory.path() / "runtime" / "vm1");
+    EXPECT_EQ(runtime, fs::path(directory.path()) / "runtime" / "vm1");
     EXPECT_TRUE(fs::is_directory(runtime));
     EXPECT_EQ(mode_of(runtime), 0700u);
 }
 
 TEST(StateStore, RuntimeRecord_RoundTripsAndClears) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     EXPECT_FALSE(MUST(store.read_runtime_record("vm1")).has_value());
     RuntimeRecord const record { 4242, 987654321, "/run/a.sock", "/run/c.sock", "paused" };
     ASSERT_TRUE(store.write_runtime_record("vm1", record));
@@ -284,22 +269,22 @@ TEST(StateStore, RuntimeRecord_RoundTripsAndClears) {
 }
 
 TEST(StateStore, StartIntent_IsWrittenAndCleared) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     EXPECT_FALSE(store.has_start_intent("vm1"));
     ASSERT_TRUE(store.write_start_intent("vm1", 1234));
     EXPECT_TRUE(store.has_start_intent("vm1"));
     EXPECT_FALSE(store.has_start_intent("vm2"));
-    EXPECT_THAT(read_text(directory.path() / "runtime" / "vm1" / "intent.json"), HasSubstr("1234"));
-    EXPECT_EQ(mode_of(directory.path() / "runtime" / "vm1" / "intent.json"), 0600u);
+    EXPECT_THAT(read_text(fs::path(directory.path()) / "runtime" / "vm1" / "intent.json"), HasSubstr("1234"));
+    EXPECT_EQ(mode_of(fs::path(directory.path()) / "runtime" / "vm1" / "intent.json"), 0600u);
     ASSERT_TRUE(store.clear_start_intent("vm1"));
     EXPECT_FALSE(store.has_start_intent("vm1"));
     EXPECT_TRUE(store.clear_start_intent("vm1")); // clearing nothing is fine
 }
 
 TEST(StateStore, InterruptedWrites_TemporaryFilesAreRemovedAndTheRestKept) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     auto const runtime = store.runtime_dir("vm1");
     ASSERT_TRUE(store.write_runtime_record("vm1", RuntimeRecord { 7, 8, "/a", "/c", "running" }));
     std::ofstream(runtime / "runtime.json.tmp") << "{\"pid\": 9";
@@ -311,8 +296,8 @@ TEST(StateStore, InterruptedWrites_TemporaryFilesAreRemovedAndTheRestKept) {
 }
 
 TEST(StateStore, ClearRuntimeDir_RemovesRecordIntentAndSockets) {
-    TemporaryDirectory directory;
-    auto store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto store = MUST(StateStore::open(fs::path(directory.path())));
     auto const runtime = store.runtime_dir("vm1");
     ASSERT_TRUE(store.write_runtime_record("vm1", RuntimeRecord { 7, 8, "/a", "/c", "running" }));
     ASSERT_TRUE(store.write_start_intent("vm1", 1));
@@ -324,8 +309,8 @@ TEST(StateStore, ClearRuntimeDir_RemovesRecordIntentAndSockets) {
 }
 
 TEST(StateStore, CorruptRuntimeRecord_IsAnError) {
-    TemporaryDirectory directory;
-    auto const store = MUST(StateStore::open(directory.path()));
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const store = MUST(StateStore::open(fs::path(directory.path())));
     std::ofstream(store.runtime_dir("vm1") / "runtime.json") << "{\"pid\": \"x\"";
     EXPECT_FALSE(store.read_runtime_record("vm1"));
 }
@@ -343,18 +328,18 @@ TEST(RuntimeRecordJson, MissingOrMistypedFields_NameTheField) {
 }
 
 TEST(AtomicWriteFile, ReplacesContentsWithGivenMode) {
-    TemporaryDirectory directory;
-    auto const path = directory.path() / "file";
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const path = fs::path(directory.path()) / "file";
     ASSERT_TRUE(atomic_write_file(path, "first", 0644));
     ASSERT_TRUE(atomic_write_file(path, "second", 0600));
     EXPECT_EQ(read_text(path), "second");
     EXPECT_EQ(mode_of(path), 0600u);
-    EXPECT_FALSE(fs::exists(directory.path() / "file.tmp"));
+    EXPECT_FALSE(fs::exists(fs::path(directory.path()) / "file.tmp"));
 }
 
 TEST(AtomicWriteFile, MissingDirectory_NamesPath) {
-    TemporaryDirectory directory;
-    auto const result = atomic_write_file(directory.path() / "no" / "file", "x", 0600);
+    testing::TemporaryDirectory directory { "kvmm-state" };
+    auto const result = atomic_write_file(fs::path(directory.path()) / "no" / "file", "x", 0600);
     ASSERT_FALSE(result);
     EXPECT_THAT(result.error().message(), HasSubstr("file.tmp"));
 }

@@ -1,6 +1,7 @@
 #include "manager/vm_jail.h"
 
 #include "backends/disk/qcow2_file.h"
+#include "base/testing/temporary_directory.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -18,24 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-class TemporaryDirectory {
-public:
-    TemporaryDirectory() {
-        std::string pattern = ::testing::TempDir() + "kvmm-jail-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr)
-            std::abort();
-        m_path = pattern;
-    }
-    ~TemporaryDirectory() {
-        std::error_code ignored;
-        fs::remove_all(m_path, ignored);
-    }
-    fs::path const& path() const { return m_path; }
-
-private:
-    fs::path m_path;
-};
 
 std::string error_of(auto const& result) { return result ? std::string {} : result.error().message(); }
 
@@ -57,8 +40,8 @@ TEST(ParseUidRange, RefusesMalformedSystemEmptyAndOverflowingRangesNamingThem) {
 }
 
 TEST(AssignVmUid, KeepsAVmsUidAndGivesEveryVmItsOwnWithinTheRange) {
-    TemporaryDirectory directory;
-    auto const uids = directory.path() / "uids";
+    testing::TemporaryDirectory directory { "kvmm-jail" };
+    auto const uids = fs::path(directory.path()) / "uids";
     std::set<uint32_t> seen;
     for (int i = 0; i < 8; ++i) {
         auto uid = assign_vm_uid(uids, "vm" + std::to_string(i), 20000, 8);
@@ -78,8 +61,8 @@ TEST(AssignVmUid, KeepsAVmsUidAndGivesEveryVmItsOwnWithinTheRange) {
 }
 
 TEST(AssignVmUid, ARecordOutsideANewRangeIsReplaced) {
-    TemporaryDirectory directory;
-    auto const uids = directory.path() / "uids";
+    testing::TemporaryDirectory directory { "kvmm-jail" };
+    auto const uids = fs::path(directory.path()) / "uids";
     uint32_t const old_uid = MUST(assign_vm_uid(uids, "web", 20000, 4));
     uint32_t const new_uid = MUST(assign_vm_uid(uids, "web", 30000, 4));
     EXPECT_LT(old_uid, 20004u);
@@ -88,9 +71,9 @@ TEST(AssignVmUid, ARecordOutsideANewRangeIsReplaced) {
 }
 
 TEST(AssignVmUid, RefusesANameThatIsNoVmName) {
-    TemporaryDirectory directory;
-    EXPECT_FALSE(assign_vm_uid(directory.path() / "uids", "../x", 20000, 4));
-    EXPECT_FALSE(fs::exists(directory.path() / "x"));
+    testing::TemporaryDirectory directory { "kvmm-jail" };
+    EXPECT_FALSE(assign_vm_uid(fs::path(directory.path()) / "uids", "../x", 20000, 4));
+    EXPECT_FALSE(fs::exists(fs::path(directory.path()) / "x"));
 }
 
 TEST(JailId, KeepsOnlyWhatTheJailerAcceptsAndStaysDistinct) {
@@ -108,24 +91,24 @@ protected:
         if (::geteuid() != 0)
             GTEST_SKIP() << "changing file owners needs root";
         m_settings.jailer_binary = "/usr/bin/kvmm-jailer";
-        m_settings.base = m_directory.path() / "jail";
+        m_settings.base = fs::path(m_directory.path()) / "jail";
         m_settings.uid_start = 50000;
         m_settings.uid_count = 10;
         fs::create_directories(m_settings.base);
-        std::ofstream(m_directory.path() / "kernel") << "kernel";
-        ::chmod((m_directory.path() / "kernel").c_str(), 0644);
-        std::ofstream(m_directory.path() / "disk.img") << "disk";
-        ::chown((m_directory.path() / "disk.img").c_str(), 1234, 5678);
-        ::chmod((m_directory.path() / "disk.img").c_str(), 0640);
-        std::ofstream(m_directory.path() / "seed.img") << "seed";
-        ::chmod((m_directory.path() / "seed.img").c_str(), 0444);
+        std::ofstream(fs::path(m_directory.path()) / "kernel") << "kernel";
+        ::chmod((fs::path(m_directory.path()) / "kernel").c_str(), 0644);
+        std::ofstream(fs::path(m_directory.path()) / "disk.img") << "disk";
+        ::chown((fs::path(m_directory.path()) / "disk.img").c_str(), 1234, 5678);
+        ::chmod((fs::path(m_directory.path()) / "disk.img").c_str(), 0640);
+        std::ofstream(fs::path(m_directory.path()) / "seed.img") << "seed";
+        ::chmod((fs::path(m_directory.path()) / "seed.img").c_str(), 0444);
         m_definition.name = "vm_1";
-        m_definition.kernel = (m_directory.path() / "kernel").string();
+        m_definition.kernel = (fs::path(m_directory.path()) / "kernel").string();
         m_definition.disks.resize(2);
         m_definition.disks[0].id = "root";
-        m_definition.disks[0].path = (m_directory.path() / "disk.img").string();
+        m_definition.disks[0].path = (fs::path(m_directory.path()) / "disk.img").string();
         m_definition.disks[1].id = "seed";
-        m_definition.disks[1].path = (m_directory.path() / "seed.img").string();
+        m_definition.disks[1].path = (fs::path(m_directory.path()) / "seed.img").string();
         m_definition.disks[1].read_only = true;
     }
 
@@ -135,7 +118,7 @@ protected:
         return status;
     }
 
-    TemporaryDirectory m_directory;
+    testing::TemporaryDirectory m_directory { "kvmm-jail" };
     JailSettings m_settings;
     VmDefinition m_definition;
 };
@@ -149,12 +132,12 @@ TEST_F(PreparedJailTest, HandsTheFilesInAndGivesOnlyTheWritableDiskToTheVmUntilR
     EXPECT_EQ(jail->inside.disks[0].path, "/disk0");
     EXPECT_EQ(jail->inside.disks[1].path, "/disk1");
     // Hard links: the same inodes.
-    EXPECT_EQ(status_of(jail->root / "disk0").st_ino, status_of(m_directory.path() / "disk.img").st_ino);
-    EXPECT_EQ(status_of(jail->root / "kernel").st_ino, status_of(m_directory.path() / "kernel").st_ino);
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 50003u);
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_gid, 50003u);
-    EXPECT_EQ(status_of(m_directory.path() / "seed.img").st_uid, 0u);
-    EXPECT_EQ(status_of(m_directory.path() / "kernel").st_uid, 0u);
+    EXPECT_EQ(status_of(jail->root / "disk0").st_ino, status_of(fs::path(m_directory.path()) / "disk.img").st_ino);
+    EXPECT_EQ(status_of(jail->root / "kernel").st_ino, status_of(fs::path(m_directory.path()) / "kernel").st_ino);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_uid, 50003u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_gid, 50003u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "seed.img").st_uid, 0u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "kernel").st_uid, 0u);
     EXPECT_EQ(status_of(jail->root / "machine.json").st_uid, 50003u);
     EXPECT_EQ(jail->control_socket, (jail->root / "control.sock").string());
     EXPECT_THAT(jail->argv, ::testing::IsSupersetOf({ std::string("--uid"), std::string("50003"), std::string("--"),
@@ -162,7 +145,7 @@ TEST_F(PreparedJailTest, HandsTheFilesInAndGivesOnlyTheWritableDiskToTheVmUntilR
     EXPECT_EQ(jail->argv.front(), "/usr/bin/kvmm-jailer");
 
     ASSERT_TRUE(restore_jail(m_settings, jail->id));
-    auto const disk = status_of(m_directory.path() / "disk.img");
+    auto const disk = status_of(fs::path(m_directory.path()) / "disk.img");
     EXPECT_EQ(disk.st_uid, 1234u);
     EXPECT_EQ(disk.st_gid, 5678u);
     EXPECT_EQ(disk.st_mode & 07777, 0640u);
@@ -178,20 +161,20 @@ TEST_F(PreparedJailTest, AStaleJailOfTheSameVmIsRestoredBeforeTheNextStart) {
     auto second = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
     ASSERT_TRUE(second) << second.error().message();
     ASSERT_TRUE(restore_jail(m_settings, second->id));
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 1234u) << "the owner from before both runs";
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_uid, 1234u) << "the owner from before both runs";
 }
 
 TEST_F(PreparedJailTest, AFailureLeavesNoJailAndEveryOwnerRestored) {
     // The second disk cannot be handed in: the first one must be given back.
-    ::chmod((m_directory.path() / "seed.img").c_str(), 0400);
+    ::chmod((fs::path(m_directory.path()) / "seed.img").c_str(), 0400);
     auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
     EXPECT_THAT(error_of(jail), HasSubstr("seed.img"));
     EXPECT_THAT(error_of(jail), HasSubstr("not readable by others"));
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 1234u);
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_nlink, 1u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_uid, 1234u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_nlink, 1u);
     EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
 
-    m_definition.disks[1].path = (m_directory.path() / "missing.img").string();
+    m_definition.disks[1].path = (fs::path(m_directory.path()) / "missing.img").string();
     EXPECT_THAT(error_of(prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {})), HasSubstr("missing.img"));
     EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
 }
@@ -200,75 +183,76 @@ TEST_F(PreparedJailTest, ADiskReplacedDuringTheRunKeepsTheOwnerItHasNow) {
     auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
     ASSERT_TRUE(jail) << jail.error().message();
     // Another file now sits at the disk's path: restoring must not give it to the old owner.
-    fs::remove(m_directory.path() / "disk.img");
-    std::ofstream(m_directory.path() / "disk.img") << "other";
+    fs::remove(fs::path(m_directory.path()) / "disk.img");
+    std::ofstream(fs::path(m_directory.path()) / "disk.img") << "other";
     EXPECT_THAT(error_of(restore_jail(m_settings, jail->id)), HasSubstr("no longer the file"));
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 0u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_uid, 0u);
     EXPECT_FALSE(fs::exists(m_settings.base / "kvmm" / jail->id));
 }
 
 // A qcow2 disk's backing files are opened by kvmm at the names in the headers: a relative name
 // against the image's directory (in the jail "/", where /disk0 is), an absolute one as it is.
 TEST_F(PreparedJailTest, AQcow2DisksBackingChainIsLinkedWhereKvmmLooksForItReadOnly) {
-    auto const base = m_directory.path() / "base.raw";
+    auto const base = fs::path(m_directory.path()) / "base.raw";
     std::ofstream(base) << std::string(65536, 'b');
     ::chmod(base.c_str(), 0644);
     qcow2::CreateOptions middle_options;
     middle_options.backing_file = base.string(); // absolute
-    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "middle.qcow2").string(), 65536, middle_options));
+    ASSERT_TRUE(qcow2::create_image((fs::path(m_directory.path()) / "middle.qcow2").string(), 65536, middle_options));
     qcow2::CreateOptions top_options;
     top_options.backing_file = "middle.qcow2"; // relative to the top image's directory
     top_options.backing_format = qcow2::BackingFormat::Qcow2;
-    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "top.qcow2").string(), 65536, top_options));
-    m_definition.disks[0].path = (m_directory.path() / "top.qcow2").string();
+    ASSERT_TRUE(qcow2::create_image((fs::path(m_directory.path()) / "top.qcow2").string(), 65536, top_options));
+    m_definition.disks[0].path = (fs::path(m_directory.path()) / "top.qcow2").string();
     m_definition.disks[0].format = DiskConfig::Format::Qcow2;
 
     auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
     ASSERT_TRUE(jail) << jail.error().message();
-    EXPECT_EQ(status_of(jail->root / "disk0").st_ino, status_of(m_directory.path() / "top.qcow2").st_ino);
-    EXPECT_EQ(status_of(jail->root / "middle.qcow2").st_ino, status_of(m_directory.path() / "middle.qcow2").st_ino);
+    EXPECT_EQ(status_of(jail->root / "disk0").st_ino, status_of(fs::path(m_directory.path()) / "top.qcow2").st_ino);
+    EXPECT_EQ(status_of(jail->root / "middle.qcow2").st_ino,
+              status_of(fs::path(m_directory.path()) / "middle.qcow2").st_ino);
     auto const inside_base = jail->root / base.relative_path();
     EXPECT_EQ(status_of(inside_base).st_ino, status_of(base).st_ino);
     // Read-only: the backing files keep their owner; the directories made for them are root's.
     EXPECT_EQ(status_of(base).st_uid, 0u);
-    EXPECT_EQ(status_of(m_directory.path() / "middle.qcow2").st_uid, 0u);
-    EXPECT_EQ(status_of(m_directory.path() / "top.qcow2").st_uid, 50003u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "middle.qcow2").st_uid, 0u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "top.qcow2").st_uid, 50003u);
     auto const directory = status_of(inside_base.parent_path());
     EXPECT_EQ(directory.st_uid, 0u);
     EXPECT_EQ(directory.st_mode & 07777, 0755u);
 
     ASSERT_TRUE(restore_jail(m_settings, jail->id));
     EXPECT_EQ(status_of(base).st_nlink, 1u);
-    EXPECT_EQ(status_of(m_directory.path() / "middle.qcow2").st_nlink, 1u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "middle.qcow2").st_nlink, 1u);
     EXPECT_FALSE(fs::exists(m_settings.base / "kvmm" / jail->id));
 }
 
 TEST_F(PreparedJailTest, ABackingFileAtANameTheJailUsesOrUnreadable_IsRefusedNamingItAndLeavesNothing) {
     qcow2::CreateOptions options;
     options.backing_file = "kernel";
-    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "over-kernel.qcow2").string(), 65536, options));
-    m_definition.disks[0].path = (m_directory.path() / "over-kernel.qcow2").string();
+    ASSERT_TRUE(qcow2::create_image((fs::path(m_directory.path()) / "over-kernel.qcow2").string(), 65536, options));
+    m_definition.disks[0].path = (fs::path(m_directory.path()) / "over-kernel.qcow2").string();
     m_definition.disks[0].format = DiskConfig::Format::Qcow2;
     auto jail = prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {});
     EXPECT_THAT(error_of(jail), HasSubstr("backing file 'kernel'"));
     EXPECT_THAT(error_of(jail), HasSubstr("a name the jail uses for its own files"));
     EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
-    EXPECT_EQ(status_of(m_directory.path() / "over-kernel.qcow2").st_uid, 0u) << "its owner is restored";
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "over-kernel.qcow2").st_uid, 0u) << "its owner is restored";
 
-    auto const secret = m_directory.path() / "secret.raw";
+    auto const secret = fs::path(m_directory.path()) / "secret.raw";
     std::ofstream(secret) << std::string(65536, 's');
     ::chmod(secret.c_str(), 0600);
     options.backing_file = secret.string();
-    ASSERT_TRUE(qcow2::create_image((m_directory.path() / "over-secret.qcow2").string(), 65536, options));
-    m_definition.disks[0].path = (m_directory.path() / "over-secret.qcow2").string();
+    ASSERT_TRUE(qcow2::create_image((fs::path(m_directory.path()) / "over-secret.qcow2").string(), 65536, options));
+    m_definition.disks[0].path = (fs::path(m_directory.path()) / "over-secret.qcow2").string();
     EXPECT_THAT(error_of(prepare_jail(m_settings, "/usr/bin/kvmm", m_definition, 50003, {})),
                 HasSubstr("not readable by others"));
     EXPECT_TRUE(fs::is_empty(m_settings.base / "kvmm"));
 }
 
 TEST_F(PreparedJailTest, ASavedVmsFilesAreHandedInForTheRunAndKvmmIsToldToRestoreFromThem) {
-    auto const snapshot = m_directory.path() / "saved.snap";
-    auto const memory = m_directory.path() / "saved.mem";
+    auto const snapshot = fs::path(m_directory.path()) / "saved.snap";
+    auto const memory = fs::path(m_directory.path()) / "saved.mem";
     for (auto const& path : { snapshot, memory }) {
         std::ofstream(path) << "saved";
         ::chmod(path.c_str(), 0600);
@@ -288,11 +272,11 @@ TEST_F(PreparedJailTest, ASavedVmsFilesAreHandedInForTheRunAndKvmmIsToldToRestor
 }
 
 TEST_F(PreparedJailTest, TakeOutOfJail_MovesKvmmsFileToRootOrRefusesALinkPlantedInItsPlace) {
-    auto const root = m_directory.path() / "root";
+    auto const root = fs::path(m_directory.path()) / "root";
     fs::create_directories(root);
     std::ofstream(root / "snapshot.snap") << "state";
     ::chown((root / "snapshot.snap").c_str(), 50003, 50003);
-    auto const destination = m_directory.path() / "out.snap";
+    auto const destination = fs::path(m_directory.path()) / "out.snap";
     ASSERT_TRUE(take_out_of_jail(root, "snapshot.snap", 50003, destination.string()));
     EXPECT_FALSE(fs::exists(root / "snapshot.snap"));
     EXPECT_EQ(status_of(destination).st_uid, 0u);
@@ -303,10 +287,10 @@ TEST_F(PreparedJailTest, TakeOutOfJail_MovesKvmmsFileToRootOrRefusesALinkPlanted
     EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 50003, destination.string())),
                 HasSubstr("snapshot.snap"));
     fs::remove(root / "snapshot.snap");
-    fs::create_hard_link(m_directory.path() / "disk.img", root / "snapshot.snap");
+    fs::create_hard_link(fs::path(m_directory.path()) / "disk.img", root / "snapshot.snap");
     EXPECT_THAT(error_of(take_out_of_jail(root, "snapshot.snap", 1234, destination.string())),
                 HasSubstr("not the file kvmm wrote"));
-    EXPECT_EQ(status_of(m_directory.path() / "disk.img").st_uid, 1234u);
+    EXPECT_EQ(status_of(fs::path(m_directory.path()) / "disk.img").st_uid, 1234u);
     EXPECT_EQ(status_of(destination).st_uid, 0u) << "the destination is as it was";
 }
 

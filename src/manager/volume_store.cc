@@ -1,8 +1,8 @@
 #include "manager/volume_store.h"
 
 #include "backends/disk/qcow2_file.h"
-#include "base/checked_math.h"
 #include "base/unique_fd.h"
+#include "config/vm_config.h"
 #include "manager/state_store.h"
 
 #include <nlohmann/json.hpp>
@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -77,41 +76,12 @@ Expected<void> validate_volume_name(std::string_view name) {
 }
 
 Expected<uint64_t> parse_volume_size(std::string_view text) {
-    uint64_t number = 0;
-    auto const* const end = text.data() + text.size();
-    auto [rest, error] = std::from_chars(text.data(), end, number);
-    if (error == std::errc::result_out_of_range)
-        return Error::format("volume size '{}' is too large", text);
-    if (error != std::errc() || rest == text.data())
-        return Error::format(
-            "invalid volume size '{}': expected a number of bytes with an optional K, M, G or T suffix", text);
-    std::string suffix(rest, end);
-    for (auto& character : suffix)
-        character = static_cast<char>(std::toupper(static_cast<unsigned char>(character)));
-    if (suffix.ends_with("IB"))
-        suffix.resize(suffix.size() - 2);
-    else if (suffix.size() > 1 && suffix.ends_with("B"))
-        suffix.resize(suffix.size() - 1);
-    uint64_t multiplier = 0;
-    if (suffix.empty() || suffix == "B")
-        multiplier = 1;
-    else if (suffix == "K")
-        multiplier = 1ull << 10;
-    else if (suffix == "M")
-        multiplier = 1ull << 20;
-    else if (suffix == "G")
-        multiplier = 1ull << 30;
-    else if (suffix == "T")
-        multiplier = 1ull << 40;
-    else
-        return Error::format("invalid volume size '{}': unknown suffix '{}' (use K, M, G or T)", text,
-                             std::string_view(rest, static_cast<size_t>(end - rest)));
-    auto const bytes = checked_mul(number, multiplier);
-    if (!bytes || *bytes > qcow2::MAX_VIRTUAL_SIZE)
+    auto const bytes = TRY(parse_size_with_suffix(text, "volume", 1));
+    if (bytes > qcow2::MAX_VIRTUAL_SIZE)
         return Error::format("volume size '{}' is larger than {} bytes", text, qcow2::MAX_VIRTUAL_SIZE);
-    if (*bytes == 0 || *bytes % 512 != 0)
-        return Error::format("volume size '{}' ({} bytes) must be a positive multiple of 512 bytes", text, *bytes);
-    return *bytes;
+    if (bytes == 0 || bytes % 512 != 0)
+        return Error::format("volume size '{}' ({} bytes) must be a positive multiple of 512 bytes", text, bytes);
+    return bytes;
 }
 
 std::optional<FileIdentity> identity_of(std::string const& path) {
