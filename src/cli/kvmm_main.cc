@@ -19,6 +19,7 @@
 #include "cli/vmm_control.h"
 #include "hypervisor/kvm/kvm_ioctl_groups.h"
 #include "hypervisor/kvm/kvm_system.h"
+#include "sandbox/sanitized_build.h"
 #include "sandbox/seccomp_filter.h"
 #include "sandbox/seccomp_filter_file.h"
 #include "sandbox/sigsys_report.h"
@@ -93,21 +94,6 @@ kvmm::MachineHooks sandbox_hooks() {
     return hooks;
 }
 
-// Sanitizer runtimes make system calls of their own (shadow memory, reports) that no role's
-// list holds: instrumented builds run unfiltered and say so.
-constexpr bool SANITIZED_BUILD =
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-    true;
-#else
-    false;
-#endif
-#else
-    false;
-#endif
-
 // Compiles the filters: kvmm's table, or the --seccomp-filter file.
 kvmm::Expected<void> prepare_seccomp(bool no_seccomp, std::string const& filter_file,
                                      std::vector<kvmm::ThreadRole> const& roles) {
@@ -117,7 +103,7 @@ kvmm::Expected<void> prepare_seccomp(bool no_seccomp, std::string const& filter_
         spdlog::warn("--no-seccomp: kvmm runs without seccomp filters");
         return {};
     }
-    if (SANITIZED_BUILD) {
+    if (kvmm::SANITIZED_BUILD) {
         spdlog::warn("sanitizer build: seccomp filters are not installed");
         return {};
     }

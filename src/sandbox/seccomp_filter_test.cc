@@ -1,5 +1,6 @@
 #include "sandbox/seccomp_filter.h"
 
+#include "sandbox/sanitized_build.h"
 #include "sandbox/seccomp_table.h"
 #include "sandbox/sigsys_report.h"
 
@@ -86,7 +87,26 @@ void expect_violation(ChildResult const& result, ThreadRole role, std::string co
     EXPECT_NE(result.stderr_text.find("(" + syscall + ")"), std::string::npos) << result.stderr_text;
 }
 
-class EveryRole : public testing::TestWithParam<ThreadRole> {};
+// The tests below install real filters in a forked child.
+class EveryRole : public testing::TestWithParam<ThreadRole> {
+protected:
+    void SetUp() override {
+        if (SANITIZED_BUILD)
+            GTEST_SKIP() << SANITIZED_BUILD_SKIP_REASON;
+    }
+};
+
+class InstallsAFilter : public testing::Test {
+protected:
+    void SetUp() override {
+        if (SANITIZED_BUILD)
+            GTEST_SKIP() << SANITIZED_BUILD_SKIP_REASON;
+    }
+};
+class VcpuRole : public InstallsAFilter {};
+class VmmRole : public InstallsAFilter {};
+class ApiRole : public InstallsAFilter {};
+class ConfigBootRole : public InstallsAFilter {};
 
 TEST_P(EveryRole, AnInetSocketKillsTheProcessNamingTheRoleAndSyscall) {
     auto const result = run_filtered(GetParam(), [] { (void)::socket(AF_INET, SOCK_STREAM, 0); });
@@ -135,7 +155,7 @@ TEST_P(EveryRole, MemoryThreadsLocksAndLoggingStillWork) {
 INSTANTIATE_TEST_SUITE_P(Roles, EveryRole, testing::ValuesIn(ALL_THREAD_ROLES),
                          [](auto const& role_info) { return std::string(thread_role_name(role_info.param)); });
 
-TEST(VcpuRole, KvmRunIsAllowedButOpeningAFileIsNot) {
+TEST_F(VcpuRole, KvmRunIsAllowedButOpeningAFileIsNot) {
     // KVM_RUN on a descriptor that is not a vCPU: the filter lets it through, the kernel says ENOTTY.
     auto const allowed = run_filtered(ThreadRole::Vcpu, [] {
         if (::ioctl(STDERR_FILENO, FAKE_KVM_RUN, 0) == 0 || errno != ENOTTY)
@@ -146,14 +166,14 @@ TEST(VcpuRole, KvmRunIsAllowedButOpeningAFileIsNot) {
     expect_violation(opened, ThreadRole::Vcpu, "openat");
 }
 
-TEST(VcpuRole, TheSaveStateIoctlsAreTheEventLoopsOnly) {
+TEST_F(VcpuRole, TheSaveStateIoctlsAreTheEventLoopsOnly) {
     auto const vcpu = run_filtered(ThreadRole::Vcpu, [] { (void)::ioctl(STDERR_FILENO, FAKE_KVM_GET_CLOCK, 0); });
     expect_violation(vcpu, ThreadRole::Vcpu, "ioctl");
     auto const vmm = run_filtered(ThreadRole::Vmm, [] { (void)::ioctl(STDERR_FILENO, FAKE_KVM_GET_CLOCK, 0); });
     EXPECT_EQ(vmm.exit_status, 0) << vmm.stderr_text;
 }
 
-TEST(VmmRole, ThreadsMayStartButNotProcesses) {
+TEST_F(VmmRole, ThreadsMayStartButNotProcesses) {
     auto const thread = run_filtered(ThreadRole::Vmm, [] {
         std::thread worker([] {});
         worker.join();
@@ -163,7 +183,7 @@ TEST(VmmRole, ThreadsMayStartButNotProcesses) {
     expect_violation(process, ThreadRole::Vmm, "clone");
 }
 
-TEST(ApiRole, UnixSocketsAndFilesAreAllowedButNotTheVcpusIoctls) {
+TEST_F(ApiRole, UnixSocketsAndFilesAreAllowedButNotTheVcpusIoctls) {
     auto const allowed = run_filtered(ThreadRole::Api, [] {
         int const fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int const file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -175,7 +195,7 @@ TEST(ApiRole, UnixSocketsAndFilesAreAllowedButNotTheVcpusIoctls) {
     expect_violation(run, ThreadRole::Api, "ioctl");
 }
 
-TEST(ConfigBootRole, TheApiServersEventLoopCallsAreNotAllowed) {
+TEST_F(ConfigBootRole, TheApiServersEventLoopCallsAreNotAllowed) {
     auto const result = run_filtered(ThreadRole::ConfigBoot, [] { (void)::syscall(SYS_accept4, -1, 0, 0, 0); });
     expect_violation(result, ThreadRole::ConfigBoot, "accept4");
 }
