@@ -8,6 +8,11 @@
 #include <string>
 #include <vector>
 
+// The build defines it (src/cli/CMakeLists.txt); a bare compile (the thread-safety check) does not.
+#ifndef KVMM_VERSION
+#define KVMM_VERSION "0.0.0"
+#endif
+
 int main(int argc, char** argv) {
     // The times kvmm gets, taken before any work (Firecracker measures from the jailer's start).
     auto const start = kvmm::jailer::current_times();
