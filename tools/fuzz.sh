@@ -9,10 +9,12 @@ seconds="${1:-60}"
 jobs="${KVMM_JOBS:-2}"
 
 # Every target: the parsers of guest-controlled data (kernel images, device registers, virtqueues
-# and each virtio device's requests), of disk image metadata (qcow2), of saved state, and of the control plane (HTTP, API bodies).
+# and each virtio device's requests), of disk image metadata (qcow2), of saved state, of the control plane (HTTP, API
+# bodies), of the jailer's inputs, of guest output shown on a terminal and of write recordings.
 # The same list as fuzz/CMakeLists.txt.
 targets=(kernel_loader legacy_devices legacy_state virtio_queue virtio_transport virtio_state block net vsock balloon
-  http_parser api_body virtio_device_state hypervisor_state machine_state qcow2 fw_cfg)
+  http_parser api_body virtio_device_state hypervisor_state machine_state qcow2 fw_cfg jailer_input terminal_filter
+  write_log)
 
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs" --target "${targets[@]/%/_fuzzer}"
