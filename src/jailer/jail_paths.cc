@@ -6,24 +6,33 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
+#include <vector>
 
 namespace kvmm::jailer {
 namespace {
+
+// The non-empty components of a relative path: "a//b/" is {"a", "b"}.
+std::vector<std::string> components(std::string const& relative) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (start < relative.size()) {
+        auto slash = relative.find('/', start);
+        if (slash == std::string::npos)
+            slash = relative.size();
+        if (slash > start)
+            parts.push_back(relative.substr(start, slash - start));
+        start = slash + 1;
+    }
+    return parts;
+}
 
 // Opens a directory below `base_fd` one component at a time, refusing symlinks.
 Expected<UniqueFd> open_directory_below(int base_fd, std::string const& relative) {
     UniqueFd current(::fcntl(base_fd, F_DUPFD_CLOEXEC, 0));
     if (!current.is_valid())
         return Error::from_errno("duplicating the chroot base descriptor");
-    size_t start = 0;
-    while (start < relative.size()) {
-        auto slash = relative.find('/', start);
-        if (slash == std::string::npos)
-            slash = relative.size();
-        auto const component = relative.substr(start, slash - start);
-        start = slash + 1;
-        if (component.empty())
-            continue;
+    for (auto const& component : components(relative)) {
         if (component == "." || component == "..")
             return Error::format("{}: a '.' or '..' component has no place in a jail path", relative);
         UniqueFd next(::openat(current.get(), component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -107,15 +116,7 @@ Expected<dev_t> character_device_number(std::string const& path) {
 
 Expected<void> JailTree::make_directories(std::string const& relative, mode_t mode) {
     std::string prefix;
-    size_t start = 0;
-    while (start < relative.size()) {
-        auto slash = relative.find('/', start);
-        if (slash == std::string::npos)
-            slash = relative.size();
-        auto const component = relative.substr(start, slash - start);
-        start = slash + 1;
-        if (component.empty())
-            continue;
+    for (auto const& component : components(relative)) {
         auto const parent = TRY(open_directory_below(m_base.get(), prefix));
         prefix = prefix.empty() ? component : prefix + "/" + component;
         if (::mkdirat(parent.get(), component.c_str(), mode) == 0) {
